@@ -1,0 +1,130 @@
+use crate::{Error, SessionData};
+use async_trait::async_trait;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Where sessions are stored: implement this to add a storage backend.
+///
+/// The value [`write`](SessionBackend::write) returns is what the client gets in its cookie.
+/// For server-side stores that is the record's id; a cookie-carried backend returns the
+/// encoded session itself. Either way the middleware treats it the same.
+///
+/// # Contract
+///
+/// Every backend in this workspace keeps these rules, and the
+/// [conformance suite](crate::conformance) (feature `conformance`) checks them:
+///
+/// - A missing, expired or unauthentic record reads as `Ok(None)`, never as an error or panic,
+///   whatever bytes the id holds.
+/// - `write(None, ..)` *creates*: it mints a fresh id with
+///   [`generate_id`](SessionBackend::generate_id) and never overwrites an existing record; on a
+///   collision it mints again.
+/// - `write(Some(id), ..)` *updates* a record that still exists. If the record is gone (removed by
+///   a parallel request, or expired) it returns [`Error::SessionGone`] and stores nothing, so an
+///   id a client made up is never adopted and a logged-out session is never brought back.
+/// - `ttl` is how long the record must live from this write; `None` means no limit.
+///   Each write restarts the clock.
+///
+/// # Example
+///
+/// A backend over a shared map, the way a third-party crate would write one:
+///
+/// ```
+/// use async_trait::async_trait;
+/// use sessions_core::{Error, SessionBackend, SessionData};
+/// use std::collections::HashMap;
+/// use std::sync::Mutex;
+/// use std::time::Duration;
+///
+/// #[derive(Default)]
+/// struct MapBackend(Mutex<HashMap<String, SessionData>>);
+///
+/// #[async_trait]
+/// impl SessionBackend for MapBackend {
+///     async fn read(&self, id: &str) -> Result<Option<SessionData>, Error> {
+///         Ok(self.0.lock().unwrap().get(id).cloned())
+///     }
+///     async fn write(&self, id: Option<&str>, data: &SessionData, _ttl: Option<Duration>)
+///         -> Result<String, Error>
+///     {
+///         let mut map = self.0.lock().unwrap();
+///         match id {
+///             Some(id) => match map.get_mut(id) {
+///                 Some(slot) => { *slot = data.clone(); Ok(id.to_owned()) }
+///                 None => Err(Error::SessionGone),
+///             },
+///             None => loop {
+///                 let id = self.generate_id();
+///                 if !map.contains_key(&id) {
+///                     map.insert(id.clone(), data.clone());
+///                     break Ok(id);
+///                 }
+///             },
+///         }
+///     }
+///     async fn remove(&self, id: &str) -> Result<(), Error> {
+///         self.0.lock().unwrap().remove(id);
+///         Ok(())
+///     }
+///     async fn exists(&self, id: &str) -> Result<bool, Error> {
+///         Ok(self.0.lock().unwrap().contains_key(id))
+///     }
+/// }
+/// ```
+#[async_trait]
+pub trait SessionBackend: Send + Sync + 'static {
+    /// The record stored under `id`: `Ok(None)` when it is missing, expired or not authentic.
+    async fn read(&self, id: &str) -> Result<Option<SessionData>, Error>;
+
+    /// Store `data` and return the value the client must send back.
+    ///
+    /// `None` creates a new record under a fresh id; `Some(id)` updates an existing record and
+    /// fails with [`Error::SessionGone`] when it no longer exists. `ttl` is how long the record
+    /// must live from now (`None`: no limit).
+    async fn write(
+        &self,
+        id: Option<&str>,
+        data: &SessionData,
+        ttl: Option<Duration>,
+    ) -> Result<String, Error>;
+
+    /// Delete the record stored under `id`. Removing a missing record is not an error.
+    async fn remove(&self, id: &str) -> Result<(), Error>;
+
+    /// Whether a live record is stored under `id`.
+    async fn exists(&self, id: &str) -> Result<bool, Error>;
+
+    /// A fresh, unguessable id. The default takes 192 bits from the operating system's CSPRNG
+    /// and encodes them as URL-safe base64 (see [`generate_id`](crate::generate_id)).
+    fn generate_id(&self) -> String {
+        crate::generate_id()
+    }
+}
+
+#[async_trait]
+impl<B: SessionBackend + ?Sized> SessionBackend for Arc<B> {
+    async fn read(&self, id: &str) -> Result<Option<SessionData>, Error> {
+        (**self).read(id).await
+    }
+    async fn write(
+        &self,
+        id: Option<&str>,
+        data: &SessionData,
+        ttl: Option<Duration>,
+    ) -> Result<String, Error> {
+        (**self).write(id, data, ttl).await
+    }
+    async fn remove(&self, id: &str) -> Result<(), Error> {
+        (**self).remove(id).await
+    }
+    async fn exists(&self, id: &str) -> Result<bool, Error> {
+        (**self).exists(id).await
+    }
+    fn generate_id(&self) -> String {
+        (**self).generate_id()
+    }
+}
+
+/// A replacement id source for a backend, for custom id formats and for tests that need to
+/// script id collisions (see [`conformance`](crate::conformance)).
+pub type IdGenerator = Arc<dyn Fn() -> String + Send + Sync>;

@@ -1,0 +1,478 @@
+//! The cross-backend conformance suite (feature `conformance`).
+//!
+//! Every backend in this workspace runs it from its own tests, and a third-party backend gets
+//! the same checks by implementing [`Harness`] and calling [`conformance_tests!`](crate::conformance_tests):
+//!
+//! ```
+//! use sessions_core::conformance::{Case, Harness};
+//! use sessions_core::{Error, SessionBackend, SessionData};
+//! # use async_trait::async_trait;
+//! # use std::time::Duration;
+//! # #[derive(Default)] struct MyBackend;
+//! # #[async_trait] impl SessionBackend for MyBackend {
+//! #   async fn read(&self, _: &str) -> Result<Option<SessionData>, Error> { Ok(None) }
+//! #   async fn write(&self, _: Option<&str>, _: &SessionData, _: Option<Duration>) -> Result<String, Error> { Ok(String::new()) }
+//! #   async fn remove(&self, _: &str) -> Result<(), Error> { Ok(()) }
+//! #   async fn exists(&self, _: &str) -> Result<bool, Error> { Ok(false) }
+//! # }
+//!
+//! struct MyHarness;
+//!
+//! impl Harness for MyHarness {
+//!     type Backend = MyBackend;
+//!     async fn backend(&self) -> MyBackend {
+//!         MyBackend::default()
+//!     }
+//!     fn skip(&self, case: Case) -> Option<&'static str> {
+//!         match case {
+//!             Case::TtlHonoured => Some("this store keeps records until removed"),
+//!             _ => None,
+//!         }
+//!     }
+//! }
+//!
+//! // In the backend crate's tests (needs a dev-dependency on tokio with "macros" and "rt"):
+//! // sessions_core::conformance_tests!(MyHarness);
+//! ```
+//!
+//! Each case becomes its own `#[tokio::test]`, named `conformance_<case>`, so a failure names
+//! what broke. A skipped case prints why and passes.
+
+use crate::{Error, IdGenerator, SessionBackend, SessionData};
+use serde_json::{Value, json};
+use std::collections::HashSet;
+use std::fmt;
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// How a backend under test is made.
+pub trait Harness: Send + Sync {
+    /// The backend under test.
+    type Backend: SessionBackend;
+
+    /// A backend ready for use. Each case asks for its own; they may share storage.
+    fn backend(&self) -> impl Future<Output = Self::Backend> + Send;
+
+    /// A backend whose [`generate_id`](SessionBackend::generate_id) takes its ids from `ids`, so
+    /// the suite can force an id collision. `None` (the default) skips
+    /// [`Case::CreateNeverOverwrites`].
+    fn backend_with_ids(
+        &self,
+        ids: IdGenerator,
+    ) -> impl Future<Output = Option<Self::Backend>> + Send {
+        let _ = ids;
+        async { None }
+    }
+
+    /// Cases this backend cannot support, with the reason; they are skipped and the reason
+    /// printed. A cookie-carried backend, for example, cannot remove a session on the server.
+    fn skip(&self, case: Case) -> Option<&'static str> {
+        let _ = case;
+        None
+    }
+}
+
+macro_rules! cases {
+    ($($(#[$doc:meta])* $name:ident => $fn:ident,)*) => {
+        /// One check of the suite.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        #[non_exhaustive]
+        pub enum Case {
+            $($(#[$doc])* $name,)*
+        }
+
+        impl Case {
+            /// Every case, in the order [`run_all`] runs them.
+            pub const ALL: &'static [Case] = &[$(Case::$name,)*];
+        }
+
+        /// Run one case against the harness's backend; panics (as a test failure) on a
+        /// violation, prints and returns on a skip.
+        pub async fn run_case<H: Harness>(harness: &H, case: Case) {
+            if let Some(reason) = harness.skip(case) {
+                println!("conformance: skipping {case}: {reason}");
+                return;
+            }
+            match case {
+                $(Case::$name => $fn(harness).await,)*
+            }
+        }
+    };
+}
+
+cases! {
+    /// A written record reads back equal, metadata included.
+    RoundTrip => round_trip,
+    /// An id never written reads as `None` and does not exist.
+    MissingIdReadsNone => missing_id_reads_none,
+    /// An update replaces the data.
+    Overwrite => overwrite,
+    /// An update of a server-side record keeps its id.
+    UpdateKeepsId => update_keeps_id,
+    /// A removed record is gone; removing a missing one is not an error.
+    Remove => remove,
+    /// `exists` tells live records from missing ones.
+    Exists => exists,
+    /// A record written with a TTL is gone after it; one without lives on.
+    TtlHonoured => ttl_honoured,
+    /// Each write restarts the TTL.
+    TtlResetsOnWrite => ttl_resets_on_write,
+    /// Generated ids are unique across 10,000 draws, URL-safe and carry at least 128 bits.
+    IdsUnique => ids_unique,
+    /// A 1 MiB value round-trips.
+    LargeValue => large_value,
+    /// Keys in any script, and odd ones, round-trip.
+    UnicodeKeys => unicode_keys,
+    /// Nested maps and arrays and every number kind round-trip.
+    NestedValues => nested_values,
+    /// 100 concurrent creators get distinct ids and their own data.
+    ConcurrentWriters => concurrent_writers,
+    /// Garbage and forged ids read as `None` and do not exist, without a panic.
+    GarbageIdsReadNone => garbage_ids_read_none,
+    /// An update under an id the backend never issued stores nothing: ids are never adopted.
+    UnknownIdNotAdopted => unknown_id_not_adopted,
+    /// Creating under an id that is taken mints another instead of overwriting.
+    CreateNeverOverwrites => create_never_overwrites,
+    /// An update after a concurrent remove reports the session gone and stores nothing.
+    NoResurrectionAfterRemove => no_resurrection_after_remove,
+}
+
+impl fmt::Display for Case {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// Run every case in turn.
+pub async fn run_all<H: Harness>(harness: &H) {
+    for &case in Case::ALL {
+        run_case(harness, case).await;
+    }
+}
+
+fn record(value: Value) -> SessionData {
+    match value {
+        Value::Object(values) => SessionData::from_parts(values, 1_700_000_000, 1_700_000_100),
+        other => panic!("test data must be an object, got {other}"),
+    }
+}
+
+async fn read_back<B: SessionBackend>(backend: &B, id: &str) -> SessionData {
+    match backend.read(id).await {
+        Ok(Some(data)) => data,
+        Ok(None) => panic!("a record just written reads as missing"),
+        Err(e) => panic!("read failed: {e}"),
+    }
+}
+
+async fn create<B: SessionBackend>(backend: &B, data: &SessionData, ttl: Option<Duration>) -> String {
+    match backend.write(None, data, ttl).await {
+        Ok(id) => id,
+        Err(e) => panic!("creating a record failed: {e}"),
+    }
+}
+
+const HOUR: Option<Duration> = Some(Duration::from_secs(3600));
+
+async fn round_trip<H: Harness>(h: &H) {
+    let b = h.backend().await;
+    let data = record(json!({"user": "alice", "n": 42}));
+    let id = create(&b, &data, HOUR).await;
+    assert!(!id.is_empty(), "write returned an empty value");
+    assert_eq!(read_back(&b, &id).await, data, "record changed on the round trip");
+}
+
+async fn missing_id_reads_none<H: Harness>(h: &H) {
+    let b = h.backend().await;
+    let id = b.generate_id();
+    assert!(matches!(b.read(&id).await, Ok(None)), "an unwritten id must read as None");
+    assert!(matches!(b.exists(&id).await, Ok(false)), "an unwritten id must not exist");
+}
+
+async fn overwrite<H: Harness>(h: &H) {
+    let b = h.backend().await;
+    let id = create(&b, &record(json!({"v": 1, "gone": true})), HOUR).await;
+    let second = record(json!({"v": 2}));
+    let id2 = b.write(Some(&id), &second, HOUR).await.expect("update failed");
+    assert_eq!(read_back(&b, &id2).await, second, "update did not replace the data");
+}
+
+async fn update_keeps_id<H: Harness>(h: &H) {
+    let b = h.backend().await;
+    let id = create(&b, &record(json!({"v": 1})), HOUR).await;
+    let id2 = b.write(Some(&id), &record(json!({"v": 2})), HOUR).await.expect("update failed");
+    assert_eq!(id, id2, "an update must keep the record's id");
+}
+
+async fn remove<H: Harness>(h: &H) {
+    let b = h.backend().await;
+    let id = create(&b, &record(json!({"v": 1})), HOUR).await;
+    b.remove(&id).await.expect("remove failed");
+    assert!(matches!(b.read(&id).await, Ok(None)), "a removed record still reads");
+    assert!(matches!(b.exists(&id).await, Ok(false)), "a removed record still exists");
+    b.remove(&id).await.expect("removing a missing record must not fail");
+}
+
+async fn exists<H: Harness>(h: &H) {
+    let b = h.backend().await;
+    let id = create(&b, &record(json!({"v": 1})), HOUR).await;
+    assert!(matches!(b.exists(&id).await, Ok(true)), "a written record must exist");
+    assert!(matches!(b.exists(&b.generate_id()).await, Ok(false)));
+}
+
+async fn ttl_honoured<H: Harness>(h: &H) {
+    let b = h.backend().await;
+    let short = create(&b, &record(json!({"v": "short"})), Some(Duration::from_secs(1))).await;
+    let forever = create(&b, &record(json!({"v": "forever"})), None).await;
+    assert!(b.read(&short).await.expect("read failed").is_some(), "expired too early");
+    tokio::time::sleep(Duration::from_millis(2300)).await;
+    assert!(matches!(b.read(&short).await, Ok(None)), "a record outlived its TTL");
+    assert!(matches!(b.exists(&short).await, Ok(false)), "an expired record still exists");
+    assert!(b.read(&forever).await.expect("read failed").is_some(), "a record without TTL expired");
+    b.remove(&forever).await.expect("remove failed");
+}
+
+async fn ttl_resets_on_write<H: Harness>(h: &H) {
+    let b = h.backend().await;
+    let ttl = Some(Duration::from_secs(2));
+    let id = create(&b, &record(json!({"v": 1})), ttl).await;
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let id = b.write(Some(&id), &record(json!({"v": 2})), ttl).await.expect("update failed");
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    assert!(
+        b.read(&id).await.expect("read failed").is_some(),
+        "the TTL must restart on each write"
+    );
+}
+
+async fn ids_unique<H: Harness>(h: &H) {
+    let b = h.backend().await;
+    let mut seen = HashSet::new();
+    for _ in 0..10_000 {
+        let id = b.generate_id();
+        assert!(
+            id.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_'),
+            "generated ids must be URL-safe"
+        );
+        // base64 carries 6 bits a character: 22 characters hold 128 bits.
+        assert!(id.len() >= 22, "generated ids must carry at least 128 bits");
+        assert!(seen.insert(id), "a generated id repeated");
+    }
+}
+
+async fn large_value<H: Harness>(h: &H) {
+    let b = h.backend().await;
+    let big: String = (0..1024 * 1024).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+    let data = record(json!({"big": big}));
+    let id = create(&b, &data, HOUR).await;
+    assert_eq!(read_back(&b, &id).await, data, "a 1 MiB value did not round-trip");
+}
+
+async fn unicode_keys<H: Harness>(h: &H) {
+    let b = h.backend().await;
+    let data = record(json!({
+        "ключ": "значение", "键": "值", "🔑": "🔒", "": "empty key",
+        "with space": 1, "quote\"and\\slash": 2, "nul\u{0}byte": 3, "Zoë": "naïve",
+    }));
+    let id = create(&b, &data, HOUR).await;
+    assert_eq!(read_back(&b, &id).await, data, "unicode keys did not round-trip");
+}
+
+async fn nested_values<H: Harness>(h: &H) {
+    let b = h.backend().await;
+    let data = record(json!({
+        "user": {"id": 7, "roles": ["admin", "dev"], "profile": {"tz": "UTC", "age": null}},
+        "matrix": [[1, 2], [3, [4, {"deep": true}]]],
+        "min": i64::MIN, "max": u64::MAX, "float": -1.25, "zero": 0, "no": false,
+        "empty_map": {}, "empty_list": [],
+    }));
+    let id = create(&b, &data, HOUR).await;
+    assert_eq!(read_back(&b, &id).await, data, "nested values did not round-trip");
+}
+
+async fn concurrent_writers<H: Harness>(h: &H) {
+    let b = Arc::new(h.backend().await);
+    let tasks: Vec<_> = (0..100)
+        .map(|i| {
+            let b = Arc::clone(&b);
+            tokio::spawn(async move {
+                let id = create(&*b, &record(json!({"writer": i})), HOUR).await;
+                (i, id)
+            })
+        })
+        .collect();
+    let mut ids = HashSet::new();
+    for task in tasks {
+        let (i, id) = task.await.expect("a writer panicked");
+        assert_eq!(read_back(&*b, &id).await.values()["writer"], json!(i), "data mixed up");
+        assert!(ids.insert(id), "two writers got the same id");
+    }
+}
+
+fn garbage_ids(real: &str) -> Vec<String> {
+    let mut ids: Vec<String> = [
+        "", " ", "a", "\0", "../../etc/passwd", "' OR '1'='1", "\"; DROP TABLE sessions; --",
+        "*", "session:*", "{}", "ü", "🔑", "%00", "\r\nSet-Cookie: x=y", "null",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    ids.push("x".repeat(10_000));
+    ids.push(real[..real.len() / 2].to_owned());
+    ids.push(format!("{real}{real}"));
+    ids.push(format!("{real}x"));
+    let mut flipped = real.as_bytes().to_vec();
+    if let Some(last) = flipped.last_mut() {
+        *last = if *last == b'A' { b'B' } else { b'A' };
+    }
+    ids.push(String::from_utf8_lossy(&flipped).into_owned());
+    let mut tail = real.as_bytes().to_vec();
+    if let Some(first) = tail.first_mut() {
+        *first = if *first == b'A' { b'B' } else { b'A' };
+    }
+    ids.push(String::from_utf8_lossy(&tail).into_owned());
+    ids
+}
+
+async fn garbage_ids_read_none<H: Harness>(h: &H) {
+    let b = h.backend().await;
+    let real = create(&b, &record(json!({"v": 1})), HOUR).await;
+    for id in garbage_ids(&real) {
+        match b.read(&id).await {
+            Ok(None) => {}
+            Ok(Some(_)) => panic!("a garbage or forged id read as a session"),
+            Err(e) => panic!("a garbage id must read as None, not fail: {e}"),
+        }
+        assert!(matches!(b.exists(&id).await, Ok(false)), "a garbage id exists");
+    }
+    assert_eq!(read_back(&b, &real).await.values()["v"], json!(1));
+}
+
+async fn unknown_id_not_adopted<H: Harness>(h: &H) {
+    let b = h.backend().await;
+    let made_up = b.generate_id();
+    match b.write(Some(&made_up), &record(json!({"v": 1})), HOUR).await {
+        Err(Error::SessionGone) => {}
+        Ok(_) => panic!("an update under an unknown id must fail with SessionGone, not store"),
+        Err(e) => panic!("an update under an unknown id must be SessionGone, got: {e}"),
+    }
+    assert!(matches!(b.read(&made_up).await, Ok(None)), "an unknown id was adopted");
+}
+
+async fn create_never_overwrites<H: Harness>(h: &H) {
+    let first = crate::generate_id();
+    let script = Arc::new(Mutex::new(vec![crate::generate_id(), first.clone(), first.clone()]));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let ids: IdGenerator = {
+        let script = Arc::clone(&script);
+        let calls = Arc::clone(&calls);
+        Arc::new(move || {
+            calls.fetch_add(1, Ordering::SeqCst);
+            script
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .pop()
+                .unwrap_or_else(crate::generate_id)
+        })
+    };
+    let Some(b) = h.backend_with_ids(ids).await else {
+        println!("conformance: skipping CreateNeverOverwrites: the harness cannot script ids");
+        return;
+    };
+    let original = record(json!({"owner": "first"}));
+    let id1 = create(&b, &original, HOUR).await;
+    assert_eq!(id1, first, "the backend did not use its id generator");
+    let id2 = create(&b, &record(json!({"owner": "second"})), HOUR).await;
+    assert_ne!(id2, id1, "a create reused a taken id");
+    assert!(calls.load(Ordering::SeqCst) >= 3, "the backend did not mint again after a collision");
+    assert_eq!(read_back(&b, &id1).await, original, "a create overwrote an existing record");
+    assert_eq!(read_back(&b, &id2).await.values()["owner"], json!("second"));
+}
+
+async fn no_resurrection_after_remove<H: Harness>(h: &H) {
+    let b = h.backend().await;
+    let id = create(&b, &record(json!({"v": 1})), HOUR).await;
+    b.remove(&id).await.expect("remove failed");
+    match b.write(Some(&id), &record(json!({"v": 2})), HOUR).await {
+        Err(Error::SessionGone) => {}
+        Ok(_) => panic!("an update after a remove brought the session back"),
+        Err(e) => panic!("an update after a remove must be SessionGone, got: {e}"),
+    }
+    assert!(matches!(b.read(&id).await, Ok(None)), "the removed session came back");
+}
+
+/// Generate one `#[tokio::test]` per conformance [`Case`] for a [`Harness`] expression.
+///
+/// ```ignore
+/// sessions_core::conformance_tests!(MyHarness::new());
+/// ```
+///
+/// The expression is evaluated once per test. Put the call in its own module to run the
+/// suite for several configurations in one file.
+#[macro_export]
+macro_rules! conformance_tests {
+    ($harness:expr) => {
+        $crate::conformance_tests!(@cases $harness;
+            conformance_round_trip => RoundTrip,
+            conformance_missing_id_reads_none => MissingIdReadsNone,
+            conformance_overwrite => Overwrite,
+            conformance_update_keeps_id => UpdateKeepsId,
+            conformance_remove => Remove,
+            conformance_exists => Exists,
+            conformance_ttl_honoured => TtlHonoured,
+            conformance_ttl_resets_on_write => TtlResetsOnWrite,
+            conformance_ids_unique => IdsUnique,
+            conformance_large_value => LargeValue,
+            conformance_unicode_keys => UnicodeKeys,
+            conformance_nested_values => NestedValues,
+            conformance_concurrent_writers => ConcurrentWriters,
+            conformance_garbage_ids_read_none => GarbageIdsReadNone,
+            conformance_unknown_id_not_adopted => UnknownIdNotAdopted,
+            conformance_create_never_overwrites => CreateNeverOverwrites,
+            conformance_no_resurrection_after_remove => NoResurrectionAfterRemove,
+        );
+    };
+    (@cases $harness:expr; $($test:ident => $case:ident,)*) => {
+        $(
+            #[test]
+            fn $test() {
+                $crate::conformance::block_on(async {
+                    $crate::conformance::run_case(&$harness, $crate::conformance::Case::$case)
+                        .await;
+                });
+            }
+        )*
+    };
+}
+
+/// Run a future to completion on a fresh multi-threaded tokio runtime (two workers, every
+/// driver enabled), as each generated conformance test does.
+pub fn block_on<F: Future>(future: F) -> F::Output {
+    match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(future),
+        Err(e) => panic!("could not start a tokio runtime for the conformance suite: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_macro_lists_every_case() {
+        // The macro's list is written out by hand; keep it in step with `Case::ALL`.
+        let source = include_str!("conformance.rs");
+        for case in Case::ALL {
+            assert!(
+                source.contains(&format!("=> {case},")),
+                "conformance_tests! does not run {case}"
+            );
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! How a session layer hands the request's session to the code it wraps.
+//!
+//! The layer runs the inner service's future inside a [`SessionContext`] scope (a tokio
+//! task-local), and [`Session::current`] (or the axum extractor) finds it there. The session's
+//! shared state is only allocated when a handler first asks for it, so requests that never use
+//! the session cost almost nothing: no allocation, no request-extension entry.
+
+use crate::{Error, Session, SessionBackend};
+use std::cell::{Cell, OnceCell};
+use std::future::Future;
+use std::sync::Arc;
+
+pub use tokio::task::futures::TaskLocalFuture;
+
+tokio::task_local! {
+    static CURRENT: SessionContext;
+}
+
+/// The session context of one request, as a session layer sets it up.
+pub struct SessionContext {
+    backend: Arc<dyn SessionBackend>,
+    cookie: Cell<Option<String>>,
+    autoload: bool,
+    session: OnceCell<Session>,
+}
+
+impl std::fmt::Debug for SessionContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionContext")
+            .field("autoload", &self.autoload)
+            .field("session", &self.session.get())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SessionContext {
+    /// A context whose session, once asked for, reads from `backend` with the client's
+    /// `cookie` value. With `autoload`, a client without a cookie gets a session that is
+    /// already loaded (there is nothing to read).
+    pub fn new(backend: Arc<dyn SessionBackend>, cookie: Option<String>, autoload: bool) -> Self {
+        SessionContext {
+            backend,
+            cookie: Cell::new(cookie),
+            autoload,
+            session: OnceCell::new(),
+        }
+    }
+
+    /// A context around a session that already exists (for example one a layer loaded before
+    /// calling the handler).
+    pub fn with_session(session: Session) -> Self {
+        let context = SessionContext {
+            backend: Arc::clone(session.backend()),
+            cookie: Cell::new(None),
+            autoload: false,
+            session: OnceCell::new(),
+        };
+        let _ = context.session.set(session);
+        context
+    }
+
+    /// The request's session, created on first use.
+    pub fn session(&self) -> &Session {
+        self.session.get_or_init(|| {
+            let cookie = self.cookie.take();
+            let empty = cookie.is_none();
+            let session = Session::new(Arc::clone(&self.backend), cookie);
+            if self.autoload && empty {
+                session.load_empty();
+            }
+            session
+        })
+    }
+
+    /// The session, if anything asked for it.
+    pub fn into_session(self) -> Option<Session> {
+        self.session.into_inner()
+    }
+
+    /// Run `future` with this context as the current one.
+    pub fn scope<F: Future>(self, future: F) -> TaskLocalFuture<SessionContext, F> {
+        CURRENT.scope(self, future)
+    }
+}
+
+impl Session {
+    /// The session of the request being handled: available inside the future of a service
+    /// wrapped by a session layer.
+    ///
+    /// Fails with [`Error::MissingLayer`] outside such a future (no layer, a request outside
+    /// the cookie path, or a task spawned off the request: extract the session first and move
+    /// the handle into the task).
+    pub fn current() -> Result<Session, Error> {
+        CURRENT
+            .try_with(|context| context.session().clone())
+            .map_err(|_| Error::MissingLayer)
+    }
+}

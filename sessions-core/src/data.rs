@@ -1,0 +1,101 @@
+use serde_json::{Map, Value};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The values of one session: string keys to JSON-shaped values.
+pub type Values = Map<String, Value>;
+
+/// Seconds since the Unix epoch, as stored in session records.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// One stored session record: its values and its metadata.
+///
+/// Cloning is cheap: the values sit behind an [`Arc`] and are copied only when a clone is
+/// modified, so a backend can hand out its stored record without copying the map.
+///
+/// The metadata travels with the values in every backend, so time limits can be enforced on
+/// the server whatever the store: `created` is when the session was first stored,
+/// `last_access` when it was last written.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SessionData {
+    values: Arc<Values>,
+    created: u64,
+    last_access: u64,
+}
+
+impl Default for SessionData {
+    fn default() -> Self {
+        SessionData::new(Values::new())
+    }
+}
+
+impl SessionData {
+    /// A record holding `values`, created and accessed now.
+    pub fn new(values: Values) -> Self {
+        let now = unix_now();
+        SessionData::from_parts(values, now, now)
+    }
+
+    /// A record from its parts; `created` and `last_access` are seconds since the Unix epoch.
+    pub fn from_parts(values: Values, created: u64, last_access: u64) -> Self {
+        SessionData {
+            values: Arc::new(values),
+            created,
+            last_access,
+        }
+    }
+
+    /// The session's values.
+    pub fn values(&self) -> &Values {
+        &self.values
+    }
+
+    /// The session's values, for changing them (copied first if another clone shares them).
+    pub fn values_mut(&mut self) -> &mut Values {
+        Arc::make_mut(&mut self.values)
+    }
+
+    /// The values, owned (copied only if another clone shares them).
+    pub fn into_values(self) -> Values {
+        Arc::unwrap_or_clone(self.values)
+    }
+
+    /// Whether the session holds no values.
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
+    /// When the session was first stored, in seconds since the Unix epoch.
+    pub fn created_unix(&self) -> u64 {
+        self.created
+    }
+
+    /// When the session was last written, in seconds since the Unix epoch.
+    pub fn last_access_unix(&self) -> u64 {
+        self.last_access
+    }
+
+    /// When the session was first stored.
+    pub fn created(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(self.created)
+    }
+
+    /// When the session was last written.
+    pub fn last_access(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(self.last_access)
+    }
+
+    /// Record an access at `unix_secs`.
+    pub fn set_last_access(&mut self, unix_secs: u64) {
+        self.last_access = unix_secs;
+    }
+
+    /// Set the creation time (used when a backend rebuilds a record from storage).
+    pub fn set_created(&mut self, unix_secs: u64) {
+        self.created = unix_secs;
+    }
+}

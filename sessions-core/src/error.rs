@@ -1,0 +1,97 @@
+use std::error::Error as StdError;
+
+/// A boxed error from a storage backend or serializer, kept as the [`Error`]'s source.
+pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
+
+/// Everything that can go wrong with a session, named by its cause.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The session's data was used before [`Session::load`](crate::Session::load) finished.
+    #[error(
+        "the session is not loaded: call `session.load().await` before reading or writing it, \
+         or turn on `autoload` in the session layer"
+    )]
+    NotLoaded,
+
+    /// The storage backend failed: a server that cannot be reached, a pool that timed out,
+    /// a query that was refused. The message says which backend and what it was doing.
+    #[error("session backend error: {message}")]
+    Backend {
+        /// What the backend was doing when it failed.
+        message: String,
+        /// The underlying error, when there is one.
+        #[source]
+        source: Option<BoxError>,
+    },
+
+    /// Session data could not be turned into bytes, or bytes back into session data.
+    #[error("session data could not be {action}: {source}")]
+    Serialization {
+        /// `"encoded"` or `"decoded"`.
+        action: &'static str,
+        /// The serializer's own error.
+        #[source]
+        source: BoxError,
+    },
+
+    /// An update was asked for a session whose record no longer exists: it was removed
+    /// (a logout in a parallel request) or it expired. The session is not brought back.
+    #[error("the session no longer exists in the backend (removed or expired); it was not written back")]
+    SessionGone,
+
+    /// A cookie-carried session would exceed what browsers accept.
+    #[error("the session cookie would be {size} bytes, over the {limit}-byte limit browsers accept")]
+    CookieTooLarge {
+        /// The measured size of the whole `Set-Cookie` value.
+        size: usize,
+        /// The limit that was exceeded.
+        limit: usize,
+    },
+
+    /// No session layer handled this request, so there is no session to give the handler.
+    #[error(
+        "no session on this request: wrap the route in `SessionLayer` (if the layer has a cookie \
+         `path`, the request path must be inside it), and use the session inside the request's \
+         future, not from a spawned task"
+    )]
+    MissingLayer,
+
+    /// The session or layer was configured with values that cannot work.
+    #[error("invalid session configuration: {0}")]
+    Config(String),
+}
+
+impl Error {
+    /// A backend error with a message and no underlying source.
+    pub fn backend(message: impl Into<String>) -> Self {
+        Error::Backend {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// A backend error with a message and the error that caused it.
+    pub fn backend_with(message: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        Error::Backend {
+            message: message.into(),
+            source: Some(source.into()),
+        }
+    }
+
+    /// An error while encoding session data.
+    pub fn encode(source: impl Into<BoxError>) -> Self {
+        Error::Serialization {
+            action: "encoded",
+            source: source.into(),
+        }
+    }
+
+    /// An error while decoding session data.
+    pub fn decode(source: impl Into<BoxError>) -> Self {
+        Error::Serialization {
+            action: "decoded",
+            source: source.into(),
+        }
+    }
+}

@@ -1,0 +1,339 @@
+//! Turning session records into bytes and back, for backends that store bytes.
+
+use crate::{Error, SessionData, Values};
+use serde::{Deserialize, Serialize};
+
+/// Turns a [`SessionData`] record into bytes and back.
+///
+/// Backends that store bytes (Redis, SQL) take one; [`JsonSerializer`] is the default.
+/// Implement it for a format of your own:
+///
+/// ```
+/// use sessions_core::{Error, Serializer, SessionData};
+///
+/// /// JSON, but only the values: no metadata is kept.
+/// struct ValuesOnly;
+///
+/// impl Serializer for ValuesOnly {
+///     fn serialize(&self, data: &SessionData) -> Result<Vec<u8>, Error> {
+///         serde_json::to_vec(data.values()).map_err(Error::encode)
+///     }
+///     fn deserialize(&self, bytes: &[u8]) -> Result<SessionData, Error> {
+///         Ok(SessionData::new(serde_json::from_slice(bytes).map_err(Error::decode)?))
+///     }
+/// }
+///
+/// let mut data = SessionData::default();
+/// data.values_mut().insert("user_id".into(), 42.into());
+/// let bytes = ValuesOnly.serialize(&data).unwrap();
+/// assert_eq!(bytes, br#"{"user_id":42}"#);
+/// assert_eq!(ValuesOnly.deserialize(&bytes).unwrap().values(), data.values());
+/// ```
+pub trait Serializer: Send + Sync + 'static {
+    /// Encode a record.
+    fn serialize(&self, data: &SessionData) -> Result<Vec<u8>, Error>;
+    /// Decode a record; bytes that are not a record give [`Error::Serialization`].
+    fn deserialize(&self, bytes: &[u8]) -> Result<SessionData, Error>;
+}
+
+impl<S: Serializer + ?Sized> Serializer for std::sync::Arc<S> {
+    fn serialize(&self, data: &SessionData) -> Result<Vec<u8>, Error> {
+        (**self).serialize(data)
+    }
+    fn deserialize(&self, bytes: &[u8]) -> Result<SessionData, Error> {
+        (**self).deserialize(bytes)
+    }
+}
+
+/// The default serializer: a plain JSON object any language can read.
+///
+/// A record is stored as
+/// `{"created": <unix secs>, "accessed": <unix secs>, "data": {"user_id": 42, ...}}`,
+/// the session's values as an ordinary JSON object under `data`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct JsonSerializer;
+
+#[derive(Serialize)]
+struct JsonRecordRef<'a> {
+    created: u64,
+    accessed: u64,
+    data: &'a Values,
+}
+
+#[derive(Deserialize)]
+struct JsonRecord {
+    created: u64,
+    accessed: u64,
+    data: Values,
+}
+
+impl Serializer for JsonSerializer {
+    fn serialize(&self, data: &SessionData) -> Result<Vec<u8>, Error> {
+        serde_json::to_vec(&JsonRecordRef {
+            created: data.created_unix(),
+            accessed: data.last_access_unix(),
+            data: data.values(),
+        })
+        .map_err(Error::encode)
+    }
+
+    fn deserialize(&self, bytes: &[u8]) -> Result<SessionData, Error> {
+        let record: JsonRecord = serde_json::from_slice(bytes).map_err(Error::decode)?;
+        Ok(SessionData::from_parts(
+            record.data,
+            record.created,
+            record.accessed,
+        ))
+    }
+}
+
+#[cfg(feature = "bincode")]
+pub use self::binary::BincodeSerializer;
+
+#[cfg(feature = "bincode")]
+mod binary {
+    use super::Serializer;
+    use crate::{Error, SessionData, Values};
+    use bincode::de::{Decode, Decoder};
+    use bincode::enc::{Encode, Encoder};
+    use bincode::error::{DecodeError, EncodeError};
+    use serde_json::{Number, Value};
+
+    /// A compact binary serializer on [bincode](https://docs.rs/bincode) 2.
+    ///
+    /// It round-trips every value a session can hold: null, booleans, every `i64`, `u64` and
+    /// `f64`, strings, and arrays and objects nested to any depth up to
+    /// [`MAX_DEPTH`](BincodeSerializer::MAX_DEPTH). Bytes that are not a record, or that nest
+    /// deeper, decode as [`Error::Serialization`], never a panic or a stack overflow.
+    ///
+    /// This uses bincode 2.x: the 3.0.0 release on crates.io is an empty tombstone, and
+    /// bincode is no longer maintained, so the format is pinned here by a version byte.
+    #[derive(Clone, Copy, Debug, Default)]
+    pub struct BincodeSerializer;
+
+    impl BincodeSerializer {
+        /// How deeply arrays and objects may nest in a decoded record.
+        pub const MAX_DEPTH: usize = 128;
+        const FORMAT: u8 = 1;
+    }
+
+    const NULL: u8 = 0;
+    const FALSE: u8 = 1;
+    const TRUE: u8 = 2;
+    const UINT: u8 = 3;
+    const INT: u8 = 4;
+    const FLOAT: u8 = 5;
+    const STRING: u8 = 6;
+    const ARRAY: u8 = 7;
+    const OBJECT: u8 = 8;
+
+    struct RecordRef<'a>(&'a SessionData);
+    struct ValueRef<'a>(&'a Value);
+    struct MapRef<'a>(&'a Values);
+
+    impl Encode for RecordRef<'_> {
+        fn encode<E: Encoder>(&self, e: &mut E) -> Result<(), EncodeError> {
+            BincodeSerializer::FORMAT.encode(e)?;
+            self.0.created_unix().encode(e)?;
+            self.0.last_access_unix().encode(e)?;
+            MapRef(self.0.values()).encode(e)
+        }
+    }
+
+    impl Encode for MapRef<'_> {
+        fn encode<E: Encoder>(&self, e: &mut E) -> Result<(), EncodeError> {
+            self.0.len().encode(e)?;
+            for (key, value) in self.0 {
+                key.as_str().encode(e)?;
+                ValueRef(value).encode(e)?;
+            }
+            Ok(())
+        }
+    }
+
+    impl Encode for ValueRef<'_> {
+        fn encode<E: Encoder>(&self, e: &mut E) -> Result<(), EncodeError> {
+            match self.0 {
+                Value::Null => NULL.encode(e),
+                Value::Bool(false) => FALSE.encode(e),
+                Value::Bool(true) => TRUE.encode(e),
+                Value::Number(n) => {
+                    if let Some(u) = n.as_u64() {
+                        UINT.encode(e)?;
+                        u.encode(e)
+                    } else if let Some(i) = n.as_i64() {
+                        INT.encode(e)?;
+                        i.encode(e)
+                    } else if let Some(f) = n.as_f64() {
+                        FLOAT.encode(e)?;
+                        f.encode(e)
+                    } else {
+                        Err(EncodeError::Other("a number that is not i64, u64 or f64"))
+                    }
+                }
+                Value::String(s) => {
+                    STRING.encode(e)?;
+                    s.as_str().encode(e)
+                }
+                Value::Array(items) => {
+                    ARRAY.encode(e)?;
+                    items.len().encode(e)?;
+                    items.iter().try_for_each(|item| ValueRef(item).encode(e))
+                }
+                Value::Object(map) => {
+                    OBJECT.encode(e)?;
+                    MapRef(map).encode(e)
+                }
+            }
+        }
+    }
+
+    fn decode_map<D: Decoder<Context = ()>>(d: &mut D, depth: usize) -> Result<Values, DecodeError> {
+        let len = usize::decode(d)?;
+        let mut map = Values::new();
+        for _ in 0..len {
+            let key = String::decode(d)?;
+            let value = decode_value(d, depth)?;
+            map.insert(key, value);
+        }
+        Ok(map)
+    }
+
+    fn decode_value<D: Decoder<Context = ()>>(d: &mut D, depth: usize) -> Result<Value, DecodeError> {
+        if depth >= BincodeSerializer::MAX_DEPTH {
+            return Err(DecodeError::Other("session values nest too deeply"));
+        }
+        Ok(match u8::decode(d)? {
+            NULL => Value::Null,
+            FALSE => Value::Bool(false),
+            TRUE => Value::Bool(true),
+            UINT => Value::Number(u64::decode(d)?.into()),
+            INT => Value::Number(i64::decode(d)?.into()),
+            FLOAT => {
+                let f = f64::decode(d)?;
+                Value::Number(
+                    Number::from_f64(f).ok_or(DecodeError::Other("a float that is NaN or infinite"))?,
+                )
+            }
+            STRING => Value::String(String::decode(d)?),
+            ARRAY => {
+                let len = usize::decode(d)?;
+                // Never trust a claimed length for an allocation: it comes from stored bytes.
+                let mut items = Vec::with_capacity(len.min(64));
+                for _ in 0..len {
+                    items.push(decode_value(d, depth + 1)?);
+                }
+                Value::Array(items)
+            }
+            OBJECT => Value::Object(decode_map(d, depth + 1)?),
+            _ => return Err(DecodeError::Other("unknown value tag")),
+        })
+    }
+
+    fn config() -> impl bincode::config::Config {
+        bincode::config::standard().with_limit::<{ 64 * 1024 * 1024 }>()
+    }
+
+    impl Serializer for BincodeSerializer {
+        fn serialize(&self, data: &SessionData) -> Result<Vec<u8>, Error> {
+            bincode::encode_to_vec(RecordRef(data), config()).map_err(Error::encode)
+        }
+
+        fn deserialize(&self, bytes: &[u8]) -> Result<SessionData, Error> {
+            let mut decoder = bincode::de::DecoderImpl::new(
+                bincode::de::read::SliceReader::new(bytes),
+                config(),
+                (),
+            );
+            let d = &mut decoder;
+            let format = u8::decode(d).map_err(Error::decode)?;
+            if format != BincodeSerializer::FORMAT {
+                return Err(Error::decode(format!(
+                    "unknown bincode record format {format}"
+                )));
+            }
+            let created = u64::decode(d).map_err(Error::decode)?;
+            let accessed = u64::decode(d).map_err(Error::decode)?;
+            let values = decode_map(d, 0).map_err(Error::decode)?;
+            Ok(SessionData::from_parts(values, created, accessed))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn sample() -> SessionData {
+        let values = json!({
+            "user_id": 42,
+            "name": "Zoë 🔑",
+            "neg": i64::MIN,
+            "big": u64::MAX,
+            "pi": 3.5,
+            "flags": [true, false, null],
+            "nested": {"a": {"b": [1, {"c": "d"}]}, "empty": {}, "list": []},
+        });
+        let serde_json::Value::Object(values) = values else {
+            unreachable!()
+        };
+        SessionData::from_parts(values, 1_700_000_000, 1_700_000_123)
+    }
+
+    #[test]
+    fn json_is_a_plain_object_with_the_values_under_data() {
+        let bytes = JsonSerializer.serialize(&sample()).unwrap();
+        let parsed: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(parsed["data"]["user_id"], 42);
+        assert_eq!(parsed["created"], 1_700_000_000);
+        assert_eq!(parsed["accessed"], 1_700_000_123);
+        assert_eq!(JsonSerializer.deserialize(&bytes).unwrap(), sample());
+    }
+
+    #[test]
+    fn json_rejects_garbage_without_panicking() {
+        for bytes in [&b""[..], b"{", b"[]", b"null", b"{\"data\":1}", &[0xff, 0xfe]] {
+            assert!(matches!(
+                JsonSerializer.deserialize(bytes),
+                Err(Error::Serialization { .. })
+            ));
+        }
+    }
+
+    #[cfg(feature = "bincode")]
+    #[test]
+    fn bincode_round_trips_every_value_kind() {
+        let bytes = BincodeSerializer.serialize(&sample()).unwrap();
+        assert_eq!(BincodeSerializer.deserialize(&bytes).unwrap(), sample());
+        // Smaller than JSON for the same record.
+        assert!(bytes.len() < JsonSerializer.serialize(&sample()).unwrap().len());
+    }
+
+    #[cfg(feature = "bincode")]
+    #[test]
+    fn bincode_rejects_garbage_truncation_and_deep_nesting() {
+        let bytes = BincodeSerializer.serialize(&sample()).unwrap();
+        for cut in 0..bytes.len() {
+            assert!(BincodeSerializer.deserialize(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        assert!(BincodeSerializer.deserialize(&[9, 9, 9]).is_err());
+        let mut deep = serde_json::Value::Null;
+        for _ in 0..200 {
+            deep = serde_json::Value::Array(vec![deep]);
+        }
+        let mut values = Values::new();
+        values.insert("deep".into(), deep);
+        let bytes = BincodeSerializer
+            .serialize(&SessionData::from_parts(values, 1, 1))
+            .unwrap();
+        assert!(BincodeSerializer.deserialize(&bytes).is_err());
+        // A huge claimed length must fail on the missing bytes, not allocate.
+        let mut lying = vec![1u8, 0, 0, 1, 0, ARRAY_TAG_FOR_TEST];
+        lying.extend_from_slice(&[251, 255, 255, 255, 255, 255, 255, 255, 127]);
+        assert!(BincodeSerializer.deserialize(&lying).is_err());
+    }
+
+    #[cfg(feature = "bincode")]
+    const ARRAY_TAG_FOR_TEST: u8 = 7;
+}

@@ -1,0 +1,346 @@
+use crate::{Error, SessionBackend, SessionData, SessionId, Values, unix_now};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime};
+
+/// The session of one request: a cheap-to-clone handle on shared state.
+///
+/// A session layer creates it from the request's cookie; handlers get it as an extractor
+/// (feature `axum`) or with [`Session::current`]. Nothing is read from the backend until
+/// [`load`](Session::load) is called (or the layer's `autoload` does it): reading or writing
+/// before that is [`Error::NotLoaded`].
+///
+/// ```
+/// # use sessions_core::{Session, SessionBackend};
+/// # async fn handler(session: Session) -> Result<String, sessions_core::Error> {
+/// session.load().await?;
+/// let visits: u64 = session.get("visits")?.unwrap_or(0) + 1;
+/// session.insert("visits", visits)?;
+/// Ok(format!("visit number {visits}"))
+/// # }
+/// ```
+///
+/// Values are stored as JSON values: anything `serde` can serialize goes in, and
+/// [`get`](Session::get) deserializes it back into the type asked for.
+#[derive(Clone)]
+pub struct Session {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    backend: Arc<dyn SessionBackend>,
+    /// The value the client sent in its cookie, not yet verified.
+    cookie: Option<String>,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    loaded: bool,
+    data: SessionData,
+    /// The id of the record this session was loaded from (verified by a read).
+    record: Option<String>,
+    changed: bool,
+    regenerate: bool,
+}
+
+/// What saving a session asks of the response; returned by [`Session::commit`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Commit {
+    /// The session was never loaded: the response did not depend on it.
+    Untouched,
+    /// The session was used but nothing needs saving: no cookie to set.
+    Unchanged,
+    /// The session was saved: set the cookie to this value.
+    Set(String),
+    /// The session ended (emptied, deleted, or removed meanwhile by another request):
+    /// expire the client's cookie.
+    Expire,
+}
+
+impl Commit {
+    /// Whether the response depended on the session (and so should carry `Vary: Cookie`).
+    pub fn used(&self) -> bool {
+        !matches!(self, Commit::Untouched)
+    }
+}
+
+impl Session {
+    /// A session over `backend` for a client that sent `cookie` (the cookie's value, or
+    /// `None` when it sent none). Nothing is read until [`load`](Session::load).
+    pub fn new(backend: Arc<dyn SessionBackend>, cookie: Option<String>) -> Self {
+        Session {
+            inner: Arc::new(Inner {
+                backend,
+                cookie,
+                state: Mutex::new(State::default()),
+            }),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic elsewhere while holding the lock leaves the state consistent (every update
+        // below is a single assignment), so a poisoned lock is safe to keep using.
+        self.inner.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn loaded(&self) -> Result<MutexGuard<'_, State>, Error> {
+        let state = self.state();
+        if state.loaded {
+            Ok(state)
+        } else {
+            Err(Error::NotLoaded)
+        }
+    }
+
+    /// Read the session from the backend. Calling it again does nothing.
+    ///
+    /// A client without a cookie, or whose cookie names no live record (unknown, expired,
+    /// forged), gets an empty session without error; an id the backend does not know is never
+    /// adopted: if the session is saved it gets a fresh id. Backend failures are returned.
+    pub async fn load(&self) -> Result<(), Error> {
+        if self.state().loaded {
+            return Ok(());
+        }
+        let record = match &self.inner.cookie {
+            Some(cookie) => self.inner.backend.read(cookie).await?,
+            None => None,
+        };
+        let mut state = self.state();
+        if !state.loaded {
+            state.loaded = true;
+            if let Some(data) = record {
+                state.data = data;
+                state.record = self.inner.cookie.clone();
+            }
+        }
+        Ok(())
+    }
+
+    /// Mark a session loaded and empty without asking the backend: for clients that sent no
+    /// cookie, where there is nothing to read.
+    pub fn load_empty(&self) {
+        let mut state = self.state();
+        if !state.loaded && self.inner.cookie.is_none() {
+            state.loaded = true;
+        }
+    }
+
+    /// Whether [`load`](Session::load) has completed.
+    pub fn is_loaded(&self) -> bool {
+        self.state().loaded
+    }
+
+    /// The value under `key`, deserialized as `T`; `None` when there is none.
+    ///
+    /// A stored value that is not a `T` is [`Error::Serialization`].
+    pub fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, Error> {
+        let state = self.loaded()?;
+        match state.data.values().get(key) {
+            Some(value) => T::deserialize(value).map(Some).map_err(Error::decode),
+            None => Ok(None),
+        }
+    }
+
+    /// The raw JSON value under `key`.
+    pub fn get_value(&self, key: &str) -> Result<Option<Value>, Error> {
+        Ok(self.loaded()?.data.values().get(key).cloned())
+    }
+
+    /// Store `value` under `key`. Storing a value equal to the one already there is not a
+    /// change and causes no write.
+    pub fn insert(&self, key: impl Into<String>, value: impl Serialize) -> Result<(), Error> {
+        let value = serde_json::to_value(value).map_err(Error::encode)?;
+        let mut state = self.loaded()?;
+        let key = key.into();
+        if state.data.values().get(&key) != Some(&value) {
+            state.data.values_mut().insert(key, value);
+            state.changed = true;
+        }
+        Ok(())
+    }
+
+    /// Remove the value under `key`, returning it.
+    pub fn remove(&self, key: &str) -> Result<Option<Value>, Error> {
+        let mut state = self.loaded()?;
+        if !state.data.values().contains_key(key) {
+            return Ok(None);
+        }
+        state.changed = true;
+        Ok(state.data.values_mut().remove(key))
+    }
+
+    /// Remove every value. An emptied session is removed from the backend when the response
+    /// is sent, and the client's cookie is expired.
+    pub fn clear(&self) -> Result<(), Error> {
+        let mut state = self.loaded()?;
+        if !state.data.is_empty() {
+            state.data.values_mut().clear();
+            state.changed = true;
+        }
+        Ok(())
+    }
+
+    /// The keys, in sorted order.
+    pub fn keys(&self) -> Result<Vec<String>, Error> {
+        Ok(self.loaded()?.data.values().keys().cloned().collect())
+    }
+
+    /// How many values the session holds.
+    pub fn len(&self) -> Result<usize, Error> {
+        Ok(self.loaded()?.data.values().len())
+    }
+
+    /// Whether the session holds no values.
+    pub fn is_empty(&self) -> Result<bool, Error> {
+        Ok(self.loaded()?.data.is_empty())
+    }
+
+    /// A copy of all values.
+    pub fn values(&self) -> Result<Values, Error> {
+        Ok(self.loaded()?.data.values().clone())
+    }
+
+    /// The id of the stored record this session was loaded from (or saved to): `None` for a
+    /// new session, and before the session is loaded.
+    pub fn id(&self) -> Option<SessionId> {
+        self.state().record.clone().map(SessionId::new)
+    }
+
+    /// When the session was first stored (now, for a new session).
+    pub fn created(&self) -> Result<SystemTime, Error> {
+        Ok(self.loaded()?.data.created())
+    }
+
+    /// When the session was last written.
+    pub fn last_access(&self) -> Result<SystemTime, Error> {
+        Ok(self.loaded()?.data.last_access())
+    }
+
+    /// Move the session to a fresh id when it is saved, and remove the record under the old
+    /// one: the defence against session fixation, to call after a login.
+    pub fn regenerate_id(&self) -> Result<(), Error> {
+        let mut state = self.loaded()?;
+        state.regenerate = true;
+        state.changed = true;
+        Ok(())
+    }
+
+    /// End the session now: remove its record from the backend and clear its values. The
+    /// client's cookie is expired when the response is sent. Values inserted afterwards start
+    /// a new session under a fresh id.
+    ///
+    /// Works whether or not the session was loaded.
+    pub async fn delete(&self) -> Result<(), Error> {
+        let id = {
+            let state = self.state();
+            if state.loaded {
+                state.record.clone()
+            } else {
+                self.inner.cookie.clone()
+            }
+        };
+        if let Some(id) = &id {
+            self.inner.backend.remove(id).await?;
+        }
+        let mut state = self.state();
+        state.loaded = true;
+        state.record = None;
+        state.data = SessionData::default();
+        state.regenerate = false;
+        state.changed = true;
+        Ok(())
+    }
+
+    /// Save the session if it changed and say what the response must do with the cookie.
+    ///
+    /// This is what a session layer calls once the handler is done; it is public so that
+    /// other integrations can drive a session by hand. `ttl` is how long the stored record must
+    /// live. A session removed meanwhile by another request is not written back
+    /// ([`Commit::Expire`]). Backend failures are returned and nothing is half-saved: the
+    /// response must not set a cookie then.
+    pub async fn commit(&self, ttl: Option<Duration>) -> Result<Commit, Error> {
+        let (mut data, record, regenerate) = {
+            let state = self.state();
+            if !state.loaded {
+                return Ok(Commit::Untouched);
+            }
+            if !state.changed {
+                // A cookie that names no live record is stale: drop it from the client.
+                let stale = self.inner.cookie.is_some() && state.record.is_none();
+                return Ok(if stale { Commit::Expire } else { Commit::Unchanged });
+            }
+            (state.data.clone(), state.record.clone(), state.regenerate)
+        };
+        let backend = &self.inner.backend;
+        let sent_cookie = self.inner.cookie.is_some();
+
+        if data.is_empty() {
+            if let Some(id) = &record {
+                backend.remove(id).await?;
+            }
+            self.saved(None, &data);
+            return Ok(if sent_cookie { Commit::Expire } else { Commit::Unchanged });
+        }
+
+        let now = unix_now();
+        data.set_last_access(now);
+        let value = match (&record, regenerate) {
+            (Some(old), true) => {
+                // Write the new record before removing the old one, so a failure in between
+                // loses nothing.
+                let value = backend.write(None, &data, ttl).await?;
+                backend.remove(old).await?;
+                value
+            }
+            (Some(id), false) => match backend.write(Some(id), &data, ttl).await {
+                Err(Error::SessionGone) => {
+                    let mut state = self.state();
+                    state.record = None;
+                    state.changed = false;
+                    return Ok(Commit::Expire);
+                }
+                other => other?,
+            },
+            (None, _) => {
+                data.set_created(now);
+                backend.write(None, &data, ttl).await?
+            }
+        };
+        self.saved(Some(value.clone()), &data);
+        Ok(Commit::Set(value))
+    }
+
+    fn saved(&self, record: Option<String>, data: &SessionData) {
+        let mut state = self.state();
+        state.record = record;
+        state.data = data.clone();
+        state.changed = false;
+        state.regenerate = false;
+    }
+
+    pub(crate) fn backend(&self) -> &Arc<dyn SessionBackend> {
+        &self.inner.backend
+    }
+
+    /// The value the client sent in its cookie (unverified), if any.
+    pub fn cookie_value(&self) -> Option<&str> {
+        self.inner.cookie.as_deref()
+    }
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.state();
+        f.debug_struct("Session")
+            .field("loaded", &state.loaded)
+            .field("stored", &state.record.is_some())
+            .field("changed", &state.changed)
+            .field("len", &state.data.values().len())
+            .finish_non_exhaustive()
+    }
+}
