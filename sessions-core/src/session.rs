@@ -266,13 +266,8 @@ impl Session {
     pub async fn commit(&self, ttl: Option<Duration>) -> Result<Commit, Error> {
         let (mut data, record, regenerate) = {
             let state = self.state();
-            if !state.loaded {
-                return Ok(Commit::Untouched);
-            }
-            if !state.changed {
-                // A cookie that names no live record is stale: drop it from the client.
-                let stale = self.inner.cookie.is_some() && state.record.is_none();
-                return Ok(if stale { Commit::Expire } else { Commit::Unchanged });
+            if let Some(commit) = self.settled(&state) {
+                return Ok(commit);
             }
             (state.data.clone(), state.record.clone(), state.regenerate)
         };
@@ -313,6 +308,24 @@ impl Session {
         };
         self.saved(Some(value.clone()), &data);
         Ok(Commit::Set(value))
+    }
+
+    /// What [`commit`](Session::commit) would return when it needs no backend call (the
+    /// session was not loaded, or did not change); `None` when it must save or remove.
+    pub fn commit_without_backend(&self) -> Option<Commit> {
+        self.settled(&self.state())
+    }
+
+    fn settled(&self, state: &State) -> Option<Commit> {
+        if !state.loaded {
+            return Some(Commit::Untouched);
+        }
+        if state.changed {
+            return None;
+        }
+        // A cookie that names no live record is stale: drop it from the client.
+        let stale = self.inner.cookie.is_some() && state.record.is_none();
+        Some(if stale { Commit::Expire } else { Commit::Unchanged })
     }
 
     fn saved(&self, record: Option<String>, data: &SessionData) {

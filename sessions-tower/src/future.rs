@@ -1,0 +1,211 @@
+use crate::config::Config;
+use http::header::VARY;
+use http::{HeaderValue, Request, Response, StatusCode, header::SET_COOKIE};
+use pin_project_lite::pin_project;
+use sessions_core::context::TaskLocalFuture;
+use sessions_core::{Commit, Error, Session, SessionContext};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use tower_service::Service;
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+pin_project! {
+    /// The response future of [`SessionMiddleware`](crate::SessionMiddleware).
+    pub struct ResponseFuture<S, ReqBody>
+    where
+        S: Service<Request<ReqBody>>,
+    {
+        #[pin]
+        state: State<S, ReqBody>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<S, ReqBody>
+    where
+        S: Service<Request<ReqBody>>,
+    {
+        // The request is outside the cookie path: no session at all.
+        Outside { #[pin] future: S::Future },
+        // Autoload: reading the session before the handler may run.
+        Loading {
+            load: BoxFuture<Result<(), Error>>,
+            pending: Option<(Session, S, Request<ReqBody>)>,
+            config: Arc<Config>,
+        },
+        // The handler runs with the session in scope.
+        Running { #[pin] future: TaskLocalFuture<SessionContext, S::Future>, config: Arc<Config> },
+        // The handler is done; the session is being saved.
+        Saving { save: BoxFuture<Result<Commit, Error>>, response: Option<S::Response>, config: Arc<Config> },
+        Done,
+    }
+}
+
+impl<S, ReqBody> std::fmt::Debug for ResponseFuture<S, ReqBody>
+where
+    S: Service<Request<ReqBody>>,
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl<S, ReqBody> ResponseFuture<S, ReqBody>
+where
+    S: Service<Request<ReqBody>>,
+{
+    pub(crate) fn outside_path(future: S::Future) -> Self {
+        ResponseFuture {
+            state: State::Outside { future },
+        }
+    }
+
+    pub(crate) fn running(
+        future: TaskLocalFuture<SessionContext, S::Future>,
+        config: Arc<Config>,
+    ) -> Self {
+        ResponseFuture {
+            state: State::Running { future, config },
+        }
+    }
+
+    pub(crate) fn loading(
+        session: Session,
+        service: S,
+        request: Request<ReqBody>,
+        config: Arc<Config>,
+    ) -> Self {
+        let loader = session.clone();
+        ResponseFuture {
+            state: State::Loading {
+                load: Box::pin(async move { loader.load().await }),
+                pending: Some((session, service, request)),
+                config,
+            },
+        }
+    }
+}
+
+fn internal_error<B: Default>() -> Response<B> {
+    let mut response = Response::new(B::default());
+    *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+    response
+}
+
+/// Mark a response that depended on the session as varying with the cookie.
+fn add_vary_cookie(headers: &mut http::HeaderMap) {
+    let present = headers.get_all(VARY).iter().any(|v| {
+        v.to_str().is_ok_and(|v| {
+            v.split(',')
+                .any(|item| item.trim() == "*" || item.trim().eq_ignore_ascii_case("cookie"))
+        })
+    });
+    if !present {
+        headers.append(VARY, HeaderValue::from_static("Cookie"));
+    }
+}
+
+/// Apply a commit to the response: cookie header and `Vary`.
+fn finish<B: Default>(mut response: Response<B>, commit: Commit, config: &Config) -> Response<B> {
+    let cookie = match &commit {
+        Commit::Untouched => return response,
+        Commit::Unchanged => None,
+        Commit::Set(value) => match config.set_cookie(value) {
+            Some(header) => Some(header),
+            None => {
+                tracing::error!(
+                    cookie = %config.name,
+                    "the session backend returned a value that cannot be sent in a cookie"
+                );
+                return internal_error();
+            }
+        },
+        Commit::Expire => config.expire_cookie(),
+        _ => None,
+    };
+    let headers = response.headers_mut();
+    if let Some(cookie) = cookie {
+        headers.append(SET_COOKIE, cookie);
+    }
+    add_vary_cookie(headers);
+    response
+}
+
+impl<S, ReqBody, ResBody> Future for ResponseFuture<S, ReqBody>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ResBody: Default,
+{
+    type Output = Result<Response<ResBody>, S::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Outside { future } => return future.poll(cx),
+                StateProj::Loading {
+                    load,
+                    pending,
+                    config,
+                } => {
+                    let loaded = ready!(load.as_mut().poll(cx));
+                    let config = Arc::clone(config);
+                    let Some((session, mut service, request)) = pending.take() else {
+                        this.state.set(State::Done);
+                        return Poll::Ready(Ok(internal_error()));
+                    };
+                    if let Err(error) = loaded {
+                        tracing::error!(%error, "session autoload failed; answering 500");
+                        this.state.set(State::Done);
+                        return Poll::Ready(Ok(internal_error()));
+                    }
+                    let future = SessionContext::with_session(session).scope(service.call(request));
+                    this.state.set(State::Running { future, config });
+                }
+                StateProj::Running { mut future, config } => {
+                    let response = match ready!(future.as_mut().poll(cx)) {
+                        Ok(response) => response,
+                        Err(error) => return Poll::Ready(Err(error)),
+                    };
+                    let Some(session) = future.take_value().and_then(SessionContext::into_session)
+                    else {
+                        return Poll::Ready(Ok(response));
+                    };
+                    if let Some(commit) = session.commit_without_backend() {
+                        return Poll::Ready(Ok(finish(response, commit, config)));
+                    }
+                    let ttl = config.max_age;
+                    let config = Arc::clone(config);
+                    this.state.set(State::Saving {
+                        save: Box::pin(async move { session.commit(ttl).await }),
+                        response: Some(response),
+                        config,
+                    });
+                }
+                StateProj::Saving {
+                    save,
+                    response,
+                    config,
+                } => {
+                    let saved = ready!(save.as_mut().poll(cx));
+                    let Some(response) = response.take() else {
+                        this.state.set(State::Done);
+                        return Poll::Ready(Ok(internal_error()));
+                    };
+                    return Poll::Ready(Ok(match saved {
+                        Ok(commit) => finish(response, commit, config),
+                        Err(error) => {
+                            tracing::error!(%error, "saving the session failed; answering 500");
+                            internal_error()
+                        }
+                    }));
+                }
+                StateProj::Done => panic!("ResponseFuture polled after completion"),
+            }
+        }
+    }
+}

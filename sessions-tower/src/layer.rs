@@ -1,0 +1,178 @@
+use crate::SessionMiddleware;
+use crate::config::Config;
+use cookie::SameSite;
+use sessions_core::{Error, SessionBackend};
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+use tower_layer::Layer;
+
+pub use cookie::SameSite as CookieSameSite;
+
+/// Adds sessions to a service, stored in backend `B`. Configuration only; see the
+/// [crate docs](crate) for the behaviour.
+///
+/// Defaults: cookie `session`, path `/`, no domain, `Max-Age` 14 days, `Secure`, `HttpOnly`,
+/// `SameSite=Lax`, `autoload` off.
+pub struct SessionLayer<B> {
+    pub(crate) backend: Arc<B>,
+    pub(crate) config: Arc<Config>,
+}
+
+impl<B> Clone for SessionLayer<B> {
+    fn clone(&self) -> Self {
+        SessionLayer {
+            backend: Arc::clone(&self.backend),
+            config: Arc::clone(&self.config),
+        }
+    }
+}
+
+impl<B> fmt::Debug for SessionLayer<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionLayer")
+            .field("backend", &std::any::type_name::<B>())
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl<B: SessionBackend> SessionLayer<B> {
+    /// Sessions stored in `backend`, with the default options.
+    pub fn new(backend: B) -> Self {
+        SessionLayer::from_arc(Arc::new(backend))
+    }
+
+    /// Sessions stored in a backend that is already shared.
+    pub fn from_arc(backend: Arc<B>) -> Self {
+        SessionLayer {
+            backend,
+            config: Arc::new(Config::default()),
+        }
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    fn configure(mut self, f: impl FnOnce(&mut Config)) -> Self {
+        f(Arc::make_mut(&mut self.config));
+        self
+    }
+
+    /// Load the session before the handler runs (default: off, as in the seed: handlers call
+    /// `session.load().await`, and requests that never touch the session never reach the
+    /// backend). When the load fails the handler is not called and the response is a 500.
+    #[must_use]
+    pub fn with_autoload(self, autoload: bool) -> Self {
+        self.configure(|c| c.autoload = autoload)
+    }
+
+    /// The cookie's name (default `session`).
+    ///
+    /// # Errors
+    ///
+    /// A name that is empty or holds characters a cookie name cannot (separators, spaces,
+    /// control characters) is [`Error::Config`].
+    pub fn with_cookie_name(self, name: impl Into<String>) -> Result<Self, Error> {
+        let name = name.into();
+        let valid = !name.is_empty()
+            && name.bytes().all(|b| {
+                b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b)
+            });
+        if !valid {
+            return Err(Error::Config(format!(
+                "{name:?} is not a valid cookie name: use letters, digits and `-_.!#$%&'*+^`|~`"
+            )));
+        }
+        Ok(self.configure(|c| c.name = name))
+    }
+
+    /// The cookie's `Path` (default `/`). Requests outside it get no session: the browser
+    /// would not send the cookie there, so the layer neither reads nor sets it.
+    ///
+    /// # Errors
+    ///
+    /// A path that does not start with `/` or holds `;` or control characters is
+    /// [`Error::Config`].
+    pub fn with_path(self, path: impl Into<String>) -> Result<Self, Error> {
+        let path = path.into();
+        if !path.starts_with('/') || path.bytes().any(|b| b == b';' || b.is_ascii_control()) {
+            return Err(Error::Config(format!(
+                "{path:?} is not a valid cookie path: it must start with `/` and hold no `;`"
+            )));
+        }
+        Ok(self.configure(|c| c.path = path))
+    }
+
+    /// The cookie's `Domain` (default: none, so only the host that set it receives it).
+    /// Setting `example.com` shares the session with every subdomain, such as
+    /// `app.example.com`.
+    ///
+    /// # Errors
+    ///
+    /// A domain holding `;`, spaces or control characters is [`Error::Config`].
+    pub fn with_domain(self, domain: impl Into<String>) -> Result<Self, Error> {
+        let domain = domain.into();
+        if domain.is_empty() || domain.bytes().any(|b| b == b';' || !b.is_ascii_graphic()) {
+            return Err(Error::Config(format!("{domain:?} is not a valid cookie domain")));
+        }
+        Ok(self.configure(|c| c.domain = Some(domain)))
+    }
+
+    /// The cookie's `Max-Age` (default 14 days), also the stored record's TTL, renewed on
+    /// every save. Zero makes a browser-session cookie: no `Max-Age`, so the browser drops it
+    /// when it closes; records then get no TTL from the cookie.
+    #[must_use]
+    pub fn with_max_age(self, max_age: Duration) -> Self {
+        self.configure(|c| c.max_age = (!max_age.is_zero()).then_some(max_age))
+    }
+
+    /// The `Secure` attribute (default on: the cookie travels over HTTPS only). Turn it off
+    /// for plain-HTTP development only.
+    #[must_use]
+    ///
+    /// Browsers reject `SameSite=None` without `Secure`, so turning `Secure` off after
+    /// choosing `SameSite=None` falls back to `SameSite=Lax` (with a warning).
+    pub fn with_secure(self, secure: bool) -> Self {
+        self.configure(|c| {
+            c.secure = secure;
+            if !secure && c.same_site == SameSite::None {
+                tracing::warn!("SameSite=None requires Secure; the session cookie uses Lax");
+                c.same_site = SameSite::Lax;
+            }
+        })
+    }
+
+    /// The `HttpOnly` attribute (default on: scripts in the page cannot read the cookie).
+    #[must_use]
+    pub fn with_http_only(self, http_only: bool) -> Self {
+        self.configure(|c| c.http_only = http_only)
+    }
+
+    /// The `SameSite` attribute (default `Lax`).
+    ///
+    /// # Errors
+    ///
+    /// `SameSite=None` without `Secure` is [`Error::Config`]: browsers reject such cookies.
+    pub fn with_same_site(self, same_site: SameSite) -> Result<Self, Error> {
+        if same_site == SameSite::None && !self.config.secure {
+            return Err(Error::Config(
+                "SameSite=None requires Secure: browsers reject the cookie otherwise".to_owned(),
+            ));
+        }
+        Ok(self.configure(|c| c.same_site = same_site))
+    }
+}
+
+impl<S, B> Layer<S> for SessionLayer<B> {
+    type Service = SessionMiddleware<S, B>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        SessionMiddleware {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}

@@ -1,0 +1,85 @@
+use crate::SessionLayer;
+use crate::future::ResponseFuture;
+use http::{Request, Response};
+use sessions_core::{Session, SessionBackend, SessionContext};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tower_service::Service;
+
+/// The service [`SessionLayer`] builds: gives each request a session and saves it on the way
+/// out.
+pub struct SessionMiddleware<S, B> {
+    pub(crate) inner: S,
+    pub(crate) layer: SessionLayer<B>,
+}
+
+impl<S: Clone, B> Clone for SessionMiddleware<S, B> {
+    fn clone(&self) -> Self {
+        SessionMiddleware {
+            inner: self.inner.clone(),
+            layer: self.layer.clone(),
+        }
+    }
+}
+
+impl<S: std::fmt::Debug, B> std::fmt::Debug for SessionMiddleware<S, B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionMiddleware")
+            .field("inner", &self.inner)
+            .field("layer", &self.layer)
+            .finish()
+    }
+}
+
+impl<S, B> SessionMiddleware<S, B> {
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The wrapped service, unwrapped.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, B, ReqBody, ResBody> Service<Request<ReqBody>> for SessionMiddleware<S, B>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send,
+    B: SessionBackend,
+    ReqBody: Send + 'static,
+    ResBody: Default + Send + 'static,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S, ReqBody>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        let config = &self.layer.config;
+        if !config.covers(req.uri().path()) {
+            return ResponseFuture::outside_path(self.inner.call(req));
+        }
+        let cookie = config.cookie_value(req.headers()).map(str::to_owned);
+        let backend: Arc<dyn SessionBackend> = self.layer.backend.clone();
+        if config.autoload && cookie.is_some() {
+            // The handler may only run once the session is loaded: keep the request and a
+            // ready service until then.
+            let session = Session::new(backend, cookie);
+            let ready = self.inner.clone();
+            let inner = std::mem::replace(&mut self.inner, ready);
+            return ResponseFuture::loading(session, inner, req, Arc::clone(config));
+        }
+        let context = SessionContext::new(backend, cookie, config.autoload);
+        ResponseFuture::running(context.scope(self.inner.call(req)), Arc::clone(config))
+    }
+}
