@@ -167,7 +167,11 @@ async fn read_back<B: SessionBackend>(backend: &B, id: &str) -> SessionData {
     }
 }
 
-async fn create<B: SessionBackend>(backend: &B, data: &SessionData, ttl: Option<Duration>) -> String {
+async fn create<B: SessionBackend>(
+    backend: &B,
+    data: &SessionData,
+    ttl: Option<Duration>,
+) -> String {
     match backend.write(None, data, ttl).await {
         Ok(id) => id,
         Err(e) => panic!("creating a record failed: {e}"),
@@ -181,28 +185,48 @@ async fn round_trip<H: Harness>(h: &H) {
     let data = record(json!({"user": "alice", "n": 42}));
     let id = create(&b, &data, HOUR).await;
     assert!(!id.is_empty(), "write returned an empty value");
-    assert_eq!(read_back(&b, &id).await, data, "record changed on the round trip");
+    assert_eq!(
+        read_back(&b, &id).await,
+        data,
+        "record changed on the round trip"
+    );
 }
 
 async fn missing_id_reads_none<H: Harness>(h: &H) {
     let b = h.backend().await;
     let id = b.generate_id();
-    assert!(matches!(b.read(&id).await, Ok(None)), "an unwritten id must read as None");
-    assert!(matches!(b.exists(&id).await, Ok(false)), "an unwritten id must not exist");
+    assert!(
+        matches!(b.read(&id).await, Ok(None)),
+        "an unwritten id must read as None"
+    );
+    assert!(
+        matches!(b.exists(&id).await, Ok(false)),
+        "an unwritten id must not exist"
+    );
 }
 
 async fn overwrite<H: Harness>(h: &H) {
     let b = h.backend().await;
     let id = create(&b, &record(json!({"v": 1, "gone": true})), HOUR).await;
     let second = record(json!({"v": 2}));
-    let id2 = b.write(Some(&id), &second, HOUR).await.expect("update failed");
-    assert_eq!(read_back(&b, &id2).await, second, "update did not replace the data");
+    let id2 = b
+        .write(Some(&id), &second, HOUR)
+        .await
+        .expect("update failed");
+    assert_eq!(
+        read_back(&b, &id2).await,
+        second,
+        "update did not replace the data"
+    );
 }
 
 async fn update_keeps_id<H: Harness>(h: &H) {
     let b = h.backend().await;
     let id = create(&b, &record(json!({"v": 1})), HOUR).await;
-    let id2 = b.write(Some(&id), &record(json!({"v": 2})), HOUR).await.expect("update failed");
+    let id2 = b
+        .write(Some(&id), &record(json!({"v": 2})), HOUR)
+        .await
+        .expect("update failed");
     assert_eq!(id, id2, "an update must keep the record's id");
 }
 
@@ -210,27 +234,55 @@ async fn remove<H: Harness>(h: &H) {
     let b = h.backend().await;
     let id = create(&b, &record(json!({"v": 1})), HOUR).await;
     b.remove(&id).await.expect("remove failed");
-    assert!(matches!(b.read(&id).await, Ok(None)), "a removed record still reads");
-    assert!(matches!(b.exists(&id).await, Ok(false)), "a removed record still exists");
-    b.remove(&id).await.expect("removing a missing record must not fail");
+    assert!(
+        matches!(b.read(&id).await, Ok(None)),
+        "a removed record still reads"
+    );
+    assert!(
+        matches!(b.exists(&id).await, Ok(false)),
+        "a removed record still exists"
+    );
+    b.remove(&id)
+        .await
+        .expect("removing a missing record must not fail");
 }
 
 async fn exists<H: Harness>(h: &H) {
     let b = h.backend().await;
     let id = create(&b, &record(json!({"v": 1})), HOUR).await;
-    assert!(matches!(b.exists(&id).await, Ok(true)), "a written record must exist");
+    assert!(
+        matches!(b.exists(&id).await, Ok(true)),
+        "a written record must exist"
+    );
     assert!(matches!(b.exists(&b.generate_id()).await, Ok(false)));
 }
 
 async fn ttl_honoured<H: Harness>(h: &H) {
     let b = h.backend().await;
-    let short = create(&b, &record(json!({"v": "short"})), Some(Duration::from_secs(1))).await;
+    let short = create(
+        &b,
+        &record(json!({"v": "short"})),
+        Some(Duration::from_secs(1)),
+    )
+    .await;
     let forever = create(&b, &record(json!({"v": "forever"})), None).await;
-    assert!(b.read(&short).await.expect("read failed").is_some(), "expired too early");
+    assert!(
+        b.read(&short).await.expect("read failed").is_some(),
+        "expired too early"
+    );
     tokio::time::sleep(Duration::from_millis(2300)).await;
-    assert!(matches!(b.read(&short).await, Ok(None)), "a record outlived its TTL");
-    assert!(matches!(b.exists(&short).await, Ok(false)), "an expired record still exists");
-    assert!(b.read(&forever).await.expect("read failed").is_some(), "a record without TTL expired");
+    assert!(
+        matches!(b.read(&short).await, Ok(None)),
+        "a record outlived its TTL"
+    );
+    assert!(
+        matches!(b.exists(&short).await, Ok(false)),
+        "an expired record still exists"
+    );
+    assert!(
+        b.read(&forever).await.expect("read failed").is_some(),
+        "a record without TTL expired"
+    );
     b.remove(&forever).await.expect("remove failed");
 }
 
@@ -239,7 +291,10 @@ async fn ttl_resets_on_write<H: Harness>(h: &H) {
     let ttl = Some(Duration::from_secs(2));
     let id = create(&b, &record(json!({"v": 1})), ttl).await;
     tokio::time::sleep(Duration::from_millis(1300)).await;
-    let id = b.write(Some(&id), &record(json!({"v": 2})), ttl).await.expect("update failed");
+    let id = b
+        .write(Some(&id), &record(json!({"v": 2})), ttl)
+        .await
+        .expect("update failed");
     tokio::time::sleep(Duration::from_millis(1300)).await;
     assert!(
         b.read(&id).await.expect("read failed").is_some(),
@@ -253,7 +308,8 @@ async fn ids_unique<H: Harness>(h: &H) {
     for _ in 0..10_000 {
         let id = b.generate_id();
         assert!(
-            id.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_'),
+            id.bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_'),
             "generated ids must be URL-safe"
         );
         // base64 carries 6 bits a character: 22 characters hold 128 bits.
@@ -264,10 +320,16 @@ async fn ids_unique<H: Harness>(h: &H) {
 
 async fn large_value<H: Harness>(h: &H) {
     let b = h.backend().await;
-    let big: String = (0..1024 * 1024).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+    let big: String = (0..1024 * 1024)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
     let data = record(json!({"big": big}));
     let id = create(&b, &data, HOUR).await;
-    assert_eq!(read_back(&b, &id).await, data, "a 1 MiB value did not round-trip");
+    assert_eq!(
+        read_back(&b, &id).await,
+        data,
+        "a 1 MiB value did not round-trip"
+    );
 }
 
 async fn unicode_keys<H: Harness>(h: &H) {
@@ -277,7 +339,11 @@ async fn unicode_keys<H: Harness>(h: &H) {
         "with space": 1, "quote\"and\\slash": 2, "nul\u{0}byte": 3, "Zoë": "naïve",
     }));
     let id = create(&b, &data, HOUR).await;
-    assert_eq!(read_back(&b, &id).await, data, "unicode keys did not round-trip");
+    assert_eq!(
+        read_back(&b, &id).await,
+        data,
+        "unicode keys did not round-trip"
+    );
 }
 
 async fn nested_values<H: Harness>(h: &H) {
@@ -289,7 +355,11 @@ async fn nested_values<H: Harness>(h: &H) {
         "empty_map": {}, "empty_list": [],
     }));
     let id = create(&b, &data, HOUR).await;
-    assert_eq!(read_back(&b, &id).await, data, "nested values did not round-trip");
+    assert_eq!(
+        read_back(&b, &id).await,
+        data,
+        "nested values did not round-trip"
+    );
 }
 
 async fn concurrent_writers<H: Harness>(h: &H) {
@@ -306,15 +376,32 @@ async fn concurrent_writers<H: Harness>(h: &H) {
     let mut ids = HashSet::new();
     for task in tasks {
         let (i, id) = task.await.expect("a writer panicked");
-        assert_eq!(read_back(&*b, &id).await.values()["writer"], json!(i), "data mixed up");
+        assert_eq!(
+            read_back(&*b, &id).await.values()["writer"],
+            json!(i),
+            "data mixed up"
+        );
         assert!(ids.insert(id), "two writers got the same id");
     }
 }
 
 fn garbage_ids(real: &str) -> Vec<String> {
     let mut ids: Vec<String> = [
-        "", " ", "a", "\0", "../../etc/passwd", "' OR '1'='1", "\"; DROP TABLE sessions; --",
-        "*", "session:*", "{}", "ü", "🔑", "%00", "\r\nSet-Cookie: x=y", "null",
+        "",
+        " ",
+        "a",
+        "\0",
+        "../../etc/passwd",
+        "' OR '1'='1",
+        "\"; DROP TABLE sessions; --",
+        "*",
+        "session:*",
+        "{}",
+        "ü",
+        "🔑",
+        "%00",
+        "\r\nSet-Cookie: x=y",
+        "null",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -345,7 +432,10 @@ async fn garbage_ids_read_none<H: Harness>(h: &H) {
             Ok(Some(_)) => panic!("a garbage or forged id read as a session"),
             Err(e) => panic!("a garbage id must read as None, not fail: {e}"),
         }
-        assert!(matches!(b.exists(&id).await, Ok(false)), "a garbage id exists");
+        assert!(
+            matches!(b.exists(&id).await, Ok(false)),
+            "a garbage id exists"
+        );
     }
     assert_eq!(read_back(&b, &real).await.values()["v"], json!(1));
 }
@@ -353,17 +443,27 @@ async fn garbage_ids_read_none<H: Harness>(h: &H) {
 async fn unknown_id_not_adopted<H: Harness>(h: &H) {
     let b = h.backend().await;
     let made_up = b.generate_id();
-    match b.write(Some(&made_up), &record(json!({"v": 1})), HOUR).await {
+    match b
+        .write(Some(&made_up), &record(json!({"v": 1})), HOUR)
+        .await
+    {
         Err(Error::SessionGone) => {}
         Ok(_) => panic!("an update under an unknown id must fail with SessionGone, not store"),
         Err(e) => panic!("an update under an unknown id must be SessionGone, got: {e}"),
     }
-    assert!(matches!(b.read(&made_up).await, Ok(None)), "an unknown id was adopted");
+    assert!(
+        matches!(b.read(&made_up).await, Ok(None)),
+        "an unknown id was adopted"
+    );
 }
 
 async fn create_never_overwrites<H: Harness>(h: &H) {
     let first = crate::generate_id();
-    let script = Arc::new(Mutex::new(vec![crate::generate_id(), first.clone(), first.clone()]));
+    let script = Arc::new(Mutex::new(vec![
+        crate::generate_id(),
+        first.clone(),
+        first.clone(),
+    ]));
     let calls = Arc::new(AtomicUsize::new(0));
     let ids: IdGenerator = {
         let script = Arc::clone(&script);
@@ -386,8 +486,15 @@ async fn create_never_overwrites<H: Harness>(h: &H) {
     assert_eq!(id1, first, "the backend did not use its id generator");
     let id2 = create(&b, &record(json!({"owner": "second"})), HOUR).await;
     assert_ne!(id2, id1, "a create reused a taken id");
-    assert!(calls.load(Ordering::SeqCst) >= 3, "the backend did not mint again after a collision");
-    assert_eq!(read_back(&b, &id1).await, original, "a create overwrote an existing record");
+    assert!(
+        calls.load(Ordering::SeqCst) >= 3,
+        "the backend did not mint again after a collision"
+    );
+    assert_eq!(
+        read_back(&b, &id1).await,
+        original,
+        "a create overwrote an existing record"
+    );
     assert_eq!(read_back(&b, &id2).await.values()["owner"], json!("second"));
 }
 
@@ -400,7 +507,10 @@ async fn no_resurrection_after_remove<H: Harness>(h: &H) {
         Ok(_) => panic!("an update after a remove brought the session back"),
         Err(e) => panic!("an update after a remove must be SessionGone, got: {e}"),
     }
-    assert!(matches!(b.read(&id).await, Ok(None)), "the removed session came back");
+    assert!(
+        matches!(b.read(&id).await, Ok(None)),
+        "the removed session came back"
+    );
 }
 
 /// Generate one `#[tokio::test]` per conformance [`Case`] for a [`Harness`] expression.

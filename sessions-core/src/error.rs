@@ -37,11 +37,15 @@ pub enum Error {
 
     /// An update was asked for a session whose record no longer exists: it was removed
     /// (a logout in a parallel request) or it expired. The session is not brought back.
-    #[error("the session no longer exists in the backend (removed or expired); it was not written back")]
+    #[error(
+        "the session no longer exists in the backend (removed or expired); it was not written back"
+    )]
     SessionGone,
 
     /// A cookie-carried session would exceed what browsers accept.
-    #[error("the session cookie would be {size} bytes, over the {limit}-byte limit browsers accept")]
+    #[error(
+        "the session cookie would be {size} bytes, over the {limit}-byte limit browsers accept"
+    )]
     CookieTooLarge {
         /// The measured size of the whole `Set-Cookie` value.
         size: usize,

@@ -188,7 +188,10 @@ mod binary {
         }
     }
 
-    fn decode_map<D: Decoder<Context = ()>>(d: &mut D, depth: usize) -> Result<Values, DecodeError> {
+    fn decode_map<D: Decoder<Context = ()>>(
+        d: &mut D,
+        depth: usize,
+    ) -> Result<Values, DecodeError> {
         let len = usize::decode(d)?;
         let mut map = Values::new();
         for _ in 0..len {
@@ -199,7 +202,10 @@ mod binary {
         Ok(map)
     }
 
-    fn decode_value<D: Decoder<Context = ()>>(d: &mut D, depth: usize) -> Result<Value, DecodeError> {
+    fn decode_value<D: Decoder<Context = ()>>(
+        d: &mut D,
+        depth: usize,
+    ) -> Result<Value, DecodeError> {
         if depth >= BincodeSerializer::MAX_DEPTH {
             return Err(DecodeError::Other("session values nest too deeply"));
         }
@@ -212,7 +218,8 @@ mod binary {
             FLOAT => {
                 let f = f64::decode(d)?;
                 Value::Number(
-                    Number::from_f64(f).ok_or(DecodeError::Other("a float that is NaN or infinite"))?,
+                    Number::from_f64(f)
+                        .ok_or(DecodeError::Other("a float that is NaN or infinite"))?,
                 )
             }
             STRING => Value::String(String::decode(d)?),
@@ -293,7 +300,14 @@ mod tests {
 
     #[test]
     fn json_rejects_garbage_without_panicking() {
-        for bytes in [&b""[..], b"{", b"[]", b"null", b"{\"data\":1}", &[0xff, 0xfe]] {
+        for bytes in [
+            &b""[..],
+            b"{",
+            b"[]",
+            b"null",
+            b"{\"data\":1}",
+            &[0xff, 0xfe],
+        ] {
             assert!(matches!(
                 JsonSerializer.deserialize(bytes),
                 Err(Error::Serialization { .. })
@@ -315,7 +329,10 @@ mod tests {
     fn bincode_rejects_garbage_truncation_and_deep_nesting() {
         let bytes = BincodeSerializer.serialize(&sample()).unwrap();
         for cut in 0..bytes.len() {
-            assert!(BincodeSerializer.deserialize(&bytes[..cut]).is_err(), "cut at {cut}");
+            assert!(
+                BincodeSerializer.deserialize(&bytes[..cut]).is_err(),
+                "cut at {cut}"
+            );
         }
         assert!(BincodeSerializer.deserialize(&[9, 9, 9]).is_err());
         let mut deep = serde_json::Value::Null;

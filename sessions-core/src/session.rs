@@ -85,7 +85,10 @@ impl Session {
     fn state(&self) -> MutexGuard<'_, State> {
         // A panic elsewhere while holding the lock leaves the state consistent (every update
         // below is a single assignment), so a poisoned lock is safe to keep using.
-        self.inner.state.lock().unwrap_or_else(PoisonError::into_inner)
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     fn loaded(&self) -> Result<MutexGuard<'_, State>, Error> {
@@ -279,7 +282,11 @@ impl Session {
                 backend.remove(id).await?;
             }
             self.saved(None, &data);
-            return Ok(if sent_cookie { Commit::Expire } else { Commit::Unchanged });
+            return Ok(if sent_cookie {
+                Commit::Expire
+            } else {
+                Commit::Unchanged
+            });
         }
 
         let now = unix_now();
@@ -325,7 +332,11 @@ impl Session {
         }
         // A cookie that names no live record is stale: drop it from the client.
         let stale = self.inner.cookie.is_some() && state.record.is_none();
-        Some(if stale { Commit::Expire } else { Commit::Unchanged })
+        Some(if stale {
+            Commit::Expire
+        } else {
+            Commit::Unchanged
+        })
     }
 
     fn saved(&self, record: Option<String>, data: &SessionData) {

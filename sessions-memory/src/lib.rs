@@ -130,11 +130,17 @@ impl InMemoryBackend {
     fn read_store(&self) -> RwLockReadGuard<'_, Store> {
         // Every update to the store completes before the guard drops, so a panic in another
         // thread cannot leave it half-changed: a poisoned lock is safe to use.
-        self.inner.store.read().unwrap_or_else(PoisonError::into_inner)
+        self.inner
+            .store
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     fn write_store(&self) -> RwLockWriteGuard<'_, Store> {
-        self.inner.store.write().unwrap_or_else(PoisonError::into_inner)
+        self.inner
+            .store
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     fn live_record<T>(&self, id: &str, f: impl FnOnce(&Record) -> T) -> Option<T> {
@@ -290,7 +296,11 @@ mod tests {
                 InMemoryBackend::new().with_max_sessions(1000)
             }
             async fn backend_with_ids(&self, ids: IdGenerator) -> Option<InMemoryBackend> {
-                Some(InMemoryBackend::new().with_max_sessions(1000).with_id_generator(ids))
+                Some(
+                    InMemoryBackend::new()
+                        .with_max_sessions(1000)
+                        .with_id_generator(ids),
+                )
             }
         }
         sessions_core::conformance_tests!(BoundedMemory);
@@ -312,7 +322,10 @@ mod tests {
         backend.write(Some(&a), &data(10), None).await.unwrap();
         let d = backend.write(None, &data(4), None).await.unwrap();
         assert_eq!(backend.len(), 3);
-        assert!(backend.read(&b).await.unwrap().is_none(), "b should be evicted");
+        assert!(
+            backend.read(&b).await.unwrap().is_none(),
+            "b should be evicted"
+        );
         for id in [&a, &c, &d] {
             assert!(backend.read(id).await.unwrap().is_some());
         }
@@ -336,7 +349,10 @@ mod tests {
         let live = backend.write(None, &data(2), None).await.unwrap();
         tokio::time::sleep(Duration::from_millis(60)).await;
         backend.write(None, &data(3), None).await.unwrap();
-        assert!(backend.read(&live).await.unwrap().is_some(), "a live record was evicted");
+        assert!(
+            backend.read(&live).await.unwrap().is_some(),
+            "a live record was evicted"
+        );
         assert_eq!(backend.len(), 2);
     }
 
@@ -344,7 +360,10 @@ mod tests {
     async fn expired_records_are_purged() {
         let backend = InMemoryBackend::new();
         for n in 0..10 {
-            backend.write(None, &data(n), Some(Duration::from_millis(20))).await.unwrap();
+            backend
+                .write(None, &data(n), Some(Duration::from_millis(20)))
+                .await
+                .unwrap();
         }
         let keep = backend.write(None, &data(99), None).await.unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -357,7 +376,10 @@ mod tests {
     async fn expired_records_are_purged_by_writes_without_help() {
         let backend = InMemoryBackend::new();
         for n in 0..100 {
-            backend.write(None, &data(n), Some(Duration::from_millis(10))).await.unwrap();
+            backend
+                .write(None, &data(n), Some(Duration::from_millis(10)))
+                .await
+                .unwrap();
         }
         tokio::time::sleep(Duration::from_millis(30)).await;
         for n in 0..200 {

@@ -110,7 +110,10 @@ mod tests {
     fn finds_the_named_cookie_among_others() {
         assert_eq!(find_cookie("a=1; session=abc; b=2", "session"), Some("abc"));
         assert_eq!(find_cookie("session=abc", "session"), Some("abc"));
-        assert_eq!(find_cookie("xsession=abc; session=def", "session"), Some("def"));
+        assert_eq!(
+            find_cookie("xsession=abc; session=def", "session"),
+            Some("def")
+        );
         assert_eq!(find_cookie("session=\"quoted\"", "session"), Some("quoted"));
         assert_eq!(find_cookie("session=", "session"), None);
         assert_eq!(find_cookie("a=1;b", "session"), None);

@@ -7,8 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tower_layer::Layer;
 
-pub use cookie::SameSite as CookieSameSite;
-
 /// Adds sessions to a service, stored in backend `B`. Configuration only; see the
 /// [crate docs](crate) for the behaviour.
 ///
@@ -78,9 +76,9 @@ impl<B: SessionBackend> SessionLayer<B> {
     pub fn with_cookie_name(self, name: impl Into<String>) -> Result<Self, Error> {
         let name = name.into();
         let valid = !name.is_empty()
-            && name.bytes().all(|b| {
-                b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b)
-            });
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b));
         if !valid {
             return Err(Error::Config(format!(
                 "{name:?} is not a valid cookie name: use letters, digits and `-_.!#$%&'*+^`|~`"
@@ -116,7 +114,9 @@ impl<B: SessionBackend> SessionLayer<B> {
     pub fn with_domain(self, domain: impl Into<String>) -> Result<Self, Error> {
         let domain = domain.into();
         if domain.is_empty() || domain.bytes().any(|b| b == b';' || !b.is_ascii_graphic()) {
-            return Err(Error::Config(format!("{domain:?} is not a valid cookie domain")));
+            return Err(Error::Config(format!(
+                "{domain:?} is not a valid cookie domain"
+            )));
         }
         Ok(self.configure(|c| c.domain = Some(domain)))
     }

@@ -1,4 +1,109 @@
-//! Session middleware for tower, axum and hyper.
+//! Session middleware for tower, axum and hyper, over any storage backend.
+//!
+//! [`SessionLayer`] gives every request a [`Session`] read from the request's cookie and saves
+//! it when the response goes out. It is generic over the backend (`B: SessionBackend`), so the
+//! request path has no boxing and no dynamic dispatch of its own: pick the backend crate you
+//! need (`sessions-memory`, `sessions-cookie`, `sessions-redis`, `sessions-sql`) or write one
+//! against `sessions-core`.
+//!
+//! ```
+//! use axum::{Router, routing::get};
+//! use sessions_memory::InMemoryBackend;
+//! use sessions_tower::{Error, Session, SessionLayer};
+//!
+//! async fn count(session: Session) -> Result<String, Error> {
+//!     session.load().await?; // required unless `autoload` is on
+//!     let n: u64 = session.get("n")?.unwrap_or(0) + 1;
+//!     session.insert("n", n)?;
+//!     Ok(n.to_string())
+//! }
+//!
+//! let app: Router = Router::new()
+//!     .route("/", get(count))
+//!     .layer(SessionLayer::new(InMemoryBackend::new()));
+//! ```
+//!
+//! # Loading
+//!
+//! Nothing is read from the backend until the handler calls
+//! [`session.load().await`](Session::load); reading or writing before that is
+//! [`Error::NotLoaded`]. Requests that never touch the session cost no backend call at all.
+//! [`with_autoload(true)`](SessionLayer::with_autoload) loads before the handler runs instead
+//! (if that load fails the handler is not called and the response is a 500):
+//!
+//! ```
+//! # use sessions_memory::InMemoryBackend; use sessions_tower::SessionLayer;
+//! let layer = SessionLayer::new(InMemoryBackend::new()).with_autoload(true);
+//! ```
+//!
+//! # The cookie
+//!
+//! | option | default | meaning |
+//! |---|---|---|
+//! | [`with_cookie_name`](SessionLayer::with_cookie_name) | `session` | the cookie's name |
+//! | [`with_path`](SessionLayer::with_path) | `/` | requests outside it get no session, and no cookie is set on them |
+//! | [`with_domain`](SessionLayer::with_domain) | none | `example.com` shares the session with its subdomains |
+//! | [`with_max_age`](SessionLayer::with_max_age) | 14 days | also the record's TTL, renewed on each save; zero = a browser-session cookie |
+//! | [`with_secure`](SessionLayer::with_secure) | on | HTTPS only |
+//! | [`with_http_only`](SessionLayer::with_http_only) | on | hidden from page scripts |
+//! | [`with_same_site`](SessionLayer::with_same_site) | `Lax` | `None` requires `Secure` |
+//!
+//! ```
+//! # use sessions_memory::InMemoryBackend; use sessions_tower::{SameSite, SessionLayer};
+//! # use std::time::Duration;
+//! let admin_sessions = SessionLayer::new(InMemoryBackend::new())
+//!     .with_cookie_name("admin_session")?
+//!     .with_path("/admin")?
+//!     .with_domain("example.com")?
+//!     .with_max_age(Duration::ZERO) // gone when the browser closes
+//!     .with_same_site(SameSite::Strict)?;
+//! # Ok::<(), sessions_tower::Error>(())
+//! ```
+//!
+//! # What happens on the way out
+//!
+//! - Untouched, or loaded and unchanged: no backend write, no `Set-Cookie`.
+//! - Changed and not empty: saved, and the cookie set (its `Max-Age` renewed).
+//! - Emptied or [deleted](Session::delete): the record is removed and the cookie expired
+//!   (only for clients that sent one: anonymous clients get no header).
+//! - [`regenerate_id`](Session::regenerate_id) (call it after a login): the data moves to a
+//!   fresh id and the old record is removed, the defence against session fixation.
+//! - A cookie naming a record the backend does not know is never adopted: a saved session
+//!   gets a fresh id. A session removed meanwhile by another request (a logout) is not written
+//!   back; its cookie is expired.
+//! - Responses that used the session get `Vary: Cookie`.
+//! - A failed save turns the response into an empty 500 and logs a `tracing` error; the
+//!   client never gets a half-written cookie.
+//!
+//! # Without axum
+//!
+//! The layer is plain tower: it wraps any `Service<http::Request<_>>`, such as a hyper
+//! service. Inside the service's future, [`Session::current`] returns the request's session:
+//!
+//! ```
+//! # use sessions_memory::InMemoryBackend; use sessions_tower::{Session, SessionLayer};
+//! use tower::{ServiceBuilder, service_fn};
+//!
+//! let service = ServiceBuilder::new()
+//!     .layer(SessionLayer::new(InMemoryBackend::new()))
+//!     .service(service_fn(|_req: http::Request<String>| async move {
+//!         let session = Session::current()?;
+//!         session.load().await?;
+//!         let n: u64 = session.get("n")?.unwrap_or(0);
+//!         Ok::<_, sessions_tower::Error>(http::Response::new(n.to_string()))
+//!     }));
+//! ```
+//!
+//! The session lives in a task-local set around the inner service's future, not in the
+//! request's extensions: that is what keeps a request that never uses its session down to a
+//! cookie-header lookup, with no allocation. To use the session in a spawned task, take the
+//! handle first and move the clone into the task.
+//!
+//! # Features
+//!
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `axum` | on | [`Session`] as an axum extractor, [`Error`] as an axum response |
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
@@ -9,6 +114,9 @@ mod layer;
 mod service;
 
 pub use future::ResponseFuture;
-pub use layer::{CookieSameSite as SameSite, SessionLayer};
+pub use layer::SessionLayer;
 pub use service::SessionMiddleware;
-pub use sessions_core::{Error, Session};
+pub use sessions_core::{Commit, Error, Session, SessionBackend};
+
+/// The cookie's `SameSite` attribute.
+pub use cookie::SameSite;

@@ -19,7 +19,10 @@ fn app(layer: SessionLayer<InMemoryBackend>) -> Router {
     Router::new()
         .route("/count", get(count))
         .route("/plain", get(|| async { "plain" }))
-        .route("/unloaded", get(|s: Session| async move { s.get::<u64>("n").map(|_| "read") }))
+        .route(
+            "/unloaded",
+            get(|s: Session| async move { s.get::<u64>("n").map(|_| "read") }),
+        )
         .layer(layer)
 }
 
@@ -28,7 +31,10 @@ async fn send(app: &Router, path: &str, cookie: Option<&str>) -> http::Response<
     if let Some(cookie) = cookie {
         req = req.header(header::COOKIE, cookie);
     }
-    app.clone().oneshot(req.body(Body::empty()).unwrap()).await.unwrap()
+    app.clone()
+        .oneshot(req.body(Body::empty()).unwrap())
+        .await
+        .unwrap()
 }
 
 fn set_cookie(res: &http::Response<Body>) -> Option<String> {
@@ -38,7 +44,9 @@ fn set_cookie(res: &http::Response<Body>) -> Option<String> {
 }
 
 async fn text(res: http::Response<Body>) -> String {
-    let bytes = axum::body::to_bytes(res.into_body(), usize::MAX).await.unwrap();
+    let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
+        .await
+        .unwrap();
     String::from_utf8(bytes.to_vec()).unwrap()
 }
 
