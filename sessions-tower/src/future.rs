@@ -10,6 +10,10 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use tower_service::Service;
 
+/// The largest `Set-Cookie` value sent: browsers keep cookies up to 4096 bytes, and a larger
+/// one would be dropped or cut without a word.
+pub const MAX_SET_COOKIE_BYTES: usize = 4096;
+
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 pin_project! {
@@ -115,6 +119,14 @@ fn finish<B: Default>(mut response: Response<B>, commit: Commit, config: &Config
         Commit::Untouched => return response,
         Commit::Unchanged => None,
         Commit::Set(value) => match config.set_cookie(value) {
+            Some(header) if header.len() > MAX_SET_COOKIE_BYTES => {
+                let error = Error::CookieTooLarge {
+                    size: header.len(),
+                    limit: MAX_SET_COOKIE_BYTES,
+                };
+                tracing::error!(%error, cookie = %config.name, "session not saved; answering 500");
+                return internal_error();
+            }
             Some(header) => Some(header),
             None => {
                 tracing::error!(

@@ -166,6 +166,25 @@ impl<B: SessionBackend> SessionLayer<B> {
     }
 }
 
+#[cfg(feature = "cookie-backend")]
+impl SessionLayer<sessions_cookie::CookieBackend> {
+    /// Signed cookie sessions: the whole session travels in the cookie, signed with
+    /// HMAC-SHA256 under a key derived from `secret` (the seed's `secret_key=`, its default
+    /// backend). Nothing is stored on the server.
+    ///
+    /// For sessions the client cannot read, build the layer on
+    /// [`CookieBackend::private`](sessions_cookie::CookieBackend::private) instead.
+    ///
+    /// # Errors
+    ///
+    /// A secret shorter than 32 bytes is [`Error::Config`], with advice on making one.
+    pub fn with_secret_key(secret: impl AsRef<[u8]>) -> Result<Self, Error> {
+        Ok(SessionLayer::new(sessions_cookie::CookieBackend::signed(
+            secret.as_ref(),
+        )?))
+    }
+}
+
 impl<S, B> Layer<S> for SessionLayer<B> {
     type Service = SessionMiddleware<S, B>;
 

@@ -104,6 +104,23 @@
 //! | feature | default | what it adds |
 //! |---|---|---|
 //! | `axum` | on | [`Session`] as an axum extractor, [`Error`] as an axum response |
+//! | `cookie-backend` | on | [`SessionLayer::with_secret_key`]: signed cookie sessions from `sessions-cookie` |
+//!
+//! # The default backend
+//!
+//! As in the seed, a secret key alone gives signed cookie sessions: the session travels in
+//! the cookie, nothing is stored on the server.
+//!
+//! ```
+//! # use sessions_tower::SessionLayer;
+//! let secret = std::env::var("SESSION_SECRET")
+//!     .unwrap_or_else(|_| "a long random secret of at least 32 bytes!".to_owned());
+//! let layer = SessionLayer::with_secret_key(secret)?;
+//! # Ok::<(), sessions_tower::Error>(())
+//! ```
+//!
+//! A `Set-Cookie` over [`MAX_SET_COOKIE_BYTES`] (4096) is never sent: the save fails as a 500
+//! with [`Error::CookieTooLarge`] in a `tracing` error.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
@@ -113,10 +130,13 @@ mod future;
 mod layer;
 mod service;
 
-pub use future::ResponseFuture;
+pub use future::{MAX_SET_COOKIE_BYTES, ResponseFuture};
 pub use layer::SessionLayer;
 pub use service::SessionMiddleware;
 pub use sessions_core::{Commit, Error, Session, SessionBackend};
+
+#[cfg(feature = "cookie-backend")]
+pub use sessions_cookie::CookieBackend;
 
 /// The cookie's `SameSite` attribute.
 pub use cookie::SameSite;

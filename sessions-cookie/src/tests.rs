@@ -1,0 +1,274 @@
+use super::*;
+use sessions_core::conformance::{Case, Harness};
+
+const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef-test-secret";
+const OTHER: &[u8] = b"another secret that is long enough for a key!!";
+
+struct CookieHarness(Mode);
+
+impl Harness for CookieHarness {
+    type Backend = CookieBackend;
+
+    async fn backend(&self) -> CookieBackend {
+        match self.0 {
+            Mode::Signed => CookieBackend::signed(SECRET),
+            Mode::Private => CookieBackend::private(SECRET),
+        }
+        .expect("the test secret is long enough")
+    }
+
+    fn skip(&self, case: Case) -> Option<&'static str> {
+        match case {
+            Case::Remove | Case::NoResurrectionAfterRemove => {
+                Some("a cookie-carried session cannot be revoked on the server")
+            }
+            Case::UpdateKeepsId => {
+                Some("the cookie value is the sealed session: it changes with the data")
+            }
+            Case::CreateNeverOverwrites => Some("nothing is stored on the server to overwrite"),
+            Case::LargeValue => Some("browsers keep at most 4096 bytes per cookie"),
+            _ => None,
+        }
+    }
+}
+
+mod signed_conformance {
+    use super::*;
+    sessions_core::conformance_tests!(CookieHarness(Mode::Signed));
+}
+
+mod private_conformance {
+    use super::*;
+    sessions_core::conformance_tests!(CookieHarness(Mode::Private));
+}
+
+fn sample() -> SessionData {
+    let mut data = SessionData::default();
+    data.values_mut().insert("user".into(), "alice".into());
+    data
+}
+
+fn backends() -> [CookieBackend; 2] {
+    [
+        CookieBackend::signed(SECRET).unwrap(),
+        CookieBackend::private(SECRET).unwrap(),
+    ]
+}
+
+#[tokio::test]
+async fn short_secrets_are_refused_with_advice() {
+    let err = CookieBackend::signed(b"too short").unwrap_err();
+    assert!(matches!(err, Error::Config(_)));
+    assert!(err.to_string().contains("openssl rand"), "{err}");
+    assert!(CookieBackend::private(&[0; 31]).is_err());
+    assert!(CookieBackend::private(&[0; 32]).is_ok());
+    assert!(
+        CookieBackend::signed(SECRET)
+            .unwrap()
+            .with_old_key(b"short")
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn generated_secrets_are_accepted_and_distinct() {
+    let a = CookieBackend::generate_secret();
+    let b = CookieBackend::generate_secret();
+    assert_ne!(a, b);
+    assert!(CookieBackend::private(a.as_bytes()).is_ok());
+}
+
+#[tokio::test]
+async fn signed_values_are_readable_private_values_are_not() {
+    let signed = CookieBackend::signed(SECRET).unwrap();
+    let private = CookieBackend::private(SECRET).unwrap();
+    let sv = signed.write(None, &sample(), None).await.unwrap();
+    let pv = private.write(None, &sample(), None).await.unwrap();
+    let readable = |v: &str| {
+        let body = &v.split_once('.').unwrap().1[44..];
+        URL_SAFE_NO_PAD
+            .decode(body)
+            .ok()
+            .and_then(|json| String::from_utf8(json).ok())
+            .is_some_and(|json| json.contains("alice"))
+    };
+    assert!(readable(&sv), "signed sessions are base64url JSON");
+    assert!(
+        !pv.contains("alice") && !readable(&pv),
+        "private sessions are encrypted"
+    );
+}
+
+#[tokio::test]
+async fn tampered_values_read_as_no_session() {
+    for backend in backends() {
+        let value = backend.write(None, &sample(), None).await.unwrap();
+        let (id, sealed) = value.split_once('.').unwrap();
+        let mut tampered = vec![
+            String::new(),
+            "not base64 at all!".to_owned(),
+            value[..value.len() - 1].to_owned(),
+            value[..value.len() / 2].to_owned(),
+            format!("{value}A"),
+            sealed.to_owned(),
+            format!("XXXXXXXX.{sealed}"),
+            format!("{id}."),
+            format!("{id}.{}", "A".repeat(sealed.len())),
+        ];
+        // Flip each byte of the sealed part in turn.
+        for i in (id.len() + 1)..value.len() {
+            let mut bytes = value.clone().into_bytes();
+            bytes[i] = if bytes[i] == b'A' { b'B' } else { b'A' };
+            tampered.push(String::from_utf8(bytes).unwrap());
+        }
+        for bad in &tampered {
+            assert!(
+                backend.read(bad).await.unwrap().is_none(),
+                "{bad} read as a session"
+            );
+            assert!(!backend.exists(bad).await.unwrap());
+        }
+        assert!(backend.read(&value).await.unwrap().is_some());
+    }
+}
+
+#[tokio::test]
+async fn swapped_signatures_do_not_verify() {
+    let backend = CookieBackend::signed(SECRET).unwrap();
+    let a = backend.write(None, &sample(), None).await.unwrap();
+    let mut other = SessionData::default();
+    other.values_mut().insert("user".into(), "mallory".into());
+    let b = backend.write(None, &other, None).await.unwrap();
+    let (ida, sa) = a.split_once('.').unwrap();
+    let (_, sb) = b.split_once('.').unwrap();
+    let swapped = format!("{ida}.{}{}", &sb[..44], &sa[44..]);
+    assert!(backend.read(&swapped).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn values_of_one_mode_do_not_open_in_the_other() {
+    let signed = CookieBackend::signed(SECRET).unwrap();
+    let private = CookieBackend::private(SECRET).unwrap();
+    let sv = signed.write(None, &sample(), None).await.unwrap();
+    let pv = private.write(None, &sample(), None).await.unwrap();
+    assert!(private.read(&sv).await.unwrap().is_none());
+    assert!(signed.read(&pv).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn values_sealed_by_an_unknown_key_are_rejected() {
+    for (ours, theirs) in [
+        (CookieBackend::signed(SECRET), CookieBackend::signed(OTHER)),
+        (
+            CookieBackend::private(SECRET),
+            CookieBackend::private(OTHER),
+        ),
+    ] {
+        let (ours, theirs) = (ours.unwrap(), theirs.unwrap());
+        let forged = theirs.write(None, &sample(), None).await.unwrap();
+        assert!(ours.read(&forged).await.unwrap().is_none());
+        // Even with our key id pasted on, the seal does not open.
+        let our_id = ours.keys[0].id.clone();
+        let (_, sealed) = forged.split_once('.').unwrap();
+        assert!(
+            ours.read(&format!("{our_id}.{sealed}"))
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+}
+
+#[tokio::test]
+async fn rotation_opens_old_cookies_and_reseals_under_the_new_key() {
+    for mode in [Mode::Signed, Mode::Private] {
+        let make = |secret: &[u8]| match mode {
+            Mode::Signed => CookieBackend::signed(secret).unwrap(),
+            Mode::Private => CookieBackend::private(secret).unwrap(),
+        };
+        let key1 = make(SECRET);
+        let old_cookie = key1.write(None, &sample(), None).await.unwrap();
+
+        let rotated = make(OTHER).with_old_key(SECRET).unwrap();
+        assert!(
+            rotated.read(&old_cookie).await.unwrap().is_some(),
+            "old key must still open"
+        );
+        let resealed = rotated
+            .write(Some(&old_cookie), &sample(), None)
+            .await
+            .unwrap();
+        let new_id = &rotated.keys[0].id;
+        assert!(
+            resealed.starts_with(&format!("{new_id}.")),
+            "re-sealed under the new key"
+        );
+        assert!(
+            key1.read(&resealed).await.unwrap().is_none(),
+            "key 1 cannot open key 2's seal"
+        );
+
+        let key2_only = make(OTHER);
+        assert!(
+            key2_only.read(&old_cookie).await.unwrap().is_none(),
+            "dropped key rejected"
+        );
+        assert!(key2_only.read(&resealed).await.unwrap().is_some());
+    }
+}
+
+#[tokio::test]
+async fn deadline_is_enforced_on_the_server() {
+    for backend in backends() {
+        let value = backend
+            .write(None, &sample(), Some(Duration::from_millis(300)))
+            .await
+            .unwrap();
+        assert!(backend.read(&value).await.unwrap().is_some());
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert!(
+            backend.read(&value).await.unwrap().is_none(),
+            "an expired copy still works"
+        );
+        assert!(matches!(
+            backend.write(Some(&value), &sample(), None).await,
+            Err(Error::SessionGone)
+        ));
+    }
+}
+
+#[tokio::test]
+async fn no_ttl_uses_the_default_lifetime_not_forever() {
+    let backend = CookieBackend::signed(SECRET)
+        .unwrap()
+        .with_default_lifetime(Duration::from_millis(300));
+    let value = backend.write(None, &sample(), None).await.unwrap();
+    assert!(backend.read(&value).await.unwrap().is_some());
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(backend.read(&value).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn oversized_sessions_are_refused_not_truncated() {
+    for backend in backends() {
+        let mut data = SessionData::default();
+        data.values_mut()
+            .insert("big".into(), "x".repeat(5000).into());
+        match backend.write(None, &data, None).await {
+            Err(Error::CookieTooLarge { size, limit }) => {
+                assert!(size > limit);
+                assert_eq!(limit, MAX_COOKIE_BYTES);
+            }
+            other => panic!("expected CookieTooLarge, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn metadata_survives_the_round_trip() {
+    for backend in backends() {
+        let data = SessionData::from_parts(sample().into_values(), 1_600_000_000, 1_600_000_050);
+        let value = backend.write(None, &data, None).await.unwrap();
+        assert_eq!(backend.read(&value).await.unwrap(), Some(data));
+    }
+}
