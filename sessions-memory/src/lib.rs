@@ -221,7 +221,8 @@ impl SessionBackend for InMemoryBackend {
         ttl: Option<Duration>,
     ) -> Result<String, Error> {
         let now = Instant::now();
-        let expires = ttl.map(|ttl| now + ttl);
+        // A TTL too large to represent is as good as none.
+        let expires = ttl.and_then(|ttl| now.checked_add(ttl));
         let mut store = self.write_store();
         match id {
             Some(id) => {

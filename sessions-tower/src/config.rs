@@ -70,8 +70,13 @@ impl Config {
     pub(crate) fn set_cookie(&self, value: &str) -> Option<HeaderValue> {
         let mut cookie = self.cookie(value);
         if let Some(max_age) = self.max_age {
+            // Max-Age counts whole seconds; round up so a sub-second age never becomes the
+            // `Max-Age=0` that deletes the cookie.
+            let secs = max_age
+                .as_secs()
+                .saturating_add(u64::from(max_age.subsec_nanos() > 0));
             cookie.set_max_age(cookie::time::Duration::seconds(
-                i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX),
+                i64::try_from(secs).unwrap_or(i64::MAX),
             ));
         }
         HeaderValue::try_from(cookie.to_string()).ok()

@@ -92,13 +92,14 @@ impl<B: SessionBackend> SessionLayer<B> {
     ///
     /// # Errors
     ///
-    /// A path that does not start with `/` or holds `;` or control characters is
-    /// [`Error::Config`].
+    /// A path that does not start with `/`, or holds `;`, spaces, control characters or
+    /// non-ASCII characters, is [`Error::Config`].
     pub fn with_path(self, path: impl Into<String>) -> Result<Self, Error> {
         let path = path.into();
-        if !path.starts_with('/') || path.bytes().any(|b| b == b';' || b.is_ascii_control()) {
+        if !path.starts_with('/') || path.bytes().any(|b| b == b';' || !b.is_ascii_graphic()) {
             return Err(Error::Config(format!(
-                "{path:?} is not a valid cookie path: it must start with `/` and hold no `;`"
+                "{path:?} is not a valid cookie path: it must start with `/` and hold only \
+                 visible ASCII without `;` (percent-encode anything else, as request paths are)"
             )));
         }
         Ok(self.configure(|c| c.path = path))
