@@ -1,0 +1,56 @@
+//! The conformance suite for every backend of this workspace that needs no server.
+
+use sessions_cookie::{CookieBackend, Mode};
+use sessions_core::IdGenerator;
+use sessions_core::conformance::{Case, Harness};
+use sessions_memory::InMemoryBackend;
+
+struct Memory;
+
+impl Harness for Memory {
+    type Backend = InMemoryBackend;
+    async fn backend(&self) -> InMemoryBackend {
+        InMemoryBackend::new().with_max_sessions(10_000)
+    }
+    async fn backend_with_ids(&self, ids: IdGenerator) -> Option<InMemoryBackend> {
+        Some(InMemoryBackend::new().with_id_generator(ids))
+    }
+}
+
+mod memory {
+    sessions_core::conformance_tests!(super::Memory);
+}
+
+struct Cookie(Mode);
+
+const SECRET: &[u8] = b"conformance secret for the cookie backend, 48 bytes";
+
+impl Harness for Cookie {
+    type Backend = CookieBackend;
+    async fn backend(&self) -> CookieBackend {
+        match self.0 {
+            Mode::Signed => CookieBackend::signed(SECRET),
+            Mode::Private => CookieBackend::private(SECRET),
+        }
+        .expect("a long enough secret")
+    }
+    fn skip(&self, case: Case) -> Option<&'static str> {
+        match case {
+            Case::Remove | Case::NoResurrectionAfterRemove => {
+                Some("a cookie-carried session cannot be revoked on the server")
+            }
+            Case::UpdateKeepsId => Some("the cookie value is the sealed session itself"),
+            Case::CreateNeverOverwrites => Some("nothing is stored on the server to overwrite"),
+            Case::LargeValue => Some("browsers keep at most 4096 bytes per cookie"),
+            _ => None,
+        }
+    }
+}
+
+mod cookie_signed {
+    sessions_core::conformance_tests!(super::Cookie(sessions_cookie::Mode::Signed));
+}
+
+mod cookie_private {
+    sessions_core::conformance_tests!(super::Cookie(sessions_cookie::Mode::Private));
+}
