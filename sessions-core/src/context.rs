@@ -19,7 +19,7 @@ tokio::task_local! {
 /// The session context of one request, as a session layer sets it up.
 pub struct SessionContext {
     backend: Arc<dyn SessionBackend>,
-    cookie: Cell<Option<String>>,
+    cookie: Cell<Option<Arc<str>>>,
     autoload: bool,
     session: OnceCell<Session>,
 }
@@ -37,7 +37,7 @@ impl SessionContext {
     /// A context whose session, once asked for, reads from `backend` with the client's
     /// `cookie` value. With `autoload`, a client without a cookie gets a session that is
     /// already loaded (there is nothing to read).
-    pub fn new(backend: Arc<dyn SessionBackend>, cookie: Option<String>, autoload: bool) -> Self {
+    pub fn new(backend: Arc<dyn SessionBackend>, cookie: Option<Arc<str>>, autoload: bool) -> Self {
         SessionContext {
             backend,
             cookie: Cell::new(cookie),

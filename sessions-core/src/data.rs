@@ -1,5 +1,5 @@
 use serde_json::{Map, Value};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The values of one session: string keys to JSON-shaped values.
@@ -27,9 +27,16 @@ pub struct SessionData {
     last_access: u64,
 }
 
+/// An empty record, created and accessed at 0 (never stored): shares one empty map, so making
+/// one neither allocates nor reads the clock.
 impl Default for SessionData {
     fn default() -> Self {
-        SessionData::new(Values::new())
+        static EMPTY: OnceLock<Arc<Values>> = OnceLock::new();
+        SessionData {
+            values: Arc::clone(EMPTY.get_or_init(Arc::default)),
+            created: 0,
+            last_access: 0,
+        }
     }
 }
 

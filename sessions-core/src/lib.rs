@@ -43,7 +43,7 @@
 //! let Commit::Set(cookie) = session.commit(None).await? else { panic!() };
 //!
 //! // Second request: the client sends the cookie back.
-//! let session = Session::new(backend, Some(cookie));
+//! let session = Session::new(backend, Some(cookie.into()));
 //! session.load().await?;
 //! assert_eq!(session.get::<u32>("n")?, Some(1));
 //! # Ok::<(), Error>(()) }).unwrap();

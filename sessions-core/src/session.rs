@@ -33,7 +33,7 @@ pub struct Session {
 struct Inner {
     backend: Arc<dyn SessionBackend>,
     /// The value the client sent in its cookie, not yet verified.
-    cookie: Option<String>,
+    cookie: Option<Arc<str>>,
     state: Mutex<State>,
 }
 
@@ -42,7 +42,7 @@ struct State {
     loaded: bool,
     data: SessionData,
     /// The id of the record this session was loaded from (verified by a read).
-    record: Option<String>,
+    record: Option<Arc<str>>,
     changed: bool,
     regenerate: bool,
 }
@@ -72,7 +72,7 @@ impl Commit {
 impl Session {
     /// A session over `backend` for a client that sent `cookie` (the cookie's value, or
     /// `None` when it sent none). Nothing is read until [`load`](Session::load).
-    pub fn new(backend: Arc<dyn SessionBackend>, cookie: Option<String>) -> Self {
+    pub fn new(backend: Arc<dyn SessionBackend>, cookie: Option<Arc<str>>) -> Self {
         Session {
             inner: Arc::new(Inner {
                 backend,
@@ -110,7 +110,8 @@ impl Session {
             return Ok(());
         }
         let record = match &self.inner.cookie {
-            Some(cookie) => self.inner.backend.read(cookie).await?,
+            // Through the trait object itself: `Arc<dyn _>`'s own impl would box twice.
+            Some(cookie) => (*self.inner.backend).read(cookie).await?,
             None => None,
         };
         let mut state = self.state();
@@ -156,14 +157,21 @@ impl Session {
 
     /// Store `value` under `key`. Storing a value equal to the one already there is not a
     /// change and causes no write.
-    pub fn insert(&self, key: impl Into<String>, value: impl Serialize) -> Result<(), Error> {
+    pub fn insert(&self, key: &str, value: impl Serialize) -> Result<(), Error> {
         let value = serde_json::to_value(value).map_err(Error::encode)?;
         let mut state = self.loaded()?;
-        let key = key.into();
-        if state.data.values().get(&key) != Some(&value) {
-            state.data.values_mut().insert(key, value);
-            state.changed = true;
+        match state.data.values().get(key) {
+            Some(old) if *old == value => return Ok(()),
+            Some(_) => {
+                if let Some(slot) = state.data.values_mut().get_mut(key) {
+                    *slot = value;
+                }
+            }
+            None => {
+                state.data.values_mut().insert(key.to_owned(), value);
+            }
         }
+        state.changed = true;
         Ok(())
     }
 
@@ -211,17 +219,27 @@ impl Session {
     /// The id of the stored record this session was loaded from (or saved to): `None` for a
     /// new session, and before the session is loaded.
     pub fn id(&self) -> Option<SessionId> {
-        self.state().record.clone().map(SessionId::new)
+        self.state().record.as_deref().map(SessionId::new)
     }
 
-    /// When the session was first stored (now, for a new session).
+    /// When the session was first stored (now, for a session not stored yet).
     pub fn created(&self) -> Result<SystemTime, Error> {
-        Ok(self.loaded()?.data.created())
+        let state = self.loaded()?;
+        Ok(if state.record.is_some() {
+            state.data.created()
+        } else {
+            SystemTime::now()
+        })
     }
 
-    /// When the session was last written.
+    /// When the session was last written (now, for a session not stored yet).
     pub fn last_access(&self) -> Result<SystemTime, Error> {
-        Ok(self.loaded()?.data.last_access())
+        let state = self.loaded()?;
+        Ok(if state.record.is_some() {
+            state.data.last_access()
+        } else {
+            SystemTime::now()
+        })
     }
 
     /// Move the session to a fresh id when it is saved, and remove the record under the old
@@ -248,7 +266,7 @@ impl Session {
             }
         };
         if let Some(id) = &id {
-            self.inner.backend.remove(id).await?;
+            (*self.inner.backend).remove(id).await?;
         }
         let mut state = self.state();
         state.loaded = true;
@@ -274,14 +292,14 @@ impl Session {
             }
             (state.data.clone(), state.record.clone(), state.regenerate)
         };
-        let backend = &self.inner.backend;
+        let backend: &dyn SessionBackend = &*self.inner.backend;
         let sent_cookie = self.inner.cookie.is_some();
 
         if data.is_empty() {
             if let Some(id) = &record {
                 backend.remove(id).await?;
             }
-            self.saved(None, &data);
+            self.saved(None, data);
             return Ok(if sent_cookie {
                 Commit::Expire
             } else {
@@ -313,7 +331,12 @@ impl Session {
                 backend.write(None, &data, ttl).await?
             }
         };
-        self.saved(Some(value.clone()), &data);
+        // Server-side stores return the same id on an update: keep the shared copy.
+        let stored = match record {
+            Some(id) if *id == *value => id,
+            _ => Arc::from(value.as_str()),
+        };
+        self.saved(Some(stored), data);
         Ok(Commit::Set(value))
     }
 
@@ -339,10 +362,10 @@ impl Session {
         })
     }
 
-    fn saved(&self, record: Option<String>, data: &SessionData) {
+    fn saved(&self, record: Option<Arc<str>>, data: SessionData) {
         let mut state = self.state();
         state.record = record;
-        state.data = data.clone();
+        state.data = data;
         state.changed = false;
         state.regenerate = false;
     }

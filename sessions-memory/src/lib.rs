@@ -47,9 +47,14 @@ struct Inner {
     ids: Option<IdGenerator>,
 }
 
+/// Keys are ids this store minted itself (random, 192 bits), and client-chosen values are only
+/// ever looked up, never inserted, so no client can steer keys into collisions: a fast keyed
+/// hasher is safe here, and far cheaper than SipHash on every request.
+type Hasher = foldhash::fast::RandomState;
+
 #[derive(Default)]
 struct Store {
-    records: HashMap<String, Record>,
+    records: HashMap<String, Record, Hasher>,
     /// Write order (sequence number to id), kept only when the store is bounded, so the least
     /// recently written record can be evicted in O(log n).
     order: BTreeMap<u64, String>,
@@ -227,11 +232,23 @@ impl SessionBackend for InMemoryBackend {
         match id {
             Some(id) => {
                 // Update only a live record: a removed or expired one is not brought back.
-                match store.records.get(id) {
-                    Some(record) if record.live(now) => {}
+                let seq = store.next_seq;
+                let bounded = self.inner.max_sessions.is_some();
+                let Store { records, order, .. } = &mut *store;
+                let record = match records.get_mut(id) {
+                    Some(record) if record.live(now) => record,
                     _ => return Err(Error::SessionGone),
+                };
+                record.data = data.clone();
+                record.expires = expires;
+                if bounded {
+                    // Now the most recently written: move it to the back of the order.
+                    if let Some(key) = order.remove(&record.seq) {
+                        order.insert(seq, key);
+                    }
                 }
-                store.put(&self.inner, id.to_owned(), data.clone(), expires);
+                record.seq = seq;
+                store.next_seq += 1;
                 Ok(id.to_owned())
             }
             None => {

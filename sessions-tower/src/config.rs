@@ -1,4 +1,4 @@
-use cookie::{Cookie, SameSite};
+use cookie::SameSite;
 use http::header::{COOKIE, HeaderMap, HeaderValue};
 use std::time::Duration;
 
@@ -14,6 +14,10 @@ pub(crate) struct Config {
     pub(crate) http_only: bool,
     pub(crate) same_site: SameSite,
     pub(crate) autoload: bool,
+    /// `; Path=/; Max-Age=...; Secure; ...`: the attributes, rendered once per configuration.
+    attributes: String,
+    /// The whole `Set-Cookie` value that removes the cookie, rendered once.
+    removal: HeaderValue,
 }
 
 /// Fourteen days, the default cookie lifetime.
@@ -21,7 +25,7 @@ pub(crate) const DEFAULT_MAX_AGE: Duration = Duration::from_secs(14 * 24 * 60 * 
 
 impl Default for Config {
     fn default() -> Self {
-        Config {
+        let mut config = Config {
             name: "session".to_owned(),
             path: "/".to_owned(),
             domain: None,
@@ -30,18 +34,78 @@ impl Default for Config {
             http_only: true,
             same_site: SameSite::Lax,
             autoload: false,
-        }
+            attributes: String::new(),
+            removal: HeaderValue::from_static(""),
+        };
+        config.render();
+        config
     }
 }
 
+/// RFC 6265 `cookie-octet`s: visible ASCII but `"`, `,`, `;` and `\\`.
+const COOKIE_OCTET: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0x21;
+    while b < 0x7F {
+        table[b] = !matches!(b as u8, b'"' | b',' | b';' | b'\\');
+        b += 1;
+    }
+    table
+};
+
+/// Whether `value` may stand as a cookie value unquoted: a backend returning anything else
+/// (a `;` would smuggle in attributes) is refused.
+fn is_cookie_value(value: &str) -> bool {
+    value.bytes().all(|b| COOKIE_OCTET[usize::from(b)])
+}
+
 impl Config {
+    /// Render the attribute strings; call after every change of the options. The layer's
+    /// setters validate names, paths and domains, so the rendered text is a valid header.
+    pub(crate) fn render(&mut self) {
+        let mut attributes = String::with_capacity(96);
+        attributes.push_str("; Path=");
+        attributes.push_str(&self.path);
+        if let Some(domain) = &self.domain {
+            attributes.push_str("; Domain=");
+            attributes.push_str(domain);
+        }
+        let flags = |out: &mut String| {
+            if self.secure {
+                out.push_str("; Secure");
+            }
+            if self.http_only {
+                out.push_str("; HttpOnly");
+            }
+            out.push_str(match self.same_site {
+                SameSite::Strict => "; SameSite=Strict",
+                SameSite::Lax => "; SameSite=Lax",
+                SameSite::None => "; SameSite=None",
+            });
+        };
+        let mut removal = format!("{}={attributes}; Max-Age=0", self.name);
+        flags(&mut removal);
+        if let Some(max_age) = self.max_age {
+            // Max-Age counts whole seconds; round up so a sub-second age never becomes the
+            // `Max-Age=0` that deletes the cookie.
+            let secs = max_age
+                .as_secs()
+                .saturating_add(u64::from(max_age.subsec_nanos() > 0));
+            attributes.push_str("; Max-Age=");
+            attributes.push_str(&secs.to_string());
+        }
+        flags(&mut attributes);
+        self.attributes = attributes;
+        self.removal = HeaderValue::try_from(removal)
+            .unwrap_or_else(|_| HeaderValue::from_static("session=; Max-Age=0"));
+    }
+
     /// The value of this layer's cookie in the request, if the client sent one.
     pub(crate) fn cookie_value<'h>(&self, headers: &'h HeaderMap) -> Option<&'h str> {
         headers
             .get_all(COOKIE)
             .iter()
-            .filter_map(|value| value.to_str().ok())
-            .find_map(|header| find_cookie(header, &self.name))
+            .find_map(|value| find_cookie(value.as_bytes(), &self.name))
     }
 
     /// Whether a request for `path` is inside the cookie's path (RFC 6265, section 5.1.4).
@@ -54,57 +118,50 @@ impl Config {
                     || path.as_bytes().get(cookie_path.len()) == Some(&b'/')))
     }
 
-    fn cookie<'c>(&'c self, value: &'c str) -> Cookie<'c> {
-        let mut cookie = Cookie::new(self.name.as_str(), value);
-        cookie.set_path(self.path.as_str());
-        if let Some(domain) = &self.domain {
-            cookie.set_domain(domain.as_str());
-        }
-        cookie.set_secure(self.secure);
-        cookie.set_http_only(self.http_only);
-        cookie.set_same_site(self.same_site);
-        cookie
-    }
-
-    /// The `Set-Cookie` value that stores `value` in the client.
+    /// The `Set-Cookie` value that stores `value` in the client; `None` when `value` cannot
+    /// be a cookie value.
     pub(crate) fn set_cookie(&self, value: &str) -> Option<HeaderValue> {
-        let mut cookie = self.cookie(value);
-        if let Some(max_age) = self.max_age {
-            // Max-Age counts whole seconds; round up so a sub-second age never becomes the
-            // `Max-Age=0` that deletes the cookie.
-            let secs = max_age
-                .as_secs()
-                .saturating_add(u64::from(max_age.subsec_nanos() > 0));
-            cookie.set_max_age(cookie::time::Duration::seconds(
-                i64::try_from(secs).unwrap_or(i64::MAX),
-            ));
+        if !is_cookie_value(value) {
+            return None;
         }
-        HeaderValue::try_from(cookie.to_string()).ok()
+        let mut header =
+            String::with_capacity(self.name.len() + 1 + value.len() + self.attributes.len());
+        header.push_str(&self.name);
+        header.push('=');
+        header.push_str(value);
+        header.push_str(&self.attributes);
+        HeaderValue::try_from(header).ok()
     }
 
     /// The `Set-Cookie` value that removes the cookie from the client (same path and domain).
-    pub(crate) fn expire_cookie(&self) -> Option<HeaderValue> {
-        let mut cookie = self.cookie("");
-        cookie.set_max_age(cookie::time::Duration::ZERO);
-        HeaderValue::try_from(cookie.to_string()).ok()
+    pub(crate) fn expire_cookie(&self) -> HeaderValue {
+        self.removal.clone()
     }
 }
 
 /// Find cookie `name` in one `Cookie` header value (`a=1; b=2`): its value, unquoted, or
-/// `None` when absent or empty.
-fn find_cookie<'h>(header: &'h str, name: &str) -> Option<&'h str> {
-    header.split(';').find_map(|pair| {
-        let (key, value) = pair.split_once('=')?;
-        if key.trim() != name {
-            return None;
+/// `None` when absent, empty or not UTF-8.
+fn find_cookie<'h>(header: &'h [u8], name: &str) -> Option<&'h str> {
+    let name = name.as_bytes();
+    let mut rest = header;
+    loop {
+        while let [b' ' | b'\t', tail @ ..] = rest {
+            rest = tail;
         }
-        let value = value.trim();
-        let value = value
-            .strip_prefix('"')
-            .and_then(|v| v.strip_suffix('"'))
-            .unwrap_or(value);
-        (!value.is_empty()).then_some(value)
-    })
+        let end = memchr::memchr(b';', rest).unwrap_or(rest.len());
+        let (pair, tail) = rest.split_at(end);
+        if pair.len() > name.len() && pair[name.len()] == b'=' && pair.starts_with(name) {
+            let value = pair[name.len() + 1..].trim_ascii();
+            let value = value
+                .strip_prefix(b"\"")
+                .and_then(|v| v.strip_suffix(b"\""))
+                .unwrap_or(value);
+            if !value.is_empty() {
+                return std::str::from_utf8(value).ok();
+            }
+        }
+        rest = tail.get(1..)?;
+    }
 }
 
 #[cfg(test)]
@@ -113,16 +170,22 @@ mod tests {
 
     #[test]
     fn finds_the_named_cookie_among_others() {
-        assert_eq!(find_cookie("a=1; session=abc; b=2", "session"), Some("abc"));
-        assert_eq!(find_cookie("session=abc", "session"), Some("abc"));
         assert_eq!(
-            find_cookie("xsession=abc; session=def", "session"),
+            find_cookie(b"a=1; session=abc; b=2", "session"),
+            Some("abc")
+        );
+        assert_eq!(find_cookie(b"session=abc", "session"), Some("abc"));
+        assert_eq!(
+            find_cookie(b"xsession=abc; session=def", "session"),
             Some("def")
         );
-        assert_eq!(find_cookie("session=\"quoted\"", "session"), Some("quoted"));
-        assert_eq!(find_cookie("session=", "session"), None);
-        assert_eq!(find_cookie("a=1;b", "session"), None);
-        assert_eq!(find_cookie("", "session"), None);
+        assert_eq!(
+            find_cookie(b"session=\"quoted\"", "session"),
+            Some("quoted")
+        );
+        assert_eq!(find_cookie(b"session=", "session"), None);
+        assert_eq!(find_cookie(b"a=1;b", "session"), None);
+        assert_eq!(find_cookie(b"", "session"), None);
     }
 
     #[test]
@@ -147,11 +210,12 @@ mod tests {
 
     #[test]
     fn set_cookie_carries_every_attribute() {
-        let config = Config {
+        let mut config = Config {
             domain: Some("example.com".to_owned()),
             max_age: Some(Duration::from_secs(60)),
             ..Config::default()
         };
+        config.render();
         let header = config.set_cookie("abc").unwrap();
         let header = header.to_str().unwrap();
         for part in [
@@ -165,14 +229,15 @@ mod tests {
         ] {
             assert!(header.contains(part), "{header} lacks {part}");
         }
-        let browser_session = Config {
+        let mut browser_session = Config {
             max_age: None,
             ..Config::default()
         };
+        browser_session.render();
         let header = browser_session.set_cookie("abc").unwrap();
         assert!(!header.to_str().unwrap().contains("Max-Age"));
         assert!(!header.to_str().unwrap().contains("Expires"));
-        let expired = config.expire_cookie().unwrap();
+        let expired = config.expire_cookie();
         assert!(expired.to_str().unwrap().contains("Max-Age=0"));
         assert!(expired.to_str().unwrap().contains("Domain=example.com"));
     }

@@ -1,5 +1,5 @@
 use crate::config::Config;
-use http::header::VARY;
+use http::header::{Entry, VARY};
 use http::{HeaderValue, Request, Response, StatusCode, header::SET_COOKIE};
 use pin_project_lite::pin_project;
 use sessions_core::context::TaskLocalFuture;
@@ -38,7 +38,8 @@ pin_project! {
         // Autoload: reading the session before the handler may run.
         Loading {
             load: BoxFuture<Result<(), Error>>,
-            pending: Option<(Session, S, Request<ReqBody>)>,
+            // Boxed: a request is large, and only autoload needs to keep it.
+            pending: Option<Box<(Session, S, Request<ReqBody>)>>,
             config: Arc<Config>,
         },
         // The handler runs with the session in scope.
@@ -87,7 +88,7 @@ where
         ResponseFuture {
             state: State::Loading {
                 load: Box::pin(async move { loader.load().await }),
-                pending: Some((session, service, request)),
+                pending: Some(Box::new((session, service, request))),
                 config,
             },
         }
@@ -102,14 +103,21 @@ fn internal_error<B: Default>() -> Response<B> {
 
 /// Mark a response that depended on the session as varying with the cookie.
 fn add_vary_cookie(headers: &mut http::HeaderMap) {
-    let present = headers.get_all(VARY).iter().any(|v| {
+    let mut values = match headers.entry(VARY) {
+        Entry::Vacant(entry) => {
+            entry.insert(HeaderValue::from_static("Cookie"));
+            return;
+        }
+        Entry::Occupied(entry) => entry,
+    };
+    let present = values.iter().any(|v| {
         v.to_str().is_ok_and(|v| {
             v.split(',')
                 .any(|item| item.trim() == "*" || item.trim().eq_ignore_ascii_case("cookie"))
         })
     });
     if !present {
-        headers.append(VARY, HeaderValue::from_static("Cookie"));
+        values.append(HeaderValue::from_static("Cookie"));
     }
 }
 
@@ -136,7 +144,7 @@ fn finish<B: Default>(mut response: Response<B>, commit: Commit, config: &Config
                 return internal_error();
             }
         },
-        Commit::Expire => config.expire_cookie(),
+        Commit::Expire => Some(config.expire_cookie()),
         _ => None,
     };
     let headers = response.headers_mut();
@@ -166,10 +174,11 @@ where
                 } => {
                     let loaded = ready!(load.as_mut().poll(cx));
                     let config = Arc::clone(config);
-                    let Some((session, mut service, request)) = pending.take() else {
+                    let Some(pending) = pending.take() else {
                         this.state.set(State::Done);
                         return Poll::Ready(Ok(internal_error()));
                     };
+                    let (session, mut service, request) = *pending;
                     if let Err(error) = loaded {
                         tracing::error!(%error, "session autoload failed; answering 500");
                         this.state.set(State::Done);

@@ -55,7 +55,9 @@ impl<B: SessionBackend> SessionLayer<B> {
     }
 
     fn configure(mut self, f: impl FnOnce(&mut Config)) -> Self {
-        f(Arc::make_mut(&mut self.config));
+        let config = Arc::make_mut(&mut self.config);
+        f(config);
+        config.render();
         self
     }
 

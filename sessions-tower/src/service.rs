@@ -69,7 +69,7 @@ where
         if !config.covers(req.uri().path()) {
             return ResponseFuture::outside_path(self.inner.call(req));
         }
-        let cookie = config.cookie_value(req.headers()).map(str::to_owned);
+        let cookie = config.cookie_value(req.headers()).map(Arc::<str>::from);
         let backend: Arc<dyn SessionBackend> = self.layer.backend.clone();
         if config.autoload && cookie.is_some() {
             // The handler may only run once the session is loaded: keep the request and a

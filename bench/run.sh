@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# What a request costs: instructions (callgrind) and allocations per request for every
+# variant and scenario, then optionally wall-clock time (criterion).
+#
+# usage: bench/run.sh [--n N] [--criterion [SECONDS] | --only-criterion [SECONDS]]
+#   --n N             measured requests per run (default 2000; the setup is not counted)
+#   --criterion [S]   also run the criterion bench, S seconds of measurement per benchmark
+#                     (default 2), and print its table
+#   --only-criterion [S]  the criterion bench alone, without the callgrind sweep
+#   -- FILTER         passed to criterion, e.g. `-- ours/` or `-- /read`
+#
+# Needs valgrind (Debian: `apt-get install valgrind`). Builds into the main workspace's
+# target/ directory; run it from anywhere.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+N=2000
+CRITERION=""
+CALLGRIND=1
+FILTER=()
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --n) N="$2"; shift 2 ;;
+        --criterion|--only-criterion)
+            [ "$1" = --only-criterion ] && CALLGRIND=""
+            CRITERION=2; shift
+            if [ $# -gt 0 ] && [[ "$1" =~ ^[0-9]+$ ]]; then CRITERION="$1"; shift; fi ;;
+        --) shift; FILTER=("$@"); break ;;
+        -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
+    esac
+done
+
+VARIANTS="bare ours tower-sessions ours-around"
+SCENARIOS="no-cookie read write"
+CARGO_ARGS=(--release --manifest-path bench/Cargo.toml --target-dir target)
+
+if [ -n "$CALLGRIND" ]; then
+    command -v valgrind >/dev/null || { echo "valgrind is not installed" >&2; exit 1; }
+    cargo build "${CARGO_ARGS[@]}" --bin calls
+    BIN=target/release/calls
+    RESULTS=$(mktemp)
+    trap 'rm -f "$RESULTS"' EXIT
+    for scenario in $SCENARIOS; do
+        for variant in $VARIANTS; do
+            # Collection is on only inside `measured_loop`: the n measured requests.
+            out=$(valgrind --tool=callgrind --callgrind-out-file=/dev/null \
+                --toggle-collect='*measured_loop*' "$BIN" "$variant" "$scenario" "$N" 2>&1) || {
+                echo "$out" >&2; echo "calls $variant $scenario failed" >&2; exit 1; }
+            collected=$(echo "$out" | sed -n 's/.*Collected : \([0-9]*\).*/\1/p' | tail -n 1)
+            allocs=$(echo "$out" | sed -n 's/.* allocs_per_req=\([0-9.]*\).*/\1/p')
+            reallocs=$(echo "$out" | sed -n 's/.*reallocs_per_req=\([0-9.]*\).*/\1/p')
+            [ -n "$collected" ] && [ -n "$allocs" ] || {
+                echo "$out" >&2; echo "no result from calls $variant $scenario" >&2; exit 1; }
+            echo "$scenario $variant $collected $allocs $reallocs" >> "$RESULTS"
+            echo "  measured $variant / $scenario" >&2
+        done
+    done
+
+    echo
+    echo "Instructions per request (callgrind, n=$N measured requests, setup excluded)"
+    echo
+    awk -v n="$N" '
+        { key = $1 SUBSEP $2; instr[key] = $3 / n; allocs[key] = $4; reallocs[key] = $5
+          order[++count] = key; scen[count] = $1; var[count] = $2 }
+        END {
+            printf "| %-14s | %-9s | %9s | %9s | %9s | %15s | %10s |\n", "variant", "scenario",
+                "instr/req", "x bare", "overhead", "ours/ts overhd", "allocs/req"
+            printf "|%s|%s|%s|%s|%s|%s|%s|\n", "----------------", "-----------",
+                "----------:", "----------:", "----------:", "----------------:", "-----------:"
+            for (i = 1; i <= count; i++) {
+                s = scen[i]; v = var[i]; k = order[i]
+                bare = instr[s SUBSEP "bare"]; ts = instr[s SUBSEP "tower-sessions"] - bare
+                over = instr[k] - bare
+                share = "";
+                if (v == "ours" || v == "ours-around") share = sprintf("%.3f", over / ts)
+                a = allocs[k]; if (reallocs[k] + 0 > 0) a = a " +" reallocs[k] "r"
+                printf "| %-14s | %-9s | %9.0f | %9.3f | %+9.0f | %15s | %10s |\n",
+                    v, s, instr[k], instr[k] / bare, over, share, a
+            }
+            print ""
+            print "Targets:"
+            for (j = 1; j <= 3; j++) {
+                s = (j == 1 ? "no-cookie" : j == 2 ? "read" : "write")
+                bare = instr[s SUBSEP "bare"]
+                r = (instr[s SUBSEP "ours"] - bare) / (instr[s SUBSEP "tower-sessions"] - bare)
+                printf "  %-9s ours overhead / tower-sessions overhead = %.3f (target <= 0.25): %s\n",
+                    s, r, (r <= 0.25 ? "met" : "NOT met")
+            }
+            r = instr["no-cookie" SUBSEP "ours-around"] / instr["no-cookie" SUBSEP "bare"]
+            printf "  ours-around no-cookie / bare = %.3f (target <= 1.06): %s\n",
+                r, (r <= 1.06 ? "met" : "NOT met")
+        }' "$RESULTS"
+    echo
+    echo "x bare: instructions relative to bare; overhead: instructions over bare;"
+    echo "ours/ts overhd: our overhead as a fraction of tower-sessions' overhead;"
+    echo "allocs/req: heap allocations per request (+Nr: reallocations)."
+fi
+
+if [ -n "$CRITERION" ]; then
+    # Criterion would otherwise put its reports under bench/target/.
+    export CRITERION_HOME="$PWD/target/criterion"
+    cargo bench --manifest-path bench/Cargo.toml --target-dir target --bench time -- \
+        --warm-up-time 1 --measurement-time "$CRITERION" --noplot "${FILTER[@]}"
+    echo
+    echo "Time per request (criterion median of the latest run of each benchmark; wall-clock time is noisy on a shared machine)"
+    echo
+    for scenario in $SCENARIOS; do
+        for variant in $VARIANTS; do
+            # Criterion turns the `/` of the id `variant/scenario` into `_`.
+            f="$CRITERION_HOME/requests/${variant}_${scenario}/new/estimates.json"
+            [ -f "$f" ] || continue
+            # The median's point estimate, in nanoseconds.
+            ns=$(tr -d ' \n' < "$f" | sed -n 's/.*"median":{[^}]*}[^}]*"point_estimate":\([0-9.e+-]*\).*/\1/p')
+            echo "$scenario $variant $ns"
+        done
+    done | awk '
+        { t[$1 SUBSEP $2] = $3; order[++count] = $1 SUBSEP $2; scen[count] = $1; var[count] = $2 }
+        END {
+            printf "| %-14s | %-9s | %10s | %9s | %10s |\n", "variant", "scenario", "ns/req", "x bare", "overhead"
+            printf "|%s|%s|%s|%s|%s|\n", "----------------", "-----------", "-----------:",
+                "----------:", "-----------:"
+            for (i = 1; i <= count; i++) {
+                bare = t[scen[i] SUBSEP "bare"]
+                printf "| %-14s | %-9s | %10.0f | %9.3f | %+10.0f |\n", var[i], scen[i],
+                    t[order[i]], t[order[i]] / bare, t[order[i]] - bare
+            }
+        }'
+fi
