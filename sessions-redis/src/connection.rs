@@ -1,0 +1,231 @@
+//! The connection every operation shares, and how it is replaced when it fails.
+//!
+//! A checkout from a deadpool-redis pool costs a round trip of its own: the pool's manager
+//! sends `PING` (single node: `UNWATCH` + `PING`) to vet a reused connection before handing it
+//! out. Redis connections from the `redis` crate are multiplexed, so one of them serves any
+//! number of concurrent requests, pipelined. The backend therefore checks out *one* connection,
+//! keeps it, and hands each operation a clone (a few reference counts): one operation is one
+//! round trip. The pool is visited again only when that connection has failed.
+
+use deadpool_redis::redis::{Cmd, RedisError, RedisResult, Value};
+use sessions_core::Error;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
+
+/// The pool a backend draws its connection from.
+#[derive(Clone)]
+pub(crate) enum Pool {
+    Single(deadpool_redis::Pool),
+    #[cfg(feature = "cluster")]
+    Cluster(deadpool_redis::cluster::Pool),
+}
+
+impl Pool {
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            Pool::Single(_) => "single node",
+            #[cfg(feature = "cluster")]
+            Pool::Cluster(_) => "cluster",
+        }
+    }
+
+    async fn get(&self) -> Result<Held, deadpool_redis::PoolError> {
+        match self {
+            Pool::Single(pool) => pool.get().await.map(Held::Single),
+            #[cfg(feature = "cluster")]
+            Pool::Cluster(pool) => pool.get().await.map(Held::Cluster),
+        }
+    }
+}
+
+/// A connection checked out of the pool and kept by the backend.
+enum Held {
+    Single(deadpool_redis::Connection),
+    #[cfg(feature = "cluster")]
+    Cluster(deadpool_redis::cluster::Connection),
+}
+
+impl Held {
+    fn conn(&self) -> Conn {
+        match self {
+            Held::Single(held) => Conn::Single((**held).clone()),
+            #[cfg(feature = "cluster")]
+            Held::Cluster(held) => Conn::Cluster((**held).clone()),
+        }
+    }
+
+    /// Take a failed connection out of the pool's books and close it, so the pool never hands
+    /// it out again.
+    fn discard(self) {
+        match self {
+            Held::Single(held) => drop(deadpool_redis::Connection::take(held)),
+            #[cfg(feature = "cluster")]
+            Held::Cluster(held) => drop(deadpool_redis::cluster::Connection::take(held)),
+        }
+    }
+}
+
+/// One operation's handle on the shared connection.
+pub(crate) enum Conn {
+    Single(deadpool_redis::redis::aio::MultiplexedConnection),
+    #[cfg(feature = "cluster")]
+    Cluster(deadpool_redis::cluster::ClusterConnection),
+}
+
+impl Conn {
+    async fn query(&mut self, cmd: &Cmd) -> RedisResult<Value> {
+        match self {
+            Conn::Single(conn) => cmd.query_async(conn).await,
+            #[cfg(feature = "cluster")]
+            Conn::Cluster(conn) => cmd.query_async(conn).await,
+        }
+    }
+}
+
+struct Slot {
+    generation: u64,
+    held: Held,
+}
+
+/// Why a query failed.
+pub(crate) enum Failure {
+    /// No connection could be had: the error is complete as it is.
+    Connect(Error),
+    /// Redis (or the connection to it) failed the command.
+    Command(RedisError),
+}
+
+/// The pool, the connection checked out of it, and the rules for replacing that connection.
+pub(crate) struct Connector {
+    pool: Pool,
+    timeout: Duration,
+    slot: RwLock<Option<Slot>>,
+    /// Held while checking out a connection, so concurrent operations that find no connection
+    /// wait for one checkout instead of each making their own. Holds the last checkout error.
+    gate: tokio::sync::Mutex<Option<String>>,
+    failed_checkouts: AtomicU64,
+    generations: AtomicU64,
+}
+
+impl Connector {
+    pub(crate) fn new(pool: Pool, timeout: Duration) -> Self {
+        Connector {
+            pool,
+            timeout,
+            slot: RwLock::new(None),
+            gate: tokio::sync::Mutex::new(None),
+            failed_checkouts: AtomicU64::new(0),
+            generations: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    fn read_slot(&self) -> RwLockReadGuard<'_, Option<Slot>> {
+        // The slot is replaced whole under the lock, so a poisoned lock holds no torn state.
+        self.slot.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write_slot(&self) -> RwLockWriteGuard<'_, Option<Slot>> {
+        self.slot.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn cached(&self) -> Option<(u64, Conn)> {
+        self.read_slot()
+            .as_ref()
+            .map(|slot| (slot.generation, slot.held.conn()))
+    }
+
+    /// Run one command: one round trip on the shared connection. If that connection turns out
+    /// to be dead (Redis restarted, the socket dropped), it is replaced and the command is sent
+    /// once more on the new one; every command this backend sends is safe to repeat.
+    pub(crate) async fn query(&self, cmd: &Cmd) -> Result<Value, Failure> {
+        let (generation, mut conn, reused) = match self.cached() {
+            Some((generation, conn)) => (generation, conn, true),
+            None => {
+                let (generation, conn) = self.checkout().await.map_err(Failure::Connect)?;
+                (generation, conn, false)
+            }
+        };
+        match conn.query(cmd).await {
+            Err(e) if e.is_unrecoverable_error() => {
+                self.invalidate(generation);
+                if !reused {
+                    return Err(Failure::Command(e));
+                }
+                tracing::debug!(error = %e, "redis: the shared connection failed; retrying on a new one");
+                let (generation, mut conn) = self.checkout().await.map_err(Failure::Connect)?;
+                conn.query(cmd).await.map_err(|e| {
+                    if e.is_unrecoverable_error() {
+                        self.invalidate(generation);
+                    }
+                    Failure::Command(e)
+                })
+            }
+            other => other.map_err(Failure::Command),
+        }
+    }
+
+    /// Drop the connection of `generation` if it is still the shared one.
+    fn invalidate(&self, generation: u64) {
+        let stale = {
+            let mut slot = self.write_slot();
+            if slot.as_ref().is_some_and(|s| s.generation == generation) {
+                slot.take()
+            } else {
+                None
+            }
+        };
+        if let Some(stale) = stale {
+            stale.held.discard();
+        }
+    }
+
+    /// Get a connection from the pool and share it, within the pool timeout.
+    async fn checkout(&self) -> Result<(u64, Conn), Error> {
+        let failures_seen = self.failed_checkouts.load(Ordering::Acquire);
+        let attempt = async {
+            let mut last_error = self.gate.lock().await;
+            if let Some(cached) = self.cached() {
+                return Ok(cached);
+            }
+            if self.failed_checkouts.load(Ordering::Acquire) != failures_seen {
+                if let Some(message) = last_error.as_ref() {
+                    // A checkout failed while this one waited its turn: share that answer
+                    // rather than queue one more attempt behind it.
+                    return Err(Error::backend(message.clone()));
+                }
+            }
+            match self.pool.get().await {
+                Ok(held) => {
+                    let generation = self.generations.fetch_add(1, Ordering::Relaxed) + 1;
+                    let conn = held.conn();
+                    let old = self.write_slot().replace(Slot { generation, held });
+                    drop(old);
+                    *last_error = None;
+                    Ok((generation, conn))
+                }
+                Err(e) => {
+                    let message = format!("redis: could not get a connection from the pool: {e}");
+                    *last_error = Some(message.clone());
+                    self.failed_checkouts.fetch_add(1, Ordering::Release);
+                    Err(Error::backend_with(message, e))
+                }
+            }
+        };
+        match tokio::time::timeout(self.timeout, attempt).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::backend(format!(
+                "redis: could not get a connection from the pool within {:?} (the pool timeout)",
+                self.timeout
+            ))),
+        }
+    }
+}

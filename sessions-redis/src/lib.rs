@@ -1,0 +1,603 @@
+//! A Redis session backend for the `sessions` workspace, on
+//! [deadpool-redis](https://docs.rs/deadpool-redis).
+//!
+//! [`RedisBackend`] stores each session as one Redis string under `<prefix><id>` (prefix
+//! `session:` unless told otherwise), encoded by a [`Serializer`]: JSON by default, so other
+//! languages can read it, or `BincodeSerializer` with the `bincode` feature.
+//!
+//! ```no_run
+//! use sessions_core::{SessionBackend, SessionData};
+//! use sessions_redis::RedisBackend;
+//! use std::time::Duration;
+//!
+//! # async fn run() -> Result<(), sessions_core::Error> {
+//! let backend = RedisBackend::from_url("redis://127.0.0.1:6379")?
+//!     .with_prefix("myapp:session:")
+//!     .with_expire(Duration::from_secs(24 * 3600)) // for writes that bring no TTL
+//!     .with_pool_timeout(Duration::from_secs(2));
+//!
+//! let id = backend.write(None, &SessionData::default(), None).await?;
+//! assert!(backend.exists(&id).await?);
+//! # Ok(()) }
+//! ```
+//!
+//! With the middleware from `sessions-tower`:
+//!
+//! ```ignore
+//! let layer = sessions_tower::SessionLayer::new(RedisBackend::from_url(&redis_url)?);
+//! ```
+//!
+//! # One round trip per operation
+//!
+//! | operation | command |
+//! |---|---|
+//! | read | `GET key` |
+//! | create (`write(None, ..)`) | `SET key value NX PX ms` — on a taken id (nil reply), a new id is minted and tried |
+//! | update (`write(Some(id), ..)`) | `SET key value XX PX ms` — nil reply: [`Error::SessionGone`], nothing stored |
+//! | remove | `DEL key` |
+//! | exists | `EXISTS key` |
+//!
+//! Creates never overwrite a record and updates never bring back one that was removed or has
+//! expired: both are decided by Redis in the same command that stores the data.
+//!
+//! Connections from the `redis` crate are multiplexed: one connection carries any number of
+//! concurrent commands, pipelined. The backend checks out one connection from its pool, keeps
+//! it and shares it between all operations, because each checkout from a deadpool-redis pool
+//! sends a `PING` round trip of its own to vet the connection. The pool is visited again only
+//! when that connection fails (Redis restarted, the socket dropped); the command that found it
+//! dead is then sent once more on a fresh connection, so a Redis restart between two requests
+//! costs no failed request. Every command above is safe to repeat. (In the rare case where a
+//! create was stored but its reply was lost, the repeat sees the id taken and stores the
+//! session under a new id; the first copy is left to its TTL.)
+//!
+//! # Expiry
+//!
+//! Every write sets the record's time to live anew (`PX`), so a session lives for its TTL
+//! after its last save, as in starsessions.
+//!
+//! - A write that brings a TTL (the session layer passes its `max_age`) uses that TTL.
+//! - A write without one (a browser-session cookie, `max_age` zero) uses the backend's
+//!   [`expire`](RedisBackend::with_expire) when one is set, and otherwise stores a record that
+//!   never expires. A write without any TTL sends no `PX` at all (and no `KEEPTTL`): the record
+//!   has no expiry afterwards, whatever it had before.
+//!
+//! Set `expire` when the session layer uses browser-session cookies, so abandoned sessions do
+//! not stay in Redis forever.
+//!
+//! # Failures
+//!
+//! Nothing here panics. Redis unreachable, a refused connection or a pool that gives no
+//! connection within [the pool timeout](RedisBackend::with_pool_timeout) is
+//! [`Error::Backend`], and its message names the cause:
+//! `redis: could not get a connection from the pool: ...`. A command that fails names the
+//! command and the key, with most of the session id masked: `redis: GET session:AbC1x-…
+//! failed: ...`. The session layer returns these to the handler from `load()`, and answers a
+//! failed save with a 500; requests that never touch the session send no command at all.
+//!
+//! A record the serializer cannot decode (written by another serializer, or not a session at
+//! all) makes `read` **fail** with [`Error::Serialization`], whose source is a
+//! [`CorruptRecord`] naming the key: the data is not silently thrown away, and a deployment
+//! that switched serializers by mistake shows up at once. To start such clients on a fresh
+//! session instead, turn on
+//! [`with_corrupt_records_as_missing`](RedisBackend::with_corrupt_records_as_missing).
+//!
+//! Redis-level timeouts are the `redis` crate's: 1 s to connect and 500 ms for a reply on
+//! pools made by [`from_url`](RedisBackend::from_url). For other connection settings (TLS,
+//! RESP3, timeouts, pool size) build a pool yourself and pass it to
+//! [`from_pool`](RedisBackend::from_pool). The backend needs a tokio runtime with timers
+//! enabled, as `#[tokio::main]` gives.
+//!
+//! # Redis Cluster
+//!
+//! With the `cluster` feature, [`from_cluster_urls`](RedisBackend::from_cluster_urls) and
+//! [`from_cluster_pool`](RedisBackend::from_cluster_pool) make the same backend over a cluster
+//! pool. Every operation touches one key, so sessions spread over all slots and no hash tags
+//! are needed; do not put a hash tag (`{...}`) in the prefix, or every session lands on one
+//! node.
+//!
+//! # Features
+//!
+//! | feature | what it adds |
+//! |---|---|
+//! | `bincode` | `sessions_core::serializer::BincodeSerializer`, a compact binary record format |
+//! | `cluster` | Redis Cluster support (`deadpool-redis/cluster`) |
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+
+mod connection;
+
+use connection::{Connector, Failure, Pool};
+use deadpool_redis::redis::{Cmd, RedisWrite, ToRedisArgs, Value};
+use sessions_core::serializer::JsonSerializer;
+use sessions_core::{Error, IdGenerator, Serializer, SessionBackend, SessionData, async_trait};
+use std::fmt;
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use deadpool_redis;
+
+/// The key prefix used unless [`with_prefix`](RedisBackend::with_prefix) sets another.
+pub const DEFAULT_PREFIX: &str = "session:";
+
+/// How long an operation waits for a connection from the pool (connecting included) unless
+/// [`with_pool_timeout`](RedisBackend::with_pool_timeout) sets another.
+pub const DEFAULT_POOL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How many fresh ids a create tries before giving up. With random 192-bit ids a second try
+/// never happens by chance; running out means the id generator repeats itself.
+const CREATE_ATTEMPTS: usize = 16;
+
+/// The longest `PX` sent: Redis rejects expiry times that overflow its clock.
+const MAX_TTL_MS: u128 = 1 << 60;
+
+/// Sessions stored in Redis (or a Redis Cluster). See the [crate docs](crate).
+///
+/// `S` is the record format, [`JsonSerializer`] unless
+/// [`with_serializer`](RedisBackend::with_serializer) sets another: any [`Serializer`], an
+/// `Arc<dyn Serializer>` included.
+///
+/// Cloning is cheap: clones share the pool and the connection.
+pub struct RedisBackend<S = JsonSerializer> {
+    connector: Arc<Connector>,
+    prefix: Arc<str>,
+    expire: Option<Duration>,
+    serializer: S,
+    ids: Option<IdGenerator>,
+    corrupt_as_missing: bool,
+}
+
+impl<S: Clone> Clone for RedisBackend<S> {
+    fn clone(&self) -> Self {
+        RedisBackend {
+            connector: Arc::clone(&self.connector),
+            prefix: Arc::clone(&self.prefix),
+            expire: self.expire,
+            serializer: self.serializer.clone(),
+            ids: self.ids.clone(),
+            corrupt_as_missing: self.corrupt_as_missing,
+        }
+    }
+}
+
+impl<S> fmt::Debug for RedisBackend<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisBackend")
+            .field("redis", &self.connector.pool().kind())
+            .field("prefix", &&*self.prefix)
+            .field("expire", &self.expire)
+            .field("pool_timeout", &self.connector.timeout())
+            .field("serializer", &std::any::type_name::<S>())
+            .field("corrupt_records_as_missing", &self.corrupt_as_missing)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisBackend<JsonSerializer> {
+    /// A backend on a new pool for the Redis at `url` (`redis://[user:password@]host[:port][/db]`,
+    /// `rediss://` for TLS when deadpool-redis has a TLS feature on, `redis+unix:///path`).
+    ///
+    /// No connection is made yet: the first operation connects. A URL that cannot be parsed
+    /// is [`Error::Config`].
+    pub fn from_url(url: &str) -> Result<Self, Error> {
+        let pool = deadpool_redis::Config::from_url(url)
+            .create_pool(Some(deadpool_redis::Runtime::Tokio1))
+            .map_err(|e| Error::Config(format!("redis: cannot make a pool for this URL: {e}")))?;
+        Ok(Self::from_pool(pool))
+    }
+
+    /// A backend on an existing deadpool-redis pool, which it may share with the rest of the
+    /// application. The backend keeps one connection of that pool checked out (see the
+    /// [crate docs](crate#one-round-trip-per-operation)).
+    pub fn from_pool(pool: deadpool_redis::Pool) -> Self {
+        Self::with_pool(Pool::Single(pool))
+    }
+
+    /// A backend on a new pool for the Redis Cluster reached through `urls` (one or more of its
+    /// nodes; the rest are discovered).
+    ///
+    /// No connection is made yet. URLs that cannot be parsed are [`Error::Config`].
+    #[cfg(feature = "cluster")]
+    pub fn from_cluster_urls<I, U>(urls: I) -> Result<Self, Error>
+    where
+        I: IntoIterator<Item = U>,
+        U: Into<String>,
+    {
+        let urls: Vec<String> = urls.into_iter().map(Into::into).collect();
+        if urls.is_empty() {
+            return Err(Error::Config(
+                "redis: a cluster needs at least one node URL".into(),
+            ));
+        }
+        let pool = deadpool_redis::cluster::Config::from_urls(urls)
+            .create_pool(Some(deadpool_redis::Runtime::Tokio1))
+            .map_err(|e| {
+                Error::Config(format!(
+                    "redis: cannot make a cluster pool for these URLs: {e}"
+                ))
+            })?;
+        Ok(Self::from_cluster_pool(pool))
+    }
+
+    /// A backend on an existing deadpool-redis cluster pool.
+    #[cfg(feature = "cluster")]
+    pub fn from_cluster_pool(pool: deadpool_redis::cluster::Pool) -> Self {
+        Self::with_pool(Pool::Cluster(pool))
+    }
+
+    fn with_pool(pool: Pool) -> Self {
+        RedisBackend {
+            connector: Arc::new(Connector::new(pool, DEFAULT_POOL_TIMEOUT)),
+            prefix: Arc::from(DEFAULT_PREFIX),
+            expire: None,
+            serializer: JsonSerializer,
+            ids: None,
+            corrupt_as_missing: false,
+        }
+    }
+}
+
+impl<S> RedisBackend<S> {
+    /// Store records under `<prefix><id>`. The default is [`DEFAULT_PREFIX`] (`session:`).
+    #[must_use]
+    pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = Arc::from(prefix.into());
+        self
+    }
+
+    /// The TTL for writes that bring none (see [Expiry](crate#expiry)); it restarts on every
+    /// write. A write's own TTL, when it has one, wins. Zero turns it off (the default).
+    #[must_use]
+    pub fn with_expire(mut self, expire: Duration) -> Self {
+        self.expire = (!expire.is_zero()).then_some(expire);
+        self
+    }
+
+    /// Encode records with `serializer` instead.
+    pub fn with_serializer<T: Serializer>(self, serializer: T) -> RedisBackend<T> {
+        RedisBackend {
+            connector: self.connector,
+            prefix: self.prefix,
+            expire: self.expire,
+            serializer,
+            ids: self.ids,
+            corrupt_as_missing: self.corrupt_as_missing,
+        }
+    }
+
+    /// How long an operation may wait for a connection from the pool, connecting included,
+    /// before it fails with [`Error::Backend`]. The default is [`DEFAULT_POOL_TIMEOUT`] (5 s).
+    ///
+    /// Configure before use: the backend (and its clones from now on) checks out a new
+    /// connection.
+    #[must_use]
+    pub fn with_pool_timeout(mut self, timeout: Duration) -> Self {
+        self.connector = Arc::new(Connector::new(self.connector.pool().clone(), timeout));
+        self
+    }
+
+    /// Take new ids from `ids` instead of the default generator (192 random bits).
+    #[must_use]
+    pub fn with_id_generator(mut self, ids: IdGenerator) -> Self {
+        self.ids = Some(ids);
+        self
+    }
+
+    /// With `true`, a record the serializer cannot decode reads as missing (the client starts
+    /// a fresh session, and a `tracing` warning names the key) instead of failing the read.
+    /// The default, `false`, fails with [`Error::Serialization`] (see [Failures](crate#failures)).
+    #[must_use]
+    pub fn with_corrupt_records_as_missing(mut self, yes: bool) -> Self {
+        self.corrupt_as_missing = yes;
+        self
+    }
+
+    /// The key prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The TTL used for writes that bring none.
+    pub fn expire(&self) -> Option<Duration> {
+        self.expire
+    }
+
+    /// The serializer.
+    pub fn serializer(&self) -> &S {
+        &self.serializer
+    }
+
+    /// The Redis key of the session `id`: the prefix followed by the id.
+    pub fn key(&self, id: &str) -> String {
+        format!("{}{id}", self.prefix)
+    }
+
+    fn key_arg<'a>(&'a self, id: &'a str) -> Key<'a> {
+        Key {
+            prefix: &self.prefix,
+            id,
+        }
+    }
+
+    async fn query(&self, cmd: &Cmd, name: &str, id: &str) -> Result<Value, Error> {
+        self.connector
+            .query(cmd)
+            .await
+            .map_err(|failure| match failure {
+                Failure::Connect(e) => e,
+                Failure::Command(e) => Error::backend_with(
+                    format!("redis: {name} {} failed: {e}", masked_key(&self.prefix, id)),
+                    e,
+                ),
+            })
+    }
+
+    fn unexpected(&self, name: &str, id: &str, reply: &Value) -> Error {
+        Error::backend(format!(
+            "redis: unexpected reply to {name} {}: {reply:?}",
+            masked_key(&self.prefix, id)
+        ))
+    }
+
+    fn ttl_ms(&self, ttl: Option<Duration>) -> Option<u64> {
+        ttl.or(self.expire).map(|ttl| {
+            let ms = ttl.as_millis().clamp(1, MAX_TTL_MS);
+            u64::try_from(ms).unwrap_or(u64::MAX)
+        })
+    }
+
+    fn set_cmd(&self, id: &str, value: &[u8], condition: &str, ttl_ms: Option<u64>) -> Cmd {
+        let mut cmd = Cmd::with_capacity(6, self.prefix.len() + id.len() + value.len() + 32);
+        cmd.arg("SET")
+            .arg(self.key_arg(id))
+            .arg(value)
+            .arg(condition);
+        if let Some(ms) = ttl_ms {
+            cmd.arg("PX").arg(ms);
+        }
+        cmd
+    }
+
+    /// Send a `SET`; `Ok(false)` when its condition (`NX`/`XX`) was not met.
+    async fn set(
+        &self,
+        id: &str,
+        value: &[u8],
+        condition: &str,
+        ttl_ms: Option<u64>,
+    ) -> Result<bool, Error> {
+        let cmd = self.set_cmd(id, value, condition, ttl_ms);
+        match self.query(&cmd, "SET", id).await? {
+            Value::Nil => Ok(false),
+            Value::Okay => Ok(true),
+            Value::SimpleString(s) if s == "OK" => Ok(true),
+            other => Err(self.unexpected("SET", id, &other)),
+        }
+    }
+
+    fn key_cmd(&self, name: &str, id: &str) -> Cmd {
+        let mut cmd = Cmd::with_capacity(2, name.len() + self.prefix.len() + id.len());
+        cmd.arg(name).arg(self.key_arg(id));
+        cmd
+    }
+}
+
+#[async_trait]
+impl<S: Serializer> SessionBackend for RedisBackend<S> {
+    async fn read(&self, id: &str) -> Result<Option<SessionData>, Error> {
+        let bytes = match self.query(&self.key_cmd("GET", id), "GET", id).await? {
+            Value::Nil => return Ok(None),
+            Value::BulkString(bytes) => bytes,
+            other => return Err(self.unexpected("GET", id, &other)),
+        };
+        match self.serializer.deserialize(&bytes) {
+            Ok(data) => Ok(Some(data)),
+            Err(e) => {
+                let key = masked_key(&self.prefix, id);
+                if self.corrupt_as_missing {
+                    tracing::warn!(
+                        key = %key,
+                        error = %e,
+                        "redis: a session record cannot be decoded; reading it as missing"
+                    );
+                    Ok(None)
+                } else {
+                    Err(CorruptRecord::wrap(key, e))
+                }
+            }
+        }
+    }
+
+    async fn write(
+        &self,
+        id: Option<&str>,
+        data: &SessionData,
+        ttl: Option<Duration>,
+    ) -> Result<String, Error> {
+        let value = self.serializer.serialize(data)?;
+        let ttl_ms = self.ttl_ms(ttl);
+        match id {
+            Some(id) => {
+                if self.set(id, &value, "XX", ttl_ms).await? {
+                    Ok(id.to_owned())
+                } else {
+                    Err(Error::SessionGone)
+                }
+            }
+            None => {
+                for _ in 0..CREATE_ATTEMPTS {
+                    let id = self.generate_id();
+                    if self.set(&id, &value, "NX", ttl_ms).await? {
+                        return Ok(id);
+                    }
+                }
+                Err(Error::backend(format!(
+                    "redis: {CREATE_ATTEMPTS} fresh session ids in a row were already taken; \
+                     the id generator repeats itself"
+                )))
+            }
+        }
+    }
+
+    async fn remove(&self, id: &str) -> Result<(), Error> {
+        match self.query(&self.key_cmd("DEL", id), "DEL", id).await? {
+            Value::Int(_) => Ok(()),
+            other => Err(self.unexpected("DEL", id, &other)),
+        }
+    }
+
+    async fn exists(&self, id: &str) -> Result<bool, Error> {
+        match self
+            .query(&self.key_cmd("EXISTS", id), "EXISTS", id)
+            .await?
+        {
+            Value::Int(n) => Ok(n > 0),
+            other => Err(self.unexpected("EXISTS", id, &other)),
+        }
+    }
+
+    fn generate_id(&self) -> String {
+        match &self.ids {
+            Some(ids) => ids(),
+            None => sessions_core::generate_id(),
+        }
+    }
+}
+
+/// A session's key, written straight into the command without building a `String`.
+struct Key<'a> {
+    prefix: &'a str,
+    id: &'a str,
+}
+
+impl ToRedisArgs for Key<'_> {
+    fn write_redis_args<W: ?Sized + RedisWrite>(&self, out: &mut W) {
+        let mut arg = out.writer_for_next_arg();
+        // The writer appends to the command's buffer in memory: it cannot fail.
+        let _ = arg.write_all(self.prefix.as_bytes());
+        let _ = arg.write_all(self.id.as_bytes());
+    }
+}
+
+/// The key of session `id` for messages: the prefix and the first few characters of the id,
+/// never the whole id (it is a bearer secret, and messages end up in logs).
+fn masked_key(prefix: &str, id: &str) -> String {
+    let chars = id.chars().count();
+    let shown = 6.min(chars / 2);
+    let visible: String = id.chars().take(shown).collect();
+    if shown < chars {
+        format!("{prefix}{visible}…")
+    } else {
+        format!("{prefix}{visible}")
+    }
+}
+
+/// A record in Redis that the serializer cannot decode: the source of the
+/// [`Error::Serialization`] that [`read`](SessionBackend::read) returns for it.
+///
+/// ```
+/// # use sessions_core::Error;
+/// # fn handle(e: Error) {
+/// if let Error::Serialization { source, .. } = &e {
+///     if let Some(corrupt) = source.downcast_ref::<sessions_redis::CorruptRecord>() {
+///         eprintln!("corrupt session record under {}", corrupt.key());
+///     }
+/// }
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct CorruptRecord {
+    key: String,
+    source: sessions_core::BoxError,
+}
+
+impl CorruptRecord {
+    fn wrap(key: String, error: Error) -> Error {
+        match error {
+            Error::Serialization { action, source } => Error::Serialization {
+                action,
+                source: Box::new(CorruptRecord { key, source }),
+            },
+            other => Error::Serialization {
+                action: "decoded",
+                source: Box::new(CorruptRecord {
+                    key,
+                    source: Box::new(other),
+                }),
+            },
+        }
+    }
+
+    /// The record's key, most of the session id masked: `session:AbC1x-…`.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+}
+
+impl fmt::Display for CorruptRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the record under redis key `{}` is not a session record this serializer can read \
+             (written by another serializer?): {}",
+            self.key, self.source
+        )
+    }
+}
+
+impl std::error::Error for CorruptRecord {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.source)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masked_keys_show_at_most_six_characters_of_the_id() {
+        let id = "AbCdEfGhIjKlMnOpQrStUvWxYz012345";
+        assert_eq!(masked_key("session:", id), "session:AbCdEf…");
+        assert_eq!(masked_key("p:", "abcd"), "p:ab…");
+        assert_eq!(masked_key("p:", ""), "p:");
+        assert_eq!(masked_key("p:", "ключключ"), "p:ключ…");
+    }
+
+    #[test]
+    fn ttls_combine_the_write_and_the_backend_expire() {
+        let pool = deadpool_redis::Config::from_url("redis://127.0.0.1:1")
+            .create_pool(None)
+            .unwrap();
+        let backend = RedisBackend::from_pool(pool);
+        assert_eq!(backend.ttl_ms(None), None);
+        assert_eq!(backend.ttl_ms(Some(Duration::from_secs(2))), Some(2000));
+        assert_eq!(backend.ttl_ms(Some(Duration::ZERO)), Some(1));
+        assert_eq!(backend.ttl_ms(Some(Duration::MAX)), Some(1 << 60));
+        let backend = backend.with_expire(Duration::from_secs(60));
+        assert_eq!(backend.ttl_ms(None), Some(60_000));
+        assert_eq!(backend.ttl_ms(Some(Duration::from_secs(2))), Some(2000));
+        assert_eq!(backend.with_expire(Duration::ZERO).ttl_ms(None), None);
+    }
+
+    #[test]
+    fn keys_are_written_whole_into_one_argument() {
+        let pool = deadpool_redis::Config::from_url("redis://127.0.0.1:1")
+            .create_pool(None)
+            .unwrap();
+        let backend = RedisBackend::from_pool(pool).with_prefix("p:");
+        let cmd = backend.set_cmd("id1", b"v", "NX", Some(5));
+        let args: Vec<Vec<u8>> = cmd
+            .args_iter()
+            .map(|arg| match arg {
+                deadpool_redis::redis::Arg::Simple(bytes) => bytes.to_vec(),
+                _ => Vec::new(),
+            })
+            .collect();
+        let expected: Vec<&[u8]> = vec![b"SET", b"p:id1", b"v", b"NX", b"PX", b"5"];
+        assert_eq!(args, expected);
+        assert_eq!(backend.key("id1"), "p:id1");
+    }
+}

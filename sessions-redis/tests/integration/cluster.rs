@@ -1,0 +1,215 @@
+//! The conformance suite against a real three-master Redis Cluster on loopback ports, started
+//! by the test and stopped at its end. `REDIS_CLUSTER_URLS` (comma-separated node URLs) points
+//! the test at an existing cluster instead; its keys are then deleted at the end.
+//!
+//! All cases run inside one test (`run_all`), so the cluster lives exactly as long as it.
+
+use crate::common::{RedisServer, connect, delete_prefix, free_port, unique_prefix};
+use deadpool_redis::redis;
+use serde_json::json;
+use sessions_core::conformance::{self, Harness};
+use sessions_core::{IdGenerator, JsonSerializer, Serializer, SessionBackend, SessionData};
+use sessions_redis::RedisBackend;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+struct ClusterHarness<S> {
+    urls: Vec<String>,
+    prefix: String,
+    serializer: S,
+}
+
+impl<S: Serializer + Clone> Harness for ClusterHarness<S> {
+    type Backend = RedisBackend<S>;
+
+    async fn backend(&self) -> RedisBackend<S> {
+        RedisBackend::from_cluster_urls(self.urls.iter().cloned())
+            .expect("valid cluster URLs")
+            .with_prefix(self.prefix.as_str())
+            .with_serializer(self.serializer.clone())
+    }
+
+    async fn backend_with_ids(&self, ids: IdGenerator) -> Option<RedisBackend<S>> {
+        Some(self.backend().await.with_id_generator(ids))
+    }
+}
+
+/// The cluster under test: started here (and stopped when dropped), or given.
+struct Cluster {
+    urls: Vec<String>,
+    _nodes: Vec<RedisServer>,
+}
+
+impl Cluster {
+    fn from_env_or_start() -> Cluster {
+        match std::env::var("REDIS_CLUSTER_URLS") {
+            Ok(urls) if !urls.trim().is_empty() => Cluster {
+                urls: urls.split(',').map(|url| url.trim().to_owned()).collect(),
+                _nodes: Vec::new(),
+            },
+            _ => Cluster::start(),
+        }
+    }
+
+    fn start() -> Cluster {
+        let nodes: Vec<RedisServer> = (0..3)
+            .map(|_| {
+                let port = free_port(true);
+                // Relative to the server's own temporary `--dir`, removed with it.
+                let conf = format!("nodes-{port}.conf");
+                RedisServer::start_on(
+                    port,
+                    &[
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        &conf,
+                        "--cluster-node-timeout",
+                        "5000",
+                    ],
+                )
+            })
+            .collect();
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|node| format!("127.0.0.1:{}", node.port()))
+            .collect();
+        let output = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("cannot run redis-cli");
+        assert!(
+            output.status.success(),
+            "redis-cli --cluster create failed: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let urls: Vec<String> = nodes.iter().map(RedisServer::url).collect();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for url in &urls {
+            loop {
+                let info: String = redis::cmd("CLUSTER")
+                    .arg("INFO")
+                    .query(&mut connect(url))
+                    .unwrap();
+                if info.contains("cluster_state:ok") {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "the cluster never got ready: {info}"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        Cluster {
+            urls,
+            _nodes: nodes,
+        }
+    }
+
+    /// The URLs of the cluster's masters, as `CLUSTER NODES` lists them (none if it cannot
+    /// be asked: this also runs from a destructor, where it must not panic).
+    fn master_urls(&self) -> Vec<String> {
+        let nodes: String = match redis::Client::open(self.urls[0].as_str())
+            .and_then(|client| client.get_connection_with_timeout(Duration::from_secs(2)))
+            .and_then(|mut conn| redis::cmd("CLUSTER").arg("NODES").query(&mut conn))
+        {
+            Ok(nodes) => nodes,
+            Err(_) => return Vec::new(),
+        };
+        nodes
+            .lines()
+            .filter_map(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                let flags = fields.get(2)?;
+                if !flags.split(',').any(|flag| flag == "master") {
+                    return None;
+                }
+                let addr = fields.get(1)?.split('@').next()?;
+                Some(format!("redis://{addr}"))
+            })
+            .collect()
+    }
+
+    fn delete_prefix(&self, prefix: &str) -> usize {
+        self.master_urls()
+            .iter()
+            .map(|url| delete_prefix(url, prefix))
+            .sum()
+    }
+}
+
+/// Deletes the test's keys from every master when dropped, also when a case fails (it matters
+/// for a cluster given by `REDIS_CLUSTER_URLS`; one started here goes away whole).
+struct ClusterCleanup<'a> {
+    cluster: &'a Cluster,
+    prefix: &'a str,
+}
+
+impl Drop for ClusterCleanup<'_> {
+    fn drop(&mut self) {
+        self.cluster.delete_prefix(self.prefix);
+    }
+}
+
+#[test]
+fn cluster_conformance_and_keys_across_slots() {
+    let cluster = Cluster::from_env_or_start();
+    let prefix = unique_prefix();
+    let _cleanup = ClusterCleanup {
+        cluster: &cluster,
+        prefix: &prefix,
+    };
+    conformance::block_on(async {
+        let json = ClusterHarness {
+            urls: cluster.urls.clone(),
+            prefix: prefix.clone(),
+            serializer: JsonSerializer,
+        };
+        conformance::run_all(&json).await;
+
+        #[cfg(feature = "bincode")]
+        conformance::run_all(&ClusterHarness {
+            urls: cluster.urls.clone(),
+            prefix: prefix.clone(),
+            serializer: sessions_core::BincodeSerializer,
+        })
+        .await;
+
+        // Sessions spread over the slots of every master, each reachable through the backend.
+        let backend = json.backend().await;
+        let mut ids = Vec::new();
+        for n in 0..60 {
+            let mut data = SessionData::default();
+            data.values_mut().insert("n".into(), json!(n));
+            ids.push(backend.write(None, &data, None).await.unwrap());
+        }
+        for (n, id) in ids.iter().enumerate() {
+            let data = backend.read(id).await.unwrap().unwrap();
+            assert_eq!(data.values()["n"], json!(n));
+        }
+    });
+
+    let masters = cluster.master_urls();
+    assert!(masters.len() >= 3, "expected three masters: {masters:?}");
+    let holding = masters
+        .iter()
+        .filter(|url| {
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(format!("{prefix}*"))
+                .query(&mut connect(url))
+                .unwrap();
+            !keys.is_empty()
+        })
+        .count();
+    assert_eq!(
+        holding,
+        masters.len(),
+        "sessions did not spread over every master"
+    );
+    assert!(cluster.delete_prefix(&prefix) >= 60);
+}

@@ -1,0 +1,60 @@
+//! The cross-backend conformance suite against the shared single node, once per serializer.
+//! Each test gets its own key prefix, and its keys are deleted when it ends.
+
+use crate::common::{Cleanup, redis_url, unique_prefix};
+use sessions_core::conformance::Harness;
+use sessions_core::{IdGenerator, Serializer};
+use sessions_redis::RedisBackend;
+
+pub struct SingleNode<S> {
+    url: String,
+    prefix: String,
+    serializer: S,
+    _cleanup: Cleanup,
+}
+
+impl<S> SingleNode<S> {
+    pub fn new(serializer: S) -> Self {
+        let url = redis_url();
+        let prefix = unique_prefix();
+        SingleNode {
+            _cleanup: Cleanup {
+                url: url.clone(),
+                prefix: prefix.clone(),
+            },
+            url,
+            prefix,
+            serializer,
+        }
+    }
+}
+
+impl<S: Serializer + Clone> Harness for SingleNode<S> {
+    type Backend = RedisBackend<S>;
+
+    async fn backend(&self) -> RedisBackend<S> {
+        RedisBackend::from_url(&self.url)
+            .expect("a valid URL")
+            .with_prefix(self.prefix.as_str())
+            .with_serializer(self.serializer.clone())
+    }
+
+    async fn backend_with_ids(&self, ids: IdGenerator) -> Option<RedisBackend<S>> {
+        Some(self.backend().await.with_id_generator(ids))
+    }
+}
+
+mod json {
+    use super::SingleNode;
+    use sessions_core::JsonSerializer;
+
+    sessions_core::conformance_tests!(SingleNode::new(JsonSerializer));
+}
+
+#[cfg(feature = "bincode")]
+mod bincode {
+    use super::SingleNode;
+    use sessions_core::BincodeSerializer;
+
+    sessions_core::conformance_tests!(SingleNode::new(BincodeSerializer));
+}

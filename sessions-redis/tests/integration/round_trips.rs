@@ -1,0 +1,149 @@
+//! One backend operation is one Redis command, counted with `INFO commandstats` on a server
+//! of this test's own (so nobody else's commands are counted), with every command logged to
+//! its slowlog so the exact arguments can be checked too.
+
+use crate::common::{RedisServer, command_calls, connect};
+use deadpool_redis::redis::{self, Value};
+use serde_json::json;
+use sessions_core::{Error, SessionBackend, SessionData};
+use sessions_redis::RedisBackend;
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+const HOUR: Option<Duration> = Some(Duration::from_secs(3600));
+
+/// What one operation sent: the commands counted, and the arguments of each.
+struct Observed {
+    counts: BTreeMap<String, u64>,
+    commands: Vec<Vec<String>>,
+}
+
+/// The commands not sent by the backend: those of the test's own observing connection.
+fn observer_command(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    name == "info" || name.starts_with("slowlog")
+}
+
+async fn observe<T>(
+    conn: &mut redis::Connection,
+    operation: impl std::future::Future<Output = T>,
+) -> (T, Observed) {
+    let _: () = redis::cmd("SLOWLOG").arg("RESET").query(conn).unwrap();
+    let before = command_calls(conn);
+    let result = operation.await;
+    let after = command_calls(conn);
+    let counts = delta(&before, &after);
+    let entries: Vec<Value> = redis::cmd("SLOWLOG")
+        .arg("GET")
+        .arg(100)
+        .query(conn)
+        .unwrap();
+    let mut commands: Vec<Vec<String>> = entries
+        .iter()
+        .filter_map(|entry| match entry {
+            Value::Array(fields) => match fields.get(3) {
+                Some(Value::Array(args)) => Some(
+                    args.iter()
+                        .map(|arg| match arg {
+                            Value::BulkString(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+                            Value::SimpleString(s) => s.clone(),
+                            other => format!("{other:?}"),
+                        })
+                        .collect::<Vec<_>>(),
+                ),
+                _ => None,
+            },
+            _ => None,
+        })
+        .filter(|args| args.first().is_some_and(|name| !observer_command(name)))
+        .collect();
+    commands.reverse(); // the slowlog lists the newest first
+    (result, Observed { counts, commands })
+}
+
+fn delta(before: &HashMap<String, u64>, after: &HashMap<String, u64>) -> BTreeMap<String, u64> {
+    after
+        .iter()
+        .filter(|(name, _)| !observer_command(name))
+        .filter_map(|(name, &calls)| {
+            let diff = calls - before.get(name).copied().unwrap_or(0);
+            (diff > 0).then(|| (name.clone(), diff))
+        })
+        .collect()
+}
+
+fn one(name: &str) -> BTreeMap<String, u64> {
+    BTreeMap::from([(name.to_owned(), 1)])
+}
+
+fn data(n: u64) -> SessionData {
+    let mut data = SessionData::default();
+    data.values_mut().insert("n".into(), json!(n));
+    data
+}
+
+#[tokio::test]
+async fn every_operation_is_exactly_one_command() {
+    let server =
+        RedisServer::start(&["--slowlog-log-slower-than", "0", "--slowlog-max-len", "100"]);
+    let mut conn = connect(&server.url());
+    let backend = RedisBackend::from_url(&server.url())
+        .unwrap()
+        .with_prefix("rt:");
+
+    // The first operation also sets the connection up (the client introduces itself); count
+    // from the second on, as every request after the first one sees it.
+    backend.exists("warm-up").await.unwrap();
+
+    let (id, seen) = observe(&mut conn, backend.write(None, &data(1), HOUR)).await;
+    let id = id.unwrap();
+    assert_eq!(seen.counts, one("set"), "create");
+    let key = format!("rt:{id}");
+    let [create] = &seen.commands[..] else {
+        panic!("create sent {:?}", seen.commands)
+    };
+    assert_eq!(create[..2], ["SET".to_owned(), key.clone()]);
+    assert_eq!(create[3..], ["NX", "PX", "3600000"]);
+
+    let (read, seen) = observe(&mut conn, backend.read(&id)).await;
+    assert_eq!(read.unwrap().unwrap().values()["n"], json!(1));
+    assert_eq!(seen.counts, one("get"), "read");
+    assert_eq!(seen.commands, [vec!["GET".to_owned(), key.clone()]]);
+
+    let (updated, seen) = observe(&mut conn, backend.write(Some(&id), &data(2), HOUR)).await;
+    assert_eq!(updated.unwrap(), id);
+    assert_eq!(seen.counts, one("set"), "update");
+    assert_eq!(seen.commands[0][..2], ["SET".to_owned(), key.clone()]);
+    assert_eq!(seen.commands[0][3..], ["XX", "PX", "3600000"]);
+
+    let (exists, seen) = observe(&mut conn, backend.exists(&id)).await;
+    assert!(exists.unwrap());
+    assert_eq!(seen.counts, one("exists"), "exists");
+    assert_eq!(seen.commands, [vec!["EXISTS".to_owned(), key.clone()]]);
+
+    let (removed, seen) = observe(&mut conn, backend.remove(&id)).await;
+    removed.unwrap();
+    assert_eq!(seen.counts, one("del"), "remove");
+    assert_eq!(seen.commands, [vec!["DEL".to_owned(), key.clone()]]);
+
+    let (missing, seen) = observe(&mut conn, backend.read(&id)).await;
+    assert!(missing.unwrap().is_none());
+    assert_eq!(seen.counts, one("get"), "read of a missing record");
+
+    // An update of a removed session: one SET XX, answered nil, and nothing stored.
+    let (gone, seen) = observe(&mut conn, backend.write(Some(&id), &data(3), HOUR)).await;
+    assert!(matches!(gone, Err(Error::SessionGone)), "{gone:?}");
+    assert_eq!(seen.counts, one("set"), "update of a removed session");
+
+    // Without any TTL: no PX, and no KEEPTTL either.
+    let (id, seen) = observe(&mut conn, backend.write(None, &data(4), None)).await;
+    let id = id.unwrap();
+    assert_eq!(seen.counts, one("set"), "create without TTL");
+    assert_eq!(seen.commands[0].len(), 4, "{:?}", seen.commands);
+    assert_eq!(seen.commands[0][3], "NX");
+    let (_, seen) = observe(&mut conn, backend.write(Some(&id), &data(5), None)).await;
+    assert_eq!(seen.commands[0].len(), 4, "{:?}", seen.commands);
+    assert_eq!(seen.commands[0][3], "XX");
+
+    server.stop();
+}
