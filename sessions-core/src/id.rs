@@ -55,3 +55,24 @@ impl From<String> for SessionId {
         SessionId(value)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_prints_the_secret() {
+        let id = SessionId::new(generate_id());
+        let shown = format!("{id:?} {:?}", Some(&id));
+        assert!(!shown.contains(id.expose()), "{shown}");
+        assert!(shown.contains("redacted"));
+    }
+
+    #[test]
+    fn generated_ids_are_url_safe_and_carry_192_bits() {
+        let id = generate_id();
+        assert_eq!(id.len(), 32);
+        assert!(id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        assert_ne!(id, generate_id());
+    }
+}
