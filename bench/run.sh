@@ -31,7 +31,7 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-VARIANTS="bare ours tower-sessions ours-around"
+VARIANTS="bare ours tower-sessions ours-around ours-cookie-signed ours-cookie-private"
 SCENARIOS="no-cookie read write"
 CARGO_ARGS=(--release --manifest-path bench/Cargo.toml --target-dir target)
 
@@ -64,19 +64,23 @@ if [ -n "$CALLGRIND" ]; then
         { key = $1 SUBSEP $2; instr[key] = $3 / n; allocs[key] = $4; reallocs[key] = $5
           order[++count] = key; scen[count] = $1; var[count] = $2 }
         END {
-            printf "| %-14s | %-9s | %9s | %9s | %9s | %15s | %10s |\n", "variant", "scenario",
-                "instr/req", "x bare", "overhead", "ours/ts overhd", "allocs/req"
-            printf "|%s|%s|%s|%s|%s|%s|%s|\n", "----------------", "-----------",
-                "----------:", "----------:", "----------:", "----------------:", "-----------:"
+            printf "| %-19s | %-9s | %9s | %9s | %9s | %14s | %14s | %10s |\n", "variant",
+                "scenario", "instr/req", "x bare", "overhead", "ours/ts overhd", "cookie/mem ovh",
+                "allocs/req"
+            printf "|%s|%s|%s|%s|%s|%s|%s|%s|\n", "---------------------", "-----------",
+                "----------:", "----------:", "----------:", "---------------:", "---------------:",
+                "-----------:"
             for (i = 1; i <= count; i++) {
                 s = scen[i]; v = var[i]; k = order[i]
                 bare = instr[s SUBSEP "bare"]; ts = instr[s SUBSEP "tower-sessions"] - bare
+                mem = instr[s SUBSEP "ours"] - bare
                 over = instr[k] - bare
-                share = "";
+                share = ""; vsmem = ""
                 if (v == "ours" || v == "ours-around") share = sprintf("%.3f", over / ts)
+                if (v ~ /^ours-cookie-/) vsmem = sprintf("%.3f", over / mem)
                 a = allocs[k]; if (reallocs[k] + 0 > 0) a = a " +" reallocs[k] "r"
-                printf "| %-14s | %-9s | %9.0f | %9.3f | %+9.0f | %15s | %10s |\n",
-                    v, s, instr[k], instr[k] / bare, over, share, a
+                printf "| %-19s | %-9s | %9.0f | %9.3f | %+9.0f | %14s | %14s | %10s |\n",
+                    v, s, instr[k], instr[k] / bare, over, share, vsmem, a
             }
             print ""
             print "Targets:"
@@ -90,10 +94,23 @@ if [ -n "$CALLGRIND" ]; then
             r = instr["no-cookie" SUBSEP "ours-around"] / instr["no-cookie" SUBSEP "bare"]
             printf "  ours-around no-cookie / bare = %.3f (target <= 1.06): %s\n",
                 r, (r <= 1.06 ? "met" : "NOT met")
+            # The cookie backend against the memory backend, both under `Router::layer`.
+            for (j = 2; j <= 3; j++) {
+                s = (j == 2 ? "read" : "write")
+                bare = instr[s SUBSEP "bare"]; mem = instr[s SUBSEP "ours"] - bare
+                for (m = 1; m <= 2; m++) {
+                    v = (m == 1 ? "ours-cookie-signed" : "ours-cookie-private")
+                    over = instr[s SUBSEP v] - bare
+                    r = over / mem
+                    printf "  %-5s %-19s overhead / ours (memory) overhead = %6.0f / %5.0f = %.3f (target <= 2): %s\n",
+                        s, v, over, mem, r, (r <= 2 ? "met" : "NOT met")
+                }
+            }
         }' "$RESULTS"
     echo
     echo "x bare: instructions relative to bare; overhead: instructions over bare;"
     echo "ours/ts overhd: our overhead as a fraction of tower-sessions' overhead;"
+    echo "cookie/mem ovh: a cookie variant's overhead as a multiple of ours' (memory backend);"
     echo "allocs/req: heap allocations per request (+Nr: reallocations)."
 fi
 
@@ -117,12 +134,12 @@ if [ -n "$CRITERION" ]; then
     done | awk '
         { t[$1 SUBSEP $2] = $3; order[++count] = $1 SUBSEP $2; scen[count] = $1; var[count] = $2 }
         END {
-            printf "| %-14s | %-9s | %10s | %9s | %10s |\n", "variant", "scenario", "ns/req", "x bare", "overhead"
-            printf "|%s|%s|%s|%s|%s|\n", "----------------", "-----------", "-----------:",
+            printf "| %-19s | %-9s | %10s | %9s | %10s |\n", "variant", "scenario", "ns/req", "x bare", "overhead"
+            printf "|%s|%s|%s|%s|%s|\n", "---------------------", "-----------", "-----------:",
                 "----------:", "-----------:"
             for (i = 1; i <= count; i++) {
                 bare = t[scen[i] SUBSEP "bare"]
-                printf "| %-14s | %-9s | %10.0f | %9.3f | %+10.0f |\n", var[i], scen[i],
+                printf "| %-19s | %-9s | %10.0f | %9.3f | %+10.0f |\n", var[i], scen[i],
                     t[order[i]], t[order[i]] / bare, t[order[i]] - bare
             }
         }'

@@ -15,6 +15,11 @@
 //! `/incr`) on a value that comes from nowhere, so the difference to bare is the session's cost
 //! alone.
 //!
+//! The cookie variants keep the whole session in the cookie (`sessions-cookie`, signed or
+//! private); their "sessions" are the sealed cookie values themselves, pre-created by a write
+//! request each. Their write requests keep sending the pre-created value (a client would send
+//! the new one back): each write opens that value and seals the incremented data anew.
+//!
 //! Routers are finalized with `.with_state(())`, as `axum::serve` does, and every request goes
 //! through `service.clone().oneshot(request)`, as `axum::serve` (hyper-util's
 //! `TowerToHyperService`) does per request.
@@ -24,9 +29,11 @@ use axum::body::Body;
 use axum::routing::get;
 use http::header::{COOKIE, SET_COOKIE};
 use http::{HeaderValue, Request, Response, StatusCode, Uri};
+use sessions_cookie::CookieBackend;
 use sessions_memory::InMemoryBackend;
 use sessions_tower::{SessionLayer, SessionMiddleware};
 use std::cell::Cell;
+use std::collections::HashSet;
 use std::convert::Infallible;
 use std::fmt;
 use std::hint::black_box;
@@ -41,6 +48,10 @@ pub const SESSIONS: usize = 1024;
 /// Requests run before measuring, to fill caches, maps and allocator pools.
 pub const WARMUP: usize = 200;
 
+/// The secret of the cookie variants (a fixed one, so every run seals the same way).
+const COOKIE_SECRET: &[u8] =
+    b"sessions-bench: a fixed secret of at least 32 bytes, for benchmarks only";
+
 /// The stacks under test.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Variant {
@@ -52,15 +63,21 @@ pub enum Variant {
     TowerSessions,
     /// Our layer wrapped around the finished router: `SessionLayer::layer(router)`.
     OursAround,
+    /// Our `SessionLayer` + `CookieBackend::signed` (HMAC-SHA256), mounted with `Router::layer`.
+    OursCookieSigned,
+    /// Our `SessionLayer` + `CookieBackend::private` (AES-256-GCM), mounted with `Router::layer`.
+    OursCookiePrivate,
 }
 
 impl Variant {
     /// Every variant, in table order.
-    pub const ALL: [Variant; 4] = [
+    pub const ALL: [Variant; 6] = [
         Variant::Bare,
         Variant::Ours,
         Variant::TowerSessions,
         Variant::OursAround,
+        Variant::OursCookieSigned,
+        Variant::OursCookiePrivate,
     ];
 
     /// The name used on the command line and in tables.
@@ -70,6 +87,8 @@ impl Variant {
             Variant::Ours => "ours",
             Variant::TowerSessions => "tower-sessions",
             Variant::OursAround => "ours-around",
+            Variant::OursCookieSigned => "ours-cookie-signed",
+            Variant::OursCookiePrivate => "ours-cookie-private",
         }
     }
 
@@ -81,7 +100,11 @@ impl Variant {
     /// The session cookie's name, for variants that have one.
     fn cookie_name(self) -> &'static str {
         match self {
-            Variant::Bare | Variant::Ours | Variant::OursAround => "session",
+            Variant::Bare
+            | Variant::Ours
+            | Variant::OursAround
+            | Variant::OursCookieSigned
+            | Variant::OursCookiePrivate => "session",
             Variant::TowerSessions => "id",
         }
     }
@@ -238,6 +261,20 @@ impl App {
             Variant::OursAround => App::Around(
                 SessionLayer::new(InMemoryBackend::new()).layer(our_routes().with_state(())),
             ),
+            Variant::OursCookieSigned => App::Router(
+                our_routes()
+                    .layer(SessionLayer::new(
+                        CookieBackend::signed(COOKIE_SECRET).expect("a valid secret"),
+                    ))
+                    .with_state(()),
+            ),
+            Variant::OursCookiePrivate => App::Router(
+                our_routes()
+                    .layer(SessionLayer::new(
+                        CookieBackend::private(COOKIE_SECRET).expect("a valid secret"),
+                    ))
+                    .with_state(()),
+            ),
         }
     }
 
@@ -275,7 +312,11 @@ where
     let start = Instant::now();
     for request in requests {
         let response = send(service, request).await;
-        assert_eq!(response.status(), StatusCode::OK, "a measured request failed");
+        assert_eq!(
+            response.status(),
+            StatusCode::OK,
+            "a measured request failed"
+        );
     }
     start.elapsed()
 }
@@ -298,7 +339,8 @@ pub struct Fixture {
 
 impl Fixture {
     /// Build the service and pre-create [`SESSIONS`] sessions (by sending a counting request
-    /// without a cookie and keeping the cookie it sets), then run [`WARMUP`] requests and check
+    /// without a cookie and keeping the cookie it sets: a session id, or for the cookie
+    /// variants the sealed session itself, all distinct), then run [`WARMUP`] requests and check
     /// that they behave.
     ///
     /// # Panics
@@ -308,17 +350,30 @@ impl Fixture {
         let app = App::new(variant);
         let mut cookies = Vec::new();
         if scenario != Scenario::NoCookie {
-            for i in 0..SESSIONS {
+            let mut seen = HashSet::new();
+            let mut attempts = 0usize;
+            while cookies.len() < SESSIONS {
+                attempts += 1;
+                assert!(
+                    attempts <= 1000 * SESSIONS,
+                    "{variant}: could not create {SESSIONS} distinct sessions"
+                );
                 let cookie = if variant == Variant::Bare {
                     // Same shape as our cookie (32 characters of base64), so the request
                     // carries the same header bytes; nothing reads it.
-                    format!("{}={:0>32}", variant.cookie_name(), i)
+                    format!("{}={:0>32}", variant.cookie_name(), cookies.len())
                 } else {
                     let response = app.send(request(Scenario::Write, None)).await;
                     assert_eq!(response.status(), StatusCode::OK);
                     session_cookie(&response, variant.cookie_name())
                 };
-                cookies.push(HeaderValue::try_from(cookie).expect("a valid header value"));
+                // A signed cookie session is deterministic: two created within the same
+                // millisecond (its issue time) are the same value. Try again until distinct.
+                if seen.insert(cookie.clone()) {
+                    cookies.push(HeaderValue::try_from(cookie).expect("a valid header value"));
+                } else {
+                    std::thread::sleep(Duration::from_micros(100));
+                }
             }
         }
         let fixture = Fixture {
@@ -335,7 +390,11 @@ impl Fixture {
     async fn warm_up(&self) {
         for _ in 0..WARMUP {
             let response = self.app.send(self.next_request()).await;
-            assert_eq!(response.status(), StatusCode::OK, "{self}: warm-up request failed");
+            assert_eq!(
+                response.status(),
+                StatusCode::OK,
+                "{self}: warm-up request failed"
+            );
             let set_cookie = response.headers().contains_key(SET_COOKIE);
             let body = axum::body::to_bytes(response.into_body(), usize::MAX)
                 .await

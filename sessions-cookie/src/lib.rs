@@ -331,6 +331,16 @@ impl SessionBackend for CookieBackend {
     async fn exists(&self, id: &str) -> Result<bool, Error> {
         Ok(self.decode(id).is_some())
     }
+
+    /// A key id, a dot, and base64 (standard or URL-safe alphabet), at most
+    /// [`MAX_COOKIE_BYTES`] long: anything else cannot be a sealed session.
+    fn accepts(&self, value: &str) -> bool {
+        value.len() <= MAX_COOKIE_BYTES
+            && value.contains('.')
+            && value.bytes().all(|b| {
+                b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'+' | b'/' | b'=' | b'.')
+            })
+    }
 }
 
 #[cfg(test)]

@@ -94,6 +94,36 @@ pub trait SessionBackend: Send + Sync + 'static {
     /// Whether a live record is stored under `id`.
     async fn exists(&self, id: &str) -> Result<bool, Error>;
 
+    /// Extend a record's life without changing its data: called for an unchanged session
+    /// when the idle timeout's refresh is due. `data` is the record as loaded, with its
+    /// last-access time moved to now; `ttl` is the new time to live. Returns the cookie value
+    /// (the id for server-side stores); [`Error::SessionGone`] when the record is gone.
+    ///
+    /// The default rewrites the record with [`write`](SessionBackend::write). Override it
+    /// where the store can do less (while keeping the last-access time current, which the
+    /// idle limit is checked against).
+    async fn touch(
+        &self,
+        id: &str,
+        data: &SessionData,
+        ttl: Option<Duration>,
+    ) -> Result<String, Error> {
+        self.write(Some(id), data, ttl).await
+    }
+
+    /// Whether `value` can be one of this backend's ids (or cookie values). Values it rejects
+    /// are ignored before any backend call, as if no cookie had been sent.
+    ///
+    /// The default accepts what [`generate_id`](SessionBackend::generate_id) makes:
+    /// 16 to 256 characters of URL-safe base64 (`A–Z a–z 0–9 - _`). Override it together
+    /// with `generate_id` (or an id generator option) for other formats.
+    fn accepts(&self, value: &str) -> bool {
+        (16..=256).contains(&value.len())
+            && value
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    }
+
     /// A fresh, unguessable id. The default takes 192 bits from the operating system's CSPRNG
     /// and encodes them as URL-safe base64 (see [`generate_id`](crate::generate_id)).
     fn generate_id(&self) -> String {
@@ -119,6 +149,17 @@ impl<B: SessionBackend + ?Sized> SessionBackend for Arc<B> {
     }
     async fn exists(&self, id: &str) -> Result<bool, Error> {
         (**self).exists(id).await
+    }
+    async fn touch(
+        &self,
+        id: &str,
+        data: &SessionData,
+        ttl: Option<Duration>,
+    ) -> Result<String, Error> {
+        (**self).touch(id, data, ttl).await
+    }
+    fn accepts(&self, value: &str) -> bool {
+        (**self).accepts(value)
     }
     fn generate_id(&self) -> String {
         (**self).generate_id()

@@ -5,7 +5,7 @@
 //! shared state is only allocated when a handler first asks for it, so requests that never use
 //! the session cost almost nothing: no allocation, no request-extension entry.
 
-use crate::{Error, Session, SessionBackend};
+use crate::{Error, Policy, Session, SessionBackend};
 use std::cell::{Cell, OnceCell};
 use std::future::Future;
 use std::sync::Arc;
@@ -21,6 +21,7 @@ pub struct SessionContext {
     backend: Arc<dyn SessionBackend>,
     cookie: Cell<Option<Arc<str>>>,
     autoload: bool,
+    policy: Arc<Policy>,
     session: OnceCell<Session>,
 }
 
@@ -37,11 +38,17 @@ impl SessionContext {
     /// A context whose session, once asked for, reads from `backend` with the client's
     /// `cookie` value. With `autoload`, a client without a cookie gets a session that is
     /// already loaded (there is nothing to read).
-    pub fn new(backend: Arc<dyn SessionBackend>, cookie: Option<Arc<str>>, autoload: bool) -> Self {
+    pub fn new(
+        backend: Arc<dyn SessionBackend>,
+        cookie: Option<Arc<str>>,
+        autoload: bool,
+        policy: Arc<Policy>,
+    ) -> Self {
         SessionContext {
             backend,
             cookie: Cell::new(cookie),
             autoload,
+            policy,
             session: OnceCell::new(),
         }
     }
@@ -53,6 +60,7 @@ impl SessionContext {
             backend: Arc::clone(session.backend()),
             cookie: Cell::new(None),
             autoload: false,
+            policy: Arc::default(),
             session: OnceCell::new(),
         };
         let _ = context.session.set(session);
@@ -64,7 +72,7 @@ impl SessionContext {
         self.session.get_or_init(|| {
             let cookie = self.cookie.take();
             let empty = cookie.is_none();
-            let session = Session::new(Arc::clone(&self.backend), cookie);
+            let session = Session::with_policy(Arc::clone(&self.backend), cookie, *self.policy);
             if self.autoload && empty {
                 session.load_empty();
             }

@@ -40,7 +40,7 @@
 //! assert!(session.get::<u32>("n").is_err()); // not loaded yet
 //! session.load().await?;
 //! session.insert("n", 1)?;
-//! let Commit::Set(cookie) = session.commit(None).await? else { panic!() };
+//! let Commit::Set(cookie) = session.commit().await? else { panic!() };
 //!
 //! // Second request: the client sends the cookie back.
 //! let session = Session::new(backend, Some(cookie.into()));
@@ -70,6 +70,7 @@ pub mod context;
 mod data;
 mod error;
 mod id;
+mod policy;
 pub mod serializer;
 mod session;
 
@@ -78,6 +79,7 @@ pub use context::SessionContext;
 pub use data::{SessionData, Values, unix_now};
 pub use error::{BoxError, Error};
 pub use id::{ID_RANDOM_BYTES, SessionId, generate_id};
+pub use policy::Policy;
 pub use serializer::{JsonSerializer, Serializer};
 pub use session::{Commit, Session};
 

@@ -1,4 +1,4 @@
-use crate::{Error, SessionBackend, SessionData, SessionId, Values, unix_now};
+use crate::{Error, Policy, SessionBackend, SessionData, SessionId, Values, unix_now};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -34,6 +34,7 @@ struct Inner {
     backend: Arc<dyn SessionBackend>,
     /// The value the client sent in its cookie, not yet verified.
     cookie: Option<Arc<str>>,
+    policy: Policy,
     state: Mutex<State>,
 }
 
@@ -45,6 +46,10 @@ struct State {
     record: Option<Arc<str>>,
     changed: bool,
     regenerate: bool,
+    /// A record found past a time limit: removed when the session is committed.
+    stale: Option<Arc<str>>,
+    /// The store failed and the policy is to fail open: never save this session.
+    unsaved: bool,
 }
 
 /// What saving a session asks of the response; returned by [`Session::commit`].
@@ -71,12 +76,24 @@ impl Commit {
 
 impl Session {
     /// A session over `backend` for a client that sent `cookie` (the cookie's value, or
-    /// `None` when it sent none). Nothing is read until [`load`](Session::load).
+    /// `None` when it sent none; an empty value stands for a cookie the backend cannot have
+    /// issued, which loads as a fresh session without a backend call). Nothing is read until
+    /// [`load`](Session::load).
     pub fn new(backend: Arc<dyn SessionBackend>, cookie: Option<Arc<str>>) -> Self {
+        Session::with_policy(backend, cookie, Policy::default())
+    }
+
+    /// A session whose time limits and failure handling follow `policy`.
+    pub fn with_policy(
+        backend: Arc<dyn SessionBackend>,
+        cookie: Option<Arc<str>>,
+        policy: Policy,
+    ) -> Self {
         Session {
             inner: Arc::new(Inner {
                 backend,
                 cookie,
+                policy,
                 state: Mutex::new(State::default()),
             }),
         }
@@ -111,15 +128,32 @@ impl Session {
         }
         let record = match &self.inner.cookie {
             // Through the trait object itself: `Arc<dyn _>`'s own impl would box twice.
-            Some(cookie) => (*self.inner.backend).read(cookie).await?,
-            None => None,
+            // An empty value stands for one the backend refused unseen (see `accepts`).
+            Some(cookie) if !cookie.is_empty() => match (*self.inner.backend).read(cookie).await {
+                Ok(record) => record,
+                Err(error) if self.inner.policy.fail_open => {
+                    tracing::warn!(%error, "session store failed; continuing with an empty, unsaved session");
+                    let mut state = self.state();
+                    state.loaded = true;
+                    state.unsaved = true;
+                    return Ok(());
+                }
+                Err(error) => return Err(error),
+            },
+            _ => None,
         };
+        let policy = &self.inner.policy;
         let mut state = self.state();
         if !state.loaded {
             state.loaded = true;
             if let Some(data) = record {
-                state.data = data;
-                state.record = self.inner.cookie.clone();
+                if policy.has_limits() && policy.expired(&data, unix_now()) {
+                    // Past a limit: empty, whatever the store still holds.
+                    state.stale = self.inner.cookie.clone();
+                } else {
+                    state.data = data;
+                    state.record = self.inner.cookie.clone();
+                }
             }
         }
         Ok(())
@@ -232,6 +266,19 @@ impl Session {
         })
     }
 
+    /// How long the session has left before its nearest time limit (idle, absolute or the
+    /// cookie's max age), or `None` when none applies.
+    pub fn remaining(&self) -> Result<Option<Duration>, Error> {
+        let state = self.loaded()?;
+        let now = unix_now();
+        let data = if state.record.is_some() {
+            state.data.clone()
+        } else {
+            SessionData::from_parts(Values::new(), now, now)
+        };
+        Ok(self.inner.policy.remaining(&data, now))
+    }
+
     /// When the session was last written (now, for a session not stored yet).
     pub fn last_access(&self) -> Result<SystemTime, Error> {
         let state = self.loaded()?;
@@ -260,17 +307,18 @@ impl Session {
         let id = {
             let state = self.state();
             if state.loaded {
-                state.record.clone()
+                state.record.clone().or_else(|| state.stale.clone())
             } else {
                 self.inner.cookie.clone()
             }
         };
-        if let Some(id) = &id {
+        if let Some(id) = id.as_deref().filter(|id| !id.is_empty()) {
             (*self.inner.backend).remove(id).await?;
         }
         let mut state = self.state();
         state.loaded = true;
         state.record = None;
+        state.stale = None;
         state.data = SessionData::default();
         state.regenerate = false;
         state.changed = true;
@@ -280,20 +328,41 @@ impl Session {
     /// Save the session if it changed and say what the response must do with the cookie.
     ///
     /// This is what a session layer calls once the handler is done; it is public so that
-    /// other integrations can drive a session by hand. `ttl` is how long the stored record must
-    /// live. A session removed meanwhile by another request is not written back
+    /// other integrations can drive a session by hand. The record's TTL follows the session's
+    /// [`Policy`]. A session removed meanwhile by another request is not written back
     /// ([`Commit::Expire`]). Backend failures are returned and nothing is half-saved: the
-    /// response must not set a cookie then.
-    pub async fn commit(&self, ttl: Option<Duration>) -> Result<Commit, Error> {
-        let (mut data, record, regenerate) = {
-            let state = self.state();
+    /// response must not set a cookie then (with a fail-open policy they are logged, and the
+    /// session is left unsaved).
+    pub async fn commit(&self) -> Result<Commit, Error> {
+        match self.commit_inner().await {
+            Err(error) if self.inner.policy.fail_open => {
+                tracing::warn!(%error, "saving the session failed; the response goes out without it");
+                Ok(Commit::Unchanged)
+            }
+            other => other,
+        }
+    }
+
+    async fn commit_inner(&self) -> Result<Commit, Error> {
+        let (mut data, record, regenerate, stale, changed) = {
+            let mut state = self.state();
             if let Some(commit) = self.settled(&state) {
                 return Ok(commit);
             }
-            (state.data.clone(), state.record.clone(), state.regenerate)
+            let stale = state.stale.take();
+            (
+                state.data.clone(),
+                state.record.clone(),
+                state.regenerate,
+                stale,
+                state.changed,
+            )
         };
         let backend: &dyn SessionBackend = &*self.inner.backend;
         let sent_cookie = self.inner.cookie.is_some();
+        if let Some(stale) = &stale {
+            backend.remove(stale).await?;
+        }
 
         if data.is_empty() {
             if let Some(id) = &record {
@@ -309,6 +378,10 @@ impl Session {
 
         let now = unix_now();
         data.set_last_access(now);
+        if record.is_none() {
+            data.set_created(now);
+        }
+        let ttl = self.inner.policy.ttl(data.created_unix(), now);
         let value = match (&record, regenerate) {
             (Some(old), true) => {
                 // Write the new record before removing the old one, so a failure in between
@@ -317,19 +390,23 @@ impl Session {
                 backend.remove(old).await?;
                 value
             }
-            (Some(id), false) => match backend.write(Some(id), &data, ttl).await {
-                Err(Error::SessionGone) => {
-                    let mut state = self.state();
-                    state.record = None;
-                    state.changed = false;
-                    return Ok(Commit::Expire);
+            (Some(id), false) => {
+                let saved = if changed {
+                    backend.write(Some(id), &data, ttl).await
+                } else {
+                    backend.touch(id, &data, ttl).await
+                };
+                match saved {
+                    Err(Error::SessionGone) => {
+                        let mut state = self.state();
+                        state.record = None;
+                        state.changed = false;
+                        return Ok(Commit::Expire);
+                    }
+                    other => other?,
                 }
-                other => other?,
-            },
-            (None, _) => {
-                data.set_created(now);
-                backend.write(None, &data, ttl).await?
             }
+            (None, _) => backend.write(None, &data, ttl).await?,
         };
         // Server-side stores return the same id on an update: keep the shared copy.
         let stored = match record {
@@ -341,7 +418,8 @@ impl Session {
     }
 
     /// What [`commit`](Session::commit) would return when it needs no backend call (the
-    /// session was not loaded, or did not change); `None` when it must save or remove.
+    /// session was not loaded, or did not change and needs no refresh); `None` when it must
+    /// save, refresh or remove.
     pub fn commit_without_backend(&self) -> Option<Commit> {
         self.settled(&self.state())
     }
@@ -350,12 +428,21 @@ impl Session {
         if !state.loaded {
             return Some(Commit::Untouched);
         }
-        if state.changed {
+        if state.unsaved {
+            return Some(Commit::Unchanged);
+        }
+        if state.changed || state.stale.is_some() {
             return None;
         }
+        if state.record.is_some() {
+            let policy = &self.inner.policy;
+            if policy.idle.is_some() && policy.needs_refresh(&state.data, unix_now()) {
+                return None;
+            }
+            return Some(Commit::Unchanged);
+        }
         // A cookie that names no live record is stale: drop it from the client.
-        let stale = self.inner.cookie.is_some() && state.record.is_none();
-        Some(if stale {
+        Some(if self.inner.cookie.is_some() {
             Commit::Expire
         } else {
             Commit::Unchanged

@@ -1,5 +1,7 @@
 use cookie::SameSite;
 use http::header::{COOKIE, HeaderMap, HeaderValue};
+use sessions_core::Policy;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Cookie and loading options shared by a layer and its services.
@@ -14,6 +16,16 @@ pub(crate) struct Config {
     pub(crate) http_only: bool,
     pub(crate) same_site: SameSite,
     pub(crate) autoload: bool,
+    pub(crate) idle: Option<Duration>,
+    pub(crate) absolute: Option<Duration>,
+    pub(crate) refresh_after: Option<Duration>,
+    pub(crate) fail_open: bool,
+    /// Prefix the name with `__Host-` (and keep `Secure`, `Path=/`, no `Domain`).
+    pub(crate) host_prefix: bool,
+    /// The cookie's name as sent: `name`, with `__Host-` in front when asked.
+    pub(crate) cookie_name: String,
+    /// The limits handed to each session, rendered once per configuration.
+    pub(crate) policy: Arc<Policy>,
     /// `; Path=/; Max-Age=...; Secure; ...`: the attributes, rendered once per configuration.
     attributes: String,
     /// The whole `Set-Cookie` value that removes the cookie, rendered once.
@@ -34,6 +46,13 @@ impl Default for Config {
             http_only: true,
             same_site: SameSite::Lax,
             autoload: false,
+            idle: None,
+            absolute: None,
+            refresh_after: None,
+            fail_open: false,
+            host_prefix: false,
+            cookie_name: String::new(),
+            policy: Arc::default(),
             attributes: String::new(),
             removal: HeaderValue::from_static(""),
         };
@@ -63,6 +82,17 @@ impl Config {
     /// Render the attribute strings; call after every change of the options. The layer's
     /// setters validate names, paths and domains, so the rendered text is a valid header.
     pub(crate) fn render(&mut self) {
+        self.cookie_name = if self.host_prefix {
+            format!("__Host-{}", self.name)
+        } else {
+            self.name.clone()
+        };
+        let mut policy = Policy::new(self.max_age);
+        policy.idle = self.idle;
+        policy.absolute = self.absolute;
+        policy.refresh_after = self.refresh_after;
+        policy.fail_open = self.fail_open;
+        self.policy = Arc::new(policy);
         let mut attributes = String::with_capacity(96);
         attributes.push_str("; Path=");
         attributes.push_str(&self.path);
@@ -83,7 +113,7 @@ impl Config {
                 SameSite::None => "; SameSite=None",
             });
         };
-        let mut removal = format!("{}={attributes}; Max-Age=0", self.name);
+        let mut removal = format!("{}={attributes}; Max-Age=0", self.cookie_name);
         flags(&mut removal);
         if let Some(max_age) = self.max_age {
             // Max-Age counts whole seconds; round up so a sub-second age never becomes the
@@ -105,7 +135,7 @@ impl Config {
         headers
             .get_all(COOKIE)
             .iter()
-            .find_map(|value| find_cookie(value.as_bytes(), &self.name))
+            .find_map(|value| find_cookie(value.as_bytes(), &self.cookie_name))
     }
 
     /// Whether a request for `path` is inside the cookie's path (RFC 6265, section 5.1.4).
@@ -125,8 +155,8 @@ impl Config {
             return None;
         }
         let mut header =
-            String::with_capacity(self.name.len() + 1 + value.len() + self.attributes.len());
-        header.push_str(&self.name);
+            String::with_capacity(self.cookie_name.len() + 1 + value.len() + self.attributes.len());
+        header.push_str(&self.cookie_name);
         header.push('=');
         header.push_str(value);
         header.push_str(&self.attributes);

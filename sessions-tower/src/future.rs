@@ -132,13 +132,13 @@ fn finish<B: Default>(mut response: Response<B>, commit: Commit, config: &Config
                     size: header.len(),
                     limit: MAX_SET_COOKIE_BYTES,
                 };
-                tracing::error!(%error, cookie = %config.name, "session not saved; answering 500");
+                tracing::error!(%error, cookie = %config.cookie_name, "session not saved; answering 500");
                 return internal_error();
             }
             Some(header) => Some(header),
             None => {
                 tracing::error!(
-                    cookie = %config.name,
+                    cookie = %config.cookie_name,
                     "the session backend returned a value that cannot be sent in a cookie"
                 );
                 return internal_error();
@@ -199,10 +199,9 @@ where
                     if let Some(commit) = session.commit_without_backend() {
                         return Poll::Ready(Ok(finish(response, commit, config)));
                     }
-                    let ttl = config.max_age;
                     let config = Arc::clone(config);
                     this.state.set(State::Saving {
-                        save: Box::pin(async move { session.commit(ttl).await }),
+                        save: Box::pin(async move { session.commit().await }),
                         response: Some(response),
                         config,
                     });

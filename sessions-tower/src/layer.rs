@@ -104,6 +104,11 @@ impl<B: SessionBackend> SessionLayer<B> {
                  visible ASCII without `;` (percent-encode anything else, as request paths are)"
             )));
         }
+        if self.config.host_prefix && path != "/" {
+            return Err(Error::Config(
+                "a __Host- cookie must have Path=/".to_owned(),
+            ));
+        }
         Ok(self.configure(|c| c.path = path))
     }
 
@@ -121,6 +126,11 @@ impl<B: SessionBackend> SessionLayer<B> {
                 "{domain:?} is not a valid cookie domain"
             )));
         }
+        if self.config.host_prefix {
+            return Err(Error::Config(
+                "a __Host- cookie cannot have a Domain".to_owned(),
+            ));
+        }
         Ok(self.configure(|c| c.domain = Some(domain)))
     }
 
@@ -132,6 +142,54 @@ impl<B: SessionBackend> SessionLayer<B> {
         self.configure(|c| c.max_age = (!max_age.is_zero()).then_some(max_age))
     }
 
+    /// End sessions not used for `idle` (default: no idle limit). Activity extends it: each
+    /// save records the time, and an unchanged session is refreshed through the backend's
+    /// `touch` once [`with_refresh_after`](SessionLayer::with_refresh_after) has passed
+    /// (default: half of `idle`), so reads cause at most one refresh per interval. Enforced on
+    /// the server for every backend; the stored record's TTL never exceeds it.
+    #[must_use]
+    pub fn with_idle_timeout(self, idle: Duration) -> Self {
+        self.configure(|c| c.idle = (!idle.is_zero()).then_some(idle))
+    }
+
+    /// End sessions `lifetime` after they were created, however active (default: no absolute
+    /// limit). Never extended; `regenerate_id` keeps the creation time.
+    #[must_use]
+    pub fn with_absolute_timeout(self, lifetime: Duration) -> Self {
+        self.configure(|c| c.absolute = (!lifetime.is_zero()).then_some(lifetime))
+    }
+
+    /// How long after its last save an unchanged session is refreshed, when an idle timeout
+    /// is set (default: half of it).
+    #[must_use]
+    pub fn with_refresh_after(self, after: Duration) -> Self {
+        self.configure(|c| c.refresh_after = Some(after))
+    }
+
+    /// What a storage failure does: fail closed (default: `load()` returns the error, a
+    /// failed save is a 500) or fail open (`true`: the request goes on with an empty session
+    /// that is never saved, and a `tracing` warning is logged).
+    #[must_use]
+    pub fn with_fail_open(self, fail_open: bool) -> Self {
+        self.configure(|c| c.fail_open = fail_open)
+    }
+
+    /// Name the cookie `__Host-<name>`: browsers then only accept it with `Secure`,
+    /// `Path=/` and no `Domain`, so no subdomain or plain-HTTP page can plant or shadow it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] when the layer has a domain, a path other than `/`, or `Secure` off.
+    pub fn with_host_prefix(self) -> Result<Self, Error> {
+        let c = &self.config;
+        if c.domain.is_some() || c.path != "/" || !c.secure {
+            return Err(Error::Config(
+                "a __Host- cookie needs Secure, Path=/ and no Domain".to_owned(),
+            ));
+        }
+        Ok(self.configure(|c| c.host_prefix = true))
+    }
+
     /// The `Secure` attribute (default on: the cookie travels over HTTPS only). Turn it off
     /// for plain-HTTP development only.
     #[must_use]
@@ -140,6 +198,10 @@ impl<B: SessionBackend> SessionLayer<B> {
     /// choosing `SameSite=None` falls back to `SameSite=Lax` (with a warning).
     pub fn with_secure(self, secure: bool) -> Self {
         self.configure(|c| {
+            if !secure && c.host_prefix {
+                tracing::warn!("a __Host- cookie requires Secure; it stays on");
+                return;
+            }
             c.secure = secure;
             if !secure && c.same_site == SameSite::None {
                 tracing::warn!("SameSite=None requires Secure; the session cookie uses Lax");

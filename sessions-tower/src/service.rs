@@ -69,17 +69,26 @@ where
         if !config.covers(req.uri().path()) {
             return ResponseFuture::outside_path(self.inner.call(req));
         }
-        let cookie = config.cookie_value(req.headers()).map(Arc::<str>::from);
+        // A value the backend could never have issued reaches no backend call: it stands as an
+        // empty value, which loads as a fresh session and gets the cookie expired.
+        let cookie = config.cookie_value(req.headers()).map(|value| {
+            if self.layer.backend.accepts(value) {
+                Arc::<str>::from(value)
+            } else {
+                Arc::<str>::from("")
+            }
+        });
         let backend: Arc<dyn SessionBackend> = self.layer.backend.clone();
         if config.autoload && cookie.is_some() {
             // The handler may only run once the session is loaded: keep the request and a
             // ready service until then.
-            let session = Session::new(backend, cookie);
+            let session = Session::with_policy(backend, cookie, *config.policy);
             let ready = self.inner.clone();
             let inner = std::mem::replace(&mut self.inner, ready);
             return ResponseFuture::loading(session, inner, req, Arc::clone(config));
         }
-        let context = SessionContext::new(backend, cookie, config.autoload);
+        let context =
+            SessionContext::new(backend, cookie, config.autoload, Arc::clone(&config.policy));
         ResponseFuture::running(context.scope(self.inner.call(req)), Arc::clone(config))
     }
 }

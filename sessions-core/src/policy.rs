@@ -1,0 +1,178 @@
+//! The limits and failure policy a session layer applies to its sessions.
+
+use crate::SessionData;
+use std::time::Duration;
+
+/// Time limits and failure handling for sessions, enforced on the server for every backend.
+///
+/// - `idle`: a session not used for this long ends. Activity extends it: every save records
+///   the time, and an unchanged session is refreshed through
+///   [`SessionBackend::touch`](crate::SessionBackend::touch) once `refresh_after` has passed
+///   since its last save (default: half the idle window).
+/// - `absolute`: a session ends this long after it was created, however active.
+/// - `max_age`: the cookie's lifetime, which also caps the stored record's.
+///
+/// A session past a limit reads as empty whatever the store still holds, and its record is
+/// removed. The TTL handed to the backend is the smallest of `max_age`, `idle` and the time
+/// left before `absolute`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Policy {
+    /// The idle timeout.
+    pub idle: Option<Duration>,
+    /// The absolute lifetime, counted from creation.
+    pub absolute: Option<Duration>,
+    /// The cookie's max age (`None`: a browser-session cookie).
+    pub max_age: Option<Duration>,
+    /// How long after its last save an unchanged session is refreshed (`None`: half of `idle`).
+    pub refresh_after: Option<Duration>,
+    /// On a storage failure, go on with an empty session that is never saved (and log a
+    /// warning) instead of failing the request.
+    pub fail_open: bool,
+}
+
+fn secs(d: Duration) -> u64 {
+    d.as_secs()
+}
+
+impl Policy {
+    /// No limits beyond the cookie's `max_age`; failures fail the request.
+    pub fn new(max_age: Option<Duration>) -> Self {
+        Policy {
+            max_age,
+            ..Policy::default()
+        }
+    }
+
+    /// Whether any limit needs the clock when a session is loaded.
+    pub fn has_limits(&self) -> bool {
+        self.idle.is_some() || self.absolute.is_some()
+    }
+
+    /// Whether `data` is past a limit at `now` (Unix seconds).
+    pub fn expired(&self, data: &SessionData, now: u64) -> bool {
+        let past = |since: u64, limit: Option<Duration>| {
+            limit.is_some_and(|limit| now.saturating_sub(since) >= secs(limit).max(1))
+        };
+        past(data.last_access_unix(), self.idle) || past(data.created_unix(), self.absolute)
+    }
+
+    /// The TTL for a record created at `created` and saved at `now`.
+    pub fn ttl(&self, created: u64, now: u64) -> Option<Duration> {
+        let absolute_left = self.absolute.map(|absolute| {
+            let end = created.saturating_add(secs(absolute));
+            Duration::from_secs(end.saturating_sub(now).max(1))
+        });
+        [self.max_age, self.idle, absolute_left]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// How long `data` has left at `now`, or `None` when no limit applies.
+    pub fn remaining(&self, data: &SessionData, now: u64) -> Option<Duration> {
+        let left = |since: u64, limit: Option<Duration>| {
+            limit.map(|limit| {
+                Duration::from_secs(since.saturating_add(secs(limit)).saturating_sub(now))
+            })
+        };
+        [
+            left(data.last_access_unix(), self.idle),
+            left(data.created_unix(), self.absolute),
+            left(data.last_access_unix(), self.max_age),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Whether an unchanged session saved at `data.last_access` should be refreshed at `now`.
+    pub fn needs_refresh(&self, data: &SessionData, now: u64) -> bool {
+        let Some(idle) = self.idle else {
+            return false;
+        };
+        let after = self.refresh_after.unwrap_or(idle / 2);
+        now.saturating_sub(data.last_access_unix()) >= secs(after)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Values;
+
+    fn data(created: u64, last_access: u64) -> SessionData {
+        SessionData::from_parts(Values::new(), created, last_access)
+    }
+
+    #[test]
+    fn idle_and_absolute_limits() {
+        let p = Policy {
+            idle: Some(Duration::from_secs(60)),
+            absolute: Some(Duration::from_secs(600)),
+            ..Policy::default()
+        };
+        assert!(!p.expired(&data(1000, 1000), 1059));
+        assert!(p.expired(&data(1000, 1000), 1060), "idle limit");
+        assert!(!p.expired(&data(1000, 1590), 1599));
+        assert!(
+            p.expired(&data(1000, 1599), 1600),
+            "absolute limit, however active"
+        );
+    }
+
+    #[test]
+    fn ttl_is_the_smallest_limit() {
+        let p = Policy {
+            idle: Some(Duration::from_secs(60)),
+            absolute: Some(Duration::from_secs(600)),
+            max_age: Some(Duration::from_secs(3600)),
+            ..Policy::default()
+        };
+        assert_eq!(p.ttl(1000, 1000), Some(Duration::from_secs(60)));
+        assert_eq!(
+            p.ttl(1000, 1570),
+            Some(Duration::from_secs(30)),
+            "absolute remaining"
+        );
+        assert_eq!(Policy::new(None).ttl(0, 0), None);
+        assert_eq!(
+            Policy::new(Some(Duration::from_secs(5))).ttl(0, 0),
+            Some(Duration::from_secs(5))
+        );
+    }
+
+    #[test]
+    fn refresh_after_half_the_idle_window_by_default() {
+        let p = Policy {
+            idle: Some(Duration::from_secs(60)),
+            ..Policy::default()
+        };
+        assert!(!p.needs_refresh(&data(0, 1000), 1029));
+        assert!(p.needs_refresh(&data(0, 1000), 1030));
+        let custom = Policy {
+            refresh_after: Some(Duration::from_secs(10)),
+            ..p
+        };
+        assert!(custom.needs_refresh(&data(0, 1000), 1010));
+        assert!(!Policy::default().needs_refresh(&data(0, 0), 1_000_000));
+    }
+
+    #[test]
+    fn remaining_counts_down_to_the_nearest_limit() {
+        let p = Policy {
+            idle: Some(Duration::from_secs(60)),
+            absolute: Some(Duration::from_secs(100)),
+            ..Policy::default()
+        };
+        assert_eq!(
+            p.remaining(&data(1000, 1050), 1060),
+            Some(Duration::from_secs(40))
+        );
+        assert_eq!(
+            p.remaining(&data(1000, 1000), 1010),
+            Some(Duration::from_secs(50))
+        );
+        assert_eq!(Policy::default().remaining(&data(0, 0), 5), None);
+    }
+}
