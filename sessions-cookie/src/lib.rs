@@ -7,8 +7,19 @@
 //!   JSON) but cannot change or forge it.
 //! - [`CookieBackend::private`]: AES-256-GCM. The client can neither read nor change it.
 //!
-//! Sealing and opening use the `cookie` crate's signed and private jars; keys are derived from
-//! your secret with HKDF-SHA256 (`cookie::Key::derive_from`).
+//! Keys are derived from your secret with HKDF-SHA256 by the `cookie` crate
+//! (`cookie::Key::derive_from`: one signing and one encryption key), and sealed with the same
+//! primitives its signed and private jars use (`hmac` + `sha2`, `aes-gcm`), kept keyed between
+//! requests instead of being set up again for every cookie.
+//!
+//! Value formats, both made only of URL-safe characters:
+//!
+//! - signed: `<key id>.<base64url(payload)>.<base64url(HMAC-SHA256 of everything before it)>`
+//! - private: `<key id>.<base64url(nonce ‖ AES-256-GCM ciphertext of the payload ‖ tag)>`, the
+//!   key id bound as associated data, a fresh random 96-bit nonce per seal.
+//!
+//! The payload is a 32-byte header (issue time and deadline in Unix milliseconds, creation and
+//! last access in Unix seconds, big-endian) followed by the session's values as a JSON object.
 //!
 //! ```
 //! use sessions_cookie::CookieBackend;
@@ -42,18 +53,20 @@
 //! - **Size.** Browsers keep cookies up to 4096 bytes. The session layer measures the whole
 //!   `Set-Cookie` value (name, sealed value, attributes) and refuses to send a larger one:
 //!   the save fails with [`Error::CookieTooLarge`] (a 500 and a `tracing` error), never a
-//!   truncated or silently dropped cookie. Sealing adds about a third (base64) plus 52 bytes
-//!   (signed) or 40 bytes (private) to the JSON of the session: keep cookie sessions small.
+//!   truncated or silently dropped cookie. Sealing adds about a third (base64) plus some 50 bytes to the JSON of
+//!   the session (its timestamps take another 60 or so): keep cookie sessions small.
 //!
 //! Secrets shorter than 32 bytes are refused with [`Error::Config`].
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+use aes_gcm::aead::{Aead, KeyInit, Payload as Sealed};
+use aes_gcm::{Aes256Gcm, Nonce};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use cookie::{Cookie, CookieJar, Key};
-use serde::{Deserialize, Serialize};
+use cookie::Key;
+use hmac::{Hmac, Mac};
 use sessions_core::{Error, SessionBackend, SessionData, Values, async_trait};
 use sha2::{Digest, Sha256};
 use std::fmt;
@@ -69,9 +82,9 @@ pub const MAX_COOKIE_BYTES: usize = 4096;
 /// The shortest secret accepted, in bytes.
 pub const MIN_SECRET_BYTES: usize = 32;
 
-/// The cookie name the jars bind into their seal (AES-GCM associated data); fixed, so a value
-/// opens whatever the layer's cookie is called.
-const SEAL_NAME: &str = "sessions-cookie.v1";
+const NONCE_BYTES: usize = 12;
+const TAG_BYTES: usize = 16;
+const MAC_BYTES: usize = 32;
 
 /// How the session is sealed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,9 +95,12 @@ pub enum Mode {
     Private,
 }
 
+#[derive(Clone)]
 struct SealKey {
     id: String,
-    key: Key,
+    /// HMAC-SHA256 with the key's pads already absorbed: cloned per signature.
+    mac: Hmac<Sha256>,
+    aead: Aes256Gcm,
 }
 
 /// Sessions carried in the cookie itself, signed or encrypted. See the [crate docs](crate).
@@ -123,32 +139,28 @@ fn seal_key(secret: &[u8]) -> Result<SealKey, Error> {
         .chain_update(b"sessions-cookie key id\0")
         .chain_update(key.master())
         .finalize();
+    let mac = <Hmac<Sha256> as Mac>::new_from_slice(key.signing())
+        .map_err(|_| Error::Config("the derived signing key has a bad length".to_owned()))?;
+    let aead = Aes256Gcm::new_from_slice(key.encryption())
+        .map_err(|_| Error::Config("the derived encryption key has a bad length".to_owned()))?;
     Ok(SealKey {
         id: URL_SAFE_NO_PAD.encode(&digest[..6]),
-        key,
+        mac,
+        aead,
     })
 }
 
-/// What the seal covers: the values, their metadata and the deadline.
-#[derive(Serialize)]
-struct PayloadRef<'a> {
-    /// Issued at, Unix milliseconds.
-    iat: u64,
-    /// Deadline, Unix milliseconds.
-    exp: u64,
-    c: u64,
-    a: u64,
-    d: &'a Values,
+/// The fixed header of a sealed payload: issue time, deadline (Unix milliseconds), creation
+/// and last access (Unix seconds), each a big-endian `u64`. The session's values follow as a
+/// JSON object. Binary numbers keep opening a cookie cheap; the values stay readable JSON.
+const HEADER_BYTES: usize = 32;
+
+fn put_u64(out: &mut Vec<u8>, value: u64) {
+    out.extend_from_slice(&value.to_be_bytes());
 }
 
-#[derive(Deserialize)]
-struct Payload {
-    #[allow(dead_code)]
-    iat: u64,
-    exp: u64,
-    c: u64,
-    a: u64,
-    d: Values,
+fn get_u64(bytes: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_be_bytes(bytes.get(at..at + 8)?.try_into().ok()?))
 }
 
 fn now_millis() -> u64 {
@@ -187,8 +199,16 @@ impl CookieBackend {
     /// A fresh 64-byte secret from the operating system's CSPRNG, base64url-encoded: store it
     /// in your configuration and pass its bytes to [`signed`](CookieBackend::signed) or
     /// [`private`](CookieBackend::private).
+    ///
+    /// # Panics
+    ///
+    /// Only if the operating system cannot provide random bytes.
     pub fn generate_secret() -> String {
-        URL_SAFE_NO_PAD.encode(Key::generate().master())
+        let mut secret = [0u8; 64];
+        #[allow(clippy::expect_used)]
+        getrandom::fill(&mut secret)
+            .expect("the operating system's random number generator failed");
+        URL_SAFE_NO_PAD.encode(secret)
     }
 
     /// Keep opening cookies sealed with `secret`, an earlier key, while new cookies are sealed
@@ -202,10 +222,7 @@ impl CookieBackend {
         let keys: Vec<SealKey> = self
             .keys
             .iter()
-            .map(|k| SealKey {
-                id: k.id.clone(),
-                key: k.key.clone(),
-            })
+            .cloned()
             .chain(std::iter::once(old))
             .collect();
         Ok(CookieBackend {
@@ -229,67 +246,114 @@ impl CookieBackend {
         self.mode
     }
 
-    fn seal(&self, plaintext: String) -> Result<String, Error> {
-        let Some(current) = self.keys.first() else {
+    /// Seal `json` under the current key.
+    fn seal(&self, json: &[u8]) -> Result<String, Error> {
+        let Some(key) = self.keys.first() else {
             return Err(Error::Config("the cookie backend has no key".to_owned()));
         };
-        let mut jar = CookieJar::new();
-        let cookie = Cookie::new(SEAL_NAME, plaintext);
         match self.mode {
-            Mode::Signed => jar.signed_mut(&current.key).add(cookie),
-            Mode::Private => jar.private_mut(&current.key).add(cookie),
+            Mode::Signed => {
+                let body = base64::encoded_len(json.len(), false).unwrap_or(0);
+                let mut value = String::with_capacity(key.id.len() + body + 46);
+                value.push_str(&key.id);
+                value.push('.');
+                URL_SAFE_NO_PAD.encode_string(json, &mut value);
+                let mut mac = key.mac.clone();
+                mac.update(value.as_bytes());
+                value.push('.');
+                URL_SAFE_NO_PAD.encode_string(mac.finalize().into_bytes(), &mut value);
+                Ok(value)
+            }
+            Mode::Private => {
+                let mut nonce = [0u8; NONCE_BYTES];
+                getrandom::fill(&mut nonce)
+                    .map_err(|e| Error::backend(format!("no randomness for a nonce: {e}")))?;
+                let sealed = key
+                    .aead
+                    .encrypt(
+                        Nonce::from_slice(&nonce),
+                        Sealed {
+                            msg: json,
+                            aad: key.id.as_bytes(),
+                        },
+                    )
+                    .map_err(|_| Error::backend("AES-GCM sealing failed"))?;
+                let body = base64::encoded_len(NONCE_BYTES + sealed.len(), false).unwrap_or(0);
+                let mut value = String::with_capacity(key.id.len() + 1 + body);
+                value.push_str(&key.id);
+                value.push('.');
+                let mut raw = Vec::with_capacity(NONCE_BYTES + sealed.len());
+                raw.extend_from_slice(&nonce);
+                raw.extend_from_slice(&sealed);
+                URL_SAFE_NO_PAD.encode_string(raw, &mut value);
+                Ok(value)
+            }
         }
-        let sealed = jar
-            .get(SEAL_NAME)
-            .ok_or_else(|| Error::backend("the cookie jar lost the sealed session"))?;
-        Ok(format!("{}.{}", current.id, sealed.value()))
     }
 
-    /// The plaintext of a sealed value, or `None` when it does not open under any key.
-    fn open(&self, value: &str) -> Option<String> {
-        let (id, sealed) = value.split_once('.')?;
-        let key = &self.keys.iter().find(|k| k.id == id)?.key;
-        let jar = CookieJar::new();
-        let cookie = Cookie::new(SEAL_NAME, sealed.to_owned());
-        let opened = match self.mode {
-            Mode::Signed => jar.signed(key).verify(cookie)?,
-            Mode::Private => jar.private(key).decrypt(cookie)?,
-        };
-        Some(opened.value().to_owned())
+    /// The JSON inside a sealed value, or `None` when it does not open under any key.
+    fn open(&self, value: &str) -> Option<Vec<u8>> {
+        let (id, rest) = value.split_once('.')?;
+        let key = self.keys.iter().find(|k| k.id == id)?;
+        match self.mode {
+            Mode::Signed => {
+                let (signed, tag) = value.rsplit_once('.')?;
+                if signed.len() <= id.len() {
+                    return None;
+                }
+                let mut expected = [0u8; MAC_BYTES];
+                if URL_SAFE_NO_PAD.decode_slice(tag, &mut expected).ok()? != MAC_BYTES {
+                    return None;
+                }
+                let mut mac = key.mac.clone();
+                mac.update(signed.as_bytes());
+                // Constant-time comparison.
+                mac.verify_slice(&expected).ok()?;
+                URL_SAFE_NO_PAD.decode(&signed[id.len() + 1..]).ok()
+            }
+            Mode::Private => {
+                let raw = URL_SAFE_NO_PAD.decode(rest).ok()?;
+                if raw.len() < NONCE_BYTES + TAG_BYTES {
+                    return None;
+                }
+                let (nonce, sealed) = raw.split_at(NONCE_BYTES);
+                key.aead
+                    .decrypt(
+                        Nonce::from_slice(nonce),
+                        Sealed {
+                            msg: sealed,
+                            aad: key.id.as_bytes(),
+                        },
+                    )
+                    .ok()
+            }
+        }
     }
 
     fn decode(&self, value: &str) -> Option<SessionData> {
-        let plaintext = self.open(value)?;
-        let json = match self.mode {
-            Mode::Signed => URL_SAFE_NO_PAD.decode(plaintext).ok()?,
-            Mode::Private => plaintext.into_bytes(),
-        };
-        // Authentic but unreadable can only mean a format change: treat as no session.
-        let payload: Payload = serde_json::from_slice(&json).ok()?;
-        if payload.exp <= now_millis() {
+        let payload = self.open(value)?;
+        let exp = get_u64(&payload, 8)?;
+        if exp <= now_millis() {
             return None;
         }
-        Some(SessionData::from_parts(payload.d, payload.c, payload.a))
+        let created = get_u64(&payload, 16)?;
+        let last_access = get_u64(&payload, 24)?;
+        // Authentic but unreadable can only mean a format change: treat as no session.
+        let values: Values = serde_json::from_slice(payload.get(HEADER_BYTES..)?).ok()?;
+        Some(SessionData::from_parts(values, created, last_access))
     }
 
     fn encode(&self, data: &SessionData, ttl: Option<Duration>) -> Result<String, Error> {
         let iat = now_millis();
         let lifetime = ttl.unwrap_or(self.default_lifetime);
         let exp = iat.saturating_add(u64::try_from(lifetime.as_millis()).unwrap_or(u64::MAX));
-        let json = serde_json::to_vec(&PayloadRef {
-            iat,
-            exp,
-            c: data.created_unix(),
-            a: data.last_access_unix(),
-            d: data.values(),
-        })
-        .map_err(Error::encode)?;
-        let plaintext = match self.mode {
-            Mode::Signed => URL_SAFE_NO_PAD.encode(json),
-            // The private jar base64-encodes the ciphertext itself.
-            Mode::Private => String::from_utf8(json).map_err(Error::encode)?,
-        };
-        let value = self.seal(plaintext)?;
+        let mut json = Vec::with_capacity(HEADER_BYTES + 128);
+        put_u64(&mut json, iat);
+        put_u64(&mut json, exp);
+        put_u64(&mut json, data.created_unix());
+        put_u64(&mut json, data.last_access_unix());
+        serde_json::to_writer(&mut json, data.values()).map_err(Error::encode)?;
+        let value = self.seal(&json)?;
         if value.len() > MAX_COOKIE_BYTES {
             return Err(Error::CookieTooLarge {
                 size: value.len(),
@@ -306,20 +370,15 @@ impl SessionBackend for CookieBackend {
         Ok(self.decode(id))
     }
 
-    /// Seal `data` into a new cookie value. An update (`Some(value)`) first checks that the
-    /// old value is authentic and unexpired: a value the server never issued is not adopted
-    /// ([`Error::SessionGone`]).
+    /// Seal `data` into a new cookie value. The old value of an update is not opened again:
+    /// it identifies nothing on the server (the data comes from the session the layer
+    /// loaded, which already checked it), so there is nothing to adopt or resurrect.
     async fn write(
         &self,
-        id: Option<&str>,
+        _id: Option<&str>,
         data: &SessionData,
         ttl: Option<Duration>,
     ) -> Result<String, Error> {
-        if let Some(old) = id {
-            if self.decode(old).is_none() {
-                return Err(Error::SessionGone);
-            }
-        }
         self.encode(data, ttl)
     }
 
@@ -332,14 +391,12 @@ impl SessionBackend for CookieBackend {
         Ok(self.decode(id).is_some())
     }
 
-    /// A key id, a dot, and base64 (standard or URL-safe alphabet), at most
-    /// [`MAX_COOKIE_BYTES`] long: anything else cannot be a sealed session.
+    /// A key id, dots and URL-safe base64, at most [`MAX_COOKIE_BYTES`] long: anything else
+    /// cannot be a sealed session.
     fn accepts(&self, value: &str) -> bool {
         value.len() <= MAX_COOKIE_BYTES
             && value.contains('.')
-            && value.bytes().all(|b| {
-                b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'+' | b'/' | b'=' | b'.')
-            })
+            && sessions_core::is_url_safe(value, true)
     }
 }
 

@@ -27,6 +27,9 @@ impl Harness for CookieHarness {
             }
             Case::CreateNeverOverwrites => Some("nothing is stored on the server to overwrite"),
             Case::LargeValue => Some("browsers keep at most 4096 bytes per cookie"),
+            Case::UnknownIdNotAdopted => {
+                Some("an update re-seals the data it is given: the old value identifies nothing")
+            }
             _ => None,
         }
     }
@@ -85,14 +88,17 @@ async fn signed_values_are_readable_private_values_are_not() {
     let sv = signed.write(None, &sample(), None).await.unwrap();
     let pv = private.write(None, &sample(), None).await.unwrap();
     let readable = |v: &str| {
-        let body = &v.split_once('.').unwrap().1[44..];
+        let body = v.split('.').nth(1).unwrap();
         URL_SAFE_NO_PAD
             .decode(body)
             .ok()
-            .and_then(|json| String::from_utf8(json).ok())
-            .is_some_and(|json| json.contains("alice"))
+            .and_then(|payload| String::from_utf8(payload.get(HEADER_BYTES..)?.to_vec()).ok())
+            .is_some_and(|json| json.contains("\"alice\""))
     };
-    assert!(readable(&sv), "signed sessions are base64url JSON");
+    assert!(
+        readable(&sv),
+        "signed sessions carry their values as base64url JSON"
+    );
     assert!(
         !pv.contains("alice") && !readable(&pv),
         "private sessions are encrypted"
@@ -139,9 +145,9 @@ async fn swapped_signatures_do_not_verify() {
     let mut other = SessionData::default();
     other.values_mut().insert("user".into(), "mallory".into());
     let b = backend.write(None, &other, None).await.unwrap();
-    let (ida, sa) = a.split_once('.').unwrap();
-    let (_, sb) = b.split_once('.').unwrap();
-    let swapped = format!("{ida}.{}{}", &sb[..44], &sa[44..]);
+    let (signed_a, _) = a.rsplit_once('.').unwrap();
+    let (_, tag_b) = b.rsplit_once('.').unwrap();
+    let swapped = format!("{signed_a}.{tag_b}");
     assert!(backend.read(&swapped).await.unwrap().is_none());
 }
 
@@ -230,10 +236,7 @@ async fn deadline_is_enforced_on_the_server() {
             backend.read(&value).await.unwrap().is_none(),
             "an expired copy still works"
         );
-        assert!(matches!(
-            backend.write(Some(&value), &sample(), None).await,
-            Err(Error::SessionGone)
-        ));
+        assert!(!backend.exists(&value).await.unwrap());
     }
 }
 
