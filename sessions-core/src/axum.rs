@@ -6,14 +6,21 @@ use axum_core::response::{IntoResponse, Response};
 use http::StatusCode;
 use http::request::Parts;
 
-/// `Session` is an extractor: a handler that takes one gets the request's session.
+/// `Session` is an extractor: a handler that takes one gets the request's session, already
+/// loaded when the layer has `autoload` on (so handlers that do not take it never cause a
+/// backend call).
 ///
-/// Without a session layer around the route the rejection is a 500 whose body says so.
+/// Without a session layer around the route the rejection is a 500 whose body says so; a
+/// failed autoload is a 500 too, with a `tracing` error.
 impl<S: Send + Sync> FromRequestParts<S> for Session {
     type Rejection = Error;
 
     async fn from_request_parts(_parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        Session::current()
+        Session::current_autoloaded().await.inspect_err(|error| {
+            if !matches!(error, Error::MissingLayer) {
+                tracing::error!(%error, "session autoload failed; answering 500");
+            }
+        })
     }
 }
 

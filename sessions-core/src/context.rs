@@ -36,8 +36,8 @@ impl std::fmt::Debug for SessionContext {
 
 impl SessionContext {
     /// A context whose session, once asked for, reads from `backend` with the client's
-    /// `cookie` value. With `autoload`, a client without a cookie gets a session that is
-    /// already loaded (there is nothing to read).
+    /// `cookie` value. With `autoload`, [`Session::current_autoloaded`] (and so the axum
+    /// extractor) loads the session before handing it out.
     pub fn new(
         backend: Arc<dyn SessionBackend>,
         cookie: Option<Arc<str>>,
@@ -71,12 +71,7 @@ impl SessionContext {
     pub fn session(&self) -> &Session {
         self.session.get_or_init(|| {
             let cookie = self.cookie.take();
-            let empty = cookie.is_none();
-            let session = Session::with_policy(Arc::clone(&self.backend), cookie, *self.policy);
-            if self.autoload && empty {
-                session.load_empty();
-            }
-            session
+            Session::with_policy(Arc::clone(&self.backend), cookie, *self.policy)
         })
     }
 
@@ -102,5 +97,18 @@ impl Session {
         CURRENT
             .try_with(|context| context.session().clone())
             .map_err(|_| Error::MissingLayer)
+    }
+
+    /// The session of the request being handled, loaded first when the layer has `autoload`
+    /// on: what the axum extractor returns. Load failures are returned (with a fail-open
+    /// policy the session is empty and unsaved instead).
+    pub async fn current_autoloaded() -> Result<Session, Error> {
+        let (session, autoload) = CURRENT
+            .try_with(|context| (context.session().clone(), context.autoload))
+            .map_err(|_| Error::MissingLayer)?;
+        if autoload {
+            session.load().await?;
+        }
+        Ok(session)
     }
 }

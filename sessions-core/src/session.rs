@@ -159,15 +159,6 @@ impl Session {
         Ok(())
     }
 
-    /// Mark a session loaded and empty without asking the backend: for clients that sent no
-    /// cookie, where there is nothing to read.
-    pub fn load_empty(&self) {
-        let mut state = self.state();
-        if !state.loaded && self.inner.cookie.is_none() {
-            state.loaded = true;
-        }
-    }
-
     /// Whether [`load`](Session::load) has completed.
     pub fn is_loaded(&self) -> bool {
         self.state().loaded

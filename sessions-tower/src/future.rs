@@ -3,7 +3,7 @@ use http::header::{Entry, VARY};
 use http::{HeaderValue, Request, Response, StatusCode, header::SET_COOKIE};
 use pin_project_lite::pin_project;
 use sessions_core::context::TaskLocalFuture;
-use sessions_core::{Commit, Error, Session, SessionContext};
+use sessions_core::{Commit, Error, SessionContext};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -35,13 +35,6 @@ pin_project! {
     {
         // The request is outside the cookie path: no session at all.
         Outside { #[pin] future: S::Future },
-        // Autoload: reading the session before the handler may run.
-        Loading {
-            load: BoxFuture<Result<(), Error>>,
-            // Boxed: a request is large, and only autoload needs to keep it.
-            pending: Option<Box<(Session, S, Request<ReqBody>)>>,
-            config: Arc<Config>,
-        },
         // The handler runs with the session in scope.
         Running { #[pin] future: TaskLocalFuture<SessionContext, S::Future>, config: Arc<Config> },
         // The handler is done; the session is being saved.
@@ -75,22 +68,6 @@ where
     ) -> Self {
         ResponseFuture {
             state: State::Running { future, config },
-        }
-    }
-
-    pub(crate) fn loading(
-        session: Session,
-        service: S,
-        request: Request<ReqBody>,
-        config: Arc<Config>,
-    ) -> Self {
-        let loader = session.clone();
-        ResponseFuture {
-            state: State::Loading {
-                load: Box::pin(async move { loader.load().await }),
-                pending: Some(Box::new((session, service, request))),
-                config,
-            },
         }
     }
 }
@@ -167,26 +144,6 @@ where
         loop {
             match this.state.as_mut().project() {
                 StateProj::Outside { future } => return future.poll(cx),
-                StateProj::Loading {
-                    load,
-                    pending,
-                    config,
-                } => {
-                    let loaded = ready!(load.as_mut().poll(cx));
-                    let config = Arc::clone(config);
-                    let Some(pending) = pending.take() else {
-                        this.state.set(State::Done);
-                        return Poll::Ready(Ok(internal_error()));
-                    };
-                    let (session, mut service, request) = *pending;
-                    if let Err(error) = loaded {
-                        tracing::error!(%error, "session autoload failed; answering 500");
-                        this.state.set(State::Done);
-                        return Poll::Ready(Ok(internal_error()));
-                    }
-                    let future = SessionContext::with_session(session).scope(service.call(request));
-                    this.state.set(State::Running { future, config });
-                }
                 StateProj::Running { mut future, config } => {
                     let response = match ready!(future.as_mut().poll(cx)) {
                         Ok(response) => response,

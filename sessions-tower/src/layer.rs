@@ -61,9 +61,11 @@ impl<B: SessionBackend> SessionLayer<B> {
         self
     }
 
-    /// Load the session before the handler runs (default: off, as in the seed: handlers call
-    /// `session.load().await`, and requests that never touch the session never reach the
-    /// backend). When the load fails the handler is not called and the response is a 500.
+    /// Hand handlers their session already loaded (default: off, as in the seed: handlers call
+    /// `session.load().await`). The load happens when a handler takes the session (the axum
+    /// extractor, or [`Session::current_autoloaded`](sessions_core::Session::current_autoloaded)),
+    /// so requests whose handlers never take it never reach the backend. A failed load answers
+    /// 500 and logs a `tracing` error.
     #[must_use]
     pub fn with_autoload(self, autoload: bool) -> Self {
         self.configure(|c| c.autoload = autoload)

@@ -28,8 +28,10 @@
 //! Nothing is read from the backend until the handler calls
 //! [`session.load().await`](Session::load); reading or writing before that is
 //! [`Error::NotLoaded`]. Requests that never touch the session cost no backend call at all.
-//! [`with_autoload(true)`](SessionLayer::with_autoload) loads before the handler runs instead
-//! (if that load fails the handler is not called and the response is a 500):
+//! [`with_autoload(true)`](SessionLayer::with_autoload) hands handlers the session already
+//! loaded instead. The load happens when a handler takes the session, so routes that never
+//! take it never reach the backend; if the load fails the handler is not called and the
+//! response is a 500:
 //!
 //! ```
 //! # use sessions_memory::InMemoryBackend; use sessions_tower::SessionLayer;
@@ -78,7 +80,8 @@
 //! # Without axum
 //!
 //! The layer is plain tower: it wraps any `Service<http::Request<_>>`, such as a hyper
-//! service. Inside the service's future, [`Session::current`] returns the request's session:
+//! service. Inside the service's future, [`Session::current`] returns the request's session
+//! ([`Session::current_autoloaded`] loads it first when `autoload` is on):
 //!
 //! ```
 //! # use sessions_memory::InMemoryBackend; use sessions_tower::{Session, SessionLayer};

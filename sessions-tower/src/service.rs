@@ -1,7 +1,7 @@
 use crate::SessionLayer;
 use crate::future::ResponseFuture;
 use http::{Request, Response};
-use sessions_core::{Session, SessionBackend, SessionContext};
+use sessions_core::{SessionBackend, SessionContext};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tower_service::Service;
@@ -50,11 +50,9 @@ impl<S, B> SessionMiddleware<S, B> {
 
 impl<S, B, ReqBody, ResBody> Service<Request<ReqBody>> for SessionMiddleware<S, B>
 where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
-    S::Future: Send,
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
     B: SessionBackend,
-    ReqBody: Send + 'static,
-    ResBody: Default + Send + 'static,
+    ResBody: Default,
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
@@ -79,14 +77,6 @@ where
             }
         });
         let backend: Arc<dyn SessionBackend> = self.layer.backend.clone();
-        if config.autoload && cookie.is_some() {
-            // The handler may only run once the session is loaded: keep the request and a
-            // ready service until then.
-            let session = Session::with_policy(backend, cookie, *config.policy);
-            let ready = self.inner.clone();
-            let inner = std::mem::replace(&mut self.inner, ready);
-            return ResponseFuture::loading(session, inner, req, Arc::clone(config));
-        }
         let context =
             SessionContext::new(backend, cookie, config.autoload, Arc::clone(&config.policy));
         ResponseFuture::running(context.scope(self.inner.call(req)), Arc::clone(config))

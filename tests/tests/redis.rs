@@ -580,7 +580,7 @@ async fn unreachable_redis_load_error_reaches_the_handler_naming_the_cause() {
 }
 
 #[tokio::test]
-async fn unreachable_redis_with_autoload_fails_requests_with_a_cookie_only() {
+async fn unreachable_redis_with_autoload_fails_session_routes_with_a_cookie_only() {
     let server = Server::start(redis_routes().layer(Load::Auto.layer(unreachable_backend()))).await;
     let client = plain();
     let made_up = format!("session={}", sessions_core::generate_id());
@@ -593,13 +593,22 @@ async fn unreachable_redis_with_autoload_fails_requests_with_a_cookie_only() {
             "{path}: autoload failed, the handler must not run: {}",
             reply.body
         );
-        assert!(reply.body.is_empty(), "{path}: {}", reply.body);
+        assert_eq!(
+            reply.body, "the session could not be used",
+            "{path}: the body must say what failed without naming the infrastructure"
+        );
         assert!(
             reply.set_cookies.is_empty(),
             "{path}: {:?}",
             reply.set_cookies
         );
     }
+
+    // Autoload happens when a handler takes the session: a route that does not take it is
+    // not affected, cookie or not.
+    send(&client, &server.url("/plain"), Some(&made_up))
+        .await
+        .assert_ok("plain");
 
     // No cookie: nothing to load, and a read-only request works.
     send(&client, &server.url("/get-unloaded"), None)
