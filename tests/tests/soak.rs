@@ -1,0 +1,386 @@
+//! Bounded load and fault tests: many clients, each counting in its own session, against real
+//! servers on loopback. At the end every client's counter must equal the requests it saw
+//! succeed: no lost, mixed-up or resurrected sessions, no 5xx while the store is up.
+//!
+//! `SOAK_SECONDS` (default 8) sets each run's length and `SOAK_CLIENTS` (default 200) the
+//! number of clients; `scripts/soak` runs the long version and prints the figures.
+
+mod common;
+
+use axum::Router;
+use axum::routing::get;
+use common::Server;
+use reqwest::{Client, StatusCode};
+use sessions_core::SessionBackend;
+use sessions_memory::InMemoryBackend;
+use sessions_redis::RedisBackend;
+use sessions_tower::{Error, Session, SessionLayer};
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn soak_duration() -> Duration {
+    Duration::from_secs(env_number("SOAK_SECONDS", 8))
+}
+
+fn soak_clients() -> usize {
+    usize::try_from(env_number("SOAK_CLIENTS", 200)).unwrap_or(200)
+}
+
+async fn increment(session: Session) -> Result<String, Error> {
+    session.load().await?;
+    let n: u64 = session.get("n")?.unwrap_or(0) + 1;
+    session.insert("n", n)?;
+    Ok(n.to_string())
+}
+
+async fn read(session: Session) -> Result<String, Error> {
+    session.load().await?;
+    Ok(session.get::<u64>("n")?.unwrap_or(0).to_string())
+}
+
+fn soak_app<B: SessionBackend>(backend: B) -> Router {
+    Router::new()
+        .route("/inc", get(increment))
+        .route("/read", get(read))
+        .layer(SessionLayer::new(backend).with_secure(false))
+}
+
+/// What one client saw.
+#[derive(Debug, Default, Clone)]
+struct ClientReport {
+    ok: u64,
+    errors: u64,
+    /// The counter the server reported on the last success.
+    last_seen: u64,
+    /// Successes answered with a count other than the one expected.
+    mismatches: u64,
+    final_count: u64,
+    first_error: Option<Instant>,
+    last_error: Option<Instant>,
+}
+
+/// What a whole run saw.
+#[derive(Debug)]
+struct SoakReport {
+    requests: u64,
+    ok: u64,
+    errors: u64,
+    mismatches: u64,
+    elapsed: Duration,
+    clients: Vec<ClientReport>,
+}
+
+impl SoakReport {
+    fn print(&self, name: &str) {
+        println!(
+            "soak {name}: {} clients, {:.1} s, {} requests ({:.0}/s), {} ok, {} errors, {} mismatches",
+            self.clients.len(),
+            self.elapsed.as_secs_f64(),
+            self.requests,
+            self.requests as f64 / self.elapsed.as_secs_f64(),
+            self.ok,
+            self.errors,
+            self.mismatches
+        );
+    }
+
+    /// Every client's final counter lies between its successes and successes plus failures
+    /// (a failed response may still have been saved), and successes saw the count go up
+    /// by exactly one each time.
+    fn assert_consistent(&self, name: &str) {
+        for (i, c) in self.clients.iter().enumerate() {
+            assert!(
+                c.final_count >= c.ok && c.final_count <= c.ok + c.errors,
+                "{name}: client {i} counted {} with {} successes and {} errors",
+                c.final_count,
+                c.ok,
+                c.errors
+            );
+        }
+        assert_eq!(self.mismatches, 0, "{name}: a client saw another's count");
+    }
+}
+
+/// Run `clients` clients against `server` until `stop` is set or `duration` passes.
+async fn soak(server: &Server, clients: usize, duration: Duration, tolerate: bool) -> SoakReport {
+    let started = Instant::now();
+    let deadline = started + duration;
+    let tasks: Vec<_> = (0..clients)
+        .map(|_| {
+            let inc = server.url("/inc");
+            let read = server.url("/read");
+            tokio::spawn(async move {
+                let client = Client::builder()
+                    .cookie_store(true)
+                    .pool_max_idle_per_host(1)
+                    .build()
+                    .expect("a client");
+                let mut report = ClientReport::default();
+                while Instant::now() < deadline {
+                    match client.get(&inc).send().await {
+                        Ok(response) if response.status() == StatusCode::OK => {
+                            let n: u64 = response
+                                .text()
+                                .await
+                                .ok()
+                                .and_then(|t| t.parse().ok())
+                                .unwrap_or(0);
+                            // Without failures every success adds exactly one. After a failed
+                            // request that was nevertheless saved, one success may skip one.
+                            if n != report.last_seen + 1 && !(tolerate && n > report.last_seen) {
+                                report.mismatches += 1;
+                            }
+                            report.last_seen = n;
+                            report.ok += 1;
+                        }
+                        _ => {
+                            let now = Instant::now();
+                            report.errors += 1;
+                            report.first_error.get_or_insert(now);
+                            report.last_error = Some(now);
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    }
+                }
+                // The final count, read back (retrying while the store recovers).
+                for _ in 0..100 {
+                    if let Ok(response) = client.get(&read).send().await {
+                        if response.status() == StatusCode::OK {
+                            report.final_count = response
+                                .text()
+                                .await
+                                .ok()
+                                .and_then(|t| t.parse().ok())
+                                .unwrap_or(0);
+                            break;
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                report
+            })
+        })
+        .collect();
+    let mut reports = Vec::with_capacity(clients);
+    for task in tasks {
+        reports.push(task.await.expect("a client task panicked"));
+    }
+    let ok = reports.iter().map(|r| r.ok).sum();
+    let errors = reports.iter().map(|r| r.errors).sum();
+    SoakReport {
+        requests: ok + errors,
+        ok,
+        errors,
+        mismatches: reports.iter().map(|r| r.mismatches).sum(),
+        elapsed: started.elapsed(),
+        clients: reports,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soak_memory_keeps_every_counter_and_stays_bounded() {
+    let clients = soak_clients();
+    let bound = clients + clients / 2;
+    let backend = InMemoryBackend::new().with_max_sessions(bound);
+    let server = Server::start(soak_app(backend.clone())).await;
+    let watching = Arc::new(AtomicBool::new(true));
+    let watcher = {
+        let (backend, watching) = (backend.clone(), Arc::clone(&watching));
+        tokio::spawn(async move {
+            let mut peak = 0;
+            while watching.load(Ordering::Relaxed) {
+                peak = peak.max(backend.len());
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            peak
+        })
+    };
+    let report = soak(&server, clients, soak_duration(), false).await;
+    watching.store(false, Ordering::Relaxed);
+    let peak = watcher.await.expect("the watcher");
+    report.print("memory");
+    println!("soak memory: peak {peak} stored sessions, bound {bound}");
+    assert_eq!(report.errors, 0, "errors against the memory backend");
+    assert!(report.ok > 0);
+    report.assert_consistent("memory");
+    assert!(
+        peak <= bound,
+        "the memory backend held {peak} sessions, over {bound}"
+    );
+}
+
+fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+fn unique_prefix(name: &str) -> String {
+    format!(
+        "sessions-soak:{name}:{}:",
+        &sessions_core::generate_id()[..10]
+    )
+}
+
+async fn delete_prefix(url: &str, prefix: &str) {
+    use sessions_redis::deadpool_redis::redis;
+    let Ok(client) = redis::Client::open(url) else {
+        return;
+    };
+    let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
+        return;
+    };
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap_or_default();
+    for chunk in keys.chunks(500) {
+        let _: Result<(), _> = redis::cmd("DEL").arg(chunk).query_async(&mut conn).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soak_redis_keeps_every_counter() {
+    let prefix = unique_prefix("steady");
+    let backend = RedisBackend::from_url(&redis_url())
+        .expect("a redis URL")
+        .with_prefix(prefix.as_str());
+    let server = Server::start(soak_app(backend)).await;
+    let report = soak(&server, soak_clients(), soak_duration(), false).await;
+    report.print("redis");
+    delete_prefix(&redis_url(), &prefix).await;
+    assert_eq!(report.errors, 0, "errors against a healthy Redis");
+    assert!(report.ok > 0);
+    report.assert_consistent("redis");
+}
+
+/// A redis-server of the test's own, on its own port and data directory, persisting every
+/// write so a restart keeps the sessions.
+struct OwnRedis {
+    port: u16,
+    dir: std::path::PathBuf,
+    child: Option<Child>,
+}
+
+impl OwnRedis {
+    fn start() -> OwnRedis {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let dir = std::env::temp_dir().join(format!("sessions-soak-redis-{port}"));
+        std::fs::create_dir_all(&dir).expect("a data directory");
+        let mut redis = OwnRedis {
+            port,
+            dir,
+            child: None,
+        };
+        redis.spawn();
+        redis
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server (Debian: apt-get install redis-server)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "the test's redis-server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soak_survives_a_redis_restart() {
+    let mut redis = OwnRedis::start();
+    let backend = RedisBackend::from_url(&redis.url())
+        .expect("a redis URL")
+        .with_pool_timeout(Duration::from_millis(500));
+    let server = Arc::new(Server::start(soak_app(backend)).await);
+    let clients = soak_clients().min(100);
+    let duration = soak_duration().max(Duration::from_secs(6));
+    let run = {
+        let server = Arc::clone(&server);
+        tokio::spawn(async move { soak(&server, clients, duration, true).await })
+    };
+    let third = duration / 3;
+    tokio::time::sleep(third).await;
+    let down = Instant::now();
+    redis.stop();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let restarted = Instant::now();
+    redis.spawn();
+    let report = run.await.expect("the soak run");
+    report.print("redis restart");
+
+    let last_error = report.clients.iter().filter_map(|c| c.last_error).max();
+    let first_error = report.clients.iter().filter_map(|c| c.first_error).min();
+    if let (Some(first), Some(last)) = (first_error, last_error) {
+        println!(
+            "soak redis restart: errors from {:.2} s to {:.2} s after the stop; recovered {:.2} s after the restart",
+            first.saturating_duration_since(down).as_secs_f64(),
+            last.saturating_duration_since(down).as_secs_f64(),
+            last.saturating_duration_since(restarted).as_secs_f64()
+        );
+        assert!(first >= down, "errors before Redis went down");
+        assert!(
+            last < restarted + Duration::from_secs(3),
+            "still failing {:?} after Redis came back",
+            last.saturating_duration_since(restarted)
+        );
+    }
+    assert!(
+        report.errors > 0,
+        "the outage went unnoticed: was Redis really stopped?"
+    );
+    report.assert_consistent("redis restart");
+    // Every client kept going after the restart.
+    for (i, c) in report.clients.iter().enumerate() {
+        assert!(c.ok > 0, "client {i} never succeeded");
+    }
+}
