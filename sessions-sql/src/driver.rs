@@ -1,0 +1,495 @@
+//! What differs between the databases: SQL text, DDL, how errors are told apart, and the
+//! statements themselves on each driver's connection type. Private: users see only the
+//! sealed [`SqlDatabase`](crate::SqlDatabase) trait.
+
+use crate::table::TableName;
+use std::future::Future;
+use std::time::Duration;
+
+/// The SQL of every operation for one table, built once at construction.
+#[derive(Debug)]
+pub struct Statements {
+    pub read: String,
+    pub exists: String,
+    pub insert: String,
+    pub update: String,
+    pub delete: String,
+    pub delete_expired: String,
+}
+
+/// What a failed statement means for the connection and for a retry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// The connection is broken (or the server is closing it): never reuse it; the statement
+    /// may be sent again on another connection.
+    Connection,
+    /// A lock conflict the database resolved by failing this statement (deadlock, busy,
+    /// serialization failure); nothing was changed and the statement may be sent again.
+    Transient,
+    /// The sessions table does not exist.
+    MissingTable,
+    /// Anything else: reported as it is.
+    Other,
+}
+
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+fn classify_common(e: &sqlx::Error) -> Option<Failure> {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::WorkerCrashed => Some(Failure::Connection),
+        sqlx::Error::Database(_) => None,
+        _ => Some(Failure::Other),
+    }
+}
+
+/// The database-specific half of [`SqlDatabase`](crate::SqlDatabase).
+pub trait Driver: sqlx::Database {
+    /// Short name for messages: `sqlite`, `postgres`, `mysql`.
+    const LABEL: &'static str;
+
+    fn statements(table: &TableName) -> Statements;
+
+    /// The statements `migrate()` runs, in order; each is idempotent.
+    fn ddl(table: &TableName) -> Vec<String>;
+
+    fn classify(e: &sqlx::Error) -> Failure;
+
+    /// A pool for `url` that connects on first use, with this crate's pool settings.
+    fn lazy_pool(url: &str, acquire_timeout: Duration) -> Result<sqlx::Pool<Self>, sqlx::Error>;
+
+    fn fetch_data<'c>(
+        conn: &'c mut Self::Connection,
+        sql: &'c str,
+        id: &'c str,
+        now: i64,
+    ) -> impl Future<Output = Result<Option<Vec<u8>>, sqlx::Error>> + Send + 'c;
+
+    fn fetch_exists<'c>(
+        conn: &'c mut Self::Connection,
+        sql: &'c str,
+        id: &'c str,
+        now: i64,
+    ) -> impl Future<Output = Result<bool, sqlx::Error>> + Send + 'c;
+
+    /// Insert a new row; `Ok(false)` when the id is taken (nothing was changed).
+    fn insert<'c>(
+        conn: &'c mut Self::Connection,
+        sql: &'c str,
+        id: &'c str,
+        data: &'c [u8],
+        expires_at: Option<i64>,
+    ) -> impl Future<Output = Result<bool, sqlx::Error>> + Send + 'c;
+
+    /// Update a live row; the number of rows matched.
+    fn update<'c>(
+        conn: &'c mut Self::Connection,
+        sql: &'c str,
+        id: &'c str,
+        data: &'c [u8],
+        expires_at: Option<i64>,
+        now: i64,
+    ) -> impl Future<Output = Result<u64, sqlx::Error>> + Send + 'c;
+
+    fn delete<'c>(
+        conn: &'c mut Self::Connection,
+        sql: &'c str,
+        id: &'c str,
+    ) -> impl Future<Output = Result<u64, sqlx::Error>> + Send + 'c;
+
+    /// Delete at most `limit` rows expired at `now`; how many went.
+    fn delete_expired<'c>(
+        conn: &'c mut Self::Connection,
+        sql: &'c str,
+        now: i64,
+        limit: i64,
+    ) -> impl Future<Output = Result<u64, sqlx::Error>> + Send + 'c;
+
+    /// Run one DDL statement (simple query protocol, nothing prepared or cached).
+    fn execute_ddl<'c>(
+        conn: &'c mut Self::Connection,
+        sql: &'c str,
+    ) -> impl Future<Output = Result<(), sqlx::Error>> + Send + 'c;
+}
+
+/// The statements every database runs the same way; only the SQL text differs.
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+macro_rules! common_statements {
+    () => {
+        fn fetch_data<'c>(
+            conn: &'c mut Self::Connection,
+            sql: &'c str,
+            id: &'c str,
+            now: i64,
+        ) -> impl Future<Output = Result<Option<Vec<u8>>, sqlx::Error>> + Send + 'c {
+            sqlx::query_scalar::<_, Vec<u8>>(sql)
+                .bind(id)
+                .bind(now)
+                .fetch_optional(conn)
+        }
+
+        fn fetch_exists<'c>(
+            conn: &'c mut Self::Connection,
+            sql: &'c str,
+            id: &'c str,
+            now: i64,
+        ) -> impl Future<Output = Result<bool, sqlx::Error>> + Send + 'c {
+            async move {
+                let row = sqlx::query(sql)
+                    .bind(id)
+                    .bind(now)
+                    .fetch_optional(conn)
+                    .await?;
+                Ok(row.is_some())
+            }
+        }
+
+        fn update<'c>(
+            conn: &'c mut Self::Connection,
+            sql: &'c str,
+            id: &'c str,
+            data: &'c [u8],
+            expires_at: Option<i64>,
+            now: i64,
+        ) -> impl Future<Output = Result<u64, sqlx::Error>> + Send + 'c {
+            async move {
+                let done = sqlx::query(sql)
+                    .bind(data)
+                    .bind(expires_at)
+                    .bind(id)
+                    .bind(now)
+                    .execute(conn)
+                    .await?;
+                Ok(done.rows_affected())
+            }
+        }
+
+        fn delete<'c>(
+            conn: &'c mut Self::Connection,
+            sql: &'c str,
+            id: &'c str,
+        ) -> impl Future<Output = Result<u64, sqlx::Error>> + Send + 'c {
+            async move {
+                let done = sqlx::query(sql).bind(id).execute(conn).await?;
+                Ok(done.rows_affected())
+            }
+        }
+
+        fn delete_expired<'c>(
+            conn: &'c mut Self::Connection,
+            sql: &'c str,
+            now: i64,
+            limit: i64,
+        ) -> impl Future<Output = Result<u64, sqlx::Error>> + Send + 'c {
+            async move {
+                let done = sqlx::query(sql).bind(now).bind(limit).execute(conn).await?;
+                Ok(done.rows_affected())
+            }
+        }
+
+        fn execute_ddl<'c>(
+            conn: &'c mut Self::Connection,
+            sql: &'c str,
+        ) -> impl Future<Output = Result<(), sqlx::Error>> + Send + 'c {
+            // Through the Executor trait: its boxed future is `Send` for any lifetime.
+            let done = sqlx::Executor::execute(conn, sqlx::raw_sql(sql));
+            async move {
+                done.await?;
+                Ok(())
+            }
+        }
+    };
+}
+
+/// `INSERT ... ON CONFLICT (id) DO NOTHING`: zero rows affected means the id is taken.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+macro_rules! insert_on_conflict_do_nothing {
+    () => {
+        fn insert<'c>(
+            conn: &'c mut Self::Connection,
+            sql: &'c str,
+            id: &'c str,
+            data: &'c [u8],
+            expires_at: Option<i64>,
+        ) -> impl Future<Output = Result<bool, sqlx::Error>> + Send + 'c {
+            async move {
+                let done = sqlx::query(sql)
+                    .bind(id)
+                    .bind(data)
+                    .bind(expires_at)
+                    .execute(conn)
+                    .await?;
+                Ok(done.rows_affected() == 1)
+            }
+        }
+    };
+}
+
+/// The live-row condition every read, exists and update carries; `p` is the placeholder of
+/// the bound "now" (Unix milliseconds computed by the application, not the database clock).
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+fn live(p: &str) -> String {
+    format!("(expires_at IS NULL OR expires_at > {p})")
+}
+
+#[cfg(feature = "sqlite")]
+mod sqlite {
+    use super::*;
+    use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+    use std::str::FromStr;
+
+    impl Driver for sqlx::Sqlite {
+        const LABEL: &'static str = "sqlite";
+
+        fn statements(table: &TableName) -> Statements {
+            let t = table.quoted('"');
+            Statements {
+                read: format!("SELECT data FROM {t} WHERE id = ?1 AND {}", live("?2")),
+                exists: format!("SELECT 1 FROM {t} WHERE id = ?1 AND {}", live("?2")),
+                insert: format!(
+                    "INSERT INTO {t} (id, data, expires_at) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT (id) DO NOTHING"
+                ),
+                update: format!(
+                    "UPDATE {t} SET data = ?1, expires_at = ?2 WHERE id = ?3 AND {}",
+                    live("?4")
+                ),
+                delete: format!("DELETE FROM {t} WHERE id = ?1"),
+                delete_expired: format!(
+                    "DELETE FROM {t} WHERE id IN \
+                     (SELECT id FROM {t} WHERE expires_at <= ?1 LIMIT ?2)"
+                ),
+            }
+        }
+
+        fn ddl(table: &TableName) -> Vec<String> {
+            let t = table.quoted('"');
+            vec![
+                format!(
+                    "CREATE TABLE IF NOT EXISTS {t} (\
+                     id TEXT PRIMARY KEY NOT NULL, \
+                     data BLOB NOT NULL, \
+                     expires_at INTEGER)"
+                ),
+                format!(
+                    "CREATE INDEX IF NOT EXISTS {} ON \"{}\" (expires_at)",
+                    table.quoted_index_in_schema('"'),
+                    table.name()
+                ),
+            ]
+        }
+
+        fn classify(e: &sqlx::Error) -> Failure {
+            if let Some(kind) = classify_common(e) {
+                return kind;
+            }
+            let Some(db) = e.as_database_error() else {
+                return Failure::Other;
+            };
+            // Primary result codes: SQLITE_BUSY = 5, SQLITE_LOCKED = 6 (extended codes keep
+            // the primary code in their low byte).
+            let primary = db
+                .code()
+                .and_then(|code| code.parse::<i32>().ok())
+                .map(|code| code & 0xff);
+            match primary {
+                Some(5 | 6) => Failure::Transient,
+                _ if db.message().starts_with("no such table") => Failure::MissingTable,
+                _ => Failure::Other,
+            }
+        }
+
+        fn lazy_pool(
+            url: &str,
+            acquire_timeout: Duration,
+        ) -> Result<sqlx::Pool<Self>, sqlx::Error> {
+            let options = SqliteConnectOptions::from_str(url)?.create_if_missing(true);
+            let mut pool = SqlitePoolOptions::new().acquire_timeout(acquire_timeout);
+            if url.contains(":memory:") || url.contains("mode=memory") {
+                // An in-memory database lives as long as one of its connections: keep one
+                // open for the pool's whole life.
+                pool = pool
+                    .min_connections(1)
+                    .idle_timeout(None)
+                    .max_lifetime(None);
+            }
+            Ok(pool.connect_lazy_with(options))
+        }
+
+        common_statements!();
+        insert_on_conflict_do_nothing!();
+    }
+}
+
+#[cfg(feature = "postgres")]
+mod postgres {
+    use super::*;
+    use sqlx::postgres::PgPoolOptions;
+
+    impl Driver for sqlx::Postgres {
+        const LABEL: &'static str = "postgres";
+
+        fn statements(table: &TableName) -> Statements {
+            let t = table.quoted('"');
+            Statements {
+                read: format!("SELECT data FROM {t} WHERE id = $1 AND {}", live("$2")),
+                exists: format!("SELECT 1 FROM {t} WHERE id = $1 AND {}", live("$2")),
+                insert: format!(
+                    "INSERT INTO {t} (id, data, expires_at) VALUES ($1, $2, $3) \
+                     ON CONFLICT (id) DO NOTHING"
+                ),
+                update: format!(
+                    "UPDATE {t} SET data = $1, expires_at = $2 WHERE id = $3 AND {}",
+                    live("$4")
+                ),
+                delete: format!("DELETE FROM {t} WHERE id = $1"),
+                // SKIP LOCKED: a second cleaner (another app instance) takes other rows
+                // instead of waiting for these.
+                delete_expired: format!(
+                    "DELETE FROM {t} WHERE id IN \
+                     (SELECT id FROM {t} WHERE expires_at <= $1 LIMIT $2 FOR UPDATE SKIP LOCKED)"
+                ),
+            }
+        }
+
+        fn ddl(table: &TableName) -> Vec<String> {
+            let t = table.quoted('"');
+            vec![
+                format!(
+                    "CREATE TABLE IF NOT EXISTS {t} (\
+                     id TEXT PRIMARY KEY, \
+                     data BYTEA NOT NULL, \
+                     expires_at BIGINT)"
+                ),
+                format!(
+                    "CREATE INDEX IF NOT EXISTS \"{}\" ON {t} (expires_at)",
+                    table.index_name()
+                ),
+            ]
+        }
+
+        fn classify(e: &sqlx::Error) -> Failure {
+            if let Some(kind) = classify_common(e) {
+                return kind;
+            }
+            let code = e.as_database_error().and_then(|db| db.code());
+            match code.as_deref() {
+                // deadlock_detected, serialization_failure, lock_not_available
+                Some("40P01" | "40001" | "55P03") => Failure::Transient,
+                Some("42P01") => Failure::MissingTable,
+                // admin_shutdown, crash_shutdown, cannot_connect_now, connection exceptions
+                Some(c) if c.starts_with("57P") || c.starts_with("08") => Failure::Connection,
+                _ => Failure::Other,
+            }
+        }
+
+        fn lazy_pool(
+            url: &str,
+            acquire_timeout: Duration,
+        ) -> Result<sqlx::Pool<Self>, sqlx::Error> {
+            PgPoolOptions::new()
+                .acquire_timeout(acquire_timeout)
+                .connect_lazy(url)
+        }
+
+        common_statements!();
+        insert_on_conflict_do_nothing!();
+    }
+}
+
+#[cfg(feature = "mysql")]
+mod mysql {
+    use super::*;
+    use sqlx::mysql::{MySqlDatabaseError, MySqlPoolOptions};
+
+    fn number(e: &sqlx::Error) -> Option<u16> {
+        e.as_database_error()
+            .and_then(|db| db.try_downcast_ref::<MySqlDatabaseError>())
+            .map(MySqlDatabaseError::number)
+    }
+
+    impl Driver for sqlx::MySql {
+        const LABEL: &'static str = "mysql";
+
+        fn statements(table: &TableName) -> Statements {
+            let t = table.quoted('`');
+            Statements {
+                read: format!("SELECT data FROM {t} WHERE id = ? AND {}", live("?")),
+                exists: format!("SELECT 1 FROM {t} WHERE id = ? AND {}", live("?")),
+                // A plain INSERT: a taken id fails with ER_DUP_ENTRY, told apart below.
+                // (INSERT IGNORE would also turn other errors, truncation included, into
+                // warnings.)
+                insert: format!("INSERT INTO {t} (id, data, expires_at) VALUES (?, ?, ?)"),
+                // sqlx connects with CLIENT_FOUND_ROWS, so the row count is the rows matched,
+                // also when the new values equal the old ones.
+                update: format!(
+                    "UPDATE {t} SET data = ?, expires_at = ? WHERE id = ? AND {}",
+                    live("?")
+                ),
+                delete: format!("DELETE FROM {t} WHERE id = ?"),
+                delete_expired: format!(
+                    "DELETE FROM {t} WHERE expires_at <= ? ORDER BY expires_at LIMIT ?"
+                ),
+            }
+        }
+
+        fn ddl(table: &TableName) -> Vec<String> {
+            let t = table.quoted('`');
+            vec![format!(
+                "CREATE TABLE IF NOT EXISTS {t} (\
+                 id VARCHAR(128) CHARACTER SET ascii COLLATE ascii_bin NOT NULL PRIMARY KEY, \
+                 data LONGBLOB NOT NULL, \
+                 expires_at BIGINT NULL, \
+                 INDEX `{}` (expires_at))",
+                table.index_name()
+            )]
+        }
+
+        fn classify(e: &sqlx::Error) -> Failure {
+            if let Some(kind) = classify_common(e) {
+                return kind;
+            }
+            match number(e) {
+                // ER_LOCK_DEADLOCK, ER_LOCK_WAIT_TIMEOUT
+                Some(1213 | 1205) => Failure::Transient,
+                // ER_NO_SUCH_TABLE
+                Some(1146) => Failure::MissingTable,
+                // ER_SERVER_SHUTDOWN, ER_CONNECTION_KILLED (MariaDB), ER_CLIENT_INTERACTION_TIMEOUT
+                Some(1053 | 1927 | 4031) => Failure::Connection,
+                _ => Failure::Other,
+            }
+        }
+
+        fn lazy_pool(
+            url: &str,
+            acquire_timeout: Duration,
+        ) -> Result<sqlx::Pool<Self>, sqlx::Error> {
+            MySqlPoolOptions::new()
+                .acquire_timeout(acquire_timeout)
+                .connect_lazy(url)
+        }
+
+        async fn insert<'c>(
+            conn: &'c mut Self::Connection,
+            sql: &'c str,
+            id: &'c str,
+            data: &'c [u8],
+            expires_at: Option<i64>,
+        ) -> Result<bool, sqlx::Error> {
+            let result = sqlx::query(sql)
+                .bind(id)
+                .bind(data)
+                .bind(expires_at)
+                .execute(conn)
+                .await;
+            match result {
+                Ok(_) => Ok(true),
+                Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Ok(false),
+                Err(e) => Err(e),
+            }
+        }
+
+        common_statements!();
+    }
+}

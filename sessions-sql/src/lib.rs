@@ -1,0 +1,957 @@
+//! A SQL session backend for the `sessions` workspace, on [sqlx](https://docs.rs/sqlx):
+//! SQLite (embedded, no server), PostgreSQL, and MySQL / MariaDB.
+//!
+//! One type, [`SqlBackend<DB>`](SqlBackend), with the same API on every database, named for
+//! each by a type alias behind its feature:
+//!
+//! | feature | backend | database |
+//! |---|---|---|
+//! | `sqlite` | [`SqliteBackend`] | SQLite, compiled in (a file, or memory) |
+//! | `postgres` | [`PostgresBackend`] | PostgreSQL |
+//! | `mysql` | [`MySqlBackend`] | MySQL and MariaDB |
+//!
+//! Each session is one row of one table (`sessions` unless told otherwise), its data encoded by
+//! a [`Serializer`]: JSON by default, so other languages can read it, or `BincodeSerializer`
+//! with the `bincode` feature.
+//!
+//! ```
+//! # #[cfg(feature = "sqlite")]
+//! # async fn example() -> Result<(), sessions_core::Error> {
+//! use sessions_core::{SessionBackend, SessionData};
+//! use sessions_sql::SqliteBackend;
+//! use std::time::Duration;
+//!
+//! // A file database that outlives the process: `sqlite://sessions.db`.
+//! let backend = SqliteBackend::from_url("sqlite::memory:")?
+//!     .with_table("app_sessions")?
+//!     .with_expire(Duration::from_secs(24 * 3600)); // for writes that bring no TTL
+//! backend.migrate().await?; // creates the table and its index if missing
+//!
+//! let id = backend.write(None, &SessionData::default(), None).await?;
+//! assert!(backend.exists(&id).await?);
+//!
+//! // Delete expired rows now and then (every 10 minutes here), until stopped.
+//! let cleanup = backend.spawn_cleanup(Duration::from_secs(600))?;
+//! cleanup.stop().await;
+//! # Ok(()) }
+//! # #[cfg(feature = "sqlite")]
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+//! #     .block_on(example()).unwrap();
+//! ```
+//!
+//! On a pool the application already has:
+//!
+//! ```no_run
+//! # #[cfg(feature = "postgres")]
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! use sessions_sql::{PostgresBackend, sqlx::PgPool};
+//!
+//! let pool = PgPool::connect("postgres://app@db.internal/app").await?;
+//! let backend = PostgresBackend::from_pool(pool.clone()).with_table("auth.sessions")?;
+//! backend.migrate().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! With the middleware from `sessions-tower`:
+//!
+//! ```ignore
+//! let layer = sessions_tower::SessionLayer::new(SqliteBackend::from_url("sqlite://sessions.db")?);
+//! ```
+//!
+//! # One statement, one round trip, per operation
+//!
+//! | operation | statement |
+//! |---|---|
+//! | read | `SELECT data FROM t WHERE id = ? AND (expires_at IS NULL OR expires_at > ?now)` |
+//! | create (`write(None, ..)`) | `INSERT INTO t (id, data, expires_at) VALUES (?, ?, ?)`, with `ON CONFLICT (id) DO NOTHING` on SQLite and PostgreSQL; on MySQL a duplicate-key error. A taken id changes nothing: a new id is minted and tried |
+//! | update (`write(Some(id), ..)`) | `UPDATE t SET data = ?, expires_at = ? WHERE id = ? AND (expires_at IS NULL OR expires_at > ?now)`; no row matched: [`Error::SessionGone`], nothing stored |
+//! | remove | `DELETE FROM t WHERE id = ?` |
+//! | exists | `SELECT 1 FROM t WHERE id = ? AND (expires_at IS NULL OR expires_at > ?now)` |
+//!
+//! Creates never overwrite a row and updates never bring back one that was removed or has
+//! expired: the database decides both in the statement that stores the data. On MySQL and
+//! MariaDB the update's row count is the number of rows *matched*, also when the new values
+//! equal the old ones, because sqlx connects with `CLIENT_FOUND_ROWS`.
+//!
+//! Statements are prepared once per connection and reused. A sqlx pool sends a ping round
+//! trip on every connection given back to it, so the backend does not give a connection back
+//! after each operation: it keeps the connections it has used, at most
+//! [`max_connections`](SqlBackend::with_max_connections) of them, and hands them from one
+//! operation to the next itself. Connections go back to the pool when they were unused for 5
+//! seconds (so after a burst the rest of the application gets its pool back), when a
+//! statement fails in a way that leaves the connection in doubt, when they were held for
+//! longer than the pool's `max_lifetime`, when the pool is closed (`pool.close().await` is
+//! never kept waiting), and when the backend is dropped. While held, they are not available
+//! to other users of the pool. If a kept connection turns out to be dead (the database
+//! restarted), the others are given back too and the statement is sent once more on a new
+//! connection; every statement above is safe to repeat. (In the rare case where a create was
+//! stored but its reply was lost, the repeat finds the id taken and stores the session under
+//! a new id; the first row is left to expire.)
+//!
+//! # Schema
+//!
+//! | column | type | meaning |
+//! |---|---|---|
+//! | `id` | text, primary key | the session id: 1 to 128 visible ASCII characters |
+//! | `data` | bytes | the record, as the serializer encoded it |
+//! | `expires_at` | 64-bit integer, indexed, `NULL` = never | when the row expires, in **Unix milliseconds** (UTC) |
+//!
+//! "Now" is taken from the application's clock and bound into each statement, so the three
+//! databases behave the same whatever their time zone settings; run the application servers
+//! with synchronized clocks. [`migrate`](SqlBackend::migrate) creates the table and the index
+//! when they are missing (and does nothing otherwise: it never alters or drops anything).
+//! To run your own migrations instead, this is the DDL it runs for the default table name
+//! `sessions` (the index is named `<table>_expires_at_idx`):
+//!
+//! SQLite:
+//!
+//! ```sql
+//! CREATE TABLE IF NOT EXISTS "sessions" (id TEXT PRIMARY KEY NOT NULL, data BLOB NOT NULL, expires_at INTEGER);
+//! CREATE INDEX IF NOT EXISTS "sessions_expires_at_idx" ON "sessions" (expires_at);
+//! ```
+//!
+//! PostgreSQL:
+//!
+//! ```sql
+//! CREATE TABLE IF NOT EXISTS "sessions" (id TEXT PRIMARY KEY, data BYTEA NOT NULL, expires_at BIGINT);
+//! CREATE INDEX IF NOT EXISTS "sessions_expires_at_idx" ON "sessions" (expires_at);
+//! ```
+//!
+//! MySQL / MariaDB (a binary collation, so ids compare exactly, case included):
+//!
+//! ```sql
+//! CREATE TABLE IF NOT EXISTS `sessions` (id VARCHAR(128) CHARACTER SET ascii COLLATE ascii_bin NOT NULL PRIMARY KEY, data LONGBLOB NOT NULL, expires_at BIGINT NULL, INDEX `sessions_expires_at_idx` (expires_at));
+//! ```
+//!
+//! Table names are checked when the backend is built ([`with_table`](SqlBackend::with_table)):
+//! `name` or `schema.name`, each part 1 to 48 ASCII letters, digits or `_`, not starting with a
+//! digit. Anything else is [`Error::Config`]; the name is never written into SQL unchecked.
+//! Names are quoted in SQL, so their case is kept as given.
+//!
+//! Ids that cannot be stored (empty, longer than 128 bytes, or holding anything but visible
+//! ASCII: no ids this backend or a client following the cookie rules makes) read as missing,
+//! do not exist and cannot be updated, without a statement being sent. A custom
+//! [id generator](SqlBackend::with_id_generator) must make storable ids.
+//!
+//! # Expiry and cleanup
+//!
+//! Every write sets `expires_at` anew, from the write's TTL (the session layer passes its
+//! `max_age`), or else the backend's [`expire`](SqlBackend::with_expire), or else `NULL`:
+//! a row that never expires. Expired rows read as missing at once; they are deleted by
+//! [`delete_expired`](SqlBackend::delete_expired), in batches of
+//! [1000 rows](SqlBackend::with_cleanup_batch_size) per statement so no statement holds locks
+//! for long, or by a task [`spawn_cleanup`](SqlBackend::spawn_cleanup) starts, which runs it
+//! now and then every period until its [`CleanupTask`] handle is stopped or dropped.
+//!
+//! Several application instances may run the cleanup at once: on PostgreSQL each batch skips
+//! rows another cleaner has locked (`FOR UPDATE SKIP LOCKED`); on MySQL and SQLite batches
+//! wait for each other's locks, always taken in the same order. A statement the database
+//! fails on a lock conflict (deadlock, lock wait timeout, `SQLITE_BUSY`) changed nothing and
+//! is sent again, a few times, before an error is returned.
+//!
+//! # Failures
+//!
+//! Nothing here panics. Every failure is [`Error::Backend`] with a message that starts with
+//! the database's name and says what failed:
+//!
+//! - database unreachable: `postgres: could not connect to the database within 5s: ...`
+//!   (the cause, such as "Connection refused", follows);
+//! - table missing: `sqlite: the sessions table "sessions" does not exist: run migrate() ...`;
+//! - any other failed statement names the operation, the table and the session id with most
+//!   of it masked (ids are bearer secrets and messages end up in logs).
+//!
+//! A row the serializer cannot decode (written by another serializer, or not a session at
+//! all) makes `read` **fail** with [`Error::Serialization`], whose source is a
+//! [`CorruptRecord`] naming the table and the masked id: the data is not silently thrown
+//! away, and a deployment that switched serializers by mistake shows up at once. To start such
+//! clients on a fresh session instead, turn on
+//! [`with_corrupt_records_as_missing`](SqlBackend::with_corrupt_records_as_missing).
+//!
+//! # Pools
+//!
+//! [`from_url`](SqlBackend::from_url) makes a pool with sqlx's defaults (10 connections) and a
+//! 5 s acquire timeout ([`DEFAULT_ACQUIRE_TIMEOUT`]); it connects on first use and must be
+//! called inside a tokio runtime. A SQLite URL creates the file when it is missing; a
+//! `sqlite::memory:` database lives as long as the pool. For other settings (TLS, pool size,
+//! timeouts, SQLite's journal mode) build a pool with sqlx and pass it to
+//! [`from_pool`](SqlBackend::from_pool); [`sqlx`] is re-exported so the versions match. TLS
+//! needs one of sqlx's `tls-*` features, enabled in your own `Cargo.toml`.
+//!
+//! # Features
+//!
+//! | feature | what it adds |
+//! |---|---|
+//! | `sqlite` | [`SqliteBackend`], with SQLite compiled in (sqlx's bundled `libsqlite3-sys`) |
+//! | `postgres` | [`PostgresBackend`] |
+//! | `mysql` | [`MySqlBackend`], for MySQL and MariaDB |
+//! | `bincode` | `sessions_core::serializer::BincodeSerializer`, a compact binary record format |
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+
+mod cleanup;
+mod conns;
+mod driver;
+mod table;
+
+use conns::{Conns, LeaseError};
+use driver::{Driver, Failure, Statements};
+use sessions_core::serializer::JsonSerializer;
+use sessions_core::{Error, IdGenerator, Serializer, SessionBackend, SessionData, async_trait};
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use table::TableName;
+
+pub use cleanup::CleanupTask;
+pub use sqlx;
+
+/// The table used unless [`with_table`](SqlBackend::with_table) names another.
+pub const DEFAULT_TABLE: &str = "sessions";
+
+/// The acquire timeout of pools made by [`from_url`](SqlBackend::from_url): how long an
+/// operation waits for a connection (connecting included) before it fails.
+pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How many expired rows one cleanup statement deletes at most, unless
+/// [`with_cleanup_batch_size`](SqlBackend::with_cleanup_batch_size) sets another.
+pub const DEFAULT_CLEANUP_BATCH: u32 = 1000;
+
+/// The longest session id the backend stores, in bytes.
+pub const MAX_ID_LEN: usize = 128;
+
+/// How many fresh ids a create tries before giving up. With random 192-bit ids a second try
+/// never happens by chance; running out means the id generator repeats itself.
+const CREATE_ATTEMPTS: usize = 16;
+
+/// How many times a statement is sent when the database fails it on a lock conflict.
+const TRANSIENT_ATTEMPTS: u32 = 3;
+
+/// Why an operation failed, before it is turned into an [`Error`].
+enum OpError {
+    Lease(LeaseError),
+    Statement(Failure, sqlx::Error),
+}
+
+/// Run one statement on a held connection: `|conn| future` is the statement, sent again on a
+/// new connection when a kept one turns out dead, and a few times on lock conflicts.
+/// Evaluates to `Result<T, OpError>`. A macro, not a function: the statement's future borrows
+/// the connection, which a closure cannot say in a way that keeps the future `Send`.
+macro_rules! run {
+    ($shared:expr, |$conn:ident| $statement:expr) => {{
+        let conns = &$shared.conns;
+        let mut fresh = false;
+        let mut attempt: u32 = 0;
+        loop {
+            attempt += 1;
+            let mut lease = match conns.lease(fresh).await {
+                Ok(lease) => lease,
+                Err(e) => break Err(OpError::Lease(e)),
+            };
+            let result = {
+                let $conn = lease.conn();
+                $statement.await
+            };
+            match result {
+                Ok(value) => {
+                    lease.keep();
+                    break Ok(value);
+                }
+                Err(e) => match DB::classify(&e) {
+                    Failure::Connection => {
+                        let reused = lease.reused;
+                        drop(lease); // back to the pool, which checks it
+                        if reused && !fresh {
+                            // A connection kept here died (the database restarted?): the
+                            // others likely did too. Once more on a new one.
+                            conns.release_idle();
+                            fresh = true;
+                            continue;
+                        }
+                        break Err(OpError::Statement(Failure::Connection, e));
+                    }
+                    Failure::Transient if attempt < TRANSIENT_ATTEMPTS => {
+                        tracing::debug!(error = %e, "sessions-sql: a lock conflict; sending the statement again");
+                        lease.keep();
+                        tokio::time::sleep(Duration::from_millis(10 << attempt)).await;
+                    }
+                    failure => {
+                        lease.keep();
+                        break Err(OpError::Statement(failure, e));
+                    }
+                },
+            }
+        }
+    }};
+}
+
+/// A database this crate stores sessions in: [`sqlx::Sqlite`], [`sqlx::Postgres`] or
+/// [`sqlx::MySql`], each behind its feature. Sealed: the SQL for each is written here.
+pub trait SqlDatabase: Driver {}
+
+#[cfg(feature = "sqlite")]
+impl SqlDatabase for sqlx::Sqlite {}
+#[cfg(feature = "postgres")]
+impl SqlDatabase for sqlx::Postgres {}
+#[cfg(feature = "mysql")]
+impl SqlDatabase for sqlx::MySql {}
+
+/// Sessions in SQLite (feature `sqlite`).
+#[cfg(feature = "sqlite")]
+pub type SqliteBackend<S = JsonSerializer> = SqlBackend<sqlx::Sqlite, S>;
+/// Sessions in PostgreSQL (feature `postgres`).
+#[cfg(feature = "postgres")]
+pub type PostgresBackend<S = JsonSerializer> = SqlBackend<sqlx::Postgres, S>;
+/// Sessions in MySQL or MariaDB (feature `mysql`).
+#[cfg(feature = "mysql")]
+pub type MySqlBackend<S = JsonSerializer> = SqlBackend<sqlx::MySql, S>;
+
+/// What the operations and the cleanup task share.
+struct Shared<DB: SqlDatabase> {
+    conns: Arc<Conns<DB>>,
+    table: TableName,
+    sql: Statements,
+    batch: u32,
+}
+
+/// Sessions stored in a SQL table. See the [crate docs](crate).
+///
+/// `DB` is the database ([`SqliteBackend`], [`PostgresBackend`] and [`MySqlBackend`] name
+/// it); `S` is the record format, [`JsonSerializer`] unless
+/// [`with_serializer`](SqlBackend::with_serializer) sets another: any [`Serializer`], an
+/// `Arc<dyn Serializer>` included.
+///
+/// Cloning is cheap: clones share the pool and the connections the backend holds.
+pub struct SqlBackend<DB: SqlDatabase, S = JsonSerializer> {
+    shared: Arc<Shared<DB>>,
+    serializer: S,
+    expire: Option<Duration>,
+    ids: Option<IdGenerator>,
+    corrupt_as_missing: bool,
+}
+
+impl<DB: SqlDatabase, S: Clone> Clone for SqlBackend<DB, S> {
+    fn clone(&self) -> Self {
+        SqlBackend {
+            shared: Arc::clone(&self.shared),
+            serializer: self.serializer.clone(),
+            expire: self.expire,
+            ids: self.ids.clone(),
+            corrupt_as_missing: self.corrupt_as_missing,
+        }
+    }
+}
+
+impl<DB: SqlDatabase, S> fmt::Debug for SqlBackend<DB, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqlBackend")
+            .field("database", &DB::LABEL)
+            .field("table", &self.shared.table)
+            .field("max_connections", &self.shared.conns.max())
+            .field("expire", &self.expire)
+            .field("cleanup_batch_size", &self.shared.batch)
+            .field("serializer", &std::any::type_name::<S>())
+            .field("corrupt_records_as_missing", &self.corrupt_as_missing)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<DB: SqlDatabase> SqlBackend<DB, JsonSerializer> {
+    /// A backend on an existing sqlx pool, which it may share with the rest of the
+    /// application. It keeps at most half of the pool's `max_connections` (at least one)
+    /// checked out between operations; see [`with_max_connections`](Self::with_max_connections).
+    ///
+    /// Nothing is checked yet: call [`migrate`](Self::migrate) or run the DDL yourself.
+    pub fn from_pool(pool: sqlx::Pool<DB>) -> Self {
+        let max = (pool.options().get_max_connections() / 2).max(1) as usize;
+        Self::with_conns(Conns::new(pool, max))
+    }
+
+    /// A backend on a new pool for `url`, of its own, that connects on first use:
+    /// `sqlite://path/to/file.db` (created when missing) or `sqlite::memory:`,
+    /// `postgres://user:password@host:port/database`,
+    /// `mysql://user:password@host:port/database`.
+    ///
+    /// The pool has sqlx's defaults and a [`DEFAULT_ACQUIRE_TIMEOUT`]; the backend may keep
+    /// all its connections. A URL that cannot be parsed, or a call outside a tokio runtime,
+    /// is [`Error::Config`].
+    pub fn from_url(url: &str) -> Result<Self, Error> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(Error::Config(format!(
+                "{}: from_url must be called inside a tokio runtime (the pool runs tasks on it)",
+                DB::LABEL
+            )));
+        }
+        let pool = DB::lazy_pool(url, DEFAULT_ACQUIRE_TIMEOUT).map_err(|e| {
+            Error::Config(format!(
+                "{}: cannot make a pool for this URL: {e}",
+                DB::LABEL
+            ))
+        })?;
+        let max = pool.options().get_max_connections() as usize;
+        Ok(Self::with_conns(Conns::new(pool, max)))
+    }
+
+    fn with_conns(conns: Conns<DB>) -> Self {
+        let table = TableName::parse(DEFAULT_TABLE).unwrap_or_else(|_| unreachable!());
+        SqlBackend {
+            shared: Arc::new(Shared {
+                conns: Arc::new(conns),
+                sql: DB::statements(&table),
+                table,
+                batch: DEFAULT_CLEANUP_BATCH,
+            }),
+            serializer: JsonSerializer,
+            expire: None,
+            ids: None,
+            corrupt_as_missing: false,
+        }
+    }
+}
+
+impl<DB: SqlDatabase, S> SqlBackend<DB, S> {
+    /// Store sessions in `table` (`name` or `schema.name`) instead of [`DEFAULT_TABLE`].
+    ///
+    /// A name that is not a plain identifier (see [Schema](crate#schema)) is
+    /// [`Error::Config`]: `sessions; DROP TABLE x`, an empty name and quoted names are refused.
+    pub fn with_table(mut self, table: &str) -> Result<Self, Error> {
+        let table = TableName::parse(table)?;
+        self.shared = Arc::new(Shared {
+            conns: Arc::clone(&self.shared.conns),
+            sql: DB::statements(&table),
+            table,
+            batch: self.shared.batch,
+        });
+        Ok(self)
+    }
+
+    /// The TTL for writes that bring none (see [Expiry](crate#expiry-and-cleanup)); it
+    /// restarts on every write. A write's own TTL, when it has one, wins. Zero turns it off
+    /// (the default).
+    #[must_use]
+    pub fn with_expire(mut self, expire: Duration) -> Self {
+        self.expire = (!expire.is_zero()).then_some(expire);
+        self
+    }
+
+    /// Encode records with `serializer` instead.
+    pub fn with_serializer<T: Serializer>(self, serializer: T) -> SqlBackend<DB, T> {
+        SqlBackend {
+            shared: self.shared,
+            serializer,
+            expire: self.expire,
+            ids: self.ids,
+            corrupt_as_missing: self.corrupt_as_missing,
+        }
+    }
+
+    /// Take new ids from `ids` instead of the default generator (192 random bits). The ids
+    /// must be storable: 1 to [`MAX_ID_LEN`] visible ASCII characters. The backend then
+    /// [accepts](SessionBackend::accepts) any storable id from clients.
+    #[must_use]
+    pub fn with_id_generator(mut self, ids: IdGenerator) -> Self {
+        self.ids = Some(ids);
+        self
+    }
+
+    /// With `true`, a row the serializer cannot decode reads as missing (the client starts a
+    /// fresh session, and a `tracing` warning names the row) instead of failing the read.
+    /// The default, `false`, fails with [`Error::Serialization`] (see [Failures](crate#failures)).
+    #[must_use]
+    pub fn with_corrupt_records_as_missing(mut self, yes: bool) -> Self {
+        self.corrupt_as_missing = yes;
+        self
+    }
+
+    /// How many of the pool's connections the backend may keep checked out between
+    /// operations (see [One statement, one round trip](crate#one-statement-one-round-trip-per-operation)),
+    /// which is also how many operations run at once; more wait, within the pool's acquire
+    /// timeout. At least 1. The default is all of the pool's `max_connections` for a pool
+    /// made by [`from_url`](SqlBackend::from_url), half of them for one passed to
+    /// [`from_pool`](SqlBackend::from_pool).
+    ///
+    /// Configure before use: the backend (and its clones from now on) starts with no
+    /// connections held.
+    #[must_use]
+    pub fn with_max_connections(mut self, max: usize) -> Self {
+        let pool = self.shared.conns.pool().clone();
+        self.shared = Arc::new(Shared {
+            conns: Arc::new(Conns::new(pool, max)),
+            sql: DB::statements(&self.shared.table),
+            table: self.shared.table.clone(),
+            batch: self.shared.batch,
+        });
+        self
+    }
+
+    /// Delete at most `rows` expired rows per cleanup statement (at least 1; the default is
+    /// [`DEFAULT_CLEANUP_BATCH`]).
+    #[must_use]
+    pub fn with_cleanup_batch_size(mut self, rows: u32) -> Self {
+        self.shared = Arc::new(Shared {
+            conns: Arc::clone(&self.shared.conns),
+            sql: DB::statements(&self.shared.table),
+            table: self.shared.table.clone(),
+            batch: rows.max(1),
+        });
+        self
+    }
+
+    /// The table name, as given (`name` or `schema.name`).
+    pub fn table(&self) -> String {
+        self.shared.table.to_string()
+    }
+
+    /// The pool the backend draws its connections from. The connections the backend holds
+    /// (at most [`max_connections`](Self::with_max_connections)) are not available to other
+    /// users of the pool until they go back to it.
+    pub fn pool(&self) -> &sqlx::Pool<DB> {
+        self.shared.conns.pool()
+    }
+
+    /// The TTL used for writes that bring none.
+    pub fn expire(&self) -> Option<Duration> {
+        self.expire
+    }
+
+    /// The serializer.
+    pub fn serializer(&self) -> &S {
+        &self.serializer
+    }
+
+    /// How many connections the backend may keep checked out.
+    pub fn max_connections(&self) -> usize {
+        self.shared.conns.max()
+    }
+
+    /// Create the sessions table and its index when they are missing; otherwise do nothing.
+    /// Safe to call on every start, from several instances at once. The statements are in
+    /// the [crate docs](crate#schema).
+    pub async fn migrate(&self) -> Result<(), Error> {
+        let shared = &*self.shared;
+        for sql in DB::ddl(&shared.table) {
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                match run!(shared, |conn| DB::execute_ddl(conn, &sql)) {
+                    Ok(()) => break,
+                    // Two instances creating the same table at once: PostgreSQL can fail the
+                    // loser on its catalog's unique index even with IF NOT EXISTS. Once the
+                    // winner is done, the statement finds the table there.
+                    Err(OpError::Statement(_, e)) if attempt < 3 && creation_race(&e) => {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    Err(e) => {
+                        return Err(shared
+                            .error(e, "migrate (create table and index)", None)
+                            .await);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Delete every row expired by now, in batches of at most
+    /// [`cleanup_batch_size`](Self::with_cleanup_batch_size) rows per statement; returns how
+    /// many rows went. Rows that expire while it runs are left for the next run.
+    pub async fn delete_expired(&self) -> Result<u64, Error> {
+        self.shared.delete_expired(None).await
+    }
+
+    /// Run [`delete_expired`](Self::delete_expired) on a tokio task now and then every
+    /// `period`, until the returned handle is stopped or dropped. A failed run is logged as a
+    /// `tracing` warning and the task goes on.
+    ///
+    /// Called outside a tokio runtime, or with a zero period, it is [`Error::Config`].
+    pub fn spawn_cleanup(&self, period: Duration) -> Result<CleanupTask, Error> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+            Error::Config(format!(
+                "{}: spawn_cleanup must be called inside a tokio runtime",
+                DB::LABEL
+            ))
+        })?;
+        if period.is_zero() {
+            return Err(Error::Config(format!(
+                "{}: the cleanup period must not be zero",
+                DB::LABEL
+            )));
+        }
+        let shared = Arc::clone(&self.shared);
+        let (stop, mut signal) = cleanup::signal();
+        let task = runtime.spawn(async move {
+            let mut total = 0u64;
+            while !signal.stopped() {
+                match shared.delete_expired(Some(&mut signal)).await {
+                    Ok(deleted) => total = total.saturating_add(deleted),
+                    Err(e) => tracing::warn!(
+                        table = %shared.table,
+                        error = %e,
+                        "sessions-sql: deleting expired sessions failed; trying again next period"
+                    ),
+                }
+                if signal.wait(period).await {
+                    break;
+                }
+            }
+            total
+        });
+        Ok(CleanupTask::new(stop, task))
+    }
+
+    fn generate(&self) -> String {
+        match &self.ids {
+            Some(ids) => ids(),
+            None => sessions_core::generate_id(),
+        }
+    }
+
+    fn expires_at(&self, ttl: Option<Duration>, now: i64) -> Option<i64> {
+        ttl.or(self.expire).map(|ttl| {
+            let ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1);
+            now.saturating_add(ms)
+        })
+    }
+}
+
+/// Whether `e` is what PostgreSQL reports to the loser of two concurrent
+/// `CREATE ... IF NOT EXISTS` of the same object.
+fn creation_race(e: &sqlx::Error) -> bool {
+    e.as_database_error().is_some_and(|db| {
+        db.is_unique_violation() || matches!(db.code().as_deref(), Some("42P07" | "42710"))
+    })
+}
+
+impl<DB: SqlDatabase> Shared<DB> {
+    /// Turn a failure into an [`Error::Backend`] naming the database, the operation, the
+    /// table and (masked) the session.
+    async fn error(&self, e: OpError, what: &str, id: Option<&str>) -> Error {
+        let db = DB::LABEL;
+        let table = &self.table;
+        match e {
+            OpError::Lease(LeaseError::TimedOut { all_held_busy }) => Error::backend(format!(
+                "{db}: {}",
+                self.conns.explain_timeout(all_held_busy).await
+            )),
+            OpError::Lease(LeaseError::Pool(sqlx::Error::PoolClosed)) => {
+                Error::backend(format!("{db}: the connection pool is closed"))
+            }
+            OpError::Lease(LeaseError::Pool(e)) => Error::backend_with(
+                format!("{db}: could not get a connection to the database: {e}"),
+                e,
+            ),
+            OpError::Statement(Failure::MissingTable, e) => Error::backend_with(
+                format!(
+                    "{db}: the sessions table \"{table}\" does not exist: run migrate() once, or \
+                     create it with the DDL in the sessions-sql docs ({e})"
+                ),
+                e,
+            ),
+            OpError::Statement(failure, e) => {
+                let session = id
+                    .map(|id| format!(" of session {}", masked(id)))
+                    .unwrap_or_default();
+                let why = match failure {
+                    Failure::Connection => "the connection to the database failed",
+                    Failure::Transient => "it kept failing on lock conflicts",
+                    _ => "failed",
+                };
+                Error::backend_with(
+                    format!("{db}: {what}{session} on table \"{table}\": {why}: {e}"),
+                    e,
+                )
+            }
+        }
+    }
+
+    async fn delete_expired(
+        &self,
+        mut signal: Option<&mut cleanup::StopSignal>,
+    ) -> Result<u64, Error> {
+        let now = now_ms();
+        let limit = i64::from(self.batch);
+        let mut total = 0u64;
+        loop {
+            let deleted = match run!(self, |conn| DB::delete_expired(
+                conn,
+                &self.sql.delete_expired,
+                now,
+                limit
+            )) {
+                Ok(n) => n,
+                Err(e) => return Err(self.error(e, "delete_expired", None).await),
+            };
+            total = total.saturating_add(deleted);
+            if deleted < u64::from(self.batch) || signal.as_mut().is_some_and(|s| s.stopped()) {
+                return Ok(total);
+            }
+        }
+    }
+}
+
+/// Whether the backend can store `id` (see [Schema](crate#schema)); others are never sent.
+fn storable(id: &str) -> bool {
+    !id.is_empty() && id.len() <= MAX_ID_LEN && id.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// Unix milliseconds by the application's clock.
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// A session id for messages: its first few characters, never the whole id (it is a bearer
+/// secret, and messages end up in logs).
+fn masked(id: &str) -> String {
+    let chars = id.chars().count();
+    let shown = 6.min(chars / 2);
+    let visible: String = id.chars().take(shown).collect();
+    if shown < chars {
+        format!("{visible}…")
+    } else {
+        visible
+    }
+}
+
+#[async_trait]
+impl<DB: SqlDatabase, S: Serializer> SessionBackend for SqlBackend<DB, S> {
+    async fn read(&self, id: &str) -> Result<Option<SessionData>, Error> {
+        if !storable(id) {
+            return Ok(None);
+        }
+        let shared = &*self.shared;
+        let now = now_ms();
+        let bytes = match run!(shared, |conn| DB::fetch_data(
+            conn,
+            &shared.sql.read,
+            id,
+            now
+        )) {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => return Ok(None),
+            Err(e) => return Err(shared.error(e, "read", Some(id)).await),
+        };
+        match self.serializer.deserialize(&bytes) {
+            Ok(data) => Ok(Some(data)),
+            Err(e) if self.corrupt_as_missing => {
+                tracing::warn!(
+                    table = %shared.table,
+                    session = %masked(id),
+                    error = %e,
+                    "sessions-sql: a session row cannot be decoded; reading it as missing"
+                );
+                Ok(None)
+            }
+            Err(e) => Err(CorruptRecord::wrap(shared.table.to_string(), masked(id), e)),
+        }
+    }
+
+    async fn write(
+        &self,
+        id: Option<&str>,
+        data: &SessionData,
+        ttl: Option<Duration>,
+    ) -> Result<String, Error> {
+        let value = self.serializer.serialize(data)?;
+        let shared = &*self.shared;
+        match id {
+            Some(id) => {
+                if !storable(id) {
+                    return Err(Error::SessionGone);
+                }
+                let now = now_ms();
+                let expires_at = self.expires_at(ttl, now);
+                match run!(shared, |conn| DB::update(
+                    conn,
+                    &shared.sql.update,
+                    id,
+                    &value,
+                    expires_at,
+                    now
+                )) {
+                    Ok(0) => Err(Error::SessionGone),
+                    Ok(_) => Ok(id.to_owned()),
+                    Err(e) => Err(shared.error(e, "update", Some(id)).await),
+                }
+            }
+            None => {
+                for _ in 0..CREATE_ATTEMPTS {
+                    let id = self.generate();
+                    if !storable(&id) {
+                        return Err(Error::Config(format!(
+                            "{}: the id generator made an id this backend cannot store: ids are \
+                             1 to {MAX_ID_LEN} visible ASCII characters",
+                            DB::LABEL
+                        )));
+                    }
+                    let now = now_ms();
+                    let expires_at = self.expires_at(ttl, now);
+                    match run!(shared, |conn| DB::insert(
+                        conn,
+                        &shared.sql.insert,
+                        &id,
+                        &value,
+                        expires_at
+                    )) {
+                        Ok(true) => return Ok(id),
+                        Ok(false) => {} // taken: mint another
+                        Err(e) => return Err(shared.error(e, "create", Some(&id)).await),
+                    }
+                }
+                Err(Error::backend(format!(
+                    "{}: {CREATE_ATTEMPTS} fresh session ids in a row were already taken in table \
+                     \"{}\"; the id generator repeats itself",
+                    DB::LABEL,
+                    shared.table
+                )))
+            }
+        }
+    }
+
+    async fn remove(&self, id: &str) -> Result<(), Error> {
+        if !storable(id) {
+            return Ok(());
+        }
+        let shared = &*self.shared;
+        match run!(shared, |conn| DB::delete(conn, &shared.sql.delete, id)) {
+            Ok(_) => Ok(()),
+            Err(e) => Err(shared.error(e, "remove", Some(id)).await),
+        }
+    }
+
+    async fn exists(&self, id: &str) -> Result<bool, Error> {
+        if !storable(id) {
+            return Ok(false);
+        }
+        let shared = &*self.shared;
+        let now = now_ms();
+        match run!(shared, |conn| DB::fetch_exists(
+            conn,
+            &shared.sql.exists,
+            id,
+            now
+        )) {
+            Ok(found) => Ok(found),
+            Err(e) => Err(shared.error(e, "exists", Some(id)).await),
+        }
+    }
+
+    /// Without a custom id generator: what the default generator makes, 16 to
+    /// [`MAX_ID_LEN`] characters of URL-safe base64. With one: any id the backend can store
+    /// (1 to [`MAX_ID_LEN`] visible ASCII characters), since its format is the generator's.
+    fn accepts(&self, value: &str) -> bool {
+        if self.ids.is_some() {
+            storable(value)
+        } else {
+            (16..=MAX_ID_LEN).contains(&value.len()) && sessions_core::is_url_safe(value, false)
+        }
+    }
+
+    fn generate_id(&self) -> String {
+        self.generate()
+    }
+}
+
+/// A row the serializer cannot decode: the source of the [`Error::Serialization`] that
+/// [`read`](SessionBackend::read) returns for it.
+///
+/// ```
+/// # use sessions_core::Error;
+/// # fn handle(e: Error) {
+/// if let Error::Serialization { source, .. } = &e {
+///     if let Some(corrupt) = source.downcast_ref::<sessions_sql::CorruptRecord>() {
+///         eprintln!("corrupt session {} in table {}", corrupt.id(), corrupt.table());
+///     }
+/// }
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct CorruptRecord {
+    table: String,
+    id: String,
+    source: sessions_core::BoxError,
+}
+
+impl CorruptRecord {
+    fn wrap(table: String, id: String, error: Error) -> Error {
+        let source: sessions_core::BoxError = match error {
+            Error::Serialization { source, .. } => source,
+            other => Box::new(other),
+        };
+        Error::Serialization {
+            action: "decoded",
+            source: Box::new(CorruptRecord { table, id, source }),
+        }
+    }
+
+    /// The table the row is in.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// The row's session id, most of it masked: `AbC1x-…`.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+impl fmt::Display for CorruptRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the row of session {} in table \"{}\" is not a session record this serializer can \
+             read (written by another serializer?): {}",
+            self.id, self.table, self.source
+        )
+    }
+}
+
+impl std::error::Error for CorruptRecord {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.source)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masked_ids_show_at_most_six_characters() {
+        assert_eq!(masked("AbCdEfGhIjKlMnOpQrStUvWxYz012345"), "AbCdEf…");
+        assert_eq!(masked("abcd"), "ab…");
+        assert_eq!(masked(""), "");
+    }
+
+    #[test]
+    fn only_visible_ascii_ids_up_to_128_bytes_are_storable() {
+        assert!(storable(&sessions_core::generate_id()));
+        assert!(storable(&"x".repeat(MAX_ID_LEN)));
+        for id in ["", " ", "a b", "\0", "ü", "🔑", "a\r\nb", "\t"] {
+            assert!(!storable(id), "{id:?}");
+        }
+        assert!(!storable(&"x".repeat(MAX_ID_LEN + 1)));
+    }
+
+    #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+    #[test]
+    fn the_documented_ddl_is_the_ddl_migrate_runs() {
+        let docs = include_str!("lib.rs");
+        let table = TableName::parse(DEFAULT_TABLE).unwrap();
+        let mut ddl = Vec::new();
+        #[cfg(feature = "sqlite")]
+        ddl.extend(<sqlx::Sqlite as Driver>::ddl(&table));
+        #[cfg(feature = "postgres")]
+        ddl.extend(<sqlx::Postgres as Driver>::ddl(&table));
+        #[cfg(feature = "mysql")]
+        ddl.extend(<sqlx::MySql as Driver>::ddl(&table));
+        for statement in ddl {
+            assert!(
+                docs.contains(&format!("//! {statement};\n")),
+                "the crate docs do not show: {statement}"
+            );
+        }
+    }
+}

@@ -1,0 +1,69 @@
+//! The cross-backend conformance suite on every database, once per serializer. Each test gets
+//! a table of its own, dropped when it ends.
+
+use crate::common::{Fixture, Kind};
+use sessions_core::conformance::Harness;
+use sessions_core::{IdGenerator, Serializer};
+use sessions_sql::SqlBackend;
+
+pub struct Table<K: Kind, S> {
+    fixture: Fixture<K>,
+    serializer: S,
+}
+
+impl<K: Kind, S> Table<K, S> {
+    pub fn new(serializer: S) -> Self {
+        Table {
+            fixture: Fixture::unmigrated(),
+            serializer,
+        }
+    }
+}
+
+impl<K: Kind, S: Serializer + Clone> Harness for Table<K, S> {
+    type Backend = SqlBackend<K::DB, S>;
+
+    async fn backend(&self) -> SqlBackend<K::DB, S> {
+        let backend = self
+            .fixture
+            .backend
+            .clone()
+            .with_serializer(self.serializer.clone());
+        backend.migrate().await.expect("migrate");
+        backend
+    }
+
+    async fn backend_with_ids(&self, ids: IdGenerator) -> Option<SqlBackend<K::DB, S>> {
+        Some(self.backend().await.with_id_generator(ids))
+    }
+}
+
+macro_rules! suites {
+    ($($module:ident => $kind:ident, $feature:literal;)*) => {$(
+        #[cfg(feature = $feature)]
+        mod $module {
+            mod json {
+                use crate::conformance::Table;
+                use sessions_core::JsonSerializer;
+                sessions_core::conformance_tests!(
+                    Table::<crate::common::$kind, _>::new(JsonSerializer)
+                );
+            }
+            #[cfg(feature = "bincode")]
+            mod bincode {
+                use crate::conformance::Table;
+                use sessions_core::BincodeSerializer;
+                sessions_core::conformance_tests!(
+                    Table::<crate::common::$kind, _>::new(BincodeSerializer)
+                );
+            }
+        }
+    )*};
+}
+
+suites! {
+    sqlite_memory => SqliteMemory, "sqlite";
+    sqlite_file => SqliteFile, "sqlite";
+    postgres => Postgres, "postgres";
+    mysql => MySql, "mysql";
+}

@@ -1,0 +1,273 @@
+//! One operation is one statement and, on a server, one round trip.
+//!
+//! - Statements are counted on every database from sqlx's own query log (`sqlx::query`
+//!   tracing events, one per statement executed), caught by a subscriber installed for this
+//!   test binary, for the statements that name the test's table.
+//! - Round trips are counted on the wire for PostgreSQL and MariaDB: the backend connects
+//!   through a TCP proxy in the test that counts the client's requests (each burst of bytes
+//!   the client sends after the server spoke). A sqlx pool alone costs more: it pings every
+//!   connection given back to it, which this test would count as a second round trip.
+
+use crate::common::{Fixture, HOUR, Kind, drop_table_later, for_each_db, n, unique_table};
+use sessions_core::{Error, SessionBackend};
+use std::sync::{Mutex, OnceLock};
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id, Record};
+use tracing::{Event, Metadata, Subscriber};
+
+/// Every `sqlx::query` event whose SQL names a table made by these tests.
+static STATEMENTS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+const MARK: &str = "sessions_rt_";
+
+struct StatementLog;
+
+#[derive(Default)]
+struct Text(String);
+
+impl Visit for Text {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if matches!(field.name(), "summary" | "db.statement") {
+            self.0.push_str(value);
+            self.0.push(' ');
+        }
+    }
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if matches!(field.name(), "summary" | "db.statement") {
+            self.0.push_str(&format!("{value:?} "));
+        }
+    }
+}
+
+impl Subscriber for StatementLog {
+    fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+        metadata.target() == "sqlx::query"
+    }
+    fn new_span(&self, _: &Attributes<'_>) -> Id {
+        Id::from_u64(1)
+    }
+    fn record(&self, _: &Id, _: &Record<'_>) {}
+    fn record_follows_from(&self, _: &Id, _: &Id) {}
+    fn event(&self, event: &Event<'_>) {
+        let mut text = Text::default();
+        event.record(&mut text);
+        if text.0.contains(MARK) {
+            STATEMENTS.lock().unwrap().push(text.0);
+        }
+    }
+    fn enter(&self, _: &Id) {}
+    fn exit(&self, _: &Id) {}
+}
+
+fn install_statement_log() {
+    static INSTALLED: OnceLock<()> = OnceLock::new();
+    INSTALLED.get_or_init(|| {
+        tracing::subscriber::set_global_default(StatementLog)
+            .expect("no other global tracing subscriber in this test binary");
+    });
+}
+
+/// The statements on `table` logged while `operation` ran, by their first word.
+async fn statements<T>(
+    table: &str,
+    operation: impl std::future::Future<Output = T>,
+) -> (T, Vec<String>) {
+    let mine = |log: &Vec<String>| log.iter().filter(|s| s.contains(table)).count();
+    let before = mine(&STATEMENTS.lock().unwrap());
+    let result = operation.await;
+    let log = STATEMENTS.lock().unwrap();
+    let words = log
+        .iter()
+        .filter(|s| s.contains(table))
+        .skip(before)
+        .map(|s| s.split_whitespace().next().unwrap_or_default().to_owned())
+        .collect();
+    (result, words)
+}
+
+for_each_db!(every_operation_is_one_statement);
+
+async fn every_operation_is_one_statement<K: Kind>() {
+    install_statement_log();
+    let fx = Fixture::<K>::unmigrated();
+    let table = unique_table(MARK.trim_end_matches('_'));
+    let backend = fx.backend.clone().with_table(&table).unwrap();
+    let _drop = drop_table_later::<K::DB>(&table);
+    backend.migrate().await.unwrap();
+
+    let (id, sql) = statements(&table, backend.write(None, &n(1), HOUR)).await;
+    let id = id.unwrap();
+    assert_eq!(sql, ["INSERT"], "create");
+    let (found, sql) = statements(&table, backend.read(&id)).await;
+    assert!(found.unwrap().is_some());
+    assert_eq!(sql, ["SELECT"], "read");
+    let (updated, sql) = statements(&table, backend.write(Some(&id), &n(2), HOUR)).await;
+    assert_eq!(updated.unwrap(), id);
+    assert_eq!(sql, ["UPDATE"], "update");
+    let (exists, sql) = statements(&table, backend.exists(&id)).await;
+    assert!(exists.unwrap());
+    assert_eq!(sql, ["SELECT"], "exists");
+    let (removed, sql) = statements(&table, backend.remove(&id)).await;
+    removed.unwrap();
+    assert_eq!(sql, ["DELETE"], "remove");
+    let (gone, sql) = statements(&table, backend.write(Some(&id), &n(3), HOUR)).await;
+    assert!(matches!(gone, Err(Error::SessionGone)));
+    assert_eq!(sql, ["UPDATE"], "update of a removed session");
+    let (missing, sql) = statements(&table, backend.read(&id)).await;
+    assert!(missing.unwrap().is_none());
+    assert_eq!(sql, ["SELECT"], "read of a missing session");
+    // Ids that cannot be stored cost nothing.
+    let (none, sql) = statements(&table, backend.read("not an id")).await;
+    assert!(none.unwrap().is_none());
+    assert!(sql.is_empty(), "{sql:?}");
+}
+
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+mod wire {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    /// A TCP proxy to a database that counts client requests: bursts of bytes from the client
+    /// that follow bytes from the server (or start the connection).
+    pub struct Proxy {
+        pub port: u16,
+        requests: Arc<AtomicU64>,
+    }
+
+    #[derive(Default)]
+    struct Direction {
+        server_spoke_last: AtomicBool,
+    }
+
+    impl Proxy {
+        pub async fn start(upstream: (String, u16)) -> Proxy {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let requests = Arc::new(AtomicU64::new(0));
+            let counter = Arc::clone(&requests);
+            tokio::spawn(async move {
+                while let Ok((client, _)) = listener.accept().await {
+                    let Ok(server) = TcpStream::connect((upstream.0.as_str(), upstream.1)).await
+                    else {
+                        continue;
+                    };
+                    let _ = client.set_nodelay(true);
+                    let _ = server.set_nodelay(true);
+                    let direction = Arc::new(Direction {
+                        server_spoke_last: AtomicBool::new(true),
+                    });
+                    let (mut client_read, mut client_write) = client.into_split();
+                    let (mut server_read, mut server_write) = server.into_split();
+                    let (counter, up) = (Arc::clone(&counter), Arc::clone(&direction));
+                    tokio::spawn(async move {
+                        let mut buf = vec![0u8; 64 * 1024];
+                        while let Ok(read @ 1..) = client_read.read(&mut buf).await {
+                            if up.server_spoke_last.swap(false, Ordering::SeqCst) {
+                                counter.fetch_add(1, Ordering::SeqCst);
+                            }
+                            if server_write.write_all(&buf[..read]).await.is_err() {
+                                break;
+                            }
+                        }
+                    });
+                    tokio::spawn(async move {
+                        let mut buf = vec![0u8; 64 * 1024];
+                        while let Ok(read @ 1..) = server_read.read(&mut buf).await {
+                            // Marked before the client can see the answer and ask again.
+                            direction.server_spoke_last.store(true, Ordering::SeqCst);
+                            if client_write.write_all(&buf[..read]).await.is_err() {
+                                break;
+                            }
+                        }
+                    });
+                }
+            });
+            Proxy { port, requests }
+        }
+
+        pub fn requests(&self) -> u64 {
+            self.requests.load(Ordering::SeqCst)
+        }
+
+        /// Client requests made by `operation`, and any made in the 200 ms after it (a
+        /// connection given back to a sqlx pool would be pinged then).
+        pub async fn count<T>(&self, operation: impl std::future::Future<Output = T>) -> (T, u64) {
+            let before = self.requests();
+            let result = operation.await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            (result, self.requests() - before)
+        }
+    }
+
+    pub async fn one_round_trip_each<DB: sessions_sql::SqlDatabase>(
+        proxy: &Proxy,
+        backend: sessions_sql::SqlBackend<DB>,
+    ) {
+        backend.migrate().await.unwrap();
+        // The first use of each statement on a connection prepares it (one more round trip,
+        // once per connection).
+        let warm = backend.write(None, &n(0), HOUR).await.unwrap();
+        backend.write(Some(&warm), &n(0), HOUR).await.unwrap();
+        backend.read(&warm).await.unwrap();
+        backend.exists(&warm).await.unwrap();
+        backend.remove(&warm).await.unwrap();
+
+        let (id, trips) = proxy.count(backend.write(None, &n(1), HOUR)).await;
+        let id = id.unwrap();
+        assert_eq!(trips, 1, "create");
+        let (found, trips) = proxy.count(backend.read(&id)).await;
+        assert!(found.unwrap().is_some());
+        assert_eq!(trips, 1, "read");
+        let (updated, trips) = proxy.count(backend.write(Some(&id), &n(2), HOUR)).await;
+        updated.unwrap();
+        assert_eq!(trips, 1, "update");
+        let (exists, trips) = proxy.count(backend.exists(&id)).await;
+        assert!(exists.unwrap());
+        assert_eq!(trips, 1, "exists");
+        let (removed, trips) = proxy.count(backend.remove(&id)).await;
+        removed.unwrap();
+        assert_eq!(trips, 1, "remove");
+        let (gone, trips) = proxy.count(backend.write(Some(&id), &n(3), HOUR)).await;
+        assert!(matches!(gone, Err(Error::SessionGone)));
+        assert_eq!(trips, 1, "update of a removed session");
+        let (missing, trips) = proxy.count(backend.read(&id)).await;
+        assert!(missing.unwrap().is_none());
+        assert_eq!(trips, 1, "read of a missing session");
+    }
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_postgres_operation_is_one_round_trip() {
+    use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+    use std::str::FromStr;
+    let options = PgConnectOptions::from_str(&crate::common::postgres_url()).unwrap();
+    let proxy = wire::Proxy::start((options.get_host().to_owned(), options.get_port())).await;
+    let pool = PgPoolOptions::new().connect_lazy_with(options.host("127.0.0.1").port(proxy.port));
+    let table = unique_table("sessions_test");
+    let backend = sessions_sql::PostgresBackend::from_pool(pool)
+        .with_table(&table)
+        .unwrap();
+    let _drop = drop_table_later::<sqlx::Postgres>(&table);
+    wire::one_round_trip_each(&proxy, backend).await;
+}
+
+#[cfg(feature = "mysql")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_mysql_operation_is_one_round_trip() {
+    use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
+    use std::str::FromStr;
+    let options = MySqlConnectOptions::from_str(&crate::common::mysql_url()).unwrap();
+    let proxy = wire::Proxy::start((options.get_host().to_owned(), options.get_port())).await;
+    let pool =
+        MySqlPoolOptions::new().connect_lazy_with(options.host("127.0.0.1").port(proxy.port));
+    let table = unique_table("sessions_test");
+    let backend = sessions_sql::MySqlBackend::from_pool(pool)
+        .with_table(&table)
+        .unwrap();
+    let _drop = drop_table_later::<sqlx::MySql>(&table);
+    wire::one_round_trip_each(&proxy, backend).await;
+}
