@@ -57,6 +57,19 @@
 //!   the session (its timestamps take another 60 or so): keep cookie sessions small.
 //!
 //! Secrets shorter than 32 bytes are refused with [`Error::Config`].
+//!
+//! With the middleware from `sessions-tower` (whose default feature `cookie-backend` makes
+//! this the backend of `SessionLayer::with_secret_key`):
+//!
+//! ```ignore
+//! let layer = sessions_tower::SessionLayer::new(CookieBackend::private(secret.as_bytes())?);
+//! ```
+//!
+//! # Features
+//!
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | — | | this crate has no features: both modes are always built |
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]

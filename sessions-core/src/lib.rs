@@ -51,11 +51,11 @@
 //!
 //! # Features
 //!
-//! | feature | what it adds | pulls in |
-//! |---|---|---|
-//! | `axum` | [`Session`] as an axum extractor, [`Error`] as a response | `axum-core`, `http` |
-//! | `bincode` | `BincodeSerializer` | `bincode` 2 |
-//! | `conformance` | the [`conformance`] suite for backend tests | tokio's multi-thread runtime |
+//! | feature | default | what it adds | pulls in |
+//! |---|---|---|---|
+//! | `axum` | off | [`Session`] as an axum extractor, [`Error`] as a response | `axum-core`, `http` |
+//! | `bincode` | off | `BincodeSerializer` | `bincode` 2 |
+//! | `conformance` | off | the [`conformance`] suite for backend tests | tokio's multi-thread runtime |
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]

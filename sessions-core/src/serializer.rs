@@ -94,7 +94,7 @@ pub use self::binary::BincodeSerializer;
 mod binary {
     use super::Serializer;
     use crate::{Error, SessionData, Values};
-    use bincode::de::{Decode, Decoder};
+    use bincode::de::{BorrowDecode, BorrowDecoder, Decode};
     use bincode::enc::{Encode, Encoder};
     use bincode::error::{DecodeError, EncodeError};
     use serde_json::{Number, Value};
@@ -188,21 +188,29 @@ mod binary {
         }
     }
 
-    fn decode_map<D: Decoder<Context = ()>>(
+    /// A string borrowed from the input first: a claimed length beyond the bytes left fails
+    /// before anything is allocated.
+    fn decode_string<'de, D: BorrowDecoder<'de, Context = ()>>(
+        d: &mut D,
+    ) -> Result<String, DecodeError> {
+        <&'de str as BorrowDecode<'de, ()>>::borrow_decode(d).map(str::to_owned)
+    }
+
+    fn decode_map<'de, D: BorrowDecoder<'de, Context = ()>>(
         d: &mut D,
         depth: usize,
     ) -> Result<Values, DecodeError> {
         let len = usize::decode(d)?;
         let mut map = Values::new();
         for _ in 0..len {
-            let key = String::decode(d)?;
+            let key = decode_string(d)?;
             let value = decode_value(d, depth)?;
             map.insert(key, value);
         }
         Ok(map)
     }
 
-    fn decode_value<D: Decoder<Context = ()>>(
+    fn decode_value<'de, D: BorrowDecoder<'de, Context = ()>>(
         d: &mut D,
         depth: usize,
     ) -> Result<Value, DecodeError> {
@@ -222,7 +230,7 @@ mod binary {
                         .ok_or(DecodeError::Other("a float that is NaN or infinite"))?,
                 )
             }
-            STRING => Value::String(String::decode(d)?),
+            STRING => Value::String(decode_string(d)?),
             ARRAY => {
                 let len = usize::decode(d)?;
                 // Never trust a claimed length for an allocation: it comes from stored bytes.
@@ -353,4 +361,19 @@ mod tests {
 
     #[cfg(feature = "bincode")]
     const ARRAY_TAG_FOR_TEST: u8 = 7;
+}
+
+#[cfg(all(test, feature = "bincode"))]
+mod bincode_limits {
+    use super::*;
+
+    #[test]
+    fn bincode_record_claiming_a_huge_string_is_an_error() {
+        // Found by fuzzing: a 56-byte record claiming a string of tens of megabytes made the
+        // decoder allocate that much before failing. Strings are now borrowed from the input
+        // first, so the claim fails on the missing bytes (the allocation itself is not
+        // measurable here without an unsafe counting allocator).
+        let input = b"\x01\xfc\x00\xf1\x53\x64\x65\x53\xfc\x29\x60\xf1\x03\x06\x6e\x07\x07\x73\x07\x65\x07\x07\x07\x07\x07\x07\x07\x00\x07\x07\x07\x07\x07\x07\x07\x07\x07\x07\x07\x07\x07\x07\x07\x07\x07\x07\x07\x07\x07\x07\x03\x01\x04\x66\x06\x75\x7a\x7a";
+        assert!(BincodeSerializer.deserialize(input).is_err());
+    }
 }

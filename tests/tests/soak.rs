@@ -384,3 +384,176 @@ async fn soak_survives_a_redis_restart() {
         assert!(c.ok > 0, "client {i} never succeeded");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soak_sqlite_keeps_every_counter() {
+    let path = std::env::temp_dir().join(format!(
+        "sessions-soak-{}.db",
+        &sessions_core::generate_id()[..12]
+    ));
+    let backend = sessions_sql::SqliteBackend::from_url(&format!("sqlite://{}", path.display()))
+        .expect("a SQLite URL");
+    backend.migrate().await.expect("migrate");
+    let server = Server::start(soak_app(backend)).await;
+    let report = soak(&server, soak_clients(), soak_duration(), false).await;
+    report.print("sqlite");
+    drop(server);
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+    assert_eq!(report.errors, 0, "errors against SQLite");
+    assert!(report.ok > 0);
+    report.assert_consistent("sqlite");
+}
+
+/// A PostgreSQL cluster of the test's own (initdb in a temporary directory, its own port),
+/// run as the `postgres` user when the test runs as root, as PostgreSQL requires.
+struct OwnPostgres {
+    port: u16,
+    dir: std::path::PathBuf,
+    bin: std::path::PathBuf,
+}
+
+impl OwnPostgres {
+    fn find_bin() -> Option<std::path::PathBuf> {
+        let mut versions: Vec<_> = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()?
+            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+            .filter(|p| p.join("initdb").exists())
+            .collect();
+        versions.sort();
+        versions.pop()
+    }
+
+    fn command(&self, program: &str) -> Command {
+        let root = std::env::var("USER").map(|u| u == "root").unwrap_or(false)
+            || Command::new("id")
+                .arg("-u")
+                .output()
+                .is_ok_and(|o| o.stdout.starts_with(b"0"));
+        let program = self.bin.join(program);
+        if root {
+            let mut command = Command::new("runuser");
+            command.args(["-u", "postgres", "--"]).arg(program);
+            command
+        } else {
+            Command::new(program)
+        }
+    }
+
+    fn start() -> OwnPostgres {
+        let bin =
+            Self::find_bin().expect("PostgreSQL's initdb (Debian: apt-get install postgresql)");
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let dir = std::env::temp_dir().join(format!("sessions-soak-pg-{port}"));
+        std::fs::create_dir_all(&dir).expect("a data directory");
+        let _ = Command::new("chown")
+            .arg("postgres:postgres")
+            .arg(&dir)
+            .status();
+        let pg = OwnPostgres { port, dir, bin };
+        let status = pg
+            .command("initdb")
+            .args(["-A", "trust", "-U", "postgres", "-D"])
+            .arg(pg.dir.join("data"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("initdb runs");
+        assert!(status.success(), "initdb failed");
+        pg.run();
+        pg
+    }
+
+    fn pg_ctl(&self, args: &[&str]) -> bool {
+        self.command("pg_ctl")
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    fn run(&self) {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1",
+            self.port,
+            self.dir.display()
+        );
+        let log = self.dir.join("log");
+        assert!(
+            self.pg_ctl(&["-w", "-o", &options, "-l", &log.to_string_lossy(), "start"]),
+            "the test's PostgreSQL did not start"
+        );
+    }
+
+    /// Stop at once, as a crash would.
+    fn kill(&self) {
+        self.pg_ctl(&["-m", "immediate", "stop"]);
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for OwnPostgres {
+    fn drop(&mut self) {
+        self.pg_ctl(&["-m", "immediate", "stop"]);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soak_survives_a_postgres_restart() {
+    let pg = OwnPostgres::start();
+    let backend = sessions_sql::PostgresBackend::from_url(&pg.url()).expect("a Postgres URL");
+    backend.migrate().await.expect("migrate");
+    let server = Arc::new(Server::start(soak_app(backend)).await);
+    let clients = soak_clients().min(100);
+    let duration = soak_duration().max(Duration::from_secs(8));
+    let run = {
+        let server = Arc::clone(&server);
+        tokio::spawn(async move { soak(&server, clients, duration, true).await })
+    };
+    tokio::time::sleep(duration / 3).await;
+    let down = Instant::now();
+    tokio::task::block_in_place(|| pg.kill());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let restarted = Instant::now();
+    tokio::task::block_in_place(|| pg.run());
+    let back = Instant::now();
+    let report = run.await.expect("the soak run");
+    report.print("postgres restart");
+
+    let first_error = report.clients.iter().filter_map(|c| c.first_error).min();
+    let last_error = report.clients.iter().filter_map(|c| c.last_error).max();
+    assert!(
+        report.errors > 0,
+        "the outage went unnoticed: was PostgreSQL really stopped?"
+    );
+    if let (Some(first), Some(last)) = (first_error, last_error) {
+        println!(
+            "soak postgres restart: errors from {:.2} s to {:.2} s after the stop; last error {:.2} s after it accepted connections again (restart took {:.2} s)",
+            first.saturating_duration_since(down).as_secs_f64(),
+            last.saturating_duration_since(down).as_secs_f64(),
+            last.saturating_duration_since(back).as_secs_f64(),
+            back.saturating_duration_since(restarted).as_secs_f64()
+        );
+        assert!(first >= down, "errors before PostgreSQL went down");
+        assert!(
+            last < back + Duration::from_secs(3),
+            "still failing {:?} after PostgreSQL came back",
+            last.saturating_duration_since(back)
+        );
+    }
+    report.assert_consistent("postgres restart");
+    for (i, c) in report.clients.iter().enumerate() {
+        assert!(c.ok > 0, "client {i} never succeeded");
+    }
+}

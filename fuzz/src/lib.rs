@@ -1,0 +1,710 @@
+//! What the fuzz targets in `fuzz_targets/` share: a tiny executor, fixed keys, a forger that
+//! seals arbitrary payloads the way `sessions-cookie` does, a memory backend with a known
+//! record and deterministic ids, the checks each target runs, and the seed corpus.
+//!
+//! Run the targets with `scripts/fuzz` at the workspace root. The seeds under `corpus/` are
+//! written by this crate's test: `SESSIONS_FUZZ_WRITE_SEEDS=1 cargo test --lib` (here, in
+//! `fuzz/`); without the variable the test checks that the committed seeds still open.
+
+use aes_gcm::aead::{Aead, KeyInit, Payload as Sealed};
+use aes_gcm::{Aes256Gcm, Nonce};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use cookie::Key;
+use hmac::{Hmac, Mac};
+use http::header::{COOKIE, SET_COOKIE, VARY};
+use http::{HeaderValue, Request, Response, StatusCode};
+use sessions_cookie::{CookieBackend, MAX_COOKIE_BYTES, Mode};
+use sessions_core::{
+    Commit, Error, IdGenerator, Policy, Serializer, Session, SessionBackend, SessionData, Values,
+    unix_now,
+};
+use sessions_memory::InMemoryBackend;
+use sessions_tower::SessionLayer;
+use sha2::{Digest, Sha256};
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+use tower::{Layer as _, ServiceExt as _};
+
+/// The fuzzing key: fixed (so seeds stay valid across runs) and public (never use it for real).
+pub const SECRET: &[u8] = b"sessions fuzzing secret: fixed, public, never used for real";
+/// A rotated-out key the fuzz backends still accept, so both key ids are live.
+pub const OLD_SECRET: &[u8] = b"an older fuzzing secret, still accepted during rotation";
+
+/// The id of the record every fuzz memory backend starts with (32 URL-safe characters).
+pub const KNOWN_ID: &str = "fuzzKnownSessionId00000000000000";
+/// Every id a fuzz memory backend mints after [`KNOWN_ID`] starts with this.
+pub const MINTED_PREFIX: &str = "minted";
+/// The counter the known record holds under `n`.
+pub const KNOWN_N: u64 = 41;
+
+/// A long lifetime for the seed cookies, so they still open years from now.
+const SEED_TTL: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
+
+/// Run `future` to completion on this thread. The memory and cookie backends and the layer never
+/// wait on anything outside the future, so it completes on the first polls; one that stays
+/// pending is a bug in itself (a lost wake-up would hang a real server).
+pub fn block_on<F: Future>(future: F) -> F::Output {
+    let mut future = pin!(future);
+    let mut cx = Context::from_waker(Waker::noop());
+    for _ in 0..64 {
+        if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+            return output;
+        }
+    }
+    panic!("a future stayed pending although nothing it awaits can be pending");
+}
+
+/// The cookie backend of `mode` under [`SECRET`], also opening [`OLD_SECRET`]'s cookies.
+pub fn cookie_backend(mode: Mode) -> &'static CookieBackend {
+    static SIGNED: OnceLock<CookieBackend> = OnceLock::new();
+    static PRIVATE: OnceLock<CookieBackend> = OnceLock::new();
+    let cell = match mode {
+        Mode::Signed => &SIGNED,
+        Mode::Private => &PRIVATE,
+    };
+    cell.get_or_init(|| {
+        let backend = match mode {
+            Mode::Signed => CookieBackend::signed(SECRET),
+            Mode::Private => CookieBackend::private(SECRET),
+        };
+        backend
+            .and_then(|backend| backend.with_old_key(OLD_SECRET))
+            .expect("the fuzzing secrets are long enough")
+    })
+}
+
+/// Seals arbitrary payloads with a key exactly as `sessions-cookie` does, so a target can reach
+/// what the backend does with a payload once its seal checks out. The format, as the backend
+/// writes it: `<key id>.<base64url payload>.<base64url HMAC-SHA256 of what precedes>` (signed)
+/// or `<key id>.<base64url nonce ‖ AES-256-GCM(payload, aad = key id)>` (private), where the
+/// payload is four big-endian `u64`s (issued, deadline in Unix ms; created, last access in
+/// Unix s) and the values as a JSON object. [`forger`] checks this against the backend.
+#[derive(Debug)]
+pub struct Forger {
+    mode: Mode,
+    id: String,
+    key: Key,
+}
+
+impl Forger {
+    /// A forger for `mode` holding the key derived from `secret`.
+    pub fn new(mode: Mode, secret: &[u8]) -> Self {
+        let key = Key::derive_from(secret);
+        let digest = Sha256::new()
+            .chain_update(b"sessions-cookie key id\0")
+            .chain_update(key.master())
+            .finalize();
+        Forger {
+            mode,
+            id: URL_SAFE_NO_PAD.encode(&digest[..6]),
+            key,
+        }
+    }
+
+    /// `payload` sealed as the backend seals it.
+    pub fn seal_payload(&self, payload: &[u8]) -> String {
+        match self.mode {
+            Mode::Signed => self.sign(&URL_SAFE_NO_PAD.encode(payload)),
+            Mode::Private => {
+                // A fixed nonce: fine for a fuzzer, and keeps each input deterministic.
+                let nonce = [7u8; 12];
+                let aead = Aes256Gcm::new_from_slice(self.key.encryption())
+                    .expect("a 32-byte encryption key");
+                let sealed = aead
+                    .encrypt(
+                        Nonce::from_slice(&nonce),
+                        Sealed {
+                            msg: payload,
+                            aad: self.id.as_bytes(),
+                        },
+                    )
+                    .expect("AES-GCM seals any length we feed it");
+                let mut raw = nonce.to_vec();
+                raw.extend_from_slice(&sealed);
+                format!("{}.{}", self.id, URL_SAFE_NO_PAD.encode(raw))
+            }
+        }
+    }
+
+    /// Signed mode: `<key id>.<body>.<MAC>` for any `body`, base64 or not (an authentic value
+    /// whose inside is not what the backend writes).
+    pub fn sign(&self, body: &str) -> String {
+        let mut value = format!("{}.{body}", self.id);
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(self.key.signing())
+            .expect("HMAC takes any key length");
+        mac.update(value.as_bytes());
+        value.push('.');
+        URL_SAFE_NO_PAD.encode_string(mac.finalize().into_bytes(), &mut value);
+        value
+    }
+}
+
+/// The forger for `mode` under [`SECRET`], checked once against the backend: if the backend's
+/// format moves on, the targets fail at once instead of fuzzing nothing.
+pub fn forger(mode: Mode) -> &'static Forger {
+    static SIGNED: OnceLock<Forger> = OnceLock::new();
+    static PRIVATE: OnceLock<Forger> = OnceLock::new();
+    let cell = match mode {
+        Mode::Signed => &SIGNED,
+        Mode::Private => &PRIVATE,
+    };
+    cell.get_or_init(|| {
+        let forger = Forger::new(mode, SECRET);
+        let value = forger.seal_payload(&valid_payload());
+        let read = block_on(cookie_backend(mode).read(&value)).expect("cookie reads never fail");
+        assert!(
+            read.is_some(),
+            "the fuzz forger no longer seals like sessions-cookie ({mode:?}): update fuzz/src/lib.rs"
+        );
+        forger
+    })
+}
+
+/// A payload as the backend seals it: the header (issued, deadline, created, last access)
+/// and the values as JSON.
+pub fn payload(deadline_ms: u64, json: &str) -> Vec<u8> {
+    let mut payload = Vec::new();
+    for n in [1_700_000_000_000, deadline_ms, 1_700_000_000, 1_700_000_100] {
+        payload.extend_from_slice(&u64::to_be_bytes(n));
+    }
+    payload.extend_from_slice(json.as_bytes());
+    payload
+}
+
+/// An authentic-looking payload, unexpired for ever.
+fn valid_payload() -> Vec<u8> {
+    payload(
+        u64::MAX,
+        r#"{"n":1,"user":"fuzz","f":0.5,"l":[true,null,{"x":-3}]}"#,
+    )
+}
+
+/// The values of the known record.
+pub fn known_values() -> Values {
+    let mut values = Values::new();
+    values.insert("n".into(), KNOWN_N.into());
+    values.insert("user".into(), "fuzz".into());
+    values
+}
+
+/// A memory backend holding `record` under [`KNOWN_ID`]; it mints `minted…` ids after that.
+pub fn memory_with_known(record: &SessionData) -> InMemoryBackend {
+    let next = AtomicU64::new(0);
+    let ids: IdGenerator = Arc::new(move || match next.fetch_add(1, Ordering::Relaxed) {
+        0 => KNOWN_ID.to_owned(),
+        n => format!("{MINTED_PREFIX}{n:026}"),
+    });
+    let backend = InMemoryBackend::new().with_id_generator(ids);
+    let id = block_on(backend.write(None, record, None)).expect("memory writes never fail");
+    assert_eq!(id, KNOWN_ID);
+    backend
+}
+
+// --- cookie decoding -------------------------------------------------------------------------
+
+/// Fuzz `CookieBackend::read`/`exists` in `mode` with `data` twice: as the cookie value a client
+/// sends, and as the plaintext inside an authentic seal (what the backend parses once the seal
+/// checks out).
+pub fn cookie_decode(mode: Mode, data: &[u8]) {
+    let backend = cookie_backend(mode);
+    if let Ok(value) = std::str::from_utf8(data) {
+        check_cookie_value(backend, value);
+    }
+    let forger = forger(mode);
+    check_cookie_value(backend, &forger.seal_payload(data));
+    if mode == Mode::Signed {
+        // Authentic, but not base64 inside.
+        if let Ok(text) = std::str::from_utf8(data) {
+            check_cookie_value(backend, &forger.sign(text));
+        }
+    }
+}
+
+fn check_cookie_value(backend: &CookieBackend, value: &str) {
+    let read = block_on(backend.read(value)).expect("a cookie read never fails");
+    let exists = block_on(backend.exists(value)).expect("a cookie exists() never fails");
+    assert_eq!(read.is_some(), exists, "read and exists disagree");
+    let accepted = backend.accepts(value);
+    let Some(record) = read else {
+        return;
+    };
+    if value.len() <= MAX_COOKIE_BYTES {
+        assert!(accepted, "a value that opens is refused by accepts()");
+    }
+    // An authentic value can be updated (the layer's write path for a loaded session).
+    match block_on(backend.write(Some(value), &record, None)) {
+        Ok(updated) => assert!(backend.accepts(&updated), "an issued value is refused"),
+        Err(Error::CookieTooLarge { .. }) => {}
+        Err(error) => panic!("updating an authentic cookie failed: {error}"),
+    }
+    // Whatever decodes re-seals and opens to the same record.
+    match block_on(backend.write(None, &record, Some(Duration::from_secs(3600)))) {
+        Ok(resealed) => {
+            assert!(backend.accepts(&resealed), "an issued value is refused");
+            let reread = block_on(backend.read(&resealed))
+                .expect("a cookie read never fails")
+                .expect("a value just sealed opens");
+            assert!(
+                same_record(&reread, &record),
+                "the record changed through a re-seal\n  opened: {record:?}\nre-opened: {reread:?}"
+            );
+        }
+        Err(Error::CookieTooLarge { .. }) => {}
+        Err(error) => panic!("re-sealing a decoded record failed: {error}"),
+    }
+}
+
+// --- comparing records -----------------------------------------------------------------------
+
+/// Known bugs the checks let pass, so a run can look past them for new ones:
+/// `SESSIONS_FUZZ_KNOWN_BUGS=float-drift` accepts a float that changes in its last bits through
+/// JSON text (serde_json parses without `float_roundtrip`). Unset: every check is exact.
+fn tolerate(bug: &str) -> bool {
+    static KNOWN: OnceLock<String> = OnceLock::new();
+    KNOWN
+        .get_or_init(|| std::env::var("SESSIONS_FUZZ_KNOWN_BUGS").unwrap_or_default())
+        .split(',')
+        .any(|known| known.trim() == bug)
+}
+
+/// Whether two records are the same (up to the known bugs being tolerated).
+pub fn same_record(a: &SessionData, b: &SessionData) -> bool {
+    a == b
+        || (tolerate("float-drift")
+            && a.created_unix() == b.created_unix()
+            && a.last_access_unix() == b.last_access_unix()
+            && same_map(a.values(), b.values()))
+}
+
+fn same_map(a: &Values, b: &Values) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|((ka, va), (kb, vb))| ka == kb && same_value(va, vb))
+}
+
+fn same_value(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) if x.is_f64() || y.is_f64() => {
+            match (x.as_f64(), y.as_f64()) {
+                (Some(x), Some(y)) => (x - y).abs() <= x.abs().max(y.abs()) * 8.0 * f64::EPSILON,
+                _ => false,
+            }
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same_value(x, y))
+        }
+        (Value::Object(x), Value::Object(y)) => same_map(x, y),
+        _ => a == b,
+    }
+}
+
+// --- serializers -----------------------------------------------------------------------------
+
+/// Decode `data` with `serializer`; whatever decodes must re-encode, decode to the same record,
+/// and encode to the same bytes again. Returns the decoded record.
+pub fn serializer_round_trip<S: Serializer>(serializer: &S, data: &[u8]) -> Option<SessionData> {
+    let record = serializer.deserialize(data).ok()?;
+    let bytes = serializer
+        .serialize(&record)
+        .expect("a decoded record re-encodes");
+    let again = serializer
+        .deserialize(&bytes)
+        .expect("a re-encoded record decodes");
+    if again != record {
+        assert!(
+            same_record(&again, &record),
+            "the record changed through a round trip\n  decoded: {record:?}\nre-decoded: {again:?}"
+        );
+        return Some(record);
+    }
+    let bytes_again = serializer
+        .serialize(&again)
+        .expect("a decoded record re-encodes");
+    assert_eq!(bytes_again, bytes, "encoding is not stable");
+    Some(record)
+}
+
+// --- cookie header parsing -------------------------------------------------------------------
+
+/// The handler behind the layer: a counter under `n`; a session error answers 500 with it.
+async fn count(_request: Request<()>) -> Result<Response<String>, Infallible> {
+    let result = async {
+        // What the axum extractor does: loaded here when the layer autoloads.
+        let session = Session::current_autoloaded().await?;
+        session.load().await?;
+        let n: u64 = session.get("n")?.unwrap_or(0) + 1;
+        session.insert("n", n)?;
+        Ok::<_, Error>(n.to_string())
+    }
+    .await;
+    Ok(match result {
+        Ok(body) => Response::new(body),
+        Err(error) => {
+            let mut response = Response::new(format!("session error: {error}"));
+            *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+            response
+        }
+    })
+}
+
+/// Send one request whose `Cookie` header is `data` through `SessionLayer` over a memory
+/// backend holding [`KNOWN_ID`], with and without autoload: never a panic or a 5xx, the known
+/// session is only found when the header names it, and no id from the header is adopted.
+pub fn cookie_header(data: &[u8]) {
+    let Ok(header) = HeaderValue::from_bytes(data) else {
+        return;
+    };
+    for autoload in [false, true] {
+        let backend = memory_with_known(&SessionData::new(known_values()));
+        let service = SessionLayer::new(backend)
+            .with_autoload(autoload)
+            .layer(tower::service_fn(count));
+        let request = Request::get("/")
+            .header(COOKIE, header.clone())
+            .body(())
+            .expect("a valid request");
+        let response = block_on(service.oneshot(request)).unwrap_or_else(|never| match never {});
+        assert!(
+            !response.status().is_server_error(),
+            "{} (autoload {autoload}): {}",
+            response.status(),
+            response.body()
+        );
+        let n: u64 = response
+            .body()
+            .parse()
+            .expect("the handler answers a count");
+        let found = n == KNOWN_N + 1;
+        assert!(found || n == 1, "count {n}");
+        if found {
+            assert!(
+                data.windows(KNOWN_ID.len())
+                    .any(|w| w == KNOWN_ID.as_bytes()),
+                "the known session was found in a header that does not name it"
+            );
+        }
+        let set_cookie = response
+            .headers()
+            .get(SET_COOKIE)
+            .expect("a changed session sets its cookie")
+            .to_str()
+            .expect("Set-Cookie is ASCII");
+        let value = set_cookie
+            .strip_prefix("session=")
+            .and_then(|rest| rest.split(';').next())
+            .expect("Set-Cookie names the session cookie");
+        if found {
+            assert_eq!(value, KNOWN_ID);
+        } else {
+            assert!(
+                value.starts_with(MINTED_PREFIX),
+                "adopted {value:?} from the client"
+            );
+        }
+        assert_eq!(
+            response.headers().get(VARY).map(HeaderValue::as_bytes),
+            Some(&b"Cookie"[..])
+        );
+    }
+}
+
+// --- Session load/commit ---------------------------------------------------------------------
+
+/// Drive a `Session` over a memory or cookie backend with an arbitrary cookie value.
+///
+/// `data` is two flag bytes, then the cookie value (UTF-8). First byte, the handler's
+/// operations: 0x01 delete, 0x02 remove `n`, 0x04 clear, 0x08 insert `n` + 1, 0x10 regenerate
+/// the id, 0x20 insert a second key. Second byte, the setting: 0x01 no cookie, 0x04 idle and
+/// absolute limits, 0x08 the memory record is ancient (past those limits), 0x10 signed cookie
+/// backend, 0x20 private cookie backend.
+pub fn session(data: &[u8]) {
+    let [ops, setting, rest @ ..] = data else {
+        return;
+    };
+    let (ops, setting) = (*ops, *setting);
+    let Ok(text) = std::str::from_utf8(rest) else {
+        return;
+    };
+    let cookie: Option<Arc<str>> = (setting & 0x01 == 0).then(|| Arc::from(text));
+    let mut policy = Policy::new(Some(Duration::from_secs(24 * 60 * 60)));
+    if setting & 0x04 != 0 {
+        policy.idle = Some(Duration::from_secs(60 * 60));
+        policy.absolute = Some(Duration::from_secs(24 * 60 * 60));
+    }
+    let memory = setting & 0x30 == 0;
+    let backend: Arc<dyn SessionBackend> = if setting & 0x10 != 0 {
+        Arc::new(cookie_backend(Mode::Signed).clone())
+    } else if setting & 0x20 != 0 {
+        Arc::new(cookie_backend(Mode::Private).clone())
+    } else if setting & 0x08 != 0 {
+        Arc::new(memory_with_known(&SessionData::from_parts(
+            known_values(),
+            1,
+            1,
+        )))
+    } else {
+        Arc::new(memory_with_known(&SessionData::new(known_values())))
+    };
+
+    // What the session must find: the backend's own answer, less what the limits rule out.
+    let stored = match cookie.as_deref() {
+        Some(value) if !value.is_empty() => block_on(backend.read(value)).expect("reads work"),
+        _ => None,
+    };
+    let expected = stored
+        .clone()
+        .filter(|record| !policy.has_limits() || !policy.expired(record, unix_now()));
+
+    let session = Session::with_policy(Arc::clone(&backend), cookie.clone(), policy);
+    block_on(session.load()).expect("loading never fails on these backends");
+    assert!(session.is_loaded());
+    assert_eq!(
+        session.id().map(|id| id.into_inner()),
+        expected.as_ref().and(cookie.as_deref().map(str::to_owned)),
+        "the session adopted the wrong id"
+    );
+    assert_eq!(
+        session.values().expect("loaded"),
+        expected
+            .as_ref()
+            .map(|record| record.values().clone())
+            .unwrap_or_default(),
+        "the session loaded the wrong values"
+    );
+
+    let mut fresh_id = expected.is_none();
+    if ops & 0x01 != 0 {
+        block_on(session.delete()).expect("delete works");
+        fresh_id = true;
+    }
+    if ops & 0x02 != 0 {
+        session.remove("n").expect("loaded");
+    }
+    if ops & 0x04 != 0 {
+        session.clear().expect("loaded");
+    }
+    if ops & 0x08 != 0 {
+        let n: u64 = session.get("n").ok().flatten().unwrap_or(0);
+        session.insert("n", n + 1).expect("loaded");
+    }
+    if ops & 0x20 != 0 {
+        session.insert("other", text).expect("loaded");
+    }
+    if ops & 0x10 != 0 {
+        session.regenerate_id().expect("loaded");
+        fresh_id = true;
+    }
+    let values = session.values().expect("loaded");
+
+    let commit = block_on(session.commit());
+    let commit = match commit {
+        Err(Error::CookieTooLarge { .. }) if !memory => return,
+        other => other.expect("committing never fails on these backends"),
+    };
+    match &commit {
+        Commit::Set(value) => {
+            assert!(backend.accepts(value), "an issued value is refused");
+            let saved = block_on(backend.read(value))
+                .expect("reads work")
+                .expect("a saved session reads back");
+            assert_eq!(saved.values(), &values, "the saved values differ");
+            if memory {
+                if fresh_id {
+                    assert!(value.starts_with(MINTED_PREFIX), "adopted {value:?}");
+                } else {
+                    assert_eq!(Some(value.as_str()), cookie.as_deref());
+                }
+            }
+        }
+        Commit::Expire => {
+            assert!(cookie.is_some(), "expired a cookie that was not sent");
+            assert!(values.is_empty(), "expired a session that holds values");
+        }
+        _ => assert!(
+            values.is_empty() || !fresh_id,
+            "{commit:?} for new values {values:?}"
+        ),
+    }
+    if memory && stored.is_some() && (expected.is_none() || fresh_id || values.is_empty()) {
+        // A stale, deleted, regenerated or emptied record is gone after the commit.
+        let id = cookie.as_deref().expect("stored implies a cookie");
+        assert!(
+            block_on(backend.read(id)).expect("reads work").is_none(),
+            "the old record outlived {commit:?}"
+        );
+    }
+    let again = block_on(session.commit()).expect("committing never fails on these backends");
+    assert!(
+        !matches!(again, Commit::Set(_)),
+        "a second commit wrote again: {again:?} after {commit:?}"
+    );
+}
+
+// --- seeds -----------------------------------------------------------------------------------
+
+/// The seed corpus: (target, file name, bytes).
+pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
+    let mut seeds = Vec::new();
+    let mut add = |target: &'static str, name: &str, bytes: Vec<u8>| {
+        seeds.push((target, format!("seed-{name}"), bytes));
+    };
+    let record = SessionData::from_parts(known_values(), 1_700_000_000, 1_700_000_100);
+    let mut rich = record.clone();
+    rich.values_mut().insert(
+        "nested".into(),
+        serde_json::json!({"a": [1, -2, 3.25, null, true, "é"], "b": {"c": {}}, "big": u64::MAX}),
+    );
+
+    let mut cookies = Vec::new();
+    for (mode, target) in [
+        (Mode::Signed, "cookie_signed"),
+        (Mode::Private, "cookie_private"),
+    ] {
+        let value = block_on(cookie_backend(mode).write(None, &rich, Some(SEED_TTL)))
+            .expect("the seed record seals");
+        add(target, "valid", value.clone().into_bytes());
+        let old = match mode {
+            Mode::Signed => CookieBackend::signed(OLD_SECRET),
+            Mode::Private => CookieBackend::private(OLD_SECRET),
+        }
+        .expect("long enough");
+        let old_value =
+            block_on(old.write(None, &record, Some(SEED_TTL))).expect("the seed record seals");
+        add(target, "old-key", old_value.into_bytes());
+        add(target, "payload", valid_payload());
+        add(target, "payload-expired", payload(2, "{}"));
+        cookies.push((mode, value));
+    }
+
+    add(
+        "serializer_json",
+        "record",
+        sessions_core::JsonSerializer
+            .serialize(&rich)
+            .expect("encodes"),
+    );
+    add(
+        "serializer_json",
+        "empty",
+        br#"{"created":0,"accessed":0,"data":{}}"#.to_vec(),
+    );
+    add(
+        "serializer_bincode",
+        "record",
+        sessions_core::BincodeSerializer
+            .serialize(&rich)
+            .expect("encodes"),
+    );
+    add(
+        "serializer_bincode",
+        "empty",
+        sessions_core::BincodeSerializer
+            .serialize(&SessionData::default())
+            .expect("encodes"),
+    );
+
+    add(
+        "cookie_header",
+        "known",
+        format!("session={KNOWN_ID}").into_bytes(),
+    );
+    add(
+        "cookie_header",
+        "among-others",
+        format!("a=1; session=\"{KNOWN_ID}\"; b=2").into_bytes(),
+    );
+    add(
+        "cookie_header",
+        "twice",
+        format!("session=; xsession=x; session={KNOWN_ID}").into_bytes(),
+    );
+    add(
+        "cookie_header",
+        "unknown",
+        b"session=mintedUnknown000000000000000000".to_vec(),
+    );
+
+    let with = |ops: u8, setting: u8, cookie: &str| {
+        let mut bytes = vec![ops, setting];
+        bytes.extend_from_slice(cookie.as_bytes());
+        bytes
+    };
+    add("session", "known-increment", with(0x08, 0x00, KNOWN_ID));
+    add("session", "known-regenerate", with(0x18, 0x00, KNOWN_ID));
+    add("session", "ancient-limits", with(0x08, 0x0c, KNOWN_ID));
+    add("session", "no-cookie", with(0x08, 0x01, ""));
+    add(
+        "session",
+        "unknown-clear",
+        with(0x04, 0x00, "minted00000000000000000000000001"),
+    );
+    for (mode, value) in &cookies {
+        let (name, setting) = match mode {
+            Mode::Signed => ("signed", 0x10),
+            Mode::Private => ("private", 0x20),
+        };
+        add(
+            "session",
+            &format!("{name}-increment"),
+            with(0x08, setting, value),
+        );
+    }
+    seeds
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    /// With `SESSIONS_FUZZ_WRITE_SEEDS=1`, (re)write `corpus/<target>/seed-*`; always run every
+    /// seed through its target's checks (the committed files, when they exist).
+    #[test]
+    fn seeds() {
+        let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
+        let write = std::env::var_os("SESSIONS_FUZZ_WRITE_SEEDS").is_some();
+        for (target, name, bytes) in super::seeds() {
+            let path = corpus.join(target).join(&name);
+            if write {
+                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                std::fs::write(&path, &bytes).unwrap();
+            }
+            let bytes = std::fs::read(&path).unwrap_or(bytes);
+            match target {
+                "cookie_signed" => cookie_decode(Mode::Signed, &bytes),
+                "cookie_private" => cookie_decode(Mode::Private, &bytes),
+                "serializer_json" => {
+                    assert!(serializer_round_trip(&sessions_core::JsonSerializer, &bytes).is_some())
+                }
+                "serializer_bincode" => assert!(
+                    serializer_round_trip(&sessions_core::BincodeSerializer, &bytes).is_some()
+                ),
+                "cookie_header" => cookie_header(&bytes),
+                "session" => session(&bytes),
+                other => panic!("no target {other}"),
+            }
+            if target.starts_with("cookie_") && name == "seed-valid" {
+                let mode = if target == "cookie_signed" {
+                    Mode::Signed
+                } else {
+                    Mode::Private
+                };
+                let value = std::str::from_utf8(&bytes).unwrap();
+                assert!(
+                    block_on(cookie_backend(mode).read(value))
+                        .unwrap()
+                        .is_some(),
+                    "{path:?} no longer opens"
+                );
+            }
+        }
+    }
+}
