@@ -24,6 +24,12 @@
 //! ```ignore
 //! let layer = sessions_tower::SessionLayer::new(InMemoryBackend::new());
 //! ```
+//!
+//! # Features
+//!
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | — | | this crate has no features |
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]

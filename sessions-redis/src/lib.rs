@@ -97,10 +97,10 @@
 //!
 //! # Features
 //!
-//! | feature | what it adds |
-//! |---|---|
-//! | `bincode` | `sessions_core::serializer::BincodeSerializer`, a compact binary record format |
-//! | `cluster` | Redis Cluster support (`deadpool-redis/cluster`) |
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `bincode` | off | `sessions_core::serializer::BincodeSerializer`, a compact binary record format |
+//! | `cluster` | off | Redis Cluster support (`deadpool-redis/cluster`) |
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]

@@ -65,6 +65,8 @@ struct ClientReport {
     /// Successes answered with a count other than the one expected.
     mismatches: u64,
     final_count: u64,
+    /// When the first and the last failed requests were sent (not when they failed: a
+    /// request sent during an outage may wait out a pool timeout after the store is back).
     first_error: Option<Instant>,
     last_error: Option<Instant>,
 }
@@ -127,6 +129,7 @@ async fn soak(server: &Server, clients: usize, duration: Duration, tolerate: boo
                     .expect("a client");
                 let mut report = ClientReport::default();
                 while Instant::now() < deadline {
+                    let sent = Instant::now();
                     match client.get(&inc).send().await {
                         Ok(response) if response.status() == StatusCode::OK => {
                             let n: u64 = response
@@ -144,10 +147,9 @@ async fn soak(server: &Server, clients: usize, duration: Duration, tolerate: boo
                             report.ok += 1;
                         }
                         _ => {
-                            let now = Instant::now();
                             report.errors += 1;
-                            report.first_error.get_or_insert(now);
-                            report.last_error = Some(now);
+                            report.first_error.get_or_insert(sent);
+                            report.last_error = Some(sent);
                             tokio::time::sleep(Duration::from_millis(20)).await;
                         }
                     }
@@ -362,12 +364,16 @@ async fn soak_survives_a_redis_restart() {
     let first_error = report.clients.iter().filter_map(|c| c.first_error).min();
     if let (Some(first), Some(last)) = (first_error, last_error) {
         println!(
-            "soak redis restart: errors from {:.2} s to {:.2} s after the stop; recovered {:.2} s after the restart",
+            "soak redis restart: failed requests sent from {:.2} s to {:.2} s after the stop; the last one {:.2} s after the restart",
             first.saturating_duration_since(down).as_secs_f64(),
             last.saturating_duration_since(down).as_secs_f64(),
             last.saturating_duration_since(restarted).as_secs_f64()
         );
-        assert!(first >= down, "errors before Redis went down");
+        // A request in flight at the stop may fail too: allow it a moment.
+        assert!(
+            first + Duration::from_millis(300) >= down,
+            "errors before Redis went down"
+        );
         assert!(
             last < restarted + Duration::from_secs(3),
             "still failing {:?} after Redis came back",
@@ -539,13 +545,16 @@ async fn soak_survives_a_postgres_restart() {
     );
     if let (Some(first), Some(last)) = (first_error, last_error) {
         println!(
-            "soak postgres restart: errors from {:.2} s to {:.2} s after the stop; last error {:.2} s after it accepted connections again (restart took {:.2} s)",
+            "soak postgres restart: failed requests sent from {:.2} s to {:.2} s after the stop; the last one {:.2} s after it accepted connections again (restart took {:.2} s)",
             first.saturating_duration_since(down).as_secs_f64(),
             last.saturating_duration_since(down).as_secs_f64(),
             last.saturating_duration_since(back).as_secs_f64(),
             back.saturating_duration_since(restarted).as_secs_f64()
         );
-        assert!(first >= down, "errors before PostgreSQL went down");
+        assert!(
+            first + Duration::from_millis(300) >= down,
+            "errors before PostgreSQL went down"
+        );
         assert!(
             last < back + Duration::from_secs(3),
             "still failing {:?} after PostgreSQL came back",

@@ -1,0 +1,56 @@
+//! `cargo run -p sessions-app [-- --backend NAME]`: see the library's docs for the settings.
+
+use sessions_app::{Config, USAGE, build};
+use std::process::ExitCode;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let config = match Config::from_env() {
+        Ok(Some(config)) => config,
+        Ok(None) => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(message) => {
+            eprintln!("sessions-app: {message}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let app = match build(&config).await {
+        Ok(app) => app,
+        Err(error) => {
+            eprintln!("sessions-app: the {} backend: {error}", config.backend);
+            return ExitCode::FAILURE;
+        }
+    };
+    let listener = match tokio::net::TcpListener::bind(&config.addr).await {
+        Ok(listener) => listener,
+        Err(error) => {
+            eprintln!(
+                "sessions-app: cannot listen on {}: {error} (set ADDR to listen elsewhere)",
+                config.addr
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    let url = match listener.local_addr() {
+        Ok(addr) => format!("http://{addr}"),
+        Err(_) => format!("http://{}", config.addr),
+    };
+    println!("sessions-app: sessions in {}", app.storage);
+    println!("sessions-app: serving on {url} (Ctrl-C stops)");
+    let served = axum::serve(listener, app.router.clone())
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await;
+    // Keeps the SQL cleanup task running as long as the server.
+    drop(app);
+    match served {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("sessions-app: the server failed: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,42 @@
+//! The workspace's conformance suite against `FileBackend`: what a backend crate runs in its
+//! own tests. Each case gets a fresh directory under Cargo's scratch space for tests, removed
+//! when the case ends.
+
+use custom_backend::FileBackend;
+use sessions_core::IdGenerator;
+use sessions_core::conformance::Harness;
+use std::path::PathBuf;
+
+struct FileHarness {
+    dir: PathBuf,
+}
+
+impl FileHarness {
+    fn new() -> Self {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join("custom-backend")
+            .join(sessions_core::generate_id());
+        FileHarness { dir }
+    }
+}
+
+impl Drop for FileHarness {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Harness for FileHarness {
+    type Backend = FileBackend;
+
+    async fn backend(&self) -> FileBackend {
+        FileBackend::new(&self.dir).expect("a session directory")
+    }
+
+    // With a scripted id generator the suite checks that a create never overwrites.
+    async fn backend_with_ids(&self, ids: IdGenerator) -> Option<FileBackend> {
+        Some(self.backend().await.with_id_generator(ids))
+    }
+}
+
+sessions_core::conformance_tests!(FileHarness::new());
