@@ -179,12 +179,12 @@
 //!
 //! # Features
 //!
-//! | feature | what it adds |
-//! |---|---|
-//! | `sqlite` | [`SqliteBackend`], with SQLite compiled in (sqlx's bundled `libsqlite3-sys`) |
-//! | `postgres` | [`PostgresBackend`] |
-//! | `mysql` | [`MySqlBackend`], for MySQL and MariaDB |
-//! | `bincode` | `sessions_core::serializer::BincodeSerializer`, a compact binary record format |
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `sqlite` | off | [`SqliteBackend`], with SQLite compiled in (sqlx's bundled `libsqlite3-sys`) |
+//! | `postgres` | off | [`PostgresBackend`] |
+//! | `mysql` | off | [`MySqlBackend`], for MySQL and MariaDB |
+//! | `bincode` | off | `sessions_core::serializer::BincodeSerializer`, a compact binary record format |
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
