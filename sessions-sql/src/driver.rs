@@ -304,9 +304,19 @@ mod sqlite {
             url: &str,
             acquire_timeout: Duration,
         ) -> Result<sqlx::Pool<Self>, sqlx::Error> {
-            let options = SqliteConnectOptions::from_str(url)?.create_if_missing(true);
+            let mut options = SqliteConnectOptions::from_str(url)?.create_if_missing(true);
             let mut pool = SqlitePoolOptions::new().acquire_timeout(acquire_timeout);
-            if url.contains(":memory:") || url.contains("mode=memory") {
+            let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+            if !in_memory {
+                // A session store wants many small writes: the write-ahead log lets readers
+                // run beside the writer, and NORMAL syncs at checkpoints instead of on every
+                // commit (still safe against an application crash). The defaults (rollback
+                // journal, FULL) fsync several times a commit.
+                options = options
+                    .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+                    .synchronous(sqlx::sqlite::SqliteSynchronous::Normal);
+            }
+            if in_memory {
                 // An in-memory database lives as long as one of its connections: keep one
                 // open for the pool's whole life.
                 pool = pool

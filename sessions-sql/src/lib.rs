@@ -171,7 +171,8 @@
 //!
 //! [`from_url`](SqlBackend::from_url) makes a pool with sqlx's defaults (10 connections) and a
 //! 5 s acquire timeout ([`DEFAULT_ACQUIRE_TIMEOUT`]); it connects on first use and must be
-//! called inside a tokio runtime. A SQLite URL creates the file when it is missing; a
+//! called inside a tokio runtime. A SQLite URL creates the file when it is missing and opens
+//! it in WAL mode with `synchronous = NORMAL` (many small writes without an fsync each); a
 //! `sqlite::memory:` database lives as long as the pool. For other settings (TLS, pool size,
 //! timeouts, SQLite's journal mode) build a pool with sqlx and pass it to
 //! [`from_pool`](SqlBackend::from_pool); [`sqlx`] is re-exported so the versions match. TLS
