@@ -65,9 +65,11 @@ struct ClientReport {
     /// Successes answered with a count other than the one expected.
     mismatches: u64,
     final_count: u64,
-    /// When the first and the last failed requests were sent (not when they failed: a
-    /// request sent during an outage may wait out a pool timeout after the store is back).
+    /// When the first failure was seen (a request in flight when the store stops fails
+    /// after the stop, though it was sent before).
     first_error: Option<Instant>,
+    /// When the last failed request was sent (not when it failed: one sent during an outage
+    /// may wait out a pool timeout after the store is back).
     last_error: Option<Instant>,
 }
 
@@ -148,7 +150,7 @@ async fn soak(server: &Server, clients: usize, duration: Duration, tolerate: boo
                         }
                         _ => {
                             report.errors += 1;
-                            report.first_error.get_or_insert(sent);
+                            report.first_error.get_or_insert_with(Instant::now);
                             report.last_error = Some(sent);
                             tokio::time::sleep(Duration::from_millis(20)).await;
                         }
@@ -364,16 +366,12 @@ async fn soak_survives_a_redis_restart() {
     let first_error = report.clients.iter().filter_map(|c| c.first_error).min();
     if let (Some(first), Some(last)) = (first_error, last_error) {
         println!(
-            "soak redis restart: failed requests sent from {:.2} s to {:.2} s after the stop; the last one {:.2} s after the restart",
+            "soak redis restart: first failure {:.2} s after the stop, last failed request sent {:.2} s after it, {:.2} s after the restart",
             first.saturating_duration_since(down).as_secs_f64(),
             last.saturating_duration_since(down).as_secs_f64(),
             last.saturating_duration_since(restarted).as_secs_f64()
         );
-        // A request in flight at the stop may fail too: allow it a moment.
-        assert!(
-            first + Duration::from_millis(300) >= down,
-            "errors before Redis went down"
-        );
+        assert!(first >= down, "a failure before Redis went down");
         assert!(
             last < restarted + Duration::from_secs(3),
             "still failing {:?} after Redis came back",
@@ -545,16 +543,13 @@ async fn soak_survives_a_postgres_restart() {
     );
     if let (Some(first), Some(last)) = (first_error, last_error) {
         println!(
-            "soak postgres restart: failed requests sent from {:.2} s to {:.2} s after the stop; the last one {:.2} s after it accepted connections again (restart took {:.2} s)",
+            "soak postgres restart: first failure {:.2} s after the stop, last failed request sent {:.2} s after it, {:.2} s after it accepted connections again (restart took {:.2} s)",
             first.saturating_duration_since(down).as_secs_f64(),
             last.saturating_duration_since(down).as_secs_f64(),
             last.saturating_duration_since(back).as_secs_f64(),
             back.saturating_duration_since(restarted).as_secs_f64()
         );
-        assert!(
-            first + Duration::from_millis(300) >= down,
-            "errors before PostgreSQL went down"
-        );
+        assert!(first >= down, "a failure before PostgreSQL went down");
         assert!(
             last < back + Duration::from_secs(3),
             "still failing {:?} after PostgreSQL came back",
