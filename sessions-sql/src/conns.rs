@@ -45,6 +45,22 @@ struct Idle<DB: Database> {
     idle_since: Instant,
 }
 
+impl<DB: Database> Drop for Conns<DB> {
+    fn drop(&mut self) {
+        // Handing a connection back to a sqlx pool spawns a task, which panics without a tokio
+        // runtime (a backend dropped after its runtime, at the end of `main`). Then the kept
+        // connections are left to the operating system instead.
+        if tokio::runtime::Handle::try_current().is_err() {
+            let idle =
+                std::mem::take(&mut *self.idle.lock().unwrap_or_else(PoisonError::into_inner));
+            for conn in idle {
+                self.held.fetch_sub(1, Ordering::Relaxed);
+                std::mem::forget(conn);
+            }
+        }
+    }
+}
+
 /// Why no connection could be had.
 pub enum LeaseError {
     /// None within the pool's acquire timeout.
