@@ -42,6 +42,11 @@ use std::time::{Duration, Instant};
 use tower::{Layer, Service, ServiceExt};
 use tower_sessions::{MemoryStore, SessionManagerLayer};
 
+pub mod counting;
+pub mod proxy;
+pub mod statements;
+pub mod stores;
+
 /// How many distinct sessions each variant gets before measuring; requests cycle through them.
 pub const SESSIONS: usize = 1024;
 
@@ -145,7 +150,7 @@ impl Scenario {
         Scenario::ALL.into_iter().find(|s| s.name() == name)
     }
 
-    fn path(self) -> &'static str {
+    pub(crate) fn path(self) -> &'static str {
         match self {
             Scenario::NoCookie => "/",
             Scenario::Read => "/read",
@@ -163,7 +168,7 @@ impl fmt::Display for Scenario {
 // ---------------------------------------------------------------------------------------------
 // Handlers
 
-async fn plain() -> &'static str {
+pub(crate) async fn plain() -> &'static str {
     "ok"
 }
 
@@ -177,12 +182,12 @@ async fn bare_incr() -> String {
     (BARE_COUNTER.fetch_add(1, Ordering::Relaxed) + 1).to_string()
 }
 
-async fn ours_read(session: sessions_tower::Session) -> Result<String, sessions_tower::Error> {
+pub(crate) async fn ours_read(session: sessions_tower::Session) -> Result<String, sessions_tower::Error> {
     session.load().await?;
     Ok(session.get::<u64>("n")?.unwrap_or(0).to_string())
 }
 
-async fn ours_incr(session: sessions_tower::Session) -> Result<String, sessions_tower::Error> {
+pub(crate) async fn ours_incr(session: sessions_tower::Session) -> Result<String, sessions_tower::Error> {
     session.load().await?;
     let n = session.get::<u64>("n")?.unwrap_or(0) + 1;
     session.insert("n", n)?;
@@ -210,14 +215,14 @@ async fn ts_incr(session: tower_sessions::Session) -> Result<String, StatusCode>
     Ok(n.to_string())
 }
 
-fn bare_routes() -> Router {
+pub(crate) fn bare_routes() -> Router {
     Router::new()
         .route("/", get(plain))
         .route("/read", get(bare_read))
         .route("/incr", get(bare_incr))
 }
 
-fn our_routes() -> Router {
+pub(crate) fn our_routes() -> Router {
     Router::new()
         .route("/", get(plain))
         .route("/read", get(ours_read))
@@ -444,7 +449,7 @@ impl fmt::Display for Fixture {
     }
 }
 
-fn request(scenario: Scenario, cookie: Option<HeaderValue>) -> Request<Body> {
+pub(crate) fn request(scenario: Scenario, cookie: Option<HeaderValue>) -> Request<Body> {
     let mut request = Request::new(Body::empty());
     *request.uri_mut() = Uri::from_static(scenario.path());
     if let Some(cookie) = cookie {
@@ -454,7 +459,7 @@ fn request(scenario: Scenario, cookie: Option<HeaderValue>) -> Request<Body> {
 }
 
 /// The `name=value` pair of the session cookie a response sets.
-fn session_cookie(response: &Response<Body>, name: &str) -> String {
+pub(crate) fn session_cookie(response: &Response<Body>, name: &str) -> String {
     response
         .headers()
         .get_all(SET_COOKIE)

@@ -8,48 +8,11 @@
 
 use axum::body::Body;
 use http::Request;
+use sessions_bench::counting::{Counting, Counts};
 use sessions_bench::{Fixture, Scenario, Variant};
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-
-/// The system allocator, counting calls. Costs one atomic add per allocation, which callgrind
-/// counts too (a few instructions per allocation, the same for every variant).
-struct Counting;
-
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-static REALLOCS: AtomicU64 = AtomicU64::new(0);
-static BYTES: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: every method forwards to `System` with the caller's arguments unchanged.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        BYTES.fetch_add(layout.size() as u64, Ordering::Relaxed);
-        // SAFETY: forwarded as is.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        BYTES.fetch_add(layout.size() as u64, Ordering::Relaxed);
-        // SAFETY: forwarded as is.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        REALLOCS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: forwarded as is.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded as is.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
@@ -98,13 +61,13 @@ fn main() -> ExitCode {
     let fixture = runtime.block_on(Fixture::new(variant, scenario));
     let requests = fixture.requests(n);
 
-    let allocs = ALLOCS.load(Ordering::Relaxed);
-    let reallocs = REALLOCS.load(Ordering::Relaxed);
-    let bytes = BYTES.load(Ordering::Relaxed);
+    let before = Counts::now();
     let elapsed = measured_loop(&runtime, &fixture, requests);
-    let allocs = ALLOCS.load(Ordering::Relaxed) - allocs;
-    let reallocs = REALLOCS.load(Ordering::Relaxed) - reallocs;
-    let bytes = BYTES.load(Ordering::Relaxed) - bytes;
+    let Counts {
+        allocs,
+        reallocs,
+        bytes,
+    } = Counts::since(before);
 
     let per = |count: u64| count as f64 / n as f64;
     println!(
