@@ -53,20 +53,6 @@ impl SessionContext {
         }
     }
 
-    /// A context around a session that already exists (for example one a layer loaded before
-    /// calling the handler).
-    pub fn with_session(session: Session) -> Self {
-        let context = SessionContext {
-            backend: Arc::clone(session.backend()),
-            cookie: Cell::new(None),
-            autoload: false,
-            policy: Arc::default(),
-            session: OnceCell::new(),
-        };
-        let _ = context.session.set(session);
-        context
-    }
-
     /// The request's session, created on first use.
     pub fn session(&self) -> &Session {
         self.session.get_or_init(|| {

@@ -448,10 +448,6 @@ impl Session {
         state.regenerate = false;
     }
 
-    pub(crate) fn backend(&self) -> &Arc<dyn SessionBackend> {
-        &self.inner.backend
-    }
-
     /// The value the client sent in its cookie (unverified), if any.
     pub fn cookie_value(&self) -> Option<&str> {
         self.inner.cookie.as_deref()
