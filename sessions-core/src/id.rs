@@ -20,29 +20,35 @@ pub fn generate_id() -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
-/// The URL-safe base64 alphabet (`A–Z a–z 0–9 - _`) as a lookup table, plus `extra`.
-const fn alphabet(extra: u8) -> [bool; 256] {
-    let mut table = [false; 256];
-    let mut b = 0;
-    while b < 256 {
-        let c = b as u8;
-        table[b] = c.is_ascii_alphanumeric() || c == b'-' || c == b'_' || c == extra;
-        b += 1;
-    }
-    table
+/// `1` when `b` is URL-safe base64 (`A–Z a–z 0–9 - _`), or `.` with `dots`; else `0`.
+/// Arithmetic only, no table or branch, so the compiler can check 16 bytes at a time.
+#[inline(always)]
+fn url_safe_byte(b: u8, dots: bool) -> u8 {
+    u8::from(
+        ((b | 0x20).wrapping_sub(b'a') < 26)
+            | (b.wrapping_sub(b'0') < 10)
+            | (b == b'-')
+            | (b == b'_')
+            | (dots & (b == b'.')),
+    )
 }
 
-const URL_SAFE: [bool; 256] = alphabet(b'_');
-const URL_SAFE_DOTTED: [bool; 256] = alphabet(b'.');
-
 /// Whether every byte of `value` is URL-safe base64 (`A–Z a–z 0–9 - _`), and, with `dots`,
-/// `.` as well. A table lookup a byte: cheap enough for every request's cookie.
+/// `.` as well. Cheap enough for every request's cookie: 16-byte blocks are checked without
+/// a branch per byte (vector instructions where the target has them).
 pub fn is_url_safe(value: &str, dots: bool) -> bool {
-    let table = if dots { &URL_SAFE_DOTTED } else { &URL_SAFE };
-    // Branch-free: every byte is looked up, which is cheaper than an early exit per byte.
-    value
-        .bytes()
-        .fold(true, |valid, b| valid & table[usize::from(b)])
+    let mut blocks = value.as_bytes().chunks_exact(16);
+    let mut lanes = [1u8; 16];
+    for block in &mut blocks {
+        for (lane, &b) in lanes.iter_mut().zip(block) {
+            *lane &= url_safe_byte(b, dots);
+        }
+    }
+    let rest = blocks
+        .remainder()
+        .iter()
+        .fold(1u8, |ok, &b| ok & url_safe_byte(b, dots));
+    lanes.iter().fold(rest, |ok, &lane| ok & lane) == 1
 }
 
 /// A session id (or, for cookie-carried sessions, the cookie value).
@@ -102,5 +108,33 @@ mod tests {
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         );
         assert_ne!(id, generate_id());
+    }
+
+    #[test]
+    fn url_safe_check_agrees_with_the_alphabet_for_every_byte_and_position() {
+        let plain = |b: u8, dots: bool| {
+            b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || (dots && b == b'.')
+        };
+        // Every byte value, at every position of a block and of the tail, for both alphabets.
+        for len in [1, 15, 16, 17, 32, 33, 47] {
+            for at in 0..len {
+                for b in 0..=255u8 {
+                    let mut value = vec![b'A'; len];
+                    value[at] = b;
+                    let Ok(text) = std::str::from_utf8(&value) else {
+                        continue;
+                    };
+                    for dots in [false, true] {
+                        assert_eq!(
+                            is_url_safe(text, dots),
+                            plain(b, dots),
+                            "byte {b:#04x} at {at} of {len}, dots {dots}"
+                        );
+                    }
+                }
+            }
+        }
+        assert!(is_url_safe("", false));
+        assert!(!is_url_safe("abcdefghijklmnopé", false));
     }
 }

@@ -127,9 +127,8 @@ impl Session {
             return Ok(());
         }
         let record = match &self.inner.cookie {
-            // Through the trait object itself: `Arc<dyn _>`'s own impl would box twice.
             // An empty value stands for one the backend refused unseen (see `accepts`).
-            Some(cookie) if !cookie.is_empty() => match (*self.inner.backend).read(cookie).await {
+            Some(cookie) if !cookie.is_empty() => match self.read(cookie).await {
                 Ok(record) => record,
                 Err(error) if self.inner.policy.fail_open => {
                     tracing::warn!(%error, "session store failed; continuing with an empty, unsaved session");
@@ -157,6 +156,17 @@ impl Session {
             }
         }
         Ok(())
+    }
+
+    /// The backend's record under `id`: answered inline when the backend can
+    /// ([`read_now`](SessionBackend::read_now)), else through its future.
+    async fn read(&self, id: &str) -> Result<Option<SessionData>, Error> {
+        // Through the trait object itself: `Arc<dyn _>`'s own impl would box twice.
+        let backend: &dyn SessionBackend = &*self.inner.backend;
+        match backend.read_now(id) {
+            Some(read) => read,
+            None => backend.read(id).await,
+        }
     }
 
     /// Whether [`load`](Session::load) has completed.
@@ -325,7 +335,40 @@ impl Session {
     /// response must not set a cookie then (with a fail-open policy they are logged, and the
     /// session is left unsaved).
     pub async fn commit(&self) -> Result<Commit, Error> {
-        match self.commit_inner().await {
+        let committed = self.commit_inner().await;
+        self.fail_open(committed)
+    }
+
+    /// [`commit`](Session::commit) without waiting, when that is possible: the session needs
+    /// no backend call (not loaded, or unchanged), or it needs a single create or update that
+    /// the backend does inline ([`write_now`](SessionBackend::write_now)). `None` means
+    /// nothing was done: call `commit`.
+    ///
+    /// A session layer tries this first, so in-process backends save without a boxed future.
+    pub fn commit_now(&self) -> Option<Result<Commit, Error>> {
+        let (data, record) = {
+            let state = self.state();
+            if let Some(commit) = self.settled(&state) {
+                return Some(Ok(commit));
+            }
+            // Only a plain create or update of a changed, non-empty session goes inline.
+            if !state.changed || state.regenerate || state.stale.is_some() || state.data.is_empty()
+            {
+                return None;
+            }
+            (state.data.clone(), state.record.clone())
+        };
+        let (data, ttl) = self.stamped(data, record.is_none());
+        let saved = self
+            .inner
+            .backend
+            .write_now(record.as_deref(), &data, ttl)?;
+        Some(self.fail_open(self.stored(record, data, saved)))
+    }
+
+    /// With a fail-open policy, a failed save is logged and the response goes out without it.
+    fn fail_open(&self, committed: Result<Commit, Error>) -> Result<Commit, Error> {
+        match committed {
             Err(error) if self.inner.policy.fail_open => {
                 tracing::warn!(%error, "saving the session failed; the response goes out without it");
                 Ok(Commit::Unchanged)
@@ -334,8 +377,48 @@ impl Session {
         }
     }
 
+    /// `data` as it is saved now: last access now (and created now for a new record), with the
+    /// TTL the policy gives it.
+    fn stamped(&self, mut data: SessionData, new: bool) -> (SessionData, Option<Duration>) {
+        let now = unix_now();
+        data.set_last_access(now);
+        if new {
+            data.set_created(now);
+        }
+        let ttl = self.inner.policy.ttl(data.created_unix(), now);
+        (data, ttl)
+    }
+
+    /// Record the outcome of a write: `updated` is the id an update was aimed at (`None` for
+    /// a create), `saved` what the backend answered.
+    fn stored(
+        &self,
+        updated: Option<Arc<str>>,
+        data: SessionData,
+        saved: Result<String, Error>,
+    ) -> Result<Commit, Error> {
+        let value = match saved {
+            Ok(value) => value,
+            Err(Error::SessionGone) if updated.is_some() => {
+                // Removed meanwhile (a logout in a parallel request): not written back.
+                let mut state = self.state();
+                state.record = None;
+                state.changed = false;
+                return Ok(Commit::Expire);
+            }
+            Err(error) => return Err(error),
+        };
+        // Server-side stores return the same id on an update: keep the shared copy.
+        let stored = match updated {
+            Some(id) if *id == *value => id,
+            _ => Arc::from(value.as_str()),
+        };
+        self.saved(Some(stored), data);
+        Ok(Commit::Set(value))
+    }
+
     async fn commit_inner(&self) -> Result<Commit, Error> {
-        let (mut data, record, regenerate, stale, changed) = {
+        let (data, record, regenerate, stale, changed) = {
             let mut state = self.state();
             if let Some(commit) = self.settled(&state) {
                 return Ok(commit);
@@ -367,52 +450,42 @@ impl Session {
             });
         }
 
-        let now = unix_now();
-        data.set_last_access(now);
-        if record.is_none() {
-            data.set_created(now);
-        }
-        let ttl = self.inner.policy.ttl(data.created_unix(), now);
-        let value = match (&record, regenerate) {
+        let (data, ttl) = self.stamped(data, record.is_none());
+        match (record, regenerate) {
             (Some(old), true) => {
                 // Write the new record before removing the old one, so a failure in between
                 // loses nothing.
-                let value = backend.write(None, &data, ttl).await?;
-                backend.remove(old).await?;
-                value
+                let value = self.write(None, &data, ttl).await?;
+                backend.remove(&old).await?;
+                self.stored(None, data, Ok(value))
             }
             (Some(id), false) => {
                 let saved = if changed {
-                    backend.write(Some(id), &data, ttl).await
+                    self.write(Some(&id), &data, ttl).await
                 } else {
-                    backend.touch(id, &data, ttl).await
+                    backend.touch(&id, &data, ttl).await
                 };
-                match saved {
-                    Err(Error::SessionGone) => {
-                        let mut state = self.state();
-                        state.record = None;
-                        state.changed = false;
-                        return Ok(Commit::Expire);
-                    }
-                    other => other?,
-                }
+                self.stored(Some(id), data, saved)
             }
-            (None, _) => backend.write(None, &data, ttl).await?,
-        };
-        // Server-side stores return the same id on an update: keep the shared copy.
-        let stored = match record {
-            Some(id) if *id == *value => id,
-            _ => Arc::from(value.as_str()),
-        };
-        self.saved(Some(stored), data);
-        Ok(Commit::Set(value))
+            (None, _) => {
+                let saved = self.write(None, &data, ttl).await;
+                self.stored(None, data, saved)
+            }
+        }
     }
 
-    /// What [`commit`](Session::commit) would return when it needs no backend call (the
-    /// session was not loaded, or did not change and needs no refresh); `None` when it must
-    /// save, refresh or remove.
-    pub fn commit_without_backend(&self) -> Option<Commit> {
-        self.settled(&self.state())
+    /// A backend write, inline when the backend can ([`write_now`](SessionBackend::write_now)).
+    async fn write(
+        &self,
+        id: Option<&str>,
+        data: &SessionData,
+        ttl: Option<Duration>,
+    ) -> Result<String, Error> {
+        let backend: &dyn SessionBackend = &*self.inner.backend;
+        match backend.write_now(id, data, ttl) {
+            Some(saved) => saved,
+            None => backend.write(id, data, ttl).await,
+        }
     }
 
     fn settled(&self, state: &State) -> Option<Commit> {

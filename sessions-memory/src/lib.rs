@@ -219,13 +219,12 @@ impl Store {
     }
 }
 
-#[async_trait]
-impl SessionBackend for InMemoryBackend {
-    async fn read(&self, id: &str) -> Result<Option<SessionData>, Error> {
-        Ok(self.live_record(id, |record| record.data.clone()))
+impl InMemoryBackend {
+    fn read_record(&self, id: &str) -> Option<SessionData> {
+        self.live_record(id, |record| record.data.clone())
     }
 
-    async fn write(
+    fn write_record(
         &self,
         id: Option<&str>,
         data: &SessionData,
@@ -270,6 +269,37 @@ impl SessionBackend for InMemoryBackend {
                 Ok(id)
             }
         }
+    }
+}
+
+/// Every operation completes inline: the layer uses [`read_now`](SessionBackend::read_now)
+/// and [`write_now`](SessionBackend::write_now), and no request pays for a boxed future.
+#[async_trait]
+impl SessionBackend for InMemoryBackend {
+    async fn read(&self, id: &str) -> Result<Option<SessionData>, Error> {
+        Ok(self.read_record(id))
+    }
+
+    async fn write(
+        &self,
+        id: Option<&str>,
+        data: &SessionData,
+        ttl: Option<Duration>,
+    ) -> Result<String, Error> {
+        self.write_record(id, data, ttl)
+    }
+
+    fn read_now(&self, id: &str) -> Option<Result<Option<SessionData>, Error>> {
+        Some(Ok(self.read_record(id)))
+    }
+
+    fn write_now(
+        &self,
+        id: Option<&str>,
+        data: &SessionData,
+        ttl: Option<Duration>,
+    ) -> Option<Result<String, Error>> {
+        Some(self.write_record(id, data, ttl))
     }
 
     async fn remove(&self, id: &str) -> Result<(), Error> {

@@ -14,6 +14,9 @@ use tower_service::Service;
 /// one would be dropped or cut without a word.
 pub const MAX_SET_COOKIE_BYTES: usize = 4096;
 
+/// `Cookie`, as a `Vary` value: built at compile time.
+const VARY_COOKIE: HeaderValue = HeaderValue::from_static("Cookie");
+
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 pin_project! {
@@ -82,7 +85,7 @@ fn internal_error<B: Default>() -> Response<B> {
 fn add_vary_cookie(headers: &mut http::HeaderMap) {
     let mut values = match headers.entry(VARY) {
         Entry::Vacant(entry) => {
-            entry.insert(HeaderValue::from_static("Cookie"));
+            entry.insert(VARY_COOKIE);
             return;
         }
         Entry::Occupied(entry) => entry,
@@ -94,7 +97,7 @@ fn add_vary_cookie(headers: &mut http::HeaderMap) {
         })
     });
     if !present {
-        values.append(HeaderValue::from_static("Cookie"));
+        values.append(VARY_COOKIE);
     }
 }
 
@@ -132,6 +135,21 @@ fn finish<B: Default>(mut response: Response<B>, commit: Commit, config: &Config
     response
 }
 
+/// The response once the session is saved: with its cookie, or a 500 when saving failed.
+fn saved_response<B: Default>(
+    response: Response<B>,
+    saved: Result<Commit, Error>,
+    config: &Config,
+) -> Response<B> {
+    match saved {
+        Ok(commit) => finish(response, commit, config),
+        Err(error) => {
+            tracing::error!(%error, "saving the session failed; answering 500");
+            internal_error()
+        }
+    }
+}
+
 impl<S, ReqBody, ResBody> Future for ResponseFuture<S, ReqBody>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
@@ -153,8 +171,10 @@ where
                     else {
                         return Poll::Ready(Ok(response));
                     };
-                    if let Some(commit) = session.commit_without_backend() {
-                        return Poll::Ready(Ok(finish(response, commit, config)));
+                    // Unchanged sessions, and writes to backends that need no waiting, are
+                    // finished here without a boxed future.
+                    if let Some(saved) = session.commit_now() {
+                        return Poll::Ready(Ok(saved_response(response, saved, config)));
                     }
                     let config = Arc::clone(config);
                     this.state.set(State::Saving {
@@ -173,13 +193,7 @@ where
                         this.state.set(State::Done);
                         return Poll::Ready(Ok(internal_error()));
                     };
-                    return Poll::Ready(Ok(match saved {
-                        Ok(commit) => finish(response, commit, config),
-                        Err(error) => {
-                            tracing::error!(%error, "saving the session failed; answering 500");
-                            internal_error()
-                        }
-                    }));
+                    return Poll::Ready(Ok(saved_response(response, saved, config)));
                 }
                 StateProj::Done => panic!("ResponseFuture polled after completion"),
             }
