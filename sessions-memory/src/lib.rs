@@ -314,6 +314,14 @@ impl SessionBackend for InMemoryBackend {
         Ok(self.live_record(id, |_| ()).is_some())
     }
 
+    /// Any value up to 256 bytes: a lookup in the map is harmless whatever the bytes, so the
+    /// alphabet is not checked (a value that was never issued simply finds nothing). This also
+    /// lets ids from [`with_id_generator`](InMemoryBackend::with_id_generator) use any
+    /// characters a cookie can carry.
+    fn accepts(&self, value: &str) -> bool {
+        (1..=256).contains(&value.len())
+    }
+
     fn generate_id(&self) -> String {
         match &self.inner.ids {
             Some(ids) => ids(),
