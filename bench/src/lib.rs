@@ -168,7 +168,7 @@ impl fmt::Display for Scenario {
 // ---------------------------------------------------------------------------------------------
 // Handlers
 
-pub async fn plain() -> &'static str {
+pub(crate) async fn plain() -> &'static str {
     "ok"
 }
 
@@ -182,7 +182,7 @@ async fn bare_incr() -> String {
     (BARE_COUNTER.fetch_add(1, Ordering::Relaxed) + 1).to_string()
 }
 
-pub async fn ours_read(session: sessions_tower::Session) -> Result<String, sessions_tower::Error> {
+pub(crate) async fn ours_read(session: sessions_tower::Session) -> Result<String, sessions_tower::Error> {
     session.load().await?;
     Ok(session.get::<u64>("n")?.unwrap_or(0).to_string())
 }

@@ -34,21 +34,26 @@ fn url_safe_byte(b: u8, dots: bool) -> u8 {
 }
 
 /// Whether every byte of `value` is URL-safe base64 (`A–Z a–z 0–9 - _`), and, with `dots`,
-/// `.` as well. Cheap enough for every request's cookie: 16-byte blocks are checked without
-/// a branch per byte (vector instructions where the target has them).
+/// `.` as well. Cheap enough for every request's cookie (see [`every_byte`]).
 pub fn is_url_safe(value: &str, dots: bool) -> bool {
+    every_byte(value, |b| url_safe_byte(b, dots))
+}
+
+/// Whether `ok` gives `1` for every byte of `value` (it must give `0` or `1`): a helper for
+/// [`accepts`](crate::SessionBackend::accepts) checks. Bytes are checked in 16-byte blocks
+/// without a branch per byte, so an `ok` written with arithmetic and comparisons (no table,
+/// no early return) compiles to vector code.
+#[inline]
+pub fn every_byte(value: &str, ok: impl Fn(u8) -> u8) -> bool {
     let mut blocks = value.as_bytes().chunks_exact(16);
     let mut lanes = [1u8; 16];
     for block in &mut blocks {
         for (lane, &b) in lanes.iter_mut().zip(block) {
-            *lane &= url_safe_byte(b, dots);
+            *lane &= ok(b);
         }
     }
-    let rest = blocks
-        .remainder()
-        .iter()
-        .fold(1u8, |ok, &b| ok & url_safe_byte(b, dots));
-    lanes.iter().fold(rest, |ok, &lane| ok & lane) == 1
+    let rest = blocks.remainder().iter().fold(1u8, |all, &b| all & ok(b));
+    lanes.iter().fold(rest, |all, &lane| all & lane) == 1
 }
 
 /// A session id (or, for cookie-carried sessions, the cookie value).

@@ -78,7 +78,7 @@ pub use backend::{IdGenerator, SessionBackend};
 pub use context::SessionContext;
 pub use data::{SessionData, Values, unix_now};
 pub use error::{BoxError, Error};
-pub use id::{ID_RANDOM_BYTES, SessionId, generate_id, is_url_safe};
+pub use id::{ID_RANDOM_BYTES, SessionId, every_byte, generate_id, is_url_safe};
 pub use policy::Policy;
 pub use serializer::{JsonSerializer, Serializer};
 pub use session::{Commit, Session};

@@ -248,6 +248,16 @@ macro_rules! run {
             attempt += 1;
             let mut lease = match conns.lease(fresh).await {
                 Ok(lease) => lease,
+                // Opening a connection can meet a lock too: SQLite turning a file to WAL
+                // while another process opens it answers "database is locked" at once.
+                Err(LeaseError::Pool(e))
+                    if attempt < TRANSIENT_ATTEMPTS
+                        && matches!(DB::classify(&e), Failure::Transient) =>
+                {
+                    tracing::debug!(error = %e, "sessions-sql: a lock conflict opening a connection; trying again");
+                    tokio::time::sleep(Duration::from_millis(10 << attempt)).await;
+                    continue;
+                }
                 Err(e) => break Err(OpError::Lease(e)),
             };
             let result = {

@@ -71,18 +71,7 @@ fn cookie_octet(b: u8) -> u8 {
 /// Whether `value` may stand as a cookie value unquoted: a backend returning anything else
 /// (a `;` would smuggle in attributes) is refused.
 fn is_cookie_value(value: &str) -> bool {
-    let mut blocks = value.as_bytes().chunks_exact(16);
-    let mut lanes = [1u8; 16];
-    for block in &mut blocks {
-        for (lane, &b) in lanes.iter_mut().zip(block) {
-            *lane &= cookie_octet(b);
-        }
-    }
-    let rest = blocks
-        .remainder()
-        .iter()
-        .fold(1u8, |ok, &b| ok & cookie_octet(b));
-    lanes.iter().fold(rest, |ok, &lane| ok & lane) == 1
+    sessions_core::every_byte(value, cookie_octet)
 }
 
 impl Config {
