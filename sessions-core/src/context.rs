@@ -1,19 +1,19 @@
 //! How a session layer hands the request's session to the code it wraps.
 //!
-//! The layer runs the inner service's future inside a [`SessionContext`] scope (a tokio
-//! task-local), and [`Session::current`] (or the axum extractor) finds it there. The session's
-//! shared state is only allocated when a handler first asks for it, so requests that never use
-//! the session cost almost nothing: no allocation, no request-extension entry.
+//! The layer polls the inner service's future with the request's [`SessionContext`] made
+//! current ([`SessionContext::enter`]), and [`Session::current`] (or the axum extractor) finds
+//! it there. Like a task-local, the context is current only while that future is being
+//! polled: a task spawned off the request does not see it. The session's shared state is only
+//! allocated when a handler first asks for it, so requests that never use the session cost
+//! almost nothing: no allocation, no request-extension entry.
 
 use crate::{Error, Policy, Session, SessionBackend};
-use std::cell::{Cell, OnceCell};
-use std::future::Future;
+use std::cell::{Cell, OnceCell, RefCell};
 use std::sync::Arc;
 
-pub use tokio::task::futures::TaskLocalFuture;
-
-tokio::task_local! {
-    static CURRENT: SessionContext;
+thread_local! {
+    /// The context of the request whose future this thread is polling, if any.
+    static CURRENT: RefCell<Option<SessionContext>> = const { RefCell::new(None) };
 }
 
 /// The session context of one request, as a session layer sets it up.
@@ -66,10 +66,54 @@ impl SessionContext {
         self.session.into_inner()
     }
 
-    /// Run `future` with this context as the current one.
-    pub fn scope<F: Future>(self, future: F) -> TaskLocalFuture<SessionContext, F> {
-        CURRENT.scope(self, future)
+    /// Run `f` (a poll of the request's future) with the context in `slot` as the current
+    /// one, and put it back in `slot` afterwards, also when `f` panics. A context entered
+    /// inside another (nested layers) is current until its `f` returns; then the outer one
+    /// is again. With `None` in `slot`, `f` runs with no context current.
+    ///
+    /// The context moves into a thread-local for the call and back out: no allocation, and
+    /// the handle a handler took stays valid after (it shares the session, not the context).
+    pub fn enter<R>(slot: &mut Option<SessionContext>, f: impl FnOnce() -> R) -> R {
+        /// Swaps the context back into the caller's slot when the call ends.
+        struct Leave<'a>(&'a mut Option<SessionContext>);
+        impl Drop for Leave<'_> {
+            fn drop(&mut self) {
+                swap_current(self.0);
+            }
+        }
+        if !swap_current(slot) {
+            // The thread is shutting down its thread-locals: nothing can be current.
+            return f();
+        }
+        let _leave = Leave(slot);
+        f()
     }
+}
+
+/// Swap `slot` with the current context; `false` when the thread-local is gone (the thread is
+/// exiting) or in use, in which case nothing moved.
+fn swap_current(slot: &mut Option<SessionContext>) -> bool {
+    CURRENT
+        .try_with(|current| match current.try_borrow_mut() {
+            Ok(mut current) => {
+                std::mem::swap(slot, &mut *current);
+                true
+            }
+            Err(_) => false,
+        })
+        .unwrap_or(false)
+}
+
+/// `f` applied to the current context; [`Error::MissingLayer`] when there is none.
+fn with_current<R>(f: impl FnOnce(&SessionContext) -> R) -> Result<R, Error> {
+    CURRENT
+        .try_with(|current| match current.try_borrow() {
+            Ok(current) => current.as_ref().map(f),
+            Err(_) => None,
+        })
+        .ok()
+        .flatten()
+        .ok_or(Error::MissingLayer)
 }
 
 impl Session {
@@ -80,21 +124,120 @@ impl Session {
     /// the cookie path, or a task spawned off the request: extract the session first and move
     /// the handle into the task).
     pub fn current() -> Result<Session, Error> {
-        CURRENT
-            .try_with(|context| context.session().clone())
-            .map_err(|_| Error::MissingLayer)
+        with_current(|context| context.session().clone())
     }
 
     /// The session of the request being handled, loaded first when the layer has `autoload`
     /// on: what the axum extractor returns. Load failures are returned (with a fail-open
     /// policy the session is empty and unsaved instead).
     pub async fn current_autoloaded() -> Result<Session, Error> {
-        let (session, autoload) = CURRENT
-            .try_with(|context| (context.session().clone(), context.autoload))
-            .map_err(|_| Error::MissingLayer)?;
+        let (session, autoload) =
+            with_current(|context| (context.session().clone(), context.autoload))?;
         if autoload {
             session.load().await?;
         }
         Ok(session)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::SessionData;
+    use std::time::Duration;
+
+    struct Nothing;
+
+    #[async_trait::async_trait]
+    impl SessionBackend for Nothing {
+        async fn read(&self, _: &str) -> Result<Option<SessionData>, Error> {
+            Ok(None)
+        }
+        async fn write(
+            &self,
+            _: Option<&str>,
+            _: &SessionData,
+            _: Option<Duration>,
+        ) -> Result<String, Error> {
+            Err(Error::backend("this backend stores nothing"))
+        }
+        async fn remove(&self, _: &str) -> Result<(), Error> {
+            Ok(())
+        }
+        async fn exists(&self, _: &str) -> Result<bool, Error> {
+            Ok(false)
+        }
+    }
+
+    fn context(cookie: &str) -> Option<SessionContext> {
+        Some(SessionContext::new(
+            Arc::new(Nothing),
+            Some(Arc::from(cookie)),
+            false,
+            Arc::default(),
+        ))
+    }
+
+    fn current_cookie() -> Option<String> {
+        Session::current()
+            .ok()
+            .and_then(|s| s.cookie_value().map(str::to_owned))
+    }
+
+    #[test]
+    fn the_context_is_current_only_inside_enter_and_comes_back_to_its_slot() {
+        assert!(matches!(Session::current(), Err(Error::MissingLayer)));
+        let mut slot = context("outer");
+        let seen = SessionContext::enter(&mut slot, current_cookie);
+        assert_eq!(seen.as_deref(), Some("outer"));
+        assert!(matches!(Session::current(), Err(Error::MissingLayer)));
+        // The session a handler took is the one the layer gets back.
+        let session = slot.take().and_then(SessionContext::into_session);
+        assert_eq!(
+            session
+                .and_then(|s| s.cookie_value().map(str::to_owned))
+                .as_deref(),
+            Some("outer")
+        );
+    }
+
+    #[test]
+    fn a_nested_context_shadows_the_outer_one_until_it_leaves() {
+        let mut outer = context("outer");
+        let mut inner = context("inner");
+        let seen = SessionContext::enter(&mut outer, || {
+            let before = current_cookie();
+            let nested = SessionContext::enter(&mut inner, current_cookie);
+            (before, nested, current_cookie())
+        });
+        assert_eq!(
+            seen,
+            (
+                Some("outer".into()),
+                Some("inner".into()),
+                Some("outer".into())
+            )
+        );
+        assert!(
+            outer.is_some() && inner.is_some(),
+            "both contexts back in their slots"
+        );
+    }
+
+    #[test]
+    fn a_panic_inside_enter_puts_the_context_back() {
+        let mut slot = context("survivor");
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            SessionContext::enter(&mut slot, || panic!("the handler panicked"))
+        }));
+        assert!(result.is_err());
+        assert!(slot.is_some(), "the context is back in its slot");
+        assert!(matches!(Session::current(), Err(Error::MissingLayer)));
+    }
+
+    #[test]
+    fn an_empty_slot_enters_nothing() {
+        let mut slot = None;
+        assert_eq!(SessionContext::enter(&mut slot, current_cookie), None);
     }
 }

@@ -2,7 +2,6 @@ use crate::config::Config;
 use http::header::{Entry, VARY};
 use http::{HeaderValue, Request, Response, StatusCode, header::SET_COOKIE};
 use pin_project_lite::pin_project;
-use sessions_core::context::TaskLocalFuture;
 use sessions_core::{Commit, Error, SessionContext};
 use std::future::Future;
 use std::pin::Pin;
@@ -38,8 +37,8 @@ pin_project! {
     {
         // The request is outside the cookie path: no session at all.
         Outside { #[pin] future: S::Future },
-        // The handler runs with the session in scope.
-        Running { #[pin] future: TaskLocalFuture<SessionContext, S::Future>, config: Arc<Config> },
+        // The handler runs; each poll makes the request's session context current.
+        Running { #[pin] future: S::Future, context: Option<SessionContext>, config: Arc<Config> },
         // The handler is done; the session is being saved.
         Saving { save: BoxFuture<Result<Commit, Error>>, response: Option<S::Response>, config: Arc<Config> },
         Done,
@@ -65,12 +64,21 @@ where
         }
     }
 
-    pub(crate) fn running(
-        future: TaskLocalFuture<SessionContext, S::Future>,
+    /// Call `inner` and wrap its future: built in place, so the (often large) inner future
+    /// is written once rather than moved through a constructor.
+    #[inline(always)]
+    pub(crate) fn call(
+        inner: &mut S,
+        request: Request<ReqBody>,
+        context: SessionContext,
         config: Arc<Config>,
     ) -> Self {
         ResponseFuture {
-            state: State::Running { future, config },
+            state: State::Running {
+                future: inner.call(request),
+                context: Some(context),
+                config,
+            },
         }
     }
 }
@@ -162,12 +170,17 @@ where
         loop {
             match this.state.as_mut().project() {
                 StateProj::Outside { future } => return future.poll(cx),
-                StateProj::Running { mut future, config } => {
-                    let response = match ready!(future.as_mut().poll(cx)) {
+                StateProj::Running {
+                    future,
+                    context,
+                    config,
+                } => {
+                    let polled = SessionContext::enter(context, || future.poll(cx));
+                    let response = match ready!(polled) {
                         Ok(response) => response,
                         Err(error) => return Poll::Ready(Err(error)),
                     };
-                    let Some(session) = future.take_value().and_then(SessionContext::into_session)
+                    let Some(session) = context.take().and_then(SessionContext::into_session)
                     else {
                         return Poll::Ready(Ok(response));
                     };

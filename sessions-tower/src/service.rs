@@ -79,6 +79,6 @@ where
         let backend: Arc<dyn SessionBackend> = self.layer.backend.clone();
         let context =
             SessionContext::new(backend, cookie, config.autoload, Arc::clone(&config.policy));
-        ResponseFuture::running(context.scope(self.inner.call(req)), Arc::clone(config))
+        ResponseFuture::call(&mut self.inner, req, context, Arc::clone(config))
     }
 }
