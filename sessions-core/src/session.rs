@@ -3,7 +3,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, ready};
 use std::time::{Duration, SystemTime};
 
 /// The session of one request: a cheap-to-clone handle on shared state.
@@ -122,24 +125,25 @@ impl Session {
     /// A client without a cookie, or whose cookie names no live record (unknown, expired,
     /// forged), gets an empty session without error; an id the backend does not know is never
     /// adopted: if the session is saved it gets a fresh id. Backend failures are returned.
-    pub async fn load(&self) -> Result<(), Error> {
-        if self.state().loaded {
-            return Ok(());
+    pub fn load(&self) -> Load<'_> {
+        Load {
+            session: self,
+            read: None,
         }
-        let record = match &self.inner.cookie {
-            // An empty value stands for one the backend refused unseen (see `accepts`).
-            Some(cookie) if !cookie.is_empty() => match self.read(cookie).await {
-                Ok(record) => record,
-                Err(error) if self.inner.policy.fail_open => {
-                    tracing::warn!(%error, "session store failed; continuing with an empty, unsaved session");
-                    let mut state = self.state();
-                    state.loaded = true;
-                    state.unsaved = true;
-                    return Ok(());
-                }
-                Err(error) => return Err(error),
-            },
-            _ => None,
+    }
+
+    /// Settle a load with what the backend answered.
+    fn loaded_from(&self, read: Result<Option<SessionData>, Error>) -> Result<(), Error> {
+        let record = match read {
+            Ok(record) => record,
+            Err(error) if self.inner.policy.fail_open => {
+                tracing::warn!(%error, "session store failed; continuing with an empty, unsaved session");
+                let mut state = self.state();
+                state.loaded = true;
+                state.unsaved = true;
+                return Ok(());
+            }
+            Err(error) => return Err(error),
         };
         let policy = &self.inner.policy;
         let mut state = self.state();
@@ -156,17 +160,6 @@ impl Session {
             }
         }
         Ok(())
-    }
-
-    /// The backend's record under `id`: answered inline when the backend can
-    /// ([`read_now`](SessionBackend::read_now)), else through its future.
-    async fn read(&self, id: &str) -> Result<Option<SessionData>, Error> {
-        // Through the trait object itself: `Arc<dyn _>`'s own impl would box twice.
-        let backend: &dyn SessionBackend = &*self.inner.backend;
-        match backend.read_now(id) {
-            Some(read) => read,
-            None => backend.read(id).await,
-        }
     }
 
     /// Whether [`load`](Session::load) has completed.
@@ -536,5 +529,67 @@ impl fmt::Debug for Session {
             .field("changed", &state.changed)
             .field("len", &state.data.values().len())
             .finish_non_exhaustive()
+    }
+}
+
+type ReadFuture<'a> = Pin<Box<dyn Future<Output = Result<Option<SessionData>, Error>> + Send + 'a>>;
+
+/// The future [`Session::load`] returns.
+///
+/// Small (two pointers' worth) whatever the backend: a backend that answers inline
+/// ([`read_now`](SessionBackend::read_now)) completes on the first poll, and only a backend that
+/// must wait puts its (already boxed) read future here.
+#[must_use = "futures do nothing unless awaited"]
+pub struct Load<'a> {
+    session: &'a Session,
+    read: Option<ReadFuture<'a>>,
+}
+
+impl fmt::Debug for Load<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Load")
+            .field("waiting", &self.read.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> Future for Load<'a> {
+    type Output = Result<(), Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let session: &'a Session = self.session;
+        let read = match &mut self.read {
+            Some(read) => ready!(read.as_mut().poll(cx)),
+            None => {
+                if session.state().loaded {
+                    return Poll::Ready(Ok(()));
+                }
+                match session.inner.cookie.as_deref() {
+                    // An empty value stands for one the backend refused unseen (see
+                    // `accepts`): no backend call.
+                    Some(cookie) if !cookie.is_empty() => {
+                        // Through the trait object itself: `Arc<dyn _>`'s own impl would box
+                        // twice.
+                        let backend: &'a dyn SessionBackend = &*session.inner.backend;
+                        match backend.read_now(cookie) {
+                            Some(read) => read,
+                            None => {
+                                let mut read = backend.read(cookie);
+                                match read.as_mut().poll(cx) {
+                                    Poll::Ready(read) => read,
+                                    Poll::Pending => {
+                                        self.read = Some(read);
+                                        return Poll::Pending;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    _ => Ok(None),
+                }
+            }
+        };
+        self.read = None;
+        Poll::Ready(session.loaded_from(read))
     }
 }
