@@ -97,10 +97,11 @@
 //!     }));
 //! ```
 //!
-//! The session lives in a task-local set around the inner service's future, not in the
-//! request's extensions: that is what keeps a request that never uses its session down to a
-//! cookie-header lookup, with no allocation. To use the session in a spawned task, take the
-//! handle first and move the clone into the task.
+//! The session is not in the request's extensions: the layer makes the request's session
+//! context current (a thread-local, like a task-local) for each poll of the inner service's
+//! future, which keeps a request that never uses its session down to a cookie-header lookup,
+//! with no allocation. A task spawned off the request does not see it: take the handle first
+//! and move the clone into the task.
 //!
 //! # Features
 //!
