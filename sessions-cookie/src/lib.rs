@@ -74,7 +74,7 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
-use aes_gcm::aead::{Aead, AeadInPlace, KeyInit, Payload as Sealed};
+use aes_gcm::aead::{AeadInPlace, KeyInit};
 use aes_gcm::{Aes256Gcm, Nonce};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -182,6 +182,12 @@ fn now_millis() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// URL-safe base64 without padding, decoded with SIMD instructions where the CPU has them:
+/// the payload of a cookie is decoded on every request that uses its session.
+fn decode_base64(text: &str) -> Option<Vec<u8>> {
+    base64_simd::URL_SAFE_NO_PAD.decode_to_vec(text).ok()
+}
+
 impl CookieBackend {
     fn new(mode: Mode, secret: &[u8]) -> Result<Self, Error> {
         Ok(CookieBackend {
@@ -259,53 +265,57 @@ impl CookieBackend {
         self.mode
     }
 
-    /// Seal `json` under the current key.
-    fn seal(&self, json: &[u8]) -> Result<String, Error> {
+    /// Where the payload starts in the buffer [`seal`](Self::seal) takes: private values keep
+    /// room for the nonce in front, so the payload is encrypted where it is.
+    fn payload_at(&self) -> usize {
+        match self.mode {
+            Mode::Signed => 0,
+            Mode::Private => NONCE_BYTES,
+        }
+    }
+
+    /// Seal the payload in `buf[self.payload_at()..]` under the current key. One buffer from
+    /// start to end: private values are encrypted in place behind their nonce.
+    fn seal(&self, mut buf: Vec<u8>) -> Result<String, Error> {
         let Some(key) = self.keys.first() else {
             return Err(Error::Config("the cookie backend has no key".to_owned()));
         };
+        let base64 = base64_simd::URL_SAFE_NO_PAD;
         match self.mode {
             Mode::Signed => {
-                let body = base64::encoded_len(json.len(), false).unwrap_or(0);
+                let body = base64.encoded_length(buf.len());
                 let mut value = String::with_capacity(key.id.len() + body + 46);
                 value.push_str(&key.id);
                 value.push('.');
-                URL_SAFE_NO_PAD.encode_string(json, &mut value);
+                base64.encode_append(&buf, &mut value);
                 let mut mac = key.mac.clone();
                 mac.update(value.as_bytes());
                 value.push('.');
-                URL_SAFE_NO_PAD.encode_string(mac.finalize().into_bytes(), &mut value);
+                base64.encode_append(mac.finalize().into_bytes(), &mut value);
                 Ok(value)
             }
             Mode::Private => {
-                let mut nonce = [0u8; NONCE_BYTES];
-                getrandom::fill(&mut nonce)
+                let (nonce, payload) = buf.split_at_mut(NONCE_BYTES);
+                getrandom::fill(nonce)
                     .map_err(|e| Error::backend(format!("no randomness for a nonce: {e}")))?;
-                let sealed = key
+                let tag = key
                     .aead
-                    .encrypt(
-                        Nonce::from_slice(&nonce),
-                        Sealed {
-                            msg: json,
-                            aad: key.id.as_bytes(),
-                        },
-                    )
+                    .encrypt_in_place_detached(Nonce::from_slice(nonce), key.id.as_bytes(), payload)
                     .map_err(|_| Error::backend("AES-GCM sealing failed"))?;
-                let body = base64::encoded_len(NONCE_BYTES + sealed.len(), false).unwrap_or(0);
-                let mut value = String::with_capacity(key.id.len() + 1 + body);
+                buf.extend_from_slice(&tag);
+                let mut value =
+                    String::with_capacity(key.id.len() + 1 + base64.encoded_length(buf.len()));
                 value.push_str(&key.id);
                 value.push('.');
-                let mut raw = Vec::with_capacity(NONCE_BYTES + sealed.len());
-                raw.extend_from_slice(&nonce);
-                raw.extend_from_slice(&sealed);
-                URL_SAFE_NO_PAD.encode_string(raw, &mut value);
+                base64.encode_append(&buf, &mut value);
                 Ok(value)
             }
         }
     }
 
-    /// The JSON inside a sealed value, or `None` when it does not open under any key.
-    fn open(&self, value: &str) -> Option<Vec<u8>> {
+    /// The payload inside a sealed value, as a buffer and where in it the payload starts;
+    /// `None` when the value does not open under any key.
+    fn open(&self, value: &str) -> Option<(Vec<u8>, usize)> {
         let (id, rest) = value.split_once('.')?;
         let key = self.keys.iter().find(|k| k.id == id)?;
         match self.mode {
@@ -322,10 +332,10 @@ impl CookieBackend {
                 mac.update(signed.as_bytes());
                 // Constant-time comparison.
                 mac.verify_slice(&expected).ok()?;
-                URL_SAFE_NO_PAD.decode(&signed[id.len() + 1..]).ok()
+                Some((decode_base64(&signed[id.len() + 1..])?, 0))
             }
             Mode::Private => {
-                let mut raw = URL_SAFE_NO_PAD.decode(rest).ok()?;
+                let mut raw = decode_base64(rest)?;
                 if raw.len() < NONCE_BYTES + TAG_BYTES {
                     return None;
                 }
@@ -342,20 +352,20 @@ impl CookieBackend {
                     )
                     .ok()?;
                 raw.truncate(tag_at);
-                raw.drain(..NONCE_BYTES);
-                Some(raw)
+                Some((raw, NONCE_BYTES))
             }
         }
     }
 
     fn decode(&self, value: &str) -> Option<SessionData> {
-        let payload = self.open(value)?;
-        let exp = get_u64(&payload, 8)?;
+        let (buf, at) = self.open(value)?;
+        let payload = buf.get(at..)?;
+        let exp = get_u64(payload, 8)?;
         if exp <= now_millis() {
             return None;
         }
-        let created = get_u64(&payload, 16)?;
-        let last_access = get_u64(&payload, 24)?;
+        let created = get_u64(payload, 16)?;
+        let last_access = get_u64(payload, 24)?;
         // Authentic but unreadable can only mean a format change: treat as no session.
         let values: Values = serde_json::from_slice(payload.get(HEADER_BYTES..)?).ok()?;
         Some(SessionData::from_parts(values, created, last_access))
@@ -365,13 +375,16 @@ impl CookieBackend {
         let iat = now_millis();
         let lifetime = ttl.unwrap_or(self.default_lifetime);
         let exp = iat.saturating_add(u64::try_from(lifetime.as_millis()).unwrap_or(u64::MAX));
-        let mut json = Vec::with_capacity(HEADER_BYTES + 128);
-        put_u64(&mut json, iat);
-        put_u64(&mut json, exp);
-        put_u64(&mut json, data.created_unix());
-        put_u64(&mut json, data.last_access_unix());
-        serde_json::to_writer(&mut json, data.values()).map_err(Error::encode)?;
-        let value = self.seal(&json)?;
+        let payload_at = self.payload_at();
+        // Room for the nonce, the header, typical JSON and the tag: one allocation.
+        let mut buf = Vec::with_capacity(payload_at + HEADER_BYTES + 128 + TAG_BYTES);
+        buf.resize(payload_at, 0);
+        put_u64(&mut buf, iat);
+        put_u64(&mut buf, exp);
+        put_u64(&mut buf, data.created_unix());
+        put_u64(&mut buf, data.last_access_unix());
+        serde_json::to_writer(&mut buf, data.values()).map_err(Error::encode)?;
+        let value = self.seal(buf)?;
         if value.len() > MAX_COOKIE_BYTES {
             return Err(Error::CookieTooLarge {
                 size: value.len(),
