@@ -114,6 +114,25 @@ pub trait Driver: sqlx::Database {
 }
 
 /// The statements every database runs the same way; only the SQL text differs.
+/// A statement's arguments, built with room for all of them reserved first (sqlx's `bind`
+/// grows its buffers value by value: several reallocations a statement). `bytes` is the
+/// payload size; each value's length prefix or type slot is added here. Evaluates to
+/// `Result<arguments, sqlx::Error>`: a value that fails to encode is `sqlx::Error::Encode`,
+/// as `bind` would have reported it when the statement ran.
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+macro_rules! arguments {
+    ($bytes:expr; $($value:expr),+ $(,)?) => {{
+        let count = [$(stringify!($value)),+].len();
+        let mut args = <Self as sqlx::Database>::Arguments::default();
+        sqlx::Arguments::reserve(&mut args, count, $bytes + 8 * count);
+        let added: Result<(), sqlx::error::BoxDynError> = (|| {
+            $(sqlx::Arguments::add(&mut args, $value)?;)+
+            Ok(())
+        })();
+        added.map(|()| args).map_err(sqlx::Error::Encode)
+    }};
+}
+
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 macro_rules! common_statements {
     () => {
@@ -123,10 +142,12 @@ macro_rules! common_statements {
             id: &'c str,
             now: i64,
         ) -> impl Future<Output = Result<Option<Vec<u8>>, sqlx::Error>> + Send + 'c {
-            sqlx::query_scalar::<_, Vec<u8>>(sql)
-                .bind(id)
-                .bind(now)
-                .fetch_optional(conn)
+            async move {
+                let args = arguments!(id.len(); id, now)?;
+                sqlx::query_scalar_with::<_, Vec<u8>, _>(sql, args)
+                    .fetch_optional(conn)
+                    .await
+            }
         }
 
         fn fetch_exists<'c>(
@@ -136,11 +157,8 @@ macro_rules! common_statements {
             now: i64,
         ) -> impl Future<Output = Result<bool, sqlx::Error>> + Send + 'c {
             async move {
-                let row = sqlx::query(sql)
-                    .bind(id)
-                    .bind(now)
-                    .fetch_optional(conn)
-                    .await?;
+                let args = arguments!(id.len(); id, now)?;
+                let row = sqlx::query_with(sql, args).fetch_optional(conn).await?;
                 Ok(row.is_some())
             }
         }
@@ -154,13 +172,8 @@ macro_rules! common_statements {
             now: i64,
         ) -> impl Future<Output = Result<u64, sqlx::Error>> + Send + 'c {
             async move {
-                let done = sqlx::query(sql)
-                    .bind(data)
-                    .bind(expires_at)
-                    .bind(id)
-                    .bind(now)
-                    .execute(conn)
-                    .await?;
+                let args = arguments!(data.len() + id.len(); data, expires_at, id, now)?;
+                let done = sqlx::query_with(sql, args).execute(conn).await?;
                 Ok(done.rows_affected())
             }
         }
@@ -171,7 +184,8 @@ macro_rules! common_statements {
             id: &'c str,
         ) -> impl Future<Output = Result<u64, sqlx::Error>> + Send + 'c {
             async move {
-                let done = sqlx::query(sql).bind(id).execute(conn).await?;
+                let args = arguments!(id.len(); id)?;
+                let done = sqlx::query_with(sql, args).execute(conn).await?;
                 Ok(done.rows_affected())
             }
         }
@@ -214,12 +228,8 @@ macro_rules! insert_on_conflict_do_nothing {
             expires_at: Option<i64>,
         ) -> impl Future<Output = Result<bool, sqlx::Error>> + Send + 'c {
             async move {
-                let done = sqlx::query(sql)
-                    .bind(id)
-                    .bind(data)
-                    .bind(expires_at)
-                    .execute(conn)
-                    .await?;
+                let args = arguments!(id.len() + data.len(); id, data, expires_at)?;
+                let done = sqlx::query_with(sql, args).execute(conn).await?;
                 Ok(done.rows_affected() == 1)
             }
         }
@@ -487,12 +497,8 @@ mod mysql {
             data: &'c [u8],
             expires_at: Option<i64>,
         ) -> Result<bool, sqlx::Error> {
-            let result = sqlx::query(sql)
-                .bind(id)
-                .bind(data)
-                .bind(expires_at)
-                .execute(conn)
-                .await;
+            let args = arguments!(id.len() + data.len(); id, data, expires_at)?;
+            let result = sqlx::query_with(sql, args).execute(conn).await;
             match result {
                 Ok(_) => Ok(true),
                 Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Ok(false),
