@@ -59,12 +59,14 @@ pub trait Driver: sqlx::Database {
     /// A pool for `url` that connects on first use, with this crate's pool settings.
     fn lazy_pool(url: &str, acquire_timeout: Duration) -> Result<sqlx::Pool<Self>, sqlx::Error>;
 
-    fn fetch_data<'c>(
+    /// The live row's data, handed to `decode` where the driver holds it (no copy).
+    fn fetch_data<'c, T: Send + 'c>(
         conn: &'c mut Self::Connection,
         sql: &'c str,
         id: &'c str,
         now: i64,
-    ) -> impl Future<Output = Result<Option<Vec<u8>>, sqlx::Error>> + Send + 'c;
+        decode: &'c (dyn Fn(&[u8]) -> T + Sync),
+    ) -> impl Future<Output = Result<Option<T>, sqlx::Error>> + Send + 'c;
 
     fn fetch_exists<'c>(
         conn: &'c mut Self::Connection,
@@ -136,17 +138,20 @@ macro_rules! arguments {
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 macro_rules! common_statements {
     () => {
-        fn fetch_data<'c>(
+        fn fetch_data<'c, T: Send + 'c>(
             conn: &'c mut Self::Connection,
             sql: &'c str,
             id: &'c str,
             now: i64,
-        ) -> impl Future<Output = Result<Option<Vec<u8>>, sqlx::Error>> + Send + 'c {
+            decode: &'c (dyn Fn(&[u8]) -> T + Sync),
+        ) -> impl Future<Output = Result<Option<T>, sqlx::Error>> + Send + 'c {
             async move {
                 let args = arguments!(id.len(); id, now)?;
-                sqlx::query_scalar_with::<_, Vec<u8>, _>(sql, args)
-                    .fetch_optional(conn)
-                    .await
+                let row = sqlx::query_with(sql, args).fetch_optional(conn).await?;
+                match row {
+                    Some(row) => Ok(Some(decode(sqlx::Row::try_get::<&[u8], _>(&row, 0)?))),
+                    None => Ok(None),
+                }
             }
         }
 

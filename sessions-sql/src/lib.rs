@@ -734,17 +734,19 @@ impl<DB: SqlDatabase, S: Serializer> SessionBackend for SqlBackend<DB, S> {
         }
         let shared = &*self.shared;
         let now = now_ms();
-        let bytes = match run!(shared, |conn| DB::fetch_data(
+        let decode = |bytes: &[u8]| self.serializer.deserialize(bytes);
+        let decoded = match run!(shared, |conn| DB::fetch_data(
             conn,
             &shared.sql.read,
             id,
-            now
+            now,
+            &decode
         )) {
-            Ok(Some(bytes)) => bytes,
+            Ok(Some(decoded)) => decoded,
             Ok(None) => return Ok(None),
             Err(e) => return Err(shared.error(e, "read", Some(id)).await),
         };
-        match self.serializer.deserialize(&bytes) {
+        match decoded {
             Ok(data) => Ok(Some(data)),
             Err(e) if self.corrupt_as_missing => {
                 tracing::warn!(
