@@ -98,6 +98,10 @@ pub struct Lease<'a, DB: Database> {
     conns: &'a Conns<DB>,
     conn: Held<DB>,
     held_since: Instant,
+    /// When the lease began: also taken as the moment the connection goes idle again, so an
+    /// operation reads the clock once (the idle limits are seconds to minutes; a statement's
+    /// duration does not matter to them).
+    leased_at: Instant,
     /// Whether the connection had already served an earlier operation.
     pub reused: bool,
     _permit: SemaphorePermit<'a>,
@@ -115,6 +119,7 @@ impl<DB: Database> Lease<'_, DB> {
             conns,
             conn,
             held_since,
+            leased_at,
             ..
         } = self;
         if conns.pool.is_closed() {
@@ -123,7 +128,7 @@ impl<DB: Database> Lease<'_, DB> {
         conns.lock_idle().push_back(Idle {
             conn,
             held_since,
-            idle_since: Instant::now(),
+            idle_since: leased_at,
         });
     }
 }
@@ -172,10 +177,12 @@ impl<DB: Database> Conns<DB> {
         if self.pool.is_closed() {
             return Err(LeaseError::Pool(sqlx::Error::PoolClosed));
         }
-        let deadline = tokio::time::Instant::now() + self.acquire_timeout();
+        // The clock is read once an operation: it is slow enough to show in every request.
+        let now = Instant::now();
+        let deadline = || tokio::time::Instant::from_std(now) + self.acquire_timeout();
         let permit = match self.permits.try_acquire() {
             Ok(permit) => permit,
-            Err(_) => match tokio::time::timeout_at(deadline, self.permits.acquire()).await {
+            Err(_) => match tokio::time::timeout_at(deadline(), self.permits.acquire()).await {
                 Ok(Ok(permit)) => permit,
                 Ok(Err(_)) => return Err(LeaseError::Pool(sqlx::Error::PoolClosed)),
                 Err(_) => {
@@ -186,22 +193,24 @@ impl<DB: Database> Conns<DB> {
             },
         };
         if !fresh {
-            if let Some((conn, held_since)) = self.pop_idle() {
+            if let Some((conn, held_since)) = self.pop_idle(now) {
                 return Ok(Lease {
                     conns: self,
                     conn,
                     held_since,
+                    leased_at: now,
                     reused: true,
                     _permit: permit,
                 });
             }
         }
         self.watch();
-        match tokio::time::timeout_at(deadline, self.pool.acquire()).await {
+        match tokio::time::timeout_at(deadline(), self.pool.acquire()).await {
             Ok(Ok(conn)) => Ok(Lease {
                 conns: self,
                 conn: self.count(conn),
-                held_since: Instant::now(),
+                held_since: now,
+                leased_at: now,
                 reused: false,
                 _permit: permit,
             }),
@@ -222,13 +231,13 @@ impl<DB: Database> Conns<DB> {
         }
     }
 
-    fn pop_idle(&self) -> Option<(Held<DB>, Instant)> {
+    fn pop_idle(&self, now: Instant) -> Option<(Held<DB>, Instant)> {
         let options = self.pool.options();
         let idle_timeout = options.get_idle_timeout();
         let max_lifetime = options.get_max_lifetime();
         let stale = |idle: &Idle<DB>| {
-            idle_timeout.is_some_and(|t| idle.idle_since.elapsed() > t)
-                || max_lifetime.is_some_and(|t| idle.held_since.elapsed() > t)
+            idle_timeout.is_some_and(|t| now.saturating_duration_since(idle.idle_since) > t)
+                || max_lifetime.is_some_and(|t| now.saturating_duration_since(idle.held_since) > t)
         };
         let mut released = Vec::new();
         let found = {

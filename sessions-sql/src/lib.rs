@@ -703,7 +703,10 @@ impl<DB: SqlDatabase> Shared<DB> {
 
 /// Whether the backend can store `id` (see [Schema](crate#schema)); others are never sent.
 fn storable(id: &str) -> bool {
-    !id.is_empty() && id.len() <= MAX_ID_LEN && id.bytes().all(|b| b.is_ascii_graphic())
+    // Visible ASCII (`0x21..=0x7E`), checked in blocks (see `every_byte`).
+    !id.is_empty()
+        && id.len() <= MAX_ID_LEN
+        && sessions_core::every_byte(id, |b| u8::from(b.wrapping_sub(0x21) < 0x5E))
 }
 
 /// Unix milliseconds by the application's clock.
@@ -946,6 +949,15 @@ mod tests {
             assert!(!storable(id), "{id:?}");
         }
         assert!(!storable(&"x".repeat(MAX_ID_LEN + 1)));
+        // Every ASCII byte, in a block and in the tail, agrees with `is_ascii_graphic`.
+        for b in 0..=127u8 {
+            for at in [0, 20, 40] {
+                let mut id = vec![b'x'; 41];
+                id[at] = b;
+                let id = String::from_utf8(id).unwrap();
+                assert_eq!(storable(&id), b.is_ascii_graphic(), "byte {b:#04x} at {at}");
+            }
+        }
     }
 
     #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
