@@ -182,15 +182,20 @@ impl<DB: Database> Conns<DB> {
         let deadline = || tokio::time::Instant::from_std(now) + self.acquire_timeout();
         let permit = match self.permits.try_acquire() {
             Ok(permit) => permit,
-            Err(_) => match tokio::time::timeout_at(deadline(), self.permits.acquire()).await {
-                Ok(Ok(permit)) => permit,
-                Ok(Err(_)) => return Err(LeaseError::Pool(sqlx::Error::PoolClosed)),
-                Err(_) => {
-                    return Err(LeaseError::TimedOut {
-                        all_held_busy: true,
-                    });
+            // The waits are boxed: they are rare (all connections busy, or a new connection),
+            // and inline they would make every operation's future, which is moved and boxed
+            // on each request, several times larger.
+            Err(_) => {
+                match Box::pin(tokio::time::timeout_at(deadline(), self.permits.acquire())).await {
+                    Ok(Ok(permit)) => permit,
+                    Ok(Err(_)) => return Err(LeaseError::Pool(sqlx::Error::PoolClosed)),
+                    Err(_) => {
+                        return Err(LeaseError::TimedOut {
+                            all_held_busy: true,
+                        });
+                    }
                 }
-            },
+            }
         };
         if !fresh {
             if let Some((conn, held_since)) = self.pop_idle(now) {
@@ -205,7 +210,7 @@ impl<DB: Database> Conns<DB> {
             }
         }
         self.watch();
-        match tokio::time::timeout_at(deadline(), self.pool.acquire()).await {
+        match Box::pin(tokio::time::timeout_at(deadline(), self.pool.acquire())).await {
             Ok(Ok(conn)) => Ok(Lease {
                 conns: self,
                 conn: self.count(conn),

@@ -255,7 +255,7 @@ macro_rules! run {
                         && matches!(DB::classify(&e), Failure::Transient) =>
                 {
                     tracing::debug!(error = %e, "sessions-sql: a lock conflict opening a connection; trying again");
-                    tokio::time::sleep(Duration::from_millis(10 << attempt)).await;
+                    Box::pin(tokio::time::sleep(Duration::from_millis(10 << attempt))).await;
                     continue;
                 }
                 Err(e) => break Err(OpError::Lease(e)),
@@ -285,7 +285,7 @@ macro_rules! run {
                     Failure::Transient if attempt < TRANSIENT_ATTEMPTS => {
                         tracing::debug!(error = %e, "sessions-sql: a lock conflict; sending the statement again");
                         lease.keep();
-                        tokio::time::sleep(Duration::from_millis(10 << attempt)).await;
+                        Box::pin(tokio::time::sleep(Duration::from_millis(10 << attempt))).await;
                     }
                     failure => {
                         lease.keep();
@@ -641,9 +641,11 @@ impl<DB: SqlDatabase> Shared<DB> {
         let db = DB::LABEL;
         let table = &self.table;
         match e {
+            // Boxed: the diagnosis may open a connection, a large future that would otherwise
+            // sit inside every operation's future (and be copied with it) for this rare case.
             OpError::Lease(LeaseError::TimedOut { all_held_busy }) => Error::backend(format!(
                 "{db}: {}",
-                self.conns.explain_timeout(all_held_busy).await
+                Box::pin(self.conns.explain_timeout(all_held_busy)).await
             )),
             OpError::Lease(LeaseError::Pool(sqlx::Error::PoolClosed)) => {
                 Error::backend(format!("{db}: the connection pool is closed"))
