@@ -150,7 +150,11 @@ impl Connector {
         let (generation, mut conn, reused) = match self.cached() {
             Some((generation, conn)) => (generation, conn, true),
             None => {
-                let (generation, conn) = self.checkout().await.map_err(Failure::Connect)?;
+                // Checkouts are boxed: they are rare (the connection is kept), and inline the
+                // pool's future would make every command's future, which is moved and boxed
+                // on each request, several times larger.
+                let (generation, conn) =
+                    Box::pin(self.checkout()).await.map_err(Failure::Connect)?;
                 (generation, conn, false)
             }
         };
@@ -161,8 +165,9 @@ impl Connector {
                     return Err(Failure::Command(e));
                 }
                 tracing::debug!(error = %e, "redis: the shared connection failed; retrying on a new one");
-                let (generation, mut conn) = self.checkout().await.map_err(Failure::Connect)?;
-                conn.query(cmd).await.map_err(|e| {
+                let (generation, mut conn) =
+                    Box::pin(self.checkout()).await.map_err(Failure::Connect)?;
+                Box::pin(conn.query(cmd)).await.map_err(|e| {
                     if e.is_unrecoverable_error() {
                         self.invalidate(generation);
                     }
