@@ -3,9 +3,11 @@
 //! The layer polls the inner service's future with the request's [`SessionContext`] made
 //! current ([`SessionContext::enter`]), and [`Session::current`] (or the axum extractor) finds
 //! it there. Like a task-local, the context is current only while that future is being
-//! polled: a task spawned off the request does not see it. The session's shared state is only
-//! allocated when a handler first asks for it, so requests that never use the session cost
-//! almost nothing: no allocation, no request-extension entry.
+//! polled: a task spawned off the request does not see it when the runtime polls it. Unlike a
+//! task-local it belongs to the thread, so a future polled *inside* the request's poll by a
+//! nested executor (`LocalSet::run_until`, `block_on`) sees it too. The session's shared state
+//! is only allocated when a handler first asks for it, so requests that never use the session
+//! cost almost nothing: no allocation, no request-extension entry.
 
 use crate::{Error, Policy, Session, SessionBackend};
 use std::cell::{Cell, OnceCell, RefCell};
