@@ -238,6 +238,17 @@ mod tests {
     }
 
     #[test]
+    fn a_future_polled_inside_the_request_poll_by_a_nested_executor_sees_the_context() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let mut slot = context("outer");
+        let seen =
+            SessionContext::enter(&mut slot, || runtime.block_on(async { current_cookie() }));
+        assert_eq!(seen.as_deref(), Some("outer"));
+    }
+
+    #[test]
     fn an_empty_slot_enters_nothing() {
         let mut slot = None;
         assert_eq!(SessionContext::enter(&mut slot, current_cookie), None);
