@@ -76,8 +76,7 @@
 
 use aes_gcm::aead::{AeadInPlace, KeyInit};
 use aes_gcm::{Aes256Gcm, Nonce};
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64_simd::{AsOut as _, URL_SAFE_NO_PAD};
 use cookie::Key;
 use hmac::{Hmac, Mac};
 use sessions_core::{Error, SessionBackend, SessionData, Values, async_trait};
@@ -157,7 +156,7 @@ fn seal_key(secret: &[u8]) -> Result<SealKey, Error> {
     let aead = Aes256Gcm::new_from_slice(key.encryption())
         .map_err(|_| Error::Config("the derived encryption key has a bad length".to_owned()))?;
     Ok(SealKey {
-        id: URL_SAFE_NO_PAD.encode(&digest[..6]),
+        id: URL_SAFE_NO_PAD.encode_to_string(&digest[..6]),
         mac,
         aead,
     })
@@ -182,10 +181,11 @@ fn now_millis() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// URL-safe base64 without padding, decoded with SIMD instructions where the CPU has them:
-/// the payload of a cookie is decoded on every request that uses its session.
+/// URL-safe base64 without padding (strict: no padding, no stray trailing bits), decoded
+/// with SIMD instructions where the CPU has them: the payload of a cookie is decoded on every
+/// request that uses its session.
 fn decode_base64(text: &str) -> Option<Vec<u8>> {
-    base64_simd::URL_SAFE_NO_PAD.decode_to_vec(text).ok()
+    URL_SAFE_NO_PAD.decode_to_vec(text).ok()
 }
 
 impl CookieBackend {
@@ -227,7 +227,7 @@ impl CookieBackend {
         #[allow(clippy::expect_used)]
         getrandom::fill(&mut secret)
             .expect("the operating system's random number generator failed");
-        URL_SAFE_NO_PAD.encode(secret)
+        URL_SAFE_NO_PAD.encode_to_string(secret)
     }
 
     /// Keep opening cookies sealed with `secret`, an earlier key, while new cookies are sealed
@@ -280,7 +280,7 @@ impl CookieBackend {
         let Some(key) = self.keys.first() else {
             return Err(Error::Config("the cookie backend has no key".to_owned()));
         };
-        let base64 = base64_simd::URL_SAFE_NO_PAD;
+        let base64 = URL_SAFE_NO_PAD;
         match self.mode {
             Mode::Signed => {
                 let body = base64.encoded_length(buf.len());
@@ -325,9 +325,12 @@ impl CookieBackend {
                     return None;
                 }
                 let mut expected = [0u8; MAC_BYTES];
-                if URL_SAFE_NO_PAD.decode_slice(tag, &mut expected).ok()? != MAC_BYTES {
+                if URL_SAFE_NO_PAD.decoded_length(tag.as_bytes()).ok()? != MAC_BYTES {
                     return None;
                 }
+                URL_SAFE_NO_PAD
+                    .decode(tag.as_bytes(), expected.as_mut_slice().as_out())
+                    .ok()?;
                 let mut mac = key.mac.clone();
                 mac.update(signed.as_bytes());
                 // Constant-time comparison.

@@ -90,7 +90,7 @@ async fn signed_values_are_readable_private_values_are_not() {
     let readable = |v: &str| {
         let body = v.split('.').nth(1).unwrap();
         URL_SAFE_NO_PAD
-            .decode(body)
+            .decode_to_vec(body)
             .ok()
             .and_then(|payload| String::from_utf8(payload.get(HEADER_BYTES..)?.to_vec()).ok())
             .is_some_and(|json| json.contains("\"alice\""))
