@@ -78,6 +78,9 @@ impl Serializer for JsonSerializer {
     }
 
     fn deserialize(&self, bytes: &[u8]) -> Result<SessionData, Error> {
+        if let Some(record) = decode_written_layout(bytes) {
+            return Ok(record);
+        }
         let record: JsonRecord = serde_json::from_slice(bytes).map_err(Error::decode)?;
         Ok(SessionData::from_parts(
             record.data,
@@ -85,6 +88,40 @@ impl Serializer for JsonSerializer {
             record.accessed,
         ))
     }
+}
+
+/// The record exactly as [`JsonSerializer::serialize`] writes it,
+/// `{"created":<digits>,"accessed":<digits>,"data":{...}}` without whitespace, decoded with
+/// the envelope matched byte for byte, so serde only parses the values. Anything else
+/// (other key order, whitespace, numbers this does not take) is `None`, and the caller parses
+/// the whole record with serde: for every input either both give the same record or this
+/// gives `None`.
+fn decode_written_layout(bytes: &[u8]) -> Option<SessionData> {
+    let rest = bytes.strip_prefix(br#"{"created":"#)?;
+    let (created, rest) = leading_u64(rest)?;
+    let rest = rest.strip_prefix(br#","accessed":"#)?;
+    let (accessed, rest) = leading_u64(rest)?;
+    let values = rest.strip_prefix(br#","data":"#)?.strip_suffix(b"}")?;
+    let values: Values = serde_json::from_slice(values).ok()?;
+    Some(SessionData::from_parts(values, created, accessed))
+}
+
+/// A JSON unsigned integer at the start of `bytes` and what follows it: 1 to 19 digits (so it
+/// always fits a `u64`) without a leading zero, as JSON writes them.
+fn leading_u64(bytes: &[u8]) -> Option<(u64, &[u8])> {
+    let mut value = 0u64;
+    let mut digits = 0;
+    while let Some(&byte) = bytes.get(digits) {
+        if !byte.is_ascii_digit() {
+            break;
+        }
+        if digits == 19 || (digits == 1 && value == 0) {
+            return None;
+        }
+        value = value * 10 + u64::from(byte - b'0');
+        digits += 1;
+    }
+    (digits > 0).then(|| (value, &bytes[digits..]))
 }
 
 #[cfg(feature = "bincode")]
@@ -294,6 +331,83 @@ mod tests {
             unreachable!()
         };
         SessionData::from_parts(values, 1_700_000_000, 1_700_000_123)
+    }
+
+    /// The serde-only decoding the fast path must agree with.
+    fn decode_with_serde(bytes: &[u8]) -> Option<SessionData> {
+        let record: JsonRecord = serde_json::from_slice(bytes).ok()?;
+        Some(SessionData::from_parts(
+            record.data,
+            record.created,
+            record.accessed,
+        ))
+    }
+
+    #[test]
+    fn the_written_layout_decodes_as_serde_decodes_it() {
+        let written = JsonSerializer.serialize(&sample()).unwrap();
+        assert!(
+            decode_written_layout(&written).is_some(),
+            "the fast path takes what we write"
+        );
+        let mut inputs: Vec<Vec<u8>> = vec![written.clone()];
+        for text in [
+            r#"{"created":0,"accessed":0,"data":{}}"#,
+            r#"{"created":1,"accessed":9999999999999999999,"data":{"n":1}}"#,
+            r#"{"created":1,"accessed":18446744073709551615,"data":{"n":1}}"#,
+            r#"{"created":1,"accessed":18446744073709551616,"data":{"n":1}}"#,
+            r#"{"created":01,"accessed":2,"data":{}}"#,
+            r#"{"created":-1,"accessed":2,"data":{}}"#,
+            r#"{"created":1.5,"accessed":2,"data":{}}"#,
+            r#"{"created":1e3,"accessed":2,"data":{}}"#,
+            r#"{"created":1,"accessed":2,"data":{"a":1} }"#,
+            r#"{"created":1,"accessed":2,"data":{"a":1}}}"#,
+            r#"{"created":1,"accessed":2,"data":{"a":1}"#,
+            r#"{"created":1,"accessed":2,"data":[1]}"#,
+            r#"{"created":1,"accessed":2,"data":null}"#,
+            r#"{"created":1,"accessed":2,"data":{"a":1},"x":1}"#,
+            r#"{"created":1,"accessed":2,"data":{"a":1}} "#,
+            r#"{"created":1,"accessed":2,"data":{"a":}}"#,
+            r#"{"created":1,"accessed":2,"data":{"a":1,"a":2}}"#,
+            r#"{"accessed":2,"created":1,"data":{"a":1}}"#,
+            r#"{ "created":1,"accessed":2,"data":{"a":1}}"#,
+            r#"{"created":1,"accessed":2,"data":{"a":"\u00e9\ud83d\udd11"}}"#,
+            r#"{"created":1,"accessed":2,"data":{"a":"\ud800"}}"#,
+            r#"{"created":,"accessed":2,"data":{}}"#,
+            r#"{"created":1"#,
+            "",
+        ] {
+            inputs.push(text.as_bytes().to_vec());
+        }
+        // Every cut and every one-byte change of what we write.
+        for cut in 0..written.len() {
+            inputs.push(written[..cut].to_vec());
+        }
+        for at in 0..written.len() {
+            for byte in [b'0', b'9', b' ', b'}', b'"', b',', 0xff] {
+                let mut changed = written.clone();
+                changed[at] = byte;
+                inputs.push(changed);
+            }
+        }
+        for input in &inputs {
+            let serde = decode_with_serde(input);
+            if let Some(fast) = decode_written_layout(input) {
+                assert_eq!(
+                    Some(fast),
+                    serde,
+                    "{:?}: the fast path disagrees with serde",
+                    String::from_utf8_lossy(input)
+                );
+            }
+            // Whatever path it takes, the serializer answers as serde does.
+            assert_eq!(
+                JsonSerializer.deserialize(input).ok(),
+                serde,
+                "{:?}",
+                String::from_utf8_lossy(input)
+            );
+        }
     }
 
     #[test]

@@ -240,9 +240,14 @@ impl<DB: Database> Conns<DB> {
         let options = self.pool.options();
         let idle_timeout = options.get_idle_timeout();
         let max_lifetime = options.get_max_lifetime();
+        // Stale: idle since before `now - idle_timeout`, or held since before
+        // `now - max_lifetime` (cutoffs computed once; comparing instants is cheaper than
+        // measuring each one's age). A cutoff before the clock's origin makes nothing stale.
+        let idle_cutoff = idle_timeout.and_then(|t| now.checked_sub(t));
+        let lifetime_cutoff = max_lifetime.and_then(|t| now.checked_sub(t));
         let stale = |idle: &Idle<DB>| {
-            idle_timeout.is_some_and(|t| now.saturating_duration_since(idle.idle_since) > t)
-                || max_lifetime.is_some_and(|t| now.saturating_duration_since(idle.held_since) > t)
+            idle_cutoff.is_some_and(|cutoff| idle.idle_since < cutoff)
+                || lifetime_cutoff.is_some_and(|cutoff| idle.held_since < cutoff)
         };
         let mut released = Vec::new();
         let found = {
