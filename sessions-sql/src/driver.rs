@@ -285,7 +285,7 @@ mod sqlite {
                     "CREATE TABLE IF NOT EXISTS {t} (\
                      id TEXT PRIMARY KEY NOT NULL, \
                      data BLOB NOT NULL, \
-                     expires_at INTEGER)"
+                     expires_at INTEGER) WITHOUT ROWID"
                 ),
                 format!(
                     "CREATE INDEX IF NOT EXISTS {} ON \"{}\" (expires_at)",

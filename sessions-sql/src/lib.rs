@@ -103,10 +103,13 @@
 //! To run your own migrations instead, this is the DDL it runs for the default table name
 //! `sessions` (the index is named `<table>_expires_at_idx`):
 //!
-//! SQLite:
+//! SQLite (`WITHOUT ROWID`: rows live in the primary key's B-tree, so finding a session by id
+//! is one tree search instead of two; this suits rows of a few hundred bytes, as sessions
+//! usually are. A table without it, as earlier versions created, works the same, a little
+//! slower):
 //!
 //! ```sql
-//! CREATE TABLE IF NOT EXISTS "sessions" (id TEXT PRIMARY KEY NOT NULL, data BLOB NOT NULL, expires_at INTEGER);
+//! CREATE TABLE IF NOT EXISTS "sessions" (id TEXT PRIMARY KEY NOT NULL, data BLOB NOT NULL, expires_at INTEGER) WITHOUT ROWID;
 //! CREATE INDEX IF NOT EXISTS "sessions_expires_at_idx" ON "sessions" (expires_at);
 //! ```
 //!

@@ -381,3 +381,53 @@ async fn accepted_ids_follow_the_id_generator<K: Kind>() {
     ));
     assert_eq!(fx.rows().await, 2);
 }
+
+/// `migrate` makes SQLite tables `WITHOUT ROWID`; a table with a rowid (as earlier versions
+/// and hand-written migrations may have made it) serves the same operations.
+#[cfg(feature = "sqlite")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sqlite_table_with_a_rowid_serves_every_operation() {
+    let fx = Fixture::<crate::common::SqliteFile>::unmigrated();
+    fx.exec(&format!(
+        "CREATE TABLE {} (id TEXT PRIMARY KEY NOT NULL, data BLOB NOT NULL, expires_at INTEGER)",
+        fx.t()
+    ))
+    .await;
+    fx.backend.migrate().await.unwrap();
+    let layout = table_sql(&fx).await;
+    assert!(!layout.contains("WITHOUT ROWID"), "{layout}");
+
+    let b = &fx.backend;
+    let id = b.write(None, &n(1), HOUR).await.unwrap();
+    assert_eq!(b.read(&id).await.unwrap(), Some(n(1)));
+    assert_eq!(b.write(Some(&id), &n(2), HOUR).await.unwrap(), id);
+    assert_eq!(b.read(&id).await.unwrap(), Some(n(2)));
+    assert!(b.exists(&id).await.unwrap());
+    let gone = b.write(None, &n(3), HOUR).await.unwrap();
+    fx.expire_now(&gone).await;
+    assert_eq!(b.delete_expired().await.unwrap(), 1);
+    b.remove(&id).await.unwrap();
+    assert!(b.read(&id).await.unwrap().is_none());
+    assert_eq!(fx.rows().await, 0);
+}
+
+/// What `migrate` creates on SQLite by default: the table is `WITHOUT ROWID`.
+#[cfg(feature = "sqlite")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_makes_sqlite_tables_without_rowid() {
+    let fx = Fixture::<crate::common::SqliteFile>::new().await;
+    let layout = table_sql(&fx).await;
+    assert!(layout.ends_with("WITHOUT ROWID"), "{layout}");
+}
+
+/// The `CREATE TABLE` statement SQLite keeps for the fixture's table.
+#[cfg(feature = "sqlite")]
+async fn table_sql(fx: &Fixture<crate::common::SqliteFile>) -> String {
+    let (sql,): (String,) =
+        sqlx::query_as("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?1")
+            .bind(&fx.table)
+            .fetch_one(fx.pool())
+            .await
+            .unwrap();
+    sql
+}
