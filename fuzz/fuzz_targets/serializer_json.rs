@@ -1,12 +1,31 @@
 //! `JsonSerializer::deserialize` on arbitrary bytes: never a panic, and whatever decodes
 //! round-trips (re-encodes, decodes to the same record, encodes to the same bytes). A record
-//! JSON holds must also survive a move to `BincodeSerializer`.
+//! JSON holds must also survive a move to `BincodeSerializer`. The serializer's fast path for
+//! the layout it writes must answer exactly as serde does on the whole record.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sessions_core::{BincodeSerializer, JsonSerializer, Serializer};
+use serde::Deserialize;
+use sessions_core::{BincodeSerializer, JsonSerializer, Serializer, SessionData, Values};
+
+/// The record as serde alone decodes it.
+#[derive(Deserialize)]
+struct Envelope {
+    created: u64,
+    accessed: u64,
+    data: Values,
+}
 
 fuzz_target!(|data: &[u8]| {
+    let by_serde = serde_json::from_slice::<Envelope>(data)
+        .ok()
+        .map(|e| SessionData::from_parts(e.data, e.created, e.accessed));
+    assert_eq!(
+        JsonSerializer.deserialize(data).ok(),
+        by_serde,
+        "JsonSerializer and serde disagree on {:?}",
+        String::from_utf8_lossy(data)
+    );
     let Some(record) = sessions_fuzz::serializer_round_trip(&JsonSerializer, data) else {
         return;
     };
