@@ -31,7 +31,7 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-VARIANTS="bare ours tower-sessions ours-around ours-cookie-signed ours-cookie-private"
+VARIANTS="bare ours tower-sessions ours-around empty-around ours-cookie-signed ours-cookie-private"
 SCENARIOS="no-cookie read write"
 CARGO_ARGS=(--release --manifest-path bench/Cargo.toml --target-dir target)
 

@@ -20,8 +20,8 @@ fn requests(c: &mut Criterion) {
             // Skip the setup of benchmarks the command line filtered out.
             let mut fixture = None;
             group.bench_function(id, |b| {
-                let fixture =
-                    fixture.get_or_insert_with(|| runtime.block_on(Fixture::new(variant, scenario)));
+                let fixture = fixture
+                    .get_or_insert_with(|| runtime.block_on(Fixture::new(variant, scenario)));
                 b.iter_custom(|iters| {
                     let n = usize::try_from(iters).expect("iterations fit in usize");
                     let requests = fixture.requests(n);

@@ -72,17 +72,21 @@ pub enum Variant {
     OursCookieSigned,
     /// Our `SessionLayer` + `CookieBackend::private` (AES-256-GCM), mounted with `Router::layer`.
     OursCookiePrivate,
+    /// A layer that does nothing but wrap the finished router's future (the floor of any
+    /// layer around the router; not a session layer).
+    EmptyAround,
 }
 
 impl Variant {
     /// Every variant, in table order.
-    pub const ALL: [Variant; 6] = [
+    pub const ALL: [Variant; 7] = [
         Variant::Bare,
         Variant::Ours,
         Variant::TowerSessions,
         Variant::OursAround,
         Variant::OursCookieSigned,
         Variant::OursCookiePrivate,
+        Variant::EmptyAround,
     ];
 
     /// The name used on the command line and in tables.
@@ -94,6 +98,7 @@ impl Variant {
             Variant::OursAround => "ours-around",
             Variant::OursCookieSigned => "ours-cookie-signed",
             Variant::OursCookiePrivate => "ours-cookie-private",
+            Variant::EmptyAround => "empty-around",
         }
     }
 
@@ -109,7 +114,8 @@ impl Variant {
             | Variant::Ours
             | Variant::OursAround
             | Variant::OursCookieSigned
-            | Variant::OursCookiePrivate => "session",
+            | Variant::OursCookiePrivate
+            | Variant::EmptyAround => "session",
             Variant::TowerSessions => "id",
         }
     }
@@ -182,12 +188,16 @@ async fn bare_incr() -> String {
     (BARE_COUNTER.fetch_add(1, Ordering::Relaxed) + 1).to_string()
 }
 
-pub(crate) async fn ours_read(session: sessions_tower::Session) -> Result<String, sessions_tower::Error> {
+pub(crate) async fn ours_read(
+    session: sessions_tower::Session,
+) -> Result<String, sessions_tower::Error> {
     session.load().await?;
     Ok(session.get::<u64>("n")?.unwrap_or(0).to_string())
 }
 
-pub(crate) async fn ours_incr(session: sessions_tower::Session) -> Result<String, sessions_tower::Error> {
+pub(crate) async fn ours_incr(
+    session: sessions_tower::Session,
+) -> Result<String, sessions_tower::Error> {
     session.load().await?;
     let n = session.get::<u64>("n")?.unwrap_or(0) + 1;
     session.insert("n", n)?;
@@ -246,6 +256,8 @@ pub enum App {
     Router(Router),
     /// Our layer around a finished router.
     Around(SessionMiddleware<Router, InMemoryBackend>),
+    /// The do-nothing layer around a finished router.
+    Empty(empty::Empty<Router>),
 }
 
 impl App {
@@ -273,6 +285,7 @@ impl App {
                     ))
                     .with_state(()),
             ),
+            Variant::EmptyAround => App::Empty(empty::Empty(our_routes().with_state(()))),
             Variant::OursCookiePrivate => App::Router(
                 our_routes()
                     .layer(SessionLayer::new(
@@ -288,6 +301,7 @@ impl App {
         match self {
             App::Router(router) => send(router, request).await,
             App::Around(service) => send(service, request).await,
+            App::Empty(service) => send(service, request).await,
         }
     }
 
@@ -296,6 +310,7 @@ impl App {
         match self {
             App::Router(router) => run(router, requests).await,
             App::Around(service) => run(service, requests).await,
+            App::Empty(service) => run(service, requests).await,
         }
     }
 }
@@ -470,4 +485,42 @@ pub(crate) fn session_cookie(response: &Response<Body>, name: &str) -> String {
         .unwrap_or_else(|| panic!("no `{name}` cookie was set"))
         .trim()
         .to_owned()
+}
+
+/// A layer that only wraps the inner future: what any layer around a router pays at least.
+pub mod empty {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+    use tower::Service;
+
+    /// The service.
+    #[derive(Clone)]
+    pub struct Empty<S>(pub S);
+
+    pin_project_lite::pin_project! {
+        /// Its future: the inner one, polled through.
+        pub struct EmptyFuture<F> { #[pin] inner: F }
+    }
+
+    impl<F: Future> Future for EmptyFuture<F> {
+        type Output = F::Output;
+        fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+            self.project().inner.poll(cx)
+        }
+    }
+
+    impl<S: Service<R>, R> Service<R> for Empty<S> {
+        type Response = S::Response;
+        type Error = S::Error;
+        type Future = EmptyFuture<S::Future>;
+        fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+            self.0.poll_ready(cx)
+        }
+        fn call(&mut self, req: R) -> Self::Future {
+            EmptyFuture {
+                inner: self.0.call(req),
+            }
+        }
+    }
 }

@@ -21,13 +21,13 @@
 //! The services need a tokio runtime with I/O and timers (`enable_all`); the measuring
 //! binaries use a current-thread one, as for the in-memory comparison.
 
+use crate::proxy::Proxy;
 use crate::{App, Scenario, bare_routes, our_routes, plain, request, session_cookie};
 use axum::Router;
 use axum::body::Body;
 use axum::routing::get;
 use http::header::SET_COOKIE;
 use http::{HeaderValue, Request, StatusCode};
-use crate::proxy::Proxy;
 use sessions_redis::RedisBackend;
 use sessions_redis::deadpool_redis::redis;
 use sessions_sql::sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -189,13 +189,22 @@ fn ts014_routes() -> Router {
 enum Cleanup {
     None,
     /// Every key under this prefix.
-    RedisPrefix { url: String, prefix: String },
+    RedisPrefix {
+        url: String,
+        prefix: String,
+    },
     /// Exactly these keys.
-    RedisKeys { url: String, keys: Vec<String> },
+    RedisKeys {
+        url: String,
+        keys: Vec<String>,
+    },
     /// A SQLite database file (and its `-wal`, `-shm` and `-journal` files).
     SqliteFile(PathBuf),
     /// A table in the PostgreSQL at `url` (its index goes with it).
-    PostgresTable { url: String, table: String },
+    PostgresTable {
+        url: String,
+        table: String,
+    },
 }
 
 impl Cleanup {
@@ -371,8 +380,7 @@ impl CommandStats {
         self.0
             .iter()
             .filter(|(name, _)| {
-                !matches!(name.as_str(), "info" | "hello" | "select")
-                    && !name.starts_with("client")
+                !matches!(name.as_str(), "info" | "hello" | "select") && !name.starts_with("client")
             })
             .filter_map(|(name, &n)| {
                 let before = earlier.0.get(name).copied().unwrap_or(0);
@@ -446,7 +454,8 @@ impl StoreFixture {
                 )
             }
             StoreVariant::OursSqlite => {
-                let path = std::env::temp_dir().join(format!("sessions-bench-{}-ours.db", run_tag()));
+                let path =
+                    std::env::temp_dir().join(format!("sessions-bench-{}-ours.db", run_tag()));
                 let cleanup = Cleanup::SqliteFile(path.clone());
                 let backend = SqliteBackend::from_url(&format!("sqlite://{}", path.display()))
                     .and_then(|b| b.with_table(&table_name("ours")))
@@ -477,9 +486,7 @@ impl StoreFixture {
                     .migrate()
                     .await
                     .map_err(|e| format!("ts-sqlite: migrate: {e}"))?;
-                let router = ts014_routes()
-                    .layer(TsLayer014::new(store))
-                    .with_state(());
+                let router = ts014_routes().layer(TsLayer014::new(store)).with_state(());
                 (App::Router(router), cleanup)
             }
             StoreVariant::OursPostgres => {
@@ -525,9 +532,7 @@ impl StoreFixture {
                     .migrate()
                     .await
                     .map_err(|e| format!("ts-postgres: migrate: {e}"))?;
-                let router = ts014_routes()
-                    .layer(TsLayer014::new(store))
-                    .with_state(());
+                let router = ts014_routes().layer(TsLayer014::new(store)).with_state(());
                 (App::Router(router), cleanup)
             }
         };

@@ -35,9 +35,9 @@ pin_project! {
     where
         S: Service<Request<ReqBody>>,
     {
-        // The request is outside the cookie path: no session at all.
-        Outside { #[pin] future: S::Future },
-        // The handler runs; each poll makes the request's session context current.
+        // The handler runs; each poll makes the request's session context current. No
+        // context from the start: the request is outside the cookie path, it gets no session,
+        // and its polls leave whatever context is current alone.
         Running { #[pin] future: S::Future, context: Option<SessionContext>, config: Arc<Config> },
         // The handler is done; the session is being saved.
         Saving { save: BoxFuture<Result<Commit, Error>>, response: Option<S::Response>, config: Arc<Config> },
@@ -58,25 +58,19 @@ impl<S, ReqBody> ResponseFuture<S, ReqBody>
 where
     S: Service<Request<ReqBody>>,
 {
-    pub(crate) fn outside_path(future: S::Future) -> Self {
-        ResponseFuture {
-            state: State::Outside { future },
-        }
-    }
-
     /// Call `inner` and wrap its future: built in place, so the (often large) inner future
     /// is written once rather than moved through a constructor.
     #[inline(always)]
     pub(crate) fn call(
         inner: &mut S,
         request: Request<ReqBody>,
-        context: SessionContext,
+        context: Option<SessionContext>,
         config: Arc<Config>,
     ) -> Self {
         ResponseFuture {
             state: State::Running {
                 future: inner.call(request),
-                context: Some(context),
+                context,
                 config,
             },
         }
@@ -169,12 +163,14 @@ where
         let mut this = self.project();
         loop {
             match this.state.as_mut().project() {
-                StateProj::Outside { future } => return future.poll(cx),
                 StateProj::Running {
                     future,
                     context,
                     config,
                 } => {
+                    if context.is_none() {
+                        return future.poll(cx);
+                    }
                     let polled = SessionContext::enter(context, || future.poll(cx));
                     let response = match ready!(polled) {
                         Ok(response) => response,

@@ -64,21 +64,21 @@ where
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let config = &self.layer.config;
-        if !config.covers(req.uri().path()) {
-            return ResponseFuture::outside_path(self.inner.call(req));
-        }
-        // A value the backend could never have issued reaches no backend call: it stands as an
-        // empty value, which loads as a fresh session and gets the cookie expired.
-        let cookie = config.cookie_value(req.headers()).map(|value| {
-            if self.layer.backend.accepts(value) {
-                Arc::<str>::from(value)
-            } else {
-                Arc::<str>::from("")
-            }
+        // Outside the cookie path there is no session at all: no context. One construction
+        // of the future either way, so the inner future is written in place once.
+        let context = config.covers(req.uri().path()).then(|| {
+            // A value the backend could never have issued reaches no backend call: it stands
+            // as an empty value, which loads as a fresh session and gets the cookie expired.
+            let cookie = config.cookie_value(req.headers()).map(|value| {
+                if self.layer.backend.accepts(value) {
+                    Arc::<str>::from(value)
+                } else {
+                    Arc::<str>::from("")
+                }
+            });
+            let backend: Arc<dyn SessionBackend> = self.layer.backend.clone();
+            SessionContext::new(backend, cookie, config.autoload, Arc::clone(&config.policy))
         });
-        let backend: Arc<dyn SessionBackend> = self.layer.backend.clone();
-        let context =
-            SessionContext::new(backend, cookie, config.autoload, Arc::clone(&config.policy));
         ResponseFuture::call(&mut self.inner, req, context, Arc::clone(config))
     }
 }

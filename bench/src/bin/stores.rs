@@ -106,7 +106,9 @@ fn main() -> ExitCode {
         .build()
         .expect("a tokio runtime");
     let proxy = if count && variant.store() == "postgres" {
-        match pg_upstream(&database_url()).and_then(|up| Proxy::start(up).map_err(|e| e.to_string())) {
+        match pg_upstream(&database_url())
+            .and_then(|up| Proxy::start(up).map_err(|e| e.to_string()))
+        {
             Ok(proxy) => Some(proxy),
             Err(e) => {
                 eprintln!("cannot start the round-trip proxy: {e}");
