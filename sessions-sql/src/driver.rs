@@ -115,7 +115,6 @@ pub trait Driver: sqlx::Database {
     ) -> impl Future<Output = Result<(), sqlx::Error>> + Send + 'c;
 }
 
-/// The statements every database runs the same way; only the SQL text differs.
 /// A statement's arguments, built with room for all of them reserved first (sqlx's `bind`
 /// grows its buffers value by value: several reallocations a statement). `bytes` is the
 /// payload size; each value's length prefix or type slot is added here. Evaluates to
@@ -135,6 +134,7 @@ macro_rules! arguments {
     }};
 }
 
+/// The statements every database runs the same way; only the SQL text differs.
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 macro_rules! common_statements {
     () => {
