@@ -75,10 +75,15 @@ pub enum Variant {
     /// The bare routes with a layer around the finished router that does nothing but wrap
     /// its future: the floor of any layer around a router (not a session layer).
     EmptyAround,
+    /// The bare routes with the do-nothing layer mounted by `Router::layer`: what axum spends
+    /// on any layer mounted that way (not a session layer). Only in a build with feature
+    /// `floor`, and not in [`Variant::ALL`]: one more layer type under `Router::layer` changes
+    /// how the compiler inlines axum's routing code for every variant of the binary.
+    EmptyLayer,
 }
 
 impl Variant {
-    /// Every variant, in table order.
+    /// Every variant of the default build, in table order.
     pub const ALL: [Variant; 7] = [
         Variant::Bare,
         Variant::Ours,
@@ -99,12 +104,16 @@ impl Variant {
             Variant::OursCookieSigned => "ours-cookie-signed",
             Variant::OursCookiePrivate => "ours-cookie-private",
             Variant::EmptyAround => "empty-around",
+            Variant::EmptyLayer => "empty-layer",
         }
     }
 
     /// The variant called `name`.
     pub fn parse(name: &str) -> Option<Variant> {
-        Variant::ALL.into_iter().find(|v| v.name() == name)
+        Variant::ALL
+            .into_iter()
+            .chain([Variant::EmptyLayer])
+            .find(|v| v.name() == name)
     }
 
     /// The session cookie's name, for variants that have one.
@@ -115,7 +124,8 @@ impl Variant {
             | Variant::OursAround
             | Variant::OursCookieSigned
             | Variant::OursCookiePrivate
-            | Variant::EmptyAround => "session",
+            | Variant::EmptyAround
+            | Variant::EmptyLayer => "session",
             Variant::TowerSessions => "id",
         }
     }
@@ -286,6 +296,12 @@ impl App {
                     .with_state(()),
             ),
             Variant::EmptyAround => App::Empty(empty::Empty(bare_routes().with_state(()))),
+            #[cfg(feature = "floor")]
+            Variant::EmptyLayer => {
+                App::Router(bare_routes().layer(empty::EmptyLayer).with_state(()))
+            }
+            #[cfg(not(feature = "floor"))]
+            Variant::EmptyLayer => panic!("variant empty-layer needs a build with --features floor"),
             Variant::OursCookiePrivate => App::Router(
                 our_routes()
                     .layer(SessionLayer::new(
@@ -378,7 +394,10 @@ impl Fixture {
                     attempts <= 1000 * SESSIONS,
                     "{variant}: could not create {SESSIONS} distinct sessions"
                 );
-                let cookie = if matches!(variant, Variant::Bare | Variant::EmptyAround) {
+                let cookie = if matches!(
+                    variant,
+                    Variant::Bare | Variant::EmptyAround | Variant::EmptyLayer
+                ) {
                     // Same shape as our cookie (32 characters of base64), so the request
                     // carries the same header bytes; nothing reads it.
                     format!("{}={:0>32}", variant.cookie_name(), cookies.len())
@@ -425,7 +444,7 @@ impl Fixture {
                     assert_eq!(body, "ok");
                     assert!(!set_cookie, "{self}: an untouched session set a cookie");
                 }
-                (Variant::Bare | Variant::EmptyAround, _) => assert!(!set_cookie),
+                (Variant::Bare | Variant::EmptyAround | Variant::EmptyLayer, _) => assert!(!set_cookie),
                 (_, Scenario::Read) => {
                     // Every session was created with n = 1.
                     assert_eq!(body, "1", "{self}: the stored value was not read");
@@ -497,6 +516,17 @@ pub mod empty {
     /// The service.
     #[derive(Clone)]
     pub struct Empty<S>(pub S);
+
+    /// The layer that makes it, for `Router::layer`.
+    #[derive(Clone)]
+    pub struct EmptyLayer;
+
+    impl<S> tower::Layer<S> for EmptyLayer {
+        type Service = Empty<S>;
+        fn layer(&self, inner: S) -> Empty<S> {
+            Empty(inner)
+        }
+    }
 
     pin_project_lite::pin_project! {
         /// Its future: the inner one, polled through.
