@@ -1,0 +1,24 @@
+# usage: awk -f bench/sqlite-engine.awk CALLGRIND_OUT_FILE
+# The SQLite engine's share of a callgrind output file (bench/sql.sh): prints the inclusive
+# instructions of every call from code outside the SQLite amalgamation (sqlite3.c) into it.
+function nm(table, spec,    id, rest) {
+    if (spec !~ /^\([0-9]+\)/) return spec
+    id = substr(spec, 2, index(spec, ")") - 2)
+    rest = substr(spec, index(spec, ")") + 2)
+    if (rest != "") table[id] = rest
+    return table[id]
+}
+/^fl=/ { fl = nm(files, substr($0, 4)); next }
+/^f[ie]=/ { nm(files, substr($0, 4)); next }
+/^fn=/ { fnfile = fl; cfl = ""; next }
+/^cf[il]=/ { cfl = nm(files, substr($0, 5)); next }
+/^cfn=/ { callee = (cfl != "" ? cfl : fnfile); cfl = ""; next }
+/^calls=/ { call = 1; next }
+/^[0-9+*-]/ {
+    if (call) {
+        if (callee ~ /sqlite3\.c$/ && fnfile !~ /sqlite3\.c$/) inside += $2
+        call = 0
+    }
+    next
+}
+END { printf "%d\n", inside }
