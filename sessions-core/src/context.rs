@@ -9,7 +9,7 @@
 //! is only allocated when a handler first asks for it, so requests that never use the session
 //! cost almost nothing: no allocation, no request-extension entry.
 
-use crate::{Error, Policy, Session, SessionBackend};
+use crate::{Error, Session, SessionSettings};
 use std::cell::{Cell, OnceCell, RefCell};
 use std::sync::Arc;
 
@@ -19,38 +19,31 @@ thread_local! {
 }
 
 /// The session context of one request, as a session layer sets it up.
+///
+/// Small (four words), as it moves into a thread-local and back on every poll of the
+/// request's future: what the layer's sessions share sits behind one [`Arc`].
 pub struct SessionContext {
-    backend: Arc<dyn SessionBackend>,
+    settings: Arc<SessionSettings>,
     cookie: Cell<Option<Arc<str>>>,
-    autoload: bool,
-    policy: Arc<Policy>,
     session: OnceCell<Session>,
 }
 
 impl std::fmt::Debug for SessionContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SessionContext")
-            .field("autoload", &self.autoload)
+            .field("settings", &self.settings)
             .field("session", &self.session.get())
             .finish_non_exhaustive()
     }
 }
 
 impl SessionContext {
-    /// A context whose session, once asked for, reads from `backend` with the client's
-    /// `cookie` value. With `autoload`, [`Session::current_autoloaded`] (and so the axum
-    /// extractor) loads the session before handing it out.
-    pub fn new(
-        backend: Arc<dyn SessionBackend>,
-        cookie: Option<Arc<str>>,
-        autoload: bool,
-        policy: Arc<Policy>,
-    ) -> Self {
+    /// A context whose session, once asked for, follows `settings` (backend, policy,
+    /// `autoload`) with the client's `cookie` value.
+    pub fn new(settings: Arc<SessionSettings>, cookie: Option<Arc<str>>) -> Self {
         SessionContext {
-            backend,
+            settings,
             cookie: Cell::new(cookie),
-            autoload,
-            policy,
             session: OnceCell::new(),
         }
     }
@@ -59,7 +52,7 @@ impl SessionContext {
     pub fn session(&self) -> &Session {
         self.session.get_or_init(|| {
             let cookie = self.cookie.take();
-            Session::with_policy(Arc::clone(&self.backend), cookie, *self.policy)
+            Session::with_settings(Arc::clone(&self.settings), cookie)
         })
     }
 
@@ -134,7 +127,7 @@ impl Session {
     /// policy the session is empty and unsaved instead).
     pub async fn current_autoloaded() -> Result<Session, Error> {
         let (session, autoload) =
-            with_current(|context| (context.session().clone(), context.autoload))?;
+            with_current(|context| (context.session().clone(), context.settings.autoload()))?;
         if autoload {
             session.load().await?;
         }
@@ -145,7 +138,7 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::SessionData;
+    use crate::{SessionBackend, SessionData};
     use std::time::Duration;
 
     struct Nothing;
@@ -172,11 +165,10 @@ mod tests {
     }
 
     fn context(cookie: &str) -> Option<SessionContext> {
+        let settings = SessionSettings::new(Arc::new(Nothing), crate::Policy::default(), false);
         Some(SessionContext::new(
-            Arc::new(Nothing),
+            Arc::new(settings),
             Some(Arc::from(cookie)),
-            false,
-            Arc::default(),
         ))
     }
 

@@ -81,7 +81,7 @@ pub use error::{BoxError, Error};
 pub use id::{ID_RANDOM_BYTES, SessionId, every_byte, generate_id, is_url_safe};
 pub use policy::Policy;
 pub use serializer::{JsonSerializer, Serializer};
-pub use session::{Commit, Load, Session};
+pub use session::{Commit, Load, Session, SessionSettings};
 
 #[cfg(feature = "bincode")]
 pub use serializer::BincodeSerializer;

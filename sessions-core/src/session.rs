@@ -34,11 +34,56 @@ pub struct Session {
 }
 
 struct Inner {
-    backend: Arc<dyn SessionBackend>,
+    settings: Arc<SessionSettings>,
     /// The value the client sent in its cookie, not yet verified.
     cookie: Option<Arc<str>>,
-    policy: Policy,
     state: Mutex<State>,
+}
+
+/// What every session of one layer shares: the backend, the [`Policy`], and whether handlers
+/// get their session already loaded. A session layer makes it once and hands it to each
+/// request's [`SessionContext`](crate::SessionContext).
+pub struct SessionSettings {
+    backend: Arc<dyn SessionBackend>,
+    policy: Policy,
+    autoload: bool,
+}
+
+impl SessionSettings {
+    /// Sessions stored in `backend`, under `policy`; with `autoload`,
+    /// [`Session::current_autoloaded`] (and so the axum extractor) loads the session before
+    /// handing it out.
+    pub fn new(backend: Arc<dyn SessionBackend>, policy: Policy, autoload: bool) -> Self {
+        SessionSettings {
+            backend,
+            policy,
+            autoload,
+        }
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &Arc<dyn SessionBackend> {
+        &self.backend
+    }
+
+    /// The time limits and failure handling.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// Whether handlers get their session already loaded.
+    pub fn autoload(&self) -> bool {
+        self.autoload
+    }
+}
+
+impl fmt::Debug for SessionSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionSettings")
+            .field("policy", &self.policy)
+            .field("autoload", &self.autoload)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Default)]
@@ -92,11 +137,18 @@ impl Session {
         cookie: Option<Arc<str>>,
         policy: Policy,
     ) -> Self {
+        Session::with_settings(
+            Arc::new(SessionSettings::new(backend, policy, false)),
+            cookie,
+        )
+    }
+
+    /// A session under a layer's shared `settings`.
+    pub fn with_settings(settings: Arc<SessionSettings>, cookie: Option<Arc<str>>) -> Self {
         Session {
             inner: Arc::new(Inner {
-                backend,
+                settings,
                 cookie,
-                policy,
                 state: Mutex::new(State::default()),
             }),
         }
@@ -136,7 +188,7 @@ impl Session {
     fn loaded_from(&self, read: Result<Option<SessionData>, Error>) -> Result<(), Error> {
         let record = match read {
             Ok(record) => record,
-            Err(error) if self.inner.policy.fail_open => {
+            Err(error) if self.inner.settings.policy.fail_open => {
                 tracing::warn!(%error, "session store failed; continuing with an empty, unsaved session");
                 let mut state = self.state();
                 state.loaded = true;
@@ -145,7 +197,7 @@ impl Session {
             }
             Err(error) => return Err(error),
         };
-        let policy = &self.inner.policy;
+        let policy = &self.inner.settings.policy;
         let mut state = self.state();
         if !state.loaded {
             state.loaded = true;
@@ -270,7 +322,7 @@ impl Session {
         } else {
             SessionData::from_parts(Values::new(), now, now)
         };
-        Ok(self.inner.policy.remaining(&data, now))
+        Ok(self.inner.settings.policy.remaining(&data, now))
     }
 
     /// When the session was last written (now, for a session not stored yet).
@@ -307,7 +359,7 @@ impl Session {
             }
         };
         if let Some(id) = id.as_deref().filter(|id| !id.is_empty()) {
-            (*self.inner.backend).remove(id).await?;
+            (*self.inner.settings.backend).remove(id).await?;
         }
         let mut state = self.state();
         state.loaded = true;
@@ -354,6 +406,7 @@ impl Session {
         let (data, ttl) = self.stamped(data, record.is_none());
         let saved = self
             .inner
+            .settings
             .backend
             .write_now(record.as_deref(), &data, ttl)?;
         Some(self.fail_open(self.stored(record, data, saved)))
@@ -362,7 +415,7 @@ impl Session {
     /// With a fail-open policy, a failed save is logged and the response goes out without it.
     fn fail_open(&self, committed: Result<Commit, Error>) -> Result<Commit, Error> {
         match committed {
-            Err(error) if self.inner.policy.fail_open => {
+            Err(error) if self.inner.settings.policy.fail_open => {
                 tracing::warn!(%error, "saving the session failed; the response goes out without it");
                 Ok(Commit::Unchanged)
             }
@@ -378,7 +431,7 @@ impl Session {
         if new {
             data.set_created(now);
         }
-        let ttl = self.inner.policy.ttl(data.created_unix(), now);
+        let ttl = self.inner.settings.policy.ttl(data.created_unix(), now);
         (data, ttl)
     }
 
@@ -425,7 +478,7 @@ impl Session {
                 state.changed,
             )
         };
-        let backend: &dyn SessionBackend = &*self.inner.backend;
+        let backend: &dyn SessionBackend = &*self.inner.settings.backend;
         let sent_cookie = self.inner.cookie.is_some();
         if let Some(stale) = &stale {
             backend.remove(stale).await?;
@@ -474,7 +527,7 @@ impl Session {
         data: &SessionData,
         ttl: Option<Duration>,
     ) -> Result<String, Error> {
-        let backend: &dyn SessionBackend = &*self.inner.backend;
+        let backend: &dyn SessionBackend = &*self.inner.settings.backend;
         match backend.write_now(id, data, ttl) {
             Some(saved) => saved,
             None => backend.write(id, data, ttl).await,
@@ -492,7 +545,7 @@ impl Session {
             return None;
         }
         if state.record.is_some() {
-            let policy = &self.inner.policy;
+            let policy = &self.inner.settings.policy;
             if policy.idle.is_some() && policy.needs_refresh(&state.data, unix_now()) {
                 return None;
             }
@@ -570,7 +623,7 @@ impl<'a> Future for Load<'a> {
                     Some(cookie) if !cookie.is_empty() => {
                         // Through the trait object itself: `Arc<dyn _>`'s own impl would box
                         // twice.
-                        let backend: &'a dyn SessionBackend = &*session.inner.backend;
+                        let backend: &'a dyn SessionBackend = &*session.inner.settings.backend;
                         match backend.read_now(cookie) {
                             Some(read) => read,
                             None => {

@@ -1,7 +1,6 @@
 use cookie::SameSite;
 use http::header::{COOKIE, HeaderMap, HeaderValue};
 use sessions_core::Policy;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// Cookie and loading options shared by a layer and its services.
@@ -24,8 +23,6 @@ pub(crate) struct Config {
     pub(crate) host_prefix: bool,
     /// The cookie's name as sent: `name`, with `__Host-` in front when asked.
     pub(crate) cookie_name: String,
-    /// The limits handed to each session, rendered once per configuration.
-    pub(crate) policy: Arc<Policy>,
     /// `; Path=/; Max-Age=...; Secure; ...`: the attributes, rendered once per configuration.
     attributes: String,
     /// The whole `Set-Cookie` value that removes the cookie, rendered once.
@@ -52,7 +49,6 @@ impl Default for Config {
             fail_open: false,
             host_prefix: false,
             cookie_name: String::new(),
-            policy: Arc::default(),
             attributes: String::new(),
             removal: HeaderValue::from_static(""),
         };
@@ -75,6 +71,16 @@ fn is_cookie_value(value: &str) -> bool {
 }
 
 impl Config {
+    /// The limits and failure handling the options ask for.
+    pub(crate) fn policy(&self) -> Policy {
+        let mut policy = Policy::new(self.max_age);
+        policy.idle = self.idle;
+        policy.absolute = self.absolute;
+        policy.refresh_after = self.refresh_after;
+        policy.fail_open = self.fail_open;
+        policy
+    }
+
     /// Render the attribute strings; call after every change of the options. The layer's
     /// setters validate names, paths and domains, so the rendered text is a valid header.
     pub(crate) fn render(&mut self) {
@@ -83,12 +89,6 @@ impl Config {
         } else {
             self.name.clone()
         };
-        let mut policy = Policy::new(self.max_age);
-        policy.idle = self.idle;
-        policy.absolute = self.absolute;
-        policy.refresh_after = self.refresh_after;
-        policy.fail_open = self.fail_open;
-        self.policy = Arc::new(policy);
         let mut attributes = String::with_capacity(96);
         attributes.push_str("; Path=");
         attributes.push_str(&self.path);

@@ -1,7 +1,7 @@
 use crate::SessionMiddleware;
 use crate::config::Config;
 use cookie::SameSite;
-use sessions_core::{Error, SessionBackend};
+use sessions_core::{Error, SessionBackend, SessionSettings};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +15,9 @@ use tower_layer::Layer;
 pub struct SessionLayer<B> {
     pub(crate) backend: Arc<B>,
     pub(crate) config: Arc<Config>,
+    /// What each request's sessions share (the backend, the policy, `autoload`), made anew
+    /// whenever the options change.
+    pub(crate) settings: Arc<SessionSettings>,
 }
 
 impl<B> Clone for SessionLayer<B> {
@@ -22,6 +25,7 @@ impl<B> Clone for SessionLayer<B> {
         SessionLayer {
             backend: Arc::clone(&self.backend),
             config: Arc::clone(&self.config),
+            settings: Arc::clone(&self.settings),
         }
     }
 }
@@ -35,6 +39,16 @@ impl<B> fmt::Debug for SessionLayer<B> {
     }
 }
 
+/// The shared part of every session of a layer with `backend` and `config`.
+fn settings<B: SessionBackend>(backend: &Arc<B>, config: &Config) -> Arc<SessionSettings> {
+    let backend: Arc<dyn SessionBackend> = backend.clone();
+    Arc::new(SessionSettings::new(
+        backend,
+        config.policy(),
+        config.autoload,
+    ))
+}
+
 impl<B: SessionBackend> SessionLayer<B> {
     /// Sessions stored in `backend`, with the default options.
     pub fn new(backend: B) -> Self {
@@ -43,9 +57,11 @@ impl<B: SessionBackend> SessionLayer<B> {
 
     /// Sessions stored in a backend that is already shared.
     pub fn from_arc(backend: Arc<B>) -> Self {
+        let config = Config::default();
         SessionLayer {
+            settings: settings(&backend, &config),
             backend,
-            config: Arc::new(Config::default()),
+            config: Arc::new(config),
         }
     }
 
@@ -58,6 +74,7 @@ impl<B: SessionBackend> SessionLayer<B> {
         let config = Arc::make_mut(&mut self.config);
         f(config);
         config.render();
+        self.settings = settings(&self.backend, config);
         self
     }
 
@@ -258,7 +275,7 @@ impl<S, B> Layer<S> for SessionLayer<B> {
     fn layer(&self, inner: S) -> Self::Service {
         SessionMiddleware {
             inner,
-            layer: self.clone(),
+            layer: Arc::new(self.clone()),
         }
     }
 }

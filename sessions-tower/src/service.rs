@@ -10,14 +10,16 @@ use tower_service::Service;
 /// out.
 pub struct SessionMiddleware<S, B> {
     pub(crate) inner: S,
-    pub(crate) layer: SessionLayer<B>,
+    /// One reference count to take when the service is cloned (axum clones it for every
+    /// request under `Router::layer`).
+    pub(crate) layer: Arc<SessionLayer<B>>,
 }
 
 impl<S: Clone, B> Clone for SessionMiddleware<S, B> {
     fn clone(&self) -> Self {
         SessionMiddleware {
             inner: self.inner.clone(),
-            layer: self.layer.clone(),
+            layer: Arc::clone(&self.layer),
         }
     }
 }
@@ -63,21 +65,21 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        let config = &self.layer.config;
+        let layer = &*self.layer;
+        let config = &layer.config;
         // Outside the cookie path there is no session at all: no context. One construction
         // of the future either way, so the inner future is written in place once.
         let context = config.covers(req.uri().path()).then(|| {
             // A value the backend could never have issued reaches no backend call: it stands
             // as an empty value, which loads as a fresh session and gets the cookie expired.
             let cookie = config.cookie_value(req.headers()).map(|value| {
-                if self.layer.backend.accepts(value) {
+                if layer.backend.accepts(value) {
                     Arc::<str>::from(value)
                 } else {
                     Arc::<str>::from("")
                 }
             });
-            let backend: Arc<dyn SessionBackend> = self.layer.backend.clone();
-            SessionContext::new(backend, cookie, config.autoload, Arc::clone(&config.policy))
+            SessionContext::new(Arc::clone(&layer.settings), cookie)
         });
         ResponseFuture::call(&mut self.inner, req, context, Arc::clone(config))
     }
