@@ -2,8 +2,13 @@
 # What a request costs: instructions (callgrind) and allocations per request for every
 # variant and scenario, then optionally wall-clock time (criterion).
 #
-# usage: bench/run.sh [--n N] [--criterion [SECONDS] | --only-criterion [SECONDS]]
+# usage: bench/run.sh [--n N] [--one-cgu] [--criterion [SECONDS] | --only-criterion [SECONDS]]
 #   --n N             measured requests per run (default 2000; the setup is not counted)
+#   --one-cgu         build with one codegen unit (into target/one-cgu): what gets inlined then
+#                     no longer depends on how the compiler splits the bench crate into units,
+#                     which moves a variant by up to ~170 instructions when unrelated code
+#                     changes; use it to compare two versions of the code. Targets are checked
+#                     on the default release build, as users build.
 #   --criterion [S]   also run the criterion bench, S seconds of measurement per benchmark
 #                     (default 2), and print its table
 #   --only-criterion [S]  the criterion bench alone, without the callgrind sweep
@@ -15,25 +20,32 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 N=2000
+ONE_CGU=""
 CRITERION=""
 CALLGRIND=1
 FILTER=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --n) N="$2"; shift 2 ;;
+        --one-cgu) ONE_CGU=1; shift ;;
         --criterion|--only-criterion)
             [ "$1" = --only-criterion ] && CALLGRIND=""
             CRITERION=2; shift
             if [ $# -gt 0 ] && [[ "$1" =~ ^[0-9]+$ ]]; then CRITERION="$1"; shift; fi ;;
         --) shift; FILTER=("$@"); break ;;
-        -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
 done
 
 VARIANTS="bare ours tower-sessions ours-around empty-around ours-cookie-signed ours-cookie-private"
 SCENARIOS="no-cookie read write"
-CARGO_ARGS=(--release --manifest-path bench/Cargo.toml --target-dir target)
+TARGET=target
+if [ -n "$ONE_CGU" ]; then
+    export CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1 CARGO_PROFILE_BENCH_CODEGEN_UNITS=1
+    TARGET=target/one-cgu
+fi
+CARGO_ARGS=(--release --manifest-path bench/Cargo.toml --target-dir "$TARGET")
 
 if [ -n "$CALLGRIND" ]; then
     command -v valgrind >/dev/null || { echo "valgrind is not installed" >&2; exit 1; }
@@ -43,9 +55,9 @@ if [ -n "$CALLGRIND" ]; then
     # under `Router::layer` with its own bare, built apart because one more layer type in the
     # binary changes how axum's routing code is inlined for every variant.
     cargo build "${CARGO_ARGS[@]}" --bin calls
-    cp target/release/calls "$WORK/calls"
+    cp "$TARGET/release/calls" "$WORK/calls"
     cargo build "${CARGO_ARGS[@]}" --bin calls --features floor
-    cp target/release/calls "$WORK/calls-floor"
+    cp "$TARGET/release/calls" "$WORK/calls-floor"
     RESULTS="$WORK/results"
     for scenario in $SCENARIOS; do
         for variant in $VARIANTS floor-bare empty-layer; do
@@ -140,7 +152,7 @@ fi
 if [ -n "$CRITERION" ]; then
     # Criterion would otherwise put its reports under bench/target/.
     export CRITERION_HOME="$PWD/target/criterion"
-    cargo bench --manifest-path bench/Cargo.toml --target-dir target --bench time -- \
+    cargo bench --manifest-path bench/Cargo.toml --target-dir "$TARGET" --bench time -- \
         --warm-up-time 1 --measurement-time "$CRITERION" --noplot "${FILTER[@]}"
     echo
     echo "Time per request (criterion median of the latest run of each benchmark; wall-clock time is noisy on a shared machine)"

@@ -279,3 +279,45 @@ impl<S, B> Layer<S> for SessionLayer<B> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sessions_memory::InMemoryBackend;
+
+    #[test]
+    fn every_option_reaches_the_settings_the_sessions_share() {
+        let layer = SessionLayer::new(InMemoryBackend::new());
+        assert!(!layer.settings.autoload());
+        assert_eq!(
+            layer.settings.policy().max_age,
+            Some(Duration::from_secs(14 * 86_400))
+        );
+        let layer = layer
+            .with_autoload(true)
+            .with_idle_timeout(Duration::from_secs(60))
+            .with_absolute_timeout(Duration::from_secs(3_600))
+            .with_refresh_after(Duration::from_secs(10))
+            .with_fail_open(true)
+            .with_max_age(Duration::ZERO);
+        let settings = &layer.settings;
+        assert!(settings.autoload(), "a later option kept the earlier one");
+        let policy = settings.policy();
+        assert_eq!(policy.idle, Some(Duration::from_secs(60)));
+        assert_eq!(policy.absolute, Some(Duration::from_secs(3_600)));
+        assert_eq!(policy.refresh_after, Some(Duration::from_secs(10)));
+        assert!(policy.fail_open);
+        assert_eq!(
+            policy.max_age, None,
+            "max age zero: a browser-session cookie"
+        );
+    }
+
+    #[test]
+    fn the_settings_hold_the_layers_own_backend() {
+        let backend = Arc::new(InMemoryBackend::new());
+        let layer = SessionLayer::from_arc(Arc::clone(&backend)).with_autoload(true);
+        let shared: Arc<dyn SessionBackend> = backend;
+        assert!(Arc::ptr_eq(layer.settings.backend(), &shared));
+    }
+}
