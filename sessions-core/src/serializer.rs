@@ -2,6 +2,7 @@
 
 use crate::{Error, SessionData, Values};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 /// Turns a [`SessionData`] record into bytes and back.
 ///
@@ -107,8 +108,61 @@ fn decode_written_layout(bytes: &[u8]) -> Option<SessionData> {
     let rest = rest.strip_prefix(br#","accessed":"#)?;
     let (accessed, rest) = leading_u64(rest)?;
     let values = rest.strip_prefix(br#","data":"#)?.strip_suffix(b"}")?;
-    let values: Values = serde_json::from_slice(values).ok()?;
+    let values = match flat_values(values) {
+        Some(values) => values,
+        None => serde_json::from_slice(values).ok()?,
+    };
     Some(SessionData::from_parts(values, created, accessed))
+}
+
+/// A JSON object of plain values as serde_json writes it, `{"key":value,...}` without
+/// whitespace, each value `true`, `false`, `null`, an unsigned integer [`leading_u64`] takes
+/// or a string without escapes; later duplicates replace earlier ones, as with serde. Anything
+/// else (nested values, other numbers, escapes, whitespace) is `None`, and the caller lets
+/// serde parse the object: for every input either both give the same map or this gives `None`.
+fn flat_values(bytes: &[u8]) -> Option<Values> {
+    let mut rest = bytes.strip_prefix(b"{")?;
+    let mut values = Values::new();
+    if rest == b"}" {
+        return Some(values);
+    }
+    loop {
+        let (key, after) = plain_string(rest)?;
+        let after = after.strip_prefix(b":")?;
+        let (value, after) = match after.first()? {
+            b'"' => {
+                let (text, after) = plain_string(after)?;
+                (Value::String(text.to_owned()), after)
+            }
+            b't' => (Value::Bool(true), after.strip_prefix(b"true")?),
+            b'f' => (Value::Bool(false), after.strip_prefix(b"false")?),
+            b'n' => (Value::Null, after.strip_prefix(b"null")?),
+            _ => {
+                let (n, after) = leading_u64(after)?;
+                (Value::from(n), after)
+            }
+        };
+        values.insert(key.to_owned(), value);
+        match after {
+            [b',', tail @ ..] => rest = tail,
+            b"}" => return Some(values),
+            _ => return None,
+        }
+    }
+}
+
+/// A JSON string at the start of `bytes` that needs no unescaping (no `\\`, no control
+/// characters), as text, and what follows it.
+fn plain_string(bytes: &[u8]) -> Option<(&str, &[u8])> {
+    let body = bytes.strip_prefix(b"\"")?;
+    let end = body
+        .iter()
+        .position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
+    if body[end] != b'"' {
+        return None;
+    }
+    let text = std::str::from_utf8(&body[..end]).ok()?;
+    Some((text, &body[end + 1..]))
 }
 
 /// A JSON unsigned integer at the start of `bytes` and what follows it: 1 to 19 digits (so it
@@ -371,18 +425,61 @@ mod tests {
             r#"{"created":,"accessed":2,"data":{}}"#,
             r#"{"created":1"#,
             "",
+            // The values: plain ones, and the shapes that leave them to serde.
+            r#"{"created":1,"accessed":2,"data":{"a":true,"b":false,"c":null,"d":"x","e":0}}"#,
+            r#"{"created":1,"accessed":2,"data":{"":"","é🔑":"Zoë 🔑"}}"#,
+            r#"{"created":1,"accessed":2,"data":{"a":"x\"y"}}"#,
+            r#"{"created":1,"accessed":2,"data":{"a":"x\ny","b\u0041":1}}"#,
+            "{\"created\":1,\"accessed\":2,\"data\":{\"a\":\"x\ty\"}}",
+            "{\"created\":1,\"accessed\":2,\"data\":{\"a\":\"x\u{7f}y\"}}",
+            r#"{"created":1,"accessed":2,"data":{"a":-1,"b":1.0,"c":1e2,"d":01}}"#,
+            r#"{"created":1,"accessed":2,"data":{"a":18446744073709551615}}"#,
+            r#"{"created":1,"accessed":2,"data":{"a":99999999999999999999}}"#,
+            r#"{"created":1,"accessed":2,"data":{"a":[],"b":{}}}"#,
+            r#"{"created":1,"accessed":2,"data":{"a":"x","a":true,"a":3}}"#,
+            r#"{"created":1,"accessed":2,"data":{"a":1,}}"#,
+            r#"{"created":1,"accessed":2,"data":{,"a":1}}"#,
+            r#"{"created":1,"accessed":2,"data":{"a":tru}}"#,
+            r#"{"created":1,"accessed":2,"data":{"a":nulll}}"#,
+            r#"{"created":1,"accessed":2,"data":{"a" :1}}"#,
+            r#"{"created":1,"accessed":2,"data":{"a":"unterminated}}"#,
+            r#"{"created":1,"accessed":2,"data":{a:1}}"#,
         ] {
             inputs.push(text.as_bytes().to_vec());
         }
-        // Every cut and every one-byte change of what we write.
-        for cut in 0..written.len() {
-            inputs.push(written[..cut].to_vec());
+        // Invalid UTF-8 inside a key and inside a value.
+        inputs.push(b"{\"created\":1,\"accessed\":2,\"data\":{\"a\xff\":1}}".to_vec());
+        inputs.push(b"{\"created\":1,\"accessed\":2,\"data\":{\"a\":\"\xc3\"}}".to_vec());
+        // Every cut and every one-byte change of a record of plain values too.
+        let mut plain = SessionData::from_parts(Values::new(), 7, 8);
+        for (key, value) in [
+            ("n", json!(5)),
+            ("s", json!("Zoë")),
+            ("t", json!(true)),
+            ("z", json!(null)),
+        ] {
+            plain.values_mut().insert(key.into(), value);
         }
-        for at in 0..written.len() {
-            for byte in [b'0', b'9', b' ', b'}', b'"', b',', 0xff] {
-                let mut changed = written.clone();
-                changed[at] = byte;
-                inputs.push(changed);
+        let plain = JsonSerializer.serialize(&plain).unwrap();
+        let data = plain.windows(7).position(|w| w == b"\"data\":").unwrap() + 7;
+        assert!(
+            decode_written_layout(&plain).is_some()
+                && flat_values(&plain[data..plain.len() - 1]).is_some(),
+            "plain values take the fast path: {}",
+            String::from_utf8_lossy(&plain)
+        );
+        for record in [&written, &plain] {
+            for cut in 0..record.len() {
+                inputs.push(record[..cut].to_vec());
+            }
+            for at in 0..record.len() {
+                for byte in [
+                    b'0', b'9', b' ', b'}', b'"', b',', b'\\', b't', b'n', 0x01, 0xff,
+                ] {
+                    let mut changed = record.clone();
+                    changed[at] = byte;
+                    inputs.push(changed);
+                }
             }
         }
         for input in &inputs {
