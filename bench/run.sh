@@ -53,11 +53,12 @@ if [ -n "$CALLGRIND" ]; then
     trap 'rm -rf "$WORK"' EXIT
     # Two binaries: the variants of the table, and (feature `floor`) the do-nothing layer
     # under `Router::layer` with its own bare, built apart because one more layer type in the
-    # binary changes how axum's routing code is inlined for every variant.
-    cargo build "${CARGO_ARGS[@]}" --bin calls
-    cp "$TARGET/release/calls" "$WORK/calls"
+    # binary changes how axum's routing code is inlined for every variant. The default one is
+    # built last, so that it is the one left in $TARGET/release for profiling by hand.
     cargo build "${CARGO_ARGS[@]}" --bin calls --features floor
     cp "$TARGET/release/calls" "$WORK/calls-floor"
+    cargo build "${CARGO_ARGS[@]}" --bin calls
+    cp "$TARGET/release/calls" "$WORK/calls"
     RESULTS="$WORK/results"
     for scenario in $SCENARIOS; do
         for variant in $VARIANTS floor-bare empty-layer; do
@@ -151,7 +152,7 @@ fi
 
 if [ -n "$CRITERION" ]; then
     # Criterion would otherwise put its reports under bench/target/.
-    export CRITERION_HOME="$PWD/target/criterion"
+    export CRITERION_HOME="$PWD/$TARGET/criterion"
     cargo bench --manifest-path bench/Cargo.toml --target-dir "$TARGET" --bench time -- \
         --warm-up-time 1 --measurement-time "$CRITERION" --noplot "${FILTER[@]}"
     echo

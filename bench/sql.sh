@@ -36,7 +36,7 @@ while [ $# -gt 0 ]; do
         --n) N="$2"; shift 2 ;;
         --time-ms) TIME_MS="$2"; shift 2 ;;
         --sessions) SESSIONS="$2"; shift 2 ;;
-        -h|--help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -80,6 +80,12 @@ for scenario in $SCENARIOS; do
         all=$(sed -n 's/^summary: //p' "$WORK/cg.out.2")
         [ -n "$all" ] || { echo "$out" >&2; echo "no instruction count for $variant $scenario" >&2; exit 1; }
         engine=$(awk -f bench/sqlite-engine.awk "$WORK/cg.out.2")
+        # No engine found in a SQLite run: the profile has no line info for sqlite3.c (a
+        # system libsqlite3, or debug info off), and the client side would silently be all.
+        if [[ "$variant" == *sqlite ]] && [ "${engine:-0}" -eq 0 ]; then
+            echo "no SQLite engine found in the profile of $variant $scenario (is sqlite3.c built with line info?)" >&2
+            exit 1
+        fi
         # SQLite: the request thread alone too (toggle-collect is per thread).
         main="-"
         if [[ "$variant" == *sqlite ]]; then

@@ -8,11 +8,13 @@ function nm(table, spec,    id, rest) {
     if (rest != "") table[id] = rest
     return table[id]
 }
-/^fl=/ { fl = nm(files, substr($0, 4)); next }
-/^f[ie]=/ { nm(files, substr($0, 4)); next }
-/^fn=/ { fnfile = fl; cfl = ""; next }
+# fl= starts a function's file; fi=/fe= move the position into (and out of) inlined code.
+# A call without cfi=/cfl= goes to a function in the file of the current position.
+/^fl=/ { fl = nm(files, substr($0, 4)); pos = fl; next }
+/^f[ie]=/ { pos = nm(files, substr($0, 4)); next }
+/^fn=/ { fnfile = fl; pos = fl; cfl = ""; next }
 /^cf[il]=/ { cfl = nm(files, substr($0, 5)); next }
-/^cfn=/ { callee = (cfl != "" ? cfl : fnfile); cfl = ""; next }
+/^cfn=/ { callee = (cfl != "" ? cfl : pos); cfl = ""; next }
 /^calls=/ { call = 1; next }
 /^[0-9+*-]/ {
     if (call) {

@@ -28,6 +28,9 @@ pub struct SessionContext {
     session: OnceCell<Session>,
 }
 
+// The size its docs promise: it moves on every poll of the request's future.
+const _: () = assert!(std::mem::size_of::<SessionContext>() == 4 * std::mem::size_of::<usize>());
+
 impl std::fmt::Debug for SessionContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SessionContext")

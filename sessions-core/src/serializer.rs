@@ -98,7 +98,8 @@ fn decode_with_serde(bytes: &[u8]) -> Result<SessionData, serde_json::Error> {
 
 /// The record exactly as [`JsonSerializer::serialize`] writes it,
 /// `{"created":<digits>,"accessed":<digits>,"data":{...}}` without whitespace, decoded with
-/// the envelope matched byte for byte, so serde only parses the values. Anything else
+/// the envelope matched byte for byte: the values by [`flat_values`] when they are all plain,
+/// else by serde. Anything else
 /// (other key order, whitespace, numbers this does not take) is `None`, and the caller parses
 /// the whole record with serde: for every input either both give the same record or this
 /// gives `None`.
@@ -425,27 +426,49 @@ mod tests {
             r#"{"created":,"accessed":2,"data":{}}"#,
             r#"{"created":1"#,
             "",
-            // The values: plain ones, and the shapes that leave them to serde.
-            r#"{"created":1,"accessed":2,"data":{"a":true,"b":false,"c":null,"d":"x","e":0}}"#,
-            r#"{"created":1,"accessed":2,"data":{"":"","é🔑":"Zoë 🔑"}}"#,
-            r#"{"created":1,"accessed":2,"data":{"a":"x\"y"}}"#,
-            r#"{"created":1,"accessed":2,"data":{"a":"x\ny","b\u0041":1}}"#,
-            "{\"created\":1,\"accessed\":2,\"data\":{\"a\":\"x\ty\"}}",
-            "{\"created\":1,\"accessed\":2,\"data\":{\"a\":\"x\u{7f}y\"}}",
-            r#"{"created":1,"accessed":2,"data":{"a":-1,"b":1.0,"c":1e2,"d":01}}"#,
-            r#"{"created":1,"accessed":2,"data":{"a":18446744073709551615}}"#,
-            r#"{"created":1,"accessed":2,"data":{"a":99999999999999999999}}"#,
-            r#"{"created":1,"accessed":2,"data":{"a":[],"b":{}}}"#,
-            r#"{"created":1,"accessed":2,"data":{"a":"x","a":true,"a":3}}"#,
-            r#"{"created":1,"accessed":2,"data":{"a":1,}}"#,
-            r#"{"created":1,"accessed":2,"data":{,"a":1}}"#,
-            r#"{"created":1,"accessed":2,"data":{"a":tru}}"#,
-            r#"{"created":1,"accessed":2,"data":{"a":nulll}}"#,
-            r#"{"created":1,"accessed":2,"data":{"a" :1}}"#,
-            r#"{"created":1,"accessed":2,"data":{"a":"unterminated}}"#,
-            r#"{"created":1,"accessed":2,"data":{a:1}}"#,
         ] {
             inputs.push(text.as_bytes().to_vec());
+        }
+        let record = |data: &str| format!(r#"{{"created":1,"accessed":2,"data":{data}}}"#);
+        // Plain values, each shape on its own: the fast path takes them and gives serde's map.
+        for data in [
+            r#"{}"#,
+            r#"{"a":true,"b":false,"c":null,"d":"x","e":0}"#,
+            r#"{"":"","é🔑":"Zoë 🔑"}"#,
+            "{\"a\":\"x\u{7f}y\"}",
+            r#"{"a":9999999999999999999}"#,
+            r#"{"a":"x","a":true,"a":3}"#,
+        ] {
+            let serde: Values = serde_json::from_str(data).unwrap();
+            assert_eq!(flat_values(data.as_bytes()), Some(serde), "{data}");
+            inputs.push(record(data).into_bytes());
+        }
+        // The shapes that leave the values to serde, each on its own.
+        for data in [
+            r#"{"a":"x\"y"}"#,
+            r#"{"a":"x\ny"}"#,
+            r#"{"b\u0041":1}"#,
+            "{\"a\":\"x\ty\"}",
+            r#"{"a":-1}"#,
+            r#"{"a":1.0}"#,
+            r#"{"a":1e2}"#,
+            r#"{"a":01}"#,
+            r#"{"a":18446744073709551615}"#,
+            r#"{"a":99999999999999999999}"#,
+            r#"{"a":[]}"#,
+            r#"{"a":{}}"#,
+            r#"{"a":1,}"#,
+            r#"{,"a":1}"#,
+            r#"{"a":tru}"#,
+            r#"{"a":nulll}"#,
+            r#"{"a" :1}"#,
+            r#"{"a":1 }"#,
+            r#"{ "a":1}"#,
+            r#"{"a":"unterminated}"#,
+            r#"{a:1}"#,
+        ] {
+            assert_eq!(flat_values(data.as_bytes()), None, "{data}");
+            inputs.push(record(data).into_bytes());
         }
         // Invalid UTF-8 inside a key and inside a value.
         inputs.push(b"{\"created\":1,\"accessed\":2,\"data\":{\"a\xff\":1}}".to_vec());

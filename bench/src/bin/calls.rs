@@ -32,7 +32,8 @@ fn usage() -> ExitCode {
     let variants: Vec<_> = Variant::ALL.iter().map(|v| v.name()).collect();
     let scenarios: Vec<_> = Scenario::ALL.iter().map(|s| s.name()).collect();
     eprintln!(
-        "usage: calls <variant> <scenario> <n>\n  variants:  {}\n  scenarios: {}",
+        "usage: calls <variant> <scenario> <n>\n  variants:  {} (and empty-layer, in a build \
+         with --features floor)\n  scenarios: {}",
         variants.join(" "),
         scenarios.join(" ")
     );
