@@ -98,6 +98,10 @@ struct State {
     stale: Option<Arc<str>>,
     /// The store failed and the policy is to fail open: never save this session.
     unsaved: bool,
+    /// The load went through the backend's `read` future, not `read_now`: the backend does
+    /// I/O and will not write inline either (the conformance suite holds backends to answering
+    /// both or neither), so `commit_now` leaves the save to `commit` without preparing it.
+    waits: bool,
 }
 
 /// What saving a session asks of the response; returned by [`Session::commit`].
@@ -185,7 +189,11 @@ impl Session {
     }
 
     /// Settle a load with what the backend answered.
-    fn loaded_from(&self, read: Result<Option<SessionData>, Error>) -> Result<(), Error> {
+    fn loaded_from(
+        &self,
+        read: Result<Option<SessionData>, Error>,
+        waited: bool,
+    ) -> Result<(), Error> {
         let record = match read {
             Ok(record) => record,
             Err(error) if self.inner.settings.policy.fail_open => {
@@ -201,6 +209,7 @@ impl Session {
         let mut state = self.state();
         if !state.loaded {
             state.loaded = true;
+            state.waits = waited;
             if let Some(data) = record {
                 if policy.has_limits() && policy.expired(&data, unix_now()) {
                     // Past a limit: empty, whatever the store still holds.
@@ -396,8 +405,13 @@ impl Session {
             if let Some(commit) = self.settled(&state) {
                 return Some(Ok(commit));
             }
-            // Only a plain create or update of a changed, non-empty session goes inline.
-            if !state.changed || state.regenerate || state.stale.is_some() || state.data.is_empty()
+            // Only a plain create or update of a changed, non-empty session goes inline, and
+            // only to a backend that did not have to wait for the load.
+            if state.waits
+                || !state.changed
+                || state.regenerate
+                || state.stale.is_some()
+                || state.data.is_empty()
             {
                 return None;
             }
@@ -611,6 +625,9 @@ impl<'a> Future for Load<'a> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let session: &'a Session = self.session;
+        // Whether the backend answered through its future: then it does I/O, and saving the
+        // session goes straight to `write` (see `commit_now`).
+        let mut waited = true;
         let read = match &mut self.read {
             Some(read) => ready!(read.as_mut().poll(cx)),
             None => {
@@ -625,7 +642,10 @@ impl<'a> Future for Load<'a> {
                         // twice.
                         let backend: &'a dyn SessionBackend = &*session.inner.settings.backend;
                         match backend.read_now(cookie) {
-                            Some(read) => read,
+                            Some(read) => {
+                                waited = false;
+                                read
+                            }
                             None => {
                                 let mut read = backend.read(cookie);
                                 match read.as_mut().poll(cx) {
@@ -638,11 +658,95 @@ impl<'a> Future for Load<'a> {
                             }
                         }
                     }
-                    _ => Ok(None),
+                    _ => {
+                        waited = false;
+                        Ok(None)
+                    }
                 }
             }
         };
         self.read = None;
-        Poll::Ready(session.loaded_from(read))
+        Poll::Ready(session.loaded_from(read, waited))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A backend that answers through its futures only, as stores doing I/O do, and counts
+    /// how often the session tries to write inline.
+    #[derive(Default)]
+    struct Waiting {
+        inline_writes: AtomicUsize,
+        writes: AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl SessionBackend for Waiting {
+        async fn read(&self, _: &str) -> Result<Option<SessionData>, Error> {
+            Ok(Some(SessionData::new(Values::new())))
+        }
+        async fn write(
+            &self,
+            id: Option<&str>,
+            _: &SessionData,
+            _: Option<Duration>,
+        ) -> Result<String, Error> {
+            self.writes.fetch_add(1, Ordering::Relaxed);
+            Ok(id.map_or_else(|| "a-new-id-of-sixteen-or-more".to_owned(), str::to_owned))
+        }
+        async fn remove(&self, _: &str) -> Result<(), Error> {
+            Ok(())
+        }
+        async fn exists(&self, _: &str) -> Result<bool, Error> {
+            Ok(true)
+        }
+        fn write_now(
+            &self,
+            _: Option<&str>,
+            _: &SessionData,
+            _: Option<Duration>,
+        ) -> Option<Result<String, Error>> {
+            self.inline_writes.fetch_add(1, Ordering::Relaxed);
+            None
+        }
+    }
+
+    fn block_on<F: Future>(future: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(future)
+    }
+
+    #[test]
+    fn a_session_loaded_through_the_backends_future_is_not_offered_an_inline_write() {
+        let backend = Arc::new(Waiting::default());
+        let session = Session::new(
+            backend.clone(),
+            Some(Arc::from("a-cookie-of-sixteen-bytes")),
+        );
+        block_on(session.load()).unwrap();
+        session.insert("n", 1).unwrap();
+        assert!(session.commit_now().is_none(), "the save is left to commit");
+        assert_eq!(backend.inline_writes.load(Ordering::Relaxed), 0);
+        let commit = block_on(session.commit()).unwrap();
+        assert_eq!(commit, Commit::Set("a-cookie-of-sixteen-bytes".to_owned()));
+        assert_eq!(backend.writes.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn a_new_session_still_offers_its_first_write_inline() {
+        // No cookie, so no load reached the backend: the session cannot know whether the
+        // backend writes inline, and asks.
+        let backend = Arc::new(Waiting::default());
+        let session = Session::new(backend.clone(), None);
+        block_on(session.load()).unwrap();
+        session.insert("n", 1).unwrap();
+        assert!(session.commit_now().is_none());
+        assert_eq!(backend.inline_writes.load(Ordering::Relaxed), 1);
+        assert!(matches!(block_on(session.commit()), Ok(Commit::Set(_))));
     }
 }
