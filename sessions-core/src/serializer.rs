@@ -99,10 +99,9 @@ fn decode_with_serde(bytes: &[u8]) -> Result<SessionData, serde_json::Error> {
 /// The record exactly as [`JsonSerializer::serialize`] writes it,
 /// `{"created":<digits>,"accessed":<digits>,"data":{...}}` without whitespace, decoded with
 /// the envelope matched byte for byte: the values by [`flat_values`] when they are all plain,
-/// else by serde. Anything else
-/// (other key order, whitespace, numbers this does not take) is `None`, and the caller parses
-/// the whole record with serde: for every input either both give the same record or this
-/// gives `None`.
+/// else by serde. Anything else (other key order, whitespace, numbers this does not take) is
+/// `None`, and the caller parses the whole record with serde: for every input either both
+/// give the same record or this gives `None`.
 fn decode_written_layout(bytes: &[u8]) -> Option<SessionData> {
     let rest = bytes.strip_prefix(br#"{"created":"#)?;
     let (created, rest) = leading_u64(rest)?;
