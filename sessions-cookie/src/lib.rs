@@ -416,20 +416,6 @@ impl SessionBackend for CookieBackend {
         self.encode(data, ttl)
     }
 
-    fn read_now(&self, id: &str) -> Option<Result<Option<SessionData>, Error>> {
-        Some(Ok(self.decode(id)))
-    }
-
-    /// As [`write`](SessionBackend::write): sealing is pure computation.
-    fn write_now(
-        &self,
-        _id: Option<&str>,
-        data: &SessionData,
-        ttl: Option<Duration>,
-    ) -> Option<Result<String, Error>> {
-        Some(self.encode(data, ttl))
-    }
-
     /// Nothing to do: the session lives in the client. The layer expires the cookie.
     async fn remove(&self, _id: &str) -> Result<(), Error> {
         Ok(())

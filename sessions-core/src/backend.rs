@@ -111,33 +111,6 @@ pub trait SessionBackend: Send + Sync + 'static {
         self.write(Some(id), data, ttl).await
     }
 
-    /// [`read`](SessionBackend::read) without a future, for backends that never wait: records
-    /// in process memory, or sealed in the cookie itself. `Some` is the answer `read` would
-    /// give; the default `None` means "ask `read`".
-    ///
-    /// The session calls this first on every load, so a backend that answers here spares each
-    /// request the boxed future `read` costs. It must agree with `read` (the
-    /// [conformance suite](crate::conformance) checks that); a backend doing I/O keeps the
-    /// default.
-    fn read_now(&self, id: &str) -> Option<Result<Option<SessionData>, Error>> {
-        let _ = id;
-        None
-    }
-
-    /// [`write`](SessionBackend::write) without a future, for backends that never wait (see
-    /// [`read_now`](SessionBackend::read_now)). `Some` is the result of the write, done; the
-    /// default `None` means nothing was done and the caller must use `write`. Same semantics
-    /// as `write`, checked by the conformance suite.
-    fn write_now(
-        &self,
-        id: Option<&str>,
-        data: &SessionData,
-        ttl: Option<Duration>,
-    ) -> Option<Result<String, Error>> {
-        let _ = (id, data, ttl);
-        None
-    }
-
     /// Whether `value` can be one of this backend's ids (or cookie values). Values it rejects
     /// are ignored before any backend call, as if no cookie had been sent.
     ///
@@ -145,7 +118,7 @@ pub trait SessionBackend: Send + Sync + 'static {
     /// 16 to 256 characters of URL-safe base64 (`A–Z a–z 0–9 - _`). Override it together
     /// with `generate_id` (or an id generator option) for other formats.
     fn accepts(&self, value: &str) -> bool {
-        (16..=256).contains(&value.len()) && crate::is_url_safe(value, false)
+        (16..=256).contains(&value.len()) && crate::id::is_url_safe(value)
     }
 
     /// A fresh, unguessable id. The default takes 192 bits from the operating system's CSPRNG
@@ -181,17 +154,6 @@ impl<B: SessionBackend + ?Sized> SessionBackend for Arc<B> {
         ttl: Option<Duration>,
     ) -> Result<String, Error> {
         (**self).touch(id, data, ttl).await
-    }
-    fn read_now(&self, id: &str) -> Option<Result<Option<SessionData>, Error>> {
-        (**self).read_now(id)
-    }
-    fn write_now(
-        &self,
-        id: Option<&str>,
-        data: &SessionData,
-        ttl: Option<Duration>,
-    ) -> Option<Result<String, Error>> {
-        (**self).write_now(id, data, ttl)
     }
     fn accepts(&self, value: &str) -> bool {
         (**self).accepts(value)

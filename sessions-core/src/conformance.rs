@@ -31,12 +31,13 @@
 //!     }
 //! }
 //!
-//! // In the backend crate's tests (needs a dev-dependency on tokio with "macros" and "rt"):
+//! // In the backend crate's tests:
 //! // sessions_core::conformance_tests!(MyHarness);
 //! ```
 //!
-//! Each case becomes its own `#[tokio::test]`, named `conformance_<case>`, so a failure names
-//! what broke. A skipped case prints why and passes.
+//! Each case becomes its own `#[test]`, named `conformance_<case>`, that runs the case on a
+//! fresh multi-threaded tokio runtime ([`block_on`]), so a failure names what broke. A skipped
+//! case prints why and passes. [`run_all`] runs every case in one go instead.
 
 use crate::{Error, IdGenerator, SessionBackend, SessionData};
 use serde_json::{Value, json};
@@ -137,9 +138,6 @@ cases! {
     CreateNeverOverwrites => create_never_overwrites,
     /// An update after a concurrent remove reports the session gone and stores nothing.
     NoResurrectionAfterRemove => no_resurrection_after_remove,
-    /// `read_now` and `write_now`, where a backend answers them, agree with `read` and
-    /// `write`: round trips either way, misses, no adoption, no resurrection.
-    InlineAgreesWithAsync => inline_agrees_with_async,
 }
 
 impl fmt::Display for Case {
@@ -516,90 +514,7 @@ async fn no_resurrection_after_remove<H: Harness>(h: &H) {
     );
 }
 
-async fn inline_agrees_with_async<H: Harness>(h: &H) {
-    let b = h.backend().await;
-    let probe = record(json!({"probe": true}));
-    let Some(created) = b.write_now(None, &probe, HOUR) else {
-        assert!(
-            b.read_now(&b.generate_id()).is_none(),
-            "a backend answering read_now must answer write_now too"
-        );
-        println!(
-            "conformance: {}: the backend has no inline path",
-            Case::InlineAgreesWithAsync
-        );
-        return;
-    };
-    let now = |read: Option<Result<Option<SessionData>, Error>>| match read {
-        Some(Ok(found)) => found,
-        Some(Err(e)) => panic!("read_now failed: {e}"),
-        None => panic!("a backend answering write_now must answer read_now too"),
-    };
-    // Written inline, read both ways.
-    let id = created.expect("an inline create failed");
-    assert_eq!(
-        now(b.read_now(&id)).as_ref(),
-        Some(&probe),
-        "inline round trip"
-    );
-    assert_eq!(read_back(&b, &id).await, probe, "inline write, async read");
-    // Written through the future, read inline.
-    let data = record(json!({"via": "write"}));
-    let id2 = create(&b, &data, HOUR).await;
-    assert_eq!(
-        now(b.read_now(&id2)),
-        Some(data),
-        "async write, inline read"
-    );
-    // An inline update replaces the data the async read sees.
-    let updated = record(json!({"v": 2}));
-    let id3 = match b.write_now(Some(&id), &updated, HOUR) {
-        Some(Ok(value)) => value,
-        Some(Err(e)) => panic!("an inline update failed: {e}"),
-        None => panic!("write_now answered a create but not an update"),
-    };
-    assert_eq!(
-        read_back(&b, &id3).await,
-        updated,
-        "inline update, async read"
-    );
-    // Misses, adoption and resurrection, inline.
-    let unknown = b.generate_id();
-    assert_eq!(
-        now(b.read_now(&unknown)),
-        None,
-        "an unwritten id read inline"
-    );
-    if h.skip(Case::UnknownIdNotAdopted).is_none() {
-        match b.write_now(Some(&unknown), &probe, HOUR) {
-            Some(Err(Error::SessionGone)) => {}
-            Some(Ok(_)) => panic!("an inline update adopted an id the backend never issued"),
-            other => panic!("an inline update of an unknown id must be SessionGone, got {other:?}"),
-        }
-        assert_eq!(
-            now(b.read_now(&unknown)),
-            None,
-            "the unknown id was adopted"
-        );
-    }
-    if h.skip(Case::NoResurrectionAfterRemove).is_none() {
-        b.remove(&id3).await.expect("remove failed");
-        assert!(
-            matches!(
-                b.write_now(Some(&id3), &updated, HOUR),
-                Some(Err(Error::SessionGone))
-            ),
-            "an inline update after a remove must be SessionGone"
-        );
-        assert_eq!(
-            now(b.read_now(&id3)),
-            None,
-            "the removed session came back inline"
-        );
-    }
-}
-
-/// Generate one `#[tokio::test]` per conformance [`Case`] for a [`Harness`] expression.
+/// Generate one `#[test]` per conformance [`Case`] for a [`Harness`] expression.
 ///
 /// ```ignore
 /// sessions_core::conformance_tests!(MyHarness::new());
@@ -628,7 +543,6 @@ macro_rules! conformance_tests {
             conformance_unknown_id_not_adopted => UnknownIdNotAdopted,
             conformance_create_never_overwrites => CreateNeverOverwrites,
             conformance_no_resurrection_after_remove => NoResurrectionAfterRemove,
-            conformance_inline_agrees_with_async => InlineAgreesWithAsync,
         );
     };
     (@cases $harness:expr; $($test:ident => $case:ident,)*) => {

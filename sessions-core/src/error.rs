@@ -56,10 +56,17 @@ pub enum Error {
     /// No session layer handled this request, so there is no session to give the handler.
     #[error(
         "no session on this request: wrap the route in `SessionLayer` (if the layer has a cookie \
-         `path`, the request path must be inside it), and use the session inside the request's \
-         future, not from a spawned task"
+         `path`, the request path must be inside it)"
     )]
     MissingLayer,
+
+    /// The session was changed after it was saved with its response (a task spawned by the
+    /// handler, a streaming body): the change could not reach the store or the client.
+    #[error(
+        "the session was already saved with its response; change it inside the handler, or \
+         open it again by id with `Session::new` and `commit` it for work after the response"
+    )]
+    Committed,
 
     /// The session or layer was configured with values that cannot work.
     #[error("invalid session configuration: {0}")]

@@ -66,7 +66,6 @@ mod axum;
 mod backend;
 #[cfg(feature = "conformance")]
 pub mod conformance;
-pub mod context;
 mod data;
 mod error;
 mod id;
@@ -75,13 +74,12 @@ pub mod serializer;
 mod session;
 
 pub use backend::{IdGenerator, SessionBackend};
-pub use context::SessionContext;
 pub use data::{SessionData, Values, unix_now};
 pub use error::{BoxError, Error};
-pub use id::{ID_RANDOM_BYTES, SessionId, every_byte, generate_id, is_url_safe};
+pub use id::{ID_RANDOM_BYTES, SessionId, generate_id};
 pub use policy::Policy;
 pub use serializer::{JsonSerializer, Serializer};
-pub use session::{Commit, Load, Session, SessionSettings};
+pub use session::{Commit, Session};
 
 #[cfg(feature = "bincode")]
 pub use serializer::BincodeSerializer;

@@ -1,9 +1,10 @@
-//! The limits and failure policy a session layer applies to its sessions.
+//! The limits, failure handling and loading a session layer applies to its sessions.
 
 use crate::SessionData;
 use std::time::Duration;
 
-/// Time limits and failure handling for sessions, enforced on the server for every backend.
+/// Time limits, failure handling and loading for sessions; the limits are enforced on the
+/// server for every backend.
 ///
 /// - `idle`: a session not used for this long ends. Activity extends it: every save records
 ///   the time, and an unchanged session is refreshed through
@@ -29,6 +30,9 @@ pub struct Policy {
     /// On a storage failure, go on with an empty session that is never saved (and log a
     /// warning) instead of failing the request.
     pub fail_open: bool,
+    /// Load the session before handing it to a handler (the axum extractor does), instead of
+    /// leaving [`Session::load`](crate::Session::load) to the handler.
+    pub autoload: bool,
 }
 
 fn secs(d: Duration) -> u64 {

@@ -3,21 +3,19 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::task::{Context, Poll, ready};
 use std::time::{Duration, SystemTime};
 
 /// The session of one request: a cheap-to-clone handle on shared state.
 ///
-/// A session layer creates it from the request's cookie; handlers get it as an extractor
-/// (feature `axum`) or with [`Session::current`]. Nothing is read from the backend until
-/// [`load`](Session::load) is called (or the layer's `autoload` does it): reading or writing
-/// before that is [`Error::NotLoaded`].
+/// A session layer makes one per request from the request's cookie and puts it into the
+/// request's extensions. Handlers take it as an extractor (feature `axum`); a plain tower or
+/// hyper service reads `req.extensions().get::<Session>()`. Nothing is read from the backend
+/// until [`load`](Session::load) is called (or the layer's `autoload` does it): reading or
+/// writing before that is [`Error::NotLoaded`].
 ///
 /// ```
-/// # use sessions_core::{Session, SessionBackend};
+/// # use sessions_core::Session;
 /// # async fn handler(session: Session) -> Result<String, sessions_core::Error> {
 /// session.load().await?;
 /// let visits: u64 = session.get("visits")?.unwrap_or(0) + 1;
@@ -28,62 +26,41 @@ use std::time::{Duration, SystemTime};
 ///
 /// Values are stored as JSON values: anything `serde` can serialize goes in, and
 /// [`get`](Session::get) deserializes it back into the type asked for.
+///
+/// # After the response
+///
+/// The layer saves the session once the handler's response is ready; from then on the
+/// session is *committed*, and [`insert`](Session::insert), [`remove`](Session::remove),
+/// [`clear`](Session::clear), [`regenerate_id`](Session::regenerate_id) and
+/// [`delete`](Session::delete) on any clone fail with [`Error::Committed`] instead of being
+/// lost without a word. Work that outlives the request (a spawned task, a streaming body)
+/// and must change a server-side session opens it again by id and commits it itself:
+///
+/// ```
+/// # use sessions_core::{Error, Session, SessionBackend};
+/// # use std::sync::Arc;
+/// async fn record_report(backend: Arc<dyn SessionBackend>, id: String) -> Result<(), Error> {
+///     let session = Session::new(backend, Some(id.into()));
+///     session.load().await?;
+///     session.insert("report", "ready")?;
+///     session.commit().await?; // saved; there is no response to carry a cookie
+///     Ok(())
+/// }
+/// ```
+///
+/// (With the cookie backend the session travels in the cookie, which has already left with
+/// the response: such changes cannot reach the client.)
 #[derive(Clone)]
 pub struct Session {
     inner: Arc<Inner>,
 }
 
 struct Inner {
-    settings: Arc<SessionSettings>,
+    backend: Arc<dyn SessionBackend>,
+    policy: Policy,
     /// The value the client sent in its cookie, not yet verified.
     cookie: Option<Arc<str>>,
     state: Mutex<State>,
-}
-
-/// What every session of one layer shares: the backend, the [`Policy`], and whether handlers
-/// get their session already loaded. A session layer makes it once and hands it to each
-/// request's [`SessionContext`](crate::SessionContext).
-pub struct SessionSettings {
-    backend: Arc<dyn SessionBackend>,
-    policy: Policy,
-    autoload: bool,
-}
-
-impl SessionSettings {
-    /// Sessions stored in `backend`, under `policy`; with `autoload`,
-    /// [`Session::current_autoloaded`] (and so the axum extractor) loads the session before
-    /// handing it out.
-    pub fn new(backend: Arc<dyn SessionBackend>, policy: Policy, autoload: bool) -> Self {
-        SessionSettings {
-            backend,
-            policy,
-            autoload,
-        }
-    }
-
-    /// The backend.
-    pub fn backend(&self) -> &Arc<dyn SessionBackend> {
-        &self.backend
-    }
-
-    /// The time limits and failure handling.
-    pub fn policy(&self) -> &Policy {
-        &self.policy
-    }
-
-    /// Whether handlers get their session already loaded.
-    pub fn autoload(&self) -> bool {
-        self.autoload
-    }
-}
-
-impl fmt::Debug for SessionSettings {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SessionSettings")
-            .field("policy", &self.policy)
-            .field("autoload", &self.autoload)
-            .finish_non_exhaustive()
-    }
 }
 
 #[derive(Default)]
@@ -98,10 +75,8 @@ struct State {
     stale: Option<Arc<str>>,
     /// The store failed and the policy is to fail open: never save this session.
     unsaved: bool,
-    /// The load went through the backend's `read` future, not `read_now`: the backend does
-    /// I/O and will not write inline either (the conformance suite holds backends to answering
-    /// both or neither), so `commit_now` leaves the save to `commit` without preparing it.
-    waits: bool,
+    /// The session was saved (or discarded) with its response: no more changes.
+    committed: bool,
 }
 
 /// What saving a session asks of the response; returned by [`Session::commit`].
@@ -126,101 +101,24 @@ impl Commit {
     }
 }
 
+/// The handler's side: loading, reading and writing values, ending the session.
 impl Session {
-    /// A session over `backend` for a client that sent `cookie` (the cookie's value, or
-    /// `None` when it sent none; an empty value stands for a cookie the backend cannot have
-    /// issued, which loads as a fresh session without a backend call). Nothing is read until
-    /// [`load`](Session::load).
-    pub fn new(backend: Arc<dyn SessionBackend>, cookie: Option<Arc<str>>) -> Self {
-        Session::with_policy(backend, cookie, Policy::default())
-    }
-
-    /// A session whose time limits and failure handling follow `policy`.
-    pub fn with_policy(
-        backend: Arc<dyn SessionBackend>,
-        cookie: Option<Arc<str>>,
-        policy: Policy,
-    ) -> Self {
-        Session::with_settings(
-            Arc::new(SessionSettings::new(backend, policy, false)),
-            cookie,
-        )
-    }
-
-    /// A session under a layer's shared `settings`.
-    pub fn with_settings(settings: Arc<SessionSettings>, cookie: Option<Arc<str>>) -> Self {
-        Session {
-            inner: Arc::new(Inner {
-                settings,
-                cookie,
-                state: Mutex::new(State::default()),
-            }),
-        }
-    }
-
-    fn state(&self) -> MutexGuard<'_, State> {
-        // A panic elsewhere while holding the lock leaves the state consistent (every update
-        // below is a single assignment), so a poisoned lock is safe to keep using.
-        self.inner
-            .state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn loaded(&self) -> Result<MutexGuard<'_, State>, Error> {
-        let state = self.state();
-        if state.loaded {
-            Ok(state)
-        } else {
-            Err(Error::NotLoaded)
-        }
-    }
-
     /// Read the session from the backend. Calling it again does nothing.
     ///
     /// A client without a cookie, or whose cookie names no live record (unknown, expired,
     /// forged), gets an empty session without error; an id the backend does not know is never
-    /// adopted: if the session is saved it gets a fresh id. Backend failures are returned.
-    pub fn load(&self) -> Load<'_> {
-        Load {
-            session: self,
-            read: None,
+    /// adopted: if the session is saved it gets a fresh id. Backend failures are returned
+    /// (with a fail-open policy the session is empty and never saved instead).
+    pub async fn load(&self) -> Result<(), Error> {
+        if self.state().loaded {
+            return Ok(());
         }
-    }
-
-    /// Settle a load with what the backend answered.
-    fn loaded_from(
-        &self,
-        read: Result<Option<SessionData>, Error>,
-        waited: bool,
-    ) -> Result<(), Error> {
-        let record = match read {
-            Ok(record) => record,
-            Err(error) if self.inner.settings.policy.fail_open => {
-                tracing::warn!(%error, "session store failed; continuing with an empty, unsaved session");
-                let mut state = self.state();
-                state.loaded = true;
-                state.unsaved = true;
-                return Ok(());
-            }
-            Err(error) => return Err(error),
+        let read = match self.inner.cookie.as_deref() {
+            // An empty value stands for one the backend refused unseen (see `accepts`).
+            Some(cookie) if !cookie.is_empty() => self.inner.backend.read(cookie).await,
+            _ => Ok(None),
         };
-        let policy = &self.inner.settings.policy;
-        let mut state = self.state();
-        if !state.loaded {
-            state.loaded = true;
-            state.waits = waited;
-            if let Some(data) = record {
-                if policy.has_limits() && policy.expired(&data, unix_now()) {
-                    // Past a limit: empty, whatever the store still holds.
-                    state.stale = self.inner.cookie.clone();
-                } else {
-                    state.data = data;
-                    state.record = self.inner.cookie.clone();
-                }
-            }
-        }
-        Ok(())
+        self.loaded_from(read)
     }
 
     /// Whether [`load`](Session::load) has completed.
@@ -248,7 +146,7 @@ impl Session {
     /// change and causes no write.
     pub fn insert(&self, key: &str, value: impl Serialize) -> Result<(), Error> {
         let value = serde_json::to_value(value).map_err(Error::encode)?;
-        let mut state = self.loaded()?;
+        let mut state = self.writable()?;
         match state.data.values().get(key) {
             Some(old) if *old == value => return Ok(()),
             Some(_) => {
@@ -266,7 +164,7 @@ impl Session {
 
     /// Remove the value under `key`, returning it.
     pub fn remove(&self, key: &str) -> Result<Option<Value>, Error> {
-        let mut state = self.loaded()?;
+        let mut state = self.writable()?;
         if !state.data.values().contains_key(key) {
             return Ok(None);
         }
@@ -277,7 +175,7 @@ impl Session {
     /// Remove every value. An emptied session is removed from the backend when the response
     /// is sent, and the client's cookie is expired.
     pub fn clear(&self) -> Result<(), Error> {
-        let mut state = self.loaded()?;
+        let mut state = self.writable()?;
         if !state.data.is_empty() {
             state.data.values_mut().clear();
             state.changed = true;
@@ -321,19 +219,6 @@ impl Session {
         })
     }
 
-    /// How long the session has left before its nearest time limit (idle, absolute or the
-    /// cookie's max age), or `None` when none applies.
-    pub fn remaining(&self) -> Result<Option<Duration>, Error> {
-        let state = self.loaded()?;
-        let now = unix_now();
-        let data = if state.record.is_some() {
-            state.data.clone()
-        } else {
-            SessionData::from_parts(Values::new(), now, now)
-        };
-        Ok(self.inner.settings.policy.remaining(&data, now))
-    }
-
     /// When the session was last written (now, for a session not stored yet).
     pub fn last_access(&self) -> Result<SystemTime, Error> {
         let state = self.loaded()?;
@@ -344,10 +229,23 @@ impl Session {
         })
     }
 
+    /// How long the session has left before its nearest time limit (idle, absolute or the
+    /// cookie's max age), or `None` when none applies.
+    pub fn remaining(&self) -> Result<Option<Duration>, Error> {
+        let state = self.loaded()?;
+        let now = unix_now();
+        let data = if state.record.is_some() {
+            state.data.clone()
+        } else {
+            SessionData::from_parts(Values::new(), now, now)
+        };
+        Ok(self.inner.policy.remaining(&data, now))
+    }
+
     /// Move the session to a fresh id when it is saved, and remove the record under the old
     /// one: the defence against session fixation, to call after a login.
     pub fn regenerate_id(&self) -> Result<(), Error> {
-        let mut state = self.loaded()?;
+        let mut state = self.writable()?;
         state.regenerate = true;
         state.changed = true;
         Ok(())
@@ -361,6 +259,9 @@ impl Session {
     pub async fn delete(&self) -> Result<(), Error> {
         let id = {
             let state = self.state();
+            if state.committed {
+                return Err(Error::Committed);
+            }
             if state.loaded {
                 state.record.clone().or_else(|| state.stale.clone())
             } else {
@@ -368,7 +269,7 @@ impl Session {
             }
         };
         if let Some(id) = id.as_deref().filter(|id| !id.is_empty()) {
-            (*self.inner.settings.backend).remove(id).await?;
+            self.inner.backend.remove(id).await?;
         }
         let mut state = self.state();
         state.loaded = true;
@@ -379,62 +280,137 @@ impl Session {
         state.changed = true;
         Ok(())
     }
+}
+
+/// The integration's side: what a session layer (or code driving a session by hand) calls.
+/// Handlers need none of it.
+impl Session {
+    /// A session over `backend` for a client that sent `cookie` (the cookie's value, or
+    /// `None` when it sent none; an empty value stands for a cookie the backend cannot have
+    /// issued, which loads as a fresh session without a backend call). Nothing is read until
+    /// [`load`](Session::load).
+    pub fn new(backend: Arc<dyn SessionBackend>, cookie: Option<Arc<str>>) -> Self {
+        Session::with_policy(backend, cookie, Policy::default())
+    }
+
+    /// A session whose time limits, failure handling and loading follow `policy`.
+    pub fn with_policy(
+        backend: Arc<dyn SessionBackend>,
+        cookie: Option<Arc<str>>,
+        policy: Policy,
+    ) -> Self {
+        Session {
+            inner: Arc::new(Inner {
+                backend,
+                policy,
+                cookie,
+                state: Mutex::new(State::default()),
+            }),
+        }
+    }
+
+    /// The policy this session follows.
+    pub fn policy(&self) -> &Policy {
+        &self.inner.policy
+    }
+
+    /// The value the client sent in its cookie (unverified), if any.
+    pub fn cookie_value(&self) -> Option<&str> {
+        self.inner.cookie.as_deref()
+    }
 
     /// Save the session if it changed and say what the response must do with the cookie.
     ///
-    /// This is what a session layer calls once the handler is done; it is public so that
-    /// other integrations can drive a session by hand. The record's TTL follows the session's
+    /// A session layer calls this once the handler is done; call it yourself only for a
+    /// session you made with [`Session::new`]. The record's TTL follows the session's
     /// [`Policy`]. A session removed meanwhile by another request is not written back
     /// ([`Commit::Expire`]). Backend failures are returned and nothing is half-saved: the
     /// response must not set a cookie then (with a fail-open policy they are logged, and the
     /// session is left unsaved).
-    pub async fn commit(&self) -> Result<Commit, Error> {
-        let committed = self.commit_inner().await;
-        self.fail_open(committed)
-    }
-
-    /// [`commit`](Session::commit) without waiting, when that is possible: the session needs
-    /// no backend call (not loaded, or unchanged), or it needs a single create or update that
-    /// the backend does inline ([`write_now`](SessionBackend::write_now)). `None` means
-    /// nothing was done: call `commit`.
     ///
-    /// A session layer tries this first, so in-process backends save without a boxed future.
-    pub fn commit_now(&self) -> Option<Result<Commit, Error>> {
-        let (data, record) = {
-            let state = self.state();
-            if let Some(commit) = self.settled(&state) {
-                return Some(Ok(commit));
-            }
-            // Only a plain create or update of a changed, non-empty session goes inline, and
-            // only to a backend that did not have to wait for the load.
-            if state.waits
-                || !state.changed
-                || state.regenerate
-                || state.stale.is_some()
-                || state.data.is_empty()
-            {
-                return None;
-            }
-            (state.data.clone(), state.record.clone())
-        };
-        let (data, ttl) = self.stamped(data, record.is_none());
-        let saved = self
-            .inner
-            .settings
-            .backend
-            .write_now(record.as_deref(), &data, ttl)?;
-        Some(self.fail_open(self.stored(record, data, saved)))
-    }
-
-    /// With a fail-open policy, a failed save is logged and the response goes out without it.
-    fn fail_open(&self, committed: Result<Commit, Error>) -> Result<Commit, Error> {
-        match committed {
-            Err(error) if self.inner.settings.policy.fail_open => {
+    /// From the moment it is called the session is committed: changes through any clone fail
+    /// with [`Error::Committed`], and so does a second `commit`.
+    pub async fn commit(&self) -> Result<Commit, Error> {
+        match self.commit_inner().await {
+            Err(error) if self.inner.policy.fail_open && !matches!(error, Error::Committed) => {
                 tracing::warn!(%error, "saving the session failed; the response goes out without it");
                 Ok(Commit::Unchanged)
             }
             other => other,
         }
+    }
+
+    /// Commit the session without saving anything: what a layer does when the response is
+    /// a server error or the request was dropped. Later changes fail with
+    /// [`Error::Committed`]. Doing it again, or after [`commit`](Session::commit), does nothing.
+    pub fn discard(&self) {
+        self.state().committed = true;
+    }
+
+    /// Whether the session was committed (or discarded).
+    pub fn is_committed(&self) -> bool {
+        self.state().committed
+    }
+}
+
+impl Session {
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic elsewhere while holding the lock leaves the state consistent (every update
+        // below is a single assignment), so a poisoned lock is safe to keep using.
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn loaded(&self) -> Result<MutexGuard<'_, State>, Error> {
+        let state = self.state();
+        if state.loaded {
+            Ok(state)
+        } else {
+            Err(Error::NotLoaded)
+        }
+    }
+
+    fn writable(&self) -> Result<MutexGuard<'_, State>, Error> {
+        let state = self.loaded()?;
+        if state.committed {
+            Err(Error::Committed)
+        } else {
+            Ok(state)
+        }
+    }
+
+    /// Settle a load with what the backend answered.
+    fn loaded_from(&self, read: Result<Option<SessionData>, Error>) -> Result<(), Error> {
+        let policy = &self.inner.policy;
+        let record = match read {
+            Ok(record) => record,
+            Err(error) if policy.fail_open => {
+                tracing::warn!(%error, "session store failed; continuing with an empty, unsaved session");
+                let mut state = self.state();
+                if !state.loaded {
+                    state.loaded = true;
+                    state.unsaved = true;
+                }
+                return Ok(());
+            }
+            Err(error) => return Err(error),
+        };
+        let mut state = self.state();
+        if !state.loaded {
+            state.loaded = true;
+            if let Some(data) = record {
+                if policy.has_limits() && policy.expired(&data, unix_now()) {
+                    // Past a limit: empty, whatever the store still holds.
+                    state.stale = self.inner.cookie.clone();
+                } else {
+                    state.data = data;
+                    state.record = self.inner.cookie.clone();
+                }
+            }
+        }
+        Ok(())
     }
 
     /// `data` as it is saved now: last access now (and created now for a new record), with the
@@ -445,7 +421,7 @@ impl Session {
         if new {
             data.set_created(now);
         }
-        let ttl = self.inner.settings.policy.ttl(data.created_unix(), now);
+        let ttl = self.inner.policy.ttl(data.created_unix(), now);
         (data, ttl)
     }
 
@@ -480,6 +456,10 @@ impl Session {
     async fn commit_inner(&self) -> Result<Commit, Error> {
         let (data, record, regenerate, stale, changed) = {
             let mut state = self.state();
+            if state.committed {
+                return Err(Error::Committed);
+            }
+            state.committed = true;
             if let Some(commit) = self.settled(&state) {
                 return Ok(commit);
             }
@@ -492,7 +472,7 @@ impl Session {
                 state.changed,
             )
         };
-        let backend: &dyn SessionBackend = &*self.inner.settings.backend;
+        let backend: &dyn SessionBackend = &*self.inner.backend;
         let sent_cookie = self.inner.cookie.is_some();
         if let Some(stale) = &stale {
             backend.remove(stale).await?;
@@ -515,36 +495,22 @@ impl Session {
             (Some(old), true) => {
                 // Write the new record before removing the old one, so a failure in between
                 // loses nothing.
-                let value = self.write(None, &data, ttl).await?;
+                let value = backend.write(None, &data, ttl).await?;
                 backend.remove(&old).await?;
                 self.stored(None, data, Ok(value))
             }
             (Some(id), false) => {
                 let saved = if changed {
-                    self.write(Some(&id), &data, ttl).await
+                    backend.write(Some(&id), &data, ttl).await
                 } else {
                     backend.touch(&id, &data, ttl).await
                 };
                 self.stored(Some(id), data, saved)
             }
             (None, _) => {
-                let saved = self.write(None, &data, ttl).await;
+                let saved = backend.write(None, &data, ttl).await;
                 self.stored(None, data, saved)
             }
-        }
-    }
-
-    /// A backend write, inline when the backend can ([`write_now`](SessionBackend::write_now)).
-    async fn write(
-        &self,
-        id: Option<&str>,
-        data: &SessionData,
-        ttl: Option<Duration>,
-    ) -> Result<String, Error> {
-        let backend: &dyn SessionBackend = &*self.inner.settings.backend;
-        match backend.write_now(id, data, ttl) {
-            Some(saved) => saved,
-            None => backend.write(id, data, ttl).await,
         }
     }
 
@@ -559,7 +525,7 @@ impl Session {
             return None;
         }
         if state.record.is_some() {
-            let policy = &self.inner.settings.policy;
+            let policy = &self.inner.policy;
             if policy.idle.is_some() && policy.needs_refresh(&state.data, unix_now()) {
                 return None;
             }
@@ -580,11 +546,6 @@ impl Session {
         state.changed = false;
         state.regenerate = false;
     }
-
-    /// The value the client sent in its cookie (unverified), if any.
-    pub fn cookie_value(&self) -> Option<&str> {
-        self.inner.cookie.as_deref()
-    }
 }
 
 impl fmt::Debug for Session {
@@ -594,159 +555,106 @@ impl fmt::Debug for Session {
             .field("loaded", &state.loaded)
             .field("stored", &state.record.is_some())
             .field("changed", &state.changed)
+            .field("committed", &state.committed)
             .field("len", &state.data.values().len())
             .finish_non_exhaustive()
-    }
-}
-
-type ReadFuture<'a> = Pin<Box<dyn Future<Output = Result<Option<SessionData>, Error>> + Send + 'a>>;
-
-/// The future [`Session::load`] returns.
-///
-/// Small (two pointers' worth) whatever the backend: a backend that answers inline
-/// ([`read_now`](SessionBackend::read_now)) completes on the first poll, and only a backend that
-/// must wait puts its (already boxed) read future here.
-#[must_use = "futures do nothing unless awaited"]
-pub struct Load<'a> {
-    session: &'a Session,
-    read: Option<ReadFuture<'a>>,
-}
-
-impl fmt::Debug for Load<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Load")
-            .field("waiting", &self.read.is_some())
-            .finish_non_exhaustive()
-    }
-}
-
-impl<'a> Future for Load<'a> {
-    type Output = Result<(), Error>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let session: &'a Session = self.session;
-        // Whether the backend answered through its future: then it does I/O, and saving the
-        // session goes straight to `write` (see `commit_now`).
-        let mut waited = true;
-        let read = match &mut self.read {
-            Some(read) => ready!(read.as_mut().poll(cx)),
-            None => {
-                if session.state().loaded {
-                    return Poll::Ready(Ok(()));
-                }
-                match session.inner.cookie.as_deref() {
-                    // An empty value stands for one the backend refused unseen (see
-                    // `accepts`): no backend call.
-                    Some(cookie) if !cookie.is_empty() => {
-                        // Through the trait object itself: `Arc<dyn _>`'s own impl would box
-                        // twice.
-                        let backend: &'a dyn SessionBackend = &*session.inner.settings.backend;
-                        match backend.read_now(cookie) {
-                            Some(read) => {
-                                waited = false;
-                                read
-                            }
-                            None => {
-                                let mut read = backend.read(cookie);
-                                match read.as_mut().poll(cx) {
-                                    Poll::Ready(read) => read,
-                                    Poll::Pending => {
-                                        self.read = Some(read);
-                                        return Poll::Pending;
-                                    }
-                                }
-                            }
-                        }
-                    }
-                    _ => {
-                        waited = false;
-                        Ok(None)
-                    }
-                }
-            }
-        };
-        self.read = None;
-        Poll::Ready(session.loaded_from(read, waited))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
 
-    /// A backend that answers through its futures only, as stores doing I/O do, and counts
-    /// how often the session tries to write inline.
-    #[derive(Default)]
-    struct Waiting {
-        inline_writes: AtomicUsize,
-        writes: AtomicUsize,
-    }
+    struct Map(Mutex<std::collections::HashMap<String, SessionData>>);
 
     #[async_trait::async_trait]
-    impl SessionBackend for Waiting {
-        async fn read(&self, _: &str) -> Result<Option<SessionData>, Error> {
-            Ok(Some(SessionData::new(Values::new())))
+    impl SessionBackend for Map {
+        async fn read(&self, id: &str) -> Result<Option<SessionData>, Error> {
+            Ok(self.0.lock().unwrap().get(id).cloned())
         }
         async fn write(
             &self,
             id: Option<&str>,
-            _: &SessionData,
+            data: &SessionData,
             _: Option<Duration>,
         ) -> Result<String, Error> {
-            self.writes.fetch_add(1, Ordering::Relaxed);
-            Ok(id.map_or_else(|| "a-new-id-of-sixteen-or-more".to_owned(), str::to_owned))
+            let id = id.map_or_else(|| self.generate_id(), str::to_owned);
+            self.0.lock().unwrap().insert(id.clone(), data.clone());
+            Ok(id)
         }
-        async fn remove(&self, _: &str) -> Result<(), Error> {
+        async fn remove(&self, id: &str) -> Result<(), Error> {
+            self.0.lock().unwrap().remove(id);
             Ok(())
         }
-        async fn exists(&self, _: &str) -> Result<bool, Error> {
-            Ok(true)
-        }
-        fn write_now(
-            &self,
-            _: Option<&str>,
-            _: &SessionData,
-            _: Option<Duration>,
-        ) -> Option<Result<String, Error>> {
-            self.inline_writes.fetch_add(1, Ordering::Relaxed);
-            None
+        async fn exists(&self, id: &str) -> Result<bool, Error> {
+            Ok(self.0.lock().unwrap().contains_key(id))
         }
     }
 
-    fn block_on<F: Future>(future: F) -> F::Output {
+    fn block_on<F: std::future::Future>(future: F) -> F::Output {
         tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap()
             .block_on(future)
     }
 
-    #[test]
-    fn a_session_loaded_through_the_backends_future_is_not_offered_an_inline_write() {
-        let backend = Arc::new(Waiting::default());
-        let session = Session::new(
-            backend.clone(),
-            Some(Arc::from("a-cookie-of-sixteen-bytes")),
-        );
-        block_on(session.load()).unwrap();
-        session.insert("n", 1).unwrap();
-        assert!(session.commit_now().is_none(), "the save is left to commit");
-        assert_eq!(backend.inline_writes.load(Ordering::Relaxed), 0);
-        let commit = block_on(session.commit()).unwrap();
-        assert_eq!(commit, Commit::Set("a-cookie-of-sixteen-bytes".to_owned()));
-        assert_eq!(backend.writes.load(Ordering::Relaxed), 1);
+    fn backend() -> Arc<Map> {
+        Arc::new(Map(Mutex::default()))
     }
 
     #[test]
-    fn a_new_session_still_offers_its_first_write_inline() {
-        // No cookie, so no load reached the backend: the session cannot know whether the
-        // backend writes inline, and asks.
-        let backend = Arc::new(Waiting::default());
-        let session = Session::new(backend.clone(), None);
-        block_on(session.load()).unwrap();
-        session.insert("n", 1).unwrap();
-        assert!(session.commit_now().is_none());
-        assert_eq!(backend.inline_writes.load(Ordering::Relaxed), 1);
-        assert!(matches!(block_on(session.commit()), Ok(Commit::Set(_))));
+    fn every_change_after_the_commit_is_an_error_not_a_silent_loss() {
+        block_on(async {
+            let session = Session::new(backend(), None);
+            let late = session.clone();
+            session.load().await.unwrap();
+            session.insert("n", 1).unwrap();
+            assert!(matches!(session.commit().await, Ok(Commit::Set(_))));
+            assert!(late.is_committed());
+            assert!(matches!(late.insert("n", 2), Err(Error::Committed)));
+            assert!(matches!(late.remove("n"), Err(Error::Committed)));
+            assert!(matches!(late.clear(), Err(Error::Committed)));
+            assert!(matches!(late.regenerate_id(), Err(Error::Committed)));
+            assert!(matches!(late.delete().await, Err(Error::Committed)));
+            assert!(matches!(late.commit().await, Err(Error::Committed)));
+            assert_eq!(late.get::<u32>("n").unwrap(), Some(1), "reads still work");
+        });
+    }
+
+    #[test]
+    fn a_discarded_session_saves_nothing_and_refuses_changes() {
+        block_on(async {
+            let store = backend();
+            let session = Session::new(store.clone(), None);
+            session.load().await.unwrap();
+            session.insert("n", 1).unwrap();
+            session.discard();
+            assert!(matches!(session.insert("n", 2), Err(Error::Committed)));
+            assert!(store.0.lock().unwrap().is_empty());
+        });
+    }
+
+    #[test]
+    fn background_work_reopens_a_session_by_id_and_commits_it() {
+        block_on(async {
+            let store = backend();
+            let first = Session::new(store.clone(), None);
+            first.load().await.unwrap();
+            first.insert("user", "ada").unwrap();
+            let Ok(Commit::Set(id)) = first.commit().await else {
+                panic!("saved")
+            };
+            let later = Session::new(store.clone(), Some(id.as_str().into()));
+            later.load().await.unwrap();
+            later.insert("report", "ready").unwrap();
+            assert_eq!(later.commit().await.unwrap(), Commit::Set(id.clone()));
+            let again = Session::new(store, Some(id.into()));
+            again.load().await.unwrap();
+            assert_eq!(again.get::<String>("user").unwrap().as_deref(), Some("ada"));
+            assert_eq!(
+                again.get::<String>("report").unwrap().as_deref(),
+                Some("ready")
+            );
+        });
     }
 }

@@ -272,8 +272,7 @@ impl InMemoryBackend {
     }
 }
 
-/// Every operation completes inline: the layer uses [`read_now`](SessionBackend::read_now)
-/// and [`write_now`](SessionBackend::write_now), and no request pays for a boxed future.
+/// Every operation completes without waiting: its future is ready on the first poll.
 #[async_trait]
 impl SessionBackend for InMemoryBackend {
     async fn read(&self, id: &str) -> Result<Option<SessionData>, Error> {
@@ -287,19 +286,6 @@ impl SessionBackend for InMemoryBackend {
         ttl: Option<Duration>,
     ) -> Result<String, Error> {
         self.write_record(id, data, ttl)
-    }
-
-    fn read_now(&self, id: &str) -> Option<Result<Option<SessionData>, Error>> {
-        Some(Ok(self.read_record(id)))
-    }
-
-    fn write_now(
-        &self,
-        id: Option<&str>,
-        data: &SessionData,
-        ttl: Option<Duration>,
-    ) -> Option<Result<String, Error>> {
-        Some(self.write_record(id, data, ttl))
     }
 
     async fn remove(&self, id: &str) -> Result<(), Error> {

@@ -708,10 +708,8 @@ impl<DB: SqlDatabase> Shared<DB> {
 
 /// Whether the backend can store `id` (see [Schema](crate#schema)); others are never sent.
 fn storable(id: &str) -> bool {
-    // Visible ASCII (`0x21..=0x7E`), checked in blocks (see `every_byte`).
-    !id.is_empty()
-        && id.len() <= MAX_ID_LEN
-        && sessions_core::every_byte(id, |b| u8::from(b.wrapping_sub(0x21) < 0x5E))
+    // Visible ASCII (`0x21..=0x7E`).
+    !id.is_empty() && id.len() <= MAX_ID_LEN && id.bytes().all(|b| b.is_ascii_graphic())
 }
 
 /// Unix milliseconds by the application's clock.
@@ -866,7 +864,10 @@ impl<DB: SqlDatabase, S: Serializer> SessionBackend for SqlBackend<DB, S> {
         if self.ids.is_some() {
             storable(value)
         } else {
-            (16..=MAX_ID_LEN).contains(&value.len()) && sessions_core::is_url_safe(value, false)
+            (16..=MAX_ID_LEN).contains(&value.len())
+                && value
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         }
     }
 

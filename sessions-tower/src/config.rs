@@ -9,7 +9,7 @@ pub(crate) struct Config {
     pub(crate) name: String,
     pub(crate) path: String,
     pub(crate) domain: Option<String>,
-    /// `None`: a browser-session cookie (no `Max-Age`), the seed's `max_age=0`.
+    /// `None`: a browser-session cookie (no `Max-Age`), starsessions' `max_age=0`.
     pub(crate) max_age: Option<Duration>,
     pub(crate) secure: bool,
     pub(crate) http_only: bool,
@@ -27,6 +27,8 @@ pub(crate) struct Config {
     attributes: String,
     /// The whole `Set-Cookie` value that removes the cookie, rendered once.
     removal: HeaderValue,
+    /// The limits, failure handling and loading every session of the layer follows.
+    pub(crate) policy: Policy,
 }
 
 /// Fourteen days, the default cookie lifetime.
@@ -51,39 +53,34 @@ impl Default for Config {
             cookie_name: String::new(),
             attributes: String::new(),
             removal: HeaderValue::from_static(""),
+            policy: Policy::default(),
         };
         config.render();
         config
     }
 }
 
-/// `1` when `b` is an RFC 6265 `cookie-octet` (visible ASCII but `"`, `,`, `;` and `\\`),
-/// else `0`. Arithmetic only, so 16-byte blocks compile to vector code.
-#[inline(always)]
-fn cookie_octet(b: u8) -> u8 {
-    u8::from((b.wrapping_sub(0x21) < 0x5E) & (b != b'"') & (b != b',') & (b != b';') & (b != b'\\'))
-}
-
-/// Whether `value` may stand as a cookie value unquoted: a backend returning anything else
-/// (a `;` would smuggle in attributes) is refused.
+/// Whether `value` may stand as a cookie value unquoted: only RFC 6265 `cookie-octet`s
+/// (visible ASCII but `"`, `,`, `;` and `\\`). A backend returning anything else (a `;` would
+/// smuggle in attributes) is refused.
 fn is_cookie_value(value: &str) -> bool {
-    sessions_core::every_byte(value, cookie_octet)
+    value
+        .bytes()
+        .all(|b| b.is_ascii_graphic() && !matches!(b, b'"' | b',' | b';' | b'\\'))
 }
 
 impl Config {
-    /// The limits and failure handling the options ask for.
-    pub(crate) fn policy(&self) -> Policy {
+    /// Render the attribute strings and the policy; call after every change of the options.
+    /// The layer's setters validate names, paths and domains, so the rendered text is a valid
+    /// header.
+    pub(crate) fn render(&mut self) {
         let mut policy = Policy::new(self.max_age);
         policy.idle = self.idle;
         policy.absolute = self.absolute;
         policy.refresh_after = self.refresh_after;
         policy.fail_open = self.fail_open;
-        policy
-    }
-
-    /// Render the attribute strings; call after every change of the options. The layer's
-    /// setters validate names, paths and domains, so the rendered text is a valid header.
-    pub(crate) fn render(&mut self) {
+        policy.autoload = self.autoload;
+        self.policy = policy;
         self.cookie_name = if self.host_prefix {
             format!("__Host-{}", self.name)
         } else {

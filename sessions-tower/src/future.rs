@@ -1,13 +1,12 @@
 use crate::config::Config;
 use http::header::{Entry, VARY};
-use http::{HeaderValue, Request, Response, StatusCode, header::SET_COOKIE};
+use http::{HeaderValue, Response, StatusCode, header::SET_COOKIE};
 use pin_project_lite::pin_project;
-use sessions_core::{Commit, Error, SessionContext};
+use sessions_core::{Commit, Error, Session};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
-use tower_service::Service;
 
 /// The largest `Set-Cookie` value sent: browsers keep cookies up to 4096 bytes, and a larger
 /// one would be dropped or cut without a word.
@@ -19,58 +18,50 @@ const VARY_COOKIE: HeaderValue = HeaderValue::from_static("Cookie");
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 pin_project! {
-    /// The response future of [`SessionMiddleware`](crate::SessionMiddleware).
-    pub struct ResponseFuture<S, ReqBody>
-    where
-        S: Service<Request<ReqBody>>,
-    {
+    /// The response future of [`SessionMiddleware`](crate::SessionMiddleware): the inner
+    /// service's future, then the save of the request's session.
+    pub struct ResponseFuture<F, B> {
         #[pin]
-        state: State<S, ReqBody>,
+        state: State<F, B>,
     }
 }
 
 pin_project! {
     #[project = StateProj]
-    enum State<S, ReqBody>
-    where
-        S: Service<Request<ReqBody>>,
-    {
-        // The handler runs; each poll makes the request's session context current. No
-        // context from the start: the request is outside the cookie path, it gets no session,
-        // and its polls leave whatever context is current alone.
-        Running { #[pin] future: S::Future, context: Option<SessionContext>, config: Arc<Config> },
+    enum State<F, B> {
+        // The handler runs. No session when the request is outside the cookie path.
+        Running { #[pin] future: F, session: Pending, config: Arc<Config> },
         // The handler is done; the session is being saved.
-        Saving { save: BoxFuture<Result<Commit, Error>>, response: Option<S::Response>, config: Arc<Config> },
+        Saving { save: BoxFuture<Result<Commit, Error>>, response: Option<Response<B>>, config: Arc<Config> },
         Done,
     }
 }
 
-impl<S, ReqBody> std::fmt::Debug for ResponseFuture<S, ReqBody>
-where
-    S: Service<Request<ReqBody>>,
-{
+/// The request's session while the handler runs. If the request is dropped before the
+/// handler answers (the client went away), the session is discarded, so a clone still held
+/// somewhere gets [`Error::Committed`] on its next change instead of losing it silently.
+struct Pending(Option<Session>);
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if let Some(session) = self.0.take() {
+            session.discard();
+        }
+    }
+}
+
+impl<F, B> std::fmt::Debug for ResponseFuture<F, B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ResponseFuture").finish_non_exhaustive()
     }
 }
 
-impl<S, ReqBody> ResponseFuture<S, ReqBody>
-where
-    S: Service<Request<ReqBody>>,
-{
-    /// Call `inner` and wrap its future: built in place, so the (often large) inner future
-    /// is written once rather than moved through a constructor.
-    #[inline(always)]
-    pub(crate) fn call(
-        inner: &mut S,
-        request: Request<ReqBody>,
-        context: Option<SessionContext>,
-        config: Arc<Config>,
-    ) -> Self {
+impl<F, B> ResponseFuture<F, B> {
+    pub(crate) fn new(future: F, session: Option<Session>, config: Arc<Config>) -> Self {
         ResponseFuture {
             state: State::Running {
-                future: inner.call(request),
-                context,
+                future,
+                session: Pending(session),
                 config,
             },
         }
@@ -152,12 +143,12 @@ fn saved_response<B: Default>(
     }
 }
 
-impl<S, ReqBody, ResBody> Future for ResponseFuture<S, ReqBody>
+impl<F, B, E> Future for ResponseFuture<F, B>
 where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
-    ResBody: Default,
+    F: Future<Output = Result<Response<B>, E>>,
+    B: Default,
 {
-    type Output = Result<Response<ResBody>, S::Error>;
+    type Output = Result<Response<B>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
@@ -165,25 +156,20 @@ where
             match this.state.as_mut().project() {
                 StateProj::Running {
                     future,
-                    context,
+                    session,
                     config,
                 } => {
-                    if context.is_none() {
-                        return future.poll(cx);
-                    }
-                    let polled = SessionContext::enter(context, || future.poll(cx));
-                    let response = match ready!(polled) {
-                        Ok(response) => response,
-                        Err(error) => return Poll::Ready(Err(error)),
-                    };
-                    let Some(session) = context.take().and_then(SessionContext::into_session)
-                    else {
+                    // An error from the inner service drops `session`, discarding it.
+                    let response = ready!(future.poll(cx))?;
+                    let Some(session) = session.0.take() else {
                         return Poll::Ready(Ok(response));
                     };
-                    // Unchanged sessions, and writes to backends that need no waiting, are
-                    // finished here without a boxed future.
-                    if let Some(saved) = session.commit_now() {
-                        return Poll::Ready(Ok(saved_response(response, saved, config)));
+                    if !session.is_loaded() || response.status().is_server_error() {
+                        // Untouched: nothing to save. A server error (a handler that failed,
+                        // or panicked under `CatchPanic`) may have left its changes half
+                        // made: none of them is saved.
+                        session.discard();
+                        return Poll::Ready(Ok(response));
                     }
                     let config = Arc::clone(config);
                     this.state.set(State::Saving {
@@ -198,11 +184,13 @@ where
                     config,
                 } => {
                     let saved = ready!(save.as_mut().poll(cx));
-                    let Some(response) = response.take() else {
-                        this.state.set(State::Done);
+                    let response = response.take();
+                    let config = Arc::clone(config);
+                    this.state.set(State::Done);
+                    let Some(response) = response else {
                         return Poll::Ready(Ok(internal_error()));
                     };
-                    return Poll::Ready(Ok(saved_response(response, saved, config)));
+                    return Poll::Ready(Ok(saved_response(response, saved, &config)));
                 }
                 StateProj::Done => panic!("ResponseFuture polled after completion"),
             }

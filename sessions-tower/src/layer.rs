@@ -1,7 +1,7 @@
 use crate::SessionMiddleware;
 use crate::config::Config;
 use cookie::SameSite;
-use sessions_core::{Error, SessionBackend, SessionSettings};
+use sessions_core::{Error, SessionBackend};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,9 +15,6 @@ use tower_layer::Layer;
 pub struct SessionLayer<B> {
     pub(crate) backend: Arc<B>,
     pub(crate) config: Arc<Config>,
-    /// What each request's sessions share (the backend, the policy, `autoload`), made anew
-    /// whenever the options change.
-    pub(crate) settings: Arc<SessionSettings>,
 }
 
 impl<B> Clone for SessionLayer<B> {
@@ -25,7 +22,6 @@ impl<B> Clone for SessionLayer<B> {
         SessionLayer {
             backend: Arc::clone(&self.backend),
             config: Arc::clone(&self.config),
-            settings: Arc::clone(&self.settings),
         }
     }
 }
@@ -39,15 +35,9 @@ impl<B> fmt::Debug for SessionLayer<B> {
     }
 }
 
-/// The shared part of every session of a layer with `backend` and `config`.
-fn settings<B: SessionBackend>(backend: &Arc<B>, config: &Config) -> Arc<SessionSettings> {
-    let backend: Arc<dyn SessionBackend> = backend.clone();
-    Arc::new(SessionSettings::new(
-        backend,
-        config.policy(),
-        config.autoload,
-    ))
-}
+const SAME_SITE_NONE_NEEDS_SECURE: &str =
+    "SameSite=None requires Secure: browsers reject the cookie otherwise";
+const HOST_PREFIX_NEEDS: &str = "a __Host- cookie needs Secure, Path=/ and no Domain";
 
 impl<B: SessionBackend> SessionLayer<B> {
     /// Sessions stored in `backend`, with the default options.
@@ -57,11 +47,9 @@ impl<B: SessionBackend> SessionLayer<B> {
 
     /// Sessions stored in a backend that is already shared.
     pub fn from_arc(backend: Arc<B>) -> Self {
-        let config = Config::default();
         SessionLayer {
-            settings: settings(&backend, &config),
             backend,
-            config: Arc::new(config),
+            config: Arc::new(Config::default()),
         }
     }
 
@@ -74,15 +62,15 @@ impl<B: SessionBackend> SessionLayer<B> {
         let config = Arc::make_mut(&mut self.config);
         f(config);
         config.render();
-        self.settings = settings(&self.backend, config);
         self
     }
 
-    /// Hand handlers their session already loaded (default: off, as in the seed: handlers call
-    /// `session.load().await`). The load happens when a handler takes the session (the axum
-    /// extractor, or [`Session::current_autoloaded`](sessions_core::Session::current_autoloaded)),
-    /// so requests whose handlers never take it never reach the backend. A failed load answers
-    /// 500 and logs a `tracing` error.
+    /// Hand handlers their session already loaded (default: off, as in starsessions: handlers
+    /// call `session.load().await`). The load happens when a handler takes the session (the
+    /// axum extractor), so requests whose handlers never take it never reach the backend. A
+    /// failed load answers 500 and logs a `tracing` error. A plain tower service reads the
+    /// session from the request's extensions and calls `load` itself either way (a second
+    /// `load` does nothing).
     #[must_use]
     pub fn with_autoload(self, autoload: bool) -> Self {
         self.configure(|c| c.autoload = autoload)
@@ -202,31 +190,27 @@ impl<B: SessionBackend> SessionLayer<B> {
     pub fn with_host_prefix(self) -> Result<Self, Error> {
         let c = &self.config;
         if c.domain.is_some() || c.path != "/" || !c.secure {
-            return Err(Error::Config(
-                "a __Host- cookie needs Secure, Path=/ and no Domain".to_owned(),
-            ));
+            return Err(Error::Config(HOST_PREFIX_NEEDS.to_owned()));
         }
         Ok(self.configure(|c| c.host_prefix = true))
     }
 
     /// The `Secure` attribute (default on: the cookie travels over HTTPS only). Turn it off
     /// for plain-HTTP development only.
-    #[must_use]
     ///
-    /// Browsers reject `SameSite=None` without `Secure`, so turning `Secure` off after
-    /// choosing `SameSite=None` falls back to `SameSite=Lax` (with a warning).
-    pub fn with_secure(self, secure: bool) -> Self {
-        self.configure(|c| {
-            if !secure && c.host_prefix {
-                tracing::warn!("a __Host- cookie requires Secure; it stays on");
-                return;
-            }
-            c.secure = secure;
-            if !secure && c.same_site == SameSite::None {
-                tracing::warn!("SameSite=None requires Secure; the session cookie uses Lax");
-                c.same_site = SameSite::Lax;
-            }
-        })
+    /// # Errors
+    ///
+    /// Turning `Secure` off is [`Error::Config`] when the layer has `SameSite=None` or the
+    /// `__Host-` prefix, which browsers only accept with `Secure`: the same error whichever
+    /// option was set first.
+    pub fn with_secure(self, secure: bool) -> Result<Self, Error> {
+        if !secure && self.config.same_site == SameSite::None {
+            return Err(Error::Config(SAME_SITE_NONE_NEEDS_SECURE.to_owned()));
+        }
+        if !secure && self.config.host_prefix {
+            return Err(Error::Config(HOST_PREFIX_NEEDS.to_owned()));
+        }
+        Ok(self.configure(|c| c.secure = secure))
     }
 
     /// The `HttpOnly` attribute (default on: scripts in the page cannot read the cookie).
@@ -242,9 +226,7 @@ impl<B: SessionBackend> SessionLayer<B> {
     /// `SameSite=None` without `Secure` is [`Error::Config`]: browsers reject such cookies.
     pub fn with_same_site(self, same_site: SameSite) -> Result<Self, Error> {
         if same_site == SameSite::None && !self.config.secure {
-            return Err(Error::Config(
-                "SameSite=None requires Secure: browsers reject the cookie otherwise".to_owned(),
-            ));
+            return Err(Error::Config(SAME_SITE_NONE_NEEDS_SECURE.to_owned()));
         }
         Ok(self.configure(|c| c.same_site = same_site))
     }
@@ -253,8 +235,8 @@ impl<B: SessionBackend> SessionLayer<B> {
 #[cfg(feature = "cookie-backend")]
 impl SessionLayer<sessions_cookie::CookieBackend> {
     /// Signed cookie sessions: the whole session travels in the cookie, signed with
-    /// HMAC-SHA256 under a key derived from `secret` (the seed's `secret_key=`, its default
-    /// backend). Nothing is stored on the server.
+    /// HMAC-SHA256 under a key derived from `secret` (starsessions' `secret_key=`, its
+    /// default backend). Nothing is stored on the server.
     ///
     /// For sessions the client cannot read, build the layer on
     /// [`CookieBackend::private`](sessions_cookie::CookieBackend::private) instead.
@@ -286,11 +268,11 @@ mod tests {
     use sessions_memory::InMemoryBackend;
 
     #[test]
-    fn every_option_reaches_the_settings_the_sessions_share() {
+    fn every_option_reaches_the_policy_the_sessions_follow() {
         let layer = SessionLayer::new(InMemoryBackend::new());
-        assert!(!layer.settings.autoload());
+        assert!(!layer.config.policy.autoload);
         assert_eq!(
-            layer.settings.policy().max_age,
+            layer.config.policy.max_age,
             Some(Duration::from_secs(14 * 86_400))
         );
         let layer = layer
@@ -300,9 +282,8 @@ mod tests {
             .with_refresh_after(Duration::from_secs(10))
             .with_fail_open(true)
             .with_max_age(Duration::ZERO);
-        let settings = &layer.settings;
-        assert!(settings.autoload(), "a later option kept the earlier one");
-        let policy = settings.policy();
+        let policy = &layer.config.policy;
+        assert!(policy.autoload, "a later option kept the earlier one");
         assert_eq!(policy.idle, Some(Duration::from_secs(60)));
         assert_eq!(policy.absolute, Some(Duration::from_secs(3_600)));
         assert_eq!(policy.refresh_after, Some(Duration::from_secs(10)));
@@ -313,11 +294,46 @@ mod tests {
         );
     }
 
+    fn layer() -> SessionLayer<InMemoryBackend> {
+        SessionLayer::new(InMemoryBackend::new())
+    }
+
+    fn config_error<T>(result: Result<T, Error>) -> String {
+        match result {
+            Err(Error::Config(message)) => message,
+            Err(other) => panic!("not a configuration error: {other}"),
+            Ok(_) => panic!("accepted"),
+        }
+    }
+
     #[test]
-    fn the_settings_hold_the_layers_own_backend() {
-        let backend = Arc::new(InMemoryBackend::new());
-        let layer = SessionLayer::from_arc(Arc::clone(&backend)).with_autoload(true);
-        let shared: Arc<dyn SessionBackend> = backend;
-        assert!(Arc::ptr_eq(layer.settings.backend(), &shared));
+    fn same_site_none_without_secure_is_refused_in_either_order() {
+        let secure_first = config_error(
+            layer()
+                .with_secure(false)
+                .and_then(|l| l.with_same_site(SameSite::None)),
+        );
+        let same_site_first = config_error(
+            layer()
+                .with_same_site(SameSite::None)
+                .and_then(|l| l.with_secure(false)),
+        );
+        assert_eq!(secure_first, same_site_first);
+        assert!(secure_first.contains("SameSite=None"), "{secure_first}");
+    }
+
+    #[test]
+    fn host_prefix_without_secure_is_refused_in_either_order() {
+        let secure_first = config_error(
+            layer()
+                .with_secure(false)
+                .and_then(SessionLayer::with_host_prefix),
+        );
+        let prefix_first = config_error(
+            layer()
+                .with_host_prefix()
+                .and_then(|l| l.with_secure(false)),
+        );
+        assert_eq!(secure_first, prefix_first);
     }
 }

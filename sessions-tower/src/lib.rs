@@ -1,10 +1,10 @@
 //! Session middleware for tower, axum and hyper, over any storage backend.
 //!
-//! [`SessionLayer`] gives every request a [`Session`] read from the request's cookie and saves
-//! it when the response goes out. It is generic over the backend (`B: SessionBackend`), so the
-//! request path has no boxing and no dynamic dispatch of its own: pick the backend crate you
-//! need (`sessions-memory`, `sessions-cookie`, `sessions-redis`, `sessions-sql`) or write one
-//! against `sessions-core`.
+//! [`SessionLayer`] gives every request a [`Session`] read from the request's cookie, puts it
+//! into the request's extensions, and saves it when the response goes out. Pick the backend
+//! crate you need (`sessions-memory`, `sessions-cookie`, `sessions-redis`, `sessions-sql`) or
+//! write one against `sessions-core`; the session calls it through `Arc<dyn SessionBackend>`,
+//! one boxed future per backend call.
 //!
 //! ```
 //! use axum::{Router, routing::get};
@@ -43,7 +43,7 @@
 //! | option | default | meaning |
 //! |---|---|---|
 //! | [`with_cookie_name`](SessionLayer::with_cookie_name) | `session` | the cookie's name |
-//! | [`with_path`](SessionLayer::with_path) | `/` | requests outside it get no session, and no cookie is set on them |
+//! | [`with_path`](SessionLayer::with_path) | `/` | requests outside it get no session, and no cookie is read, set or removed on them; under axum's `Router::nest` the full path the client asked for (`OriginalUri`) is what counts |
 //! | [`with_domain`](SessionLayer::with_domain) | none | `example.com` shares the session with its subdomains |
 //! | [`with_max_age`](SessionLayer::with_max_age) | 14 days | also the record's TTL, renewed on each save; zero = a browser-session cookie |
 //! | [`with_secure`](SessionLayer::with_secure) | on | HTTPS only |
@@ -59,6 +59,12 @@
 //!     .with_domain("example.com")?
 //!     .with_max_age(Duration::ZERO) // gone when the browser closes
 //!     .with_same_site(SameSite::Strict)?;
+//! // Setters that can be given an invalid value or combination return a `Result`, and the
+//! // check does not depend on their order: `SameSite=None` and `__Host-` need `Secure`.
+//! assert!(SessionLayer::new(InMemoryBackend::new())
+//!     .with_same_site(SameSite::None)
+//!     .and_then(|layer| layer.with_secure(false))
+//!     .is_err());
 //! # Ok::<(), sessions_tower::Error>(())
 //! ```
 //!
@@ -76,32 +82,37 @@
 //! - Responses that used the session get `Vary: Cookie`.
 //! - A failed save turns the response into an empty 500 and logs a `tracing` error; the
 //!   client never gets a half-written cookie.
+//! - A server error response (5xx) saves nothing: a handler that failed halfway, or panicked
+//!   under tower-http's `CatchPanic` inside the layer, may have made half of its changes, and
+//!   none of them is kept (Django's session middleware makes the same choice). A `delete()`
+//!   already done stays done: it removed the record when it was called.
+//! - Once the response is ready the session is committed: a clone changed later (by a task
+//!   the handler spawned, or a streaming body) gets [`Error::Committed`] instead of losing the
+//!   change silently. Background work that must change the session opens it again by id; see
+//!   [`Session`].
 //!
 //! # Without axum
 //!
 //! The layer is plain tower: it wraps any `Service<http::Request<_>>`, such as a hyper
-//! service. Inside the service's future, [`Session::current`] returns the request's session
-//! ([`Session::current_autoloaded`] loads it first when `autoload` is on):
+//! service, which finds the session in the request's extensions:
 //!
 //! ```
-//! # use sessions_memory::InMemoryBackend; use sessions_tower::{Session, SessionLayer};
+//! # use sessions_memory::InMemoryBackend; use sessions_tower::{Error, Session, SessionLayer};
 //! use tower::{ServiceBuilder, service_fn};
 //!
 //! let service = ServiceBuilder::new()
 //!     .layer(SessionLayer::new(InMemoryBackend::new()))
-//!     .service(service_fn(|_req: http::Request<String>| async move {
-//!         let session = Session::current()?;
+//!     .service(service_fn(|req: http::Request<String>| async move {
+//!         let session = req.extensions().get::<Session>().cloned().ok_or(Error::MissingLayer)?;
 //!         session.load().await?;
 //!         let n: u64 = session.get("n")?.unwrap_or(0);
-//!         Ok::<_, sessions_tower::Error>(http::Response::new(n.to_string()))
+//!         Ok::<_, Error>(http::Response::new(n.to_string()))
 //!     }));
 //! ```
 //!
-//! The session is not in the request's extensions: the layer makes the request's session
-//! context current (a thread-local, like a task-local) for each poll of the inner service's
-//! future, which keeps a request that never uses its session down to a cookie-header lookup,
-//! with no allocation. A task spawned off the request does not see it: take the handle first
-//! and move the clone into the task.
+//! The session is a handle (one `Arc`): clones share it, so middleware between the layer and
+//! the handler, a spawned `next.run(req)`, or a task the handler starts all see the same
+//! session the layer saves.
 //!
 //! # Features
 //!
@@ -112,7 +123,7 @@
 //!
 //! # The default backend
 //!
-//! As in the seed, a secret key alone gives signed cookie sessions: the session travels in
+//! As in starsessions, a secret key alone gives signed cookie sessions: the session travels in
 //! the cookie, nothing is stored on the server.
 //!
 //! ```

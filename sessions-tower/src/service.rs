@@ -1,13 +1,13 @@
 use crate::SessionLayer;
 use crate::future::ResponseFuture;
 use http::{Request, Response};
-use sessions_core::{SessionBackend, SessionContext};
+use sessions_core::{Session, SessionBackend};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tower_service::Service;
 
-/// The service [`SessionLayer`] builds: gives each request a session and saves it on the way
-/// out.
+/// The service [`SessionLayer`] builds: puts each request's [`Session`] into the request's
+/// extensions and saves it on the way out.
 pub struct SessionMiddleware<S, B> {
     pub(crate) inner: S,
     /// One reference count to take when the service is cloned (axum clones it for every
@@ -50,6 +50,16 @@ impl<S, B> SessionMiddleware<S, B> {
     }
 }
 
+/// The path the client asked for: under axum's `Router::nest` the request's URI has lost the
+/// prefix, and `OriginalUri` keeps the whole path.
+fn client_path<T>(req: &Request<T>) -> &str {
+    #[cfg(feature = "axum")]
+    if let Some(original) = req.extensions().get::<axum::extract::OriginalUri>() {
+        return original.path();
+    }
+    req.uri().path()
+}
+
 impl<S, B, ReqBody, ResBody> Service<Request<ReqBody>> for SessionMiddleware<S, B>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
@@ -58,18 +68,17 @@ where
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
-    type Future = ResponseFuture<S, ReqBody>;
+    type Future = ResponseFuture<S::Future, ResBody>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         let layer = &*self.layer;
         let config = &layer.config;
-        // Outside the cookie path there is no session at all: no context. One construction
-        // of the future either way, so the inner future is written in place once.
-        let context = config.covers(req.uri().path()).then(|| {
+        // Outside the cookie path there is no session at all: no cookie read, set or removed.
+        let session = config.covers(client_path(&req)).then(|| {
             // A value the backend could never have issued reaches no backend call: it stands
             // as an empty value, which loads as a fresh session and gets the cookie expired.
             let cookie = config.cookie_value(req.headers()).map(|value| {
@@ -79,8 +88,11 @@ where
                     Arc::<str>::from("")
                 }
             });
-            SessionContext::new(Arc::clone(&layer.settings), cookie)
+            let backend: Arc<dyn SessionBackend> = layer.backend.clone();
+            let session = Session::with_policy(backend, cookie, config.policy);
+            req.extensions_mut().insert(session.clone());
+            session
         });
-        ResponseFuture::call(&mut self.inner, req, context, Arc::clone(config))
+        ResponseFuture::new(self.inner.call(req), session, Arc::clone(config))
     }
 }

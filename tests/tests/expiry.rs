@@ -297,6 +297,8 @@ async fn host_prefix_names_the_cookie_and_forbids_domain_and_path() {
         .assert_ok("2");
     assert!(layer.clone().with_domain("example.com").is_err());
     assert!(layer.with_path("/admin").is_err());
-    let insecure = SessionLayer::new(InMemoryBackend::new()).with_secure(false);
+    let insecure = SessionLayer::new(InMemoryBackend::new())
+        .with_secure(false)
+        .unwrap();
     assert!(insecure.with_host_prefix().is_err());
 }

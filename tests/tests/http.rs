@@ -14,7 +14,7 @@ use sessions_tower::{Error, Session, SessionLayer};
 
 /// A layer whose cookie a reqwest cookie store sends back over plain http.
 fn insecure<B: SessionBackend>(backend: B) -> SessionLayer<B> {
-    SessionLayer::new(backend).with_secure(false)
+    SessionLayer::new(backend).with_secure(false).unwrap()
 }
 
 // --- load is required ------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 //! The session's life end to end over a real socket, through `SessionLayer` with
-//! `RedisBackend` on the real Redis at `REDIS_URL` (default `redis://127.0.0.1:6379`): the
-//! seed's scenarios with autoload off (the handler calls `load()`) and on, Redis unreachable,
+//! `RedisBackend` on the real Redis at `REDIS_URL` (default `redis://127.0.0.1:6379`):
+//! starsessions' scenarios with autoload off (the handler calls `load()`) and on, Redis unreachable,
 //! a record deleted behind the layer's back, and made-up ids.
 //!
 //! Each test stores its records under a key prefix of its own and deletes every key under it
@@ -221,6 +221,7 @@ impl Load {
     fn layer(self, backend: RedisBackend) -> SessionLayer<RedisBackend> {
         SessionLayer::new(backend)
             .with_secure(false)
+            .unwrap()
             .with_max_age(MAX_AGE)
             .with_autoload(matches!(self, Load::Auto))
     }
@@ -264,7 +265,7 @@ fn is_max_age(pttl: i64) -> bool {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The seed's scenarios, autoload off and on
+// starsessions' scenarios, autoload off and on
 
 async fn counter_survives_across_requests(load: Load) {
     let keys = Keys::new();

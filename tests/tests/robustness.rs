@@ -421,7 +421,9 @@ async fn fifty_concurrent_clients_keep_their_own_counters() {
     const CLIENTS: usize = 50;
     const REQUESTS: usize = 20;
     let backend = InMemoryBackend::new();
-    let layer = SessionLayer::new(backend.clone()).with_secure(false);
+    let layer = SessionLayer::new(backend.clone())
+        .with_secure(false)
+        .unwrap();
     let server = Arc::new(Server::start(app(layer)).await);
 
     let mut clients = JoinSet::new();

@@ -52,7 +52,7 @@ fn soak_app<B: SessionBackend>(backend: B) -> Router {
     Router::new()
         .route("/inc", get(increment))
         .route("/read", get(read))
-        .layer(SessionLayer::new(backend).with_secure(false))
+        .layer(SessionLayer::new(backend).with_secure(false).unwrap())
 }
 
 /// What one client saw.

@@ -1,4 +1,4 @@
-//! The seed's scenarios end to end over a real socket with the SQL backend: SQLite in a
+//! starsessions' scenarios end to end over a real socket with the SQL backend: SQLite in a
 //! temporary file (and PostgreSQL for the same checks), the rows inspected directly.
 
 mod common;
@@ -51,7 +51,10 @@ async fn rows(backend: &SqliteBackend) -> Vec<(String, String)> {
 async fn sqlite_counter_logout_and_regenerate_over_http() {
     let db = TempDb::new();
     let backend = sqlite(&db).await;
-    let server = Server::start(app(SessionLayer::new(backend.clone()).with_secure(false))).await;
+    let server = Server::start(app(SessionLayer::new(backend.clone())
+        .with_secure(false)
+        .unwrap()))
+    .await;
     let client = browser();
     for expected in ["1", "2", "3"] {
         send(&client, &server.url("/count"), None)
@@ -166,7 +169,10 @@ async fn postgres_counter_and_logout_over_http() {
         .with_table(&table)
         .expect("a valid table name");
     backend.migrate().await.expect("migrate");
-    let server = Server::start(app(SessionLayer::new(backend.clone()).with_secure(false))).await;
+    let server = Server::start(app(SessionLayer::new(backend.clone())
+        .with_secure(false)
+        .unwrap()))
+    .await;
     let client = browser();
     for expected in ["1", "2"] {
         send(&client, &server.url("/count"), None)

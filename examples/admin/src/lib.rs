@@ -1,4 +1,4 @@
-//! An admin area with sessions of its own: the seed's `path="/admin"` example.
+//! An admin area with sessions of its own: starsessions' `path="/admin"` example.
 //!
 //! - The session cookie is named `admin_session` and has `Path=/admin`: the browser sends it
 //!   to `/admin` and the pages under it only, and the layer gives no session to requests
@@ -42,7 +42,7 @@ pub fn router(domain: Option<&str>) -> Result<Router, Error> {
         .with_path("/admin")?
         .with_autoload(true)
         // Plain http://127.0.0.1 for the demo: behind HTTPS keep the default (`Secure`).
-        .with_secure(false);
+        .with_secure(false)?;
     if let Some(domain) = domain {
         sessions = sessions.with_domain(domain)?;
     }

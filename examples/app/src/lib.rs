@@ -270,16 +270,23 @@ impl fmt::Debug for App {
 }
 
 /// The session layer's options that do not depend on the backend.
-pub fn configure<B: SessionBackend>(layer: SessionLayer<B>, config: &Config) -> SessionLayer<B> {
+///
+/// # Errors
+///
+/// Options the layer refuses, as [`Error::Config`].
+pub fn configure<B: SessionBackend>(
+    layer: SessionLayer<B>,
+    config: &Config,
+) -> Result<SessionLayer<B>, Error> {
     // `Secure` cookies are only sent over HTTPS. This app serves plain http://127.0.0.1, where
     // some browsers would not send a `Secure` cookie back (Chromium treats loopback as secure,
     // others and most HTTP clients do not), so it is off unless SESSION_SECURE=1. Behind
     // HTTPS, turn it on: it keeps the cookie off any plain-HTTP request to the host.
-    let layer = layer.with_secure(config.secure);
-    match config.max_age {
+    let layer = layer.with_secure(config.secure)?;
+    Ok(match config.max_age {
         Some(max_age) => layer.with_max_age(max_age),
         None => layer,
-    }
+    })
 }
 
 /// Build the app for `config`'s backend: connect, create the SQL table when missing, start
@@ -306,14 +313,14 @@ pub async fn build(config: &Config) -> Result<App, Error> {
                 }
             };
             let storage = "signed cookies (nothing stored on the server)";
-            let layer = configure(SessionLayer::with_secret_key(secret)?, config);
+            let layer = configure(SessionLayer::with_secret_key(secret)?, config)?;
             (router(layer, storage), storage.to_owned())
         }
         BackendKind::Memory => {
             let storage = "this process's memory (gone on restart)";
             let layer = SessionLayer::new(InMemoryBackend::new().with_max_sessions(100_000));
             (
-                router(configure(layer, config), storage),
+                router(configure(layer, config)?, storage),
                 storage.to_owned(),
             )
         }
@@ -326,7 +333,7 @@ pub async fn build(config: &Config) -> Result<App, Error> {
             backend.migrate().await?;
             cleanup = Some(backend.spawn_cleanup(CLEANUP_EVERY)?);
             let storage = format!("SQLite file {}", config.sqlite_path);
-            let layer = configure(SessionLayer::new(backend), config);
+            let layer = configure(SessionLayer::new(backend), config)?;
             (router(layer, &storage), storage)
         }
         BackendKind::Postgres => {
@@ -335,7 +342,7 @@ pub async fn build(config: &Config) -> Result<App, Error> {
             backend.migrate().await?;
             cleanup = Some(backend.spawn_cleanup(CLEANUP_EVERY)?);
             let storage = "PostgreSQL at DATABASE_URL".to_owned();
-            let layer = configure(SessionLayer::new(backend), config);
+            let layer = configure(SessionLayer::new(backend), config)?;
             (router(layer, &storage), storage)
         }
         BackendKind::Redis => {
@@ -344,7 +351,7 @@ pub async fn build(config: &Config) -> Result<App, Error> {
             // Fail now, with the backend's message, rather than on the first visit.
             backend.exists(&backend.generate_id()).await?;
             let storage = "Redis at REDIS_URL".to_owned();
-            let layer = configure(SessionLayer::new(backend), config);
+            let layer = configure(SessionLayer::new(backend), config)?;
             (router(layer, &storage), storage)
         }
     };

@@ -366,7 +366,10 @@ impl<S: Serializer> SessionBackend for FileBackend<S> {
 /// keeps out path separators, `..`, the hidden `.lock` and `.tmp-` files, and names longer
 /// than file systems allow.
 fn usable_id(id: &str) -> bool {
-    (16..=128).contains(&id.len()) && sessions_core::is_url_safe(id, false)
+    (16..=128).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 #[derive(Debug, PartialEq, Eq)]
