@@ -484,3 +484,60 @@ async fn vary_cookie_joins_the_handlers_own_vary() {
         .count();
     assert_eq!(cookies, 1, "Vary: Cookie duplicated: {:?}", reply.vary);
 }
+
+// --- plain hyper, no axum ----------------------------------------------------------------------
+
+/// A hyper server whose service is the layer around a `service_fn`: the service finds the
+/// session in the request's extensions.
+#[tokio::test]
+async fn a_plain_hyper_service_reads_the_session_from_the_request_extensions() {
+    use hyper_util::rt::TokioIo;
+    use hyper_util::service::TowerToHyperService;
+    use tower::ServiceBuilder;
+
+    let service = ServiceBuilder::new()
+        .layer(insecure(InMemoryBackend::new()))
+        .service(tower::service_fn(
+            |req: axum::http::Request<hyper::body::Incoming>| async move {
+                let session = req
+                    .extensions()
+                    .get::<Session>()
+                    .cloned()
+                    .ok_or(Error::MissingLayer)?;
+                session.load().await?;
+                let n: u64 = session.get("n")?.unwrap_or(0) + 1;
+                session.insert("n", n)?;
+                Ok::<_, Error>(axum::http::Response::new(n.to_string()))
+            },
+        ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let service = TowerToHyperService::new(service.clone());
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service),
+            );
+        }
+    });
+    let client = reqwest::Client::builder()
+        .cookie_store(true)
+        .build()
+        .unwrap();
+    for expected in ["1", "2", "3"] {
+        let body = client
+            .get(format!("http://{addr}/"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(body, expected);
+    }
+    server.abort();
+}
