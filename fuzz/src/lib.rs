@@ -335,10 +335,13 @@ pub fn serializer_round_trip<S: Serializer>(serializer: &S, data: &[u8]) -> Opti
 // --- cookie header parsing -------------------------------------------------------------------
 
 /// The handler behind the layer: a counter under `n`; a session error answers 500 with it.
-async fn count(_request: Request<()>) -> Result<Response<String>, Infallible> {
+async fn count(request: Request<()>) -> Result<Response<String>, Infallible> {
     let result = async {
-        // What the axum extractor does: loaded here when the layer autoloads.
-        let session = Session::current_autoloaded().await?;
+        let session = request
+            .extensions()
+            .get::<Session>()
+            .cloned()
+            .ok_or(Error::MissingLayer)?;
         session.load().await?;
         let n: u64 = session.get("n")?.unwrap_or(0) + 1;
         session.insert("n", n)?;

@@ -309,11 +309,6 @@ impl Session {
         }
     }
 
-    /// The policy this session follows.
-    pub fn policy(&self) -> &Policy {
-        &self.inner.policy
-    }
-
     /// The value the client sent in its cookie (unverified), if any.
     pub fn cookie_value(&self) -> Option<&str> {
         self.inner.cookie.as_deref()
@@ -354,6 +349,12 @@ impl Session {
 }
 
 impl Session {
+    /// The policy this session follows.
+    #[cfg_attr(not(feature = "axum"), allow(dead_code))]
+    pub(crate) fn policy(&self) -> &Policy {
+        &self.inner.policy
+    }
+
     fn state(&self) -> MutexGuard<'_, State> {
         // A panic elsewhere while holding the lock leaves the state consistent (every update
         // below is a single assignment), so a poisoned lock is safe to keep using.
