@@ -14,7 +14,7 @@ use cookie::Key;
 use hmac::{Hmac, Mac};
 use http::header::{COOKIE, SET_COOKIE, VARY};
 use http::{HeaderValue, Request, Response, StatusCode};
-use sessions_cookie::{CookieBackend, MAX_COOKIE_BYTES, Mode};
+use sessions_cookie::{CookieBackend, DEFAULT_COOKIE_NAME, MAX_COOKIE_BYTES, Mode};
 use sessions_core::{
     Commit, Error, IdGenerator, Policy, Serializer, Session, SessionBackend, SessionData, Values,
     unix_now,
@@ -81,8 +81,9 @@ pub fn cookie_backend(mode: Mode) -> &'static CookieBackend {
 
 /// Seals arbitrary payloads with a key exactly as `sessions-cookie` does, so a target can reach
 /// what the backend does with a payload once its seal checks out. The format, as the backend
-/// writes it: `<key id>.<base64url payload>.<base64url HMAC-SHA256 of what precedes>` (signed)
-/// or `<key id>.<base64url nonce ‖ AES-256-GCM(payload, aad = key id)>` (private), where the
+/// writes it: `<key id>.<base64url payload>.<base64url HMAC-SHA256 of the cookie name, NUL, and
+/// what precedes>` (signed) or `<key id>.<base64url nonce ‖ AES-256-GCM(payload, aad = key id,
+/// NUL, cookie name)>` (private), the cookie name being the backend's default, where the
 /// payload is four big-endian `u64`s (issued, deadline in Unix ms; created, last access in
 /// Unix s) and the values as a JSON object. [`forger`] checks this against the backend.
 #[derive(Debug)]
@@ -96,8 +97,12 @@ impl Forger {
     /// A forger for `mode` holding the key derived from `secret`.
     pub fn new(mode: Mode, secret: &[u8]) -> Self {
         let key = Key::derive_from(secret);
+        let label: &[u8] = match mode {
+            Mode::Signed => b"sessions-cookie v2 signed key id\0",
+            Mode::Private => b"sessions-cookie v2 private key id\0",
+        };
         let digest = Sha256::new()
-            .chain_update(b"sessions-cookie key id\0")
+            .chain_update(label)
             .chain_update(key.master())
             .finalize();
         Forger {
@@ -121,7 +126,7 @@ impl Forger {
                         Nonce::from_slice(&nonce),
                         Sealed {
                             msg: payload,
-                            aad: self.id.as_bytes(),
+                            aad: format!("{}\0{DEFAULT_COOKIE_NAME}", self.id).as_bytes(),
                         },
                     )
                     .expect("AES-GCM seals any length we feed it");
@@ -138,6 +143,8 @@ impl Forger {
         let mut value = format!("{}.{body}", self.id);
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(self.key.signing())
             .expect("HMAC takes any key length");
+        mac.update(DEFAULT_COOKIE_NAME.as_bytes());
+        mac.update(&[0]);
         mac.update(value.as_bytes());
         value.push('.');
         URL_SAFE_NO_PAD.encode_string(mac.finalize().into_bytes(), &mut value);
@@ -544,11 +551,13 @@ pub fn session(data: &[u8]) {
             "the old record outlived {commit:?}"
         );
     }
-    let again = block_on(session.commit()).expect("committing never fails on these backends");
+    // Committed: a second commit and any later change are refused, never silently lost.
+    let again = block_on(session.commit());
     assert!(
-        !matches!(again, Commit::Set(_)),
-        "a second commit wrote again: {again:?} after {commit:?}"
+        matches!(again, Err(Error::Committed)),
+        "a second commit was not refused: {again:?} after {commit:?}"
     );
+    assert!(matches!(session.insert("late", 1), Err(Error::Committed)));
 }
 
 // --- seeds -----------------------------------------------------------------------------------

@@ -14,9 +14,21 @@
 //!
 //! Value formats, both made only of URL-safe characters:
 //!
-//! - signed: `<key id>.<base64url(payload)>.<base64url(HMAC-SHA256 of everything before it)>`
+//! - signed: `<key id>.<base64url(payload)>.<base64url(HMAC-SHA256 of the cookie's name, a NUL
+//!   byte, and everything before the tag)>`
 //! - private: `<key id>.<base64url(nonce ‖ AES-256-GCM ciphertext of the payload ‖ tag)>`, the
-//!   key id bound as associated data, a fresh random 96-bit nonce per seal.
+//!   key id and the cookie's name bound as associated data, a fresh random 96-bit nonce per
+//!   seal.
+//!
+//! The key id (8 characters) is derived from the key, the sealing mode and the format's
+//! version, so a value of another format, another mode or another key names a key this backend
+//! does not have and is refused before any cryptography.
+//!
+//! Every value is bound to the name of the cookie it travels in: a value minted as the `user`
+//! cookie does not open as the `admin` cookie, even under the same secret. The session layer
+//! binds its cookie's name itself (through
+//! [`SessionBackend::bind_cookie_name`]); used alone, the backend binds
+//! [`DEFAULT_COOKIE_NAME`] or what [`with_cookie_name`](CookieBackend::with_cookie_name) sets.
 //!
 //! The payload is a 32-byte header (issue time and deadline in Unix milliseconds, creation and
 //! last access in Unix seconds, big-endian) followed by the session's values as a JSON object.
@@ -76,7 +88,8 @@
 
 use aes_gcm::aead::{AeadInPlace, KeyInit};
 use aes_gcm::{Aes256Gcm, Nonce};
-use base64_simd::{AsOut as _, URL_SAFE_NO_PAD};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use cookie::Key;
 use hmac::{Hmac, Mac};
 use sessions_core::{Error, SessionBackend, SessionData, Values, async_trait};
@@ -87,6 +100,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The deadline given to a session written without a TTL (a browser-session cookie): 14 days.
 pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(14 * 24 * 60 * 60);
+
+/// The cookie name values are bound to unless the layer or
+/// [`with_cookie_name`](CookieBackend::with_cookie_name) says otherwise: the session layer's
+/// default name.
+pub const DEFAULT_COOKIE_NAME: &str = "session";
 
 /// The most bytes a browser is sure to keep for one cookie.
 pub const MAX_COOKIE_BYTES: usize = 4096;
@@ -122,6 +140,8 @@ pub struct CookieBackend {
     /// The first key seals; every key opens.
     keys: Arc<[SealKey]>,
     default_lifetime: Duration,
+    /// The name of the cookie the values travel in, bound into every seal.
+    cookie_name: Arc<str>,
 }
 
 impl fmt::Debug for CookieBackend {
@@ -133,11 +153,12 @@ impl fmt::Debug for CookieBackend {
                 &self.keys.iter().map(|k| k.id.as_str()).collect::<Vec<_>>(),
             )
             .field("default_lifetime", &self.default_lifetime)
+            .field("cookie_name", &self.cookie_name)
             .finish()
     }
 }
 
-fn seal_key(secret: &[u8]) -> Result<SealKey, Error> {
+fn seal_key(mode: Mode, secret: &[u8]) -> Result<SealKey, Error> {
     if secret.len() < MIN_SECRET_BYTES {
         return Err(Error::Config(format!(
             "the session secret key is {} bytes; at least {MIN_SECRET_BYTES} random bytes are \
@@ -147,8 +168,14 @@ fn seal_key(secret: &[u8]) -> Result<SealKey, Error> {
         )));
     }
     let key = Key::derive_from(secret);
+    // The label names the format's version and the mode: values of an earlier format, or
+    // sealed in the other mode, carry a key id no key here has.
+    let label: &[u8] = match mode {
+        Mode::Signed => b"sessions-cookie v2 signed key id\0",
+        Mode::Private => b"sessions-cookie v2 private key id\0",
+    };
     let digest = Sha256::new()
-        .chain_update(b"sessions-cookie key id\0")
+        .chain_update(label)
         .chain_update(key.master())
         .finalize();
     let mac = <Hmac<Sha256> as Mac>::new_from_slice(key.signing())
@@ -156,7 +183,7 @@ fn seal_key(secret: &[u8]) -> Result<SealKey, Error> {
     let aead = Aes256Gcm::new_from_slice(key.encryption())
         .map_err(|_| Error::Config("the derived encryption key has a bad length".to_owned()))?;
     Ok(SealKey {
-        id: URL_SAFE_NO_PAD.encode_to_string(&digest[..6]),
+        id: URL_SAFE_NO_PAD.encode(&digest[..6]),
         mac,
         aead,
     })
@@ -181,19 +208,27 @@ fn now_millis() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// URL-safe base64 without padding (strict: no padding, no stray trailing bits), decoded
-/// with SIMD instructions where the CPU has them: the payload of a cookie is decoded on every
-/// request that uses its session.
+/// URL-safe base64 without padding (strict: no padding, no stray trailing bits).
 fn decode_base64(text: &str) -> Option<Vec<u8>> {
-    URL_SAFE_NO_PAD.decode_to_vec(text).ok()
+    URL_SAFE_NO_PAD.decode(text).ok()
+}
+
+/// The associated data of a private value: the key id and the cookie's name.
+fn associated_data(key_id: &str, cookie_name: &str) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(key_id.len() + 1 + cookie_name.len());
+    aad.extend_from_slice(key_id.as_bytes());
+    aad.push(0);
+    aad.extend_from_slice(cookie_name.as_bytes());
+    aad
 }
 
 impl CookieBackend {
     fn new(mode: Mode, secret: &[u8]) -> Result<Self, Error> {
         Ok(CookieBackend {
             mode,
-            keys: Arc::from([seal_key(secret)?]),
+            keys: Arc::from([seal_key(mode, secret)?]),
             default_lifetime: DEFAULT_LIFETIME,
+            cookie_name: Arc::from(DEFAULT_COOKIE_NAME),
         })
     }
 
@@ -202,8 +237,8 @@ impl CookieBackend {
     /// # Errors
     ///
     /// A secret shorter than [`MIN_SECRET_BYTES`] is [`Error::Config`].
-    pub fn signed(secret: &[u8]) -> Result<Self, Error> {
-        CookieBackend::new(Mode::Signed, secret)
+    pub fn signed(secret: impl AsRef<[u8]>) -> Result<Self, Error> {
+        CookieBackend::new(Mode::Signed, secret.as_ref())
     }
 
     /// Private sessions (AES-256-GCM): the client can neither read nor change them.
@@ -211,8 +246,24 @@ impl CookieBackend {
     /// # Errors
     ///
     /// A secret shorter than [`MIN_SECRET_BYTES`] is [`Error::Config`].
-    pub fn private(secret: &[u8]) -> Result<Self, Error> {
-        CookieBackend::new(Mode::Private, secret)
+    pub fn private(secret: impl AsRef<[u8]>) -> Result<Self, Error> {
+        CookieBackend::new(Mode::Private, secret.as_ref())
+    }
+
+    /// Bind values to the cookie `name` (default [`DEFAULT_COOKIE_NAME`]): a value sealed for
+    /// one name does not open under another. The session layer does this itself with its own
+    /// cookie name; call it when using the backend without the layer.
+    #[must_use]
+    pub fn with_cookie_name(self, name: &str) -> Self {
+        CookieBackend {
+            cookie_name: Arc::from(name),
+            ..self
+        }
+    }
+
+    /// The cookie name values are bound to.
+    pub fn cookie_name(&self) -> &str {
+        &self.cookie_name
     }
 
     /// A fresh 64-byte secret from the operating system's CSPRNG, base64url-encoded: store it
@@ -227,7 +278,7 @@ impl CookieBackend {
         #[allow(clippy::expect_used)]
         getrandom::fill(&mut secret)
             .expect("the operating system's random number generator failed");
-        URL_SAFE_NO_PAD.encode_to_string(secret)
+        URL_SAFE_NO_PAD.encode(secret)
     }
 
     /// Keep opening cookies sealed with `secret`, an earlier key, while new cookies are sealed
@@ -236,8 +287,8 @@ impl CookieBackend {
     /// # Errors
     ///
     /// A secret shorter than [`MIN_SECRET_BYTES`] is [`Error::Config`].
-    pub fn with_old_key(self, secret: &[u8]) -> Result<Self, Error> {
-        let old = seal_key(secret)?;
+    pub fn with_old_key(self, secret: impl AsRef<[u8]>) -> Result<Self, Error> {
+        let old = seal_key(self.mode, secret.as_ref())?;
         let keys: Vec<SealKey> = self
             .keys
             .iter()
@@ -280,37 +331,44 @@ impl CookieBackend {
         let Some(key) = self.keys.first() else {
             return Err(Error::Config("the cookie backend has no key".to_owned()));
         };
-        let base64 = URL_SAFE_NO_PAD;
         match self.mode {
             Mode::Signed => {
-                let body = base64.encoded_length(buf.len());
-                let mut value = String::with_capacity(key.id.len() + body + 46);
+                let mut value = String::with_capacity(key.id.len() + buf.len() * 4 / 3 + 48);
                 value.push_str(&key.id);
                 value.push('.');
-                base64.encode_append(&buf, &mut value);
-                let mut mac = key.mac.clone();
-                mac.update(value.as_bytes());
+                URL_SAFE_NO_PAD.encode_string(&buf, &mut value);
+                let mac = self.mac(key, &value);
                 value.push('.');
-                base64.encode_append(mac.finalize().into_bytes(), &mut value);
+                URL_SAFE_NO_PAD.encode_string(mac.finalize().into_bytes(), &mut value);
                 Ok(value)
             }
             Mode::Private => {
                 let (nonce, payload) = buf.split_at_mut(NONCE_BYTES);
                 getrandom::fill(nonce)
                     .map_err(|e| Error::backend(format!("no randomness for a nonce: {e}")))?;
+                let aad = associated_data(&key.id, &self.cookie_name);
                 let tag = key
                     .aead
-                    .encrypt_in_place_detached(Nonce::from_slice(nonce), key.id.as_bytes(), payload)
+                    .encrypt_in_place_detached(Nonce::from_slice(nonce), &aad, payload)
                     .map_err(|_| Error::backend("AES-GCM sealing failed"))?;
                 buf.extend_from_slice(&tag);
-                let mut value =
-                    String::with_capacity(key.id.len() + 1 + base64.encoded_length(buf.len()));
+                let mut value = String::with_capacity(key.id.len() + 1 + buf.len() * 4 / 3 + 4);
                 value.push_str(&key.id);
                 value.push('.');
-                base64.encode_append(&buf, &mut value);
+                URL_SAFE_NO_PAD.encode_string(&buf, &mut value);
                 Ok(value)
             }
         }
+    }
+
+    /// The MAC of a signed value: over the cookie's name, a NUL byte (names never hold one),
+    /// and `signed`, the value up to its tag.
+    fn mac(&self, key: &SealKey, signed: &str) -> Hmac<Sha256> {
+        let mut mac = key.mac.clone();
+        mac.update(self.cookie_name.as_bytes());
+        mac.update(&[0]);
+        mac.update(signed.as_bytes());
+        mac
     }
 
     /// The payload inside a sealed value, as a buffer and where in it the payload starts;
@@ -325,16 +383,14 @@ impl CookieBackend {
                     return None;
                 }
                 let mut expected = [0u8; MAC_BYTES];
-                if URL_SAFE_NO_PAD.decoded_length(tag.as_bytes()).ok()? != MAC_BYTES {
+                let decoded = URL_SAFE_NO_PAD
+                    .decode_slice(tag.as_bytes(), &mut expected)
+                    .ok()?;
+                if decoded != MAC_BYTES {
                     return None;
                 }
-                URL_SAFE_NO_PAD
-                    .decode(tag.as_bytes(), expected.as_mut_slice().as_out())
-                    .ok()?;
-                let mut mac = key.mac.clone();
-                mac.update(signed.as_bytes());
                 // Constant-time comparison.
-                mac.verify_slice(&expected).ok()?;
+                self.mac(key, signed).verify_slice(&expected).ok()?;
                 Some((decode_base64(&signed[id.len() + 1..])?, 0))
             }
             Mode::Private => {
@@ -349,7 +405,7 @@ impl CookieBackend {
                 key.aead
                     .decrypt_in_place_detached(
                         Nonce::from_slice(nonce),
-                        key.id.as_bytes(),
+                        &associated_data(&key.id, &self.cookie_name),
                         sealed,
                         aes_gcm::Tag::from_slice(tag),
                     )
@@ -414,6 +470,11 @@ impl SessionBackend for CookieBackend {
         ttl: Option<Duration>,
     ) -> Result<String, Error> {
         self.encode(data, ttl)
+    }
+
+    /// A copy of this backend whose values are bound to the cookie `name`.
+    fn bind_cookie_name(&self, name: &str) -> Option<Arc<dyn SessionBackend>> {
+        Some(Arc::new(self.clone().with_cookie_name(name)))
     }
 
     /// Nothing to do: the session lives in the client. The layer expires the cookie.

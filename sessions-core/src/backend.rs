@@ -111,6 +111,18 @@ pub trait SessionBackend: Send + Sync + 'static {
         self.write(Some(id), data, ttl).await
     }
 
+    /// For a backend whose cookie value is the session itself (the cookie backend): a copy
+    /// of this backend whose values are bound to the cookie `name`, so that a value minted
+    /// under one cookie name does not open under another. A session layer calls it with its
+    /// cookie's name and stores sessions through the copy.
+    ///
+    /// The default `None` suits server-side stores: their values are ids, which name a record
+    /// whatever cookie carries them.
+    fn bind_cookie_name(&self, name: &str) -> Option<Arc<dyn SessionBackend>> {
+        let _ = name;
+        None
+    }
+
     /// Whether `value` can be one of this backend's ids (or cookie values). Values it rejects
     /// are ignored before any backend call, as if no cookie had been sent.
     ///
@@ -154,6 +166,9 @@ impl<B: SessionBackend + ?Sized> SessionBackend for Arc<B> {
         ttl: Option<Duration>,
     ) -> Result<String, Error> {
         (**self).touch(id, data, ttl).await
+    }
+    fn bind_cookie_name(&self, name: &str) -> Option<Arc<dyn SessionBackend>> {
+        (**self).bind_cookie_name(name)
     }
     fn accepts(&self, value: &str) -> bool {
         (**self).accepts(value)

@@ -1,6 +1,6 @@
 use crate::SessionMiddleware;
 use crate::config::Config;
-use cookie::SameSite;
+use ::cookie::SameSite;
 use sessions_core::{Error, SessionBackend};
 use std::fmt;
 use std::sync::Arc;
@@ -14,6 +14,9 @@ use tower_layer::Layer;
 /// `SameSite=Lax`, `autoload` off.
 pub struct SessionLayer<B> {
     pub(crate) backend: Arc<B>,
+    /// What sessions are stored through: the backend, bound to the cookie's name where the
+    /// backend binds its values to it (see [`SessionBackend::bind_cookie_name`]).
+    pub(crate) sessions: Arc<dyn SessionBackend>,
     pub(crate) config: Arc<Config>,
 }
 
@@ -21,6 +24,7 @@ impl<B> Clone for SessionLayer<B> {
     fn clone(&self) -> Self {
         SessionLayer {
             backend: Arc::clone(&self.backend),
+            sessions: Arc::clone(&self.sessions),
             config: Arc::clone(&self.config),
         }
     }
@@ -35,6 +39,14 @@ impl<B> fmt::Debug for SessionLayer<B> {
     }
 }
 
+/// The backend as the layer's sessions use it: bound to the cookie's name (as sent, with any
+/// `__Host-` prefix) when the backend binds values to names.
+fn bound<B: SessionBackend>(backend: &Arc<B>, config: &Config) -> Arc<dyn SessionBackend> {
+    backend
+        .bind_cookie_name(&config.cookie_name)
+        .unwrap_or_else(|| backend.clone())
+}
+
 const SAME_SITE_NONE_NEEDS_SECURE: &str =
     "SameSite=None requires Secure: browsers reject the cookie otherwise";
 const HOST_PREFIX_NEEDS: &str = "a __Host- cookie needs Secure, Path=/ and no Domain";
@@ -47,9 +59,11 @@ impl<B: SessionBackend> SessionLayer<B> {
 
     /// Sessions stored in a backend that is already shared.
     pub fn from_arc(backend: Arc<B>) -> Self {
+        let config = Config::default();
         SessionLayer {
+            sessions: bound(&backend, &config),
             backend,
-            config: Arc::new(Config::default()),
+            config: Arc::new(config),
         }
     }
 
@@ -62,6 +76,7 @@ impl<B: SessionBackend> SessionLayer<B> {
         let config = Arc::make_mut(&mut self.config);
         f(config);
         config.render();
+        self.sessions = bound(&self.backend, config);
         self
     }
 

@@ -141,6 +141,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 mod config;
+mod cookie;
 mod future;
 mod layer;
 mod service;
@@ -154,4 +155,4 @@ pub use sessions_core::{Commit, Error, Session, SessionBackend};
 pub use sessions_cookie::CookieBackend;
 
 /// The cookie's `SameSite` attribute.
-pub use cookie::SameSite;
+pub use ::cookie::SameSite;

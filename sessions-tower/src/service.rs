@@ -79,16 +79,14 @@ where
         let config = &layer.config;
         // Outside the cookie path there is no session at all: no cookie read, set or removed.
         let session = config.covers(client_path(&req)).then(|| {
-            // A value the backend could never have issued reaches no backend call: it stands
-            // as an empty value, which loads as a fresh session and gets the cookie expired.
-            let cookie = config.cookie_value(req.headers()).map(|value| {
-                if layer.backend.accepts(value) {
-                    Arc::<str>::from(value)
-                } else {
-                    Arc::<str>::from("")
-                }
-            });
-            let backend: Arc<dyn SessionBackend> = layer.backend.clone();
+            // A value the backend could never have issued reaches no backend call: when no
+            // cookie of the name is usable it stands as an empty value, which loads as a fresh
+            // session and gets the cookie expired.
+            let cookie =
+                crate::cookie::request_value(req.headers(), &config.cookie_name, |value| {
+                    layer.backend.accepts(value)
+                });
+            let backend = Arc::clone(&layer.sessions);
             let session = Session::with_policy(backend, cookie, config.policy);
             req.extensions_mut().insert(session.clone());
             session

@@ -318,3 +318,79 @@ async fn path_and_domain_attributes_apply_to_cookie_sessions() {
     .await;
     again.assert_ok("2");
 }
+
+/// A value minted by `from` (as its cookie `from_name`) and sent to `to` as the cookie
+/// `to_name`: the reply of `/count` there.
+async fn replay(
+    from: CookieBackend,
+    from_name: &str,
+    to: CookieBackend,
+    to_name: &str,
+) -> common::Reply {
+    let minting = Server::start(app(SessionLayer::new(from)
+        .with_cookie_name(from_name)
+        .unwrap()))
+    .await;
+    let target = Server::start(app(SessionLayer::new(to)
+        .with_cookie_name(to_name)
+        .unwrap()))
+    .await;
+    let client = plain();
+    let minted = send(&client, &minting.url("/put/42"), None).await;
+    let value = minted.cookie().value.clone();
+    // The value opens where it was minted.
+    send(
+        &client,
+        &minting.url("/get"),
+        Some(&format!("{from_name}={value}")),
+    )
+    .await
+    .assert_ok("42");
+    send(
+        &client,
+        &target.url("/count"),
+        Some(&format!("{to_name}={value}")),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_value_replayed_under_another_cookie_name_starts_a_fresh_session() {
+    for mode in [Mode::Signed, Mode::Private] {
+        let reply = replay(backend(mode, KEY1), "user", backend(mode, KEY1), "admin").await;
+        assert_eq!(reply.status, StatusCode::OK, "{mode:?}: {}", reply.body);
+        assert_eq!(
+            reply.body, "1",
+            "{mode:?}: the `user` value opened as `admin`"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_value_moved_between_signed_and_private_layers_starts_a_fresh_session() {
+    for (from, to) in [(Mode::Signed, Mode::Private), (Mode::Private, Mode::Signed)] {
+        let reply = replay(backend(from, KEY1), "session", backend(to, KEY1), "session").await;
+        assert_eq!(
+            reply.status,
+            StatusCode::OK,
+            "{from:?} -> {to:?}: {}",
+            reply.body
+        );
+        assert_eq!(reply.body, "1", "{from:?} -> {to:?}: the value opened");
+    }
+}
+
+#[tokio::test]
+async fn a_value_sealed_under_an_unknown_key_starts_a_fresh_session() {
+    for mode in [Mode::Signed, Mode::Private] {
+        let reply = replay(
+            backend(mode, KEY2),
+            "session",
+            backend(mode, KEY1),
+            "session",
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::OK, "{mode:?}: {}", reply.body);
+        assert_eq!(reply.body, "1", "{mode:?}: a value of another key opened");
+    }
+}
