@@ -135,7 +135,7 @@ if [ -n "$CALLGRIND" ]; then
                     v = (m == 1 ? "ours-cookie-signed" : "ours-cookie-private")
                     over = instr[s SUBSEP v] - bare
                     r = over / mem
-                    # The bound is on the private mode; the signed mode's HMAC runs software
+                    # The bound is on the private mode: the signed mode HMAC runs software
                     # SHA-256 under valgrind, which hides SHA-NI (see README.md).
                     verdict = (m == 2 ? (r <= 2 ? "kept" : "NOT kept") : "no bound (SHA-NI hidden under valgrind)")
                     printf "  %-5s %-19s overhead / ours (memory) overhead = %6.0f / %5.0f = %.3f%s: %s\n",

@@ -20,8 +20,10 @@ pub(crate) fn request_value(
     for header in headers.get_all(COOKIE) {
         // A header that is not UTF-8 as a whole still has its valid pairs read: the bytes that
         // are not become U+FFFD, which no usable value holds.
-        let text = String::from_utf8_lossy(header.as_bytes());
-        let lossy = matches!(text, Cow::Owned(_));
+        let (text, lossy) = match std::str::from_utf8(header.as_bytes()) {
+            Ok(text) => (Cow::Borrowed(text), false),
+            Err(_) => (String::from_utf8_lossy(header.as_bytes()), true),
+        };
         for cookie in Cookie::split_parse(text).flatten() {
             if cookie.name() != name {
                 continue;
