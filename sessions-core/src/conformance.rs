@@ -67,6 +67,27 @@ pub trait Harness: Send + Sync {
         async { None }
     }
 
+    /// Store `bytes` as the raw stored form of a record under a fresh id of `backend` (a Redis
+    /// `SET`, an SQL `INSERT`, a file), bypassing the serializer, and return the id: how the
+    /// suite gets a record that does not decode. `None` (the default) skips
+    /// [`Case::CorruptRecordReadsAsMissing`] and [`Case::CorruptRecordFailsWhenStrict`], with
+    /// that reason printed.
+    fn plant_raw(
+        &self,
+        backend: &Self::Backend,
+        bytes: &[u8],
+    ) -> impl Future<Output = Option<String>> + Send {
+        let _ = (backend, bytes);
+        async { None }
+    }
+
+    /// A backend on the same storage whose reads fail on a record that does not decode
+    /// ([`CorruptRecords::Fail`](crate::store::CorruptRecords::Fail)). `None` (the default)
+    /// skips [`Case::CorruptRecordFailsWhenStrict`], with that reason printed.
+    fn strict_backend(&self) -> impl Future<Output = Option<Self::Backend>> + Send {
+        async { None }
+    }
+
     /// Cases this backend cannot support, with the reason; they are skipped and the reason
     /// printed. A cookie-carried backend, for example, cannot remove a session on the server.
     fn skip(&self, case: Case) -> Option<&'static str> {
@@ -120,7 +141,7 @@ cases! {
     TtlHonoured => ttl_honoured,
     /// Each write restarts the TTL.
     TtlResetsOnWrite => ttl_resets_on_write,
-    /// Generated ids are unique across 10,000 draws, URL-safe and carry at least 128 bits.
+    /// Generated ids are unique across 10,000 draws, and the backend accepts its own ids.
     IdsUnique => ids_unique,
     /// A 1 MiB value round-trips.
     LargeValue => large_value,
@@ -138,6 +159,13 @@ cases! {
     CreateNeverOverwrites => create_never_overwrites,
     /// An update after a concurrent remove reports the session gone and stores nothing.
     NoResurrectionAfterRemove => no_resurrection_after_remove,
+    /// A stored record that does not decode reads as no session by default, and is removed:
+    /// no lock-out until it expires. Needs [`Harness::plant_raw`].
+    CorruptRecordReadsAsMissing => corrupt_record_reads_as_missing,
+    /// In strict mode a record that does not decode fails the read with
+    /// [`Error::Serialization`] naming the record (its id masked), and is kept. Needs
+    /// [`Harness::plant_raw`] and [`Harness::strict_backend`].
+    CorruptRecordFailsWhenStrict => corrupt_record_fails_when_strict,
 }
 
 impl fmt::Display for Case {
@@ -308,13 +336,12 @@ async fn ids_unique<H: Harness>(h: &H) {
     let mut seen = HashSet::new();
     for _ in 0..10_000 {
         let id = b.generate_id();
+        // Whatever the id format (a backend may have its own generator), the layer must let
+        // the backend's own ids through when a client sends them back.
         assert!(
-            id.bytes()
-                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_'),
-            "generated ids must be URL-safe"
+            b.accepts(&id),
+            "the backend refuses an id it generated: {id:?}"
         );
-        // base64 carries 6 bits a character: 22 characters hold 128 bits.
-        assert!(id.len() >= 22, "generated ids must carry at least 128 bits");
         assert!(seen.insert(id), "a generated id repeated");
     }
 }
@@ -514,6 +541,75 @@ async fn no_resurrection_after_remove<H: Harness>(h: &H) {
     );
 }
 
+/// Bytes no serializer reads as a session record.
+const GARBAGE: &[u8] = b"\xff\x00 not a session record";
+
+async fn corrupt_record_reads_as_missing<H: Harness>(h: &H) {
+    let b = h.backend().await;
+    let Some(id) = h.plant_raw(&b, GARBAGE).await else {
+        println!(
+            "conformance: skipping {}: the harness cannot plant raw bytes (Harness::plant_raw)",
+            Case::CorruptRecordReadsAsMissing
+        );
+        return;
+    };
+    assert!(
+        b.exists(&id).await.expect("exists failed"),
+        "the planted record is not there"
+    );
+    match b.read(&id).await {
+        Ok(None) => {}
+        Ok(Some(_)) => panic!("garbage decoded as a session"),
+        Err(e) => panic!("a corrupt record must read as no session by default, got: {e}"),
+    }
+    assert!(
+        !b.exists(&id).await.expect("exists failed"),
+        "the corrupt record was not removed"
+    );
+    assert!(
+        matches!(
+            b.write(Some(&id), &record(json!({"v": 1})), HOUR).await,
+            Err(Error::SessionGone)
+        ),
+        "the id of a discarded record was adopted"
+    );
+}
+
+async fn corrupt_record_fails_when_strict<H: Harness>(h: &H) {
+    let Some(b) = h.strict_backend().await else {
+        println!(
+            "conformance: skipping {}: the harness has no strict backend (Harness::strict_backend)",
+            Case::CorruptRecordFailsWhenStrict
+        );
+        return;
+    };
+    let Some(id) = h.plant_raw(&b, GARBAGE).await else {
+        println!(
+            "conformance: skipping {}: the harness cannot plant raw bytes (Harness::plant_raw)",
+            Case::CorruptRecordFailsWhenStrict
+        );
+        return;
+    };
+    let error = match b.read(&id).await {
+        Err(error) => error,
+        Ok(found) => panic!("strict mode must fail the read of a corrupt record, got {found:?}"),
+    };
+    let Error::Serialization { source, .. } = &error else {
+        panic!("a corrupt record must fail with Error::Serialization, got: {error}")
+    };
+    let corrupt = source
+        .downcast_ref::<crate::store::CorruptRecord>()
+        .expect("the error's source names the record (store::CorruptRecord)");
+    assert!(
+        !error.to_string().contains(&id) && !corrupt.location().contains(&id),
+        "the error shows the whole session id: {error}"
+    );
+    assert!(
+        b.exists(&id).await.expect("exists failed"),
+        "strict mode removed the record"
+    );
+}
+
 /// Generate one `#[test]` per conformance [`Case`] for a [`Harness`] expression.
 ///
 /// ```ignore
@@ -543,6 +639,8 @@ macro_rules! conformance_tests {
             conformance_unknown_id_not_adopted => UnknownIdNotAdopted,
             conformance_create_never_overwrites => CreateNeverOverwrites,
             conformance_no_resurrection_after_remove => NoResurrectionAfterRemove,
+            conformance_corrupt_record_reads_as_missing => CorruptRecordReadsAsMissing,
+            conformance_corrupt_record_fails_when_strict => CorruptRecordFailsWhenStrict,
         );
     };
     (@cases $harness:expr; $($test:ident => $case:ident,)*) => {

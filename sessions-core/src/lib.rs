@@ -9,6 +9,8 @@
 //!   `bincode`), for backends that store bytes;
 //! - [`SessionData`], the stored record: values plus created / last-access metadata;
 //! - [`Error`], one enum naming every cause;
+//! - [`store`], the helpers every backend that stores bytes shares (masked ids, corrupt
+//!   records, creation under a fresh id);
 //! - the [`conformance`] suite (feature `conformance`) that every backend passes.
 //!
 //! Applications use it through `sessions-tower` (the middleware) and a backend crate:
@@ -72,6 +74,7 @@ mod id;
 mod policy;
 pub mod serializer;
 mod session;
+pub mod store;
 
 pub use backend::{IdGenerator, SessionBackend};
 pub use data::{SessionData, Values, unix_now};

@@ -68,8 +68,16 @@ struct JsonRecord {
     data: Values,
 }
 
+impl JsonSerializer {
+    /// How deeply arrays and objects may nest inside a value (`[[1]]` is 2): serde_json
+    /// refuses to read deeper documents, so [`serialize`](Serializer::serialize) refuses to
+    /// write them, and no record is ever stored that cannot be loaded again.
+    pub const MAX_DEPTH: usize = 125;
+}
+
 impl Serializer for JsonSerializer {
     fn serialize(&self, data: &SessionData) -> Result<Vec<u8>, Error> {
+        check_depth(data.values(), JsonSerializer::MAX_DEPTH)?;
         serde_json::to_vec(&JsonRecordRef {
             created: data.created_unix(),
             accessed: data.last_access_unix(),
@@ -79,108 +87,36 @@ impl Serializer for JsonSerializer {
     }
 
     fn deserialize(&self, bytes: &[u8]) -> Result<SessionData, Error> {
-        match decode_written_layout(bytes) {
-            Some(record) => Ok(record),
-            None => decode_with_serde(bytes).map_err(Error::decode),
-        }
+        let record: JsonRecord = serde_json::from_slice(bytes).map_err(Error::decode)?;
+        Ok(SessionData::from_parts(
+            record.data,
+            record.created,
+            record.accessed,
+        ))
     }
 }
 
-/// Any JSON record, parsed by serde alone.
-fn decode_with_serde(bytes: &[u8]) -> Result<SessionData, serde_json::Error> {
-    let record: JsonRecord = serde_json::from_slice(bytes)?;
-    Ok(SessionData::from_parts(
-        record.data,
-        record.created,
-        record.accessed,
-    ))
-}
-
-/// The record exactly as [`JsonSerializer::serialize`] writes it,
-/// `{"created":<digits>,"accessed":<digits>,"data":{...}}` without whitespace, decoded with
-/// the envelope matched byte for byte: the values by [`flat_values`] when they are all plain,
-/// else by serde. Anything else (other key order, whitespace, numbers this does not take) is
-/// `None`, and the caller parses the whole record with serde: for every input either both
-/// give the same record or this gives `None`.
-fn decode_written_layout(bytes: &[u8]) -> Option<SessionData> {
-    let rest = bytes.strip_prefix(br#"{"created":"#)?;
-    let (created, rest) = leading_u64(rest)?;
-    let rest = rest.strip_prefix(br#","accessed":"#)?;
-    let (accessed, rest) = leading_u64(rest)?;
-    let values = rest.strip_prefix(br#","data":"#)?.strip_suffix(b"}")?;
-    let values = match flat_values(values) {
-        Some(values) => values,
-        None => serde_json::from_slice(values).ok()?,
-    };
-    Some(SessionData::from_parts(values, created, accessed))
-}
-
-/// A JSON object of plain values as serde_json writes it, `{"key":value,...}` without
-/// whitespace, each value `true`, `false`, `null`, an unsigned integer [`leading_u64`] takes
-/// or a string without escapes; later duplicates replace earlier ones, as with serde. Anything
-/// else (nested values, other numbers, escapes, whitespace) is `None`, and the caller lets
-/// serde parse the object: for every input either both give the same map or this gives `None`.
-fn flat_values(bytes: &[u8]) -> Option<Values> {
-    let mut rest = bytes.strip_prefix(b"{")?;
-    let mut values = Values::new();
-    if rest == b"}" {
-        return Some(values);
-    }
-    loop {
-        let (key, after) = plain_string(rest)?;
-        let after = after.strip_prefix(b":")?;
-        let (value, after) = match after.first()? {
-            b'"' => {
-                let (text, after) = plain_string(after)?;
-                (Value::String(text.to_owned()), after)
-            }
-            b't' => (Value::Bool(true), after.strip_prefix(b"true")?),
-            b'f' => (Value::Bool(false), after.strip_prefix(b"false")?),
-            b'n' => (Value::Null, after.strip_prefix(b"null")?),
-            _ => {
-                let (n, after) = leading_u64(after)?;
-                (Value::from(n), after)
-            }
+/// [`Error::Serialization`] when a value in `values` nests arrays and objects deeper than
+/// `max` (`[[1]]` is 2). Walks with a stack of its own, so a value of any depth is measured
+/// without recursion, and stops as soon as the limit is passed.
+fn check_depth(values: &Values, max: usize) -> Result<(), Error> {
+    let mut stack: Vec<(&Value, usize)> = values.values().map(|value| (value, 0)).collect();
+    while let Some((value, depth)) = stack.pop() {
+        let children: Box<dyn Iterator<Item = &Value>> = match value {
+            Value::Array(items) => Box::new(items.iter()),
+            Value::Object(map) => Box::new(map.values()),
+            _ => continue,
         };
-        values.insert(key.to_owned(), value);
-        match after {
-            [b',', tail @ ..] => rest = tail,
-            b"}" => return Some(values),
-            _ => return None,
+        let depth = depth + 1;
+        if depth > max {
+            return Err(Error::encode(format!(
+                "a session value nests arrays and objects more than {max} levels deep, \
+                 which could not be read back; store it flatter"
+            )));
         }
+        stack.extend(children.map(|child| (child, depth)));
     }
-}
-
-/// A JSON string at the start of `bytes` that needs no unescaping (no `\\`, no control
-/// characters), as text, and what follows it.
-fn plain_string(bytes: &[u8]) -> Option<(&str, &[u8])> {
-    let body = bytes.strip_prefix(b"\"")?;
-    let end = body
-        .iter()
-        .position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
-    if body[end] != b'"' {
-        return None;
-    }
-    let text = std::str::from_utf8(&body[..end]).ok()?;
-    Some((text, &body[end + 1..]))
-}
-
-/// A JSON unsigned integer at the start of `bytes` and what follows it: 1 to 19 digits (so it
-/// always fits a `u64`) without a leading zero, as JSON writes them.
-fn leading_u64(bytes: &[u8]) -> Option<(u64, &[u8])> {
-    let mut value = 0u64;
-    let mut digits = 0;
-    while let Some(&byte) = bytes.get(digits) {
-        if !byte.is_ascii_digit() {
-            break;
-        }
-        if digits == 19 || (digits == 1 && value == 0) {
-            return None;
-        }
-        value = value * 10 + u64::from(byte - b'0');
-        digits += 1;
-    }
-    (digits > 0).then(|| (value, &bytes[digits..]))
+    Ok(())
 }
 
 #[cfg(feature = "bincode")]
@@ -198,9 +134,10 @@ mod binary {
     /// A compact binary serializer on [bincode](https://docs.rs/bincode) 2.
     ///
     /// It round-trips every value a session can hold: null, booleans, every `i64`, `u64` and
-    /// `f64`, strings, and arrays and objects nested to any depth up to
-    /// [`MAX_DEPTH`](BincodeSerializer::MAX_DEPTH). Bytes that are not a record, or that nest
-    /// deeper, decode as [`Error::Serialization`], never a panic or a stack overflow.
+    /// `f64`, strings, and arrays and objects nested up to
+    /// [`MAX_DEPTH`](BincodeSerializer::MAX_DEPTH) - 1 levels inside a value. Deeper values
+    /// are refused when written; bytes that are not a record, or that nest deeper, decode as
+    /// [`Error::Serialization`], never a panic or a stack overflow.
     ///
     /// This uses bincode 2.x: the 3.0.0 release on crates.io is an empty tombstone, and
     /// bincode is no longer maintained, so the format is pinned here by a version byte.
@@ -341,13 +278,25 @@ mod binary {
         })
     }
 
+    /// The largest record decoded.
+    const LIMIT: usize = 64 * 1024 * 1024;
+
     fn config() -> impl bincode::config::Config {
-        bincode::config::standard().with_limit::<{ 64 * 1024 * 1024 }>()
+        bincode::config::standard().with_limit::<LIMIT>()
     }
 
     impl Serializer for BincodeSerializer {
         fn serialize(&self, data: &SessionData) -> Result<Vec<u8>, Error> {
-            bincode::encode_to_vec(RecordRef(data), config()).map_err(Error::encode)
+            super::check_depth(data.values(), BincodeSerializer::MAX_DEPTH - 1)?;
+            let bytes = bincode::encode_to_vec(RecordRef(data), config()).map_err(Error::encode)?;
+            if bytes.len() > LIMIT {
+                return Err(Error::encode(format!(
+                    "the record is {} bytes, over the {LIMIT}-byte limit it could be read \
+                     back under",
+                    bytes.len()
+                )));
+            }
+            Ok(bytes)
         }
 
         fn deserialize(&self, bytes: &[u8]) -> Result<SessionData, Error> {
@@ -392,137 +341,66 @@ mod tests {
         SessionData::from_parts(values, 1_700_000_000, 1_700_000_123)
     }
 
+    /// A record whose value `"deep"` nests `depth` arrays, innermost holding a number.
+    fn nested(depth: usize) -> SessionData {
+        let mut deep = serde_json::Value::from(1);
+        for _ in 0..depth {
+            deep = serde_json::Value::Array(vec![deep]);
+        }
+        let mut values = Values::new();
+        values.insert("deep".into(), deep);
+        SessionData::from_parts(values, 1, 1)
+    }
+
+    /// Every serializer in this crate, with the deepest value it must take.
+    fn serializers() -> Vec<(&'static str, Box<dyn Serializer>, usize)> {
+        let mut all: Vec<(&'static str, Box<dyn Serializer>, usize)> =
+            vec![("json", Box::new(JsonSerializer), JsonSerializer::MAX_DEPTH)];
+        #[cfg(feature = "bincode")]
+        all.push((
+            "bincode",
+            Box::new(BincodeSerializer),
+            BincodeSerializer::MAX_DEPTH - 1,
+        ));
+        all
+    }
+
     #[test]
-    fn the_written_layout_decodes_as_serde_decodes_it() {
-        let written = JsonSerializer.serialize(&sample()).unwrap();
-        assert!(
-            decode_written_layout(&written).is_some(),
-            "the fast path takes what we write"
-        );
-        let mut inputs: Vec<Vec<u8>> = vec![written.clone()];
-        for text in [
-            r#"{"created":0,"accessed":0,"data":{}}"#,
-            r#"{"created":1,"accessed":9999999999999999999,"data":{"n":1}}"#,
-            r#"{"created":1,"accessed":18446744073709551615,"data":{"n":1}}"#,
-            r#"{"created":1,"accessed":18446744073709551616,"data":{"n":1}}"#,
-            r#"{"created":01,"accessed":2,"data":{}}"#,
-            r#"{"created":-1,"accessed":2,"data":{}}"#,
-            r#"{"created":1.5,"accessed":2,"data":{}}"#,
-            r#"{"created":1e3,"accessed":2,"data":{}}"#,
-            r#"{"created":1,"accessed":2,"data":{"a":1} }"#,
-            r#"{"created":1,"accessed":2,"data":{"a":1}}}"#,
-            r#"{"created":1,"accessed":2,"data":{"a":1}"#,
-            r#"{"created":1,"accessed":2,"data":[1]}"#,
-            r#"{"created":1,"accessed":2,"data":null}"#,
-            r#"{"created":1,"accessed":2,"data":{"a":1},"x":1}"#,
-            r#"{"created":1,"accessed":2,"data":{"a":1}} "#,
-            r#"{"created":1,"accessed":2,"data":{"a":}}"#,
-            r#"{"created":1,"accessed":2,"data":{"a":1,"a":2}}"#,
-            r#"{"accessed":2,"created":1,"data":{"a":1}}"#,
-            r#"{ "created":1,"accessed":2,"data":{"a":1}}"#,
-            r#"{"created":1,"accessed":2,"data":{"a":"\u00e9\ud83d\udd11"}}"#,
-            r#"{"created":1,"accessed":2,"data":{"a":"\ud800"}}"#,
-            r#"{"created":,"accessed":2,"data":{}}"#,
-            r#"{"created":1"#,
-            "",
-        ] {
-            inputs.push(text.as_bytes().to_vec());
-        }
-        let record = |data: &str| format!(r#"{{"created":1,"accessed":2,"data":{data}}}"#);
-        // Plain values, each shape on its own: the fast path takes them and gives serde's map.
-        for data in [
-            r#"{}"#,
-            r#"{"a":true,"b":false,"c":null,"d":"x","e":0}"#,
-            r#"{"":"","é🔑":"Zoë 🔑"}"#,
-            "{\"a\":\"x\u{7f}y\"}",
-            r#"{"a":9999999999999999999}"#,
-            r#"{"a":"x","a":true,"a":3}"#,
-        ] {
-            let serde: Values = serde_json::from_str(data).unwrap();
-            assert_eq!(flat_values(data.as_bytes()), Some(serde), "{data}");
-            inputs.push(record(data).into_bytes());
-        }
-        // The shapes that leave the values to serde, each on its own.
-        for data in [
-            r#"{"a":"x\"y"}"#,
-            r#"{"a":"x\ny"}"#,
-            r#"{"b\u0041":1}"#,
-            "{\"a\":\"x\ty\"}",
-            r#"{"a":-1}"#,
-            r#"{"a":1.0}"#,
-            r#"{"a":1e2}"#,
-            r#"{"a":01}"#,
-            r#"{"a":18446744073709551615}"#,
-            r#"{"a":99999999999999999999}"#,
-            r#"{"a":[]}"#,
-            r#"{"a":{}}"#,
-            r#"{"a":1,}"#,
-            r#"{,"a":1}"#,
-            r#"{"a":tru}"#,
-            r#"{"a":nulll}"#,
-            r#"{"a" :1}"#,
-            r#"{"a":1 }"#,
-            r#"{ "a":1}"#,
-            r#"{"a":"unterminated}"#,
-            r#"{a:1}"#,
-        ] {
-            assert_eq!(flat_values(data.as_bytes()), None, "{data}");
-            inputs.push(record(data).into_bytes());
-        }
-        // Invalid UTF-8 inside a key and inside a value.
-        inputs.push(b"{\"created\":1,\"accessed\":2,\"data\":{\"a\xff\":1}}".to_vec());
-        inputs.push(b"{\"created\":1,\"accessed\":2,\"data\":{\"a\":\"\xc3\"}}".to_vec());
-        // Every cut and every one-byte change of a record of plain values too.
-        let mut plain = SessionData::from_parts(Values::new(), 7, 8);
-        for (key, value) in [
-            ("n", json!(5)),
-            ("s", json!("Zoë")),
-            ("t", json!(true)),
-            ("z", json!(null)),
-        ] {
-            plain.values_mut().insert(key.into(), value);
-        }
-        let plain = JsonSerializer.serialize(&plain).unwrap();
-        let data = plain.windows(7).position(|w| w == b"\"data\":").unwrap() + 7;
-        assert!(
-            decode_written_layout(&plain).is_some()
-                && flat_values(&plain[data..plain.len() - 1]).is_some(),
-            "plain values take the fast path: {}",
-            String::from_utf8_lossy(&plain)
-        );
-        for record in [&written, &plain] {
-            for cut in 0..record.len() {
-                inputs.push(record[..cut].to_vec());
-            }
-            for at in 0..record.len() {
-                for byte in [
-                    b'0', b'9', b' ', b'}', b'"', b',', b'\\', b't', b'n', 0x01, 0xff,
-                ] {
-                    let mut changed = record.clone();
-                    changed[at] = byte;
-                    inputs.push(changed);
-                }
-            }
-        }
-        for input in &inputs {
-            // The serde-only decoding the fast path must agree with.
-            let serde = decode_with_serde(input).ok();
-            if let Some(fast) = decode_written_layout(input) {
+    fn what_is_written_reads_back_and_what_could_not_is_refused_on_write() {
+        for (name, serializer, max) in serializers() {
+            for depth in [0, 1, 2, max - 1, max] {
+                let data = nested(depth);
+                let bytes = serializer.serialize(&data).unwrap();
                 assert_eq!(
-                    Some(fast),
-                    serde,
-                    "{:?}: the fast path disagrees with serde",
-                    String::from_utf8_lossy(input)
+                    serializer.deserialize(&bytes).unwrap(),
+                    data,
+                    "{name} {depth}"
                 );
             }
-            // Whatever path it takes, the serializer answers as serde does.
-            assert_eq!(
-                JsonSerializer.deserialize(input).ok(),
-                serde,
-                "{:?}",
-                String::from_utf8_lossy(input)
-            );
+            for depth in [max + 1, max + 2, 10_000] {
+                assert!(
+                    matches!(
+                        serializer.serialize(&nested(depth)),
+                        Err(Error::Serialization {
+                            action: "encoded",
+                            ..
+                        })
+                    ),
+                    "{name}: a value {depth} deep was written"
+                );
+            }
         }
+    }
+
+    #[test]
+    fn json_decodes_with_serde_json_alone() {
+        // Whitespace, other key orders and escapes are ordinary JSON.
+        let bytes =
+            br#" { "data" : {"a":"\u00e9\n", "b":[1,{"c":null}]}, "accessed": 2, "created": 1 } "#;
+        let record = JsonSerializer.deserialize(bytes).unwrap();
+        assert_eq!(record.created_unix(), 1);
+        assert_eq!(record.last_access_unix(), 2);
+        assert_eq!(record.values()["a"], "é\n");
     }
 
     #[test]
@@ -572,16 +450,12 @@ mod tests {
             );
         }
         assert!(BincodeSerializer.deserialize(&[9, 9, 9]).is_err());
-        let mut deep = serde_json::Value::Null;
-        for _ in 0..200 {
-            deep = serde_json::Value::Array(vec![deep]);
-        }
-        let mut values = Values::new();
-        values.insert("deep".into(), deep);
-        let bytes = BincodeSerializer
-            .serialize(&SessionData::from_parts(values, 1, 1))
-            .unwrap();
-        assert!(BincodeSerializer.deserialize(&bytes).is_err());
+        // Bytes nesting deeper than the limit (as a record of another writer could) are an
+        // error, not a stack overflow: the record's values hold one array 200 deep.
+        let mut deep = vec![1u8, 0, 0, 1, 0];
+        deep.extend(std::iter::repeat_n([ARRAY_TAG_FOR_TEST, 1], 200).flatten());
+        deep.push(0);
+        assert!(BincodeSerializer.deserialize(&deep).is_err());
         // A huge claimed length must fail on the missing bytes, not allocate.
         let mut lying = vec![1u8, 0, 0, 1, 0, ARRAY_TAG_FOR_TEST];
         lying.extend_from_slice(&[251, 255, 255, 255, 255, 255, 255, 255, 127]);

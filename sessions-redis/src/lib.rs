@@ -74,12 +74,13 @@
 //! failed: ...`. The session layer returns these to the handler from `load()`, and answers a
 //! failed save with a 500; requests that never touch the session send no command at all.
 //!
-//! A record the serializer cannot decode (written by another serializer, or not a session at
-//! all) makes `read` **fail** with [`Error::Serialization`], whose source is a
-//! [`CorruptRecord`] naming the key: the data is not silently thrown away, and a deployment
-//! that switched serializers by mistake shows up at once. To start such clients on a fresh
-//! session instead, turn on
-//! [`with_corrupt_records_as_missing`](RedisBackend::with_corrupt_records_as_missing).
+//! A record the serializer cannot decode (written by another serializer or application, a
+//! stored type that changed, a manual edit) reads as no session by default: a `tracing`
+//! warning names the masked key and the decode error, the key is deleted, and the client
+//! starts a fresh session instead of getting a 500 until the record expires.
+//! [`with_corrupt_records(CorruptRecords::Fail)`](RedisBackend::with_corrupt_records) makes
+//! such a read fail with [`Error::Serialization`] instead, whose source is a
+//! [`CorruptRecord`](sessions_core::store::CorruptRecord) naming the key.
 //!
 //! Redis-level timeouts are the `redis` crate's: 1 s to connect and 500 ms for a reply on
 //! pools made by [`from_url`](RedisBackend::from_url). For other connection settings (TLS,
@@ -111,7 +112,11 @@ mod connection;
 use connection::{Connector, Failure, Pool};
 use deadpool_redis::redis::{Cmd, RedisWrite, ToRedisArgs, Value};
 use sessions_core::serializer::JsonSerializer;
+use sessions_core::store::{self, Decoded};
 use sessions_core::{Error, IdGenerator, Serializer, SessionBackend, SessionData, async_trait};
+
+/// How a read treats a record the serializer cannot decode (re-exported from `sessions-core`).
+pub use sessions_core::store::CorruptRecords;
 use std::fmt;
 use std::io::Write;
 use std::sync::Arc;
@@ -125,10 +130,6 @@ pub const DEFAULT_PREFIX: &str = "session:";
 /// How long an operation waits for a connection from the pool (connecting included) unless
 /// [`with_pool_timeout`](RedisBackend::with_pool_timeout) sets another.
 pub const DEFAULT_POOL_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// How many fresh ids a create tries before giving up. With random 192-bit ids a second try
-/// never happens by chance; running out means the id generator repeats itself.
-const CREATE_ATTEMPTS: usize = 16;
 
 /// The longest `PX` sent: Redis rejects expiry times that overflow its clock.
 const MAX_TTL_MS: u128 = 1 << 60;
@@ -146,7 +147,7 @@ pub struct RedisBackend<S = JsonSerializer> {
     expire: Option<Duration>,
     serializer: S,
     ids: Option<IdGenerator>,
-    corrupt_as_missing: bool,
+    corrupt: CorruptRecords,
 }
 
 impl<S: Clone> Clone for RedisBackend<S> {
@@ -157,7 +158,7 @@ impl<S: Clone> Clone for RedisBackend<S> {
             expire: self.expire,
             serializer: self.serializer.clone(),
             ids: self.ids.clone(),
-            corrupt_as_missing: self.corrupt_as_missing,
+            corrupt: self.corrupt,
         }
     }
 }
@@ -170,7 +171,7 @@ impl<S> fmt::Debug for RedisBackend<S> {
             .field("expire", &self.expire)
             .field("pool_timeout", &self.connector.timeout())
             .field("serializer", &std::any::type_name::<S>())
-            .field("corrupt_records_as_missing", &self.corrupt_as_missing)
+            .field("corrupt_records", &self.corrupt)
             .finish_non_exhaustive()
     }
 }
@@ -234,7 +235,7 @@ impl RedisBackend<JsonSerializer> {
             expire: None,
             serializer: JsonSerializer,
             ids: None,
-            corrupt_as_missing: false,
+            corrupt: CorruptRecords::default(),
         }
     }
 }
@@ -263,7 +264,7 @@ impl<S> RedisBackend<S> {
             expire: self.expire,
             serializer,
             ids: self.ids,
-            corrupt_as_missing: self.corrupt_as_missing,
+            corrupt: self.corrupt,
         }
     }
 
@@ -285,12 +286,13 @@ impl<S> RedisBackend<S> {
         self
     }
 
-    /// With `true`, a record the serializer cannot decode reads as missing (the client starts
-    /// a fresh session, and a `tracing` warning names the key) instead of failing the read.
-    /// The default, `false`, fails with [`Error::Serialization`] (see [Failures](crate#failures)).
+    /// What a read does with a record the serializer cannot decode: by default
+    /// ([`CorruptRecords::Discard`]) it reads as no session, with a `tracing` warning, and the
+    /// key is deleted; [`CorruptRecords::Fail`] fails the read with [`Error::Serialization`]
+    /// (see [Failures](crate#failures)).
     #[must_use]
-    pub fn with_corrupt_records_as_missing(mut self, yes: bool) -> Self {
-        self.corrupt_as_missing = yes;
+    pub fn with_corrupt_records(mut self, policy: CorruptRecords) -> Self {
+        self.corrupt = policy;
         self
     }
 
@@ -392,20 +394,18 @@ impl<S: Serializer> SessionBackend for RedisBackend<S> {
             Value::BulkString(bytes) => bytes,
             other => return Err(self.unexpected("GET", id, &other)),
         };
-        match self.serializer.deserialize(&bytes) {
-            Ok(data) => Ok(Some(data)),
-            Err(e) => {
-                let key = masked_key(&self.prefix, id);
-                if self.corrupt_as_missing {
-                    tracing::warn!(
-                        key = %key,
-                        error = %e,
-                        "redis: a session record cannot be decoded; reading it as missing"
-                    );
-                    Ok(None)
-                } else {
-                    Err(CorruptRecord::wrap(key, e))
+        let key = KeyOf {
+            prefix: &self.prefix,
+            id,
+        };
+        match store::decode(&self.serializer, &bytes, self.corrupt, &key)? {
+            Decoded::Record(data) => Ok(Some(data)),
+            Decoded::Corrupt => {
+                // Removed, so the next request with this cookie does not decode it again.
+                if let Err(error) = self.remove(id).await {
+                    tracing::warn!(%error, "redis: the undecodable record could not be deleted");
                 }
+                Ok(None)
             }
         }
     }
@@ -427,16 +427,13 @@ impl<S: Serializer> SessionBackend for RedisBackend<S> {
                 }
             }
             None => {
-                for _ in 0..CREATE_ATTEMPTS {
-                    let id = self.generate_id();
-                    if self.set(&id, &value, "NX", ttl_ms).await? {
-                        return Ok(id);
-                    }
-                }
-                Err(Error::backend(format!(
-                    "redis: {CREATE_ATTEMPTS} fresh session ids in a row were already taken; \
-                     the id generator repeats itself"
-                )))
+                let value = &value;
+                store::create(
+                    "redis",
+                    || self.generate_id(),
+                    |id| async move { self.set(&id, value, "NX", ttl_ms).await },
+                )
+                .await
             }
         }
     }
@@ -484,72 +481,19 @@ impl ToRedisArgs for Key<'_> {
 /// The key of session `id` for messages: the prefix and the first few characters of the id,
 /// never the whole id (it is a bearer secret, and messages end up in logs).
 fn masked_key(prefix: &str, id: &str) -> String {
-    let chars = id.chars().count();
-    let shown = 6.min(chars / 2);
-    let visible: String = id.chars().take(shown).collect();
-    if shown < chars {
-        format!("{prefix}{visible}…")
-    } else {
-        format!("{prefix}{visible}")
-    }
+    format!("{prefix}{}", store::masked(id))
 }
 
-/// A record in Redis that the serializer cannot decode: the source of the
-/// [`Error::Serialization`] that [`read`](SessionBackend::read) returns for it.
-///
-/// ```
-/// # use sessions_core::Error;
-/// # fn handle(e: Error) {
-/// if let Error::Serialization { source, .. } = &e {
-///     if let Some(corrupt) = source.downcast_ref::<sessions_redis::CorruptRecord>() {
-///         eprintln!("corrupt session record under {}", corrupt.key());
-///     }
-/// }
-/// # }
-/// ```
-#[derive(Debug)]
-pub struct CorruptRecord {
-    key: String,
-    source: sessions_core::BoxError,
+/// Where a record is, for messages about it: its key with the id masked, formatted only when
+/// a message is made.
+struct KeyOf<'a> {
+    prefix: &'a str,
+    id: &'a str,
 }
 
-impl CorruptRecord {
-    fn wrap(key: String, error: Error) -> Error {
-        match error {
-            Error::Serialization { action, source } => Error::Serialization {
-                action,
-                source: Box::new(CorruptRecord { key, source }),
-            },
-            other => Error::Serialization {
-                action: "decoded",
-                source: Box::new(CorruptRecord {
-                    key,
-                    source: Box::new(other),
-                }),
-            },
-        }
-    }
-
-    /// The record's key, most of the session id masked: `session:AbC1x-…`.
-    pub fn key(&self) -> &str {
-        &self.key
-    }
-}
-
-impl fmt::Display for CorruptRecord {
+impl fmt::Display for KeyOf<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "the record under redis key `{}` is not a session record this serializer can read \
-             (written by another serializer?): {}",
-            self.key, self.source
-        )
-    }
-}
-
-impl std::error::Error for CorruptRecord {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&*self.source)
+        write!(f, "redis key {}", masked_key(self.prefix, self.id))
     }
 }
 

@@ -163,12 +163,13 @@
 //! - any other failed statement names the operation, the table and the session id with most
 //!   of it masked (ids are bearer secrets and messages end up in logs).
 //!
-//! A row the serializer cannot decode (written by another serializer, or not a session at
-//! all) makes `read` **fail** with [`Error::Serialization`], whose source is a
-//! [`CorruptRecord`] naming the table and the masked id: the data is not silently thrown
-//! away, and a deployment that switched serializers by mistake shows up at once. To start such
-//! clients on a fresh session instead, turn on
-//! [`with_corrupt_records_as_missing`](SqlBackend::with_corrupt_records_as_missing).
+//! A row the serializer cannot decode (written by another serializer or application, a stored
+//! type that changed, a manual edit) reads as no session by default: a `tracing` warning names
+//! the table, the masked id and the decode error, the row is deleted, and the client starts a
+//! fresh session instead of getting a 500 until the row expires.
+//! [`with_corrupt_records(CorruptRecords::Fail)`](SqlBackend::with_corrupt_records) makes such
+//! a read fail with [`Error::Serialization`] instead, whose source is a
+//! [`CorruptRecord`](sessions_core::store::CorruptRecord) naming the table and the masked id.
 //!
 //! # Pools
 //!
@@ -202,7 +203,11 @@ mod table;
 use conns::{Conns, LeaseError};
 use driver::{Driver, Failure, Statements};
 use sessions_core::serializer::JsonSerializer;
+use sessions_core::store::{self, Decoded};
 use sessions_core::{Error, IdGenerator, Serializer, SessionBackend, SessionData, async_trait};
+
+/// How a read treats a row the serializer cannot decode (re-exported from `sessions-core`).
+pub use sessions_core::store::CorruptRecords;
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -224,10 +229,6 @@ pub const DEFAULT_CLEANUP_BATCH: u32 = 1000;
 
 /// The longest session id the backend stores, in bytes.
 pub const MAX_ID_LEN: usize = 128;
-
-/// How many fresh ids a create tries before giving up. With random 192-bit ids a second try
-/// never happens by chance; running out means the id generator repeats itself.
-const CREATE_ATTEMPTS: usize = 16;
 
 /// How many times a statement is sent when the database fails it on a lock conflict.
 const TRANSIENT_ATTEMPTS: u32 = 3;
@@ -342,7 +343,7 @@ pub struct SqlBackend<DB: SqlDatabase, S = JsonSerializer> {
     serializer: S,
     expire: Option<Duration>,
     ids: Option<IdGenerator>,
-    corrupt_as_missing: bool,
+    corrupt: CorruptRecords,
 }
 
 impl<DB: SqlDatabase, S: Clone> Clone for SqlBackend<DB, S> {
@@ -352,7 +353,7 @@ impl<DB: SqlDatabase, S: Clone> Clone for SqlBackend<DB, S> {
             serializer: self.serializer.clone(),
             expire: self.expire,
             ids: self.ids.clone(),
-            corrupt_as_missing: self.corrupt_as_missing,
+            corrupt: self.corrupt,
         }
     }
 }
@@ -366,7 +367,7 @@ impl<DB: SqlDatabase, S> fmt::Debug for SqlBackend<DB, S> {
             .field("expire", &self.expire)
             .field("cleanup_batch_size", &self.shared.batch)
             .field("serializer", &std::any::type_name::<S>())
-            .field("corrupt_records_as_missing", &self.corrupt_as_missing)
+            .field("corrupt_records", &self.corrupt)
             .finish_non_exhaustive()
     }
 }
@@ -419,7 +420,7 @@ impl<DB: SqlDatabase> SqlBackend<DB, JsonSerializer> {
             serializer: JsonSerializer,
             expire: None,
             ids: None,
-            corrupt_as_missing: false,
+            corrupt: CorruptRecords::default(),
         }
     }
 }
@@ -456,7 +457,7 @@ impl<DB: SqlDatabase, S> SqlBackend<DB, S> {
             serializer,
             expire: self.expire,
             ids: self.ids,
-            corrupt_as_missing: self.corrupt_as_missing,
+            corrupt: self.corrupt,
         }
     }
 
@@ -469,12 +470,13 @@ impl<DB: SqlDatabase, S> SqlBackend<DB, S> {
         self
     }
 
-    /// With `true`, a row the serializer cannot decode reads as missing (the client starts a
-    /// fresh session, and a `tracing` warning names the row) instead of failing the read.
-    /// The default, `false`, fails with [`Error::Serialization`] (see [Failures](crate#failures)).
+    /// What a read does with a row the serializer cannot decode: by default
+    /// ([`CorruptRecords::Discard`]) it reads as no session, with a `tracing` warning, and the
+    /// row is deleted; [`CorruptRecords::Fail`] fails the read with [`Error::Serialization`]
+    /// (see [Failures](crate#failures)).
     #[must_use]
-    pub fn with_corrupt_records_as_missing(mut self, yes: bool) -> Self {
-        self.corrupt_as_missing = yes;
+    pub fn with_corrupt_records(mut self, policy: CorruptRecords) -> Self {
+        self.corrupt = policy;
         self
     }
 
@@ -666,7 +668,7 @@ impl<DB: SqlDatabase> Shared<DB> {
             ),
             OpError::Statement(failure, e) => {
                 let session = id
-                    .map(|id| format!(" of session {}", masked(id)))
+                    .map(|id| format!(" of session {}", store::masked(id)))
                     .unwrap_or_default();
                 let why = match failure {
                     Failure::Connection => "the connection to the database failed",
@@ -719,16 +721,21 @@ fn now_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-/// A session id for messages: its first few characters, never the whole id (it is a bearer
-/// secret, and messages end up in logs).
-fn masked(id: &str) -> String {
-    let chars = id.chars().count();
-    let shown = 6.min(chars / 2);
-    let visible: String = id.chars().take(shown).collect();
-    if shown < chars {
-        format!("{visible}…")
-    } else {
-        visible
+/// Where a row is, for messages about it: the table and the masked id, formatted only when a
+/// message is made.
+struct RowOf<'a> {
+    table: &'a (dyn fmt::Display + Sync),
+    id: &'a str,
+}
+
+impl fmt::Display for RowOf<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "table \"{}\", session {}",
+            self.table,
+            store::masked(self.id)
+        )
     }
 }
 
@@ -740,7 +747,11 @@ impl<DB: SqlDatabase, S: Serializer> SessionBackend for SqlBackend<DB, S> {
         }
         let shared = &*self.shared;
         let now = now_ms();
-        let decode = |bytes: &[u8]| self.serializer.deserialize(bytes);
+        let location = RowOf {
+            table: &shared.table,
+            id,
+        };
+        let decode = |bytes: &[u8]| store::decode(&self.serializer, bytes, self.corrupt, &location);
         let decoded = match run!(shared, |conn| DB::fetch_data(
             conn,
             &shared.sql.read,
@@ -752,18 +763,15 @@ impl<DB: SqlDatabase, S: Serializer> SessionBackend for SqlBackend<DB, S> {
             Ok(None) => return Ok(None),
             Err(e) => return Err(shared.error(e, "read", Some(id)).await),
         };
-        match decoded {
-            Ok(data) => Ok(Some(data)),
-            Err(e) if self.corrupt_as_missing => {
-                tracing::warn!(
-                    table = %shared.table,
-                    session = %masked(id),
-                    error = %e,
-                    "sessions-sql: a session row cannot be decoded; reading it as missing"
-                );
+        match decoded? {
+            Decoded::Record(data) => Ok(Some(data)),
+            Decoded::Corrupt => {
+                // Deleted, so the next request with this cookie does not decode it again.
+                if let Err(error) = self.remove(id).await {
+                    tracing::warn!(%error, "sessions-sql: the undecodable row could not be deleted");
+                }
                 Ok(None)
             }
-            Err(e) => Err(CorruptRecord::wrap(shared.table.to_string(), masked(id), e)),
         }
     }
 
@@ -796,35 +804,33 @@ impl<DB: SqlDatabase, S: Serializer> SessionBackend for SqlBackend<DB, S> {
                 }
             }
             None => {
-                for _ in 0..CREATE_ATTEMPTS {
-                    let id = self.generate();
-                    if !storable(&id) {
-                        return Err(Error::Config(format!(
-                            "{}: the id generator made an id this backend cannot store: ids are \
-                             1 to {MAX_ID_LEN} visible ASCII characters",
-                            DB::LABEL
-                        )));
-                    }
-                    let now = now_ms();
-                    let expires_at = self.expires_at(ttl, now);
-                    match run!(shared, |conn| DB::insert(
-                        conn,
-                        &shared.sql.insert,
-                        &id,
-                        &value,
-                        expires_at
-                    )) {
-                        Ok(true) => return Ok(id),
-                        Ok(false) => {} // taken: mint another
-                        Err(e) => return Err(shared.error(e, "create", Some(&id)).await),
-                    }
-                }
-                Err(Error::backend(format!(
-                    "{}: {CREATE_ATTEMPTS} fresh session ids in a row were already taken in table \
-                     \"{}\"; the id generator repeats itself",
+                let value = &value;
+                store::create(
                     DB::LABEL,
-                    shared.table
-                )))
+                    || self.generate(),
+                    |id| async move {
+                        if !storable(&id) {
+                            return Err(Error::Config(format!(
+                                "{}: the id generator made an id this backend cannot store: \
+                                 ids are 1 to {MAX_ID_LEN} visible ASCII characters",
+                                DB::LABEL
+                            )));
+                        }
+                        let now = now_ms();
+                        let expires_at = self.expires_at(ttl, now);
+                        match run!(shared, |conn| DB::insert(
+                            conn,
+                            &shared.sql.insert,
+                            &id,
+                            value,
+                            expires_at
+                        )) {
+                            Ok(inserted) => Ok(inserted),
+                            Err(e) => Err(shared.error(e, "create", Some(&id)).await),
+                        }
+                    },
+                )
+                .await
             }
         }
     }
@@ -876,76 +882,9 @@ impl<DB: SqlDatabase, S: Serializer> SessionBackend for SqlBackend<DB, S> {
     }
 }
 
-/// A row the serializer cannot decode: the source of the [`Error::Serialization`] that
-/// [`read`](SessionBackend::read) returns for it.
-///
-/// ```
-/// # use sessions_core::Error;
-/// # fn handle(e: Error) {
-/// if let Error::Serialization { source, .. } = &e {
-///     if let Some(corrupt) = source.downcast_ref::<sessions_sql::CorruptRecord>() {
-///         eprintln!("corrupt session {} in table {}", corrupt.id(), corrupt.table());
-///     }
-/// }
-/// # }
-/// ```
-#[derive(Debug)]
-pub struct CorruptRecord {
-    table: String,
-    id: String,
-    source: sessions_core::BoxError,
-}
-
-impl CorruptRecord {
-    fn wrap(table: String, id: String, error: Error) -> Error {
-        let source: sessions_core::BoxError = match error {
-            Error::Serialization { source, .. } => source,
-            other => Box::new(other),
-        };
-        Error::Serialization {
-            action: "decoded",
-            source: Box::new(CorruptRecord { table, id, source }),
-        }
-    }
-
-    /// The table the row is in.
-    pub fn table(&self) -> &str {
-        &self.table
-    }
-
-    /// The row's session id, most of it masked: `AbC1x-…`.
-    pub fn id(&self) -> &str {
-        &self.id
-    }
-}
-
-impl fmt::Display for CorruptRecord {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "the row of session {} in table \"{}\" is not a session record this serializer can \
-             read (written by another serializer?): {}",
-            self.id, self.table, self.source
-        )
-    }
-}
-
-impl std::error::Error for CorruptRecord {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&*self.source)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn masked_ids_show_at_most_six_characters() {
-        assert_eq!(masked("AbCdEfGhIjKlMnOpQrStUvWxYz012345"), "AbCdEf…");
-        assert_eq!(masked("abcd"), "ab…");
-        assert_eq!(masked(""), "");
-    }
 
     #[test]
     fn only_visible_ascii_ids_up_to_128_bytes_are_storable() {

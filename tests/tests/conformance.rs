@@ -42,6 +42,9 @@ impl Harness for Cookie {
             Case::UpdateKeepsId => Some("the cookie value is the sealed session itself"),
             Case::CreateNeverOverwrites => Some("nothing is stored on the server to overwrite"),
             Case::LargeValue => Some("browsers keep at most 4096 bytes per cookie"),
+            Case::CorruptRecordReadsAsMissing | Case::CorruptRecordFailsWhenStrict => {
+                Some("nothing is stored to corrupt: a value that does not open reads as no session")
+            }
             Case::UnknownIdNotAdopted => {
                 Some("an update re-seals the data it is given: the old value identifies nothing")
             }

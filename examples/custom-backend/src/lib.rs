@@ -53,6 +53,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+use sessions_core::store::{self, CorruptRecords, Decoded};
 use sessions_core::{
     Error, IdGenerator, JsonSerializer, Serializer, SessionBackend, SessionData, async_trait,
 };
@@ -69,9 +70,6 @@ const LOCK_FILE: &str = ".lock";
 const TEMP_PREFIX: &str = ".tmp-";
 /// Temporary files older than this were left by a crash; the purge deletes them.
 const STALE_TEMP: Duration = Duration::from_secs(3600);
-/// How many fresh ids a create tries before it gives up (a second try never happens with
-/// random ids; running out means the id generator repeats itself).
-const CREATE_ATTEMPTS: usize = 16;
 
 /// Sessions stored as files in a directory, one file per session. See the [crate docs](crate).
 ///
@@ -80,6 +78,7 @@ pub struct FileBackend<S = JsonSerializer> {
     dir: Arc<Path>,
     serializer: Arc<S>,
     ids: Option<IdGenerator>,
+    corrupt: CorruptRecords,
 }
 
 impl<S> Clone for FileBackend<S> {
@@ -88,6 +87,7 @@ impl<S> Clone for FileBackend<S> {
             dir: Arc::clone(&self.dir),
             serializer: Arc::clone(&self.serializer),
             ids: self.ids.clone(),
+            corrupt: self.corrupt,
         }
     }
 }
@@ -115,6 +115,7 @@ impl FileBackend {
             dir: dir.into(),
             serializer: Arc::new(JsonSerializer),
             ids: None,
+            corrupt: CorruptRecords::default(),
         })
     }
 }
@@ -127,7 +128,17 @@ impl<S> FileBackend<S> {
             dir: self.dir,
             serializer: Arc::new(serializer),
             ids: self.ids,
+            corrupt: self.corrupt,
         }
+    }
+
+    /// What a read does with a file it cannot decode: by default it reads as no session, with
+    /// a `tracing` warning, and the file is deleted; [`CorruptRecords::Fail`] fails the read
+    /// with [`Error::Serialization`].
+    #[must_use]
+    pub fn with_corrupt_records(mut self, policy: CorruptRecords) -> Self {
+        self.corrupt = policy;
+        self
     }
 
     /// Take new ids from `ids` instead of the default generator (192 random bits). The ids
@@ -200,56 +211,54 @@ impl<S: Serializer> FileBackend<S> {
         Ok(purged)
     }
 
-    fn read_blocking(&self, id: &str) -> Result<Option<SessionData>, Error> {
+    /// The live record of `id` as stored: its encoded bytes, or why it cannot be read.
+    fn read_blocking(&self, id: &str) -> Result<Stored, Error> {
         if !usable_id(id) {
-            return Ok(None);
+            return Ok(Stored::Missing);
         }
-        let bytes = match fs::read(self.path(id)) {
+        let mut bytes = match fs::read(self.path(id)) {
             Ok(bytes) => bytes,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Stored::Missing),
             Err(e) => return Err(io_error("read", e)),
         };
         let Some(newline) = bytes.iter().position(|&b| b == b'\n') else {
             // An empty file is a create that has not written its record yet.
-            return if bytes.is_empty() {
-                Ok(None)
+            return Ok(if bytes.is_empty() {
+                Stored::Missing
             } else {
-                Err(Error::decode("a session file without a header line"))
-            };
+                Stored::Unreadable("a session file without a header line")
+            });
         };
-        match parse_header(&bytes[..newline]) {
-            Some(Live) => self.serializer.deserialize(&bytes[newline + 1..]).map(Some),
-            Some(Expired) => Ok(None),
-            None => Err(Error::decode("a session file with a malformed header")),
-        }
+        Ok(match parse_header(&bytes[..newline]) {
+            Some(Live) => {
+                bytes.drain(..=newline);
+                Stored::Record(bytes)
+            }
+            Some(Expired) => Stored::Missing,
+            None => Stored::Unreadable("a session file with a malformed header"),
+        })
     }
 
-    fn create_blocking(&self, data: &SessionData, ttl: Option<Duration>) -> Result<String, Error> {
-        let record = self.encode(data, ttl)?;
-        for _ in 0..CREATE_ATTEMPTS {
-            let id = self.generate_id();
-            if !usable_id(&id) {
-                return Err(Error::Config(
-                    "the id generator made an id that is not 16 to 128 URL-safe characters".into(),
-                ));
-            }
-            let path = self.path(&id);
-            // `create_new` is the whole "never overwrite" rule: the open fails when a file
-            // of that name exists, decided by the file system in one step.
-            let mut file = match OpenOptions::new().write(true).create_new(true).open(&path) {
-                Ok(file) => file,
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(io_error("create", e)),
-            };
-            if let Err(e) = file.write_all(&record) {
-                let _ = fs::remove_file(&path);
-                return Err(io_error("create: write", e));
-            }
-            return Ok(id);
+    /// Store `record` under `id` unless a file of that name exists (`Ok(false)`).
+    fn create_blocking(&self, id: &str, record: &[u8]) -> Result<bool, Error> {
+        if !usable_id(id) {
+            return Err(Error::Config(
+                "the id generator made an id that is not 16 to 128 URL-safe characters".into(),
+            ));
         }
-        Err(Error::backend(format!(
-            "files: no free id after {CREATE_ATTEMPTS} tries: the id generator repeats itself"
-        )))
+        let path = self.path(id);
+        // `create_new` is the whole "never overwrite" rule: the open fails when a file of
+        // that name exists, decided by the file system in one step.
+        let mut file = match OpenOptions::new().write(true).create_new(true).open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(false),
+            Err(e) => return Err(io_error("create", e)),
+        };
+        if let Err(e) = file.write_all(record) {
+            let _ = fs::remove_file(&path);
+            return Err(io_error("create: write", e));
+        }
+        Ok(true)
     }
 
     fn update_blocking(
@@ -322,8 +331,21 @@ impl<S: Serializer> FileBackend<S> {
 #[async_trait]
 impl<S: Serializer> SessionBackend for FileBackend<S> {
     async fn read(&self, id: &str) -> Result<Option<SessionData>, Error> {
-        let (this, id) = (self.clone(), id.to_owned());
-        blocking(move || this.read_blocking(&id)).await
+        let (this, owned) = (self.clone(), id.to_owned());
+        let stored = blocking(move || this.read_blocking(&owned)).await?;
+        let file = format!("file {}{SUFFIX}", store::masked(id));
+        let decoded = match stored {
+            Stored::Missing => return Ok(None),
+            Stored::Record(bytes) => store::decode(&*self.serializer, &bytes, self.corrupt, &file)?,
+            Stored::Unreadable(why) => store::corrupt(Error::decode(why), self.corrupt, &file)?,
+        };
+        match decoded {
+            Decoded::Record(data) => Ok(Some(data)),
+            Decoded::Corrupt => {
+                self.remove(id).await?;
+                Ok(None)
+            }
+        }
     }
 
     async fn write(
@@ -332,12 +354,24 @@ impl<S: Serializer> SessionBackend for FileBackend<S> {
         data: &SessionData,
         ttl: Option<Duration>,
     ) -> Result<String, Error> {
-        let (this, id, data) = (self.clone(), id.map(str::to_owned), data.clone());
-        blocking(move || match id {
-            None => this.create_blocking(&data, ttl),
-            Some(id) => this.update_blocking(&id, &data, ttl),
-        })
-        .await
+        match id {
+            None => {
+                let record = Arc::new(self.encode(data, ttl)?);
+                store::create(
+                    "files",
+                    || self.generate_id(),
+                    |id| {
+                        let (this, record) = (self.clone(), Arc::clone(&record));
+                        blocking(move || this.create_blocking(&id, &record))
+                    },
+                )
+                .await
+            }
+            Some(id) => {
+                let (this, id, data) = (self.clone(), id.to_owned(), data.clone());
+                blocking(move || this.update_blocking(&id, &data, ttl)).await
+            }
+        }
     }
 
     async fn remove(&self, id: &str) -> Result<(), Error> {
@@ -360,6 +394,16 @@ impl<S: Serializer> SessionBackend for FileBackend<S> {
             None => sessions_core::generate_id(),
         }
     }
+}
+
+/// A session file as read: what [`FileBackend::read`] decodes.
+enum Stored {
+    /// No live record: no file, an expired one, or a create still writing.
+    Missing,
+    /// The encoded record after the header line.
+    Record(Vec<u8>),
+    /// A file that is not a session file, and why.
+    Unreadable(&'static str),
 }
 
 /// Whether `id` may become a file name: 16 to 128 characters of `A–Z a–z 0–9 - _`. That

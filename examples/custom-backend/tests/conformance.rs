@@ -5,6 +5,7 @@
 use custom_backend::FileBackend;
 use sessions_core::IdGenerator;
 use sessions_core::conformance::Harness;
+use sessions_core::store::CorruptRecords;
 use std::path::PathBuf;
 
 struct FileHarness {
@@ -36,6 +37,23 @@ impl Harness for FileHarness {
     // With a scripted id generator the suite checks that a create never overwrites.
     async fn backend_with_ids(&self, ids: IdGenerator) -> Option<FileBackend> {
         Some(self.backend().await.with_id_generator(ids))
+    }
+
+    // A live header (no deadline) over bytes no serializer reads.
+    async fn plant_raw(&self, backend: &FileBackend, bytes: &[u8]) -> Option<String> {
+        let id = sessions_core::generate_id();
+        let mut file = b"sessions-file v1 never\n".to_vec();
+        file.extend_from_slice(bytes);
+        std::fs::write(backend.dir().join(format!("{id}.session")), file).expect("a raw file");
+        Some(id)
+    }
+
+    async fn strict_backend(&self) -> Option<FileBackend> {
+        Some(
+            self.backend()
+                .await
+                .with_corrupt_records(CorruptRecords::Fail),
+        )
     }
 }
 

@@ -4,8 +4,9 @@
 use crate::common::{Cleanup, connect, redis_url, unique_prefix};
 use deadpool_redis::redis;
 use serde_json::json;
+use sessions_core::store::CorruptRecord;
 use sessions_core::{Error, SessionBackend, SessionData};
-use sessions_redis::{CorruptRecord, RedisBackend};
+use sessions_redis::{CorruptRecords, RedisBackend};
 use std::time::{Duration, Instant};
 
 fn data(value: serde_json::Value) -> SessionData {
@@ -151,19 +152,52 @@ fn the_default_prefix_is_session() {
     );
 }
 
+/// Overwrite the record of `id` with bytes no serializer reads.
+fn corrupt(backend: &RedisBackend<impl sessions_core::Serializer>, id: &str) {
+    let _: () = redis::cmd("SET")
+        .arg(backend.key(id))
+        .arg(b"\xff\x00 not a session")
+        .query(&mut connect(&redis_url()))
+        .unwrap();
+}
+
+fn key_exists(key: &str) -> bool {
+    redis::cmd("EXISTS")
+        .arg(key)
+        .query::<i64>(&mut connect(&redis_url()))
+        .unwrap()
+        > 0
+}
+
 #[tokio::test]
-async fn a_corrupt_record_fails_the_read_and_names_the_masked_key() {
+async fn a_corrupt_record_reads_as_missing_and_is_deleted_by_default() {
     let (backend, _cleanup) = backend();
     let id = backend
         .write(None, &data(json!({"n": 1})), None)
         .await
         .unwrap();
-    let key = backend.key(&id);
-    let _: () = redis::cmd("SET")
-        .arg(&key)
-        .arg(b"\xff\x00 not a session")
-        .query(&mut connect(&redis_url()))
+    corrupt(&backend, &id);
+    assert!(backend.read(&id).await.unwrap().is_none());
+    assert!(
+        !key_exists(&backend.key(&id)),
+        "the corrupt key was deleted"
+    );
+    // The id is not adopted: an update finds nothing to update.
+    assert!(matches!(
+        backend.write(Some(&id), &data(json!({"n": 2})), None).await,
+        Err(Error::SessionGone)
+    ));
+}
+
+#[tokio::test]
+async fn in_strict_mode_a_corrupt_record_fails_the_read_and_names_the_masked_key() {
+    let (backend, _cleanup) = backend();
+    let backend = backend.with_corrupt_records(CorruptRecords::Fail);
+    let id = backend
+        .write(None, &data(json!({"n": 1})), None)
+        .await
         .unwrap();
+    corrupt(&backend, &id);
 
     let err = backend.read(&id).await.unwrap_err();
     let message = err.to_string();
@@ -180,7 +214,7 @@ async fn a_corrupt_record_fails_the_read_and_names_the_masked_key() {
     let corrupt = source
         .downcast_ref::<CorruptRecord>()
         .expect("the source names the record");
-    assert_eq!(corrupt.key(), masked);
+    assert_eq!(corrupt.location(), format!("redis key {masked}"));
 
     // Nothing was thrown away: the record is still there, and a write replaces it.
     assert!(backend.exists(&id).await.unwrap());
@@ -196,40 +230,57 @@ async fn a_corrupt_record_fails_the_read_and_names_the_masked_key() {
 
 #[cfg(feature = "bincode")]
 #[tokio::test]
-async fn a_record_from_another_serializer_is_corrupt_to_this_one() {
+async fn a_record_from_another_serializer_is_corrupt_to_this_one_in_either_mode() {
     use sessions_core::BincodeSerializer;
     let (json_backend, _cleanup) = backend();
     let bincode_backend = json_backend.clone().with_serializer(BincodeSerializer);
-    let id = json_backend
-        .write(None, &data(json!({"n": 1})), None)
-        .await
-        .unwrap();
-    let err = bincode_backend.read(&id).await.unwrap_err();
-    assert!(matches!(err, Error::Serialization { .. }), "{err:?}");
-    assert!(err.to_string().contains(&id[..6]), "{err}");
-
+    for (writer, reader) in [
+        (
+            &json_backend,
+            bincode_backend
+                .clone()
+                .with_corrupt_records(CorruptRecords::Fail),
+        ),
+        (&json_backend, bincode_backend.clone()),
+    ] {
+        let id = writer
+            .write(None, &data(json!({"n": 1})), None)
+            .await
+            .unwrap();
+        match reader.read(&id).await {
+            Err(err) => {
+                assert!(matches!(err, Error::Serialization { .. }), "{err:?}");
+                assert!(err.to_string().contains(&id[..6]), "{err}");
+                assert!(key_exists(&writer.key(&id)), "strict mode keeps the record");
+            }
+            Ok(found) => {
+                assert!(found.is_none());
+                assert!(!key_exists(&writer.key(&id)), "the record was deleted");
+            }
+        }
+    }
+    // The other way round: JSON cannot read bincode, strict and lenient.
     let id = bincode_backend
         .write(None, &data(json!({"n": 2})), None)
         .await
         .unwrap();
-    assert!(json_backend.read(&id).await.is_err());
+    assert!(
+        json_backend
+            .clone()
+            .with_corrupt_records(CorruptRecords::Fail)
+            .read(&id)
+            .await
+            .is_err()
+    );
     assert_eq!(
         bincode_backend.read(&id).await.unwrap().unwrap().values()["n"],
         json!(2)
     );
-}
-
-#[tokio::test]
-async fn corrupt_records_can_read_as_missing_instead() {
-    let (backend, _cleanup) = backend();
-    let backend = backend.with_corrupt_records_as_missing(true);
-    let id = sessions_core::generate_id();
-    let _: () = redis::cmd("SET")
-        .arg(backend.key(&id))
-        .arg("{")
-        .query(&mut connect(&redis_url()))
-        .unwrap();
-    assert!(backend.read(&id).await.unwrap().is_none());
+    assert!(json_backend.read(&id).await.unwrap().is_none());
+    assert!(
+        bincode_backend.read(&id).await.unwrap().is_none(),
+        "deleted"
+    );
 }
 
 #[tokio::test]

@@ -1,10 +1,11 @@
 //! The cross-backend conformance suite against the shared single node, once per serializer.
 //! Each test gets its own key prefix, and its keys are deleted when it ends.
 
-use crate::common::{Cleanup, redis_url, unique_prefix};
+use crate::common::{Cleanup, connect, redis_url, unique_prefix};
+use deadpool_redis::redis;
 use sessions_core::conformance::Harness;
 use sessions_core::{IdGenerator, Serializer};
-use sessions_redis::RedisBackend;
+use sessions_redis::{CorruptRecords, RedisBackend};
 
 pub struct SingleNode<S> {
     url: String,
@@ -41,6 +42,24 @@ impl<S: Serializer + Clone> Harness for SingleNode<S> {
 
     async fn backend_with_ids(&self, ids: IdGenerator) -> Option<RedisBackend<S>> {
         Some(self.backend().await.with_id_generator(ids))
+    }
+
+    async fn plant_raw(&self, backend: &RedisBackend<S>, bytes: &[u8]) -> Option<String> {
+        let id = sessions_core::generate_id();
+        let _: () = redis::cmd("SET")
+            .arg(backend.key(&id))
+            .arg(bytes)
+            .query(&mut connect(&self.url))
+            .expect("SET the raw record");
+        Some(id)
+    }
+
+    async fn strict_backend(&self) -> Option<RedisBackend<S>> {
+        Some(
+            self.backend()
+                .await
+                .with_corrupt_records(CorruptRecords::Fail),
+        )
     }
 }
 

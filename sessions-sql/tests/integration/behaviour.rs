@@ -3,8 +3,9 @@
 
 use crate::common::{Fixture, HOUR, Kind, Raw, data, for_each_db, n, now_ms};
 use serde_json::json;
+use sessions_core::store::CorruptRecord;
 use sessions_core::{Error, JsonSerializer, SessionBackend};
-use sessions_sql::{CorruptRecord, SqlBackend};
+use sessions_sql::{CorruptRecords, SqlBackend};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +19,7 @@ for_each_db!(
     bad_table_names_are_refused_at_construction,
     migrate_is_idempotent_and_safe_from_several_instances_at_once,
     a_missing_table_is_a_backend_error_naming_it,
-    a_corrupt_row_fails_the_read_and_names_the_masked_id,
+    corrupt_rows_read_as_missing_by_default_and_fail_in_strict_mode,
     rows_hold_plain_json,
     tables_keep_backends_apart,
     closing_the_pool_is_not_held_up_by_the_backend,
@@ -233,18 +234,17 @@ async fn a_missing_table_is_a_backend_error_naming_it<K: Kind>() {
     assert!(b.read(&id).await.unwrap().is_none());
 }
 
-async fn a_corrupt_row_fails_the_read_and_names_the_masked_id<K: Kind>() {
+async fn corrupt_rows_read_as_missing_by_default_and_fail_in_strict_mode<K: Kind>() {
     let fx = Fixture::<K>::new().await;
     let b = &fx.backend;
-    let id = b.write(None, &n(1), HOUR).await.unwrap();
+    let strict = b.clone().with_corrupt_records(CorruptRecords::Fail);
     let garbage = K::DB::bytes_literal(b"\xff\x00 not a session");
-    fx.exec(&format!(
-        "UPDATE {} SET data = {garbage} WHERE id = '{id}'",
-        fx.t()
-    ))
-    .await;
+    let plant = |id: &str| format!("UPDATE {} SET data = {garbage} WHERE id = '{id}'", fx.t());
 
-    let err = b.read(&id).await.unwrap_err();
+    // Strict: the read fails, names the table and the masked id, and keeps the row.
+    let id = b.write(None, &n(1), HOUR).await.unwrap();
+    fx.exec(&plant(&id)).await;
+    let err = strict.read(&id).await.unwrap_err();
     let message = err.to_string();
     let masked = format!("{}…", &id[..6]);
     assert!(message.contains(&masked), "{message}");
@@ -260,29 +260,44 @@ async fn a_corrupt_row_fails_the_read_and_names_the_masked_id<K: Kind>() {
     let corrupt = source
         .downcast_ref::<CorruptRecord>()
         .expect("the source names the row");
-    assert_eq!(corrupt.id(), masked);
-    assert_eq!(corrupt.table(), fx.table);
-
-    // Nothing was thrown away, a write replaces it, and the lenient mode reads it as missing.
-    assert!(b.exists(&id).await.unwrap());
-    let lenient = b.clone().with_corrupt_records_as_missing(true);
-    assert!(lenient.read(&id).await.unwrap().is_none());
+    assert!(corrupt.location().contains(&masked));
+    assert!(corrupt.location().contains(&fx.table));
+    assert!(b.exists(&id).await.unwrap(), "strict mode keeps the row");
     b.write(Some(&id), &n(2), HOUR).await.unwrap();
-    assert_eq!(b.read(&id).await.unwrap().unwrap().values()["n"], json!(2));
+    assert_eq!(
+        strict.read(&id).await.unwrap().unwrap().values()["n"],
+        json!(2)
+    );
+
+    // Default: the same row reads as missing and is deleted.
+    fx.exec(&plant(&id)).await;
+    assert!(b.read(&id).await.unwrap().is_none());
+    assert_eq!(fx.rows().await, 0, "the corrupt row was deleted");
+    assert!(matches!(
+        b.write(Some(&id), &n(3), HOUR).await,
+        Err(Error::SessionGone)
+    ));
 
     #[cfg(feature = "bincode")]
     {
-        // A row from another serializer is corrupt to this one.
+        // A row from another serializer is corrupt to this one, in both modes.
         let binary = b.clone().with_serializer(sessions_core::BincodeSerializer);
+        let id = b.write(None, &n(4), HOUR).await.unwrap();
         assert!(matches!(
-            binary.read(&id).await,
+            binary
+                .clone()
+                .with_corrupt_records(CorruptRecords::Fail)
+                .read(&id)
+                .await,
             Err(Error::Serialization { .. })
         ));
-        let other = binary.write(None, &n(3), HOUR).await.unwrap();
-        assert!(b.read(&other).await.is_err());
+        assert!(binary.read(&id).await.unwrap().is_none());
+        assert!(!b.exists(&id).await.unwrap(), "deleted");
+        let other = binary.write(None, &n(5), HOUR).await.unwrap();
+        assert!(strict.read(&other).await.is_err());
         assert_eq!(
             binary.read(&other).await.unwrap().unwrap().values()["n"],
-            json!(3)
+            json!(5)
         );
     }
 }

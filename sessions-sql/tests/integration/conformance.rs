@@ -1,10 +1,10 @@
 //! The cross-backend conformance suite on every database, once per serializer. Each test gets
 //! a table of its own, dropped when it ends.
 
-use crate::common::{Fixture, Kind};
+use crate::common::{Fixture, Kind, Raw};
 use sessions_core::conformance::Harness;
 use sessions_core::{IdGenerator, Serializer};
-use sessions_sql::SqlBackend;
+use sessions_sql::{CorruptRecords, SqlBackend};
 
 pub struct Table<K: Kind, S> {
     fixture: Fixture<K>,
@@ -35,6 +35,25 @@ impl<K: Kind, S: Serializer + Clone> Harness for Table<K, S> {
 
     async fn backend_with_ids(&self, ids: IdGenerator) -> Option<SqlBackend<K::DB, S>> {
         Some(self.backend().await.with_id_generator(ids))
+    }
+
+    async fn plant_raw(&self, _backend: &SqlBackend<K::DB, S>, bytes: &[u8]) -> Option<String> {
+        let id = sessions_core::generate_id();
+        let sql = format!(
+            "INSERT INTO {} (id, data, expires_at) VALUES ('{id}', {}, NULL)",
+            self.fixture.t(),
+            <K::DB as Raw>::bytes_literal(bytes)
+        );
+        self.fixture.exec(&sql).await;
+        Some(id)
+    }
+
+    async fn strict_backend(&self) -> Option<SqlBackend<K::DB, S>> {
+        Some(
+            self.backend()
+                .await
+                .with_corrupt_records(CorruptRecords::Fail),
+        )
     }
 }
 
