@@ -1,7 +1,7 @@
 //! `JsonSerializer::deserialize` on arbitrary bytes: never a panic, and whatever decodes
 //! round-trips (re-encodes, decodes to the same record, encodes to the same bytes). A record
-//! JSON holds must also survive a move to `BincodeSerializer`. The serializer's fast path for
-//! the layout it writes must answer exactly as serde does on the whole record.
+//! JSON holds must also survive a move to `BincodeSerializer`. The serializer must answer
+//! exactly as serde does on the whole record.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

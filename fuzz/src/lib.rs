@@ -280,6 +280,117 @@ fn tolerate(bug: &str) -> bool {
         .any(|known| known.trim() == bug)
 }
 
+// --- write, then read -------------------------------------------------------------------
+
+/// Values built from arbitrary bytes by a small stack machine, so that the fuzzer reaches any
+/// shape: each byte's low three bits are an operation (0 null, 1 a boolean, 2 a `u64` and 3 an
+/// `i64` from the next 8 bytes, 4 an `f64` from the next 8 bytes when finite, 5 a string of
+/// the next byte's count of bytes, 6 an array of the top `n` items and 7 an object of them,
+/// `n` being the byte's upper bits); what is left on the stack becomes the session's values.
+pub fn values_from(mut data: &[u8]) -> Values {
+    use serde_json::Value;
+    let mut stack: Vec<Value> = Vec::new();
+    let take = |data: &mut &[u8], n: usize| -> Option<Vec<u8>> {
+        let taken = data.get(..n)?.to_vec();
+        *data = &data[n..];
+        Some(taken)
+    };
+    while let Some((&op, rest)) = data.split_first() {
+        data = rest;
+        let n = usize::from(op >> 3);
+        let word = |bytes: Vec<u8>| u64::from_le_bytes(bytes.try_into().unwrap_or([0; 8]));
+        match op & 7 {
+            0 => stack.push(Value::Null),
+            1 => stack.push(Value::Bool(n % 2 == 1)),
+            2 => stack.extend(take(&mut data, 8).map(|b| Value::from(word(b)))),
+            3 => stack.extend(take(&mut data, 8).map(|b| Value::from(word(b) as i64))),
+            4 => {
+                if let Some(f) = take(&mut data, 8).map(|b| f64::from_bits(word(b))) {
+                    stack.extend(serde_json::Number::from_f64(f).map(Value::Number));
+                }
+            }
+            5 => {
+                let len = take(&mut data, 1).map_or(0, |b| usize::from(b[0]));
+                let len = len.min(data.len());
+                let text = take(&mut data, len).unwrap_or_default();
+                stack.push(Value::String(String::from_utf8_lossy(&text).into_owned()));
+            }
+            6 => {
+                let items = stack.split_off(stack.len().saturating_sub(n));
+                stack.push(Value::Array(items));
+            }
+            _ => {
+                let items = stack.split_off(stack.len().saturating_sub(n));
+                let map = items
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, v)| (format!("k{i}"), v))
+                    .collect();
+                stack.push(Value::Object(map));
+            }
+        }
+    }
+    stack
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| (format!("v{i}"), v))
+        .collect()
+}
+
+/// How deeply arrays and objects nest in `values` (`[[1]]` is 2), without recursion.
+pub fn depth(values: &Values) -> usize {
+    use serde_json::Value;
+    let mut deepest = 0;
+    let mut stack: Vec<(&Value, usize)> = values.values().map(|v| (v, 0)).collect();
+    while let Some((value, depth)) = stack.pop() {
+        deepest = deepest.max(depth);
+        match value {
+            Value::Array(items) => stack.extend(items.iter().map(|v| (v, depth + 1))),
+            Value::Object(map) => stack.extend(map.values().map(|v| (v, depth + 1))),
+            _ => {}
+        }
+        if let Value::Array(_) | Value::Object(_) = value {
+            deepest = deepest.max(depth + 1);
+        }
+    }
+    deepest
+}
+
+/// Every record built from `data` that a serializer writes, it reads back the same; what it
+/// refuses to write (as [`Error::Serialization`]) is exactly what nests deeper than it reads.
+pub fn serializer_write_read(data: &[u8]) {
+    let values = values_from(data);
+    let depth = depth(&values);
+    let record = SessionData::from_parts(values, 1_700_000_000, 1_700_000_001);
+    let serializers: [(&dyn Serializer, usize); 2] = [
+        (&sessions_core::JsonSerializer, sessions_core::JsonSerializer::MAX_DEPTH),
+        (
+            &sessions_core::BincodeSerializer,
+            sessions_core::BincodeSerializer::MAX_DEPTH - 1,
+        ),
+    ];
+    for (serializer, max) in serializers {
+        match serializer.serialize(&record) {
+            Ok(bytes) => {
+                assert!(depth <= max, "a record {depth} deep was written (limit {max})");
+                let read = serializer
+                    .deserialize(&bytes)
+                    .expect("a record that was written reads back");
+                assert!(
+                    same_record(&read, &record),
+                    "the record changed through a write and a read
+ written: {record:?}
+    read: {read:?}"
+                );
+            }
+            Err(Error::Serialization { action: "encoded", .. }) => {
+                assert!(depth > max, "a record {depth} deep was refused (limit {max})")
+            }
+            Err(other) => panic!("writing failed with {other}"),
+        }
+    }
+}
+
 /// Whether two records are the same (up to the known bugs being tolerated).
 pub fn same_record(a: &SessionData, b: &SessionData) -> bool {
     a == b
@@ -608,6 +719,16 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         "empty",
         br#"{"created":0,"accessed":0,"data":{}}"#.to_vec(),
     );
+    // Nested arrays and objects, one level past the JSON limit, and a mixed record.
+    add("serializer_write_read", "deep", [0x0e_u8; 130].iter().fold(vec![0u8], |mut v, b| {
+        v.push(*b);
+        v
+    }));
+    add(
+        "serializer_write_read",
+        "mixed",
+        vec![0, 9, 2, 1, 2, 3, 4, 5, 6, 7, 8, 5, 3, b'a', b'b', b'c', 0x17, 0x0e, 0x1f],
+    );
     add(
         "serializer_bincode",
         "record",
@@ -700,6 +821,7 @@ mod tests {
                     serializer_round_trip(&sessions_core::BincodeSerializer, &bytes).is_some()
                 ),
                 "cookie_header" => cookie_header(&bytes),
+                "serializer_write_read" => serializer_write_read(&bytes),
                 "session" => session(&bytes),
                 other => panic!("no target {other}"),
             }

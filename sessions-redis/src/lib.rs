@@ -84,9 +84,11 @@
 //!
 //! Redis-level timeouts are the `redis` crate's: 1 s to connect and 500 ms for a reply on
 //! pools made by [`from_url`](RedisBackend::from_url). For other connection settings (TLS,
-//! RESP3, timeouts, pool size) build a pool yourself and pass it to
-//! [`from_pool`](RedisBackend::from_pool). The backend needs a tokio runtime with timers
-//! enabled, as `#[tokio::main]` gives.
+//! RESP3, timeouts) build a pool yourself and pass it to
+//! [`from_pool`](RedisBackend::from_pool). The pool's size bounds nothing here: the backend
+//! keeps one multiplexed connection of it, which carries every operation at once, and goes
+//! back to the pool only to replace that connection when it fails. The backend needs a tokio
+//! runtime with timers enabled, as `#[tokio::main]` gives.
 //!
 //! # Redis Cluster
 //!

@@ -780,3 +780,41 @@ async fn made_up_id_is_never_adopted() {
         assert_eq!(keys.del(&fresh), 1);
     }
 }
+
+/// A record that no longer decodes (a stored type changed, another app wrote under the
+/// prefix): the client gets a fresh session and a 200, not a 500 until the key expires, and
+/// the bad key is gone. Both load modes.
+async fn corrupt_record_gives_a_fresh_session(load: Load) {
+    let keys = Keys::new();
+    let server = Server::start(load.app(&keys)).await;
+    let cookie = start_session(load, &server).await;
+    let _: () = redis::cmd("SET")
+        .arg(keys.key(&cookie.value))
+        .arg("{\"created\": \"not a number\"}")
+        .query(&mut connect())
+        .unwrap();
+    let reply = send(
+        &plain(),
+        &server.url(load.path("count")),
+        Some(&cookie.pair()),
+    )
+    .await;
+    reply.assert_ok("1");
+    let fresh = reply.cookie().value.clone();
+    assert_ne!(fresh, cookie.value, "the corrupt record's id was adopted");
+    assert!(
+        !keys.exists(&cookie.value),
+        "the corrupt key was not deleted"
+    );
+    assert_eq!(keys.all(), vec![keys.key(&fresh)]);
+}
+
+#[tokio::test]
+async fn corrupt_record_gives_a_fresh_session_autoload_off() {
+    corrupt_record_gives_a_fresh_session(Load::Explicit).await;
+}
+
+#[tokio::test]
+async fn corrupt_record_gives_a_fresh_session_autoload_on() {
+    corrupt_record_gives_a_fresh_session(Load::Auto).await;
+}
