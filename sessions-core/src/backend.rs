@@ -1,4 +1,4 @@
-use crate::{Error, SessionData};
+use crate::{Changes, Error, SessionData, unix_now};
 use async_trait::async_trait;
 use std::sync::Arc;
 use std::time::Duration;
@@ -111,6 +111,47 @@ pub trait SessionBackend: Send + Sync + 'static {
         self.write(Some(id), data, ttl).await
     }
 
+    /// Apply `changes` to the record stored under `id` as it is at this moment, and return
+    /// what became of it: saved (the cookie value, and the record as it now stands) or, when
+    /// the changes left it empty, removed. The session layer saves a changed session this way,
+    /// so two overlapping requests that change different keys both keep their change; for the
+    /// same key the later save wins. The record's creation time stays; its last access is now
+    /// (or later, if the stored one is); `ttl` counts from now. A record that is gone (removed
+    /// or expired) is [`Error::SessionGone`] and is not brought back.
+    ///
+    /// `base` is the record as the session loaded it, with the [`Revision`](crate::Revision)
+    /// the backend's [`read`](SessionBackend::read) attached, if any: a backend that compares
+    /// and swaps takes it as the expected state, so an uncontended save needs no second read.
+    ///
+    /// The default reads the record, applies the changes and writes the result back (or
+    /// removes it) through [`read`](SessionBackend::read), [`write`](SessionBackend::write)
+    /// and [`remove`](SessionBackend::remove): right for saves that do not overlap, but two
+    /// saves at the same instant can still overwrite each other's keys. Override it where the
+    /// store can apply the changes atomically (under a lock, in a script, with a conditional
+    /// update), as every server-side backend of this workspace does.
+    async fn apply(
+        &self,
+        id: &str,
+        base: &SessionData,
+        changes: &Changes,
+        ttl: Option<Duration>,
+    ) -> Result<Applied, Error> {
+        let _ = base;
+        let Some(current) = self.read(id).await? else {
+            return Err(Error::SessionGone);
+        };
+        let merged = changes.applied_to(&current, unix_now());
+        if merged.is_empty() {
+            self.remove(id).await?;
+            return Ok(Applied::Removed);
+        }
+        let value = self.write(Some(id), &merged, ttl).await?;
+        Ok(Applied::Saved {
+            value,
+            record: merged,
+        })
+    }
+
     /// For a backend whose cookie value is the session itself (the cookie backend): a copy
     /// of this backend whose values are bound to the cookie `name`, so that a value minted
     /// under one cookie name does not open under another. A session layer calls it with its
@@ -167,6 +208,15 @@ impl<B: SessionBackend + ?Sized> SessionBackend for Arc<B> {
     ) -> Result<String, Error> {
         (**self).touch(id, data, ttl).await
     }
+    async fn apply(
+        &self,
+        id: &str,
+        base: &SessionData,
+        changes: &Changes,
+        ttl: Option<Duration>,
+    ) -> Result<Applied, Error> {
+        (**self).apply(id, base, changes, ttl).await
+    }
     fn bind_cookie_name(&self, name: &str) -> Option<Arc<dyn SessionBackend>> {
         (**self).bind_cookie_name(name)
     }
@@ -176,6 +226,21 @@ impl<B: SessionBackend + ?Sized> SessionBackend for Arc<B> {
     fn generate_id(&self) -> String {
         (**self).generate_id()
     }
+}
+
+/// What [`SessionBackend::apply`] did with a session's changes.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum Applied {
+    /// The changes were stored.
+    Saved {
+        /// The value the client must send back (the id, for server-side stores).
+        value: String,
+        /// The record as it now stands, other requests' changes included.
+        record: SessionData,
+    },
+    /// The changes left the record empty, and it was removed: the cookie is expired.
+    Removed,
 }
 
 /// A replacement id source for a backend, for custom id formats and for tests that need to

@@ -20,11 +20,66 @@ pub fn unix_now() -> u64 {
 /// The metadata travels with the values in every backend, so time limits can be enforced on
 /// the server whatever the store: `created` is when the session was first stored,
 /// `last_access` when it was last written.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct SessionData {
     values: Arc<Values>,
     created: u64,
     last_access: u64,
+    revision: Option<Revision>,
+}
+
+/// Records are equal when their values and metadata are: the [`Revision`] a backend attaches
+/// says where a record came from, not what it holds.
+impl PartialEq for SessionData {
+    fn eq(&self, other: &Self) -> bool {
+        self.created == other.created
+            && self.last_access == other.last_access
+            && self.values == other.values
+    }
+}
+
+/// Which stored state of a record a [`SessionData`] was read from: an opaque token a backend
+/// attaches in [`read`](crate::SessionBackend::read) and gets back in
+/// [`apply`](crate::SessionBackend::apply), to apply changes to that state atomically (compare
+/// and swap) and notice when another save came in between.
+///
+/// A backend picks what suits its store: a version number (the SQL backend's version column)
+/// or the stored bytes themselves (the Redis backend compares them in a script).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Revision(RevisionKind);
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum RevisionKind {
+    Number(i64),
+    Bytes(Arc<[u8]>),
+}
+
+impl Revision {
+    /// A version number.
+    pub fn number(version: i64) -> Self {
+        Revision(RevisionKind::Number(version))
+    }
+
+    /// The stored bytes.
+    pub fn bytes(bytes: impl Into<Arc<[u8]>>) -> Self {
+        Revision(RevisionKind::Bytes(bytes.into()))
+    }
+
+    /// The version number, if this is one.
+    pub fn as_number(&self) -> Option<i64> {
+        match &self.0 {
+            RevisionKind::Number(n) => Some(*n),
+            RevisionKind::Bytes(_) => None,
+        }
+    }
+
+    /// The stored bytes, if this is them.
+    pub fn as_bytes(&self) -> Option<&[u8]> {
+        match &self.0 {
+            RevisionKind::Bytes(bytes) => Some(bytes),
+            RevisionKind::Number(_) => None,
+        }
+    }
 }
 
 /// An empty record, created and accessed at 0 (never stored): shares one empty map, so making
@@ -36,6 +91,7 @@ impl Default for SessionData {
             values: Arc::clone(EMPTY.get_or_init(Arc::default)),
             created: 0,
             last_access: 0,
+            revision: None,
         }
     }
 }
@@ -53,6 +109,7 @@ impl SessionData {
             values: Arc::new(values),
             created,
             last_access,
+            revision: None,
         }
     }
 
@@ -104,5 +161,17 @@ impl SessionData {
     /// Set the creation time (used when a backend rebuilds a record from storage).
     pub fn set_created(&mut self, unix_secs: u64) {
         self.created = unix_secs;
+    }
+
+    /// The stored state this record was read from, when the backend said.
+    pub fn revision(&self) -> Option<&Revision> {
+        self.revision.as_ref()
+    }
+
+    /// This record, marked as read from the stored state `revision`.
+    #[must_use]
+    pub fn with_revision(mut self, revision: Revision) -> Self {
+        self.revision = Some(revision);
+        self
     }
 }

@@ -66,6 +66,7 @@
 #[cfg(feature = "axum")]
 mod axum;
 mod backend;
+mod changes;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 mod data;
@@ -76,8 +77,9 @@ pub mod serializer;
 mod session;
 pub mod store;
 
-pub use backend::{IdGenerator, SessionBackend};
-pub use data::{SessionData, Values, unix_now};
+pub use backend::{Applied, IdGenerator, SessionBackend};
+pub use changes::Changes;
+pub use data::{Revision, SessionData, Values, unix_now};
 pub use error::{BoxError, Error};
 pub use id::{ID_RANDOM_BYTES, SessionId, generate_id};
 pub use policy::Policy;

@@ -1,4 +1,6 @@
-use crate::{Error, Policy, SessionBackend, SessionData, SessionId, Values, unix_now};
+use crate::{
+    Applied, Changes, Error, Policy, SessionBackend, SessionData, SessionId, Values, unix_now,
+};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -70,6 +72,8 @@ struct State {
     /// The id of the record this session was loaded from (verified by a read).
     record: Option<Arc<str>>,
     changed: bool,
+    /// What changed since the load, applied to the stored record when the session is saved.
+    changes: Changes,
     regenerate: bool,
     /// A record found past a time limit: removed when the session is committed.
     stale: Option<Arc<str>>,
@@ -147,17 +151,11 @@ impl Session {
     pub fn insert(&self, key: &str, value: impl Serialize) -> Result<(), Error> {
         let value = serde_json::to_value(value).map_err(Error::encode)?;
         let mut state = self.writable()?;
-        match state.data.values().get(key) {
-            Some(old) if *old == value => return Ok(()),
-            Some(_) => {
-                if let Some(slot) = state.data.values_mut().get_mut(key) {
-                    *slot = value;
-                }
-            }
-            None => {
-                state.data.values_mut().insert(key.to_owned(), value);
-            }
+        if state.data.values().get(key) == Some(&value) {
+            return Ok(());
         }
+        state.changes.set(key, value.clone());
+        state.data.values_mut().insert(key.to_owned(), value);
         state.changed = true;
         Ok(())
     }
@@ -168,6 +166,7 @@ impl Session {
         if !state.data.values().contains_key(key) {
             return Ok(None);
         }
+        state.changes.remove(key);
         state.changed = true;
         Ok(state.data.values_mut().remove(key))
     }
@@ -177,6 +176,7 @@ impl Session {
     pub fn clear(&self) -> Result<(), Error> {
         let mut state = self.writable()?;
         if !state.data.is_empty() {
+            state.changes.clear();
             state.data.values_mut().clear();
             state.changed = true;
         }
@@ -276,6 +276,7 @@ impl Session {
         state.record = None;
         state.stale = None;
         state.data = SessionData::default();
+        state.changes = Changes::default();
         state.regenerate = false;
         state.changed = true;
         Ok(())
@@ -455,7 +456,7 @@ impl Session {
     }
 
     async fn commit_inner(&self) -> Result<Commit, Error> {
-        let (data, record, regenerate, stale, changed) = {
+        let (data, record, regenerate, stale, changed, changes) = {
             let mut state = self.state();
             if state.committed {
                 return Err(Error::Committed);
@@ -471,12 +472,29 @@ impl Session {
                 state.regenerate,
                 stale,
                 state.changed,
+                std::mem::take(&mut state.changes),
             )
         };
         let backend: &dyn SessionBackend = &*self.inner.backend;
         let sent_cookie = self.inner.cookie.is_some();
         if let Some(stale) = &stale {
             backend.remove(stale).await?;
+        }
+
+        // A stored record that changed: its changes go onto the record as stored now, which
+        // may hold other requests' changes (and may end up empty, and removed).
+        if let (Some(id), false, true) = (&record, regenerate, changed) {
+            let (data, ttl) = self.stamped(data, false);
+            return match backend.apply(id, &data, &changes, ttl).await {
+                Ok(Applied::Saved { value, record: now }) => {
+                    self.stored(Some(Arc::clone(id)), now, Ok(value))
+                }
+                Ok(Applied::Removed) => {
+                    self.saved(None, SessionData::default());
+                    Ok(Commit::Expire)
+                }
+                Err(error) => self.stored(Some(Arc::clone(id)), data, Err(error)),
+            };
         }
 
         if data.is_empty() {
@@ -501,11 +519,8 @@ impl Session {
                 self.stored(None, data, Ok(value))
             }
             (Some(id), false) => {
-                let saved = if changed {
-                    backend.write(Some(&id), &data, ttl).await
-                } else {
-                    backend.touch(&id, &data, ttl).await
-                };
+                // Unchanged: the idle timeout's refresh is due.
+                let saved = backend.touch(&id, &data, ttl).await;
                 self.stored(Some(id), data, saved)
             }
             (None, _) => {
@@ -545,6 +560,7 @@ impl Session {
         state.record = record;
         state.data = data;
         state.changed = false;
+        state.changes = Changes::default();
         state.regenerate = false;
     }
 }

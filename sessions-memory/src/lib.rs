@@ -34,7 +34,9 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
-use sessions_core::{Error, IdGenerator, SessionBackend, SessionData, async_trait};
+use sessions_core::{
+    Applied, Changes, Error, IdGenerator, SessionBackend, SessionData, async_trait,
+};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -196,6 +198,41 @@ impl Store {
         }
     }
 
+    /// Replace the live record `id` with what `f` makes of it (`None`: remove it), as the
+    /// most recently written; [`Error::SessionGone`] when there is no live record, which is
+    /// then not brought back.
+    fn update(
+        &mut self,
+        inner: &Inner,
+        id: &str,
+        now: Instant,
+        expires: Option<Instant>,
+        f: impl FnOnce(&SessionData) -> Option<SessionData>,
+    ) -> Result<Option<SessionData>, Error> {
+        let seq = self.next_seq;
+        let Store { records, order, .. } = self;
+        let record = match records.get_mut(id) {
+            Some(record) if record.live(now) => record,
+            _ => return Err(Error::SessionGone),
+        };
+        let Some(data) = f(&record.data) else {
+            order.remove(&record.seq);
+            records.remove(id);
+            return Ok(None);
+        };
+        record.data = data.clone();
+        record.expires = expires;
+        if inner.max_sessions.is_some() {
+            // Now the most recently written: move it to the back of the order.
+            if let Some(key) = order.remove(&record.seq) {
+                order.insert(seq, key);
+            }
+        }
+        record.seq = seq;
+        self.next_seq += 1;
+        Ok(Some(data))
+    }
+
     /// Amortised upkeep before a create: purge expired records once every so many writes,
     /// and make room when the store is full.
     fn make_room(&mut self, inner: &Inner, now: Instant) {
@@ -236,24 +273,7 @@ impl InMemoryBackend {
         let mut store = self.write_store();
         match id {
             Some(id) => {
-                // Update only a live record: a removed or expired one is not brought back.
-                let seq = store.next_seq;
-                let bounded = self.inner.max_sessions.is_some();
-                let Store { records, order, .. } = &mut *store;
-                let record = match records.get_mut(id) {
-                    Some(record) if record.live(now) => record,
-                    _ => return Err(Error::SessionGone),
-                };
-                record.data = data.clone();
-                record.expires = expires;
-                if bounded {
-                    // Now the most recently written: move it to the back of the order.
-                    if let Some(key) = order.remove(&record.seq) {
-                        order.insert(seq, key);
-                    }
-                }
-                record.seq = seq;
-                store.next_seq += 1;
+                store.update(&self.inner, id, now, expires, |_| Some(data.clone()))?;
                 Ok(id.to_owned())
             }
             None => {
@@ -286,6 +306,31 @@ impl SessionBackend for InMemoryBackend {
         ttl: Option<Duration>,
     ) -> Result<String, Error> {
         self.write_record(id, data, ttl)
+    }
+
+    /// Atomic: the changes go onto the stored record under the store's lock.
+    async fn apply(
+        &self,
+        id: &str,
+        session: &SessionData,
+        changes: &Changes,
+        ttl: Option<Duration>,
+    ) -> Result<Applied, Error> {
+        let now = Instant::now();
+        let expires = ttl.and_then(|ttl| now.checked_add(ttl));
+        let accessed = session.last_access_unix();
+        let mut store = self.write_store();
+        let updated = store.update(&self.inner, id, now, expires, |stored| {
+            let merged = changes.applied_to(stored, accessed);
+            (!merged.is_empty()).then_some(merged)
+        })?;
+        Ok(match updated {
+            Some(record) => Applied::Saved {
+                value: id.to_owned(),
+                record,
+            },
+            None => Applied::Removed,
+        })
     }
 
     async fn remove(&self, id: &str) -> Result<(), Error> {

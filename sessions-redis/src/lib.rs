@@ -115,7 +115,10 @@ use connection::{Connector, Failure, Pool};
 use deadpool_redis::redis::{Cmd, RedisWrite, ToRedisArgs, Value};
 use sessions_core::serializer::JsonSerializer;
 use sessions_core::store::{self, Decoded};
-use sessions_core::{Error, IdGenerator, Serializer, SessionBackend, SessionData, async_trait};
+use sessions_core::{
+    Applied, Changes, Error, IdGenerator, Revision, Serializer, SessionBackend, SessionData,
+    async_trait,
+};
 
 /// How a read treats a record the serializer cannot decode (re-exported from `sessions-core`).
 pub use sessions_core::store::CorruptRecords;
@@ -135,6 +138,36 @@ pub const DEFAULT_POOL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The longest `PX` sent: Redis rejects expiry times that overflow its clock.
 const MAX_TTL_MS: u128 = 1 << 60;
+
+/// How many times a save re-applies its changes after another save came in between.
+const APPLY_ATTEMPTS: usize = 16;
+
+/// The save: a compare-and-swap on the record's bytes. `KEYS[1]` the session's key,
+/// `ARGV[1]` the bytes the changes were applied to, `ARGV[2]` `set` or `del`, `ARGV[3]` the
+/// new bytes, `ARGV[4]` the TTL in milliseconds (empty: none). Replies: nil when the record
+/// is gone (it is not brought back), 1 when set, 0 when deleted, and an array holding the
+/// current bytes when they are not the expected ones (another save came in between).
+const APPLY_SCRIPT: &str = r"
+local current = redis.call('GET', KEYS[1])
+if not current then return nil end
+if current ~= ARGV[1] then return {current} end
+if ARGV[2] == 'del' then
+    redis.call('DEL', KEYS[1])
+    return 0
+end
+if ARGV[4] == '' then
+    redis.call('SET', KEYS[1], ARGV[3])
+else
+    redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])
+end
+return 1
+";
+
+/// The SHA-1 of [`APPLY_SCRIPT`], for `EVALSHA`.
+fn apply_script_sha() -> &'static str {
+    static SHA: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SHA.get_or_init(|| redis::Script::new(APPLY_SCRIPT).get_hash().to_owned())
+}
 
 /// Sessions stored in Redis (or a Redis Cluster). See the [crate docs](crate).
 ///
@@ -381,10 +414,85 @@ impl<S> RedisBackend<S> {
         }
     }
 
+    /// The stored bytes of `id`.
+    async fn raw(&self, id: &str) -> Result<Option<Vec<u8>>, Error> {
+        match self.query(&self.key_cmd("GET", id), "GET", id).await? {
+            Value::Nil => Ok(None),
+            Value::BulkString(bytes) => Ok(Some(bytes)),
+            other => Err(self.unexpected("GET", id, &other)),
+        }
+    }
+
+    fn apply_cmd(&self, id: &str, expected: &[u8], value: &[u8], ttl_ms: Option<u64>) -> Cmd {
+        let mut cmd = Cmd::with_capacity(
+            8,
+            64 + self.prefix.len() + id.len() + expected.len() + value.len(),
+        );
+        cmd.arg("EVALSHA")
+            .arg(apply_script_sha())
+            .arg(1)
+            .arg(self.key_arg(id))
+            .arg(expected)
+            .arg(if value.is_empty() { "del" } else { "set" })
+            .arg(value);
+        match ttl_ms {
+            Some(ms) => cmd.arg(ms),
+            None => cmd.arg(""),
+        };
+        cmd
+    }
+
+    /// Run the save script: `EVALSHA`, and once more as `EVAL` (which caches it) when this
+    /// Redis does not know the script yet (`NOSCRIPT`: a new or restarted server).
+    async fn script(&self, cmd: &Cmd, id: &str) -> Result<Value, Error> {
+        match self.connector.query(cmd).await {
+            Err(Failure::Command(e))
+                if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+            {
+                let mut eval = Cmd::new();
+                eval.arg("EVAL").arg(APPLY_SCRIPT);
+                for arg in cmd.args_iter().skip(2) {
+                    if let redis::Arg::Simple(bytes) = arg {
+                        eval.arg(bytes);
+                    }
+                }
+                self.query(&eval, "EVAL", id).await
+            }
+            Err(Failure::Connect(e)) => Err(e),
+            Err(Failure::Command(e)) => Err(Error::backend_with(
+                format!(
+                    "redis: EVALSHA {} failed: {e}",
+                    masked_key(&self.prefix, id)
+                ),
+                e,
+            )),
+            Ok(value) => Ok(value),
+        }
+    }
+
     fn key_cmd(&self, name: &str, id: &str) -> Cmd {
         let mut cmd = Cmd::with_capacity(2, name.len() + self.prefix.len() + id.len());
         cmd.arg(name).arg(self.key_arg(id));
         cmd
+    }
+}
+
+impl<S: Serializer> RedisBackend<S> {
+    /// The record a save found stored in place of the one its session loaded.
+    async fn decode_current(&self, id: &str, bytes: &[u8]) -> Result<SessionData, Error> {
+        let key = KeyOf {
+            prefix: &self.prefix,
+            id,
+        };
+        match store::decode(&self.serializer, bytes, self.corrupt, &key)? {
+            Decoded::Record(data) => Ok(data),
+            Decoded::Corrupt => {
+                // Another writer stored something unreadable: the session is not saved over
+                // it, and the record goes as any corrupt one does.
+                self.remove(id).await?;
+                Err(Error::SessionGone)
+            }
+        }
     }
 }
 
@@ -401,7 +509,7 @@ impl<S: Serializer> SessionBackend for RedisBackend<S> {
             id,
         };
         match store::decode(&self.serializer, &bytes, self.corrupt, &key)? {
-            Decoded::Record(data) => Ok(Some(data)),
+            Decoded::Record(data) => Ok(Some(data.with_revision(Revision::bytes(bytes)))),
             Decoded::Corrupt => {
                 // Removed, so the next request with this cookie does not decode it again.
                 if let Err(error) = self.remove(id).await {
@@ -438,6 +546,71 @@ impl<S: Serializer> SessionBackend for RedisBackend<S> {
                 .await
             }
         }
+    }
+
+    /// One round trip when no other save came in between: a script compares the stored bytes
+    /// with the ones the session loaded and, when they match, stores the session (or deletes
+    /// the record it emptied) and resets the TTL. When they differ, the script answers the
+    /// current bytes, the changes are applied to them, and the script runs again.
+    async fn apply(
+        &self,
+        id: &str,
+        session: &SessionData,
+        changes: &Changes,
+        ttl: Option<Duration>,
+    ) -> Result<Applied, Error> {
+        let ttl_ms = self.ttl_ms(ttl);
+        let accessed = session.last_access_unix();
+        let (mut expected, mut merged) = match session.revision().and_then(Revision::as_bytes) {
+            // The session is the loaded record with the changes made.
+            Some(bytes) => (bytes.to_vec(), session.clone()),
+            // Loaded by other means: start from the record as stored.
+            None => match self.raw(id).await? {
+                Some(bytes) => {
+                    let current = self.decode_current(id, &bytes).await?;
+                    (bytes, changes.applied_to(&current, accessed))
+                }
+                None => return Err(Error::SessionGone),
+            },
+        };
+        for _ in 0..APPLY_ATTEMPTS {
+            let value = if merged.is_empty() {
+                Vec::new()
+            } else {
+                self.serializer.serialize(&merged)?
+            };
+            let cmd = self.apply_cmd(id, &expected, &value, ttl_ms);
+            match self.script(&cmd, id).await? {
+                Value::Nil => return Err(Error::SessionGone),
+                Value::Int(1) => {
+                    return Ok(Applied::Saved {
+                        value: id.to_owned(),
+                        record: merged.with_revision(Revision::bytes(value)),
+                    });
+                }
+                Value::Int(0) => return Ok(Applied::Removed),
+                Value::Array(mut current) => match current.pop() {
+                    Some(Value::BulkString(bytes)) => {
+                        let current = self.decode_current(id, &bytes).await?;
+                        merged = changes.applied_to(&current, accessed);
+                        expected = bytes;
+                    }
+                    other => {
+                        return Err(self.unexpected(
+                            "EVALSHA",
+                            id,
+                            &Value::Array(other.into_iter().collect()),
+                        ));
+                    }
+                },
+                other => return Err(self.unexpected("EVALSHA", id, &other)),
+            }
+        }
+        Err(Error::backend(format!(
+            "redis: {APPLY_ATTEMPTS} saves of {} in a row found another save in between; \
+             gave up",
+            masked_key(&self.prefix, id)
+        )))
     }
 
     async fn remove(&self, id: &str) -> Result<(), Error> {

@@ -13,6 +13,10 @@ pub struct Statements {
     pub exists: String,
     pub insert: String,
     pub update: String,
+    /// The update of a save: only while the row holds the version the changes were applied to.
+    pub apply: String,
+    /// The delete of a save that emptied the session, on the same condition.
+    pub apply_delete: String,
     pub delete: String,
     pub delete_expired: String,
 }
@@ -51,21 +55,27 @@ pub trait Driver: sqlx::Database {
 
     fn statements(table: &TableName) -> Statements;
 
-    /// The statements `migrate()` runs, in order; each is idempotent.
+    /// The statements `migrate()` runs, in order; each is idempotent, or fails only as
+    /// [`is_duplicate_column`](Driver::is_duplicate_column) says (a column added before).
     fn ddl(table: &TableName) -> Vec<String>;
 
     fn classify(e: &sqlx::Error) -> Failure;
 
+    /// Whether `e` says a column to add is there already: the migration of a table made by
+    /// this version needs nothing then.
+    fn is_duplicate_column(e: &sqlx::Error) -> bool;
+
     /// A pool for `url` that connects on first use, with this crate's pool settings.
     fn lazy_pool(url: &str, acquire_timeout: Duration) -> Result<sqlx::Pool<Self>, sqlx::Error>;
 
-    /// The live row's data, handed to `decode` where the driver holds it (no copy).
+    /// The live row's data and version, handed to `decode` where the driver holds them (no
+    /// copy).
     fn fetch_data<'c, T: Send + 'c>(
         conn: &'c mut Self::Connection,
         sql: &'c str,
         id: &'c str,
         now: i64,
-        decode: &'c (dyn Fn(&[u8]) -> T + Sync),
+        decode: &'c (dyn Fn(&[u8], i64) -> T + Sync),
     ) -> impl Future<Output = Result<Option<T>, sqlx::Error>> + Send + 'c;
 
     fn fetch_exists<'c>(
@@ -92,6 +102,25 @@ pub trait Driver: sqlx::Database {
         data: &'c [u8],
         expires_at: Option<i64>,
         now: i64,
+    ) -> impl Future<Output = Result<u64, sqlx::Error>> + Send + 'c;
+
+    /// Update a live row that still holds `version`; the number of rows matched.
+    fn apply<'c>(
+        conn: &'c mut Self::Connection,
+        sql: &'c str,
+        id: &'c str,
+        data: &'c [u8],
+        expires_at: Option<i64>,
+        now: i64,
+        version: i64,
+    ) -> impl Future<Output = Result<u64, sqlx::Error>> + Send + 'c;
+
+    /// Delete the row `id` if it still holds `version`; how many went.
+    fn delete_version<'c>(
+        conn: &'c mut Self::Connection,
+        sql: &'c str,
+        id: &'c str,
+        version: i64,
     ) -> impl Future<Output = Result<u64, sqlx::Error>> + Send + 'c;
 
     fn delete<'c>(
@@ -143,13 +172,16 @@ macro_rules! common_statements {
             sql: &'c str,
             id: &'c str,
             now: i64,
-            decode: &'c (dyn Fn(&[u8]) -> T + Sync),
+            decode: &'c (dyn Fn(&[u8], i64) -> T + Sync),
         ) -> impl Future<Output = Result<Option<T>, sqlx::Error>> + Send + 'c {
             async move {
                 let args = arguments!(id.len(); id, now)?;
                 let row = sqlx::query_with(sql, args).fetch_optional(conn).await?;
                 match row {
-                    Some(row) => Ok(Some(decode(sqlx::Row::try_get::<&[u8], _>(&row, 0)?))),
+                    Some(row) => {
+                        let version = sqlx::Row::try_get::<i64, _>(&row, 1)?;
+                        Ok(Some(decode(sqlx::Row::try_get::<&[u8], _>(&row, 0)?, version)))
+                    }
                     None => Ok(None),
                 }
             }
@@ -178,6 +210,36 @@ macro_rules! common_statements {
         ) -> impl Future<Output = Result<u64, sqlx::Error>> + Send + 'c {
             async move {
                 let args = arguments!(data.len() + id.len(); data, expires_at, id, now)?;
+                let done = sqlx::query_with(sql, args).execute(conn).await?;
+                Ok(done.rows_affected())
+            }
+        }
+
+        fn apply<'c>(
+            conn: &'c mut Self::Connection,
+            sql: &'c str,
+            id: &'c str,
+            data: &'c [u8],
+            expires_at: Option<i64>,
+            now: i64,
+            version: i64,
+        ) -> impl Future<Output = Result<u64, sqlx::Error>> + Send + 'c {
+            async move {
+                let args =
+                    arguments!(data.len() + id.len(); data, expires_at, id, version, now)?;
+                let done = sqlx::query_with(sql, args).execute(conn).await?;
+                Ok(done.rows_affected())
+            }
+        }
+
+        fn delete_version<'c>(
+            conn: &'c mut Self::Connection,
+            sql: &'c str,
+            id: &'c str,
+            version: i64,
+        ) -> impl Future<Output = Result<u64, sqlx::Error>> + Send + 'c {
+            async move {
+                let args = arguments!(id.len(); id, version)?;
                 let done = sqlx::query_with(sql, args).execute(conn).await?;
                 Ok(done.rows_affected())
             }
@@ -260,16 +322,26 @@ mod sqlite {
         fn statements(table: &TableName) -> Statements {
             let t = table.quoted('"');
             Statements {
-                read: format!("SELECT data FROM {t} WHERE id = ?1 AND {}", live("?2")),
+                read: format!(
+                    "SELECT data, version FROM {t} WHERE id = ?1 AND {}",
+                    live("?2")
+                ),
                 exists: format!("SELECT 1 FROM {t} WHERE id = ?1 AND {}", live("?2")),
                 insert: format!(
                     "INSERT INTO {t} (id, data, expires_at) VALUES (?1, ?2, ?3) \
                      ON CONFLICT (id) DO NOTHING"
                 ),
                 update: format!(
-                    "UPDATE {t} SET data = ?1, expires_at = ?2 WHERE id = ?3 AND {}",
+                    "UPDATE {t} SET data = ?1, expires_at = ?2, version = version + 1 \
+                     WHERE id = ?3 AND {}",
                     live("?4")
                 ),
+                apply: format!(
+                    "UPDATE {t} SET data = ?1, expires_at = ?2, version = version + 1 \
+                     WHERE id = ?3 AND version = ?4 AND {}",
+                    live("?5")
+                ),
+                apply_delete: format!("DELETE FROM {t} WHERE id = ?1 AND version = ?2"),
                 delete: format!("DELETE FROM {t} WHERE id = ?1"),
                 delete_expired: format!(
                     "DELETE FROM {t} WHERE id IN \
@@ -285,8 +357,11 @@ mod sqlite {
                     "CREATE TABLE IF NOT EXISTS {t} (\
                      id TEXT PRIMARY KEY NOT NULL, \
                      data BLOB NOT NULL, \
-                     expires_at INTEGER) WITHOUT ROWID"
+                     expires_at INTEGER, \
+                     version INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID"
                 ),
+                // Tables made before saves merged their changes have no version yet.
+                format!("ALTER TABLE {t} ADD COLUMN version INTEGER NOT NULL DEFAULT 0"),
                 format!(
                     "CREATE INDEX IF NOT EXISTS {} ON \"{}\" (expires_at)",
                     table.quoted_index_in_schema('"'),
@@ -313,6 +388,11 @@ mod sqlite {
                 _ if db.message().starts_with("no such table") => Failure::MissingTable,
                 _ => Failure::Other,
             }
+        }
+
+        fn is_duplicate_column(e: &sqlx::Error) -> bool {
+            e.as_database_error()
+                .is_some_and(|db| db.message().starts_with("duplicate column name"))
         }
 
         fn lazy_pool(
@@ -358,16 +438,26 @@ mod postgres {
         fn statements(table: &TableName) -> Statements {
             let t = table.quoted('"');
             Statements {
-                read: format!("SELECT data FROM {t} WHERE id = $1 AND {}", live("$2")),
+                read: format!(
+                    "SELECT data, version FROM {t} WHERE id = $1 AND {}",
+                    live("$2")
+                ),
                 exists: format!("SELECT 1 FROM {t} WHERE id = $1 AND {}", live("$2")),
                 insert: format!(
                     "INSERT INTO {t} (id, data, expires_at) VALUES ($1, $2, $3) \
                      ON CONFLICT (id) DO NOTHING"
                 ),
                 update: format!(
-                    "UPDATE {t} SET data = $1, expires_at = $2 WHERE id = $3 AND {}",
+                    "UPDATE {t} SET data = $1, expires_at = $2, version = version + 1 \
+                     WHERE id = $3 AND {}",
                     live("$4")
                 ),
+                apply: format!(
+                    "UPDATE {t} SET data = $1, expires_at = $2, version = version + 1 \
+                     WHERE id = $3 AND version = $4 AND {}",
+                    live("$5")
+                ),
+                apply_delete: format!("DELETE FROM {t} WHERE id = $1 AND version = $2"),
                 delete: format!("DELETE FROM {t} WHERE id = $1"),
                 // SKIP LOCKED: a second cleaner (another app instance) takes other rows
                 // instead of waiting for these.
@@ -385,7 +475,12 @@ mod postgres {
                     "CREATE TABLE IF NOT EXISTS {t} (\
                      id TEXT PRIMARY KEY, \
                      data BYTEA NOT NULL, \
-                     expires_at BIGINT)"
+                     expires_at BIGINT, \
+                     version BIGINT NOT NULL DEFAULT 0)"
+                ),
+                // Tables made before saves merged their changes have no version yet.
+                format!(
+                    "ALTER TABLE {t} ADD COLUMN IF NOT EXISTS version BIGINT NOT NULL DEFAULT 0"
                 ),
                 format!(
                     "CREATE INDEX IF NOT EXISTS \"{}\" ON {t} (expires_at)",
@@ -407,6 +502,11 @@ mod postgres {
                 Some(c) if c.starts_with("57P") || c.starts_with("08") => Failure::Connection,
                 _ => Failure::Other,
             }
+        }
+
+        fn is_duplicate_column(e: &sqlx::Error) -> bool {
+            // duplicate_column
+            e.as_database_error().and_then(|db| db.code()).as_deref() == Some("42701")
         }
 
         fn lazy_pool(
@@ -440,7 +540,10 @@ mod mysql {
         fn statements(table: &TableName) -> Statements {
             let t = table.quoted('`');
             Statements {
-                read: format!("SELECT data FROM {t} WHERE id = ? AND {}", live("?")),
+                read: format!(
+                    "SELECT data, version FROM {t} WHERE id = ? AND {}",
+                    live("?")
+                ),
                 exists: format!("SELECT 1 FROM {t} WHERE id = ? AND {}", live("?")),
                 // A plain INSERT: a taken id fails with ER_DUP_ENTRY, told apart below.
                 // (INSERT IGNORE would also turn other errors, truncation included, into
@@ -449,9 +552,16 @@ mod mysql {
                 // sqlx connects with CLIENT_FOUND_ROWS, so the row count is the rows matched,
                 // also when the new values equal the old ones.
                 update: format!(
-                    "UPDATE {t} SET data = ?, expires_at = ? WHERE id = ? AND {}",
+                    "UPDATE {t} SET data = ?, expires_at = ?, version = version + 1 \
+                     WHERE id = ? AND {}",
                     live("?")
                 ),
+                apply: format!(
+                    "UPDATE {t} SET data = ?, expires_at = ?, version = version + 1 \
+                     WHERE id = ? AND version = ? AND {}",
+                    live("?")
+                ),
+                apply_delete: format!("DELETE FROM {t} WHERE id = ? AND version = ?"),
                 delete: format!("DELETE FROM {t} WHERE id = ?"),
                 delete_expired: format!(
                     "DELETE FROM {t} WHERE expires_at <= ? ORDER BY expires_at LIMIT ?"
@@ -461,14 +571,21 @@ mod mysql {
 
         fn ddl(table: &TableName) -> Vec<String> {
             let t = table.quoted('`');
-            vec![format!(
-                "CREATE TABLE IF NOT EXISTS {t} (\
-                 id VARCHAR(128) CHARACTER SET ascii COLLATE ascii_bin NOT NULL PRIMARY KEY, \
-                 data LONGBLOB NOT NULL, \
-                 expires_at BIGINT NULL, \
-                 INDEX `{}` (expires_at))",
-                table.index_name()
-            )]
+            vec![
+                format!(
+                    "CREATE TABLE IF NOT EXISTS {t} (\
+                     id VARCHAR(128) CHARACTER SET ascii COLLATE ascii_bin NOT NULL PRIMARY KEY, \
+                     data LONGBLOB NOT NULL, \
+                     expires_at BIGINT NULL, \
+                     version BIGINT NOT NULL DEFAULT 0, \
+                     INDEX `{}` (expires_at))",
+                    table.index_name()
+                ),
+                // Tables made before saves merged their changes have no version yet. (MySQL
+                // has no `ADD COLUMN IF NOT EXISTS`: a column already there is
+                // ER_DUP_FIELDNAME, which `migrate` takes as done.)
+                format!("ALTER TABLE {t} ADD COLUMN version BIGINT NOT NULL DEFAULT 0"),
+            ]
         }
 
         fn classify(e: &sqlx::Error) -> Failure {
@@ -484,6 +601,11 @@ mod mysql {
                 Some(1053 | 1927 | 4031) => Failure::Connection,
                 _ => Failure::Other,
             }
+        }
+
+        fn is_duplicate_column(e: &sqlx::Error) -> bool {
+            // ER_DUP_FIELDNAME
+            number(e) == Some(1060)
         }
 
         fn lazy_pool(

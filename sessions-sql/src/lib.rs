@@ -62,9 +62,10 @@
 //!
 //! | operation | statement |
 //! |---|---|
-//! | read | `SELECT data FROM t WHERE id = ? AND (expires_at IS NULL OR expires_at > ?now)` |
+//! | read | `SELECT data, version FROM t WHERE id = ? AND (expires_at IS NULL OR expires_at > ?now)` |
 //! | create (`write(None, ..)`) | `INSERT INTO t (id, data, expires_at) VALUES (?, ?, ?)`, with `ON CONFLICT (id) DO NOTHING` on SQLite and PostgreSQL; on MySQL a duplicate-key error. A taken id changes nothing: a new id is minted and tried |
-//! | update (`write(Some(id), ..)`) | `UPDATE t SET data = ?, expires_at = ? WHERE id = ? AND (expires_at IS NULL OR expires_at > ?now)`; no row matched: [`Error::SessionGone`], nothing stored |
+//! | update (`write(Some(id), ..)`) | `UPDATE t SET data = ?, expires_at = ?, version = version + 1 WHERE id = ? AND (expires_at IS NULL OR expires_at > ?now)`; no row matched: [`Error::SessionGone`], nothing stored |
+//! | save (`apply`: a loaded session's changes) | `UPDATE t SET data = ?, expires_at = ?, version = version + 1 WHERE id = ? AND version = ?read AND (expires_at IS NULL OR expires_at > ?now)` (a session emptied: `DELETE FROM t WHERE id = ? AND version = ?read`). No row matched: another save came in between; the row is read again, the session's changes applied to it, and the statement sent again (at most 16 times); a row gone is [`Error::SessionGone`] |
 //! | remove | `DELETE FROM t WHERE id = ?` |
 //! | exists | `SELECT 1 FROM t WHERE id = ? AND (expires_at IS NULL OR expires_at > ?now)` |
 //!
@@ -95,11 +96,21 @@
 //! | `id` | text, primary key | the session id: 1 to 128 visible ASCII characters |
 //! | `data` | bytes | the record, as the serializer encoded it |
 //! | `expires_at` | 64-bit integer, indexed, `NULL` = never | when the row expires, in **Unix milliseconds** (UTC) |
+//! | `version` | 64-bit integer, default 0 | bumped by every update: how a save notices another save in between |
 //!
 //! "Now" is taken from the application's clock and bound into each statement, so the three
 //! databases behave the same whatever their time zone settings; run the application servers
-//! with synchronized clocks. [`migrate`](SqlBackend::migrate) creates the table and the index
-//! when they are missing (and does nothing otherwise: it never alters or drops anything).
+//! with synchronized clocks.
+//!
+//! A session's save applies what the request changed (keys set or removed, a clear) to the
+//! row as it is stored at that moment, so two overlapping requests that change different keys
+//! both keep their change; the `version` column, bumped by every update, tells the save
+//! whether another one came in between. Uncontended, a request that changes its session costs
+//! the same two statements as before: its read, and one update.
+//!
+//! [`migrate`](SqlBackend::migrate) creates the table and the index when they are missing,
+//! and adds the `version` column to a table made by an earlier version of this crate (it
+//! never drops or changes anything else).
 //! To run your own migrations instead, this is the DDL it runs for the default table name
 //! `sessions` (the index is named `<table>_expires_at_idx`):
 //!
@@ -109,21 +120,26 @@
 //! slower):
 //!
 //! ```sql
-//! CREATE TABLE IF NOT EXISTS "sessions" (id TEXT PRIMARY KEY NOT NULL, data BLOB NOT NULL, expires_at INTEGER) WITHOUT ROWID;
+//! CREATE TABLE IF NOT EXISTS "sessions" (id TEXT PRIMARY KEY NOT NULL, data BLOB NOT NULL, expires_at INTEGER, version INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;
+//! -- "duplicate column name" here means the column is there: done.
+//! ALTER TABLE "sessions" ADD COLUMN version INTEGER NOT NULL DEFAULT 0;
 //! CREATE INDEX IF NOT EXISTS "sessions_expires_at_idx" ON "sessions" (expires_at);
 //! ```
 //!
 //! PostgreSQL:
 //!
 //! ```sql
-//! CREATE TABLE IF NOT EXISTS "sessions" (id TEXT PRIMARY KEY, data BYTEA NOT NULL, expires_at BIGINT);
+//! CREATE TABLE IF NOT EXISTS "sessions" (id TEXT PRIMARY KEY, data BYTEA NOT NULL, expires_at BIGINT, version BIGINT NOT NULL DEFAULT 0);
+//! ALTER TABLE "sessions" ADD COLUMN IF NOT EXISTS version BIGINT NOT NULL DEFAULT 0;
 //! CREATE INDEX IF NOT EXISTS "sessions_expires_at_idx" ON "sessions" (expires_at);
 //! ```
 //!
 //! MySQL / MariaDB (a binary collation, so ids compare exactly, case included):
 //!
 //! ```sql
-//! CREATE TABLE IF NOT EXISTS `sessions` (id VARCHAR(128) CHARACTER SET ascii COLLATE ascii_bin NOT NULL PRIMARY KEY, data LONGBLOB NOT NULL, expires_at BIGINT NULL, INDEX `sessions_expires_at_idx` (expires_at));
+//! CREATE TABLE IF NOT EXISTS `sessions` (id VARCHAR(128) CHARACTER SET ascii COLLATE ascii_bin NOT NULL PRIMARY KEY, data LONGBLOB NOT NULL, expires_at BIGINT NULL, version BIGINT NOT NULL DEFAULT 0, INDEX `sessions_expires_at_idx` (expires_at));
+//! -- ER_DUP_FIELDNAME (1060) here means the column is there: done.
+//! ALTER TABLE `sessions` ADD COLUMN version BIGINT NOT NULL DEFAULT 0;
 //! ```
 //!
 //! Table names are checked when the backend is built ([`with_table`](SqlBackend::with_table)):
@@ -204,7 +220,10 @@ use conns::{Conns, LeaseError};
 use driver::{Driver, Failure, Statements};
 use sessions_core::serializer::JsonSerializer;
 use sessions_core::store::{self, Decoded};
-use sessions_core::{Error, IdGenerator, Serializer, SessionBackend, SessionData, async_trait};
+use sessions_core::{
+    Applied, Changes, Error, IdGenerator, Revision, Serializer, SessionBackend, SessionData,
+    async_trait,
+};
 
 /// How a read treats a row the serializer cannot decode (re-exported from `sessions-core`).
 pub use sessions_core::store::CorruptRecords;
@@ -552,6 +571,8 @@ impl<DB: SqlDatabase, S> SqlBackend<DB, S> {
                 attempt += 1;
                 match run!(shared, |conn| DB::execute_ddl(conn, &sql)) {
                     Ok(()) => break,
+                    // The version column, added to a table that has it already.
+                    Err(OpError::Statement(_, e)) if DB::is_duplicate_column(&e) => break,
                     // Two instances creating the same table at once: PostgreSQL can fail the
                     // loser on its catalog's unique index even with IF NOT EXISTS. Once the
                     // winner is done, the statement finds the table there.
@@ -721,6 +742,31 @@ fn now_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
+/// How many times a save re-applies its changes after another save came in between.
+const APPLY_ATTEMPTS: usize = 16;
+
+impl<DB: SqlDatabase, S: Serializer> SqlBackend<DB, S> {
+    /// The row of `id` as stored now, with `changes` applied: what a save stores when the row
+    /// changed since its session read it. [`Error::SessionGone`] when it is gone.
+    async fn current(
+        &self,
+        id: &str,
+        changes: &Changes,
+        accessed: u64,
+    ) -> Result<(i64, SessionData), Error> {
+        match self.read(id).await? {
+            Some(current) => {
+                let version = current
+                    .revision()
+                    .and_then(Revision::as_number)
+                    .unwrap_or_default();
+                Ok((version, changes.applied_to(&current, accessed)))
+            }
+            None => Err(Error::SessionGone),
+        }
+    }
+}
+
 /// Where a row is, for messages about it: the table and the masked id, formatted only when a
 /// message is made.
 struct RowOf<'a> {
@@ -751,7 +797,10 @@ impl<DB: SqlDatabase, S: Serializer> SessionBackend for SqlBackend<DB, S> {
             table: &shared.table,
             id,
         };
-        let decode = |bytes: &[u8]| store::decode(&self.serializer, bytes, self.corrupt, &location);
+        let decode = |bytes: &[u8], version: i64| {
+            store::decode(&self.serializer, bytes, self.corrupt, &location)
+                .map(|decoded| (decoded, version))
+        };
         let decoded = match run!(shared, |conn| DB::fetch_data(
             conn,
             &shared.sql.read,
@@ -764,8 +813,10 @@ impl<DB: SqlDatabase, S: Serializer> SessionBackend for SqlBackend<DB, S> {
             Err(e) => return Err(shared.error(e, "read", Some(id)).await),
         };
         match decoded? {
-            Decoded::Record(data) => Ok(Some(data)),
-            Decoded::Corrupt => {
+            (Decoded::Record(data), version) => {
+                Ok(Some(data.with_revision(Revision::number(version))))
+            }
+            (Decoded::Corrupt, _) => {
                 // Deleted, so the next request with this cookie does not decode it again.
                 if let Err(error) = self.remove(id).await {
                     tracing::warn!(%error, "sessions-sql: the undecodable row could not be deleted");
@@ -833,6 +884,69 @@ impl<DB: SqlDatabase, S: Serializer> SessionBackend for SqlBackend<DB, S> {
                 .await
             }
         }
+    }
+
+    /// Two statements when no other save came in between (the session's read, and a
+    /// conditional update): the update applies only while the row holds the version the
+    /// session read. When another save came in between, the row is read again, the changes
+    /// applied to it, and the update sent once more.
+    async fn apply(
+        &self,
+        id: &str,
+        session: &SessionData,
+        changes: &Changes,
+        ttl: Option<Duration>,
+    ) -> Result<Applied, Error> {
+        if !storable(id) {
+            return Err(Error::SessionGone);
+        }
+        let shared = &*self.shared;
+        let accessed = session.last_access_unix();
+        let (mut version, mut merged) = match session.revision().and_then(Revision::as_number) {
+            // The session is the loaded row with the changes made.
+            Some(version) => (version, session.clone()),
+            None => self.current(id, changes, accessed).await?,
+        };
+        for _ in 0..APPLY_ATTEMPTS {
+            let now = now_ms();
+            let matched = if merged.is_empty() {
+                run!(shared, |conn| DB::delete_version(
+                    conn,
+                    &shared.sql.apply_delete,
+                    id,
+                    version
+                ))
+            } else {
+                let value = self.serializer.serialize(&merged)?;
+                let expires_at = self.expires_at(ttl, now);
+                run!(shared, |conn| DB::apply(
+                    conn,
+                    &shared.sql.apply,
+                    id,
+                    &value,
+                    expires_at,
+                    now,
+                    version
+                ))
+            };
+            match matched {
+                Ok(0) => (version, merged) = self.current(id, changes, accessed).await?,
+                Ok(_) if merged.is_empty() => return Ok(Applied::Removed),
+                Ok(_) => {
+                    return Ok(Applied::Saved {
+                        value: id.to_owned(),
+                        record: merged.with_revision(Revision::number(version + 1)),
+                    });
+                }
+                Err(e) => return Err(shared.error(e, "save", Some(id)).await),
+            }
+        }
+        Err(Error::backend(format!(
+            "{}: {APPLY_ATTEMPTS} saves of session {} in a row found another save in between; \
+             gave up",
+            DB::LABEL,
+            store::masked(id)
+        )))
     }
 
     async fn remove(&self, id: &str) -> Result<(), Error> {

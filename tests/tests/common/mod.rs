@@ -9,7 +9,7 @@ use axum::extract::Path;
 use axum::routing::get;
 use reqwest::header::{COOKIE, HeaderValue, SET_COOKIE, VARY};
 use reqwest::{Client, StatusCode};
-use sessions_core::{Error, SessionBackend, SessionData, async_trait};
+use sessions_core::{Applied, Changes, Error, SessionBackend, SessionData, async_trait};
 use sessions_memory::InMemoryBackend;
 use sessions_tower::{Session, SessionLayer};
 use std::fmt::Write as _;
@@ -397,6 +397,18 @@ impl SessionBackend for CountingBackend {
         self.counts.ttls.lock().expect("the ttl log").push(ttl);
         self.store.write(id, data, ttl).await
     }
+    /// A save of a loaded session's changes: counted as a write.
+    async fn apply(
+        &self,
+        id: &str,
+        session: &SessionData,
+        changes: &Changes,
+        ttl: Option<Duration>,
+    ) -> Result<Applied, Error> {
+        self.counts.writes.fetch_add(1, Ordering::SeqCst);
+        self.counts.ttls.lock().expect("the ttl log").push(ttl);
+        self.store.apply(id, session, changes, ttl).await
+    }
     async fn remove(&self, id: &str) -> Result<(), Error> {
         self.counts.removes.fetch_add(1, Ordering::SeqCst);
         self.store.remove(id).await
@@ -466,6 +478,18 @@ impl SessionBackend for FailingBackend {
             return Err(failure("write"));
         }
         self.store.write(id, data, ttl).await
+    }
+    async fn apply(
+        &self,
+        id: &str,
+        session: &SessionData,
+        changes: &Changes,
+        ttl: Option<Duration>,
+    ) -> Result<Applied, Error> {
+        if self.fail_writes.load(Ordering::SeqCst) {
+            return Err(failure("write"));
+        }
+        self.store.apply(id, session, changes, ttl).await
     }
     async fn remove(&self, id: &str) -> Result<(), Error> {
         if self.fail_removes.load(Ordering::SeqCst) {
