@@ -27,6 +27,14 @@ impl Harness for CookieHarness {
             }
             Case::CreateNeverOverwrites => Some("nothing is stored on the server to overwrite"),
             Case::LargeValue => Some("browsers keep at most 4096 bytes per cookie"),
+            Case::ApplyKeepsOtherSavesKeys
+            | Case::ApplyKeepsRemovedKeysRemoved
+            | Case::ApplyAfterRemoveIsGone
+            | Case::ApplyClearClearsTheStoredRecord
+            | Case::ApplyConcurrentSavesKeepEveryKey => Some(
+                "the client holds the state: there is no stored record for overlapping saves \
+                 to merge into; the last cookie set wins",
+            ),
             Case::CorruptRecordReadsAsMissing | Case::CorruptRecordFailsWhenStrict => {
                 Some("nothing is stored to corrupt: a value that does not open reads as no session")
             }

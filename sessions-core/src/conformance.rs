@@ -39,7 +39,7 @@
 //! fresh multi-threaded tokio runtime ([`block_on`]), so a failure names what broke. A skipped
 //! case prints why and passes. [`run_all`] runs every case in one go instead.
 
-use crate::{Error, IdGenerator, SessionBackend, SessionData};
+use crate::{Applied, Changes, Error, IdGenerator, SessionBackend, SessionData};
 use serde_json::{Value, json};
 use std::collections::HashSet;
 use std::fmt;
@@ -86,6 +86,15 @@ pub trait Harness: Send + Sync {
     /// skips [`Case::CorruptRecordFailsWhenStrict`], with that reason printed.
     fn strict_backend(&self) -> impl Future<Output = Option<Self::Backend>> + Send {
         async { None }
+    }
+
+    /// Whether the backend applies a save's changes atomically
+    /// ([`SessionBackend::apply`] overridden: under a lock, in a script, with a conditional
+    /// update), so that saves at the same instant keep each other's keys. `false` (the
+    /// default) skips [`Case::ApplyConcurrentSavesKeepEveryKey`], with that reason printed;
+    /// the other `Apply*` cases, which save one after another, run either way.
+    fn merges_atomically(&self) -> bool {
+        false
     }
 
     /// Cases this backend cannot support, with the reason; they are skipped and the reason
@@ -159,6 +168,21 @@ cases! {
     CreateNeverOverwrites => create_never_overwrites,
     /// An update after a concurrent remove reports the session gone and stores nothing.
     NoResurrectionAfterRemove => no_resurrection_after_remove,
+    /// Two sessions loaded from the same record, saved one after the other with changes to
+    /// different keys: both changes are kept.
+    ApplyKeepsOtherSavesKeys => apply_keeps_other_saves_keys,
+    /// A key one save removed stays removed when a save that loaded it before changes another.
+    ApplyKeepsRemovedKeysRemoved => apply_keeps_removed_keys_removed,
+    /// A save after the record was removed is [`Error::SessionGone`] and stores nothing.
+    ApplyAfterRemoveIsGone => apply_after_remove_is_gone,
+    /// A clear applies to the record as stored: keys another save set before it go too, and
+    /// a save that empties the record removes it.
+    ApplyClearClearsTheStoredRecord => apply_clear_clears_the_stored_record,
+    /// A save keeps the creation time and records the latest access.
+    ApplyKeepsCreated => apply_keeps_created,
+    /// Sixteen saves at once, each setting its own key on the same loaded record: every key
+    /// is kept. Needs [`Harness::merges_atomically`].
+    ApplyConcurrentSavesKeepEveryKey => apply_concurrent_saves_keep_every_key,
     /// A stored record that does not decode reads as no session by default, and is removed:
     /// no lock-out until it expires. Needs [`Harness::plant_raw`].
     CorruptRecordReadsAsMissing => corrupt_record_reads_as_missing,
@@ -541,6 +565,194 @@ async fn no_resurrection_after_remove<H: Harness>(h: &H) {
     );
 }
 
+/// Save `changes` made to `loaded` (as read from `id`), as the session layer does.
+async fn save<B: SessionBackend>(
+    b: &B,
+    id: &str,
+    loaded: &SessionData,
+    changes: &Changes,
+) -> Result<Applied, Error> {
+    let session = changes.applied_to(loaded, loaded.last_access_unix() + 1);
+    b.apply(id, &session, changes, HOUR).await
+}
+
+fn setting(key: &str, value: Value) -> Changes {
+    let mut changes = Changes::default();
+    changes.set(key, value);
+    changes
+}
+
+/// A record stored with `value`, its id, and two copies of it as two requests load it.
+async fn loaded_twice<B: SessionBackend>(
+    b: &B,
+    value: Value,
+) -> (String, SessionData, SessionData) {
+    let id = create(b, &record(value), HOUR).await;
+    let first = read_back(b, &id).await;
+    let second = read_back(b, &id).await;
+    (id, first, second)
+}
+
+fn saved(applied: Result<Applied, Error>, what: &str) -> SessionData {
+    match applied {
+        Ok(Applied::Saved { record, .. }) => record,
+        Ok(other) => panic!("{what}: expected a save, got {other:?}"),
+        Err(e) => panic!("{what}: the save failed: {e}"),
+    }
+}
+
+async fn apply_keeps_other_saves_keys<H: Harness>(h: &H) {
+    let b = h.backend().await;
+    let (id, first, second) = loaded_twice(&b, json!({"a": 1})).await;
+    saved(
+        save(&b, &id, &first, &setting("cart", json!(["book"]))).await,
+        "the first save",
+    );
+    let record = saved(
+        save(&b, &id, &second, &setting("last_page", json!("/checkout"))).await,
+        "the second save",
+    );
+    let stored = read_back(&b, &id).await;
+    for (key, value) in [
+        ("a", json!(1)),
+        ("cart", json!(["book"])),
+        ("last_page", json!("/checkout")),
+    ] {
+        assert_eq!(
+            stored.values().get(key),
+            Some(&value),
+            "{key} was lost: {stored:?}"
+        );
+        assert_eq!(
+            record.values().get(key),
+            Some(&value),
+            "apply's record lacks {key}"
+        );
+    }
+}
+
+async fn apply_keeps_removed_keys_removed<H: Harness>(h: &H) {
+    let b = h.backend().await;
+    let (id, first, second) = loaded_twice(&b, json!({"flash": "hi", "a": 1})).await;
+    let mut removing = Changes::default();
+    removing.remove("flash");
+    saved(save(&b, &id, &first, &removing).await, "the removing save");
+    saved(
+        save(&b, &id, &second, &setting("b", json!(2))).await,
+        "the other save",
+    );
+    let stored = read_back(&b, &id).await;
+    assert!(
+        !stored.values().contains_key("flash"),
+        "a removed key came back: {stored:?}"
+    );
+    assert_eq!(stored.values().get("b"), Some(&json!(2)));
+    assert_eq!(stored.values().get("a"), Some(&json!(1)));
+}
+
+async fn apply_after_remove_is_gone<H: Harness>(h: &H) {
+    let b = h.backend().await;
+    let (id, loaded, _) = loaded_twice(&b, json!({"a": 1})).await;
+    b.remove(&id).await.expect("remove failed");
+    match save(&b, &id, &loaded, &setting("b", json!(2))).await {
+        Err(Error::SessionGone) => {}
+        other => panic!("a save after a remove must be SessionGone, got {other:?}"),
+    }
+    assert!(
+        matches!(b.read(&id).await, Ok(None)),
+        "the removed session came back"
+    );
+}
+
+async fn apply_clear_clears_the_stored_record<H: Harness>(h: &H) {
+    let b = h.backend().await;
+    let (id, first, second) = loaded_twice(&b, json!({"a": 1})).await;
+    saved(
+        save(&b, &id, &first, &setting("x", json!(1))).await,
+        "the setting save",
+    );
+    let mut clearing = Changes::default();
+    clearing.clear();
+    clearing.set("y", json!(2));
+    let cleared = saved(save(&b, &id, &second, &clearing).await, "the clearing save");
+    assert_eq!(
+        cleared.values(),
+        record(json!({"y": 2})).values(),
+        "a clear keeps only what was set after it"
+    );
+    assert_eq!(read_back(&b, &id).await.values(), cleared.values());
+
+    let (id, first, second) = loaded_twice(&b, json!({"a": 1})).await;
+    saved(
+        save(&b, &id, &first, &setting("x", json!(1))).await,
+        "the setting save",
+    );
+    let mut emptying = Changes::default();
+    emptying.clear();
+    match save(&b, &id, &second, &emptying).await {
+        Ok(Applied::Removed) => {}
+        other => panic!("a save that empties the record must remove it, got {other:?}"),
+    }
+    assert!(
+        matches!(b.read(&id).await, Ok(None)),
+        "the emptied record is still there"
+    );
+}
+
+async fn apply_keeps_created<H: Harness>(h: &H) {
+    let b = h.backend().await;
+    let (id, loaded, _) = loaded_twice(&b, json!({"a": 1})).await;
+    let applied = save(&b, &id, &loaded, &setting("b", json!(2))).await;
+    let Ok(Applied::Saved { value, record }) = applied else {
+        panic!("the save failed: {applied:?}")
+    };
+    assert_eq!(
+        record.created_unix(),
+        loaded.created_unix(),
+        "the creation time moved"
+    );
+    assert!(record.last_access_unix() > loaded.last_access_unix());
+    // The cookie value the save answered: the id for stores, a new sealed value for cookies.
+    let stored = read_back(&b, &value).await;
+    assert_eq!(stored.created_unix(), loaded.created_unix());
+    assert_eq!(stored.last_access_unix(), record.last_access_unix());
+}
+
+async fn apply_concurrent_saves_keep_every_key<H: Harness>(h: &H) {
+    if !h.merges_atomically() {
+        println!(
+            "conformance: skipping {}: the harness does not say the backend merges atomically \
+             (Harness::merges_atomically)",
+            Case::ApplyConcurrentSavesKeepEveryKey
+        );
+        return;
+    }
+    let b = Arc::new(h.backend().await);
+    let (id, loaded, _) = loaded_twice(&*b, json!({"a": 1})).await;
+    let saves: Vec<_> = (0..16)
+        .map(|n| {
+            let (b, id, loaded) = (Arc::clone(&b), id.clone(), loaded.clone());
+            tokio::spawn(async move {
+                save(&*b, &id, &loaded, &setting(&format!("k{n}"), json!(n))).await
+            })
+        })
+        .collect();
+    for task in saves {
+        saved(
+            task.await.expect("a save task panicked"),
+            "a concurrent save",
+        );
+    }
+    let stored = read_back(&*b, &id).await;
+    for n in 0..16 {
+        assert_eq!(
+            stored.values().get(&format!("k{n}")),
+            Some(&json!(n)),
+            "k{n} was lost: {stored:?}"
+        );
+    }
+}
+
 /// Bytes no serializer reads as a session record.
 const GARBAGE: &[u8] = b"\xff\x00 not a session record";
 
@@ -639,6 +851,12 @@ macro_rules! conformance_tests {
             conformance_unknown_id_not_adopted => UnknownIdNotAdopted,
             conformance_create_never_overwrites => CreateNeverOverwrites,
             conformance_no_resurrection_after_remove => NoResurrectionAfterRemove,
+            conformance_apply_keeps_other_saves_keys => ApplyKeepsOtherSavesKeys,
+            conformance_apply_keeps_removed_keys_removed => ApplyKeepsRemovedKeysRemoved,
+            conformance_apply_after_remove_is_gone => ApplyAfterRemoveIsGone,
+            conformance_apply_clear_clears_the_stored_record => ApplyClearClearsTheStoredRecord,
+            conformance_apply_keeps_created => ApplyKeepsCreated,
+            conformance_apply_concurrent_saves_keep_every_key => ApplyConcurrentSavesKeepEveryKey,
             conformance_corrupt_record_reads_as_missing => CorruptRecordReadsAsMissing,
             conformance_corrupt_record_fails_when_strict => CorruptRecordFailsWhenStrict,
         );

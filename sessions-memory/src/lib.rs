@@ -376,6 +376,9 @@ mod tests {
         async fn backend_with_ids(&self, ids: IdGenerator) -> Option<InMemoryBackend> {
             Some(InMemoryBackend::new().with_id_generator(ids))
         }
+        fn merges_atomically(&self) -> bool {
+            true
+        }
     }
 
     sessions_core::conformance_tests!(Memory);
@@ -394,6 +397,9 @@ mod tests {
                         .with_max_sessions(1000)
                         .with_id_generator(ids),
                 )
+            }
+            fn merges_atomically(&self) -> bool {
+                true
             }
         }
         sessions_core::conformance_tests!(BoundedMemory);

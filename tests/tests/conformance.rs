@@ -15,6 +15,9 @@ impl Harness for Memory {
     async fn backend_with_ids(&self, ids: IdGenerator) -> Option<InMemoryBackend> {
         Some(InMemoryBackend::new().with_id_generator(ids))
     }
+    fn merges_atomically(&self) -> bool {
+        true
+    }
 }
 
 mod memory {
@@ -42,6 +45,14 @@ impl Harness for Cookie {
             Case::UpdateKeepsId => Some("the cookie value is the sealed session itself"),
             Case::CreateNeverOverwrites => Some("nothing is stored on the server to overwrite"),
             Case::LargeValue => Some("browsers keep at most 4096 bytes per cookie"),
+            Case::ApplyKeepsOtherSavesKeys
+            | Case::ApplyKeepsRemovedKeysRemoved
+            | Case::ApplyAfterRemoveIsGone
+            | Case::ApplyClearClearsTheStoredRecord
+            | Case::ApplyConcurrentSavesKeepEveryKey => Some(
+                "the client holds the state: there is no stored record for overlapping saves \
+                 to merge into; the last cookie set wins",
+            ),
             Case::CorruptRecordReadsAsMissing | Case::CorruptRecordFailsWhenStrict => {
                 Some("nothing is stored to corrupt: a value that does not open reads as no session")
             }

@@ -1,6 +1,8 @@
 //! Bounded load and fault tests: many clients, each counting in its own session, against real
 //! servers on loopback. At the end every client's counter must equal the requests it saw
-//! succeed: no lost, mixed-up or resurrected sessions, no 5xx while the store is up.
+//! succeed: no lost, mixed-up or resurrected sessions, no 5xx while the store is up. Every
+//! tenth request a client also sends two requests at once that set a key each: both keys of
+//! every such pair that succeeded must be in its session at the end (no lost update).
 //!
 //! `SOAK_SECONDS` (default 8) sets each run's length and `SOAK_CLIENTS` (default 200) the
 //! number of clients; `scripts/soak` runs the long version and prints the figures.
@@ -8,6 +10,7 @@
 mod common;
 
 use axum::Router;
+use axum::extract::Path;
 use axum::routing::get;
 use common::Server;
 use reqwest::{Client, StatusCode};
@@ -48,10 +51,24 @@ async fn read(session: Session) -> Result<String, Error> {
     Ok(session.get::<u64>("n")?.unwrap_or(0).to_string())
 }
 
+/// Sets the key named in the path, beside whatever else the session holds.
+async fn mark(session: Session, Path(key): Path<String>) -> Result<&'static str, Error> {
+    session.load().await?;
+    session.insert(&key, true)?;
+    Ok("marked")
+}
+
+async fn keys(session: Session) -> Result<String, Error> {
+    session.load().await?;
+    Ok(session.keys()?.join(","))
+}
+
 fn soak_app<B: SessionBackend>(backend: B) -> Router {
     Router::new()
         .route("/inc", get(increment))
         .route("/read", get(read))
+        .route("/mark/{key}", get(mark))
+        .route("/keys", get(keys))
         .layer(SessionLayer::new(backend).with_secure(false).unwrap())
 }
 
@@ -65,6 +82,10 @@ struct ClientReport {
     /// Successes answered with a count other than the one expected.
     mismatches: u64,
     final_count: u64,
+    /// Keys set by pairs of overlapping requests that both succeeded.
+    marks: Vec<String>,
+    /// Of those, the keys missing from the session at the end.
+    lost_marks: u64,
     /// When the first failure was seen (a request in flight when the store stops fails
     /// after the stop, though it was sent before).
     first_error: Option<Instant>,
@@ -80,6 +101,8 @@ struct SoakReport {
     ok: u64,
     errors: u64,
     mismatches: u64,
+    marks: u64,
+    lost_marks: u64,
     elapsed: Duration,
     clients: Vec<ClientReport>,
 }
@@ -87,14 +110,16 @@ struct SoakReport {
 impl SoakReport {
     fn print(&self, name: &str) {
         println!(
-            "soak {name}: {} clients, {:.1} s, {} requests ({:.0}/s), {} ok, {} errors, {} mismatches",
+            "soak {name}: {} clients, {:.1} s, {} requests ({:.0}/s), {} ok, {} errors, {} mismatches, {} overlapping keys set, {} lost",
             self.clients.len(),
             self.elapsed.as_secs_f64(),
             self.requests,
             self.requests as f64 / self.elapsed.as_secs_f64(),
             self.ok,
             self.errors,
-            self.mismatches
+            self.mismatches,
+            self.marks,
+            self.lost_marks
         );
     }
 
@@ -112,6 +137,10 @@ impl SoakReport {
             );
         }
         assert_eq!(self.mismatches, 0, "{name}: a client saw another's count");
+        assert_eq!(
+            self.lost_marks, 0,
+            "{name}: keys set by overlapping requests were lost"
+        );
     }
 }
 
@@ -123,6 +152,8 @@ async fn soak(server: &Server, clients: usize, duration: Duration, tolerate: boo
         .map(|_| {
             let inc = server.url("/inc");
             let read = server.url("/read");
+            let mark = server.url("/mark");
+            let keys = server.url("/keys");
             tokio::spawn(async move {
                 let client = Client::builder()
                     .cookie_store(true)
@@ -147,6 +178,20 @@ async fn soak(server: &Server, clients: usize, duration: Duration, tolerate: boo
                             }
                             report.last_seen = n;
                             report.ok += 1;
+                            if report.ok % 10 == 0 {
+                                // Two requests at once on the same session, a key each.
+                                let (a, b) = (format!("a{n}"), format!("b{n}"));
+                                let (first, second) = tokio::join!(
+                                    client.get(format!("{mark}/{a}")).send(),
+                                    client.get(format!("{mark}/{b}")).send()
+                                );
+                                let ok = |r: &reqwest::Result<reqwest::Response>| {
+                                    r.as_ref().is_ok_and(|r| r.status() == StatusCode::OK)
+                                };
+                                if ok(&first) && ok(&second) {
+                                    report.marks.extend([a, b]);
+                                }
+                            }
                         }
                         _ => {
                             report.errors += 1;
@@ -171,6 +216,18 @@ async fn soak(server: &Server, clients: usize, duration: Duration, tolerate: boo
                     }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
+                if !report.marks.is_empty() {
+                    let stored = match client.get(&keys).send().await {
+                        Ok(response) => response.text().await.unwrap_or_default(),
+                        Err(_) => String::new(),
+                    };
+                    let stored: Vec<&str> = stored.split(',').collect();
+                    report.lost_marks = report
+                        .marks
+                        .iter()
+                        .filter(|key| !stored.contains(&key.as_str()))
+                        .count() as u64;
+                }
                 report
             })
         })
@@ -186,6 +243,8 @@ async fn soak(server: &Server, clients: usize, duration: Duration, tolerate: boo
         ok,
         errors,
         mismatches: reports.iter().map(|r| r.mismatches).sum(),
+        marks: reports.iter().map(|r| r.marks.len() as u64).sum(),
+        lost_marks: reports.iter().map(|r| r.lost_marks).sum(),
         elapsed: started.elapsed(),
         clients: reports,
     }

@@ -32,6 +32,7 @@
 //! |---|---|
 //! | a create never overwrites | the file is opened with `OpenOptions::create_new`, which fails when the id is taken; a fresh id is minted then |
 //! | an update never brings a session back | under the directory's lock, the update checks that the file is still there and not expired, then replaces it |
+//! | overlapping saves keep each other's keys | under the directory's lock, a save reads the stored record, applies the request's changes to it and replaces it |
 //! | readers never see half a record | an update writes a temporary file and renames it over the old one, which is atomic |
 //! | the TTL is honoured | each file starts with its deadline; a record past it reads as missing, and [`purge_expired`](FileBackend::purge_expired) deletes it |
 //! | bad ids are harmless | an id is used as a file name only when it is 16 to 128 URL-safe characters, so `../x` or an empty id never reaches the file system |
@@ -55,7 +56,8 @@
 
 use sessions_core::store::{self, CorruptRecords, Decoded};
 use sessions_core::{
-    Error, IdGenerator, JsonSerializer, Serializer, SessionBackend, SessionData, async_trait,
+    Applied, Changes, Error, IdGenerator, JsonSerializer, Serializer, SessionBackend, SessionData,
+    async_trait,
 };
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
@@ -294,6 +296,42 @@ impl<S: Serializer> FileBackend<S> {
         replaced.map(|()| id.to_owned())
     }
 
+    /// Apply `changes` to the record as stored, under the directory's lock so no other save,
+    /// update or remove slips in between: the read, the merge and the rename are one step for
+    /// every other writer.
+    fn apply_blocking(
+        &self,
+        id: &str,
+        changes: &Changes,
+        accessed: u64,
+        ttl: Option<Duration>,
+    ) -> Result<Option<SessionData>, Error> {
+        if !usable_id(id) {
+            return Err(Error::SessionGone);
+        }
+        let _lock = self.lock().map_err(|e| io_error("save: lock", e))?;
+        let stored = match self.read_blocking(id)? {
+            Stored::Record(bytes) => self.serializer.deserialize(&bytes)?,
+            Stored::Missing => return Err(Error::SessionGone),
+            Stored::Unreadable(why) => return Err(Error::decode(why)),
+        };
+        let merged = changes.applied_to(&stored, accessed);
+        let path = self.path(id);
+        if merged.is_empty() {
+            remove_if_present(&path).map_err(|e| io_error("save: remove", e))?;
+            return Ok(None);
+        }
+        let temp = self
+            .dir
+            .join(format!("{TEMP_PREFIX}{}", sessions_core::generate_id()));
+        fs::write(&temp, self.encode(&merged, ttl)?).map_err(|e| io_error("save: write", e))?;
+        if let Err(e) = fs::rename(&temp, &path) {
+            let _ = fs::remove_file(&temp);
+            return Err(io_error("save: rename", e));
+        }
+        Ok(Some(merged))
+    }
+
     fn remove_blocking(&self, id: &str) -> Result<(), Error> {
         if !usable_id(id) {
             return Ok(());
@@ -372,6 +410,27 @@ impl<S: Serializer> SessionBackend for FileBackend<S> {
                 blocking(move || this.update_blocking(&id, &data, ttl)).await
             }
         }
+    }
+
+    /// Atomic across processes: the changes go onto the stored record under the directory's
+    /// lock.
+    async fn apply(
+        &self,
+        id: &str,
+        session: &SessionData,
+        changes: &Changes,
+        ttl: Option<Duration>,
+    ) -> Result<Applied, Error> {
+        let (this, owned, changes) = (self.clone(), id.to_owned(), changes.clone());
+        let accessed = session.last_access_unix();
+        let saved = blocking(move || this.apply_blocking(&owned, &changes, accessed, ttl)).await?;
+        Ok(match saved {
+            Some(record) => Applied::Saved {
+                value: id.to_owned(),
+                record,
+            },
+            None => Applied::Removed,
+        })
     }
 
     async fn remove(&self, id: &str) -> Result<(), Error> {

@@ -48,6 +48,10 @@ impl Harness for FileHarness {
         Some(id)
     }
 
+    fn merges_atomically(&self) -> bool {
+        true
+    }
+
     async fn strict_backend(&self) -> Option<FileBackend> {
         Some(
             self.backend()

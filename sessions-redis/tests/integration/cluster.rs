@@ -32,6 +32,10 @@ impl<S: Serializer + Clone> Harness for ClusterHarness<S> {
     async fn backend_with_ids(&self, ids: IdGenerator) -> Option<RedisBackend<S>> {
         Some(self.backend().await.with_id_generator(ids))
     }
+
+    fn merges_atomically(&self) -> bool {
+        true
+    }
 }
 
 /// The cluster under test: started here (and stopped when dropped), or given.

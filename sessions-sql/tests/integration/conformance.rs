@@ -55,6 +55,10 @@ impl<K: Kind, S: Serializer + Clone> Harness for Table<K, S> {
                 .with_corrupt_records(CorruptRecords::Fail),
         )
     }
+
+    fn merges_atomically(&self) -> bool {
+        true
+    }
 }
 
 macro_rules! suites {
