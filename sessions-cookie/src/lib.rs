@@ -92,7 +92,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use cookie::Key;
 use hmac::{Hmac, Mac};
-use sessions_core::{Error, SessionBackend, SessionData, Values, async_trait};
+use sessions_core::{Applied, Changes, Error, SessionBackend, SessionData, Values, async_trait};
 use sha2::{Digest, Sha256};
 use std::fmt;
 use std::sync::Arc;
@@ -470,6 +470,25 @@ impl SessionBackend for CookieBackend {
         ttl: Option<Duration>,
     ) -> Result<String, Error> {
         self.encode(data, ttl)
+    }
+
+    /// The client holds the state, so there is nothing stored to merge into: the session as
+    /// the request left it is sealed anew (an emptied one ends, and its cookie is expired).
+    /// Of two overlapping requests that change the session, the cookie set last wins.
+    async fn apply(
+        &self,
+        _id: &str,
+        session: &SessionData,
+        _changes: &Changes,
+        ttl: Option<Duration>,
+    ) -> Result<Applied, Error> {
+        if session.is_empty() {
+            return Ok(Applied::Removed);
+        }
+        Ok(Applied::Saved {
+            value: self.encode(session, ttl)?,
+            record: session.clone(),
+        })
     }
 
     /// A copy of this backend whose values are bound to the cookie `name`.

@@ -336,6 +336,21 @@ impl Session {
         }
     }
 
+    /// [`commit`](Session::commit) when that needs no backend call (the session was never
+    /// loaded, or is unchanged with no refresh due): `Some` with what the response must do,
+    /// and the session is committed; `None` when saving it needs the backend, and nothing was
+    /// done: call `commit`. A layer asks this first, so that a request whose session has
+    /// nothing to save pays for no future.
+    pub fn commit_without_backend(&self) -> Option<Commit> {
+        let mut state = self.state();
+        if state.committed {
+            return None;
+        }
+        let commit = self.settled(&state)?;
+        state.committed = true;
+        Some(commit)
+    }
+
     /// Commit the session without saving anything: what a layer does when the response is
     /// a server error or the request was dropped. Later changes fail with
     /// [`Error::Committed`]. Doing it again, or after [`commit`](Session::commit), does nothing.

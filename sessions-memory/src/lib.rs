@@ -35,7 +35,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 use sessions_core::{
-    Applied, Changes, Error, IdGenerator, SessionBackend, SessionData, async_trait,
+    Applied, Changes, Error, IdGenerator, Revision, SessionBackend, SessionData, async_trait,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -198,7 +198,8 @@ impl Store {
         }
     }
 
-    /// Replace the live record `id` with what `f` makes of it (`None`: remove it), as the
+    /// Replace the live record `id` with what `f` makes of it and its write's sequence number
+    /// (`None`: remove it), as the
     /// most recently written; [`Error::SessionGone`] when there is no live record, which is
     /// then not brought back.
     fn update(
@@ -207,7 +208,7 @@ impl Store {
         id: &str,
         now: Instant,
         expires: Option<Instant>,
-        f: impl FnOnce(&SessionData) -> Option<SessionData>,
+        f: impl FnOnce(&SessionData, u64) -> Option<SessionData>,
     ) -> Result<Option<SessionData>, Error> {
         let seq = self.next_seq;
         let Store { records, order, .. } = self;
@@ -215,7 +216,7 @@ impl Store {
             Some(record) if record.live(now) => record,
             _ => return Err(Error::SessionGone),
         };
-        let Some(data) = f(&record.data) else {
+        let Some(data) = f(&record.data, record.seq) else {
             order.remove(&record.seq);
             records.remove(id);
             return Ok(None);
@@ -258,7 +259,11 @@ impl Store {
 
 impl InMemoryBackend {
     fn read_record(&self, id: &str) -> Option<SessionData> {
-        self.live_record(id, |record| record.data.clone())
+        // The write's sequence number tells a save whether the record changed since.
+        self.live_record(id, |record| {
+            let seq = i64::try_from(record.seq).unwrap_or(i64::MAX);
+            record.data.clone().with_revision(Revision::number(seq))
+        })
     }
 
     fn write_record(
@@ -273,7 +278,7 @@ impl InMemoryBackend {
         let mut store = self.write_store();
         match id {
             Some(id) => {
-                store.update(&self.inner, id, now, expires, |_| Some(data.clone()))?;
+                store.update(&self.inner, id, now, expires, |_, _| Some(data.clone()))?;
                 Ok(id.to_owned())
             }
             None => {
@@ -319,9 +324,16 @@ impl SessionBackend for InMemoryBackend {
         let now = Instant::now();
         let expires = ttl.and_then(|ttl| now.checked_add(ttl));
         let accessed = session.last_access_unix();
+        let loaded_at = session.revision().and_then(Revision::as_number);
         let mut store = self.write_store();
-        let updated = store.update(&self.inner, id, now, expires, |stored| {
-            let merged = changes.applied_to(stored, accessed);
+        let updated = store.update(&self.inner, id, now, expires, |stored, seq| {
+            let merged = if loaded_at == i64::try_from(seq).ok() {
+                // Not written since the session read it: the session is the stored record
+                // with the changes made.
+                session.clone()
+            } else {
+                changes.applied_to(stored, accessed)
+            };
             (!merged.is_empty()).then_some(merged)
         })?;
         Ok(match updated {

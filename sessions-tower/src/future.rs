@@ -164,12 +164,15 @@ where
                     let Some(session) = session.0.take() else {
                         return Poll::Ready(Ok(response));
                     };
-                    if !session.is_loaded() || response.status().is_server_error() {
-                        // Untouched: nothing to save. A server error (a handler that failed,
-                        // or panicked under `CatchPanic`) may have left its changes half
-                        // made: none of them is saved.
+                    if response.status().is_server_error() {
+                        // A server error (a handler that failed, or panicked under
+                        // `CatchPanic`) may have left its changes half made: none of them is
+                        // saved.
                         session.discard();
                         return Poll::Ready(Ok(response));
+                    }
+                    if let Some(commit) = session.commit_without_backend() {
+                        return Poll::Ready(Ok(finish(response, commit, config)));
                     }
                     let config = Arc::clone(config);
                     this.state.set(State::Saving {
