@@ -333,6 +333,28 @@ fn pg_options(url: &str, proxy: Option<&Proxy>) -> Result<PgConnectOptions, Stri
 }
 
 /// Where `url`'s server listens, `host:port`.
+/// `host:port` of the Redis at `url`, for the relay.
+pub fn redis_upstream(url: &str) -> Result<String, String> {
+    let rest = url
+        .strip_prefix("redis://")
+        .ok_or_else(|| format!("{url}: not a redis:// URL"))?;
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let host_port = authority.rsplit('@').next().unwrap_or(authority);
+    Ok(if host_port.contains(':') {
+        host_port.to_owned()
+    } else {
+        format!("{host_port}:6379")
+    })
+}
+
+/// The URL the Redis variants connect to: through `proxy` when there is one.
+fn redis_via(url: &str, proxy: Option<&Proxy>) -> String {
+    match proxy {
+        Some(proxy) => format!("redis://{}", proxy.addr()),
+        None => url.to_owned(),
+    }
+}
+
 pub fn pg_upstream(url: &str) -> Result<String, String> {
     let options = PgConnectOptions::from_str(url).map_err(|e| format!("{url}: {e}"))?;
     Ok(format!("{}:{}", options.get_host(), options.get_port()))
@@ -411,7 +433,8 @@ impl StoreFixture {
     /// `warmup` requests of the scenario, checking that they behave. Needs a tokio runtime
     /// with I/O and timers; the fixture must be used on that runtime.
     ///
-    /// With `proxy`, the PostgreSQL variants connect through it (to count round trips).
+    /// With `proxy`, the PostgreSQL and Redis variants connect through it (to count round
+    /// trips).
     pub async fn new(
         variant: StoreVariant,
         scenario: Scenario,
@@ -424,7 +447,7 @@ impl StoreFixture {
             StoreVariant::Bare => (App::Router(bare_routes().with_state(())), Cleanup::None),
             StoreVariant::OursRedis => {
                 let prefix = format!("sessions-bench:{}:", run_tag());
-                let backend = RedisBackend::from_url(&url)
+                let backend = RedisBackend::from_url(&redis_via(&url, proxy))
                     .map_err(|e| format!("ours-redis: {e}"))?
                     .with_prefix(prefix.clone());
                 let router = our_routes()
@@ -433,8 +456,8 @@ impl StoreFixture {
                 (App::Router(router), Cleanup::RedisPrefix { url, prefix })
             }
             StoreVariant::TsRedis => {
-                let config =
-                    Config::from_url(&url).map_err(|e| format!("ts-redis: fred config: {e}"))?;
+                let config = Config::from_url(&redis_via(&url, proxy))
+                    .map_err(|e| format!("ts-redis: fred config: {e}"))?;
                 let client = Builder::from_config(config)
                     .build()
                     .map_err(|e| format!("ts-redis: fred client: {e}"))?;

@@ -591,6 +591,10 @@ impl<S: Serializer> SessionBackend for RedisBackend<S> {
                 Value::Int(0) => return Ok(Applied::Removed),
                 Value::Array(mut current) => match current.pop() {
                     Some(Value::BulkString(bytes)) => {
+                        tracing::debug!(
+                            store = "redis",
+                            "another save came in between; applying the changes again"
+                        );
                         let current = self.decode_current(id, &bytes).await?;
                         merged = changes.applied_to(&current, accessed);
                         expected = bytes;

@@ -930,7 +930,13 @@ impl<DB: SqlDatabase, S: Serializer> SessionBackend for SqlBackend<DB, S> {
                 ))
             };
             match matched {
-                Ok(0) => (version, merged) = self.current(id, changes, accessed).await?,
+                Ok(0) => {
+                    tracing::debug!(
+                        store = DB::LABEL,
+                        "another save came in between; applying the changes again"
+                    );
+                    (version, merged) = self.current(id, changes, accessed).await?;
+                }
                 Ok(_) if merged.is_empty() => return Ok(Applied::Removed),
                 Ok(_) => {
                     return Ok(Applied::Saved {

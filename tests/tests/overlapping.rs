@@ -22,6 +22,65 @@ use tokio::task::JoinSet;
 const CLIENTS: usize = 50;
 const OVERLAPPING: usize = 8;
 
+/// Counts the backends' "another save came in between" events, by store: how often a save
+/// had to apply its changes again. Installed once for the whole test binary.
+#[derive(Default)]
+struct Retries(Mutex<HashMap<String, u64>>);
+
+impl Retries {
+    fn global() -> &'static Retries {
+        static RETRIES: std::sync::OnceLock<&'static Retries> = std::sync::OnceLock::new();
+        RETRIES.get_or_init(|| {
+            let retries: &'static Retries = Box::leak(Box::default());
+            let _ = tracing::subscriber::set_global_default(RetryCounter(retries));
+            retries
+        })
+    }
+
+    fn of(&self, store: &str) -> u64 {
+        self.0.lock().unwrap().get(store).copied().unwrap_or(0)
+    }
+}
+
+struct RetryCounter(&'static Retries);
+
+/// The `store` field of a retry event.
+#[derive(Default)]
+struct StoreField(Option<String>, bool);
+
+impl tracing::field::Visit for StoreField {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        if field.name() == "store" {
+            self.0 = Some(value.to_owned());
+        }
+    }
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            self.1 = format!("{value:?}").contains("another save came in between");
+        }
+    }
+}
+
+impl tracing::Subscriber for RetryCounter {
+    fn enabled(&self, metadata: &tracing::Metadata<'_>) -> bool {
+        metadata.is_event()
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        let mut fields = StoreField::default();
+        event.record(&mut fields);
+        if let StoreField(Some(store), true) = fields {
+            *self.0.0.lock().unwrap().entry(store).or_default() += 1;
+        }
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
 /// One barrier per client: its requests wait there, loaded, until all of them are.
 #[derive(Clone, Default)]
 struct Barriers(Arc<Mutex<HashMap<String, Arc<Barrier>>>>);
@@ -72,8 +131,10 @@ fn routes<B: SessionBackend>(layer: SessionLayer<B>) -> Router {
         .layer(layer)
 }
 
-/// Run the clients against `layer`'s backend; every key each client set must be there.
-async fn overlapping_saves_keep_every_key<B: SessionBackend>(layer: SessionLayer<B>) {
+/// Run the clients against `layer`'s backend; every key each client set must be there. Prints
+/// how many times a save had to apply its changes again (`store` names the backend's events).
+async fn overlapping_saves_keep_every_key<B: SessionBackend>(layer: SessionLayer<B>, store: &str) {
+    let retries_before = Retries::global().of(store);
     let server = Arc::new(Server::start(routes(layer.with_secure(false).unwrap())).await);
     let mut clients = JoinSet::new();
     for client in 0..CLIENTS {
@@ -110,11 +171,17 @@ async fn overlapping_saves_keep_every_key<B: SessionBackend>(layer: SessionLayer
         done += 1;
     }
     assert_eq!(done, CLIENTS);
+    let saves = CLIENTS * OVERLAPPING;
+    let retries = Retries::global().of(store) - retries_before;
+    println!(
+        "{store}: {saves} overlapping saves, {retries} applied again ({:.2} a save)",
+        retries as f64 / saves as f64
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory() {
-    overlapping_saves_keep_every_key(SessionLayer::new(InMemoryBackend::new())).await;
+    overlapping_saves_keep_every_key(SessionLayer::new(InMemoryBackend::new()), "memory").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -124,7 +191,7 @@ async fn redis() {
     let backend = sessions_redis::RedisBackend::from_url(&url)
         .unwrap()
         .with_prefix(prefix.as_str());
-    overlapping_saves_keep_every_key(SessionLayer::new(backend)).await;
+    overlapping_saves_keep_every_key(SessionLayer::new(backend), "redis").await;
     // Clean up this test's keys.
     let client = sessions_redis::deadpool_redis::redis::Client::open(url).unwrap();
     let mut conn = client.get_connection().unwrap();
@@ -159,7 +226,7 @@ where
         // Leave the pool a connection for the test's own DROP TABLE.
         .with_max_connections(5);
     backend.migrate().await.unwrap();
-    overlapping_saves_keep_every_key(SessionLayer::new(backend.clone())).await;
+    overlapping_saves_keep_every_key(SessionLayer::new(backend.clone()), DB::LABEL).await;
     let drop = format!("DROP TABLE {quote}{table}{quote}");
     sessions_sql::sqlx::raw_sql(&drop)
         .execute(backend.pool())

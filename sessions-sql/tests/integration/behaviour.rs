@@ -4,7 +4,7 @@
 use crate::common::{Fixture, HOUR, Kind, Raw, data, for_each_db, n, now_ms};
 use serde_json::json;
 use sessions_core::store::CorruptRecord;
-use sessions_core::{Error, JsonSerializer, SessionBackend};
+use sessions_core::{Error, JsonSerializer, Serializer, SessionBackend};
 use sessions_sql::{CorruptRecords, SqlBackend};
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -18,6 +18,8 @@ for_each_db!(
     an_unchanged_update_still_finds_its_row,
     bad_table_names_are_refused_at_construction,
     migrate_is_idempotent_and_safe_from_several_instances_at_once,
+    migrate_adds_the_version_column_to_a_table_of_the_earlier_schema,
+    a_save_applies_its_changes_to_the_row_as_stored,
     a_missing_table_is_a_backend_error_naming_it,
     corrupt_rows_read_as_missing_by_default_and_fail_in_strict_mode,
     rows_hold_plain_json,
@@ -25,6 +27,67 @@ for_each_db!(
     closing_the_pool_is_not_held_up_by_the_backend,
     accepted_ids_follow_the_id_generator,
 );
+
+async fn migrate_adds_the_version_column_to_a_table_of_the_earlier_schema<K: Kind>() {
+    let fx = Fixture::<K>::new().await;
+    let b = &fx.backend;
+    // The table as the earlier schema made it: no version column, a row written then.
+    fx.exec(&format!("ALTER TABLE {} DROP COLUMN version", fx.t()))
+        .await;
+    let id = sessions_core::generate_id();
+    let record = JsonSerializer.serialize(&n(1)).unwrap();
+    fx.exec(&format!(
+        "INSERT INTO {} (id, data, expires_at) VALUES ('{id}', {}, NULL)",
+        fx.t(),
+        K::DB::bytes_literal(&record)
+    ))
+    .await;
+    assert!(b.read(&id).await.is_err(), "read needs the version column");
+
+    b.migrate().await.unwrap();
+    b.migrate().await.unwrap();
+    let loaded = b.read(&id).await.unwrap().expect("the old row reads");
+    assert_eq!(loaded.values()["n"], json!(1));
+    let mut changes = sessions_core::Changes::default();
+    changes.set("m", json!(2));
+    let session = changes.applied_to(&loaded, now_ms() as u64 / 1000);
+    b.apply(&id, &session, &changes, HOUR).await.unwrap();
+    let stored = b.read(&id).await.unwrap().unwrap();
+    assert_eq!(
+        (stored.values()["n"].clone(), stored.values()["m"].clone()),
+        (json!(1), json!(2))
+    );
+}
+
+/// Two sessions loaded from one row, saved one after the other: the second save finds the row
+/// changed (its version moved), reads it again and keeps the first save's key.
+async fn a_save_applies_its_changes_to_the_row_as_stored<K: Kind>() {
+    let fx = Fixture::<K>::new().await;
+    let b = &fx.backend;
+    let id = b.write(None, &n(1), HOUR).await.unwrap();
+    let first = b.read(&id).await.unwrap().unwrap();
+    let second = b.read(&id).await.unwrap().unwrap();
+    let save = |loaded: &sessions_core::SessionData, key: &str| {
+        let mut changes = sessions_core::Changes::default();
+        changes.set(key, json!(true));
+        (
+            changes.applied_to(loaded, loaded.last_access_unix() + 1),
+            changes,
+        )
+    };
+    let (session, changes) = save(&first, "cart");
+    b.apply(&id, &session, &changes, HOUR).await.unwrap();
+    let (session, changes) = save(&second, "last_page");
+    b.apply(&id, &session, &changes, HOUR).await.unwrap();
+    let stored = b.read(&id).await.unwrap().unwrap();
+    for key in ["n", "cart", "last_page"] {
+        assert!(stored.values().contains_key(key), "{key} lost: {stored:?}");
+    }
+    let version = fx
+        .int(&format!("SELECT version FROM {} WHERE id = '{id}'", fx.t()))
+        .await;
+    assert_eq!(version, Some(2), "one bump per save");
+}
 
 async fn an_expired_row_reads_as_none_before_cleanup<K: Kind>() {
     let fx = Fixture::<K>::new().await;
