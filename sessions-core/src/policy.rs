@@ -33,6 +33,11 @@ pub struct Policy {
     /// Load the session before handing it to a handler (the axum extractor does), instead of
     /// leaving [`Session::load`](crate::Session::load) to the handler.
     pub autoload: bool,
+    /// A new session's first lifetime on the server: until its client sends the cookie back,
+    /// its record lives at most this long; the first request that comes back with it saves it
+    /// once more with the full lifetime. Sessions nobody returns to (a flood, a crawler) then
+    /// leave no long-lived records. `None`: new sessions get the full lifetime at once.
+    pub probation: Option<Duration>,
 }
 
 fn secs(d: Duration) -> u64 {
@@ -59,6 +64,22 @@ impl Policy {
             limit.is_some_and(|limit| now.saturating_sub(since) >= secs(limit).max(1))
         };
         past(data.last_access_unix(), self.idle) || past(data.created_unix(), self.absolute)
+    }
+
+    /// The TTL for a record created at `created` and saved at `now`; for a record saved for
+    /// the first time (`new`), no longer than the probation.
+    pub fn ttl_for(&self, created: u64, now: u64, new: bool) -> Option<Duration> {
+        let ttl = self.ttl(created, now);
+        match (new, self.probation) {
+            (true, Some(probation)) => Some(ttl.map_or(probation, |ttl| ttl.min(probation))),
+            _ => ttl,
+        }
+    }
+
+    /// Whether `data`, as loaded, was never saved again since its creation: with a
+    /// probation, it lives on the short first lifetime until saved once more.
+    pub fn on_probation(&self, data: &SessionData) -> bool {
+        self.probation.is_some() && data.last_access_unix() == data.created_unix()
     }
 
     /// The TTL for a record created at `created` and saved at `now`.
@@ -144,6 +165,28 @@ mod tests {
             Policy::new(Some(Duration::from_secs(5))).ttl(0, 0),
             Some(Duration::from_secs(5))
         );
+    }
+
+    #[test]
+    fn probation_shortens_a_new_records_lifetime_only() {
+        let p = Policy {
+            max_age: Some(Duration::from_secs(3600)),
+            probation: Some(Duration::from_secs(60)),
+            ..Policy::default()
+        };
+        assert_eq!(p.ttl_for(1000, 1000, true), Some(Duration::from_secs(60)));
+        assert_eq!(
+            p.ttl_for(1000, 1100, false),
+            Some(Duration::from_secs(3600))
+        );
+        let forever = Policy {
+            probation: Some(Duration::from_secs(60)),
+            ..Policy::default()
+        };
+        assert_eq!(forever.ttl_for(0, 0, true), Some(Duration::from_secs(60)));
+        assert!(p.on_probation(&data(1000, 1000)));
+        assert!(!p.on_probation(&data(1000, 1001)));
+        assert!(!Policy::default().on_probation(&data(1000, 1000)));
     }
 
     #[test]

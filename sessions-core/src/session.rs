@@ -438,7 +438,7 @@ impl Session {
         if new {
             data.set_created(now);
         }
-        let ttl = self.inner.policy.ttl(data.created_unix(), now);
+        let ttl = self.inner.policy.ttl_for(data.created_unix(), now, new);
         (data, ttl)
     }
 
@@ -534,7 +534,7 @@ impl Session {
                 self.stored(None, data, Ok(value))
             }
             (Some(id), false) => {
-                // Unchanged: the idle timeout's refresh is due.
+                // Unchanged: the idle timeout's refresh is due, or the probation ends.
                 let saved = backend.touch(&id, &data, ttl).await;
                 self.stored(Some(id), data, saved)
             }
@@ -558,6 +558,10 @@ impl Session {
         if state.record.is_some() {
             let policy = &self.inner.policy;
             if policy.idle.is_some() && policy.needs_refresh(&state.data, unix_now()) {
+                return None;
+            }
+            // Its client came back: the first lifetime ends, the record gets the full one.
+            if policy.on_probation(&state.data) {
                 return None;
             }
             return Some(Commit::Unchanged);

@@ -37,7 +37,7 @@
 use sessions_core::{
     Applied, Changes, Error, IdGenerator, Revision, SessionBackend, SessionData, async_trait,
 };
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
@@ -48,11 +48,21 @@ pub struct InMemoryBackend {
     inner: Arc<Inner>,
 }
 
-#[derive(Default)]
 struct Inner {
     store: RwLock<Store>,
+    /// `None`: unbounded, an explicit choice ([`InMemoryBackend::unbounded`]).
     max_sessions: Option<usize>,
     ids: Option<IdGenerator>,
+}
+
+impl Default for Inner {
+    fn default() -> Self {
+        Inner {
+            store: RwLock::default(),
+            max_sessions: Some(DEFAULT_MAX_SESSIONS),
+            ids: None,
+        }
+    }
 }
 
 /// Keys are ids this store minted itself (random, 192 bits), and client-chosen values are only
@@ -60,20 +70,40 @@ struct Inner {
 /// hasher is safe here, and far cheaper than SipHash on every request.
 type Hasher = foldhash::fast::RandomState;
 
+/// A queue entry: a record's id and the creation number it had when queued. An entry whose
+/// record is gone, or was created anew under the same id, is stale and skipped.
+type Entry = (Arc<str>, u64);
+
+/// How many queue entries each create examines for expired records, beside any eviction:
+/// expiry without a scan of the whole store, every record visited about every `len / 2`
+/// creates.
+const UPKEEP_STEPS: usize = 2;
+
 #[derive(Default)]
 struct Store {
-    records: HashMap<String, Record, Hasher>,
-    /// Write order (sequence number to id), kept only when the store is bounded, so the least
-    /// recently written record can be evicted in O(log n).
-    order: BTreeMap<u64, String>,
+    records: HashMap<Arc<str>, Record, Hasher>,
+    /// Records never written since their creation (their client has not come back), oldest
+    /// first: evicted first when the store is full.
+    fresh: VecDeque<Entry>,
+    /// Records written again since their creation, taken in turn by the upkeep: evicted only
+    /// when no fresh record is left.
+    returned: VecDeque<Entry>,
+    /// The next creation number.
+    next_born: u64,
+    /// The next write's sequence number (every write, creation included).
     next_seq: u64,
-    writes_since_sweep: usize,
 }
 
 struct Record {
     data: SessionData,
     expires: Option<Instant>,
+    /// The write's sequence number: the read's revision, so a save knows whether the record
+    /// changed since.
     seq: u64,
+    /// The creation number, matched against queue entries.
+    born: u64,
+    /// Whether the record was written since its creation (it is in `returned`).
+    returned: bool,
 }
 
 impl Record {
@@ -81,6 +111,9 @@ impl Record {
         self.expires.is_none_or(|at| at > now)
     }
 }
+
+/// How many sessions [`InMemoryBackend::new`] keeps at most.
+pub const DEFAULT_MAX_SESSIONS: usize = 100_000;
 
 impl fmt::Debug for InMemoryBackend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -92,9 +125,18 @@ impl fmt::Debug for InMemoryBackend {
 }
 
 impl InMemoryBackend {
-    /// An empty, unbounded store.
+    /// An empty store that keeps at most [`DEFAULT_MAX_SESSIONS`] sessions (see
+    /// [`with_max_sessions`](InMemoryBackend::with_max_sessions) for what goes when it is
+    /// full).
     pub fn new() -> Self {
         InMemoryBackend::default()
+    }
+
+    /// An empty store without a bound: it grows with every session a client can make, so
+    /// an anonymous flood fills memory. Expired records are still purged as sessions are
+    /// created. Choose it only where something else bounds the number of sessions.
+    pub fn unbounded() -> Self {
+        InMemoryBackend::new().configure(|inner| inner.max_sessions = None)
     }
 
     fn configure(self, configure: impl FnOnce(&mut Inner)) -> Self {
@@ -109,8 +151,12 @@ impl InMemoryBackend {
         }
     }
 
-    /// Keep at most `max` sessions. When a new session would go over, expired records are
-    /// purged first, then the least recently written records are evicted.
+    /// Keep at most `max` sessions (default [`DEFAULT_MAX_SESSIONS`]). When a new session
+    /// would go over, one record is evicted: an expired one when found on the way, else the
+    /// oldest session whose client never came back (created, never written again), and only
+    /// when there is none, one of those that did. A flood of one-shot
+    /// sessions therefore evicts its own kind before a returning user's session. Each create
+    /// does a bounded amount of upkeep, never a scan of the whole store.
     ///
     /// Configure before use: calling this on a clone of a backend in use starts a new, empty
     /// store.
@@ -135,7 +181,9 @@ impl InMemoryBackend {
         self.len() == 0
     }
 
-    /// Remove every expired record now; returns how many went.
+    /// Remove every expired record now (a scan of the whole store); returns how many went.
+    /// Not needed for correctness: expired records read as missing, and creates purge them
+    /// a few at a time.
     pub fn purge_expired(&self) -> usize {
         self.write_store().sweep(Instant::now())
     }
@@ -168,92 +216,154 @@ impl InMemoryBackend {
 }
 
 impl Store {
-    fn bounded(&self, inner: &Inner) -> bool {
-        inner.max_sessions.is_some()
-    }
-
     fn sweep(&mut self, now: Instant) -> usize {
         let before = self.records.len();
-        let order = &mut self.order;
-        self.records.retain(|_, record| {
-            let live = record.live(now);
-            if !live {
-                order.remove(&record.seq);
-            }
-            live
-        });
-        self.writes_since_sweep = 0;
+        self.records.retain(|_, record| record.live(now));
+        self.compact();
         before - self.records.len()
     }
 
-    /// Put `record` under `id`, keeping the write order when the store is bounded.
-    fn put(&mut self, inner: &Inner, id: String, data: SessionData, expires: Option<Instant>) {
-        let seq = self.next_seq;
+    /// Drop stale entries when they outnumber the records: amortised O(1) per create.
+    fn compact(&mut self) {
+        if self.fresh.len() + self.returned.len() <= 2 * self.records.len() + 1024 {
+            return;
+        }
+        let records = &self.records;
+        let keep = |(id, born): &Entry, returned: bool| {
+            records
+                .get(id)
+                .is_some_and(|r| r.born == *born && r.returned == returned)
+        };
+        self.fresh.retain(|entry| keep(entry, false));
+        self.returned.retain(|entry| keep(entry, true));
+    }
+
+    /// Put a new record under `id`.
+    fn create(&mut self, id: Arc<str>, data: SessionData, expires: Option<Instant>) {
+        let (born, seq) = (self.next_born, self.next_seq);
+        self.next_born += 1;
         self.next_seq += 1;
-        if self.bounded(inner) {
-            self.order.insert(seq, id.clone());
-        }
-        if let Some(old) = self.records.insert(id, Record { data, expires, seq }) {
-            self.order.remove(&old.seq);
-        }
+        self.fresh.push_back((Arc::clone(&id), born));
+        self.records.insert(
+            id,
+            Record {
+                data,
+                expires,
+                seq,
+                born,
+                returned: false,
+            },
+        );
     }
 
     /// Replace the live record `id` with what `f` makes of it and its write's sequence number
-    /// (`None`: remove it), as the
-    /// most recently written; [`Error::SessionGone`] when there is no live record, which is
-    /// then not brought back.
+    /// (`None`: remove it); [`Error::SessionGone`] when there is no live record, which is
+    /// then not brought back. A record written again has come back: it moves to `returned`.
     fn update(
         &mut self,
-        inner: &Inner,
         id: &str,
         now: Instant,
         expires: Option<Instant>,
         f: impl FnOnce(&SessionData, u64) -> Option<SessionData>,
     ) -> Result<Option<SessionData>, Error> {
         let seq = self.next_seq;
-        let Store { records, order, .. } = self;
-        let record = match records.get_mut(id) {
-            Some(record) if record.live(now) => record,
-            _ => return Err(Error::SessionGone),
+        let Some(record) = self.records.get_mut(id) else {
+            return Err(Error::SessionGone);
         };
+        if !record.live(now) {
+            return Err(Error::SessionGone);
+        }
         let Some(data) = f(&record.data, record.seq) else {
-            order.remove(&record.seq);
-            records.remove(id);
+            self.records.remove(id);
             return Ok(None);
         };
         record.data = data.clone();
         record.expires = expires;
-        if inner.max_sessions.is_some() {
-            // Now the most recently written: move it to the back of the order.
-            if let Some(key) = order.remove(&record.seq) {
-                order.insert(seq, key);
-            }
-        }
         record.seq = seq;
+        if !record.returned {
+            record.returned = true;
+            self.returned.push_back((Arc::from(id), record.born));
+        }
         self.next_seq += 1;
         Ok(Some(data))
     }
 
-    /// Amortised upkeep before a create: purge expired records once every so many writes,
-    /// and make room when the store is full.
-    fn make_room(&mut self, inner: &Inner, now: Instant) {
-        self.writes_since_sweep += 1;
-        // Sweeping costs O(n) and happens once every n/2 creates: O(1) amortised.
-        if self.writes_since_sweep >= (self.records.len() / 2).max(64) {
-            self.sweep(now);
-        }
-        let Some(max) = inner.max_sessions else {
+    /// Upkeep at the front of `fresh`: drop the entry when stale (its record gone, or come
+    /// back and queued in `returned`), purge its record when expired. A live entry stays
+    /// where it is, so `fresh` keeps its oldest-first order for eviction.
+    fn step_fresh(&mut self, now: Instant) {
+        let Some((id, born)) = self.fresh.front() else {
             return;
         };
-        if self.records.len() >= max {
-            self.sweep(now);
+        match self.records.get(id) {
+            Some(record) if record.born == *born && !record.returned => {
+                if record.live(now) {
+                    return;
+                }
+                let id = Arc::clone(id);
+                self.records.remove(&id);
+            }
+            _ => {}
         }
-        while self.records.len() >= max {
-            let Some((_, oldest)) = self.order.pop_first() else {
-                break;
+        self.fresh.pop_front();
+    }
+
+    /// Upkeep at the front of `returned`: drop the entry when stale, purge its record when
+    /// expired, else move it to the back, so every returned record is looked at in turn
+    /// (their deadlines move with each write, so no order here follows them).
+    fn step_returned(&mut self, now: Instant) {
+        let Some(entry) = self.returned.pop_front() else {
+            return;
+        };
+        if let Some(record) = self.records.get(&entry.0) {
+            if record.born == entry.1 {
+                if record.live(now) {
+                    self.returned.push_back(entry);
+                } else {
+                    self.records.remove(&entry.0);
+                }
+            }
+        }
+    }
+
+    /// Remove one record to make room: the oldest in `queue` that is still queued there.
+    fn evict_from(&mut self, returned: bool) -> bool {
+        loop {
+            let queue = if returned {
+                &mut self.returned
+            } else {
+                &mut self.fresh
             };
-            self.records.remove(&oldest);
+            let Some(entry) = queue.pop_front() else {
+                return false;
+            };
+            if self
+                .records
+                .get(&entry.0)
+                .is_some_and(|r| r.born == entry.1 && r.returned == returned)
+            {
+                self.records.remove(&entry.0);
+                return true;
+            }
         }
+    }
+
+    /// Upkeep before a create: a few entries checked for expiry, and room made when the
+    /// store is full. Bounded work per create (stale entries popped here were each pushed
+    /// once), never a scan of the store.
+    fn make_room(&mut self, inner: &Inner, now: Instant) {
+        for _ in 0..UPKEEP_STEPS {
+            self.step_fresh(now);
+            self.step_returned(now);
+        }
+        if let Some(max) = inner.max_sessions {
+            while self.records.len() >= max {
+                if !self.evict_from(false) && !self.evict_from(true) {
+                    break;
+                }
+            }
+        }
+        self.compact();
     }
 }
 
@@ -278,19 +388,19 @@ impl InMemoryBackend {
         let mut store = self.write_store();
         match id {
             Some(id) => {
-                store.update(&self.inner, id, now, expires, |_, _| Some(data.clone()))?;
+                store.update(id, now, expires, |_, _| Some(data.clone()))?;
                 Ok(id.to_owned())
             }
             None => {
                 store.make_room(&self.inner, now);
                 let id = loop {
                     let id = self.generate_id();
-                    match store.records.get(&id) {
+                    match store.records.get(id.as_str()) {
                         Some(record) if record.live(now) => continue,
                         _ => break id,
                     }
                 };
-                store.put(&self.inner, id.clone(), data.clone(), expires);
+                store.create(Arc::from(id.as_str()), data.clone(), expires);
                 Ok(id)
             }
         }
@@ -326,7 +436,7 @@ impl SessionBackend for InMemoryBackend {
         let accessed = session.last_access_unix();
         let loaded_at = session.revision().and_then(Revision::as_number);
         let mut store = self.write_store();
-        let updated = store.update(&self.inner, id, now, expires, |stored, seq| {
+        let updated = store.update(id, now, expires, |stored, seq| {
             let merged = if loaded_at == i64::try_from(seq).ok() {
                 // Not written since the session read it: the session is the stored record
                 // with the changes made.
@@ -346,10 +456,7 @@ impl SessionBackend for InMemoryBackend {
     }
 
     async fn remove(&self, id: &str) -> Result<(), Error> {
-        let mut store = self.write_store();
-        if let Some(record) = store.records.remove(id) {
-            store.order.remove(&record.seq);
-        }
+        self.write_store().records.remove(id);
         Ok(())
     }
 
@@ -423,8 +530,52 @@ mod tests {
         data
     }
 
+    #[test]
+    fn new_is_bounded_and_unbounded_is_a_choice() {
+        assert_eq!(
+            InMemoryBackend::new().inner.max_sessions,
+            Some(DEFAULT_MAX_SESSIONS)
+        );
+        assert_eq!(InMemoryBackend::unbounded().inner.max_sessions, None);
+    }
+
     #[tokio::test]
-    async fn max_sessions_evicts_the_least_recently_written() {
+    async fn a_flood_of_one_shot_sessions_evicts_its_own_kind_not_a_returning_user() {
+        let backend = InMemoryBackend::new().with_max_sessions(100);
+        let user = backend.write(None, &data(1), None).await.unwrap();
+        // The user comes back: the record is written again.
+        backend.write(Some(&user), &data(2), None).await.unwrap();
+        for n in 0..10_000 {
+            backend.write(None, &data(n), None).await.unwrap();
+        }
+        assert_eq!(backend.len(), 100);
+        assert_eq!(
+            backend.read(&user).await.unwrap().unwrap().values()["n"],
+            json!(2),
+            "the returning user's session was evicted by the flood"
+        );
+    }
+
+    #[tokio::test]
+    async fn expired_records_go_without_a_scan_as_sessions_are_created() {
+        let backend = InMemoryBackend::unbounded();
+        let short = Some(Duration::from_millis(20));
+        for n in 0..200 {
+            backend.write(None, &data(n), short).await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        for n in 0..200 {
+            backend.write(None, &data(n), None).await.unwrap();
+        }
+        assert!(
+            backend.len() < 300,
+            "creates purge expired records as they go: {} left",
+            backend.len()
+        );
+    }
+
+    #[tokio::test]
+    async fn max_sessions_evicts_the_oldest_session_that_never_came_back() {
         let backend = InMemoryBackend::new().with_max_sessions(3);
         let a = backend.write(None, &data(1), None).await.unwrap();
         let b = backend.write(None, &data(2), None).await.unwrap();
@@ -449,7 +600,11 @@ mod tests {
             backend.write(None, &data(n), None).await.unwrap();
             assert!(backend.len() <= 100);
         }
-        assert_eq!(backend.inner.store.read().unwrap().order.len(), 100);
+        let store = backend.inner.store.read().unwrap();
+        assert!(
+            store.fresh.len() + store.returned.len() <= 2 * 100 + 1024,
+            "the queues stay bounded too"
+        );
     }
 
     #[tokio::test]

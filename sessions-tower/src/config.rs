@@ -20,6 +20,7 @@ pub(crate) struct Config {
     pub(crate) absolute: Option<Duration>,
     pub(crate) refresh_after: Option<Duration>,
     pub(crate) fail_open: bool,
+    pub(crate) probation: Option<Duration>,
     /// Prefix the name with `__Host-` (and keep `Secure`, `Path=/`, no `Domain`).
     pub(crate) host_prefix: bool,
     /// The cookie's name as sent: `name`, with `__Host-` in front when asked.
@@ -48,6 +49,7 @@ impl Default for Config {
             absolute: None,
             refresh_after: None,
             fail_open: false,
+            probation: None,
             host_prefix: false,
             cookie_name: String::new(),
             rendered: None,
@@ -69,6 +71,7 @@ impl Config {
         policy.refresh_after = self.refresh_after;
         policy.fail_open = self.fail_open;
         policy.autoload = self.autoload;
+        policy.probation = self.probation;
         self.policy = policy;
         self.cookie_name = if self.host_prefix {
             format!("__Host-{}", self.name)

@@ -188,6 +188,22 @@ impl<B: SessionBackend> SessionLayer<B> {
         self.configure(|c| c.refresh_after = Some(after))
     }
 
+    /// Give new sessions a short first lifetime on the server (default: none, new sessions
+    /// get the full lifetime at once). A new session's record lives at most `first` until
+    /// its client sends the cookie back; that request saves it once more with the full
+    /// lifetime (one extra write, once per session). Sessions nobody comes back to (a flood of
+    /// anonymous requests to a page that writes the session, a crawler) then leave no
+    /// long-lived keys or rows, and the memory backend evicts them before sessions whose
+    /// clients came back.
+    ///
+    /// The trade-off: a client that comes back only after `first` finds its session gone
+    /// and starts a fresh one. Choose `first` longer than the gap between a visitor's first
+    /// two requests (minutes, not seconds).
+    #[must_use]
+    pub fn with_probation(self, first: Duration) -> Self {
+        self.configure(|c| c.probation = (!first.is_zero()).then_some(first))
+    }
+
     /// What a storage failure does: fail closed (default: `load()` returns the error, a
     /// failed save is a 500) or fail open (`true`: the request goes on with an empty session
     /// that is never saved, and a `tracing` warning is logged).
