@@ -242,7 +242,8 @@ pub(crate) fn bare_routes() -> Router {
         .route("/incr", get(bare_incr))
 }
 
-pub(crate) fn our_routes() -> Router {
+/// Our routes: `/` (untouched), `/read` and `/incr` (a write).
+pub fn our_routes() -> Router {
     Router::new()
         .route("/", get(plain))
         .route("/read", get(ours_read))
@@ -301,7 +302,9 @@ impl App {
                 App::Router(bare_routes().layer(empty::EmptyLayer).with_state(()))
             }
             #[cfg(not(feature = "floor"))]
-            Variant::EmptyLayer => panic!("variant empty-layer needs a build with --features floor"),
+            Variant::EmptyLayer => {
+                panic!("variant empty-layer needs a build with --features floor")
+            }
             Variant::OursCookiePrivate => App::Router(
                 our_routes()
                     .layer(SessionLayer::new(
@@ -444,7 +447,9 @@ impl Fixture {
                     assert_eq!(body, "ok");
                     assert!(!set_cookie, "{self}: an untouched session set a cookie");
                 }
-                (Variant::Bare | Variant::EmptyAround | Variant::EmptyLayer, _) => assert!(!set_cookie),
+                (Variant::Bare | Variant::EmptyAround | Variant::EmptyLayer, _) => {
+                    assert!(!set_cookie)
+                }
                 (_, Scenario::Read) => {
                     // Every session was created with n = 1.
                     assert_eq!(body, "1", "{self}: the stored value was not read");

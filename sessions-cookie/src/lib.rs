@@ -58,6 +58,10 @@
 //!   cookies; the first key seals. Each value names its key with a short key id, so opening
 //!   tries one key. A cookie under an old key is re-sealed under the current key on the next
 //!   write; once its key is dropped it is rejected.
+//! - **An absolute limit by default.** Under a session layer without an absolute timeout of
+//!   its own, a session ends [`DEFAULT_MAX_LIFETIME`] (30 days) after its creation, however
+//!   often it is re-sealed (creation is inside the seal), unless
+//!   [`with_max_lifetime`](CookieBackend::with_max_lifetime) says otherwise.
 //! - **No server-side revocation.** [`remove`](sessions_core::SessionBackend::remove) does
 //!   nothing on the server: a logout expires the cookie in the browser, but a copy taken
 //!   earlier stays valid until its deadline. Keep deadlines short, or use a server-side
@@ -101,6 +105,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// The deadline given to a session written without a TTL (a browser-session cookie): 14 days.
 pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(14 * 24 * 60 * 60);
 
+/// How long after its creation a cookie session ends at the latest, whatever its activity,
+/// unless [`with_max_lifetime`](CookieBackend::with_max_lifetime) says otherwise: 30 days.
+/// Nothing on the server can revoke a copied cookie, so this bounds what a stolen one is
+/// worth even when every visit re-seals it.
+pub const DEFAULT_MAX_LIFETIME: Duration = Duration::from_secs(30 * 24 * 60 * 60);
+
 /// The cookie name values are bound to unless the layer or
 /// [`with_cookie_name`](CookieBackend::with_cookie_name) says otherwise: the session layer's
 /// default name.
@@ -140,6 +150,8 @@ pub struct CookieBackend {
     /// The first key seals; every key opens.
     keys: Arc<[SealKey]>,
     default_lifetime: Duration,
+    /// The absolute limit from creation (`None`: none).
+    max_lifetime: Option<Duration>,
     /// The name of the cookie the values travel in, bound into every seal.
     cookie_name: Arc<str>,
 }
@@ -153,6 +165,7 @@ impl fmt::Debug for CookieBackend {
                 &self.keys.iter().map(|k| k.id.as_str()).collect::<Vec<_>>(),
             )
             .field("default_lifetime", &self.default_lifetime)
+            .field("max_lifetime", &self.max_lifetime)
             .field("cookie_name", &self.cookie_name)
             .finish()
     }
@@ -228,6 +241,7 @@ impl CookieBackend {
             mode,
             keys: Arc::from([seal_key(mode, secret)?]),
             default_lifetime: DEFAULT_LIFETIME,
+            max_lifetime: Some(DEFAULT_MAX_LIFETIME),
             cookie_name: Arc::from(DEFAULT_COOKIE_NAME),
         })
     }
@@ -307,6 +321,18 @@ impl CookieBackend {
     pub fn with_default_lifetime(self, lifetime: Duration) -> Self {
         CookieBackend {
             default_lifetime: lifetime,
+            ..self
+        }
+    }
+
+    /// The absolute limit a session layer applies to these sessions when the application set
+    /// none (`with_absolute_timeout`): each ends `limit` after its creation, however active
+    /// (default [`DEFAULT_MAX_LIFETIME`], 30 days; `None` for no limit). The creation time is
+    /// inside the seal, so the limit holds for copies of the cookie too.
+    #[must_use]
+    pub fn with_max_lifetime(self, limit: Option<Duration>) -> Self {
+        CookieBackend {
+            max_lifetime: limit,
             ..self
         }
     }
@@ -489,6 +515,11 @@ impl SessionBackend for CookieBackend {
             value: self.encode(session, ttl)?,
             record: session.clone(),
         })
+    }
+
+    /// [`with_max_lifetime`](CookieBackend::with_max_lifetime): 30 days by default.
+    fn default_absolute_timeout(&self) -> Option<Duration> {
+        self.max_lifetime
     }
 
     /// A copy of this backend whose values are bound to the cookie `name`.

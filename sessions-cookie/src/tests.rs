@@ -352,3 +352,17 @@ async fn values_of_an_earlier_format_name_an_unknown_key() {
         );
     }
 }
+
+#[test]
+fn the_default_absolute_limit_is_offered_to_the_layer() {
+    for backend in backends() {
+        assert_eq!(
+            backend.default_absolute_timeout(),
+            Some(DEFAULT_MAX_LIFETIME)
+        );
+        assert_eq!(
+            backend.with_max_lifetime(None).default_absolute_timeout(),
+            None
+        );
+    }
+}

@@ -152,6 +152,15 @@ pub trait SessionBackend: Send + Sync + 'static {
         })
     }
 
+    /// The absolute limit a session layer applies to this backend's sessions when the
+    /// application set none: each ends this long after its creation, however active. The
+    /// default `None` suits server-side stores, whose sessions a logout or an admin can end;
+    /// the cookie backend offers one (30 days), since nothing on the server can revoke a copy
+    /// of its cookie.
+    fn default_absolute_timeout(&self) -> Option<Duration> {
+        None
+    }
+
     /// For a backend whose cookie value is the session itself (the cookie backend): a copy
     /// of this backend whose values are bound to the cookie `name`, so that a value minted
     /// under one cookie name does not open under another. A session layer calls it with its
@@ -219,6 +228,9 @@ impl<B: SessionBackend + ?Sized> SessionBackend for Arc<B> {
     }
     fn bind_cookie_name(&self, name: &str) -> Option<Arc<dyn SessionBackend>> {
         (**self).bind_cookie_name(name)
+    }
+    fn default_absolute_timeout(&self) -> Option<Duration> {
+        (**self).default_absolute_timeout()
     }
     fn accepts(&self, value: &str) -> bool {
         (**self).accepts(value)

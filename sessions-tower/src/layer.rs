@@ -47,9 +47,35 @@ fn bound<B: SessionBackend>(backend: &Arc<B>, config: &Config) -> Arc<dyn Sessio
         .unwrap_or_else(|| backend.clone())
 }
 
-const SAME_SITE_NONE_NEEDS_SECURE: &str =
-    "SameSite=None requires Secure: browsers reject the cookie otherwise";
-const HOST_PREFIX_NEEDS: &str = "a __Host- cookie needs Secure, Path=/ and no Domain";
+/// The rules browsers hold a cookie's attributes to, checked on the whole configuration so
+/// that the order of the setters does not matter: `SameSite=None` needs `Secure`; a name
+/// starting with `__Secure-` needs `Secure`; one starting with `__Host-` (or the
+/// [`with_host_prefix`](SessionLayer::with_host_prefix) option) needs `Secure`, `Path=/` and
+/// no `Domain`. Browsers drop a cookie that breaks them without a word.
+fn check_attributes(c: &Config) -> Result<(), Error> {
+    let named = |prefix: &str| {
+        c.name
+            .get(..prefix.len())
+            .is_some_and(|start| start.eq_ignore_ascii_case(prefix))
+    };
+    if c.same_site == SameSite::None && !c.secure {
+        return Err(Error::Config(
+            "SameSite=None requires Secure: browsers reject the cookie otherwise".to_owned(),
+        ));
+    }
+    if (c.host_prefix || named("__Host-")) && (!c.secure || c.path != "/" || c.domain.is_some()) {
+        return Err(Error::Config(
+            "a __Host- cookie needs Secure, Path=/ and no Domain: browsers reject it otherwise"
+                .to_owned(),
+        ));
+    }
+    if named("__Secure-") && !c.secure {
+        return Err(Error::Config(
+            "a __Secure- cookie needs Secure: browsers reject it otherwise".to_owned(),
+        ));
+    }
+    Ok(())
+}
 
 impl<B: SessionBackend> SessionLayer<B> {
     /// Sessions stored in `backend`, with the default options.
@@ -59,7 +85,8 @@ impl<B: SessionBackend> SessionLayer<B> {
 
     /// Sessions stored in a backend that is already shared.
     pub fn from_arc(backend: Arc<B>) -> Self {
-        let config = Config::default();
+        let mut config = Config::default();
+        config.policy.absolute = backend.default_absolute_timeout();
         SessionLayer {
             sessions: bound(&backend, &config),
             backend,
@@ -72,10 +99,20 @@ impl<B: SessionBackend> SessionLayer<B> {
         &self.backend
     }
 
+    /// [`configure`](Self::configure), then check the combination of cookie attributes: the
+    /// same rules whatever order the options were set in.
+    fn try_configure(self, f: impl FnOnce(&mut Config)) -> Result<Self, Error> {
+        let mut candidate = (*self.config).clone();
+        f(&mut candidate);
+        check_attributes(&candidate)?;
+        Ok(self.configure(|c| *c = candidate))
+    }
+
     fn configure(mut self, f: impl FnOnce(&mut Config)) -> Self {
         let config = Arc::make_mut(&mut self.config);
         f(config);
         config.render();
+        config.policy.absolute = config.absolute.or(self.backend.default_absolute_timeout());
         self.sessions = bound(&self.backend, config);
         self
     }
@@ -108,7 +145,7 @@ impl<B: SessionBackend> SessionLayer<B> {
                 "{name:?} is not a valid cookie name: use letters, digits and `-_.!#$%&'*+^`|~`"
             )));
         }
-        Ok(self.configure(|c| c.name = name))
+        self.try_configure(|c| c.name = name)
     }
 
     /// The cookie's `Path` (default `/`). Requests outside it get no session: the browser
@@ -126,12 +163,7 @@ impl<B: SessionBackend> SessionLayer<B> {
                  visible ASCII without `;` (percent-encode anything else, as request paths are)"
             )));
         }
-        if self.config.host_prefix && path != "/" {
-            return Err(Error::Config(
-                "a __Host- cookie must have Path=/".to_owned(),
-            ));
-        }
-        Ok(self.configure(|c| c.path = path))
+        self.try_configure(|c| c.path = path)
     }
 
     /// The cookie's `Domain` (default: none, so only the host that set it receives it).
@@ -148,12 +180,7 @@ impl<B: SessionBackend> SessionLayer<B> {
                 "{domain:?} is not a valid cookie domain"
             )));
         }
-        if self.config.host_prefix {
-            return Err(Error::Config(
-                "a __Host- cookie cannot have a Domain".to_owned(),
-            ));
-        }
-        Ok(self.configure(|c| c.domain = Some(domain)))
+        self.try_configure(|c| c.domain = Some(domain))
     }
 
     /// The cookie's `Max-Age` (default 14 days), also the stored record's TTL, renewed on
@@ -175,7 +202,9 @@ impl<B: SessionBackend> SessionLayer<B> {
     }
 
     /// End sessions `lifetime` after they were created, however active (default: no absolute
-    /// limit). Never extended; `regenerate_id` keeps the creation time.
+    /// limit, except the backend's own default: the cookie backend's 30 days, since nothing
+    /// on the server can revoke a copied cookie). Never extended; `regenerate_id` keeps the
+    /// creation time.
     #[must_use]
     pub fn with_absolute_timeout(self, lifetime: Duration) -> Self {
         self.configure(|c| c.absolute = (!lifetime.is_zero()).then_some(lifetime))
@@ -219,11 +248,7 @@ impl<B: SessionBackend> SessionLayer<B> {
     ///
     /// [`Error::Config`] when the layer has a domain, a path other than `/`, or `Secure` off.
     pub fn with_host_prefix(self) -> Result<Self, Error> {
-        let c = &self.config;
-        if c.domain.is_some() || c.path != "/" || !c.secure {
-            return Err(Error::Config(HOST_PREFIX_NEEDS.to_owned()));
-        }
-        Ok(self.configure(|c| c.host_prefix = true))
+        self.try_configure(|c| c.host_prefix = true)
     }
 
     /// The `Secure` attribute (default on: the cookie travels over HTTPS only). Turn it off
@@ -235,13 +260,7 @@ impl<B: SessionBackend> SessionLayer<B> {
     /// `__Host-` prefix, which browsers only accept with `Secure`: the same error whichever
     /// option was set first.
     pub fn with_secure(self, secure: bool) -> Result<Self, Error> {
-        if !secure && self.config.same_site == SameSite::None {
-            return Err(Error::Config(SAME_SITE_NONE_NEEDS_SECURE.to_owned()));
-        }
-        if !secure && self.config.host_prefix {
-            return Err(Error::Config(HOST_PREFIX_NEEDS.to_owned()));
-        }
-        Ok(self.configure(|c| c.secure = secure))
+        self.try_configure(|c| c.secure = secure)
     }
 
     /// The `HttpOnly` attribute (default on: scripts in the page cannot read the cookie).
@@ -256,10 +275,7 @@ impl<B: SessionBackend> SessionLayer<B> {
     ///
     /// `SameSite=None` without `Secure` is [`Error::Config`]: browsers reject such cookies.
     pub fn with_same_site(self, same_site: SameSite) -> Result<Self, Error> {
-        if same_site == SameSite::None && !self.config.secure {
-            return Err(Error::Config(SAME_SITE_NONE_NEEDS_SECURE.to_owned()));
-        }
-        Ok(self.configure(|c| c.same_site = same_site))
+        self.try_configure(|c| c.same_site = same_site)
     }
 }
 
@@ -351,6 +367,54 @@ mod tests {
         );
         assert_eq!(secure_first, same_site_first);
         assert!(secure_first.contains("SameSite=None"), "{secure_first}");
+    }
+
+    #[test]
+    fn prefixed_cookie_names_need_secure_in_either_order() {
+        for name in ["__Host-id", "__Secure-id", "__host-id", "__SECURE-id"] {
+            let name_first = config_error(
+                layer()
+                    .with_cookie_name(name)
+                    .and_then(|l| l.with_secure(false)),
+            );
+            let secure_first = config_error(
+                layer()
+                    .with_secure(false)
+                    .and_then(|l| l.with_cookie_name(name)),
+            );
+            assert_eq!(name_first, secure_first, "{name}");
+        }
+        assert!(
+            layer().with_cookie_name("__Secure-id").is_ok(),
+            "Secure is on by default"
+        );
+        assert!(layer().with_cookie_name("__Host-id").is_ok());
+    }
+
+    #[test]
+    fn a_host_prefixed_name_needs_path_slash_and_no_domain_in_either_order() {
+        let host = || layer().with_cookie_name("__Host-id");
+        assert!(host().and_then(|l| l.with_path("/admin")).is_err());
+        assert!(
+            layer()
+                .with_path("/admin")
+                .and_then(|l| l.with_cookie_name("__Host-id"))
+                .is_err()
+        );
+        assert!(host().and_then(|l| l.with_domain("example.com")).is_err());
+        assert!(
+            layer()
+                .with_domain("example.com")
+                .and_then(|l| l.with_cookie_name("__Host-id"))
+                .is_err()
+        );
+        assert!(
+            layer()
+                .with_domain("example.com")
+                .and_then(|l| l.with_cookie_name("__Secure-id"))
+                .is_ok(),
+            "__Secure- allows a Domain"
+        );
     }
 
     #[test]

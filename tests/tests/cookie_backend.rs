@@ -258,14 +258,15 @@ async fn browser_session_cookies_keep_working_across_a_pause() {
         cookie.raw
     );
 
-    // The server-side deadline comes from the backend's default lifetime (14 days), not from
-    // the zero max age: read it from the signed payload.
+    // The server-side deadline is bounded, not infinite as a zero max age could suggest: the
+    // time the cookie backend's default absolute limit (30 days) leaves. Read it from the
+    // signed payload.
     // The payload starts with the issue time and the deadline, big-endian Unix milliseconds.
     let body = cookie.value.split('.').nth(1).expect("sealed value");
     let payload = URL_SAFE_NO_PAD.decode(body).expect("base64url payload");
     let millis = |at: usize| u64::from_be_bytes(payload[at..at + 8].try_into().expect("8 bytes"));
     let lifetime_ms = millis(8) - millis(0);
-    assert_eq!(lifetime_ms, 14 * 24 * 60 * 60 * 1000);
+    assert_eq!(lifetime_ms, 30 * 24 * 60 * 60 * 1000);
 
     tokio::time::sleep(Duration::from_millis(2100)).await;
     send(&client, &server.url("/count"), Some(&cookie.pair()))
@@ -392,5 +393,47 @@ async fn a_value_sealed_under_an_unknown_key_starts_a_fresh_session() {
         .await;
         assert_eq!(reply.status, StatusCode::OK, "{mode:?}: {}", reply.body);
         assert_eq!(reply.body, "1", "{mode:?}: a value of another key opened");
+    }
+}
+
+/// With no absolute timeout set, cookie sessions still end 30 days after their creation:
+/// a copied cookie re-sealed on every visit is not good forever.
+#[tokio::test]
+async fn cookie_sessions_get_a_default_absolute_limit() {
+    let now = sessions_core::unix_now();
+    let days = |d: u64| d * 24 * 60 * 60;
+    let mut values = sessions_core::Values::new();
+    values.insert("n".into(), 7.into());
+    let old = SessionData::from_parts(values, now - days(31), now - 60);
+    for mode in [Mode::Signed, Mode::Private] {
+        let minted = backend(mode, KEY1).write(None, &old, None).await.unwrap();
+        let default = serve(backend(mode, KEY1)).await;
+        send(
+            &plain(),
+            &default.url("/get"),
+            Some(&format!("session={minted}")),
+        )
+        .await
+        .assert_ok("none");
+        // The application's own absolute limit replaces the default.
+        let longer = Server::start(app(SessionLayer::new(backend(mode, KEY1))
+            .with_absolute_timeout(Duration::from_secs(days(60)))))
+        .await;
+        send(
+            &plain(),
+            &longer.url("/get"),
+            Some(&format!("session={minted}")),
+        )
+        .await
+        .assert_ok("7");
+        // And so does turning the backend's default off.
+        let unlimited = serve(backend(mode, KEY1).with_max_lifetime(None)).await;
+        send(
+            &plain(),
+            &unlimited.url("/get"),
+            Some(&format!("session={minted}")),
+        )
+        .await
+        .assert_ok("7");
     }
 }

@@ -28,8 +28,7 @@ use sessions_bench::counting::{Counting, Counts};
 use sessions_bench::proxy::Proxy;
 use sessions_bench::statements;
 use sessions_bench::stores::{
-    CommandStats, StoreFixture, StoreVariant, database_url, pg_upstream, redis_upstream,
-    redis_url,
+    CommandStats, StoreFixture, StoreVariant, database_url, pg_upstream, redis_upstream, redis_url,
 };
 use std::hint::black_box;
 use std::process::ExitCode;
@@ -113,8 +112,7 @@ fn main() -> ExitCode {
         _ => None,
     };
     let proxy = if let Some(upstream) = upstream.filter(|_| count) {
-        match upstream.and_then(|up| Proxy::start(up).map_err(|e| e.to_string()))
-        {
+        match upstream.and_then(|up| Proxy::start(up).map_err(|e| e.to_string())) {
             Ok(proxy) => Some(proxy),
             Err(e) => {
                 eprintln!("cannot start the round-trip proxy: {e}");

@@ -30,7 +30,12 @@
 //! | `REDIS_URL` | `redis://127.0.0.1:6379` | the Redis server |
 //! | `DATABASE_URL` | `postgres://postgres@127.0.0.1:5432/test` | the PostgreSQL database |
 //! | `SESSION_MAX_AGE` | 14 days | the cookie's lifetime in seconds; `0` makes a browser-session cookie |
-//! | `SESSION_SECURE` | off | `1` marks the cookie `Secure`: do it once the app is behind HTTPS |
+//! | `SESSION_SECURE` | on, but off on a loopback address | `0` turns `Secure` off elsewhere too (with a warning at startup): only for plain-HTTP development |
+//! | `RUST_LOG` | `warn` | what the log shows (a `tracing` env filter): failed saves, corrupt records |
+//!
+//! Sessions end 7 days after the login at the latest (an absolute limit), and a new
+//! session's record lives 15 minutes until its client comes back (a probation: a flood of
+//! one-shot visits leaves nothing long-lived behind).
 //!
 //! # Features
 //!
@@ -87,7 +92,8 @@ Serves a visit counter with a login form on http://127.0.0.1:3000.
   -h, --help         this help
 
 Environment: ADDR (default 127.0.0.1:3000), SESSION_SECRET (cookie backend, 32+ bytes),
-SESSION_MAX_AGE (seconds; 0 = a browser-session cookie), SESSION_SECURE=1 (behind HTTPS).
+SESSION_MAX_AGE (seconds; 0 = a browser-session cookie), SESSION_SECURE (default: on, except
+on a loopback ADDR; 0 turns it off), RUST_LOG (default: warn).
 ";
 
 /// Where sessions are stored.
@@ -159,8 +165,8 @@ pub struct Config {
     /// The cookie's lifetime: `None` keeps the layer's default (14 days), zero makes a
     /// browser-session cookie.
     pub max_age: Option<Duration>,
-    /// Whether the cookie is marked `Secure`.
-    pub secure: bool,
+    /// `SESSION_SECURE` as given: `None` when unset (see [`Config::secure_cookie`]).
+    pub secure: Option<bool>,
     /// The cookie backend's secret; `None` generates one for this run.
     pub secret: Option<String>,
     /// The SQLite file.
@@ -233,8 +239,9 @@ impl Config {
             })
             .transpose()?;
         let secure = match env("SESSION_SECURE").as_deref().map(str::trim) {
-            None | Some("0" | "false" | "no" | "off") => false,
-            Some("1" | "true" | "yes" | "on") => true,
+            None => None,
+            Some("0" | "false" | "no" | "off") => Some(false),
+            Some("1" | "true" | "yes" | "on") => Some(true),
             Some(other) => return Err(format!("SESSION_SECURE must be 1 or 0, not {other:?}")),
         };
         Ok(Some(Config {
@@ -269,6 +276,47 @@ impl fmt::Debug for App {
     }
 }
 
+/// How long a session lasts at most after its creation, however active.
+pub const ABSOLUTE_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+
+/// How long a new session's record lives until its client comes back.
+pub const PROBATION: Duration = Duration::from_secs(15 * 60);
+
+impl Config {
+    /// Whether the cookie is marked `Secure`: as `SESSION_SECURE` says, else on, except when
+    /// the app listens on a loopback address (plain http://127.0.0.1 in development, where
+    /// clients other than Chromium would not send a `Secure` cookie back).
+    pub fn secure_cookie(&self) -> bool {
+        self.secure.unwrap_or_else(|| !self.on_loopback())
+    }
+
+    /// Whether `addr` is a loopback address (`127.0.0.0/8`, `::1`, `localhost`).
+    pub fn on_loopback(&self) -> bool {
+        let host = self
+            .addr
+            .rsplit_once(':')
+            .map_or(self.addr.as_str(), |(host, _)| host)
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        host.eq_ignore_ascii_case("localhost")
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    }
+
+    /// A warning to print at startup, when the cookie is sent without `Secure` on an address
+    /// other clients can reach.
+    pub fn insecure_warning(&self) -> Option<String> {
+        (!self.secure_cookie() && !self.on_loopback()).then(|| {
+            format!(
+                "SESSION_SECURE=0 on {}: the session cookie travels without `Secure`, so any \
+                 plain-HTTP request to this host exposes it; use it for development only",
+                self.addr
+            )
+        })
+    }
+}
+
 /// The session layer's options that do not depend on the backend.
 ///
 /// # Errors
@@ -278,11 +326,12 @@ pub fn configure<B: SessionBackend>(
     layer: SessionLayer<B>,
     config: &Config,
 ) -> Result<SessionLayer<B>, Error> {
-    // `Secure` cookies are only sent over HTTPS. This app serves plain http://127.0.0.1, where
-    // some browsers would not send a `Secure` cookie back (Chromium treats loopback as secure,
-    // others and most HTTP clients do not), so it is off unless SESSION_SECURE=1. Behind
-    // HTTPS, turn it on: it keeps the cookie off any plain-HTTP request to the host.
-    let layer = layer.with_secure(config.secure)?;
+    // `Secure` cookies are only sent over HTTPS: on unless the app listens on loopback (see
+    // `Config::secure_cookie`).
+    let layer = layer
+        .with_secure(config.secure_cookie())?
+        .with_absolute_timeout(ABSOLUTE_TIMEOUT)
+        .with_probation(PROBATION);
     Ok(match config.max_age {
         Some(max_age) => layer.with_max_age(max_age),
         None => layer,
@@ -495,12 +544,36 @@ mod tests {
     }
 
     #[test]
+    fn secure_is_on_except_on_loopback_and_off_only_with_a_warning() {
+        let on = |addr: &str, secure: Option<&str>| {
+            let mut env = vec![("ADDR", addr)];
+            if let Some(secure) = secure {
+                env.push(("SESSION_SECURE", secure));
+            }
+            let config = parse(&[], &env).unwrap().unwrap();
+            (config.secure_cookie(), config.insecure_warning().is_some())
+        };
+        assert_eq!(on("127.0.0.1:3000", None), (false, false));
+        assert_eq!(on("[::1]:3000", None), (false, false));
+        assert_eq!(on("localhost:3000", None), (false, false));
+        assert_eq!(on("0.0.0.0:3000", None), (true, false));
+        assert_eq!(on("192.0.2.10:8080", None), (true, false));
+        assert_eq!(on("0.0.0.0:3000", Some("0")), (false, true));
+        assert_eq!(on("127.0.0.1:3000", Some("1")), (true, false));
+    }
+
+    #[test]
     fn defaults_are_cookie_sessions_on_port_3000() {
         let config = parse(&[], &[]).unwrap().unwrap();
         assert_eq!(config.backend, BackendKind::Cookie);
         assert_eq!(config.addr, "127.0.0.1:3000");
         assert_eq!(config.max_age, None);
-        assert!(!config.secure);
+        assert_eq!(config.secure, None);
+        assert!(
+            !config.secure_cookie(),
+            "off on the default loopback address"
+        );
+        assert_eq!(config.insecure_warning(), None);
         assert_eq!(config.secret, None);
         assert_eq!(config.sqlite_path, "sessions.db");
     }

@@ -5,6 +5,15 @@ use std::process::ExitCode;
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // The library's `tracing` events (a failed save, a corrupt record) go to stderr; RUST_LOG
+    // picks what shows, warnings and errors by default.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let config = match Config::from_env() {
         Ok(Some(config)) => config,
         Ok(None) => {
@@ -16,6 +25,9 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(warning) = config.insecure_warning() {
+        eprintln!("sessions-app: warning: {warning}");
+    }
     let app = match build(&config).await {
         Ok(app) => app,
         Err(error) => {

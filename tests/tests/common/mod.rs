@@ -489,6 +489,10 @@ impl SessionBackend for FailingBackend {
         if self.fail_writes.load(Ordering::SeqCst) {
             return Err(failure("write"));
         }
+        // A save that empties the session removes the record.
+        if session.is_empty() && self.fail_removes.load(Ordering::SeqCst) {
+            return Err(failure("remove"));
+        }
         self.store.apply(id, session, changes, ttl).await
     }
     async fn remove(&self, id: &str) -> Result<(), Error> {
