@@ -155,7 +155,13 @@ impl Session {
             return Ok(());
         }
         state.changes.set(key, value.clone());
-        state.data.values_mut().insert(key.to_owned(), value);
+        let values = state.data.values_mut();
+        match values.get_mut(key) {
+            Some(slot) => *slot = value,
+            None => {
+                values.insert(key.to_owned(), value);
+            }
+        }
         state.changed = true;
         Ok(())
     }

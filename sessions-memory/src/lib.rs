@@ -102,6 +102,8 @@ struct Record {
     seq: u64,
     /// The creation number, matched against queue entries.
     born: u64,
+    /// The record's id, shared with its queue entries.
+    key: Arc<str>,
     /// Whether the record was written since its creation (it is in `returned`).
     returned: bool,
 }
@@ -245,12 +247,13 @@ impl Store {
         self.next_seq += 1;
         self.fresh.push_back((Arc::clone(&id), born));
         self.records.insert(
-            id,
+            Arc::clone(&id),
             Record {
                 data,
                 expires,
                 seq,
                 born,
+                key: id,
                 returned: false,
             },
         );
@@ -282,7 +285,8 @@ impl Store {
         record.seq = seq;
         if !record.returned {
             record.returned = true;
-            self.returned.push_back((Arc::from(id), record.born));
+            self.returned
+                .push_back((Arc::clone(&record.key), record.born));
         }
         self.next_seq += 1;
         Ok(Some(data))
