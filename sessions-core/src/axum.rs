@@ -1,6 +1,6 @@
 //! The axum integration (feature `axum`): [`Session`] as an extractor, [`Error`] as a response.
 
-use crate::{Error, Session};
+use crate::{Error, LoadedSession, Session};
 use axum_core::extract::{FromRequestParts, OptionalFromRequestParts};
 use axum_core::response::{IntoResponse, Response};
 use http::StatusCode;
@@ -43,6 +43,21 @@ impl<S: Send + Sync> OptionalFromRequestParts<S> for Session {
             })?;
         }
         Ok(Some(session))
+    }
+}
+
+/// `LoadedSession` is an extractor: the request's session, loaded before the handler runs.
+/// Rejections are [`Session`]'s: [`Error::MissingLayer`] without a layer, and a failed load as
+/// a 500 (with a `tracing` error).
+impl<S: Send + Sync> FromRequestParts<S> for LoadedSession {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let session = <Session as FromRequestParts<S>>::from_request_parts(parts, state).await?;
+        session.load().await.inspect_err(|error| {
+            tracing::error!(%error, "loading the session failed; answering 500");
+        })?;
+        Ok(LoadedSession(session))
     }
 }
 

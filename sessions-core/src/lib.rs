@@ -84,7 +84,7 @@ pub use error::{BoxError, Error};
 pub use id::{ID_RANDOM_BYTES, SessionId, generate_id};
 pub use policy::Policy;
 pub use serializer::{JsonSerializer, Serializer};
-pub use session::{Commit, Session};
+pub use session::{Commit, LoadedSession, Session};
 
 #[cfg(feature = "bincode")]
 pub use serializer::BincodeSerializer;

@@ -83,6 +83,58 @@ struct State {
     committed: bool,
 }
 
+/// The request's session, already loaded: an extractor (feature `axum`) that calls
+/// [`Session::load`] before the handler runs, whatever the layer's `autoload`. Take it where
+/// a handler uses the session at all; take [`Session`] to decide in the handler whether to
+/// load (starsessions' explicit model, which spares requests that never look at their
+/// session a backend read). Everything of [`Session`] is reachable through it (`Deref`).
+///
+/// A handler ported from tower-sessions keeps `.await` on its accessors, which does not
+/// compile here (they are synchronous once the session is loaded), so the port is fixed at
+/// compile time, not by a `NotLoaded` at run time:
+///
+/// ```compile_fail
+/// # async fn handler(session: sessions_core::LoadedSession) -> Result<(), sessions_core::Error> {
+/// let n: Option<u64> = session.get("n").await?; // tower-sessions' `get(..).await`
+/// # Ok(()) }
+/// ```
+///
+/// ```
+/// # use sessions_core::{Error, LoadedSession};
+/// async fn count(session: LoadedSession) -> Result<String, Error> {
+///     let n: u64 = session.get("n")?.unwrap_or(0) + 1; // no load() to forget
+///     session.insert("n", n)?;
+///     Ok(n.to_string())
+/// }
+/// ```
+#[derive(Clone, Debug)]
+pub struct LoadedSession(pub Session);
+
+impl std::ops::Deref for LoadedSession {
+    type Target = Session;
+
+    fn deref(&self) -> &Session {
+        &self.0
+    }
+}
+
+impl LoadedSession {
+    /// The session, loaded: what the extractor does, for code outside axum.
+    ///
+    /// # Errors
+    ///
+    /// What [`Session::load`] returns.
+    pub async fn load(session: Session) -> Result<LoadedSession, Error> {
+        session.load().await?;
+        Ok(LoadedSession(session))
+    }
+
+    /// The session handle.
+    pub fn into_inner(self) -> Session {
+        self.0
+    }
+}
+
 /// What saving a session asks of the response; returned by [`Session::commit`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -175,6 +227,30 @@ impl Session {
         state.changes.remove(key);
         state.changed = true;
         Ok(state.data.values_mut().remove(key))
+    }
+
+    /// Remove the value under `key` and return it deserialized as `T`: a one-time value such
+    /// as a flash message. `None` when there was none (nothing changes then).
+    ///
+    /// A stored value that is not a `T` is [`Error::Serialization`], and stays where it is.
+    ///
+    /// ```
+    /// # async fn handler(session: sessions_core::Session) -> Result<String, sessions_core::Error> {
+    /// session.load().await?;
+    /// let flash: Option<String> = session.take("flash")?; // shown once
+    /// Ok(flash.unwrap_or_default())
+    /// # }
+    /// ```
+    pub fn take<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, Error> {
+        let mut state = self.writable()?;
+        let Some(value) = state.data.values().get(key) else {
+            return Ok(None);
+        };
+        let taken = T::deserialize(value).map_err(Error::decode)?;
+        state.changes.remove(key);
+        state.data.values_mut().remove(key);
+        state.changed = true;
+        Ok(Some(taken))
     }
 
     /// Remove every value. An emptied session is removed from the backend when the response

@@ -5,8 +5,12 @@
 //! development, and single-process apps that can afford to log everyone out on restart.
 //!
 //! - Records honour their TTL: an expired record reads as missing and is purged.
-//! - [`with_max_sessions`](InMemoryBackend::with_max_sessions) bounds memory: when the store
-//!   is full, expired records go first, then the least recently written.
+//! - The store is bounded: [`DEFAULT_MAX_SESSIONS`] (100,000) unless
+//!   [`with_max_sessions`](InMemoryBackend::with_max_sessions) says otherwise
+//!   ([`unbounded`](InMemoryBackend::unbounded) is an explicit choice). When it is full, a
+//!   create evicts an expired record, else the oldest session whose client never came back,
+//!   and only then one whose client did: a flood of one-shot sessions evicts its own kind.
+//!   Each create does a bounded amount of upkeep, never a scan of the whole store.
 //! - Cloning is cheap and every clone shares the same store.
 //!
 //! ```

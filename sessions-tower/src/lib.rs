@@ -145,11 +145,12 @@ mod cookie;
 mod future;
 mod layer;
 mod service;
+pub mod testing;
 
 pub use future::{MAX_SET_COOKIE_BYTES, ResponseFuture};
 pub use layer::SessionLayer;
 pub use service::SessionMiddleware;
-pub use sessions_core::{Commit, Error, Session, SessionBackend};
+pub use sessions_core::{Commit, Error, LoadedSession, Session, SessionBackend};
 
 #[cfg(feature = "cookie-backend")]
 pub use sessions_cookie::CookieBackend;
