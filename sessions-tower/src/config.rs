@@ -16,6 +16,8 @@ pub(crate) struct Config {
     pub(crate) http_only: bool,
     pub(crate) same_site: SameSite,
     pub(crate) autoload: bool,
+    /// Paths whose requests get their session autoloaded, besides `autoload` for all.
+    pub(crate) autoload_routes: AutoloadRoutes,
     pub(crate) idle: Option<Duration>,
     pub(crate) absolute: Option<Duration>,
     pub(crate) refresh_after: Option<Duration>,
@@ -45,6 +47,7 @@ impl Default for Config {
             http_only: true,
             same_site: SameSite::Lax,
             autoload: false,
+            autoload_routes: AutoloadRoutes::default(),
             idle: None,
             absolute: None,
             refresh_after: None,
@@ -81,14 +84,14 @@ impl Config {
         self.rendered = Some(Rendered::new(self));
     }
 
+    /// Whether a request for `path` gets its session loaded before the handler takes it.
+    pub(crate) fn autoloads(&self, path: &str) -> bool {
+        self.autoload || self.autoload_routes.matches(path)
+    }
+
     /// Whether a request for `path` is inside the cookie's path (RFC 6265, section 5.1.4).
     pub(crate) fn covers(&self, path: &str) -> bool {
-        let cookie_path = self.path.as_str();
-        cookie_path == "/"
-            || path == cookie_path
-            || (path.starts_with(cookie_path)
-                && (cookie_path.ends_with('/')
-                    || path.as_bytes().get(cookie_path.len()) == Some(&b'/')))
+        path_within(path, &self.path)
     }
 
     /// The `Set-Cookie` value that stores `value` in the client; `None` when `value` cannot
@@ -163,4 +166,34 @@ mod tests {
         assert!(expired.to_str().unwrap().contains("Max-Age=0"));
         assert!(expired.to_str().unwrap().contains("Domain=example.com"));
     }
+}
+
+/// The routes whose sessions are autoloaded: path prefixes (matched on whole segments, as the
+/// cookie path is) and regular expressions (matched against the whole path).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct AutoloadRoutes {
+    pub(crate) prefixes: Vec<String>,
+    #[cfg(feature = "regex")]
+    pub(crate) patterns: Option<regex::RegexSet>,
+}
+
+impl AutoloadRoutes {
+    fn matches(&self, path: &str) -> bool {
+        if self.prefixes.iter().any(|prefix| path_within(path, prefix)) {
+            return true;
+        }
+        #[cfg(feature = "regex")]
+        if let Some(patterns) = &self.patterns {
+            return patterns.is_match(path);
+        }
+        false
+    }
+}
+
+/// Whether `path` is `prefix` or below it (RFC 6265's path-match, section 5.1.4).
+pub(crate) fn path_within(path: &str, prefix: &str) -> bool {
+    prefix == "/"
+        || path == prefix
+        || (path.starts_with(prefix)
+            && (prefix.ends_with('/') || path.as_bytes().get(prefix.len()) == Some(&b'/')))
 }

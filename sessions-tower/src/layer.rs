@@ -128,6 +128,49 @@ impl<B: SessionBackend> SessionLayer<B> {
         self.configure(|c| c.autoload = autoload)
     }
 
+    /// Autoload on chosen routes: requests whose path is one of `prefixes` or below it
+    /// (`/account` covers `/account` and `/account/orders`, not `/accounts`) get their session
+    /// loaded when a handler takes it, as [`with_autoload`](Self::with_autoload) does for all;
+    /// requests on other routes keep the explicit `load().await`. starsessions'
+    /// `SessionAutoloadMiddleware(paths=[...])`. The path is the one the client asked for
+    /// (under `Router::nest`, axum's `OriginalUri`). Replaces the prefixes set before.
+    ///
+    /// # Errors
+    ///
+    /// A prefix that does not start with `/` is [`Error::Config`].
+    pub fn with_autoload_paths<I, P>(self, prefixes: I) -> Result<Self, Error>
+    where
+        I: IntoIterator<Item = P>,
+        P: Into<String>,
+    {
+        let prefixes: Vec<String> = prefixes.into_iter().map(Into::into).collect();
+        if let Some(bad) = prefixes.iter().find(|p| !p.starts_with('/')) {
+            return Err(Error::Config(format!(
+                "{bad:?} is not a path prefix: it must start with `/`"
+            )));
+        }
+        Ok(self.configure(|c| c.autoload_routes.prefixes = prefixes))
+    }
+
+    /// Autoload on routes matching regular expressions (the `regex` crate's syntax, each
+    /// matched against the whole path, so anchor it: `^/shop/\d+$`), besides
+    /// [`with_autoload_paths`](Self::with_autoload_paths). Replaces the patterns set before.
+    /// Feature `regex`.
+    ///
+    /// # Errors
+    ///
+    /// A pattern that does not compile is [`Error::Config`], with the `regex` crate's message.
+    #[cfg(feature = "regex")]
+    pub fn with_autoload_patterns<I, P>(self, patterns: I) -> Result<Self, Error>
+    where
+        I: IntoIterator<Item = P>,
+        P: AsRef<str>,
+    {
+        let set = regex::RegexSet::new(patterns)
+            .map_err(|e| Error::Config(format!("an autoload pattern does not compile: {e}")))?;
+        Ok(self.configure(|c| c.autoload_routes.patterns = (!set.is_empty()).then_some(set)))
+    }
+
     /// The cookie's name (default `session`).
     ///
     /// # Errors

@@ -120,6 +120,7 @@
 //! |---|---|---|
 //! | `axum` | on | [`Session`] as an axum extractor, [`Error`] as an axum response |
 //! | `cookie-backend` | on | [`SessionLayer::with_secret_key`]: signed cookie sessions from `sessions-cookie` |
+//! | `regex` | off | `SessionLayer::with_autoload_patterns`: autoload on routes matching regular expressions |
 //!
 //! # The default backend
 //!
@@ -144,11 +145,13 @@ mod config;
 mod cookie;
 mod future;
 mod layer;
+mod load;
 mod service;
 pub mod testing;
 
 pub use future::{MAX_SET_COOKIE_BYTES, ResponseFuture};
 pub use layer::SessionLayer;
+pub use load::{LoadSession, LoadSessionLayer};
 pub use service::SessionMiddleware;
 pub use sessions_core::{Commit, Error, LoadedSession, Session, SessionBackend};
 

@@ -78,7 +78,9 @@ where
         let layer = &*self.layer;
         let config = &layer.config;
         // Outside the cookie path there is no session at all: no cookie read, set or removed.
-        let session = config.covers(client_path(&req)).then(|| {
+        let path = client_path(&req);
+        let (covered, autoload) = (config.covers(path), config.autoloads(path));
+        let session = covered.then(|| {
             // A value the backend could never have issued reaches no backend call: when no
             // cookie of the name is usable it stands as an empty value, which loads as a fresh
             // session and gets the cookie expired.
@@ -87,7 +89,9 @@ where
                     layer.backend.accepts(value)
                 });
             let backend = Arc::clone(&layer.sessions);
-            let session = Session::with_policy(backend, cookie, config.policy);
+            let mut policy = config.policy;
+            policy.autoload = autoload;
+            let session = Session::with_policy(backend, cookie, policy);
             req.extensions_mut().insert(session.clone());
             session
         });
