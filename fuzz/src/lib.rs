@@ -85,7 +85,8 @@ pub fn cookie_backend(mode: Mode) -> &'static CookieBackend {
 /// what precedes>` (signed) or `<key id>.<base64url nonce ‖ AES-256-GCM(payload, aad = key id,
 /// NUL, cookie name)>` (private), the cookie name being the backend's default, where the
 /// payload is four big-endian `u64`s (issued, deadline in Unix ms; created, last access in
-/// Unix s) and the values as a JSON object. [`forger`] checks this against the backend.
+/// Unix s), the session's own lifetime (a kind byte and a big-endian `u64`) and the values as
+/// a JSON object. [`forger`] checks this against the backend.
 #[derive(Debug)]
 pub struct Forger {
     mode: Mode,
@@ -98,8 +99,8 @@ impl Forger {
     pub fn new(mode: Mode, secret: &[u8]) -> Self {
         let key = Key::derive_from(secret);
         let label: &[u8] = match mode {
-            Mode::Signed => b"sessions-cookie v2 signed key id\0",
-            Mode::Private => b"sessions-cookie v2 private key id\0",
+            Mode::Signed => b"sessions-cookie v3 signed key id\0",
+            Mode::Private => b"sessions-cookie v3 private key id\0",
         };
         let digest = Sha256::new()
             .chain_update(label)
@@ -180,6 +181,9 @@ pub fn payload(deadline_ms: u64, json: &str) -> Vec<u8> {
     for n in [1_700_000_000_000, deadline_ms, 1_700_000_000, 1_700_000_100] {
         payload.extend_from_slice(&u64::to_be_bytes(n));
     }
+    // No lifetime of the session's own: kind 0, amount 0.
+    payload.push(0);
+    payload.extend_from_slice(&[0; 8]);
     payload.extend_from_slice(json.as_bytes());
     payload
 }

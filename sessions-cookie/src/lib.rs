@@ -22,7 +22,9 @@
 //!
 //! The key id (8 characters) is derived from the key, the sealing mode and the format's
 //! version, so a value of another format, another mode or another key names a key this backend
-//! does not have and is refused before any cryptography.
+//! does not have and is refused before any cryptography. Values sealed by earlier versions of
+//! this crate (before the cookie name and the session's own lifetime were sealed in) are
+//! therefore refused: their clients start fresh sessions once, after the upgrade.
 //!
 //! Every value is bound to the name of the cookie it travels in: a value minted as the `user`
 //! cookie does not open as the `admin` cookie, even under the same secret. The session layer
@@ -30,8 +32,9 @@
 //! [`SessionBackend::bind_cookie_name`]); used alone, the backend binds
 //! [`DEFAULT_COOKIE_NAME`] or what [`with_cookie_name`](CookieBackend::with_cookie_name) sets.
 //!
-//! The payload is a 32-byte header (issue time and deadline in Unix milliseconds, creation and
-//! last access in Unix seconds, big-endian) followed by the session's values as a JSON object.
+//! The payload is a 41-byte header (issue time and deadline in Unix milliseconds, creation and
+//! last access in Unix seconds, big-endian; then the session's own lifetime: a kind byte and
+//! a big-endian number) followed by the session's values as a JSON object.
 //!
 //! ```
 //! use sessions_cookie::CookieBackend;
@@ -96,7 +99,9 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use cookie::Key;
 use hmac::{Hmac, Mac};
-use sessions_core::{Applied, Changes, Error, SessionBackend, SessionData, Values, async_trait};
+use sessions_core::{
+    Applied, Changes, Error, Lifetime, SessionBackend, SessionData, Values, async_trait,
+};
 use sha2::{Digest, Sha256};
 use std::fmt;
 use std::sync::Arc;
@@ -184,8 +189,8 @@ fn seal_key(mode: Mode, secret: &[u8]) -> Result<SealKey, Error> {
     // The label names the format's version and the mode: values of an earlier format, or
     // sealed in the other mode, carry a key id no key here has.
     let label: &[u8] = match mode {
-        Mode::Signed => b"sessions-cookie v2 signed key id\0",
-        Mode::Private => b"sessions-cookie v2 private key id\0",
+        Mode::Signed => b"sessions-cookie v3 signed key id\0",
+        Mode::Private => b"sessions-cookie v3 private key id\0",
     };
     let digest = Sha256::new()
         .chain_update(label)
@@ -203,9 +208,11 @@ fn seal_key(mode: Mode, secret: &[u8]) -> Result<SealKey, Error> {
 }
 
 /// The fixed header of a sealed payload: issue time, deadline (Unix milliseconds), creation
-/// and last access (Unix seconds), each a big-endian `u64`. The session's values follow as a
-/// JSON object. Binary numbers keep opening a cookie cheap; the values stay readable JSON.
-const HEADER_BYTES: usize = 32;
+/// and last access (Unix seconds), each a big-endian `u64`; then the session's own lifetime,
+/// a kind byte (0 none, 1 browser session, 2 until, 3 inactivity) and a big-endian `u64` (the
+/// deadline or the window in seconds). The session's values follow as a JSON object. Binary
+/// numbers keep opening a cookie cheap; the values stay readable JSON.
+const HEADER_BYTES: usize = 41;
 
 fn put_u64(out: &mut Vec<u8>, value: u64) {
     out.extend_from_slice(&value.to_be_bytes());
@@ -451,9 +458,19 @@ impl CookieBackend {
         }
         let created = get_u64(payload, 16)?;
         let last_access = get_u64(payload, 24)?;
+        let amount = get_u64(payload, 33)?;
+        let lifetime = match payload.get(32)? {
+            0 => None,
+            1 => Some(Lifetime::BrowserSession),
+            2 => Some(Lifetime::Until(amount)),
+            3 => Some(Lifetime::Inactivity(Duration::from_secs(amount))),
+            _ => return None,
+        };
         // Authentic but unreadable can only mean a format change: treat as no session.
         let values: Values = serde_json::from_slice(payload.get(HEADER_BYTES..)?).ok()?;
-        Some(SessionData::from_parts(values, created, last_access))
+        let mut data = SessionData::from_parts(values, created, last_access);
+        data.set_lifetime(lifetime);
+        Some(data)
     }
 
     fn encode(&self, data: &SessionData, ttl: Option<Duration>) -> Result<String, Error> {
@@ -468,6 +485,14 @@ impl CookieBackend {
         put_u64(&mut buf, exp);
         put_u64(&mut buf, data.created_unix());
         put_u64(&mut buf, data.last_access_unix());
+        let (kind, amount) = match data.lifetime() {
+            None => (0, 0),
+            Some(Lifetime::BrowserSession) => (1, 0),
+            Some(Lifetime::Until(at)) => (2, at),
+            Some(Lifetime::Inactivity(window)) => (3, window.as_secs()),
+        };
+        buf.push(kind);
+        put_u64(&mut buf, amount);
         serde_json::to_writer(&mut buf, data.values()).map_err(Error::encode)?;
         let value = self.seal(buf)?;
         if value.len() > MAX_COOKIE_BYTES {

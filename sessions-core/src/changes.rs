@@ -1,7 +1,7 @@
 //! What a session changed since it was loaded, applied by the backend to the record as it is
 //! stored when the session is saved.
 
-use crate::{SessionData, Values};
+use crate::{Lifetime, SessionData, Values};
 use serde_json::Value;
 use std::collections::BTreeSet;
 
@@ -34,6 +34,8 @@ pub struct Changes {
     cleared: bool,
     set: Values,
     removed: BTreeSet<String>,
+    /// A new lifetime of the session's own (`Some(None)`: back to the layer's).
+    lifetime: Option<Option<Lifetime>>,
 }
 
 impl Changes {
@@ -57,9 +59,19 @@ impl Changes {
         self.removed.clear();
     }
 
+    /// Record that the session's own lifetime is now `lifetime` (`None`: the layer's).
+    pub fn set_lifetime(&mut self, lifetime: Option<Lifetime>) {
+        self.lifetime = Some(lifetime);
+    }
+
+    /// The new lifetime, when it changed (`Some(None)`: back to the layer's).
+    pub fn lifetime(&self) -> Option<Option<Lifetime>> {
+        self.lifetime
+    }
+
     /// Whether nothing was changed.
     pub fn is_empty(&self) -> bool {
-        !self.cleared && self.set.is_empty() && self.removed.is_empty()
+        !self.cleared && self.set.is_empty() && self.removed.is_empty() && self.lifetime.is_none()
     }
 
     /// Whether every value was removed before the keys in [`sets`](Changes::sets) were set.
@@ -94,8 +106,11 @@ impl Changes {
     /// (Unix seconds) or later if the stored one is.
     pub fn applied_to(&self, stored: &SessionData, now: u64) -> SessionData {
         let mut merged = stored.clone();
-        if !self.is_empty() {
+        if self.cleared || !self.set.is_empty() || !self.removed.is_empty() {
             self.apply_to(merged.values_mut());
+        }
+        if let Some(lifetime) = self.lifetime {
+            merged.set_lifetime(lifetime);
         }
         merged.set_last_access(now.max(stored.last_access_unix()));
         merged

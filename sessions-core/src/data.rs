@@ -25,7 +25,31 @@ pub struct SessionData {
     values: Arc<Values>,
     created: u64,
     last_access: u64,
+    lifetime: Option<Lifetime>,
     revision: Option<Revision>,
+}
+
+/// One session's own lifetime, overriding the layer's `max_age` for it (a "remember me"),
+/// set by [`Session::set_lifetime`](crate::Session::set_lifetime). It is stored with the
+/// record and enforced on the server; the layer's idle and absolute limits still cap it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lifetime {
+    /// A browser-session cookie (no `Max-Age`): the browser forgets it when it closes. On the
+    /// server the record lives as the layer's limits (or the backend's default) say.
+    BrowserSession,
+    /// Ends at this time, in seconds since the Unix epoch; the cookie's `Max-Age` counts
+    /// down to it.
+    Until(u64),
+    /// Ends after this long without a save (activity renews it); the cookie's `Max-Age` is
+    /// this long.
+    Inactivity(Duration),
+}
+
+impl Lifetime {
+    /// A lifetime ending at `at`.
+    pub fn until(at: SystemTime) -> Lifetime {
+        Lifetime::Until(at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()))
+    }
 }
 
 /// Records are equal when their values and metadata are: the [`Revision`] a backend attaches
@@ -34,6 +58,7 @@ impl PartialEq for SessionData {
     fn eq(&self, other: &Self) -> bool {
         self.created == other.created
             && self.last_access == other.last_access
+            && self.lifetime == other.lifetime
             && self.values == other.values
     }
 }
@@ -91,6 +116,7 @@ impl Default for SessionData {
             values: Arc::clone(EMPTY.get_or_init(Arc::default)),
             created: 0,
             last_access: 0,
+            lifetime: None,
             revision: None,
         }
     }
@@ -109,6 +135,7 @@ impl SessionData {
             values: Arc::new(values),
             created,
             last_access,
+            lifetime: None,
             revision: None,
         }
     }
@@ -161,6 +188,16 @@ impl SessionData {
     /// Set the creation time (used when a backend rebuilds a record from storage).
     pub fn set_created(&mut self, unix_secs: u64) {
         self.created = unix_secs;
+    }
+
+    /// The session's own lifetime, when it has one.
+    pub fn lifetime(&self) -> Option<Lifetime> {
+        self.lifetime
+    }
+
+    /// Set (or clear) the session's own lifetime.
+    pub fn set_lifetime(&mut self, lifetime: Option<Lifetime>) {
+        self.lifetime = lifetime;
     }
 
     /// The stored state this record was read from, when the backend said.

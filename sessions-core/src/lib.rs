@@ -79,7 +79,7 @@ pub mod store;
 
 pub use backend::{Applied, IdGenerator, SessionBackend};
 pub use changes::Changes;
-pub use data::{Revision, SessionData, Values, unix_now};
+pub use data::{Lifetime, Revision, SessionData, Values, unix_now};
 pub use error::{BoxError, Error};
 pub use id::{ID_RANDOM_BYTES, SessionId, generate_id};
 pub use policy::Policy;

@@ -1,6 +1,6 @@
 //! The limits, failure handling and loading a session layer applies to its sessions.
 
-use crate::SessionData;
+use crate::{Lifetime, SessionData};
 use std::time::Duration;
 
 /// Time limits, failure handling and loading for sessions; the limits are enforced on the
@@ -53,23 +53,46 @@ impl Policy {
         }
     }
 
-    /// Whether any limit needs the clock when a session is loaded.
+    /// Whether any limit needs the clock when a session is loaded (a session's own lifetime
+    /// is checked whenever it has one).
     pub fn has_limits(&self) -> bool {
         self.idle.is_some() || self.absolute.is_some()
     }
 
-    /// Whether `data` is past a limit at `now` (Unix seconds).
+    /// Whether `data` is past a limit at `now` (Unix seconds): the layer's idle or absolute
+    /// limit, or the session's own lifetime.
     pub fn expired(&self, data: &SessionData, now: u64) -> bool {
         let past = |since: u64, limit: Option<Duration>| {
             limit.is_some_and(|limit| now.saturating_sub(since) >= secs(limit).max(1))
         };
-        past(data.last_access_unix(), self.idle) || past(data.created_unix(), self.absolute)
+        let own = match data.lifetime() {
+            Some(Lifetime::Until(at)) => now >= at,
+            Some(Lifetime::Inactivity(window)) => past(data.last_access_unix(), Some(window)),
+            Some(Lifetime::BrowserSession) | None => false,
+        };
+        own || past(data.last_access_unix(), self.idle) || past(data.created_unix(), self.absolute)
     }
 
-    /// The TTL for a record created at `created` and saved at `now`; for a record saved for
-    /// the first time (`new`), no longer than the probation.
-    pub fn ttl_for(&self, created: u64, now: u64, new: bool) -> Option<Duration> {
-        let ttl = self.ttl(created, now);
+    /// The cookie's lifetime for `data` at `now`: the layer's `max_age`, unless the session has
+    /// a lifetime of its own (`None`: a browser-session cookie).
+    pub fn max_age_for(&self, data: &SessionData, now: u64) -> Option<Duration> {
+        match data.lifetime() {
+            None => self.max_age,
+            Some(Lifetime::BrowserSession) => None,
+            Some(Lifetime::Until(at)) => Some(Duration::from_secs(at.saturating_sub(now).max(1))),
+            Some(Lifetime::Inactivity(window)) => Some(window),
+        }
+    }
+
+    /// The TTL for `data` saved at `now`: the smallest of its cookie lifetime, the idle limit
+    /// and what the absolute limit leaves; for a record saved for the first time (`new`), no
+    /// longer than the probation.
+    pub fn ttl_for(&self, data: &SessionData, now: u64, new: bool) -> Option<Duration> {
+        let own = Policy {
+            max_age: self.max_age_for(data, now),
+            ..*self
+        };
+        let ttl = own.ttl(data.created_unix(), now);
         match (new, self.probation) {
             (true, Some(probation)) => Some(ttl.map_or(probation, |ttl| ttl.min(probation))),
             _ => ttl,
@@ -101,10 +124,14 @@ impl Policy {
                 Duration::from_secs(since.saturating_add(secs(limit)).saturating_sub(now))
             })
         };
+        let own_end = match data.lifetime() {
+            Some(Lifetime::Until(at)) => Some(Duration::from_secs(at.saturating_sub(now))),
+            _ => left(data.last_access_unix(), self.max_age_for(data, now)),
+        };
         [
             left(data.last_access_unix(), self.idle),
             left(data.created_unix(), self.absolute),
-            left(data.last_access_unix(), self.max_age),
+            own_end,
         ]
         .into_iter()
         .flatten()
@@ -174,19 +201,67 @@ mod tests {
             probation: Some(Duration::from_secs(60)),
             ..Policy::default()
         };
-        assert_eq!(p.ttl_for(1000, 1000, true), Some(Duration::from_secs(60)));
         assert_eq!(
-            p.ttl_for(1000, 1100, false),
+            p.ttl_for(&data(1000, 1000), 1000, true),
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(
+            p.ttl_for(&data(1000, 1000), 1100, false),
             Some(Duration::from_secs(3600))
         );
         let forever = Policy {
             probation: Some(Duration::from_secs(60)),
             ..Policy::default()
         };
-        assert_eq!(forever.ttl_for(0, 0, true), Some(Duration::from_secs(60)));
+        assert_eq!(
+            forever.ttl_for(&data(0, 0), 0, true),
+            Some(Duration::from_secs(60))
+        );
         assert!(p.on_probation(&data(1000, 1000)));
         assert!(!p.on_probation(&data(1000, 1001)));
         assert!(!Policy::default().on_probation(&data(1000, 1000)));
+    }
+
+    #[test]
+    fn a_sessions_own_lifetime_replaces_max_age_and_is_enforced() {
+        let p = Policy {
+            max_age: Some(Duration::from_secs(3600)),
+            idle: Some(Duration::from_secs(600)),
+            ..Policy::default()
+        };
+        let with = |lifetime| {
+            let mut d = data(1000, 1000);
+            d.set_lifetime(Some(lifetime));
+            d
+        };
+        let remember = with(Lifetime::Inactivity(Duration::from_secs(86_400)));
+        assert_eq!(
+            p.max_age_for(&remember, 1000),
+            Some(Duration::from_secs(86_400))
+        );
+        assert_eq!(
+            p.ttl_for(&remember, 1000, false),
+            Some(Duration::from_secs(600)),
+            "the layer's idle limit still caps it"
+        );
+        let browser = with(Lifetime::BrowserSession);
+        assert_eq!(p.max_age_for(&browser, 1000), None);
+        assert_eq!(
+            p.ttl_for(&browser, 1000, false),
+            Some(Duration::from_secs(600))
+        );
+        let until = with(Lifetime::Until(1300));
+        assert_eq!(p.max_age_for(&until, 1000), Some(Duration::from_secs(300)));
+        assert!(!p.expired(&until, 1299));
+        assert!(p.expired(&until, 1300), "past its deadline");
+        let short = with(Lifetime::Inactivity(Duration::from_secs(60)));
+        assert!(!p.expired(&short, 1059));
+        assert!(p.expired(&short, 1060), "its own inactivity window");
+        assert_eq!(p.remaining(&until, 1100), Some(Duration::from_secs(200)));
+        assert_eq!(
+            p.max_age_for(&data(1000, 1000), 1000),
+            Some(Duration::from_secs(3600))
+        );
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Turning session records into bytes and back, for backends that store bytes.
 
-use crate::{Error, SessionData, Values};
+use crate::{Error, Lifetime, SessionData, Values};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -58,6 +58,8 @@ pub struct JsonSerializer;
 struct JsonRecordRef<'a> {
     created: u64,
     accessed: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lifetime: Option<JsonLifetime>,
     data: &'a Values,
 }
 
@@ -65,7 +67,39 @@ struct JsonRecordRef<'a> {
 struct JsonRecord {
     created: u64,
     accessed: u64,
+    #[serde(default)]
+    lifetime: Option<JsonLifetime>,
     data: Values,
+}
+
+/// A session's own lifetime in a JSON record: `"browser_session"`, `{"until": <unix secs>}`
+/// or `{"inactivity": <secs>}`; absent when the session has none.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum JsonLifetime {
+    BrowserSession,
+    Until(u64),
+    Inactivity(u64),
+}
+
+impl From<Lifetime> for JsonLifetime {
+    fn from(lifetime: Lifetime) -> Self {
+        match lifetime {
+            Lifetime::BrowserSession => JsonLifetime::BrowserSession,
+            Lifetime::Until(at) => JsonLifetime::Until(at),
+            Lifetime::Inactivity(d) => JsonLifetime::Inactivity(d.as_secs()),
+        }
+    }
+}
+
+impl From<JsonLifetime> for Lifetime {
+    fn from(lifetime: JsonLifetime) -> Self {
+        match lifetime {
+            JsonLifetime::BrowserSession => Lifetime::BrowserSession,
+            JsonLifetime::Until(at) => Lifetime::Until(at),
+            JsonLifetime::Inactivity(s) => Lifetime::Inactivity(std::time::Duration::from_secs(s)),
+        }
+    }
 }
 
 impl JsonSerializer {
@@ -81,6 +115,7 @@ impl Serializer for JsonSerializer {
         serde_json::to_vec(&JsonRecordRef {
             created: data.created_unix(),
             accessed: data.last_access_unix(),
+            lifetime: data.lifetime().map(JsonLifetime::from),
             data: data.values(),
         })
         .map_err(Error::encode)
@@ -88,11 +123,9 @@ impl Serializer for JsonSerializer {
 
     fn deserialize(&self, bytes: &[u8]) -> Result<SessionData, Error> {
         let record: JsonRecord = serde_json::from_slice(bytes).map_err(Error::decode)?;
-        Ok(SessionData::from_parts(
-            record.data,
-            record.created,
-            record.accessed,
-        ))
+        let mut data = SessionData::from_parts(record.data, record.created, record.accessed);
+        data.set_lifetime(record.lifetime.map(Lifetime::from));
+        Ok(data)
     }
 }
 
@@ -125,7 +158,7 @@ pub use self::binary::BincodeSerializer;
 #[cfg(feature = "bincode")]
 mod binary {
     use super::Serializer;
-    use crate::{Error, SessionData, Values};
+    use crate::{Error, Lifetime, SessionData, Values};
     use bincode::de::{BorrowDecode, BorrowDecoder, Decode};
     use bincode::enc::{Encode, Encoder};
     use bincode::error::{DecodeError, EncodeError};
@@ -147,7 +180,8 @@ mod binary {
     impl BincodeSerializer {
         /// How deeply arrays and objects may nest in a decoded record.
         pub const MAX_DEPTH: usize = 128;
-        const FORMAT: u8 = 1;
+        /// Format 2 adds the session's own lifetime; format 1 records (without) still read.
+        const FORMAT: u8 = 2;
     }
 
     const NULL: u8 = 0;
@@ -169,6 +203,14 @@ mod binary {
             BincodeSerializer::FORMAT.encode(e)?;
             self.0.created_unix().encode(e)?;
             self.0.last_access_unix().encode(e)?;
+            let (tag, value) = match self.0.lifetime() {
+                None => (0u8, 0u64),
+                Some(Lifetime::BrowserSession) => (1, 0),
+                Some(Lifetime::Until(at)) => (2, at),
+                Some(Lifetime::Inactivity(d)) => (3, d.as_secs()),
+            };
+            tag.encode(e)?;
+            value.encode(e)?;
             MapRef(self.0.values()).encode(e)
         }
     }
@@ -307,15 +349,30 @@ mod binary {
             );
             let d = &mut decoder;
             let format = u8::decode(d).map_err(Error::decode)?;
-            if format != BincodeSerializer::FORMAT {
+            if format != 1 && format != BincodeSerializer::FORMAT {
                 return Err(Error::decode(format!(
                     "unknown bincode record format {format}"
                 )));
             }
             let created = u64::decode(d).map_err(Error::decode)?;
             let accessed = u64::decode(d).map_err(Error::decode)?;
+            let lifetime = if format == 1 {
+                None
+            } else {
+                let tag = u8::decode(d).map_err(Error::decode)?;
+                let value = u64::decode(d).map_err(Error::decode)?;
+                match tag {
+                    0 => None,
+                    1 => Some(Lifetime::BrowserSession),
+                    2 => Some(Lifetime::Until(value)),
+                    3 => Some(Lifetime::Inactivity(std::time::Duration::from_secs(value))),
+                    _ => return Err(Error::decode("unknown session lifetime tag")),
+                }
+            };
             let values = decode_map(d, 0).map_err(Error::decode)?;
-            Ok(SessionData::from_parts(values, created, accessed))
+            let mut data = SessionData::from_parts(values, created, accessed);
+            data.set_lifetime(lifetime);
+            Ok(data)
         }
     }
 }

@@ -1,5 +1,6 @@
 use crate::{
-    Applied, Changes, Error, Policy, SessionBackend, SessionData, SessionId, Values, unix_now,
+    Applied, Changes, Error, Lifetime, Policy, SessionBackend, SessionData, SessionId, Values,
+    unix_now,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -36,13 +37,18 @@ use std::time::{Duration, SystemTime};
 /// [`clear`](Session::clear), [`regenerate_id`](Session::regenerate_id) and
 /// [`delete`](Session::delete) on any clone fail with [`Error::Committed`] instead of being
 /// lost without a word. Work that outlives the request (a spawned task, a streaming body)
-/// and must change a server-side session opens it again by id and commits it itself:
+/// and must change a server-side session opens it again by id, under the layer's policy (its
+/// limits give the record its TTL: `SessionLayer::policy()`), and commits it itself:
 ///
 /// ```
-/// # use sessions_core::{Error, Session, SessionBackend};
+/// # use sessions_core::{Error, Policy, Session, SessionBackend};
 /// # use std::sync::Arc;
-/// async fn record_report(backend: Arc<dyn SessionBackend>, id: String) -> Result<(), Error> {
-///     let session = Session::new(backend, Some(id.into()));
+/// async fn record_report(
+///     backend: Arc<dyn SessionBackend>,
+///     policy: Policy, // the layer's: `layer.policy()`
+///     id: String,
+/// ) -> Result<(), Error> {
+///     let session = Session::with_policy(backend, Some(id.into()), policy);
 ///     session.load().await?;
 ///     session.insert("report", "ready")?;
 ///     session.commit().await?; // saved; there is no response to carry a cookie
@@ -253,6 +259,40 @@ impl Session {
         Ok(Some(taken))
     }
 
+    /// Give this session a lifetime of its own, overriding the layer's `max_age` for it: the
+    /// "remember me" of a login form. Stored with the record and enforced on the server (the
+    /// layer's idle and absolute limits still cap it); the cookie's `Max-Age` and the record's
+    /// TTL follow it from this response on. `None` goes back to the layer's.
+    ///
+    /// ```
+    /// # use sessions_core::{Error, Lifetime, Session};
+    /// # use std::time::Duration;
+    /// # async fn login(session: Session, remember: bool) -> Result<(), Error> {
+    /// session.load().await?;
+    /// session.regenerate_id()?;
+    /// session.set_lifetime(Some(if remember {
+    ///     Lifetime::Inactivity(Duration::from_secs(30 * 24 * 60 * 60)) // 30 days
+    /// } else {
+    ///     Lifetime::BrowserSession // gone when the browser closes
+    /// }))?;
+    /// # Ok(()) }
+    /// ```
+    pub fn set_lifetime(&self, lifetime: Option<Lifetime>) -> Result<(), Error> {
+        let mut state = self.writable()?;
+        if state.data.lifetime() == lifetime {
+            return Ok(());
+        }
+        state.changes.set_lifetime(lifetime);
+        state.data.set_lifetime(lifetime);
+        state.changed = true;
+        Ok(())
+    }
+
+    /// The session's own lifetime, when it has one.
+    pub fn lifetime(&self) -> Result<Option<Lifetime>, Error> {
+        Ok(self.loaded()?.data.lifetime())
+    }
+
     /// Remove every value. An emptied session is removed from the backend when the response
     /// is sent, and the client's cookie is expired.
     pub fn clear(&self) -> Result<(), Error> {
@@ -440,6 +480,15 @@ impl Session {
         self.state().committed = true;
     }
 
+    /// The cookie's `Max-Age` when the session has a lifetime of its own: `Some(None)` for a
+    /// browser-session cookie, `Some(Some(age))` otherwise; `None` when the layer's applies.
+    /// A layer asks it after [`commit`](Session::commit) answered [`Commit::Set`].
+    pub fn cookie_max_age(&self) -> Option<Option<Duration>> {
+        let state = self.state();
+        state.data.lifetime()?;
+        Some(self.inner.policy.max_age_for(&state.data, unix_now()))
+    }
+
     /// Whether the session was committed (or discarded).
     pub fn is_committed(&self) -> bool {
         self.state().committed
@@ -500,7 +549,9 @@ impl Session {
         if !state.loaded {
             state.loaded = true;
             if let Some(data) = record {
-                if policy.has_limits() && policy.expired(&data, unix_now()) {
+                if (policy.has_limits() || data.lifetime().is_some())
+                    && policy.expired(&data, unix_now())
+                {
                     // Past a limit: empty, whatever the store still holds.
                     state.stale = self.inner.cookie.clone();
                 } else {
@@ -520,7 +571,7 @@ impl Session {
         if new {
             data.set_created(now);
         }
-        let ttl = self.inner.policy.ttl_for(data.created_unix(), now, new);
+        let ttl = self.inner.policy.ttl_for(&data, now, new);
         (data, ttl)
     }
 
@@ -553,7 +604,7 @@ impl Session {
     }
 
     async fn commit_inner(&self) -> Result<Commit, Error> {
-        let (data, record, regenerate, stale, changed, changes) = {
+        let (data, record, regenerate, stale, changes) = {
             let mut state = self.state();
             if state.committed {
                 return Err(Error::Committed);
@@ -568,7 +619,6 @@ impl Session {
                 state.record.clone(),
                 state.regenerate,
                 stale,
-                state.changed,
                 std::mem::take(&mut state.changes),
             )
         };
@@ -578,26 +628,31 @@ impl Session {
             backend.remove(stale).await?;
         }
 
-        // A stored record that changed: its changes go onto the record as stored now, which
-        // may hold other requests' changes (and may end up empty, and removed).
-        if let (Some(id), false, true) = (&record, regenerate, changed) {
+        // A stored record: the changes (none, for a refresh) go onto the record as stored
+        // now, which may hold other requests' changes (and may end up empty, and removed).
+        if let Some(id) = &record {
             let (data, ttl) = self.stamped(data, false);
-            return match backend.apply(id, &data, &changes, ttl).await {
-                Ok(Applied::Saved { value, record: now }) => {
-                    self.stored(Some(Arc::clone(id)), now, Ok(value))
+            let now = match backend.apply(id, &data, &changes, ttl).await {
+                Ok(Applied::Saved { value, record: now }) if !regenerate => {
+                    return self.stored(Some(Arc::clone(id)), now, Ok(value));
                 }
+                Ok(Applied::Saved { record: now, .. }) => now,
                 Ok(Applied::Removed) => {
                     self.saved(None, SessionData::default());
-                    Ok(Commit::Expire)
+                    return Ok(Commit::Expire);
                 }
-                Err(error) => self.stored(Some(Arc::clone(id)), data, Err(error)),
+                // Gone meanwhile (a logout in a parallel request): not brought back, not even
+                // under a new id.
+                Err(error) => return self.stored(Some(Arc::clone(id)), data, Err(error)),
             };
+            // A new id: the record as it now stands moves there, and the old one goes
+            // (written first, so a failure in between loses nothing).
+            let value = backend.write(None, &now, ttl).await?;
+            backend.remove(id).await?;
+            return self.stored(None, now, Ok(value));
         }
 
         if data.is_empty() {
-            if let Some(id) = &record {
-                backend.remove(id).await?;
-            }
             self.saved(None, data);
             return Ok(if sent_cookie {
                 Commit::Expire
@@ -605,26 +660,9 @@ impl Session {
                 Commit::Unchanged
             });
         }
-
-        let (data, ttl) = self.stamped(data, record.is_none());
-        match (record, regenerate) {
-            (Some(old), true) => {
-                // Write the new record before removing the old one, so a failure in between
-                // loses nothing.
-                let value = backend.write(None, &data, ttl).await?;
-                backend.remove(&old).await?;
-                self.stored(None, data, Ok(value))
-            }
-            (Some(id), false) => {
-                // Unchanged: the idle timeout's refresh is due, or the probation ends.
-                let saved = backend.touch(&id, &data, ttl).await;
-                self.stored(Some(id), data, saved)
-            }
-            (None, _) => {
-                let saved = backend.write(None, &data, ttl).await;
-                self.stored(None, data, saved)
-            }
-        }
+        let (data, ttl) = self.stamped(data, true);
+        let saved = backend.write(None, &data, ttl).await;
+        self.stored(None, data, saved)
     }
 
     fn settled(&self, state: &State) -> Option<Commit> {
@@ -749,6 +787,98 @@ mod tests {
             session.discard();
             assert!(matches!(session.insert("n", 2), Err(Error::Committed)));
             assert!(store.0.lock().unwrap().is_empty());
+        });
+    }
+
+    /// A record created with `values`, and its id.
+    async fn stored(store: &Arc<Map>, values: serde_json::Value) -> String {
+        let session = Session::new(store.clone(), None);
+        session.load().await.unwrap();
+        for (key, value) in values.as_object().unwrap() {
+            session.insert(key, value).unwrap();
+        }
+        let Ok(Commit::Set(id)) = session.commit().await else {
+            panic!("saved")
+        };
+        id
+    }
+
+    fn open(store: &Arc<Map>, id: &str, policy: Policy) -> Session {
+        Session::with_policy(store.clone(), Some(id.into()), policy)
+    }
+
+    #[test]
+    fn a_refresh_of_an_unchanged_session_keeps_what_another_request_saved() {
+        block_on(async {
+            let store = backend();
+            let id = stored(&store, serde_json::json!({"a": 1})).await;
+            // A refresh is due at once (an idle limit, refreshed after zero seconds).
+            let mut policy = Policy::new(None);
+            policy.idle = Some(Duration::from_secs(600));
+            policy.refresh_after = Some(Duration::ZERO);
+            let reader = open(&store, &id, policy);
+            let writer = open(&store, &id, policy);
+            reader.load().await.unwrap();
+            writer.load().await.unwrap();
+            writer.insert("b", 2).unwrap();
+            writer.commit().await.unwrap();
+            assert!(
+                matches!(reader.commit().await, Ok(Commit::Set(_))),
+                "refreshed"
+            );
+            let again = open(&store, &id, Policy::default());
+            again.load().await.unwrap();
+            assert_eq!(
+                again.get::<u32>("b").unwrap(),
+                Some(2),
+                "the refresh overwrote it"
+            );
+        });
+    }
+
+    #[test]
+    fn a_new_id_does_not_bring_back_a_session_deleted_meanwhile() {
+        block_on(async {
+            let store = backend();
+            let id = stored(&store, serde_json::json!({"a": 1})).await;
+            let login = open(&store, &id, Policy::default());
+            let logout = open(&store, &id, Policy::default());
+            login.load().await.unwrap();
+            logout.load().await.unwrap();
+            logout.delete().await.unwrap();
+            logout.commit().await.unwrap();
+            login.regenerate_id().unwrap();
+            login.insert("user", "ada").unwrap();
+            assert_eq!(login.commit().await.unwrap(), Commit::Expire);
+            assert!(
+                store.0.lock().unwrap().is_empty(),
+                "resurrected under a new id"
+            );
+        });
+    }
+
+    #[test]
+    fn a_new_id_keeps_what_another_request_saved_meanwhile() {
+        block_on(async {
+            let store = backend();
+            let id = stored(&store, serde_json::json!({"a": 1})).await;
+            let login = open(&store, &id, Policy::default());
+            let other = open(&store, &id, Policy::default());
+            login.load().await.unwrap();
+            other.load().await.unwrap();
+            other.insert("cart", 3).unwrap();
+            other.commit().await.unwrap();
+            login.regenerate_id().unwrap();
+            login.insert("user", "ada").unwrap();
+            let Ok(Commit::Set(new_id)) = login.commit().await else {
+                panic!("saved")
+            };
+            assert_ne!(new_id, id);
+            let map = store.0.lock().unwrap();
+            assert!(!map.contains_key(&id), "the old id is gone");
+            let record = &map[&new_id];
+            assert_eq!(record.values()["cart"], 3);
+            assert_eq!(record.values()["user"], "ada");
         });
     }
 

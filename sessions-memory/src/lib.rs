@@ -92,6 +92,9 @@ struct Store {
     /// Records written again since their creation, taken in turn by the upkeep: evicted only
     /// when no fresh record is left.
     returned: VecDeque<Entry>,
+    /// Where the expiry upkeep looks next in `fresh` (it visits every entry in turn without
+    /// reordering the queue, so one long-lived record cannot hide expired ones behind it).
+    fresh_cursor: usize,
     /// The next creation number.
     next_born: u64,
     /// The next write's sequence number (every write, creation included).
@@ -158,9 +161,9 @@ impl InMemoryBackend {
     }
 
     /// Keep at most `max` sessions (default [`DEFAULT_MAX_SESSIONS`]). When a new session
-    /// would go over, one record is evicted: an expired one when found on the way, else the
-    /// oldest session whose client never came back (created, never written again), and only
-    /// when there is none, one of those that did. A flood of one-shot
+    /// would go over, one record is evicted: the oldest session whose client never came back
+    /// (created, never written again), and only when there is none, one of those that did.
+    /// Expired records are purged as sessions are created, a few each time. A flood of one-shot
     /// sessions therefore evicts its own kind before a returning user's session. Each create
     /// does a bounded amount of upkeep, never a scan of the whole store.
     ///
@@ -242,14 +245,22 @@ impl Store {
         };
         self.fresh.retain(|entry| keep(entry, false));
         self.returned.retain(|entry| keep(entry, true));
+        self.fresh_cursor = 0;
     }
 
-    /// Put a new record under `id`.
+    /// Put a new record under `id`. A record of a session that was saved before (a new id
+    /// for it: its last access is past its creation) counts as come back.
     fn create(&mut self, id: Arc<str>, data: SessionData, expires: Option<Instant>) {
         let (born, seq) = (self.next_born, self.next_seq);
         self.next_born += 1;
         self.next_seq += 1;
-        self.fresh.push_back((Arc::clone(&id), born));
+        let returned = data.last_access_unix() > data.created_unix();
+        let queue = if returned {
+            &mut self.returned
+        } else {
+            &mut self.fresh
+        };
+        queue.push_back((Arc::clone(&id), born));
         self.records.insert(
             Arc::clone(&id),
             Record {
@@ -258,7 +269,7 @@ impl Store {
                 seq,
                 born,
                 key: id,
-                returned: false,
+                returned,
             },
         );
     }
@@ -296,24 +307,37 @@ impl Store {
         Ok(Some(data))
     }
 
-    /// Upkeep at the front of `fresh`: drop the entry when stale (its record gone, or come
-    /// back and queued in `returned`), purge its record when expired. A live entry stays
-    /// where it is, so `fresh` keeps its oldest-first order for eviction.
+    /// Upkeep in `fresh`: drop the front entry when stale (its record gone, or come back and
+    /// queued in `returned`), and purge the record of the entry under the cursor when it
+    /// expired (its entry is dropped when it reaches the front). Live entries stay in place,
+    /// so `fresh` keeps its oldest-first order for eviction.
     fn step_fresh(&mut self, now: Instant) {
-        let Some((id, born)) = self.fresh.front() else {
+        while let Some((id, born)) = self.fresh.front() {
+            let stale = self
+                .records
+                .get(id)
+                .is_none_or(|r| r.born != *born || r.returned);
+            if !stale {
+                break;
+            }
+            self.fresh.pop_front();
+            self.fresh_cursor = self.fresh_cursor.saturating_sub(1);
+        }
+        if self.fresh_cursor >= self.fresh.len() {
+            self.fresh_cursor = 0;
+        }
+        let Some((id, born)) = self.fresh.get(self.fresh_cursor) else {
             return;
         };
-        match self.records.get(id) {
-            Some(record) if record.born == *born && !record.returned => {
-                if record.live(now) {
-                    return;
-                }
-                let id = Arc::clone(id);
-                self.records.remove(&id);
-            }
-            _ => {}
+        let expired = self
+            .records
+            .get(id)
+            .is_some_and(|r| r.born == *born && !r.returned && !r.live(now));
+        if expired {
+            let id = Arc::clone(id);
+            self.records.remove(&id);
         }
-        self.fresh.pop_front();
+        self.fresh_cursor += 1;
     }
 
     /// Upkeep at the front of `returned`: drop the entry when stale, purge its record when
@@ -401,10 +425,19 @@ impl InMemoryBackend {
             }
             None => {
                 store.make_room(&self.inner, now);
+                let mut attempts = 0;
                 let id = loop {
                     let id = self.generate_id();
                     match store.records.get(id.as_str()) {
-                        Some(record) if record.live(now) => continue,
+                        Some(record) if record.live(now) => {
+                            attempts += 1;
+                            if attempts == sessions_core::store::CREATE_ATTEMPTS {
+                                return Err(Error::backend(
+                                    "memory: every fresh session id was already taken; the id \
+                                     generator repeats itself",
+                                ));
+                            }
+                        }
                         _ => break id,
                     }
                 };
@@ -580,6 +613,51 @@ mod tests {
             "creates purge expired records as they go: {} left",
             backend.len()
         );
+    }
+
+    #[tokio::test]
+    async fn a_session_moved_to_a_new_id_counts_as_come_back() {
+        let backend = InMemoryBackend::new().with_max_sessions(50);
+        // What regenerate_id stores: the session's record, created before its last access.
+        let mut moved = data(7);
+        moved.set_created(1_000);
+        moved.set_last_access(2_000);
+        let user = backend.write(None, &moved, None).await.unwrap();
+        for n in 0..1_000 {
+            backend.write(None, &data(n), None).await.unwrap();
+        }
+        assert!(
+            backend.read(&user).await.unwrap().is_some(),
+            "evicted as never returned"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_long_lived_session_does_not_hide_expired_ones_behind_it() {
+        let backend = InMemoryBackend::unbounded();
+        backend.write(None, &data(0), None).await.unwrap();
+        let short = Some(Duration::from_millis(20));
+        for n in 0..200 {
+            backend.write(None, &data(n), short).await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        for n in 0..200 {
+            backend.write(None, &data(n), None).await.unwrap();
+        }
+        assert!(
+            backend.len() < 300,
+            "expired records behind a live one stayed: {}",
+            backend.len()
+        );
+    }
+
+    #[tokio::test]
+    async fn an_id_generator_that_repeats_itself_is_an_error_not_a_hang() {
+        let backend =
+            InMemoryBackend::new().with_id_generator(Arc::new(|| "same-id-every-time".into()));
+        backend.write(None, &data(1), None).await.unwrap();
+        let again = backend.write(None, &data(2), None).await;
+        assert!(matches!(again, Err(Error::Backend { .. })), "{again:?}");
     }
 
     #[tokio::test]

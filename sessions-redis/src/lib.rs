@@ -34,6 +34,7 @@
 //! | read | `GET key` |
 //! | create (`write(None, ..)`) | `SET key value NX PX ms` — on a taken id (nil reply), a new id is minted and tried |
 //! | update (`write(Some(id), ..)`) | `SET key value XX PX ms` — nil reply: [`Error::SessionGone`], nothing stored |
+//! | save (`apply`: a loaded session's changes, and refreshes) | `EVALSHA` of a script that compares the stored bytes with the ones the session read and, when they match, runs `SET key value PX ms` (or `DEL key` for a session emptied); when another save came in between it answers the stored bytes, the changes are applied to them and the script runs again. `EVAL` once when Redis does not know the script (`NOSCRIPT`) |
 //! | remove | `DEL key` |
 //! | exists | `EXISTS key` |
 //!

@@ -84,6 +84,15 @@ impl Config {
         self.rendered = Some(Rendered::new(self));
     }
 
+    /// This configuration with the cookie's `Max-Age` set to `max_age` (`None`: a
+    /// browser-session cookie), for a session with a lifetime of its own.
+    pub(crate) fn with_max_age(&self, max_age: Option<Duration>) -> Config {
+        let mut config = self.clone();
+        config.max_age = max_age;
+        config.render();
+        config
+    }
+
     /// Whether a request for `path` gets its session loaded before the handler takes it.
     pub(crate) fn autoloads(&self, path: &str) -> bool {
         self.autoload || self.autoload_routes.matches(path)

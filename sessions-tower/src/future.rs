@@ -17,6 +17,9 @@ const VARY_COOKIE: HeaderValue = HeaderValue::from_static("Cookie");
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
+/// What a save answered, and the cookie's `Max-Age` when the session has its own lifetime.
+type Saved = (Result<Commit, Error>, Option<Option<std::time::Duration>>);
+
 pin_project! {
     /// The response future of [`SessionMiddleware`](crate::SessionMiddleware): the inner
     /// service's future, then the save of the request's session.
@@ -32,7 +35,7 @@ pin_project! {
         // The handler runs. No session when the request is outside the cookie path.
         Running { #[pin] future: F, session: Pending, config: Arc<Config> },
         // The handler is done; the session is being saved.
-        Saving { save: BoxFuture<Result<Commit, Error>>, response: Option<Response<B>>, config: Arc<Config> },
+        Saving { save: BoxFuture<Saved>, response: Option<Response<B>>, config: Arc<Config> },
         Done,
     }
 }
@@ -164,6 +167,11 @@ where
                     let Some(session) = session.0.take() else {
                         return Poll::Ready(Ok(response));
                     };
+                    if session.is_committed() {
+                        // The handler committed (or discarded) the session itself: the
+                        // response is as it made it.
+                        return Poll::Ready(Ok(response));
+                    }
                     if response.status().is_server_error() {
                         // A server error (a handler that failed, or panicked under
                         // `CatchPanic`) may have left its changes half made: none of them is
@@ -176,7 +184,10 @@ where
                     }
                     let config = Arc::clone(config);
                     this.state.set(State::Saving {
-                        save: Box::pin(async move { session.commit().await }),
+                        save: Box::pin(async move {
+                            let committed = session.commit().await;
+                            (committed, session.cookie_max_age())
+                        }),
                         response: Some(response),
                         config,
                     });
@@ -186,12 +197,17 @@ where
                     response,
                     config,
                 } => {
-                    let saved = ready!(save.as_mut().poll(cx));
+                    let (saved, max_age) = ready!(save.as_mut().poll(cx));
                     let response = response.take();
                     let config = Arc::clone(config);
                     this.state.set(State::Done);
                     let Some(response) = response else {
                         return Poll::Ready(Ok(internal_error()));
+                    };
+                    // A session with a lifetime of its own sets its own `Max-Age`.
+                    let config = match max_age {
+                        Some(max_age) => Arc::new(config.with_max_age(max_age)),
+                        None => config,
                     };
                     return Poll::Ready(Ok(saved_response(response, saved, &config)));
                 }

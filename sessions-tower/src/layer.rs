@@ -99,6 +99,13 @@ impl<B: SessionBackend> SessionLayer<B> {
         &self.backend
     }
 
+    /// The limits, failure handling and loading this layer's sessions follow: what code
+    /// outside a request (a background task reopening a session by id with
+    /// `Session::with_policy`) needs to save a session as the layer would, its TTL included.
+    pub fn policy(&self) -> sessions_core::Policy {
+        self.config.policy
+    }
+
     /// [`configure`](Self::configure), then check the combination of cookie attributes: the
     /// same rules whatever order the options were set in.
     fn try_configure(self, f: impl FnOnce(&mut Config)) -> Result<Self, Error> {

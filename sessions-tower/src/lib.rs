@@ -70,7 +70,9 @@
 //!
 //! # What happens on the way out
 //!
-//! - Untouched, or loaded and unchanged: no backend write, no `Set-Cookie`.
+//! - Untouched, or loaded and unchanged: no backend write, no `Set-Cookie` (except the
+//!   idle timeout's refresh and the end of a probation, which save the session once more and
+//!   re-send its cookie).
 //! - Changed and not empty: saved, and the cookie set (its `Max-Age` renewed).
 //! - Emptied or [deleted](Session::delete): the record is removed and the cookie expired
 //!   (only for clients that sent one: anonymous clients get no header).

@@ -286,3 +286,33 @@ async fn sessions_are_stored_in_the_layers_own_backend() {
     let id = cookie.split_once('=').unwrap().1;
     assert!(backend.exists(id).await.unwrap());
 }
+
+#[tokio::test]
+async fn a_handler_that_commits_or_discards_the_session_itself_keeps_its_response() {
+    let app = Router::new()
+        .route(
+            "/discard",
+            get(|session: Session| async move {
+                session.load().await?;
+                session.insert("n", 1)?;
+                session.discard();
+                Ok::<_, Error>("discarded")
+            }),
+        )
+        .layer(SessionLayer::new(InMemoryBackend::new()));
+    let (status, cookie, body) = send(&app, "/discard", None).await;
+    assert_eq!(
+        (status, cookie, body.as_str()),
+        (StatusCode::OK, None, "discarded")
+    );
+}
+
+#[tokio::test]
+async fn the_layers_policy_is_what_background_work_saves_under() {
+    let layer = SessionLayer::new(InMemoryBackend::new())
+        .with_max_age(std::time::Duration::from_secs(60))
+        .with_idle_timeout(std::time::Duration::from_secs(30));
+    let policy = layer.policy();
+    assert_eq!(policy.max_age, Some(std::time::Duration::from_secs(60)));
+    assert_eq!(policy.idle, Some(std::time::Duration::from_secs(30)));
+}
