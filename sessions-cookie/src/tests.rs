@@ -366,3 +366,20 @@ fn the_default_absolute_limit_is_offered_to_the_layer() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_sessions_own_lifetime_travels_in_the_seal() {
+    for backend in backends() {
+        for lifetime in [
+            Lifetime::BrowserSession,
+            Lifetime::Until(sessions_core::unix_now() + 3_600),
+            Lifetime::Inactivity(Duration::from_secs(30 * 86_400)),
+        ] {
+            let mut data = sample();
+            data.set_lifetime(Some(lifetime));
+            let value = backend.write(None, &data, None).await.unwrap();
+            let read = backend.read(&value).await.unwrap().unwrap();
+            assert_eq!(read.lifetime(), Some(lifetime), "{:?}", backend.mode());
+        }
+    }
+}

@@ -450,6 +450,30 @@ mod tests {
     }
 
     #[test]
+    fn a_sessions_own_lifetime_round_trips_in_every_serializer() {
+        for (name, serializer, _) in serializers() {
+            for lifetime in [
+                None,
+                Some(Lifetime::BrowserSession),
+                Some(Lifetime::Until(1_800_000_000)),
+                Some(Lifetime::Inactivity(std::time::Duration::from_secs(
+                    30 * 86_400,
+                ))),
+            ] {
+                let mut data = sample();
+                data.set_lifetime(lifetime);
+                let bytes = serializer.serialize(&data).unwrap();
+                let read = serializer.deserialize(&bytes).unwrap();
+                assert_eq!(read.lifetime(), lifetime, "{name}");
+                assert_eq!(read, data, "{name}");
+            }
+        }
+        // Records written before lifetimes existed still read, without one.
+        let old = br#"{"created":1,"accessed":2,"data":{"n":1}}"#;
+        assert_eq!(JsonSerializer.deserialize(old).unwrap().lifetime(), None);
+    }
+
+    #[test]
     fn json_decodes_with_serde_json_alone() {
         // Whitespace, other key orders and escapes are ordinary JSON.
         let bytes =

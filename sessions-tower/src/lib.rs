@@ -155,7 +155,7 @@ pub use future::{MAX_SET_COOKIE_BYTES, ResponseFuture};
 pub use layer::SessionLayer;
 pub use load::{LoadSession, LoadSessionLayer};
 pub use service::SessionMiddleware;
-pub use sessions_core::{Commit, Error, LoadedSession, Session, SessionBackend};
+pub use sessions_core::{Commit, Error, Lifetime, LoadedSession, Session, SessionBackend};
 
 #[cfg(feature = "cookie-backend")]
 pub use sessions_cookie::CookieBackend;

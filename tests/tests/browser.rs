@@ -204,12 +204,26 @@ impl Browser {
     }
 
     async fn log_in(&self, name: &str) {
+        self.log_in_with(name, false).await;
+    }
+
+    /// Log in, ticking "Remember me" when `remember`.
+    async fn log_in_with(&self, name: &str, remember: bool) {
         let client = self.client();
         let field = client
             .find(Locator::Id("name"))
             .await
             .expect("the login form's name field");
         field.send_keys(name).await.expect("type the name");
+        if remember {
+            client
+                .find(Locator::Id("remember"))
+                .await
+                .expect("the remember-me checkbox")
+                .click()
+                .await
+                .expect("tick remember me");
+        }
         client
             .find(Locator::Id("login"))
             .await
@@ -282,7 +296,6 @@ async fn serve_app(env: &[(&str, &str)]) -> (String, tokio::task::JoinHandle<()>
 }
 
 const SECRET: &str = "a browser-test secret that is long enough to sign with";
-const OTHER_SECRET: &str = "another browser-test secret, for the lasting-cookie app";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn main_example_works_in_a_real_browser() {
@@ -320,8 +333,8 @@ impl Drop for Profile {
 }
 
 async fn scenario(driver: &Driver, chromium: &Path, profile: &Path, artifacts: &Path) {
-    // Cookie sessions, as by default, with SESSION_MAX_AGE=0: a browser-session cookie.
-    let (app, _server) = serve_app(&[("SESSION_SECRET", SECRET), ("SESSION_MAX_AGE", "0")]).await;
+    // Cookie sessions, as by default.
+    let (app, _server) = serve_app(&[("SESSION_SECRET", SECRET)]).await;
 
     let browser = Browser::open(driver, chromium, profile).await;
     let client = browser.client();
@@ -357,7 +370,7 @@ async fn scenario(driver: &Driver, chromium: &Path, profile: &Path, artifacts: &
     assert_eq!(
         cookie.expires(),
         None,
-        "max_age zero must give a browser-session cookie: {cookie:?}"
+        "a login without \"Remember me\" must give a browser-session cookie: {cookie:?}"
     );
     // HttpOnly, seen from the page: its scripts cannot read the cookie.
     let visible = client
@@ -378,7 +391,8 @@ async fn scenario(driver: &Driver, chromium: &Path, profile: &Path, artifacts: &
     );
     assert_eq!(browser.visits().await, "1", "the count survived the logout");
 
-    // Log in again, then close the browser and open it again on the same profile.
+    // Log in again without "Remember me", then close the browser and open it again on the
+    // same profile: the browser-session cookie is gone, and so is the login.
     browser.log_in("Grace Hopper").await;
     browser.close().await;
     let browser = Browser::open(driver, chromium, profile).await;
@@ -397,29 +411,33 @@ async fn scenario(driver: &Driver, chromium: &Path, profile: &Path, artifacts: &
         .screenshot(&artifacts.join("app-after-restart.png"))
         .await;
 
-    // The control: a cookie with a max age does survive the same restart, so what forgot the
-    // session above was the browser-session cookie, not a lost profile. Cookies do not care
-    // for ports: this app gets the other app's cookie too, and its own secret makes it start
-    // a fresh session instead of adopting that one.
-    let (kept, _kept_server) = serve_app(&[("SESSION_SECRET", OTHER_SECRET)]).await;
-    client
-        .goto(&kept)
+    // With "Remember me" the cookie lasts (30 days), and the same restart keeps the login: so
+    // what forgot the session above was the browser-session cookie, not a lost profile.
+    browser.log_in_with("Ada Lovelace", true).await;
+    let remembered = browser
+        .client()
+        .get_named_cookie("session")
         .await
-        .expect("open the app with a lasting cookie");
-    assert_eq!(browser.visits().await, "1");
-    browser.log_in("Ada Lovelace").await;
+        .expect("the browser holds the session cookie");
+    assert!(
+        remembered.expires().is_some(),
+        "\"Remember me\" must give a lasting cookie: {remembered:?}"
+    );
     browser.close().await;
     let browser = Browser::open(driver, chromium, profile).await;
     browser
         .client()
-        .goto(&kept)
+        .goto(&app)
         .await
         .expect("open the app again");
     assert_eq!(
         browser.text(Locator::Id("user")).await,
         "Ada Lovelace",
-        "a cookie with a max age did not survive the restart"
+        "a remembered login did not survive the restart"
     );
     assert_eq!(browser.visits().await, "3");
+    browser
+        .screenshot(&artifacts.join("app-remembered-after-restart.png"))
+        .await;
     browser.close().await;
 }

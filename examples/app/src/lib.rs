@@ -33,7 +33,9 @@
 //! | `SESSION_SECURE` | on, but off on a loopback address | `0` turns `Secure` off elsewhere too (with a warning at startup): only for plain-HTTP development |
 //! | `RUST_LOG` | `warn` | what the log shows (a `tracing` env filter): failed saves, corrupt records |
 //!
-//! Sessions end 7 days after the login at the latest (an absolute limit), and a new
+//! The login form has a "Remember me" checkbox: ticked, the login lasts 30 days without a
+//! visit; not ticked, it lasts as long as the browser stays open (a cookie without
+//! `Max-Age`). Sessions end 30 days after their creation at the latest (an absolute limit), and a new
 //! session's record lives 15 minutes until its client comes back (a probation: a flood of
 //! one-shot visits leaves nothing long-lived behind).
 //!
@@ -54,7 +56,7 @@ use sessions_memory::InMemoryBackend;
 use sessions_redis::RedisBackend;
 use sessions_sql::sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 use sessions_sql::{CleanupTask, PostgresBackend, SqliteBackend};
-use sessions_tower::{Error, Session, SessionBackend, SessionLayer};
+use sessions_tower::{Error, Lifetime, Session, SessionBackend, SessionLayer};
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -277,7 +279,7 @@ impl fmt::Debug for App {
 }
 
 /// How long a session lasts at most after its creation, however active.
-pub const ABSOLUTE_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+pub const ABSOLUTE_TIMEOUT: Duration = Duration::from_secs(30 * 24 * 60 * 60);
 
 /// How long a new session's record lives until its client comes back.
 pub const PROBATION: Duration = Duration::from_secs(15 * 60);
@@ -438,7 +440,12 @@ async fn index(session: Session, storage: Arc<str>) -> Result<Response, Error> {
 #[derive(Deserialize)]
 struct Login {
     name: String,
+    /// The "remember me" checkbox: present (`on`) when ticked.
+    remember: Option<String>,
 }
+
+/// How long a remembered login lasts without a visit.
+pub const REMEMBER_FOR: Duration = Duration::from_secs(30 * 24 * 60 * 60);
 
 async fn login(session: Session, Form(form): Form<Login>) -> Result<Response, Error> {
     let name = form.name.trim();
@@ -460,6 +467,14 @@ async fn login(session: Session, Form(form): Form<Login>) -> Result<Response, Er
     // before the login (session fixation) is worth nothing after it. The old record goes.
     session.regenerate_id()?;
     session.insert("name", name)?;
+    // "Remember me": 30 days without a visit; otherwise the login lasts as long as the
+    // browser stays open (a cookie without Max-Age). The layer's 30-day absolute limit caps
+    // both on the server.
+    session.set_lifetime(Some(if form.remember.is_some() {
+        Lifetime::Inactivity(REMEMBER_FOR)
+    } else {
+        Lifetime::BrowserSession
+    }))?;
     // Post/redirect/get: a reload of the page that follows does not post the form again.
     Ok(Redirect::to("/").into_response())
 }
@@ -502,6 +517,7 @@ fn page(visits: u64, name: Option<&str>, storage: &str) -> Response {
              <form method=post action=/login>\
              <label for=name>Name</label> \
              <input id=name name=name required maxlength={MAX_NAME_CHARS} autocomplete=off> \
+             <label><input type=checkbox id=remember name=remember> Remember me</label> \
              <button id=login>Log in</button></form>"
         ),
     };
