@@ -88,11 +88,7 @@ impl Policy {
     /// and what the absolute limit leaves; for a record saved for the first time (`new`), no
     /// longer than the probation.
     pub fn ttl_for(&self, data: &SessionData, now: u64, new: bool) -> Option<Duration> {
-        let own = Policy {
-            max_age: self.max_age_for(data, now),
-            ..*self
-        };
-        let ttl = own.ttl(data.created_unix(), now);
+        let ttl = self.ttl_with(self.max_age_for(data, now), data.created_unix(), now);
         match (new, self.probation) {
             (true, Some(probation)) => Some(ttl.map_or(probation, |ttl| ttl.min(probation))),
             _ => ttl,
@@ -107,11 +103,16 @@ impl Policy {
 
     /// The TTL for a record created at `created` and saved at `now`.
     pub fn ttl(&self, created: u64, now: u64) -> Option<Duration> {
+        self.ttl_with(self.max_age, created, now)
+    }
+
+    /// [`ttl`](Self::ttl) with `max_age` in place of the layer's.
+    fn ttl_with(&self, max_age: Option<Duration>, created: u64, now: u64) -> Option<Duration> {
         let absolute_left = self.absolute.map(|absolute| {
             let end = created.saturating_add(secs(absolute));
             Duration::from_secs(end.saturating_sub(now).max(1))
         });
-        [self.max_age, self.idle, absolute_left]
+        [max_age, self.idle, absolute_left]
             .into_iter()
             .flatten()
             .min()

@@ -462,11 +462,12 @@ impl Session {
     /// loaded, or is unchanged with no refresh due): `Some` with what the response must do,
     /// and the session is committed; `None` when saving it needs the backend, and nothing was
     /// done: call `commit`. A layer asks this first, so that a request whose session has
-    /// nothing to save pays for no future.
+    /// nothing to save pays for no future. A session already committed (by the handler
+    /// itself) answers [`Commit::Untouched`]: the response is left as it is.
     pub fn commit_without_backend(&self) -> Option<Commit> {
         let mut state = self.state();
         if state.committed {
-            return None;
+            return Some(Commit::Untouched);
         }
         let commit = self.settled(&state)?;
         state.committed = true;

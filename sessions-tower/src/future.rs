@@ -167,11 +167,6 @@ where
                     let Some(session) = session.0.take() else {
                         return Poll::Ready(Ok(response));
                     };
-                    if session.is_committed() {
-                        // The handler committed (or discarded) the session itself: the
-                        // response is as it made it.
-                        return Poll::Ready(Ok(response));
-                    }
                     if response.status().is_server_error() {
                         // A server error (a handler that failed, or panicked under
                         // `CatchPanic`) may have left its changes half made: none of them is
@@ -179,6 +174,8 @@ where
                         session.discard();
                         return Poll::Ready(Ok(response));
                     }
+                    // Nothing to save (or the handler committed the session itself): no
+                    // future.
                     if let Some(commit) = session.commit_without_backend() {
                         return Poll::Ready(Ok(finish(response, commit, config)));
                     }
