@@ -542,6 +542,16 @@ impl SessionBackend for CookieBackend {
         })
     }
 
+    /// The sealed value's length for `data` (sealing it once: a few microseconds);
+    /// [`Error::CookieTooLarge`] when it is over [`MAX_COOKIE_BYTES`] on its own.
+    fn cookie_value_len(&self, data: &SessionData) -> Result<Option<usize>, Error> {
+        match self.encode(data, None) {
+            Ok(value) => Ok(Some(value.len())),
+            Err(Error::CookieTooLarge { size, .. }) => Ok(Some(size)),
+            Err(other) => Err(other),
+        }
+    }
+
     /// [`with_max_lifetime`](CookieBackend::with_max_lifetime): 30 days by default.
     fn default_absolute_timeout(&self) -> Option<Duration> {
         self.max_lifetime

@@ -152,6 +152,19 @@ pub trait SessionBackend: Send + Sync + 'static {
         })
     }
 
+    /// How many bytes the cookie's value would take for `data`, when it depends on the data
+    /// (the cookie backend seals the session into it): what lets a handler check before the
+    /// response that a session will fit in a cookie. The default `None` suits server-side
+    /// stores, whose cookie holds an id of a fixed size.
+    ///
+    /// # Errors
+    ///
+    /// Encoding failures, as a write would return them.
+    fn cookie_value_len(&self, data: &SessionData) -> Result<Option<usize>, Error> {
+        let _ = data;
+        Ok(None)
+    }
+
     /// The absolute limit a session layer applies to this backend's sessions when the
     /// application set none: each ends this long after its creation, however active. The
     /// default `None` suits server-side stores, whose sessions a logout or an admin can end;
@@ -231,6 +244,9 @@ impl<B: SessionBackend + ?Sized> SessionBackend for Arc<B> {
     }
     fn default_absolute_timeout(&self) -> Option<Duration> {
         (**self).default_absolute_timeout()
+    }
+    fn cookie_value_len(&self, data: &SessionData) -> Result<Option<usize>, Error> {
+        (**self).cookie_value_len(data)
     }
     fn accepts(&self, value: &str) -> bool {
         (**self).accepts(value)

@@ -38,6 +38,10 @@ pub struct Policy {
     /// once more with the full lifetime. Sessions nobody returns to (a flood, a crawler) then
     /// leave no long-lived records. `None`: new sessions get the full lifetime at once.
     pub probation: Option<Duration>,
+    /// How many bytes the cookie's value may take (what a `Set-Cookie` under the browsers'
+    /// limit leaves after the name and the attributes), when the layer knows: what
+    /// [`Session::fits_in_cookie`](crate::Session::fits_in_cookie) checks against.
+    pub cookie_room: Option<usize>,
 }
 
 fn secs(d: Duration) -> u64 {

@@ -288,6 +288,33 @@ impl Session {
         Ok(())
     }
 
+    /// Whether the session, as it is now, will fit in its cookie: always for server-side
+    /// stores (the cookie holds an id); for cookie sessions, whether the sealed value leaves the
+    /// `Set-Cookie` under the 4096 bytes browsers keep. A save that does not fit fails the
+    /// response with a 500 (`Error::CookieTooLarge` in the log), so a handler storing
+    /// something large can check first and store less.
+    ///
+    /// ```
+    /// # async fn handler(session: sessions_core::Session) -> Result<(), sessions_core::Error> {
+    /// session.load().await?;
+    /// session.insert("draft", "a long text ...")?;
+    /// if !session.fits_in_cookie()? {
+    ///     session.remove("draft")?; // keep it elsewhere
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotLoaded`], or what sealing the session returns.
+    pub fn fits_in_cookie(&self) -> Result<bool, Error> {
+        let data = self.loaded()?.data.clone();
+        let Some(len) = self.inner.backend.cookie_value_len(&data)? else {
+            return Ok(true);
+        };
+        Ok(self.inner.policy.cookie_room.is_none_or(|room| len <= room))
+    }
+
     /// The session's own lifetime, when it has one.
     pub fn lifetime(&self) -> Result<Option<Lifetime>, Error> {
         Ok(self.loaded()?.data.lifetime())

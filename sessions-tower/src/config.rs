@@ -81,7 +81,14 @@ impl Config {
         } else {
             self.name.clone()
         };
-        self.rendered = Some(Rendered::new(self));
+        let rendered = Rendered::new(self);
+        // What a `Set-Cookie` under the browsers' limit leaves for the value: the name, `=`,
+        // the attributes, and room for a longer `Max-Age` of a session's own lifetime.
+        self.policy.cookie_room = Some(
+            crate::MAX_SET_COOKIE_BYTES
+                .saturating_sub(self.cookie_name.len() + 1 + rendered.attributes_len() + 16),
+        );
+        self.rendered = Some(rendered);
     }
 
     /// This configuration with the cookie's `Max-Age` set to `max_age` (`None`: a

@@ -316,3 +316,41 @@ async fn the_layers_policy_is_what_background_work_saves_under() {
     assert_eq!(policy.max_age, Some(std::time::Duration::from_secs(60)));
     assert_eq!(policy.idle, Some(std::time::Duration::from_secs(30)));
 }
+
+/// A handler can check before the response that a cookie session will fit, and store less.
+#[tokio::test]
+async fn a_handler_can_check_that_a_cookie_session_fits() {
+    async fn store(session: Session, size: axum::extract::Path<usize>) -> Result<String, Error> {
+        session.load().await?;
+        session.insert("blob", "x".repeat(size.0))?;
+        if session.fits_in_cookie()? {
+            Ok("fits".to_owned())
+        } else {
+            session.remove("blob")?;
+            session.insert("blob", "stored elsewhere")?;
+            Ok("too large".to_owned())
+        }
+    }
+    let cookie_app = Router::new().route("/{size}", get(store)).layer(
+        SessionLayer::with_secret_key("a secret for the size check test, 32+ bytes").unwrap(),
+    );
+    let (status, cookie, body) = send(&cookie_app, "/100", None).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "fits"));
+    assert!(cookie.is_some());
+    // Too large, and said so in time: the handler stored less, and the response is a 200
+    // with a cookie instead of a 500.
+    let (status, cookie, body) = send(&cookie_app, "/5000", None).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "too large"));
+    assert!(cookie.is_some());
+    // Close to the limit: whatever the check says, the save agrees with it.
+    for size in [2_800, 2_900, 3_000, 3_100] {
+        let (status, _, body) = send(&cookie_app, &format!("/{size}"), None).await;
+        assert_eq!(status, StatusCode::OK, "{size}: {body}");
+    }
+    // Server-side stores always fit: the cookie holds an id.
+    let memory_app = Router::new()
+        .route("/{size}", get(store))
+        .layer(SessionLayer::new(InMemoryBackend::new()));
+    let (_, _, body) = send(&memory_app, "/100000", None).await;
+    assert_eq!(body, "fits");
+}
