@@ -94,34 +94,20 @@ pub trait SessionBackend: Send + Sync + 'static {
     /// Whether a live record is stored under `id`.
     async fn exists(&self, id: &str) -> Result<bool, Error>;
 
-    /// Extend a record's life without changing its data: called for an unchanged session
-    /// when the idle timeout's refresh is due. `data` is the record as loaded, with its
-    /// last-access time moved to now; `ttl` is the new time to live. Returns the cookie value
-    /// (the id for server-side stores); [`Error::SessionGone`] when the record is gone.
-    ///
-    /// The default rewrites the record with [`write`](SessionBackend::write). Override it
-    /// where the store can do less (while keeping the last-access time current, which the
-    /// idle limit is checked against).
-    async fn touch(
-        &self,
-        id: &str,
-        data: &SessionData,
-        ttl: Option<Duration>,
-    ) -> Result<String, Error> {
-        self.write(Some(id), data, ttl).await
-    }
-
     /// Apply `changes` to the record stored under `id` as it is at this moment, and return
     /// what became of it: saved (the cookie value, and the record as it now stands) or, when
-    /// the changes left it empty, removed. The session layer saves a changed session this way,
+    /// the changes left it empty, removed. The session layer saves a loaded session this way,
+    /// a changed one and one whose idle refresh or probation is due (with no changes),
     /// so two overlapping requests that change different keys both keep their change; for the
     /// same key the later save wins. The record's creation time stays; its last access is now
     /// (or later, if the stored one is); `ttl` counts from now. A record that is gone (removed
     /// or expired) is [`Error::SessionGone`] and is not brought back.
     ///
-    /// `base` is the record as the session loaded it, with the [`Revision`](crate::Revision)
-    /// the backend's [`read`](SessionBackend::read) attached, if any: a backend that compares
-    /// and swaps takes it as the expected state, so an uncontended save needs no second read.
+    /// `session` is the record as the request left it (as loaded, with `changes` made, its
+    /// last access stamped now), carrying the [`Revision`](crate::Revision) the backend's
+    /// [`read`](SessionBackend::read) attached, if any: a backend that compares and swaps takes
+    /// that revision as the expected state and, when the store still holds it, stores
+    /// `session` as it is, so an uncontended save needs no second read.
     ///
     /// The default reads the record, applies the changes and writes the result back (or
     /// removes it) through [`read`](SessionBackend::read), [`write`](SessionBackend::write)
@@ -132,11 +118,11 @@ pub trait SessionBackend: Send + Sync + 'static {
     async fn apply(
         &self,
         id: &str,
-        base: &SessionData,
+        session: &SessionData,
         changes: &Changes,
         ttl: Option<Duration>,
     ) -> Result<Applied, Error> {
-        let _ = base;
+        let _ = session;
         let Some(current) = self.read(id).await? else {
             return Err(Error::SessionGone);
         };
@@ -222,22 +208,14 @@ impl<B: SessionBackend + ?Sized> SessionBackend for Arc<B> {
     async fn exists(&self, id: &str) -> Result<bool, Error> {
         (**self).exists(id).await
     }
-    async fn touch(
-        &self,
-        id: &str,
-        data: &SessionData,
-        ttl: Option<Duration>,
-    ) -> Result<String, Error> {
-        (**self).touch(id, data, ttl).await
-    }
     async fn apply(
         &self,
         id: &str,
-        base: &SessionData,
+        session: &SessionData,
         changes: &Changes,
         ttl: Option<Duration>,
     ) -> Result<Applied, Error> {
-        (**self).apply(id, base, changes, ttl).await
+        (**self).apply(id, session, changes, ttl).await
     }
     fn bind_cookie_name(&self, name: &str) -> Option<Arc<dyn SessionBackend>> {
         (**self).bind_cookie_name(name)

@@ -7,9 +7,9 @@ use std::time::Duration;
 /// server for every backend.
 ///
 /// - `idle`: a session not used for this long ends. Activity extends it: every save records
-///   the time, and an unchanged session is refreshed through
-///   [`SessionBackend::touch`](crate::SessionBackend::touch) once `refresh_after` has passed
-///   since its last save (default: half the idle window).
+///   the time, and an unchanged session is saved again (through
+///   [`SessionBackend::apply`](crate::SessionBackend::apply), with no changes) once
+///   `refresh_after` has passed since its last save (default: half the idle window).
 /// - `absolute`: a session ends this long after it was created, however active.
 /// - `max_age`: the cookie's lifetime, which also caps the stored record's.
 ///

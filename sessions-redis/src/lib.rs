@@ -415,15 +415,6 @@ impl<S> RedisBackend<S> {
         }
     }
 
-    /// The stored bytes of `id`.
-    async fn raw(&self, id: &str) -> Result<Option<Vec<u8>>, Error> {
-        match self.query(&self.key_cmd("GET", id), "GET", id).await? {
-            Value::Nil => Ok(None),
-            Value::BulkString(bytes) => Ok(Some(bytes)),
-            other => Err(self.unexpected("GET", id, &other)),
-        }
-    }
-
     fn apply_cmd(&self, id: &str, expected: &[u8], value: &[u8], ttl_ms: Option<u64>) -> Cmd {
         let mut cmd = Cmd::with_capacity(
             8,
@@ -479,19 +470,21 @@ impl<S> RedisBackend<S> {
 }
 
 impl<S: Serializer> RedisBackend<S> {
-    /// The record a save found stored in place of the one its session loaded.
-    async fn decode_current(&self, id: &str, bytes: &[u8]) -> Result<SessionData, Error> {
+    /// The record stored as `bytes` under `id`, marked with them as its revision; `None` when
+    /// it does not decode (and the policy is to discard it: it is deleted, so the next request
+    /// with this cookie does not decode it again).
+    async fn decoded(&self, id: &str, bytes: Vec<u8>) -> Result<Option<SessionData>, Error> {
         let key = KeyOf {
             prefix: &self.prefix,
             id,
         };
-        match store::decode(&self.serializer, bytes, self.corrupt, &key)? {
-            Decoded::Record(data) => Ok(data),
+        match store::decode(&self.serializer, &bytes, self.corrupt, &key)? {
+            Decoded::Record(data) => Ok(Some(data.with_revision(Revision::bytes(bytes)))),
             Decoded::Corrupt => {
-                // Another writer stored something unreadable: the session is not saved over
-                // it, and the record goes as any corrupt one does.
-                self.remove(id).await?;
-                Err(Error::SessionGone)
+                if let Err(error) = self.remove(id).await {
+                    tracing::warn!(%error, "redis: the undecodable record could not be deleted");
+                }
+                Ok(None)
             }
         }
     }
@@ -500,24 +493,10 @@ impl<S: Serializer> RedisBackend<S> {
 #[async_trait]
 impl<S: Serializer> SessionBackend for RedisBackend<S> {
     async fn read(&self, id: &str) -> Result<Option<SessionData>, Error> {
-        let bytes = match self.query(&self.key_cmd("GET", id), "GET", id).await? {
-            Value::Nil => return Ok(None),
-            Value::BulkString(bytes) => bytes,
-            other => return Err(self.unexpected("GET", id, &other)),
-        };
-        let key = KeyOf {
-            prefix: &self.prefix,
-            id,
-        };
-        match store::decode(&self.serializer, &bytes, self.corrupt, &key)? {
-            Decoded::Record(data) => Ok(Some(data.with_revision(Revision::bytes(bytes)))),
-            Decoded::Corrupt => {
-                // Removed, so the next request with this cookie does not decode it again.
-                if let Err(error) = self.remove(id).await {
-                    tracing::warn!(%error, "redis: the undecodable record could not be deleted");
-                }
-                Ok(None)
-            }
+        match self.query(&self.key_cmd("GET", id), "GET", id).await? {
+            Value::Nil => Ok(None),
+            Value::BulkString(bytes) => self.decoded(id, bytes).await,
+            other => Err(self.unexpected("GET", id, &other)),
         }
     }
 
@@ -562,17 +541,15 @@ impl<S: Serializer> SessionBackend for RedisBackend<S> {
     ) -> Result<Applied, Error> {
         let ttl_ms = self.ttl_ms(ttl);
         let accessed = session.last_access_unix();
-        let (mut expected, mut merged) = match session.revision().and_then(Revision::as_bytes) {
-            // The session is the loaded record with the changes made.
-            Some(bytes) => (bytes.to_vec(), session.clone()),
-            // Loaded by other means: start from the record as stored.
-            None => match self.raw(id).await? {
-                Some(bytes) => {
-                    let current = self.decode_current(id, &bytes).await?;
-                    (bytes, changes.applied_to(&current, accessed))
-                }
-                None => return Err(Error::SessionGone),
-            },
+        // The session is the loaded record with the changes made; loaded by other means (no
+        // bytes to compare), it starts from the record as stored now. Either way `merged`
+        // carries the stored bytes it was built on (`read` attaches them).
+        let mut merged = match session.revision().and_then(Revision::as_bytes) {
+            Some(_) => session.clone(),
+            None => {
+                let current = self.read(id).await?.ok_or(Error::SessionGone)?;
+                changes.applied_to(&current, accessed)
+            }
         };
         for _ in 0..APPLY_ATTEMPTS {
             let value = if merged.is_empty() {
@@ -580,7 +557,8 @@ impl<S: Serializer> SessionBackend for RedisBackend<S> {
             } else {
                 self.serializer.serialize(&merged)?
             };
-            let cmd = self.apply_cmd(id, &expected, &value, ttl_ms);
+            let expected = merged.revision().and_then(Revision::as_bytes);
+            let cmd = self.apply_cmd(id, expected.unwrap_or_default(), &value, ttl_ms);
             match self.script(&cmd, id).await? {
                 Value::Nil => return Err(Error::SessionGone),
                 Value::Int(1) => {
@@ -596,9 +574,9 @@ impl<S: Serializer> SessionBackend for RedisBackend<S> {
                             store = "redis",
                             "another save came in between; applying the changes again"
                         );
-                        let current = self.decode_current(id, &bytes).await?;
+                        // Stored by another writer and unreadable: not saved over it.
+                        let current = self.decoded(id, bytes).await?.ok_or(Error::SessionGone)?;
                         merged = changes.applied_to(&current, accessed);
-                        expected = bytes;
                     }
                     other => {
                         return Err(self.unexpected(

@@ -28,7 +28,7 @@ pub(crate) struct Config {
     /// The cookie's name as sent: `name`, with `__Host-` in front when asked.
     pub(crate) cookie_name: String,
     /// The `Set-Cookie` attributes and removal cookie, rendered once per configuration.
-    rendered: Option<Rendered>,
+    rendered: Rendered,
     /// The limits, failure handling and loading every session of the layer follows.
     pub(crate) policy: Policy,
 }
@@ -55,7 +55,7 @@ impl Default for Config {
             probation: None,
             host_prefix: false,
             cookie_name: String::new(),
-            rendered: None,
+            rendered: Rendered::unrendered(),
             policy: Policy::default(),
         };
         config.render();
@@ -88,7 +88,7 @@ impl Config {
             crate::MAX_SET_COOKIE_BYTES
                 .saturating_sub(self.cookie_name.len() + 1 + rendered.attributes_len() + 16),
         );
-        self.rendered = Some(rendered);
+        self.rendered = rendered;
     }
 
     /// This configuration with the cookie's `Max-Age` set to `max_age` (`None`: a
@@ -113,15 +113,12 @@ impl Config {
     /// The `Set-Cookie` value that stores `value` in the client; `None` when `value` cannot
     /// be a cookie value.
     pub(crate) fn set_cookie(&self, value: &str) -> Option<HeaderValue> {
-        self.rendered.as_ref()?.set(&self.cookie_name, value)
+        self.rendered.set(&self.cookie_name, value)
     }
 
     /// The `Set-Cookie` value that removes the cookie from the client (same path and domain).
     pub(crate) fn expire_cookie(&self) -> HeaderValue {
-        self.rendered.as_ref().map_or_else(
-            || HeaderValue::from_static("session=; Max-Age=0"),
-            Rendered::removal,
-        )
+        self.rendered.removal()
     }
 }
 

@@ -53,6 +53,14 @@ pub(crate) struct Rendered {
 }
 
 impl Rendered {
+    /// Nothing rendered yet: what a configuration holds until its first `render`.
+    pub(crate) fn unrendered() -> Self {
+        Rendered {
+            attributes: String::new(),
+            removal: HeaderValue::from_static(""),
+        }
+    }
+
     pub(crate) fn new(config: &Config) -> Self {
         let mut builder = Cookie::build((config.cookie_name.as_str(), ""))
             .path(config.path.as_str())

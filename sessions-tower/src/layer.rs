@@ -242,8 +242,8 @@ impl<B: SessionBackend> SessionLayer<B> {
     }
 
     /// End sessions not used for `idle` (default: no idle limit). Activity extends it: each
-    /// save records the time, and an unchanged session is refreshed through the backend's
-    /// `touch` once [`with_refresh_after`](SessionLayer::with_refresh_after) has passed
+    /// save records the time, and an unchanged session is saved again once
+    /// [`with_refresh_after`](SessionLayer::with_refresh_after) has passed
     /// (default: half of `idle`), so reads cause at most one refresh per interval. Enforced on
     /// the server for every backend; the stored record's TTL never exceeds it.
     #[must_use]
