@@ -70,9 +70,12 @@ impl<S: Send + Sync> FromRequestParts<S> for LoadedSession {
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let body = match &self {
-            Error::NotLoaded | Error::MissingLayer | Error::Committed | Error::Config(_) => {
-                self.to_string()
-            }
+            Error::NotLoaded
+            | Error::MissingLayer
+            | Error::Committed
+            | Error::Config(_)
+            | Error::Unsupported(_)
+            | Error::InvalidUser { .. } => self.to_string(),
             _ => "the session could not be used".to_owned(),
         };
         (StatusCode::INTERNAL_SERVER_ERROR, body).into_response()

@@ -1,4 +1,4 @@
-use crate::{Changes, Error, SessionData, unix_now};
+use crate::{Changes, Error, SessionData, SessionHandle, UserSession, unix_now};
 use async_trait::async_trait;
 use std::sync::Arc;
 use std::time::Duration;
@@ -138,6 +138,87 @@ pub trait SessionBackend: Send + Sync + 'static {
         })
     }
 
+    /// The ids of the sessions bound to `user` (see
+    /// [`Session::set_user`](crate::Session::set_user)), from the backend's index of them. The
+    /// list may hold ids of sessions that have since ended or been bound to someone else:
+    /// [`user_sessions`](SessionBackend::user_sessions) and the revoking methods check each
+    /// record before they use it.
+    ///
+    /// Implementing it is enough to give a backend listing and revocation: the provided
+    /// methods build on it with [`read`](SessionBackend::read) and
+    /// [`remove`](SessionBackend::remove). A backend that keeps such an index also adds each
+    /// session to it when a write binds it (`SessionData::user`), and should override the
+    /// provided methods where its store can do them atomically. The default is
+    /// [`Error::Unsupported`]: a backend without an index cannot find a user's sessions.
+    async fn user_session_ids(&self, user: &str) -> Result<Vec<String>, Error> {
+        let _ = user;
+        Err(Error::Unsupported(
+            "this backend keeps no index of sessions by user, so it cannot list or revoke them;              for sessions carried in cookies, keep a per-user generation in the session and              compare it with the application's (see the sessions-cookie docs)"
+                .to_owned(),
+        ))
+    }
+
+    /// The live sessions bound to `user`, most recently used first.
+    ///
+    /// The default reads each id [`user_session_ids`](SessionBackend::user_session_ids) gives
+    /// and keeps the records still bound to `user`.
+    async fn user_sessions(&self, user: &str) -> Result<Vec<UserSession>, Error> {
+        let mut sessions = Vec::new();
+        for id in self.user_session_ids(user).await? {
+            if let Some(record) = self.read(&id).await? {
+                if record.user() == Some(user) {
+                    sessions.push(UserSession::new(&id, record));
+                }
+            }
+        }
+        UserSession::most_recent_first(&mut sessions);
+        Ok(sessions)
+    }
+
+    /// End every session bound to `user`, except the one stored under `keep` (the session
+    /// of the request asking: "sign out of other devices"); how many were ended. A revoked
+    /// session reads as missing from now on: its next request starts a fresh session and
+    /// its cookie is expired, and a save racing the revocation does not bring it back
+    /// (updates of a removed record are [`Error::SessionGone`]).
+    ///
+    /// The default reads and removes each session [`user_session_ids`](SessionBackend::user_session_ids)
+    /// gives that is still bound to `user`.
+    async fn revoke_user_sessions(&self, user: &str, keep: Option<&str>) -> Result<usize, Error> {
+        let mut revoked = 0;
+        for id in self.user_session_ids(user).await? {
+            if Some(id.as_str()) == keep {
+                continue;
+            }
+            if self
+                .read(&id)
+                .await?
+                .is_some_and(|r| r.user() == Some(user))
+            {
+                self.remove(&id).await?;
+                revoked += 1;
+            }
+        }
+        Ok(revoked)
+    }
+
+    /// End the session of `user` named by `handle` (from
+    /// [`user_sessions`](SessionBackend::user_sessions)): "sign out this device". `false`
+    /// when `user` has no live session with that handle.
+    async fn revoke_user_session(&self, user: &str, handle: &SessionHandle) -> Result<bool, Error> {
+        for id in self.user_session_ids(user).await? {
+            if handle.is_of(&id)
+                && self
+                    .read(&id)
+                    .await?
+                    .is_some_and(|r| r.user() == Some(user))
+            {
+                self.remove(&id).await?;
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// How many bytes the cookie's value would take for `data`, when it depends on the data
     /// (the cookie backend seals the session into it): what lets a handler check before the
     /// response that a session will fit in a cookie. The default `None` suits server-side
@@ -216,6 +297,18 @@ impl<B: SessionBackend + ?Sized> SessionBackend for Arc<B> {
         ttl: Option<Duration>,
     ) -> Result<Applied, Error> {
         (**self).apply(id, session, changes, ttl).await
+    }
+    async fn user_session_ids(&self, user: &str) -> Result<Vec<String>, Error> {
+        (**self).user_session_ids(user).await
+    }
+    async fn user_sessions(&self, user: &str) -> Result<Vec<UserSession>, Error> {
+        (**self).user_sessions(user).await
+    }
+    async fn revoke_user_sessions(&self, user: &str, keep: Option<&str>) -> Result<usize, Error> {
+        (**self).revoke_user_sessions(user, keep).await
+    }
+    async fn revoke_user_session(&self, user: &str, handle: &SessionHandle) -> Result<bool, Error> {
+        (**self).revoke_user_session(user, handle).await
     }
     fn bind_cookie_name(&self, name: &str) -> Option<Arc<dyn SessionBackend>> {
         (**self).bind_cookie_name(name)

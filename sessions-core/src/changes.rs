@@ -4,6 +4,7 @@
 use crate::{Lifetime, SessionData, Values};
 use serde_json::Value;
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 /// The changes a request made to its session since it was loaded: keys set, keys removed,
 /// and whether it cleared every value first. Reads are not recorded.
@@ -36,6 +37,8 @@ pub struct Changes {
     removed: BTreeSet<String>,
     /// A new lifetime of the session's own (`Some(None)`: back to the layer's).
     lifetime: Option<Option<Lifetime>>,
+    /// A new user binding (`Some(None)`: unbound).
+    user: Option<Option<Arc<str>>>,
 }
 
 impl Changes {
@@ -51,12 +54,28 @@ impl Changes {
         self.removed.insert(key.to_owned());
     }
 
-    /// Record that every value was removed: what the record held before goes, and only what
-    /// is set afterwards remains.
+    /// Record that every value was removed, and the user binding with them: what the record
+    /// held before goes, and only what is set afterwards remains.
     pub fn clear(&mut self) {
         self.cleared = true;
         self.set.clear();
         self.removed.clear();
+        self.user = Some(None);
+    }
+
+    /// Record that the session is now bound to `user` (`None`: unbound).
+    pub fn set_user(&mut self, user: Option<Arc<str>>) {
+        self.user = Some(user);
+    }
+
+    /// The new user binding, when it changed (`Some(None)`: unbound).
+    pub fn user(&self) -> Option<Option<&str>> {
+        self.user.as_ref().map(Option::as_deref)
+    }
+
+    /// Take the change of user binding out of these changes, leaving the rest.
+    pub fn take_user(&mut self) -> Option<Option<Arc<str>>> {
+        self.user.take()
     }
 
     /// Record that the session's own lifetime is now `lifetime` (`None`: the layer's).
@@ -71,7 +90,11 @@ impl Changes {
 
     /// Whether nothing was changed.
     pub fn is_empty(&self) -> bool {
-        !self.cleared && self.set.is_empty() && self.removed.is_empty() && self.lifetime.is_none()
+        !self.cleared
+            && self.set.is_empty()
+            && self.removed.is_empty()
+            && self.lifetime.is_none()
+            && self.user.is_none()
     }
 
     /// Whether every value was removed before the keys in [`sets`](Changes::sets) were set.
@@ -111,6 +134,9 @@ impl Changes {
         }
         if let Some(lifetime) = self.lifetime {
             merged.set_lifetime(lifetime);
+        }
+        if let Some(user) = &self.user {
+            merged.set_user(user.clone());
         }
         merged.set_last_access(now.max(stored.last_access_unix()));
         merged

@@ -39,7 +39,9 @@
 //! fresh multi-threaded tokio runtime ([`block_on`]), so a failure names what broke. A skipped
 //! case prints why and passes. [`run_all`] runs every case in one go instead.
 
-use crate::{Applied, Changes, Error, IdGenerator, SessionBackend, SessionData};
+use crate::{
+    Applied, Changes, Error, IdGenerator, SessionBackend, SessionData, SessionHandle, UserSession,
+};
 use serde_json::{Value, json};
 use std::collections::HashSet;
 use std::fmt;
@@ -190,6 +192,25 @@ cases! {
     /// [`Error::Serialization`] naming the record (its id masked), and is kept. Needs
     /// [`Harness::plant_raw`] and [`Harness::strict_backend`].
     CorruptRecordFailsWhenStrict => corrupt_record_fails_when_strict,
+    /// The user a record is bound to is stored with it: by a create, by a save's changes, and
+    /// unbound by a save that clears the record or the binding.
+    UserBindingStored => user_binding_stored,
+    /// A user's live sessions are listed (handles, not ids; records as stored; most recent
+    /// first), and no one else's. Skipped, with the reason, for a backend that keeps no index
+    /// of sessions by user ([`Error::Unsupported`]), as every `User*` case is.
+    UserSessionsListed => user_sessions_listed,
+    /// Revoking all of a user's sessions ends each of them and no one else's.
+    UserRevokeAll => user_revoke_all,
+    /// Revoking all but one ("sign out of other devices") keeps that one.
+    UserRevokeOthers => user_revoke_others,
+    /// One session is revoked by its handle; an unknown handle, or another user's, ends none.
+    UserRevokeOne => user_revoke_one,
+    /// A session bound to another user since is neither listed nor revoked for the first.
+    UserRebindingMovesTheSession => user_rebinding_moves_the_session,
+    /// An expired session is not listed, and listing prunes it from the backend's index.
+    UserExpiredSessionsPruned => user_expired_sessions_pruned,
+    /// Saves racing a revocation do not bring the revoked session back.
+    UserRevokeRacingSavesStaysRevoked => user_revoke_racing_saves_stays_revoked,
 }
 
 impl fmt::Display for Case {
@@ -822,6 +843,427 @@ async fn corrupt_record_fails_when_strict<H: Harness>(h: &H) {
     );
 }
 
+/// A user no other case or run shares (the backends of a harness may share storage).
+fn fresh_user() -> String {
+    format!("user-{}", crate::generate_id())
+}
+
+/// `value` bound to `user`, as a record to store.
+fn bound(value: Value, user: &str) -> SessionData {
+    let mut data = record(value);
+    data.set_user(Some(user.into()));
+    data
+}
+
+fn binding(user: Option<&str>) -> Changes {
+    let mut changes = Changes::default();
+    changes.set_user(user.map(Into::into));
+    changes
+}
+
+/// The backend's listing of `user`'s sessions; `None` (the case is skipped, with the reason
+/// printed) when the backend keeps no index of sessions by user.
+async fn listed<B: SessionBackend>(b: &B, user: &str, case: Case) -> Option<Vec<UserSession>> {
+    match b.user_sessions(user).await {
+        Ok(sessions) => Some(sessions),
+        Err(Error::Unsupported(reason)) => {
+            println!(
+                "conformance: skipping {case}: the backend lists no sessions by user: {reason}"
+            );
+            None
+        }
+        Err(e) => panic!("listing a user's sessions failed: {e}"),
+    }
+}
+
+fn handles(sessions: &[UserSession]) -> HashSet<SessionHandle> {
+    sessions.iter().map(|s| s.handle.clone()).collect()
+}
+
+fn handles_of(ids: &[&String]) -> HashSet<SessionHandle> {
+    ids.iter().map(|id| SessionHandle::of(id)).collect()
+}
+
+async fn gone<B: SessionBackend>(b: &B, id: &str) -> bool {
+    matches!(b.read(id).await, Ok(None))
+}
+
+async fn user_binding_stored<H: Harness>(h: &H) {
+    let b = h.backend().await;
+    let user = fresh_user();
+    let created = create(&b, &bound(json!({"a": 1}), &user), HOUR).await;
+    assert_eq!(read_back(&b, &created).await.user(), Some(user.as_str()));
+
+    let later = create(&b, &record(json!({"a": 1})), HOUR).await;
+    let loaded = read_back(&b, &later).await;
+    assert_eq!(loaded.user(), None);
+    let stored = saved(
+        save(&b, &later, &loaded, &binding(Some(&user))).await,
+        "a save binding a user",
+    );
+    assert_eq!(stored.user(), Some(user.as_str()));
+    let loaded = read_back(&b, &later).await;
+    assert_eq!(
+        loaded.user(),
+        Some(user.as_str()),
+        "the binding was not stored"
+    );
+    assert_eq!(loaded.values()["a"], json!(1));
+
+    saved(
+        save(&b, &later, &loaded, &binding(None)).await,
+        "an unbinding save",
+    );
+    assert_eq!(
+        read_back(&b, &later).await.user(),
+        None,
+        "the unbinding was not stored"
+    );
+
+    // A record holding only a user is not empty: it stays.
+    let only_user = create(&b, &bound(json!({}), &user), HOUR).await;
+    assert_eq!(read_back(&b, &only_user).await.user(), Some(user.as_str()));
+    // Clearing the record clears the binding too.
+    let loaded = read_back(&b, &created).await;
+    let mut clear = Changes::default();
+    clear.clear();
+    clear.set("b", json!(2));
+    let stored = saved(save(&b, &created, &loaded, &clear).await, "a clearing save");
+    assert_eq!(stored.user(), None);
+    assert_eq!(read_back(&b, &created).await.user(), None);
+    for id in [created, later, only_user] {
+        b.remove(&id).await.expect("remove failed");
+    }
+}
+
+async fn user_sessions_listed<H: Harness>(h: &H) {
+    let b = h.backend().await;
+    let (user, other) = (fresh_user(), fresh_user());
+    let Some(none) = listed(&b, &user, Case::UserSessionsListed).await else {
+        return;
+    };
+    assert!(none.is_empty(), "a user never bound has sessions: {none:?}");
+    let mut first = bound(json!({"agent": "laptop"}), &user);
+    first.set_created(1_700_000_000);
+    first.set_last_access(1_700_000_100);
+    let first_id = create(&b, &first, HOUR).await;
+    // The second is bound by a save, and used more recently.
+    let second_id = create(&b, &record(json!({"agent": "phone"})), HOUR).await;
+    let loaded = read_back(&b, &second_id).await;
+    saved(
+        save(&b, &second_id, &loaded, &binding(Some(&user))).await,
+        "binding",
+    );
+    let others = create(&b, &bound(json!({"agent": "theirs"}), &other), HOUR).await;
+    let unbound = create(&b, &record(json!({"agent": "nobody"})), HOUR).await;
+
+    let sessions = listed(&b, &user, Case::UserSessionsListed)
+        .await
+        .unwrap_or_default();
+    assert_eq!(sessions.len(), 2, "{sessions:?}");
+    assert_eq!(
+        sessions[0].handle,
+        SessionHandle::of(&second_id),
+        "most recent first"
+    );
+    assert_eq!(sessions[1].handle, SessionHandle::of(&first_id));
+    assert_eq!(sessions[0].get::<String>("agent").as_deref(), Some("phone"));
+    assert_eq!(
+        sessions[1].record,
+        read_back(&b, &first_id).await,
+        "not the record as stored"
+    );
+    assert_eq!(sessions[1].record.created_unix(), 1_700_000_000);
+    assert!(
+        sessions
+            .iter()
+            .all(|s| !s.current && s.record.user() == Some(user.as_str()))
+    );
+    for session in &sessions {
+        assert!(
+            !session.handle.as_str().contains(first_id.as_str())
+                && !session.handle.as_str().contains(second_id.as_str()),
+            "a handle gives the id away"
+        );
+    }
+    let theirs = listed(&b, &other, Case::UserSessionsListed)
+        .await
+        .unwrap_or_default();
+    assert_eq!(handles(&theirs), handles_of(&[&others]));
+    for id in [first_id, second_id, others, unbound] {
+        b.remove(&id).await.expect("remove failed");
+    }
+}
+
+/// Three sessions of a fresh user and one of another; `None` when the backend lists none.
+async fn three_of_one_user<B: SessionBackend>(
+    b: &B,
+    case: Case,
+) -> Option<(String, Vec<String>, String)> {
+    let (user, other) = (fresh_user(), fresh_user());
+    listed(b, &user, case).await?;
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        ids.push(create(b, &bound(json!({"n": n}), &user), HOUR).await);
+    }
+    let others = create(b, &bound(json!({"n": 9}), &other), HOUR).await;
+    Some((user, ids, others))
+}
+
+async fn user_revoke_all<H: Harness>(h: &H) {
+    let b = h.backend().await;
+    let Some((user, ids, others)) = three_of_one_user(&b, Case::UserRevokeAll).await else {
+        return;
+    };
+    let revoked = b
+        .revoke_user_sessions(&user, None)
+        .await
+        .expect("revoking failed");
+    assert_eq!(revoked, 3);
+    for id in &ids {
+        assert!(gone(&b, id).await, "a revoked session still reads");
+        assert!(matches!(b.exists(id).await, Ok(false)));
+    }
+    assert!(
+        read_back(&b, &others).await.user().is_some(),
+        "another user's session went"
+    );
+    assert_eq!(
+        listed(&b, &user, Case::UserRevokeAll)
+            .await
+            .unwrap_or_default(),
+        vec![]
+    );
+    assert_eq!(
+        b.revoke_user_sessions(&user, None)
+            .await
+            .expect("revoking failed"),
+        0
+    );
+    b.remove(&others).await.expect("remove failed");
+}
+
+async fn user_revoke_others<H: Harness>(h: &H) {
+    let b = h.backend().await;
+    let Some((user, ids, others)) = three_of_one_user(&b, Case::UserRevokeOthers).await else {
+        return;
+    };
+    let revoked = b
+        .revoke_user_sessions(&user, Some(&ids[1]))
+        .await
+        .expect("revoking failed");
+    assert_eq!(revoked, 2);
+    assert!(
+        gone(&b, &ids[0]).await && gone(&b, &ids[2]).await,
+        "another device kept its session"
+    );
+    assert_eq!(
+        read_back(&b, &ids[1]).await.values()["n"],
+        json!(1),
+        "the kept session went"
+    );
+    let left = listed(&b, &user, Case::UserRevokeOthers)
+        .await
+        .unwrap_or_default();
+    assert_eq!(handles(&left), handles_of(&[&ids[1]]));
+    assert!(b.exists(&others).await.expect("exists failed"));
+    for id in [&ids[1], &others] {
+        b.remove(id).await.expect("remove failed");
+    }
+}
+
+async fn user_revoke_one<H: Harness>(h: &H) {
+    let b = h.backend().await;
+    let Some((user, ids, others)) = three_of_one_user(&b, Case::UserRevokeOne).await else {
+        return;
+    };
+    let revoke = |handle: SessionHandle| {
+        let (b, user) = (&b, &user);
+        async move {
+            b.revoke_user_session(user, &handle)
+                .await
+                .expect("revoking failed")
+        }
+    };
+    assert!(
+        revoke(SessionHandle::of(&ids[2])).await,
+        "the session was not found"
+    );
+    assert!(gone(&b, &ids[2]).await);
+    assert!(!revoke(SessionHandle::of(&ids[2])).await, "revoked twice");
+    assert!(!revoke(SessionHandle::from("not-a-handle".to_owned())).await);
+    assert!(
+        !revoke(SessionHandle::of(&others)).await,
+        "another user's session was revoked"
+    );
+    assert!(b.exists(&others).await.expect("exists failed"));
+    let left = listed(&b, &user, Case::UserRevokeOne)
+        .await
+        .unwrap_or_default();
+    assert_eq!(handles(&left), handles_of(&[&ids[0], &ids[1]]));
+    for id in [&ids[0], &ids[1], &others] {
+        b.remove(id).await.expect("remove failed");
+    }
+}
+
+async fn user_rebinding_moves_the_session<H: Harness>(h: &H) {
+    let b = h.backend().await;
+    let (first, second) = (fresh_user(), fresh_user());
+    if listed(&b, &first, Case::UserRebindingMovesTheSession)
+        .await
+        .is_none()
+    {
+        return;
+    }
+    let id = create(&b, &bound(json!({"a": 1}), &first), HOUR).await;
+    let loaded = read_back(&b, &id).await;
+    saved(
+        save(&b, &id, &loaded, &binding(Some(&second))).await,
+        "rebinding",
+    );
+    let of_first = listed(&b, &first, Case::UserRebindingMovesTheSession)
+        .await
+        .unwrap_or_default();
+    assert!(
+        of_first.is_empty(),
+        "listed under its former user: {of_first:?}"
+    );
+    assert_eq!(
+        b.revoke_user_sessions(&first, None)
+            .await
+            .expect("revoking failed"),
+        0
+    );
+    assert!(
+        !b.revoke_user_session(&first, &SessionHandle::of(&id))
+            .await
+            .expect("revoking failed"),
+        "revoked as its former user's"
+    );
+    assert!(
+        b.exists(&id).await.expect("exists failed"),
+        "revoked as its former user's"
+    );
+    let of_second = listed(&b, &second, Case::UserRebindingMovesTheSession)
+        .await
+        .unwrap_or_default();
+    assert_eq!(handles(&of_second), handles_of(&[&id]));
+    b.remove(&id).await.expect("remove failed");
+}
+
+async fn user_expired_sessions_pruned<H: Harness>(h: &H) {
+    let b = h.backend().await;
+    let user = fresh_user();
+    if listed(&b, &user, Case::UserExpiredSessionsPruned)
+        .await
+        .is_none()
+    {
+        return;
+    }
+    let short = create(
+        &b,
+        &bound(json!({"v": "short"}), &user),
+        Some(Duration::from_secs(1)),
+    )
+    .await;
+    let long = create(&b, &bound(json!({"v": "long"}), &user), HOUR).await;
+    // Removed without the user index knowing (a logout's `remove`).
+    let removed = create(&b, &bound(json!({"v": "removed"}), &user), HOUR).await;
+    b.remove(&removed).await.expect("remove failed");
+    tokio::time::sleep(Duration::from_millis(2300)).await;
+    let sessions = listed(&b, &user, Case::UserExpiredSessionsPruned)
+        .await
+        .unwrap_or_default();
+    assert_eq!(
+        handles(&sessions),
+        handles_of(&[&long]),
+        "an ended session was listed"
+    );
+    let indexed = b
+        .user_session_ids(&user)
+        .await
+        .expect("the index could not be read");
+    assert!(
+        !indexed.contains(&short) && !indexed.contains(&removed),
+        "listing left ended sessions in the index: {indexed:?}"
+    );
+    assert!(indexed.contains(&long), "the live session left the index");
+    assert_eq!(
+        b.revoke_user_sessions(&user, None)
+            .await
+            .expect("revoking failed"),
+        1
+    );
+}
+
+async fn user_revoke_racing_saves_stays_revoked<H: Harness>(h: &H) {
+    let b = Arc::new(h.backend().await);
+    let user = fresh_user();
+    if listed(&*b, &user, Case::UserRevokeRacingSavesStaysRevoked)
+        .await
+        .is_none()
+    {
+        return;
+    }
+    // A save of a session loaded before the revocation, arriving after it.
+    let id = create(&*b, &bound(json!({"a": 1}), &user), HOUR).await;
+    let loaded = read_back(&*b, &id).await;
+    assert_eq!(
+        b.revoke_user_sessions(&user, None)
+            .await
+            .expect("revoking failed"),
+        1
+    );
+    match save(&*b, &id, &loaded, &setting("a", json!(2))).await {
+        Err(Error::SessionGone) => {}
+        other => panic!("a save after the revocation must be SessionGone, got {other:?}"),
+    }
+    assert!(
+        gone(&*b, &id).await,
+        "a save brought a revoked session back"
+    );
+
+    // Saves at the same instant as the revocation: whichever comes first, the session ends.
+    let ids: Vec<String> = {
+        let mut ids = Vec::new();
+        for n in 0..4 {
+            ids.push(create(&*b, &bound(json!({"n": n}), &user), HOUR).await);
+        }
+        ids
+    };
+    let mut tasks = Vec::new();
+    for id in &ids {
+        let loaded = read_back(&*b, id).await;
+        for n in 0..4 {
+            let (b, id, loaded) = (Arc::clone(&b), id.clone(), loaded.clone());
+            tasks.push(tokio::spawn(async move {
+                match save(&*b, &id, &loaded, &setting(&format!("k{n}"), json!(n))).await {
+                    Ok(_) | Err(Error::SessionGone) => {}
+                    Err(e) => panic!("a save racing a revocation failed: {e}"),
+                }
+            }));
+        }
+    }
+    let revoke = {
+        let (b, user) = (Arc::clone(&b), user.clone());
+        tokio::spawn(async move { b.revoke_user_sessions(&user, None).await })
+    };
+    for task in tasks {
+        task.await.expect("a save task panicked");
+    }
+    let revoked = revoke
+        .await
+        .expect("the revoke task panicked")
+        .expect("revoking failed");
+    assert_eq!(revoked, ids.len(), "a session was missed by the revocation");
+    for id in &ids {
+        assert!(
+            gone(&*b, id).await,
+            "a save racing the revocation brought a session back"
+        );
+    }
+}
+
 /// Generate one `#[test]` per conformance [`Case`] for a [`Harness`] expression.
 ///
 /// ```ignore
@@ -859,6 +1301,14 @@ macro_rules! conformance_tests {
             conformance_apply_concurrent_saves_keep_every_key => ApplyConcurrentSavesKeepEveryKey,
             conformance_corrupt_record_reads_as_missing => CorruptRecordReadsAsMissing,
             conformance_corrupt_record_fails_when_strict => CorruptRecordFailsWhenStrict,
+            conformance_user_binding_stored => UserBindingStored,
+            conformance_user_sessions_listed => UserSessionsListed,
+            conformance_user_revoke_all => UserRevokeAll,
+            conformance_user_revoke_others => UserRevokeOthers,
+            conformance_user_revoke_one => UserRevokeOne,
+            conformance_user_rebinding_moves_the_session => UserRebindingMovesTheSession,
+            conformance_user_expired_sessions_pruned => UserExpiredSessionsPruned,
+            conformance_user_revoke_racing_saves_stays_revoked => UserRevokeRacingSavesStaysRevoked,
         );
     };
     (@cases $harness:expr; $($test:ident => $case:ident,)*) => {

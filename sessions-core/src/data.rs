@@ -26,6 +26,7 @@ pub struct SessionData {
     created: u64,
     last_access: u64,
     lifetime: Option<Lifetime>,
+    user: Option<Arc<str>>,
     revision: Option<Revision>,
 }
 
@@ -59,6 +60,7 @@ impl PartialEq for SessionData {
         self.created == other.created
             && self.last_access == other.last_access
             && self.lifetime == other.lifetime
+            && self.user == other.user
             && self.values == other.values
     }
 }
@@ -117,6 +119,7 @@ impl Default for SessionData {
             created: 0,
             last_access: 0,
             lifetime: None,
+            user: None,
             revision: None,
         }
     }
@@ -136,6 +139,7 @@ impl SessionData {
             created,
             last_access,
             lifetime: None,
+            user: None,
             revision: None,
         }
     }
@@ -155,9 +159,10 @@ impl SessionData {
         Arc::unwrap_or_clone(self.values)
     }
 
-    /// Whether the session holds no values.
+    /// Whether the session holds nothing: no values and no user. An empty session is not
+    /// stored (and a stored one that becomes empty is removed).
     pub fn is_empty(&self) -> bool {
-        self.values.is_empty()
+        self.values.is_empty() && self.user.is_none()
     }
 
     /// When the session was first stored, in seconds since the Unix epoch.
@@ -198,6 +203,17 @@ impl SessionData {
     /// Set (or clear) the session's own lifetime.
     pub fn set_lifetime(&mut self, lifetime: Option<Lifetime>) {
         self.lifetime = lifetime;
+    }
+
+    /// The user (principal) the session is bound to, when it is: what lets a backend list
+    /// and revoke a user's sessions (see [`Session::set_user`](crate::Session::set_user)).
+    pub fn user(&self) -> Option<&str> {
+        self.user.as_deref()
+    }
+
+    /// Bind the session to `user`, or unbind it (`None`).
+    pub fn set_user(&mut self, user: Option<Arc<str>>) {
+        self.user = user;
     }
 
     /// The stored state this record was read from, when the backend said.

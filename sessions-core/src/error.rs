@@ -68,6 +68,23 @@ pub enum Error {
     )]
     Committed,
 
+    /// The backend cannot do what was asked: listing or revoking a user's sessions on a
+    /// backend that keeps no index of them (the cookie backend, whose sessions live only in
+    /// their cookies). The message says what instead.
+    #[error("not supported by this session backend: {0}")]
+    Unsupported(String),
+
+    /// A user given to [`Session::set_user`](crate::Session::set_user) that cannot be stored:
+    /// empty, or longer than [`MAX_USER_LEN`](crate::MAX_USER_LEN) bytes.
+    #[error(
+        "a session's user must be 1 to {max} bytes long; this one is {len} bytes",
+        max = crate::MAX_USER_LEN
+    )]
+    InvalidUser {
+        /// The length given, in bytes.
+        len: usize,
+    },
+
     /// The session or layer was configured with values that cannot work.
     #[error("invalid session configuration: {0}")]
     Config(String),

@@ -7,7 +7,10 @@
 //! - [`SessionBackend`], the trait every storage backend implements;
 //! - [`Serializer`], with [`JsonSerializer`] (default) and `BincodeSerializer` (feature
 //!   `bincode`), for backends that store bytes;
-//! - [`SessionData`], the stored record: values plus created / last-access metadata;
+//! - [`SessionData`], the stored record: values plus created / last-access metadata, and the
+//!   user it is bound to;
+//! - [`UserSession`] and [`SessionHandle`], how a backend lists a user's sessions for "log
+//!   out everywhere";
 //! - [`Error`], one enum naming every cause;
 //! - [`store`], the helpers every backend that stores bytes shares (masked ids, corrupt
 //!   records, creation under a fresh id);
@@ -76,6 +79,7 @@ mod policy;
 pub mod serializer;
 mod session;
 pub mod store;
+mod users;
 
 pub use backend::{Applied, IdGenerator, SessionBackend};
 pub use changes::Changes;
@@ -85,6 +89,7 @@ pub use id::{ID_RANDOM_BYTES, SessionId, generate_id};
 pub use policy::Policy;
 pub use serializer::{JsonSerializer, Serializer};
 pub use session::{Commit, LoadedSession, Session};
+pub use users::{MAX_USER_LEN, SessionHandle, UserSession};
 
 #[cfg(feature = "bincode")]
 pub use serializer::BincodeSerializer;

@@ -50,7 +50,8 @@ impl<S: Serializer + ?Sized> Serializer for std::sync::Arc<S> {
 ///
 /// A record is stored as
 /// `{"created": <unix secs>, "accessed": <unix secs>, "data": {"user_id": 42, ...}}`,
-/// the session's values as an ordinary JSON object under `data`.
+/// the session's values as an ordinary JSON object under `data`; a session's own lifetime
+/// and the user it is bound to, when it has them, as `"lifetime"` and `"user"` beside them.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct JsonSerializer;
 
@@ -60,6 +61,8 @@ struct JsonRecordRef<'a> {
     accessed: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     lifetime: Option<JsonLifetime>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<&'a str>,
     data: &'a Values,
 }
 
@@ -69,6 +72,8 @@ struct JsonRecord {
     accessed: u64,
     #[serde(default)]
     lifetime: Option<JsonLifetime>,
+    #[serde(default)]
+    user: Option<String>,
     data: Values,
 }
 
@@ -116,6 +121,7 @@ impl Serializer for JsonSerializer {
             created: data.created_unix(),
             accessed: data.last_access_unix(),
             lifetime: data.lifetime().map(JsonLifetime::from),
+            user: data.user(),
             data: data.values(),
         })
         .map_err(Error::encode)
@@ -125,6 +131,7 @@ impl Serializer for JsonSerializer {
         let record: JsonRecord = serde_json::from_slice(bytes).map_err(Error::decode)?;
         let mut data = SessionData::from_parts(record.data, record.created, record.accessed);
         data.set_lifetime(record.lifetime.map(Lifetime::from));
+        data.set_user(record.user.map(Into::into));
         Ok(data)
     }
 }
@@ -180,8 +187,9 @@ mod binary {
     impl BincodeSerializer {
         /// How deeply arrays and objects may nest in a decoded record.
         pub const MAX_DEPTH: usize = 128;
-        /// Format 2 adds the session's own lifetime; format 1 records (without) still read.
-        const FORMAT: u8 = 2;
+        /// Format 2 adds the session's own lifetime, format 3 the user the session is bound
+        /// to; records of formats 1 and 2 (without them) still read.
+        const FORMAT: u8 = 3;
     }
 
     const NULL: u8 = 0;
@@ -211,6 +219,13 @@ mod binary {
             };
             tag.encode(e)?;
             value.encode(e)?;
+            match self.0.user() {
+                None => 0u8.encode(e)?,
+                Some(user) => {
+                    1u8.encode(e)?;
+                    user.encode(e)?;
+                }
+            }
             MapRef(self.0.values()).encode(e)
         }
     }
@@ -349,7 +364,7 @@ mod binary {
             );
             let d = &mut decoder;
             let format = u8::decode(d).map_err(Error::decode)?;
-            if format != 1 && format != BincodeSerializer::FORMAT {
+            if !(1..=BincodeSerializer::FORMAT).contains(&format) {
                 return Err(Error::decode(format!(
                     "unknown bincode record format {format}"
                 )));
@@ -369,9 +384,19 @@ mod binary {
                     _ => return Err(Error::decode("unknown session lifetime tag")),
                 }
             };
+            let user = if format < 3 {
+                None
+            } else {
+                match u8::decode(d).map_err(Error::decode)? {
+                    0 => None,
+                    1 => Some(decode_string(d).map_err(Error::decode)?),
+                    _ => return Err(Error::decode("unknown session user tag")),
+                }
+            };
             let values = decode_map(d, 0).map_err(Error::decode)?;
             let mut data = SessionData::from_parts(values, created, accessed);
             data.set_lifetime(lifetime);
+            data.set_user(user.map(Into::into));
             Ok(data)
         }
     }
@@ -474,6 +499,48 @@ mod tests {
     }
 
     #[test]
+    fn the_user_a_session_is_bound_to_round_trips_in_every_serializer() {
+        for (name, serializer, _) in serializers() {
+            for user in [None, Some("42"), Some("zoë@example.com")] {
+                let mut data = sample();
+                data.set_user(user.map(Into::into));
+                let read = serializer
+                    .deserialize(&serializer.serialize(&data).unwrap())
+                    .unwrap();
+                assert_eq!(read.user(), user, "{name}");
+                assert_eq!(read, data, "{name}");
+            }
+        }
+        // Records written before users existed still read, unbound; a bound one is `"user"`.
+        let old = br#"{"created":1,"accessed":2,"lifetime":"browser_session","data":{}}"#;
+        assert_eq!(JsonSerializer.deserialize(old).unwrap().user(), None);
+        let mut data = sample();
+        data.set_user(Some("42".into()));
+        let parsed: serde_json::Value =
+            serde_json::from_slice(&JsonSerializer.serialize(&data).unwrap()).unwrap();
+        assert_eq!(parsed["user"], "42");
+    }
+
+    #[cfg(feature = "bincode")]
+    #[test]
+    fn bincode_records_of_earlier_formats_still_read() {
+        // Format 2: version, created, accessed, lifetime tag and value, then the values (one
+        // entry: key "n", a string "x").
+        let format_2 = [2u8, 1, 2, 1, 0, 1, 1, b'n', STRING_TAG_FOR_TEST, 1, b'x'];
+        let mut values = Values::new();
+        values.insert("n".into(), "x".into());
+        let read = BincodeSerializer.deserialize(&format_2).unwrap();
+        assert_eq!(read.values(), &values);
+        assert_eq!(read.lifetime(), Some(Lifetime::BrowserSession));
+        assert_eq!(read.user(), None);
+        assert!(
+            BincodeSerializer
+                .deserialize(&[4u8, 1, 2, 0, 0, 0, 0])
+                .is_err()
+        );
+    }
+
+    #[test]
     fn json_decodes_with_serde_json_alone() {
         // Whitespace, other key orders and escapes are ordinary JSON.
         let bytes =
@@ -545,6 +612,8 @@ mod tests {
 
     #[cfg(feature = "bincode")]
     const ARRAY_TAG_FOR_TEST: u8 = 7;
+    #[cfg(feature = "bincode")]
+    const STRING_TAG_FOR_TEST: u8 = 6;
 }
 
 #[cfg(all(test, feature = "bincode"))]

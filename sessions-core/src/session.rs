@@ -1,6 +1,6 @@
 use crate::{
-    Applied, Changes, Error, Lifetime, Policy, SessionBackend, SessionData, SessionId, Values,
-    unix_now,
+    Applied, Changes, Error, Lifetime, MAX_USER_LEN, Policy, SessionBackend, SessionData,
+    SessionHandle, SessionId, UserSession, Values, unix_now,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -77,6 +77,8 @@ struct State {
     data: SessionData,
     /// The id of the record this session was loaded from (verified by a read).
     record: Option<Arc<str>>,
+    /// The user that record is bound to as stored (`data` holds the one set since).
+    stored_user: Option<Arc<str>>,
     changed: bool,
     /// What changed since the load, applied to the stored record when the session is saved.
     changes: Changes,
@@ -288,6 +290,143 @@ impl Session {
         Ok(())
     }
 
+    /// Bind the session to `user` (a user id, an account name: the principal it belongs to),
+    /// stored with the record. It is what lets the backend list and revoke a user's
+    /// sessions: [`user_sessions`](Session::user_sessions),
+    /// [`revoke_other_sessions`](Session::revoke_other_sessions), and the backend's own
+    /// [`revoke_user_sessions`](SessionBackend::revoke_user_sessions) for an admin. The
+    /// binding stays with the session through [`regenerate_id`](Session::regenerate_id) and
+    /// goes with [`delete`](Session::delete) and [`clear`](Session::clear). A session with a
+    /// user and no values is still stored.
+    ///
+    /// ```
+    /// # use sessions_core::{Error, Session};
+    /// # async fn login(session: Session, user_id: u64) -> Result<(), Error> {
+    /// session.load().await?;
+    /// session.regenerate_id()?; // a fresh id after a login
+    /// session.set_user(user_id.to_string())?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// Binding costs nothing on later requests; the save that binds adds at most one
+    /// command or statement (the Redis backend's index entry).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidUser`] for an empty user or one over [`MAX_USER_LEN`] bytes; the usual
+    /// [`Error::NotLoaded`] and [`Error::Committed`].
+    pub fn set_user(&self, user: impl Into<String>) -> Result<(), Error> {
+        let user: String = user.into();
+        if user.is_empty() || user.len() > MAX_USER_LEN {
+            return Err(Error::InvalidUser { len: user.len() });
+        }
+        let mut state = self.writable()?;
+        if state.data.user() == Some(user.as_str()) {
+            return Ok(());
+        }
+        let user: Arc<str> = user.into();
+        state.changes.set_user(Some(Arc::clone(&user)));
+        state.data.set_user(Some(user));
+        state.changed = true;
+        Ok(())
+    }
+
+    /// Unbind the session from its user, keeping its values.
+    pub fn clear_user(&self) -> Result<(), Error> {
+        let mut state = self.writable()?;
+        if state.data.user().is_some() {
+            state.changes.set_user(None);
+            state.data.set_user(None);
+            state.changed = true;
+        }
+        Ok(())
+    }
+
+    /// The user the session is bound to, when it is.
+    pub fn user(&self) -> Result<Option<String>, Error> {
+        Ok(self.loaded()?.data.user().map(str::to_owned))
+    }
+
+    /// The live sessions of this session's user, most recently used first, this one marked
+    /// [`current`](UserSession::current): a "your devices" page. Empty when the session is
+    /// bound to no user.
+    ///
+    /// ```
+    /// # use sessions_core::{Error, LoadedSession};
+    /// # async fn devices(session: LoadedSession) -> Result<String, Error> {
+    /// let mut page = String::new();
+    /// for device in session.user_sessions().await? {
+    ///     let agent: String = device.get("user_agent").unwrap_or_default();
+    ///     let here = if device.current { " (this device)" } else { "" };
+    ///     page += &format!("{agent}{here} [{}]\n", device.handle);
+    /// }
+    /// # Ok(page) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unsupported`] on a backend that keeps no index of sessions by user (the cookie
+    /// backend); backend failures.
+    pub async fn user_sessions(&self) -> Result<Vec<UserSession>, Error> {
+        let (user, id) = self.user_and_id()?;
+        let Some(user) = user else {
+            return Ok(Vec::new());
+        };
+        let mut sessions = self.inner.backend.user_sessions(&user).await?;
+        if let Some(id) = id {
+            let current = SessionHandle::of(&id);
+            for session in &mut sessions {
+                session.current = session.handle == current;
+            }
+        }
+        Ok(sessions)
+    }
+
+    /// End every other session of this session's user ("sign out of other devices", after a
+    /// password change); how many were ended. This session stays. Those sessions read as
+    /// missing from their next request on, and their cookies are expired then. `Ok(0)` when
+    /// the session is bound to no user. To end this one too, [`delete`](Session::delete) it
+    /// after.
+    ///
+    /// ```
+    /// # use sessions_core::{Error, LoadedSession};
+    /// # async fn change_password(session: LoadedSession) -> Result<String, Error> {
+    /// // ... the new password is stored ...
+    /// let ended = session.revoke_other_sessions().await?;
+    /// Ok(format!("signed out of {ended} other devices"))
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unsupported`] on a backend that keeps no index of sessions by user (the cookie
+    /// backend); backend failures.
+    pub async fn revoke_other_sessions(&self) -> Result<usize, Error> {
+        match self.user_and_id()? {
+            (Some(user), id) => {
+                self.inner
+                    .backend
+                    .revoke_user_sessions(&user, id.as_deref())
+                    .await
+            }
+            (None, _) => Ok(0),
+        }
+    }
+
+    /// End the session of this session's user named by `handle` (from
+    /// [`user_sessions`](Session::user_sessions)): "sign out this device". `false` when the
+    /// user has no live session with that handle.
+    ///
+    /// # Errors
+    ///
+    /// As [`revoke_other_sessions`](Session::revoke_other_sessions).
+    pub async fn revoke_session(&self, handle: &SessionHandle) -> Result<bool, Error> {
+        match self.user_and_id()? {
+            (Some(user), _) => self.inner.backend.revoke_user_session(&user, handle).await,
+            (None, _) => Ok(false),
+        }
+    }
+
     /// Whether the session, as it is now, will fit in its cookie: always for server-side
     /// stores (the cookie holds an id); for cookie sessions, whether the sealed value leaves the
     /// `Set-Cookie` under the 4096 bytes browsers keep. A save that does not fit fails the
@@ -320,13 +459,15 @@ impl Session {
         Ok(self.loaded()?.data.lifetime())
     }
 
-    /// Remove every value. An emptied session is removed from the backend when the response
-    /// is sent, and the client's cookie is expired.
+    /// Remove every value, and the user binding ([`set_user`](Session::set_user)). An
+    /// emptied session is removed from the backend when the response is sent, and the
+    /// client's cookie is expired.
     pub fn clear(&self) -> Result<(), Error> {
         let mut state = self.writable()?;
         if !state.data.is_empty() {
             state.changes.clear();
             state.data.values_mut().clear();
+            state.data.set_user(None);
             state.changed = true;
         }
         Ok(())
@@ -548,6 +689,12 @@ impl Session {
         }
     }
 
+    /// The user the loaded session is bound to, and the id it is stored under.
+    fn user_and_id(&self) -> Result<(Option<String>, Option<Arc<str>>), Error> {
+        let state = self.loaded()?;
+        Ok((state.data.user().map(str::to_owned), state.record.clone()))
+    }
+
     fn writable(&self) -> Result<MutexGuard<'_, State>, Error> {
         let state = self.loaded()?;
         if state.committed {
@@ -583,6 +730,7 @@ impl Session {
                     // Past a limit: empty, whatever the store still holds.
                     state.stale = self.inner.cookie.clone();
                 } else {
+                    state.stored_user = data.user().map(Arc::from);
                     state.data = data;
                     state.record = self.inner.cookie.clone();
                 }
@@ -632,7 +780,7 @@ impl Session {
     }
 
     async fn commit_inner(&self) -> Result<Commit, Error> {
-        let (data, record, regenerate, stale, changes) = {
+        let (data, record, regenerate, stale, mut changes, stored_user) = {
             let mut state = self.state();
             if state.committed {
                 return Err(Error::Committed);
@@ -648,6 +796,7 @@ impl Session {
                 state.regenerate,
                 stale,
                 std::mem::take(&mut state.changes),
+                state.stored_user.clone(),
             )
         };
         let backend: &dyn SessionBackend = &*self.inner.backend;
@@ -660,11 +809,30 @@ impl Session {
         // now, which may hold other requests' changes (and may end up empty, and removed).
         if let Some(id) = &record {
             let (data, ttl) = self.stamped(data, false);
-            let now = match backend.apply(id, &data, &changes, ttl).await {
+            // Moving to a new id, a user bound by this request is bound on the new record
+            // only: the old one, about to go, keeps the binding it had as stored.
+            let rebind = if regenerate {
+                changes.take_user()
+            } else {
+                None
+            };
+            let old = match &rebind {
+                Some(_) => {
+                    let mut old = data.clone();
+                    old.set_user(stored_user);
+                    old
+                }
+                None => data.clone(),
+            };
+            let mut now = match backend.apply(id, &old, &changes, ttl).await {
                 Ok(Applied::Saved { value, record: now }) if !regenerate => {
                     return self.stored(Some(Arc::clone(id)), now, Ok(value));
                 }
                 Ok(Applied::Saved { record: now, .. }) => now,
+                // Emptied, but bound to a user by this request: it moves on with the binding.
+                Ok(Applied::Removed) if rebind.as_ref().is_some_and(Option::is_some) => {
+                    data.clone()
+                }
                 Ok(Applied::Removed) => {
                     self.saved(None, SessionData::default());
                     return Ok(Commit::Expire);
@@ -673,6 +841,9 @@ impl Session {
                 // under a new id.
                 Err(error) => return self.stored(Some(Arc::clone(id)), data, Err(error)),
             };
+            if let Some(user) = rebind {
+                now.set_user(user);
+            }
             // A new id: the record as it now stands moves there, and the old one goes
             // (written first, so a failure in between loses nothing).
             let value = backend.write(None, &now, ttl).await?;
@@ -724,6 +895,7 @@ impl Session {
 
     fn saved(&self, record: Option<Arc<str>>, data: SessionData) {
         let mut state = self.state();
+        state.stored_user = data.user().map(Arc::from);
         state.record = record;
         state.data = data;
         state.changed = false;
