@@ -39,9 +39,10 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 use sessions_core::{
-    Applied, Changes, Error, IdGenerator, Revision, SessionBackend, SessionData, async_trait,
+    Applied, Changes, Error, IdGenerator, Revision, SessionBackend, SessionData, SessionHandle,
+    UserSession, async_trait,
 };
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
@@ -99,6 +100,45 @@ struct Store {
     next_born: u64,
     /// The next write's sequence number (every write, creation included).
     next_seq: u64,
+    /// The ids of the records bound to each user, kept exact under the store's lock: every
+    /// create, update and removal of a bound record updates it.
+    users: HashMap<Arc<str>, HashSet<Arc<str>, Hasher>, Hasher>,
+}
+
+/// Add `id` to the index of the user `data` is bound to, if any.
+fn index(
+    users: &mut HashMap<Arc<str>, HashSet<Arc<str>, Hasher>, Hasher>,
+    id: &Arc<str>,
+    data: &SessionData,
+) {
+    if let Some(user) = data.user() {
+        match users.get_mut(user) {
+            Some(ids) => {
+                ids.insert(Arc::clone(id));
+            }
+            None => {
+                let mut ids = HashSet::default();
+                ids.insert(Arc::clone(id));
+                users.insert(Arc::from(user), ids);
+            }
+        }
+    }
+}
+
+/// Take `id` out of the index of the user `data` is bound to, if any.
+fn unindex(
+    users: &mut HashMap<Arc<str>, HashSet<Arc<str>, Hasher>, Hasher>,
+    id: &str,
+    data: &SessionData,
+) {
+    if let Some(user) = data.user() {
+        if let Some(ids) = users.get_mut(user) {
+            ids.remove(id);
+            if ids.is_empty() {
+                users.remove(user);
+            }
+        }
+    }
 }
 
 struct Record {
@@ -225,9 +265,23 @@ impl InMemoryBackend {
 }
 
 impl Store {
+    /// Remove the record `id`, and its entry in the user index.
+    fn drop_record(&mut self, id: &str) -> Option<Record> {
+        let record = self.records.remove(id)?;
+        unindex(&mut self.users, id, &record.data);
+        Some(record)
+    }
+
     fn sweep(&mut self, now: Instant) -> usize {
         let before = self.records.len();
-        self.records.retain(|_, record| record.live(now));
+        let Store { records, users, .. } = self;
+        records.retain(|id, record| {
+            let live = record.live(now);
+            if !live {
+                unindex(users, id, &record.data);
+            }
+            live
+        });
         self.compact();
         before - self.records.len()
     }
@@ -261,6 +315,11 @@ impl Store {
             &mut self.fresh
         };
         queue.push_back((Arc::clone(&id), born));
+        // An expired record under the same id is replaced: its binding goes with it.
+        if let Some(old) = self.records.get(&id) {
+            unindex(&mut self.users, &id, &old.data);
+        }
+        index(&mut self.users, &id, &data);
         self.records.insert(
             Arc::clone(&id),
             Record {
@@ -292,9 +351,13 @@ impl Store {
             return Err(Error::SessionGone);
         }
         let Some(data) = f(&record.data, record.seq) else {
-            self.records.remove(id);
+            self.drop_record(id);
             return Ok(None);
         };
+        if record.data.user() != data.user() {
+            unindex(&mut self.users, id, &record.data);
+            index(&mut self.users, &record.key, &data);
+        }
         record.data = data.clone();
         record.expires = expires;
         record.seq = seq;
@@ -335,7 +398,7 @@ impl Store {
             .is_some_and(|r| r.born == *born && !r.returned && !r.live(now));
         if expired {
             let id = Arc::clone(id);
-            self.records.remove(&id);
+            self.drop_record(&id);
         }
         self.fresh_cursor += 1;
     }
@@ -352,7 +415,7 @@ impl Store {
                 if record.live(now) {
                     self.returned.push_back(entry);
                 } else {
-                    self.records.remove(&entry.0);
+                    self.drop_record(&entry.0);
                 }
             }
         }
@@ -374,7 +437,7 @@ impl Store {
                 .get(&entry.0)
                 .is_some_and(|r| r.born == entry.1 && r.returned == returned)
             {
-                self.records.remove(&entry.0);
+                self.drop_record(&entry.0);
                 return true;
             }
         }
@@ -497,12 +560,76 @@ impl SessionBackend for InMemoryBackend {
     }
 
     async fn remove(&self, id: &str) -> Result<(), Error> {
-        self.write_store().records.remove(id);
+        self.write_store().drop_record(id);
         Ok(())
     }
 
     async fn exists(&self, id: &str) -> Result<bool, Error> {
         Ok(self.live_record(id, |_| ()).is_some())
+    }
+
+    /// The live records in the user's entry of the index (kept exact under the lock).
+    async fn user_session_ids(&self, user: &str) -> Result<Vec<String>, Error> {
+        let store = self.read_store();
+        let now = Instant::now();
+        Ok(store.users.get(user).map_or_else(Vec::new, |ids| {
+            ids.iter()
+                .filter(|id| store.records.get(&***id).is_some_and(|r| r.live(now)))
+                .map(|id| id.to_string())
+                .collect()
+        }))
+    }
+
+    /// Under the store's lock; the user's expired records are purged on the way.
+    async fn user_sessions(&self, user: &str) -> Result<Vec<UserSession>, Error> {
+        let mut store = self.write_store();
+        let now = Instant::now();
+        let ids: Vec<Arc<str>> = store
+            .users
+            .get(user)
+            .map_or_else(Vec::new, |ids| ids.iter().cloned().collect());
+        let mut sessions = Vec::with_capacity(ids.len());
+        for id in ids {
+            match store.records.get(&id) {
+                Some(record) if record.live(now) => {
+                    sessions.push(UserSession::new(&id, record.data.clone()));
+                }
+                _ => {
+                    store.drop_record(&id);
+                }
+            }
+        }
+        UserSession::most_recent_first(&mut sessions);
+        Ok(sessions)
+    }
+
+    /// Atomic: every session goes under one hold of the store's lock.
+    async fn revoke_user_sessions(&self, user: &str, keep: Option<&str>) -> Result<usize, Error> {
+        let mut store = self.write_store();
+        let now = Instant::now();
+        let ids: Vec<Arc<str>> = store
+            .users
+            .get(user)
+            .map_or_else(Vec::new, |ids| ids.iter().cloned().collect());
+        let mut revoked = 0;
+        for id in ids.iter().filter(|id| Some(&***id) != keep) {
+            if store.drop_record(id).is_some_and(|r| r.live(now)) {
+                revoked += 1;
+            }
+        }
+        Ok(revoked)
+    }
+
+    async fn revoke_user_session(&self, user: &str, handle: &SessionHandle) -> Result<bool, Error> {
+        let mut store = self.write_store();
+        let now = Instant::now();
+        let id = store
+            .users
+            .get(user)
+            .and_then(|ids| ids.iter().find(|id| handle.is_of(id)).cloned());
+        Ok(id
+            .and_then(|id| store.drop_record(&id))
+            .is_some_and(|r| r.live(now)))
     }
 
     /// Any value up to 256 bytes: a lookup in the map is harmless whatever the bytes, so the
@@ -677,6 +804,45 @@ mod tests {
         for id in [&a, &c, &d] {
             assert!(backend.read(id).await.unwrap().is_some());
         }
+    }
+
+    #[tokio::test]
+    async fn the_user_index_follows_evictions_expiry_and_removals() {
+        let backend = InMemoryBackend::new().with_max_sessions(10);
+        let bound = |n: u64| {
+            let mut data = data(n);
+            data.set_user(Some(format!("user-{}", n % 20).into()));
+            data
+        };
+        let mut ids = Vec::new();
+        for n in 0..1_000 {
+            ids.push(backend.write(None, &bound(n), None).await.unwrap());
+        }
+        let indexed = |backend: &InMemoryBackend| {
+            let store = backend.inner.store.read().unwrap();
+            store.users.values().map(HashSet::len).sum::<usize>()
+        };
+        assert_eq!(
+            indexed(&backend),
+            backend.len(),
+            "evicted sessions stayed indexed"
+        );
+        for id in &ids[990..] {
+            backend.remove(id).await.unwrap();
+        }
+        assert_eq!(indexed(&backend), 0, "removed sessions stayed indexed");
+        assert!(backend.inner.store.read().unwrap().users.is_empty());
+
+        let short = Some(Duration::from_millis(10));
+        backend.write(None, &bound(1), short).await.unwrap();
+        let kept = backend.write(None, &bound(21), None).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert_eq!(backend.purge_expired(), 1);
+        assert_eq!(
+            backend.user_session_ids("user-1").await.unwrap(),
+            vec![kept]
+        );
+        assert_eq!(indexed(&backend), 1, "an expired session stayed indexed");
     }
 
     #[tokio::test]
