@@ -37,6 +37,7 @@
 //! | save (`apply`: a loaded session's changes, and refreshes) | `EVALSHA` of a script that compares the stored bytes with the ones the session read and, when they match, runs `SET key value PX ms` (or `DEL key` for a session emptied); when another save came in between it answers the stored bytes, the changes are applied to them and the script runs again. `EVAL` once when Redis does not know the script (`NOSCRIPT`) |
 //! | remove | `DEL key` |
 //! | exists | `EXISTS key` |
+//! | a save or create that binds the session to a user | the above, then one `EVALSHA` adding the id to the user's index |
 //!
 //! Creates never overwrite a record and updates never bring back one that was removed or has
 //! expired: both are decided by Redis in the same command that stores the data.
@@ -50,6 +51,31 @@
 //! costs no failed request. Every command above is safe to repeat. (In the rare case where a
 //! create was stored but its reply was lost, the repeat sees the id taken and stores the
 //! session under a new id; the first copy is left to its TTL.)
+//!
+//! # Sessions of a user ("log out everywhere")
+//!
+//! A session bound to a user (`Session::set_user`) is also entered in that user's index, a
+//! sorted set under [`user_key`](RedisBackend::user_key) (`<prefix>user:{<user>}`) holding
+//! the session ids. It is written once, by the save that binds (after the record, so an
+//! entry never precedes its session; if the entry cannot be written the record is deleted
+//! and the save fails, so no bound session escapes the index). Saves of unbound sessions,
+//! and later saves of bound ones, send nothing more.
+//!
+//! The index needs no expiry of its own: listing
+//! ([`user_sessions`](SessionBackend::user_sessions)) reads each indexed session (`GET`) and
+//! prunes, in one script, the entries of sessions that expired, were removed or are bound to
+//! someone else now; an entry bound again since it was read stays. Revoking
+//! ([`revoke_user_sessions`](SessionBackend::revoke_user_sessions), all or all but the
+//! current one, and [`revoke_user_session`](SessionBackend::revoke_user_session) by handle)
+//! reads each session and deletes it only as read, with the save's compare-and-swap script
+//! (a session rebound in between is left alone), then prunes the index. A save racing the
+//! revocation finds its record gone and stores nothing ([`Error::SessionGone`]). Entries of
+//! sessions that expire without ever being listed stay until the next listing or revocation
+//! of that user (a few dozen bytes each).
+//!
+//! In a cluster, the braces around the user are a hash tag: a user's index sits in one slot,
+//! and each index command touches that one key. Listing and revoking then send one command
+//! per session, each to its own key's slot: no command ever spans two slots.
 //!
 //! # Expiry
 //!
@@ -97,7 +123,7 @@
 //! [`from_cluster_pool`](RedisBackend::from_cluster_pool) make the same backend over a cluster
 //! pool. Every operation touches one key, so sessions spread over all slots and no hash tags
 //! are needed; do not put a hash tag (`{...}`) in the prefix, or every session lands on one
-//! node.
+//! node. A user's index is one key with the user as its hash tag (see above).
 //!
 //! # Features
 //!
@@ -118,7 +144,7 @@ use sessions_core::serializer::JsonSerializer;
 use sessions_core::store::{self, Decoded};
 use sessions_core::{
     Applied, Changes, Error, IdGenerator, Revision, Serializer, SessionBackend, SessionData,
-    async_trait,
+    SessionHandle, UserSession, async_trait,
 };
 
 /// How a read treats a record the serializer cannot decode (re-exported from `sessions-core`).
@@ -143,12 +169,41 @@ const MAX_TTL_MS: u128 = 1 << 60;
 /// How many times a save re-applies its changes after another save came in between.
 const APPLY_ATTEMPTS: usize = 16;
 
+/// A Lua script run with `EVALSHA`, and with `EVAL` (which caches it) when Redis does not
+/// know it yet.
+struct Script {
+    source: &'static str,
+    sha: std::sync::OnceLock<String>,
+}
+
+impl Script {
+    const fn new(source: &'static str) -> Self {
+        Script {
+            source,
+            sha: std::sync::OnceLock::new(),
+        }
+    }
+
+    fn sha(&self) -> &str {
+        self.sha
+            .get_or_init(|| redis::Script::new(self.source).get_hash().to_owned())
+    }
+
+    /// `EVALSHA` of this script on the one key `key`, its arguments still to be added.
+    fn call(&self, key: impl ToRedisArgs, capacity: usize) -> Cmd {
+        let mut cmd = Cmd::with_capacity(8, 64 + capacity);
+        cmd.arg("EVALSHA").arg(self.sha()).arg(1).arg(key);
+        cmd
+    }
+}
+
 /// The save: a compare-and-swap on the record's bytes. `KEYS[1]` the session's key,
 /// `ARGV[1]` the bytes the changes were applied to, `ARGV[2]` `set` or `del`, `ARGV[3]` the
 /// new bytes, `ARGV[4]` the TTL in milliseconds (empty: none). Replies: nil when the record
 /// is gone (it is not brought back), 1 when set, 0 when deleted, and an array holding the
 /// current bytes when they are not the expected ones (another save came in between).
-const APPLY_SCRIPT: &str = r"
+static APPLY: Script = Script::new(
+    r"
 local current = redis.call('GET', KEYS[1])
 if not current then return nil end
 if current ~= ARGV[1] then return {current} end
@@ -162,12 +217,44 @@ else
     redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])
 end
 return 1
-";
+",
+);
 
-/// The SHA-1 of [`APPLY_SCRIPT`], for `EVALSHA`.
-fn apply_script_sha() -> &'static str {
-    static SHA: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    SHA.get_or_init(|| redis::Script::new(APPLY_SCRIPT).get_hash().to_owned())
+/// A session enters its user's index: `KEYS[1]` the index (a sorted set), `ARGV[1]` the id,
+/// `ARGV[2]` now in milliseconds. The score only ever grows, so a listing that found the
+/// record unbound prunes the entry only if no binding came in since (see [`PRUNE`]).
+static INDEX: Script = Script::new(
+    r"
+local score = tonumber(ARGV[2])
+local old = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if old and tonumber(old) >= score then score = tonumber(old) + 1 end
+redis.call('ZADD', KEYS[1], score, ARGV[1])
+return 1
+",
+);
+
+/// Entries leave a user's index: `KEYS[1]` the index, `ARGV` pairs of an id and the score it
+/// had when its record was found ended or bound to someone else. An entry whose score moved
+/// since (bound again meanwhile) stays. Replies how many went.
+static PRUNE: Script = Script::new(
+    r"
+local gone = 0
+for i = 1, #ARGV, 2 do
+    local score = redis.call('ZSCORE', KEYS[1], ARGV[i])
+    if score and tonumber(score) == tonumber(ARGV[i + 1]) then
+        gone = gone + redis.call('ZREM', KEYS[1], ARGV[i])
+    end
+end
+return gone
+",
+);
+
+/// What became of one indexed session a revocation looked at.
+enum Revoked {
+    /// Its record was deleted.
+    Ended,
+    /// It had ended already, or is bound to someone else now: its entry goes.
+    Stale,
 }
 
 /// Sessions stored in Redis (or a Redis Cluster). See the [crate docs](crate).
@@ -416,15 +503,11 @@ impl<S> RedisBackend<S> {
     }
 
     fn apply_cmd(&self, id: &str, expected: &[u8], value: &[u8], ttl_ms: Option<u64>) -> Cmd {
-        let mut cmd = Cmd::with_capacity(
-            8,
-            64 + self.prefix.len() + id.len() + expected.len() + value.len(),
+        let mut cmd = APPLY.call(
+            self.key_arg(id),
+            self.prefix.len() + id.len() + expected.len() + value.len(),
         );
-        cmd.arg("EVALSHA")
-            .arg(apply_script_sha())
-            .arg(1)
-            .arg(self.key_arg(id))
-            .arg(expected)
+        cmd.arg(expected)
             .arg(if value.is_empty() { "del" } else { "set" })
             .arg(value);
         match ttl_ms {
@@ -434,15 +517,16 @@ impl<S> RedisBackend<S> {
         cmd
     }
 
-    /// Run the save script: `EVALSHA`, and once more as `EVAL` (which caches it) when this
-    /// Redis does not know the script yet (`NOSCRIPT`: a new or restarted server).
-    async fn script(&self, cmd: &Cmd, id: &str) -> Result<Value, Error> {
+    /// Run a script: `EVALSHA`, and once more as `EVAL` (which caches it) when this Redis
+    /// does not know the script yet (`NOSCRIPT`: a new or restarted server). `id` names the
+    /// session (or the index's user) in messages.
+    async fn script(&self, script: &Script, cmd: &Cmd, id: &str) -> Result<Value, Error> {
         match self.connector.query(cmd).await {
             Err(Failure::Command(e))
                 if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
             {
                 let mut eval = Cmd::new();
-                eval.arg("EVAL").arg(APPLY_SCRIPT);
+                eval.arg("EVAL").arg(script.source);
                 for arg in cmd.args_iter().skip(2) {
                     if let redis::Arg::Simple(bytes) = arg {
                         eval.arg(bytes);
@@ -459,6 +543,53 @@ impl<S> RedisBackend<S> {
                 e,
             )),
             Ok(value) => Ok(value),
+        }
+    }
+
+    /// The key of `user`'s index of sessions: the prefix, `user:`, and the user in braces.
+    /// The braces are a hash tag: in a cluster a user's whole index lives in one slot, so each
+    /// command on it touches one slot.
+    pub fn user_key(&self, user: &str) -> String {
+        format!("{}user:{{{user}}}", self.prefix)
+    }
+
+    /// Add the session `id` to `user`'s index (one `EVALSHA`).
+    async fn index(&self, user: &str, id: &str) -> Result<(), Error> {
+        let key = self.user_key(user);
+        let mut cmd = INDEX.call(&key, key.len() + id.len());
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        cmd.arg(id).arg(now_ms);
+        self.script(&INDEX, &cmd, id).await.map(drop)
+    }
+
+    /// `user`'s index entries: each session id with its score, as Redis sent it.
+    async fn entries(&self, user: &str) -> Result<Vec<(String, String)>, Error> {
+        let mut cmd = Cmd::new();
+        cmd.arg("ZRANGE")
+            .arg(self.user_key(user))
+            .arg(0)
+            .arg(-1)
+            .arg("WITHSCORES");
+        let name = format!("user:{{{user}}}");
+        let reply = self.query(&cmd, "ZRANGE", &name).await?;
+        index_entries(&reply).ok_or_else(|| self.unexpected("ZRANGE", &name, &reply))
+    }
+
+    /// Take `stale` entries (ids with the scores they were listed with) out of `user`'s
+    /// index. A failure is only logged: the entries are pruned by a later listing.
+    async fn prune(&self, user: &str, stale: &[(String, String)]) {
+        if stale.is_empty() {
+            return;
+        }
+        let key = self.user_key(user);
+        let mut cmd = PRUNE.call(&key, key.len() + stale.len() * 64);
+        for (id, score) in stale {
+            cmd.arg(id).arg(score);
+        }
+        if let Err(error) = self.script(&PRUNE, &cmd, &format!("user:{{{user}}}")).await {
+            tracing::warn!(%error, "redis: ended sessions could not be pruned from a user's index");
         }
     }
 
@@ -490,6 +621,70 @@ impl<S: Serializer> RedisBackend<S> {
     }
 }
 
+impl<S: Serializer> RedisBackend<S> {
+    /// Index the session `id`, just stored bound to `user`. A session bound to a user must be
+    /// found when that user's sessions are revoked: if the index cannot be written, the
+    /// record is deleted again and the save fails.
+    async fn indexed(&self, user: &str, id: &str) -> Result<(), Error> {
+        if let Err(error) = self.index(user, id).await {
+            if let Err(e) = self.remove(id).await {
+                tracing::warn!(error = %e, "redis: a session left out of its user's index could not be deleted");
+            }
+            return Err(error);
+        }
+        Ok(())
+    }
+
+    /// End the session `id` if it is still bound to `user`: its record is deleted only as it
+    /// was read (compare and delete, in the save's script), so a session bound to someone
+    /// else in between is left alone.
+    async fn revoke_one(&self, user: &str, id: &str) -> Result<Revoked, Error> {
+        for _ in 0..APPLY_ATTEMPTS {
+            let Some(record) = self.read(id).await? else {
+                return Ok(Revoked::Stale);
+            };
+            if record.user() != Some(user) {
+                return Ok(Revoked::Stale);
+            }
+            let expected = record.revision().and_then(Revision::as_bytes);
+            let cmd = self.apply_cmd(id, expected.unwrap_or_default(), &[], None);
+            match self.script(&APPLY, &cmd, id).await? {
+                Value::Int(0) => return Ok(Revoked::Ended),
+                Value::Nil => return Ok(Revoked::Stale),
+                // Saved by another request in between: look again.
+                Value::Array(_) => {}
+                other => return Err(self.unexpected("EVALSHA", id, &other)),
+            }
+        }
+        Err(Error::backend(format!(
+            "redis: {APPLY_ATTEMPTS} attempts to revoke {} in a row found another save in \
+             between; gave up",
+            masked_key(&self.prefix, id)
+        )))
+    }
+
+    /// Revoke the indexed sessions of `user` that `wanted` picks; how many ended.
+    async fn revoke_where(
+        &self,
+        user: &str,
+        wanted: impl Fn(&str) -> bool + Send + Sync,
+    ) -> Result<usize, Error> {
+        let mut revoked = 0;
+        let mut stale = Vec::new();
+        for (id, score) in self.entries(user).await? {
+            if !wanted(&id) {
+                continue;
+            }
+            if let Revoked::Ended = self.revoke_one(user, &id).await? {
+                revoked += 1;
+            }
+            stale.push((id, score));
+        }
+        self.prune(user, &stale).await;
+        Ok(revoked)
+    }
+}
+
 #[async_trait]
 impl<S: Serializer> SessionBackend for RedisBackend<S> {
     async fn read(&self, id: &str) -> Result<Option<SessionData>, Error> {
@@ -510,20 +705,26 @@ impl<S: Serializer> SessionBackend for RedisBackend<S> {
         let ttl_ms = self.ttl_ms(ttl);
         match id {
             Some(id) => {
-                if self.set(id, &value, "XX", ttl_ms).await? {
-                    Ok(id.to_owned())
-                } else {
-                    Err(Error::SessionGone)
+                if !self.set(id, &value, "XX", ttl_ms).await? {
+                    return Err(Error::SessionGone);
                 }
+                if let Some(user) = data.user() {
+                    self.indexed(user, id).await?;
+                }
+                Ok(id.to_owned())
             }
             None => {
                 let value = &value;
-                store::create(
+                let id = store::create(
                     "redis",
                     || self.generate_id(),
                     |id| async move { self.set(&id, value, "NX", ttl_ms).await },
                 )
-                .await
+                .await?;
+                if let Some(user) = data.user() {
+                    self.indexed(user, &id).await?;
+                }
+                Ok(id)
             }
         }
     }
@@ -559,9 +760,13 @@ impl<S: Serializer> SessionBackend for RedisBackend<S> {
             };
             let expected = merged.revision().and_then(Revision::as_bytes);
             let cmd = self.apply_cmd(id, expected.unwrap_or_default(), &value, ttl_ms);
-            match self.script(&cmd, id).await? {
+            match self.script(&APPLY, &cmd, id).await? {
                 Value::Nil => return Err(Error::SessionGone),
                 Value::Int(1) => {
+                    // A save that binds the session: one more command, for the index.
+                    if let Some(Some(user)) = changes.user() {
+                        self.indexed(user, id).await?;
+                    }
                     return Ok(Applied::Saved {
                         value: id.to_owned(),
                         record: merged.with_revision(Revision::bytes(value)),
@@ -613,6 +818,45 @@ impl<S: Serializer> SessionBackend for RedisBackend<S> {
         }
     }
 
+    /// `ZRANGE` of the user's index: it may name ended sessions until a listing prunes them.
+    async fn user_session_ids(&self, user: &str) -> Result<Vec<String>, Error> {
+        Ok(self
+            .entries(user)
+            .await?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect())
+    }
+
+    /// `ZRANGE` of the user's index, a `GET` of each session, and one `EVALSHA` pruning the
+    /// entries of sessions that ended or are bound to someone else now.
+    async fn user_sessions(&self, user: &str) -> Result<Vec<UserSession>, Error> {
+        let mut sessions = Vec::new();
+        let mut stale = Vec::new();
+        for (id, score) in self.entries(user).await? {
+            match self.read(&id).await? {
+                Some(record) if record.user() == Some(user) => {
+                    sessions.push(UserSession::new(&id, record));
+                }
+                _ => stale.push((id, score)),
+            }
+        }
+        self.prune(user, &stale).await;
+        UserSession::most_recent_first(&mut sessions);
+        Ok(sessions)
+    }
+
+    /// `ZRANGE` of the user's index; for each session a `GET` and a compare-and-delete
+    /// `EVALSHA`; one `EVALSHA` pruning the index. A save racing the revocation finds its
+    /// record gone and does not bring it back.
+    async fn revoke_user_sessions(&self, user: &str, keep: Option<&str>) -> Result<usize, Error> {
+        self.revoke_where(user, |id| Some(id) != keep).await
+    }
+
+    async fn revoke_user_session(&self, user: &str, handle: &SessionHandle) -> Result<bool, Error> {
+        Ok(self.revoke_where(user, |id| handle.is_of(id)).await? > 0)
+    }
+
     fn generate_id(&self) -> String {
         match &self.ids {
             Some(ids) => ids(),
@@ -652,6 +896,40 @@ struct KeyOf<'a> {
 impl fmt::Display for KeyOf<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "redis key {}", masked_key(self.prefix, self.id))
+    }
+}
+
+/// The pairs of a `ZRANGE .. WITHSCORES` reply: a flat array of members and scores (RESP2)
+/// or an array of pairs (RESP3).
+fn index_entries(reply: &Value) -> Option<Vec<(String, String)>> {
+    fn text(value: &Value) -> Option<String> {
+        match value {
+            Value::BulkString(bytes) => String::from_utf8(bytes.clone()).ok(),
+            Value::SimpleString(text) => Some(text.clone()),
+            Value::Double(score) => Some(score.to_string()),
+            Value::Int(n) => Some(n.to_string()),
+            _ => None,
+        }
+    }
+    let Value::Array(items) = reply else {
+        return None;
+    };
+    if items.iter().all(|item| matches!(item, Value::Array(_))) {
+        items
+            .iter()
+            .map(|item| match item {
+                Value::Array(pair) if pair.len() == 2 => Some((text(&pair[0])?, text(&pair[1])?)),
+                _ => None,
+            })
+            .collect()
+    } else {
+        items
+            .chunks(2)
+            .map(|pair| match pair {
+                [id, score] => Some((text(id)?, text(score)?)),
+                _ => None,
+            })
+            .collect()
     }
 }
 

@@ -41,6 +41,12 @@ async fn observe<T>(
     let mut commands: Vec<Vec<String>> = entries
         .iter()
         .filter_map(|entry| match entry {
+            // Commands a script ran are logged too, from the client "?:0": not sent.
+            Value::Array(fields)
+                if matches!(fields.get(4), Some(Value::BulkString(client)) if client == b"?:0") =>
+            {
+                None
+            }
             Value::Array(fields) => match fields.get(3) {
                 Some(Value::Array(args)) => Some(
                     args.iter()
@@ -146,4 +152,103 @@ async fn every_operation_is_exactly_one_command() {
     assert_eq!(seen.commands[0][3], "XX");
 
     server.stop();
+}
+
+/// Saves of sessions never bound to a user send what they always did; the save that binds one
+/// sends one command more (the index entry), and later saves of the bound session none.
+#[tokio::test]
+async fn binding_a_user_costs_one_command_on_the_save_that_binds_it() {
+    use sessions_core::{Applied, Changes};
+    let server =
+        RedisServer::start(&["--slowlog-log-slower-than", "0", "--slowlog-max-len", "100"]);
+    let mut conn = connect(&server.url());
+    let backend = RedisBackend::from_url(&server.url())
+        .unwrap()
+        .with_prefix("rt:");
+    let binding = |user: &str| {
+        let mut changes = Changes::default();
+        changes.set_user(Some(user.into()));
+        changes
+    };
+    let save = |id: String, changes: Changes| {
+        let backend = &backend;
+        async move {
+            let loaded = backend.read(&id).await.unwrap().unwrap();
+            let session = changes.applied_to(&loaded, loaded.last_access_unix() + 1);
+            match backend.apply(&id, &session, &changes, HOUR).await.unwrap() {
+                Applied::Saved { record, .. } => record,
+                other => panic!("{other:?}"),
+            }
+        }
+    };
+    // Warm up: the connection, and the scripts loaded (EVAL once each).
+    let warm = backend.write(None, &data(0), HOUR).await.unwrap();
+    save(warm.clone(), binding("warm")).await;
+    assert_eq!(backend.revoke_user_sessions("warm", None).await.unwrap(), 1);
+
+    let id = backend.write(None, &data(1), HOUR).await.unwrap();
+    let mut setting = Changes::default();
+    setting.set("n", json!(2));
+    let (_, seen) = observe(&mut conn, save(id.clone(), setting.clone())).await;
+    let unbound = sent(&seen);
+    assert_eq!(
+        unbound,
+        ["GET", "EVALSHA"],
+        "an unbound save (the read, then the save)"
+    );
+
+    let (record, seen) = observe(&mut conn, save(id.clone(), binding("42"))).await;
+    assert_eq!(record.user(), Some("42"));
+    assert_eq!(
+        sent(&seen),
+        ["GET", "EVALSHA", "EVALSHA"],
+        "the binding save: one command more"
+    );
+    let index = &seen.commands[2];
+    assert_eq!(
+        index[2..5],
+        ["1".to_owned(), "rt:user:{42}".to_owned(), id.clone()]
+    );
+
+    let (_, seen) = observe(&mut conn, save(id.clone(), setting)).await;
+    assert_eq!(sent(&seen), unbound, "a later save of the bound session");
+
+    // A create already bound (a login that moves the session to a new id): SET and the index.
+    let mut bound = data(3);
+    bound.set_user(Some("42".into()));
+    let (created, seen) = observe(&mut conn, backend.write(None, &bound, HOUR)).await;
+    created.unwrap();
+    assert_eq!(sent(&seen), ["SET", "EVALSHA"]);
+    let (unbound_create, seen) = observe(&mut conn, backend.write(None, &data(4), HOUR)).await;
+    unbound_create.unwrap();
+    assert_eq!(sent(&seen), ["SET"], "an unbound create");
+
+    // Listing: the index, then each session; revoking: each session read and deleted as read.
+    let (listed, seen) = observe(&mut conn, backend.user_sessions("42")).await;
+    assert_eq!(listed.unwrap().len(), 2);
+    assert_eq!(sent(&seen), ["ZRANGE", "GET", "GET"]);
+    let (revoked, seen) = observe(&mut conn, backend.revoke_user_sessions("42", None)).await;
+    assert_eq!(revoked.unwrap(), 2);
+    assert_eq!(
+        sent(&seen),
+        ["ZRANGE", "GET", "EVALSHA", "GET", "EVALSHA", "EVALSHA"],
+        "each session read and deleted as read, then one prune"
+    );
+    let left: Vec<String> = redis::cmd("ZRANGE")
+        .arg("rt:user:{42}")
+        .arg(0)
+        .arg(-1)
+        .query(&mut conn)
+        .unwrap();
+    assert!(left.is_empty(), "the index kept revoked sessions: {left:?}");
+    server.stop();
+}
+
+/// The commands an operation sent, by name (`INFO commandstats` also counts those a script
+/// ran).
+fn sent(seen: &Observed) -> Vec<String> {
+    seen.commands
+        .iter()
+        .map(|args| args[0].to_ascii_uppercase())
+        .collect()
 }
