@@ -34,7 +34,8 @@
 //!
 //! The payload is a 41-byte header (issue time and deadline in Unix milliseconds, creation and
 //! last access in Unix seconds, big-endian; then the session's own lifetime: a kind byte and
-//! a big-endian number) followed by the session's values as a JSON object.
+//! a big-endian number), the user the session is bound to when it is (a length byte and the
+//! user, flagged in the kind byte), and the session's values as a JSON object.
 //!
 //! ```
 //! use sessions_cookie::CookieBackend;
@@ -68,7 +69,8 @@
 //! - **No server-side revocation.** [`remove`](sessions_core::SessionBackend::remove) does
 //!   nothing on the server: a logout expires the cookie in the browser, but a copy taken
 //!   earlier stays valid until its deadline. Keep deadlines short, or use a server-side
-//!   backend, where that matters.
+//!   backend, where that matters. For "log out everywhere", see
+//!   [below](#signing-a-user-out-everywhere).
 //! - **Size.** Browsers keep cookies up to 4096 bytes. The session layer measures the whole
 //!   `Set-Cookie` value (name, sealed value, attributes) and refuses to send a larger one:
 //!   the save fails with [`Error::CookieTooLarge`] (a 500 and a `tracing` error), never a
@@ -83,6 +85,69 @@
 //! ```ignore
 //! let layer = sessions_tower::SessionLayer::new(CookieBackend::private(secret.as_bytes())?);
 //! ```
+//!
+//! # Signing a user out everywhere
+//!
+//! No server keeps these sessions, so the backend cannot list or revoke a user's sessions:
+//! [`user_sessions`](sessions_core::SessionBackend::user_sessions) and the revoking methods
+//! answer [`Error::Unsupported`]. What works is a per-user *generation* the application keeps
+//! (a counter in its user table): each session stores the generation current at its login,
+//! every request compares it with the user's current one, and "sign out everywhere" bumps the
+//! counter. Sessions from before the bump end on their next request (their cookies are
+//! expired), copied cookies included; the device that asked keeps its session by storing the
+//! new generation. [`Session::set_user`](sessions_core::Session::set_user) works here as on any
+//! backend (the user is sealed into the cookie), so the check knows whose counter to read:
+//!
+//! ```
+//! use sessions_core::{Error, Session};
+//! use std::collections::HashMap;
+//! use std::sync::Mutex;
+//!
+//! /// The application's counters (a column of its user table, in a real application).
+//! #[derive(Default)]
+//! struct Generations(Mutex<HashMap<String, u64>>);
+//!
+//! impl Generations {
+//!     fn current(&self, user: &str) -> u64 {
+//!         self.0.lock().unwrap().get(user).copied().unwrap_or(0)
+//!     }
+//!     fn bump(&self, user: &str) -> u64 {
+//!         let mut all = self.0.lock().unwrap();
+//!         let generation = all.entry(user.to_owned()).or_default();
+//!         *generation += 1;
+//!         *generation
+//!     }
+//! }
+//!
+//! async fn log_in(session: &Session, user: &str, generations: &Generations) -> Result<(), Error> {
+//!     session.load().await?;
+//!     session.regenerate_id()?;
+//!     session.set_user(user)?;
+//!     session.insert("generation", generations.current(user))
+//! }
+//!
+//! /// On every request (a middleware inside the session layer): a session from before the
+//! /// last "sign out everywhere" ends here.
+//! async fn check(session: &Session, generations: &Generations) -> Result<(), Error> {
+//!     session.load().await?;
+//!     if let Some(user) = session.user()? {
+//!         if session.get::<u64>("generation")? != Some(generations.current(&user)) {
+//!             session.delete().await?;
+//!         }
+//!     }
+//!     Ok(())
+//! }
+//!
+//! async fn sign_out_everywhere_else(session: &Session, generations: &Generations) -> Result<(), Error> {
+//!     if let Some(user) = session.user()? {
+//!         session.insert("generation", generations.bump(&user))?;
+//!     }
+//!     Ok(())
+//! }
+//! # let _ = (log_in, check, sign_out_everywhere_else);
+//! ```
+//!
+//! `tests/tests/cookie_backend.rs` in this workspace runs this pattern over HTTP.
 //!
 //! # Features
 //!
@@ -210,9 +275,15 @@ fn seal_key(mode: Mode, secret: &[u8]) -> Result<SealKey, Error> {
 /// The fixed header of a sealed payload: issue time, deadline (Unix milliseconds), creation
 /// and last access (Unix seconds), each a big-endian `u64`; then the session's own lifetime,
 /// a kind byte (0 none, 1 browser session, 2 until, 3 inactivity) and a big-endian `u64` (the
-/// deadline or the window in seconds). The session's values follow as a JSON object. Binary
-/// numbers keep opening a cookie cheap; the values stay readable JSON.
+/// deadline or the window in seconds). When the session is bound to a user, the kind byte has
+/// [`USER_FLAG`] set and the user follows the header: its length in one byte, then its UTF-8
+/// bytes. The session's values follow as a JSON object. Binary numbers keep opening a cookie
+/// cheap; the values stay readable JSON.
 const HEADER_BYTES: usize = 41;
+
+/// Set in the lifetime kind byte when a user follows the header. Values sealed before users
+/// existed never have it, so they still open.
+const USER_FLAG: u8 = 0x80;
 
 fn put_u64(out: &mut Vec<u8>, value: u64) {
     out.extend_from_slice(&value.to_be_bytes());
@@ -459,7 +530,18 @@ impl CookieBackend {
         let created = get_u64(payload, 16)?;
         let last_access = get_u64(payload, 24)?;
         let amount = get_u64(payload, 33)?;
-        let lifetime = match payload.get(32)? {
+        let kind = *payload.get(32)?;
+        let (user, values_at) = if kind & USER_FLAG == 0 {
+            (None, HEADER_BYTES)
+        } else {
+            let len = usize::from(*payload.get(HEADER_BYTES)?);
+            let user = payload.get(HEADER_BYTES + 1..HEADER_BYTES + 1 + len)?;
+            (
+                Some(std::str::from_utf8(user).ok()?),
+                HEADER_BYTES + 1 + len,
+            )
+        };
+        let lifetime = match kind & !USER_FLAG {
             0 => None,
             1 => Some(Lifetime::BrowserSession),
             2 => Some(Lifetime::Until(amount)),
@@ -467,9 +549,10 @@ impl CookieBackend {
             _ => return None,
         };
         // Authentic but unreadable can only mean a format change: treat as no session.
-        let values: Values = serde_json::from_slice(payload.get(HEADER_BYTES..)?).ok()?;
+        let values: Values = serde_json::from_slice(payload.get(values_at..)?).ok()?;
         let mut data = SessionData::from_parts(values, created, last_access);
         data.set_lifetime(lifetime);
+        data.set_user(user.map(Into::into));
         Some(data)
     }
 
@@ -491,8 +574,19 @@ impl CookieBackend {
             Some(Lifetime::Until(at)) => (2, at),
             Some(Lifetime::Inactivity(window)) => (3, window.as_secs()),
         };
-        buf.push(kind);
+        let user = data.user().unwrap_or_default();
+        let user_len =
+            u8::try_from(user.len()).map_err(|_| Error::InvalidUser { len: user.len() })?;
+        buf.push(if user.is_empty() {
+            kind
+        } else {
+            kind | USER_FLAG
+        });
         put_u64(&mut buf, amount);
+        if !user.is_empty() {
+            buf.push(user_len);
+            buf.extend_from_slice(user.as_bytes());
+        }
         serde_json::to_writer(&mut buf, data.values()).map_err(Error::encode)?;
         let value = self.seal(buf)?;
         if value.len() > MAX_COOKIE_BYTES {

@@ -35,6 +35,10 @@ impl Harness for CookieHarness {
                 "the client holds the state: there is no stored record for overlapping saves \
                  to merge into; the last cookie set wins",
             ),
+            Case::UserBindingStored => Some(
+                "the cookie value is the sealed session: a save's binding travels in the new \
+                 value, not under the old one (tested by a_user_travels_in_the_seal)",
+            ),
             Case::CorruptRecordReadsAsMissing | Case::CorruptRecordFailsWhenStrict => {
                 Some("nothing is stored to corrupt: a value that does not open reads as no session")
             }
@@ -381,5 +385,42 @@ async fn a_sessions_own_lifetime_travels_in_the_seal() {
             let read = backend.read(&value).await.unwrap().unwrap();
             assert_eq!(read.lifetime(), Some(lifetime), "{:?}", backend.mode());
         }
+    }
+}
+
+#[tokio::test]
+async fn a_user_travels_in_the_seal_and_unbound_values_keep_their_format() {
+    for backend in backends() {
+        let unbound = backend.write(None, &sample(), None).await.unwrap();
+        for user in [
+            "42",
+            "zoë@example.com",
+            &"u".repeat(sessions_core::MAX_USER_LEN),
+        ] {
+            let mut data = sample();
+            data.set_user(Some(user.into()));
+            let value = backend.write(None, &data, None).await.unwrap();
+            let read = backend.read(&value).await.unwrap().expect("opens");
+            assert_eq!(read.user(), Some(user));
+            assert_eq!(read.values(), data.values());
+            // The user costs its length and one byte, sealed.
+            assert!(value.len() > unbound.len() + user.len());
+        }
+        assert_eq!(backend.read(&unbound).await.unwrap().unwrap().user(), None);
+        let mut data = sample();
+        data.set_user(Some("u".repeat(sessions_core::MAX_USER_LEN + 1).into()));
+        assert!(matches!(
+            backend.write(None, &data, None).await,
+            Err(Error::InvalidUser { len: 256 })
+        ));
+        // Listing and revoking need a server-side index: a clear refusal, not an empty list.
+        assert!(matches!(
+            backend.user_sessions("42").await,
+            Err(Error::Unsupported(_))
+        ));
+        assert!(matches!(
+            backend.revoke_user_sessions("42", None).await,
+            Err(Error::Unsupported(_))
+        ));
     }
 }

@@ -192,6 +192,143 @@ async fn main_example_on_postgres() {
     login_and_logout("postgres", &[]).await;
 }
 
+/// Two browsers log in as the same user and a third as another; one of the first two signs
+/// out of its other devices: the other one is logged out (its cookie expired), the third keeps
+/// its session.
+async fn sign_out_of_other_devices(backend: &str, env: &[(&str, &str)]) {
+    let mut settings = vec![("SESSION_BACKEND", backend)];
+    settings.extend_from_slice(env);
+    let app = App::start(&settings).await;
+    let http = client();
+    let page = format!("{}/", app.base);
+    let user = format!("Grace {}", &sessions_core::generate_id()[..6]);
+    let log_in = |name: String, agent: &'static str| {
+        let (http, base) = (&http, &app.base);
+        async move {
+            let login = send(
+                http.post(format!("{base}/login"))
+                    .header(reqwest::header::USER_AGENT, agent)
+                    .form(&[("name", name.as_str())]),
+                None,
+            )
+            .await;
+            assert_eq!(
+                login.status,
+                StatusCode::SEE_OTHER,
+                "{backend}: {}",
+                login.body
+            );
+            login.cookie.expect("login sets a cookie")
+        }
+    };
+    let laptop = log_in(user.clone(), "Laptop browser").await;
+    let phone = log_in(user.clone(), "Phone browser").await;
+    let other = log_in(format!("{user} the other"), "Someone else").await;
+
+    let listed = send(http.get(&page), Some(&laptop)).await;
+    assert!(
+        listed
+            .body
+            .contains("<li>Laptop browser <em>(this device)</em></li>")
+            && listed.body.contains("<li>Phone browser</li>")
+            && !listed.body.contains("Someone else"),
+        "{backend}: {}",
+        listed.body
+    );
+
+    let signed_out = send(
+        http.post(format!("{}/sign-out-others", app.base)),
+        Some(&laptop),
+    )
+    .await;
+    assert_eq!(
+        signed_out.status,
+        StatusCode::SEE_OTHER,
+        "{backend}: {}",
+        signed_out.body
+    );
+    let after = send(http.get(&page), Some(&laptop)).await;
+    assert!(
+        after.body.contains("Signed out of 1 other device.") && !after.body.contains("Phone"),
+        "{backend}: {}",
+        after.body
+    );
+    assert_eq!(
+        after.user(),
+        Some(user.as_str()),
+        "{backend}: the laptop was logged out"
+    );
+
+    let phone_page = send(http.get(&page), Some(&phone)).await;
+    assert_eq!(
+        phone_page.user(),
+        None,
+        "{backend}: the phone is still logged in"
+    );
+    assert!(phone_page.body.contains("id=anonymous"), "{backend}");
+    let other_page = send(http.get(&page), Some(&other)).await;
+    assert_eq!(
+        other_page.user(),
+        Some(format!("{user} the other").as_str()),
+        "{backend}: another user's session ended"
+    );
+}
+
+#[tokio::test]
+async fn main_example_signs_out_other_devices_in_memory() {
+    sign_out_of_other_devices("memory", &[]).await;
+}
+
+#[tokio::test]
+async fn main_example_signs_out_other_devices_on_sqlite() {
+    let path = scratch_db("devices");
+    sign_out_of_other_devices("sqlite", &[("SQLITE_PATH", &path)]).await;
+    remove_db(&path);
+}
+
+#[tokio::test]
+async fn main_example_signs_out_other_devices_on_redis() {
+    sign_out_of_other_devices("redis", &[]).await;
+}
+
+#[tokio::test]
+async fn main_example_signs_out_other_devices_on_postgres() {
+    sign_out_of_other_devices("postgres", &[]).await;
+}
+
+/// With signed cookies the page says why there is no device list, and the button's route
+/// answers 501 rather than pretending.
+#[tokio::test]
+async fn main_example_on_cookies_explains_there_is_no_device_list() {
+    let app = App::start(&[(
+        "SESSION_SECRET",
+        "a secret for the example test, long enough!",
+    )])
+    .await;
+    let http = client();
+    let login = send(
+        http.post(format!("{}/login", app.base))
+            .form(&[("name", "Grace")]),
+        None,
+    )
+    .await;
+    let cookie = login.cookie.expect("login sets a cookie");
+    let page = send(http.get(format!("{}/", app.base)), Some(&cookie)).await;
+    assert_eq!(page.user(), Some("Grace"));
+    assert!(
+        page.body.contains("id=devices-unsupported"),
+        "{}",
+        page.body
+    );
+    assert!(!page.body.contains("id=sign-out-others"));
+    let refused = send(
+        http.post(format!("{}/sign-out-others", app.base)),
+        Some(&cookie),
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::NOT_IMPLEMENTED);
+}
+
 fn scratch_db(name: &str) -> String {
     let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("sessions-app-{name}-{}.db", std::process::id()));

@@ -16,6 +16,11 @@
 //! - logging in: [`Session::regenerate_id`] before the name is stored, the defence against
 //!   session fixation;
 //! - logging out: [`Session::delete`], which removes the record and expires the cookie;
+//! - "sign out of other devices": the login binds the session to its user
+//!   ([`Session::set_user`]); the page lists that user's sessions
+//!   ([`Session::user_sessions`]) and a button ends all but this one
+//!   ([`Session::revoke_other_sessions`]). Server-side backends only: with signed cookies no
+//!   server knows a user's sessions, and the page says so;
 //! - one [`router`] for every backend: the layer is generic over it, so the choice is made
 //!   once, in [`build`].
 //!
@@ -47,7 +52,7 @@
 
 use axum::Form;
 use axum::Router;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
@@ -419,12 +424,14 @@ pub async fn build(config: &Config) -> Result<App, Error> {
 /// - `GET /`: the page; each visit adds one to the counter.
 /// - `POST /login` (form field `name`): a new session id, the name stored, back to `/`.
 /// - `POST /logout`: the session deleted, back to `/`.
+/// - `POST /sign-out-others`: every other session of the logged-in user ended, back to `/`.
 pub fn router<B: SessionBackend>(sessions: SessionLayer<B>, storage: &str) -> Router {
     let storage: Arc<str> = storage.into();
     Router::new()
         .route("/", get(move |session| index(session, storage)))
         .route("/login", post(login))
         .route("/logout", post(logout))
+        .route("/sign-out-others", post(sign_out_others))
         .layer(sessions)
 }
 
@@ -433,7 +440,28 @@ async fn index(session: Session, storage: Arc<str>) -> Result<Response, Error> {
     let visits: u64 = session.get("visits")?.unwrap_or(0) + 1;
     session.insert("visits", visits)?;
     let name: Option<String> = session.get("name")?;
-    Ok(page(visits, name.as_deref(), &storage))
+    // The logged-in user's sessions, when the backend can list them (signed cookies cannot).
+    let devices = match session.user_sessions().await {
+        Ok(sessions) => Devices::Listed(
+            sessions
+                .iter()
+                .map(|device| {
+                    let agent: String = device.get("agent").unwrap_or_default();
+                    (agent, device.current)
+                })
+                .collect(),
+        ),
+        Err(Error::Unsupported(_)) => Devices::Unsupported,
+        Err(error) => return Err(error),
+    };
+    let signed_out: Option<usize> = session.take("signed_out")?;
+    Ok(page(&View {
+        visits,
+        name: name.as_deref(),
+        storage: &storage,
+        devices,
+        signed_out,
+    }))
 }
 
 /// The login form.
@@ -447,7 +475,11 @@ struct Login {
 /// How long a remembered login lasts without a visit.
 pub const REMEMBER_FOR: Duration = Duration::from_secs(30 * 24 * 60 * 60);
 
-async fn login(session: Session, Form(form): Form<Login>) -> Result<Response, Error> {
+async fn login(
+    session: Session,
+    headers: HeaderMap,
+    Form(form): Form<Login>,
+) -> Result<Response, Error> {
     let name = form.name.trim();
     if name.is_empty()
         || name.chars().count() > MAX_NAME_CHARS
@@ -467,6 +499,15 @@ async fn login(session: Session, Form(form): Form<Login>) -> Result<Response, Er
     // before the login (session fixation) is worth nothing after it. The old record goes.
     session.regenerate_id()?;
     session.insert("name", name)?;
+    // Bound to its user: what lets the page list this user's sessions and end the others.
+    // (A real app binds its user id; this one has only the name.)
+    session.set_user(name)?;
+    // A label for the device list.
+    let agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|agent| agent.to_str().ok())
+        .unwrap_or("an unknown browser");
+    session.insert("agent", agent.chars().take(120).collect::<String>())?;
     // "Remember me": 30 days without a visit; otherwise the login lasts as long as the
     // browser stays open (a cookie without Max-Age). The layer's 30-day absolute limit caps
     // both on the server.
@@ -485,6 +526,46 @@ async fn logout(session: Session) -> Result<Redirect, Error> {
     Ok(Redirect::to("/"))
 }
 
+/// "Sign out of other devices": every other session of this user ends now; their next
+/// request finds no session (and their cookie is expired).
+async fn sign_out_others(session: Session) -> Result<Response, Error> {
+    session.load().await?;
+    match session.revoke_other_sessions().await {
+        Ok(ended) => {
+            session.insert("signed_out", ended)?;
+            Ok(Redirect::to("/").into_response())
+        }
+        Err(Error::Unsupported(_)) => Ok((
+            StatusCode::NOT_IMPLEMENTED,
+            Html(
+                "<!doctype html><meta charset=utf-8><title>Not available</title>\
+                 <p>Signed cookies live only in browsers: signing out other devices needs a \
+                 server-side store. <a href=/>Back</a></p>",
+            ),
+        )
+            .into_response()),
+        Err(error) => Err(error),
+    }
+}
+
+/// What the page shows of the user's sessions.
+enum Devices {
+    /// Each session's label (its browser) and whether it is this one.
+    Listed(Vec<(String, bool)>),
+    /// The backend cannot list them (signed cookies).
+    Unsupported,
+}
+
+/// Everything the page shows.
+struct View<'a> {
+    visits: u64,
+    name: Option<&'a str>,
+    storage: &'a str,
+    devices: Devices,
+    /// How many other sessions "sign out of other devices" just ended.
+    signed_out: Option<usize>,
+}
+
 /// `text` with the characters HTML gives a meaning escaped.
 fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -501,16 +582,23 @@ fn escape(text: &str) -> String {
     out
 }
 
-fn page(visits: u64, name: Option<&str>, storage: &str) -> Response {
+fn page(view: &View<'_>) -> Response {
+    let View {
+        visits,
+        name,
+        storage,
+        ..
+    } = *view;
     let times = if visits == 1 { "time" } else { "times" };
-    // Both forms are plain HTML posts: no JavaScript needed. They need no CSRF token here
+    // Every form is a plain HTML post: no JavaScript needed. They need no CSRF token here
     // because the cookie is `SameSite=Lax`: browsers do not send it with another site's
     // cross-site POST, so such a post finds no session to act on.
     let account = match name {
         Some(name) => format!(
             "<p>Logged in as <strong id=user>{}</strong>.</p>\
-             <form method=post action=/logout><button id=logout>Log out</button></form>",
-            escape(name)
+             <form method=post action=/logout><button id=logout>Log out</button></form>{}",
+            escape(name),
+            devices(view)
         ),
         None => format!(
             "<p id=anonymous>You are not logged in.</p>\
@@ -531,7 +619,7 @@ fn page(visits: u64, name: Option<&str>, storage: &str) -> Response {
          color:#222;line-height:1.5}}\
          h1{{font-size:1.6rem}} .count{{font-size:2.2rem;font-weight:bold}}\
          input,button{{font-size:1rem;padding:.3rem .6rem}} footer{{margin-top:3rem;color:#666;\
-         font-size:.9rem}}\
+         font-size:.9rem}} h2{{font-size:1.2rem;margin-top:2rem}}\
          </style></head><body>\
          <h1>Sessions example</h1>\
          <p>You have visited this page <span class=count id=visits>{visits}</span> {times}.</p>\
@@ -543,6 +631,41 @@ fn page(visits: u64, name: Option<&str>, storage: &str) -> Response {
     // The page is one visitor's: no shared cache may keep it, and the back button after a
     // logout asks the server again.
     ([(header::CACHE_CONTROL, "no-store")], Html(html)).into_response()
+}
+
+/// The logged-in user's sessions and the button that ends the others.
+fn devices(view: &View<'_>) -> String {
+    let signed_out = match view.signed_out {
+        Some(1) => "<p id=signed-out>Signed out of 1 other device.</p>".to_owned(),
+        Some(n) => format!("<p id=signed-out>Signed out of {n} other devices.</p>"),
+        None => String::new(),
+    };
+    match &view.devices {
+        Devices::Unsupported => "<h2>Your devices</h2>\
+             <p id=devices-unsupported>Signed cookies live only in browsers, so no server can \
+             list them or sign them out. Run with a server-side store (<code>--backend \
+             memory</code>, <code>sqlite</code>, <code>redis</code> or <code>postgres</code>) \
+             to see your devices here.</p>"
+            .to_owned(),
+        Devices::Listed(devices) => {
+            let items: String = devices
+                .iter()
+                .map(|(agent, current)| {
+                    let here = if *current {
+                        " <em>(this device)</em>"
+                    } else {
+                        ""
+                    };
+                    format!("<li>{}{here}</li>", escape(agent))
+                })
+                .collect();
+            format!(
+                "<h2>Your devices</h2>{signed_out}<ul id=devices>{items}</ul>\
+                 <form method=post action=/sign-out-others>\
+                 <button id=sign-out-others>Sign out of other devices</button></form>"
+            )
+        }
+    }
 }
 
 #[cfg(test)]
