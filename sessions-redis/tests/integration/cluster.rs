@@ -8,9 +8,12 @@ use crate::common::{RedisServer, connect, delete_prefix, free_port, unique_prefi
 use deadpool_redis::redis;
 use serde_json::json;
 use sessions_core::conformance::{self, Harness};
-use sessions_core::{IdGenerator, JsonSerializer, Serializer, SessionBackend, SessionData};
+use sessions_core::{
+    Commit, IdGenerator, JsonSerializer, Serializer, Session, SessionBackend, SessionData,
+};
 use sessions_redis::RedisBackend;
 use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 struct ClusterHarness<S> {
@@ -196,6 +199,45 @@ fn cluster_conformance_and_keys_across_slots() {
             let data = backend.read(id).await.unwrap().unwrap();
             assert_eq!(data.values()["n"], json!(n));
         }
+
+        // "Log out everywhere" through the handler API: twelve devices of one user, their
+        // sessions on every master, the user's index in one slot; one device ends the others.
+        let backend: Arc<dyn SessionBackend> = Arc::new(json.backend().await);
+        let mut cookies = Vec::new();
+        for device in 0..12 {
+            let session = Session::new(Arc::clone(&backend), None);
+            session.load().await.unwrap();
+            session.set_user("ada").unwrap();
+            session.insert("device", device).unwrap();
+            match session.commit().await.unwrap() {
+                Commit::Set(cookie) => cookies.push(cookie),
+                other => panic!("a login must set a cookie, got {other:?}"),
+            }
+        }
+        let open = |cookie: &String| {
+            let session = Session::new(Arc::clone(&backend), Some(cookie.as_str().into()));
+            async move {
+                session.load().await.unwrap();
+                session
+            }
+        };
+        let first = open(&cookies[0]).await;
+        let devices = first.user_sessions().await.unwrap();
+        assert_eq!(devices.len(), 12);
+        assert_eq!(devices.iter().filter(|d| d.current).count(), 1);
+        assert_eq!(first.revoke_other_sessions().await.unwrap(), 11);
+        for cookie in &cookies[1..] {
+            assert_eq!(
+                open(cookie).await.user().unwrap(),
+                None,
+                "a device kept its session"
+            );
+        }
+        assert_eq!(
+            open(&cookies[0]).await.user().unwrap().as_deref(),
+            Some("ada")
+        );
+        assert_eq!(first.user_sessions().await.unwrap().len(), 1);
     });
 
     let masters = cluster.master_urls();
