@@ -1083,6 +1083,87 @@ mod tests {
     }
 
     #[test]
+    fn a_login_that_clears_binds_and_moves_the_session_keeps_only_the_user() {
+        block_on(async {
+            let store = backend();
+            let id = stored(&store, serde_json::json!({"csrf": 1})).await;
+            let login = open(&store, &id, Policy::default());
+            login.load().await.unwrap();
+            login.clear().unwrap();
+            login.set_user("ada").unwrap();
+            login.regenerate_id().unwrap();
+            assert!(!login.is_empty().unwrap(), "a bound session is not empty");
+            let Ok(Commit::Set(new_id)) = login.commit().await else {
+                panic!("a bound session is saved, values or not")
+            };
+            let map = store.0.lock().unwrap();
+            assert!(!map.contains_key(&id), "the old id is gone");
+            assert_eq!(map[&new_id].user(), Some("ada"));
+            assert!(map[&new_id].values().is_empty());
+        });
+    }
+
+    #[test]
+    fn the_user_stays_through_a_new_id_and_goes_with_clear_and_delete() {
+        block_on(async {
+            let store = backend();
+            let id = stored(&store, serde_json::json!({"a": 1})).await;
+            let session = open(&store, &id, Policy::default());
+            session.load().await.unwrap();
+            assert!(matches!(
+                session.set_user(""),
+                Err(Error::InvalidUser { len: 0 })
+            ));
+            assert!(matches!(
+                session.set_user("x".repeat(MAX_USER_LEN + 1)),
+                Err(Error::InvalidUser { .. })
+            ));
+            session.set_user("ada").unwrap();
+            let Ok(Commit::Set(id)) = session.commit().await else {
+                panic!("saved")
+            };
+            assert_eq!(store.0.lock().unwrap()[&id].user(), Some("ada"));
+
+            let moved = open(&store, &id, Policy::default());
+            moved.load().await.unwrap();
+            moved.regenerate_id().unwrap();
+            let Ok(Commit::Set(moved_id)) = moved.commit().await else {
+                panic!("saved")
+            };
+            assert_ne!(moved_id, id);
+            assert_eq!(store.0.lock().unwrap()[&moved_id].user(), Some("ada"));
+
+            let unbound = open(&store, &moved_id, Policy::default());
+            unbound.load().await.unwrap();
+            unbound.clear_user().unwrap();
+            assert_eq!(unbound.user().unwrap(), None);
+            unbound.commit().await.unwrap();
+            assert_eq!(store.0.lock().unwrap()[&moved_id].user(), None);
+            assert_eq!(store.0.lock().unwrap()[&moved_id].values()["a"], 1);
+
+            let cleared = open(&store, &moved_id, Policy::default());
+            cleared.load().await.unwrap();
+            cleared.set_user("ada").unwrap();
+            cleared.clear().unwrap();
+            assert_eq!(cleared.user().unwrap(), None, "clear unbinds");
+            assert!(matches!(cleared.commit().await, Ok(Commit::Expire)));
+
+            let deleted = Session::new(store.clone(), None);
+            deleted.load().await.unwrap();
+            deleted.set_user("ada").unwrap();
+            deleted.delete().await.unwrap();
+            assert_eq!(deleted.user().unwrap(), None, "delete unbinds");
+            // A session bound to no user lists none (without asking the backend).
+            let listing = open(&store, &id, Policy::default());
+            listing.load().await.unwrap();
+            assert!(
+                listing.user_sessions().await.unwrap().is_empty(),
+                "no user: none"
+            );
+        });
+    }
+
+    #[test]
     fn background_work_reopens_a_session_by_id_and_commits_it() {
         block_on(async {
             let store = backend();
