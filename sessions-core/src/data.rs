@@ -211,6 +211,11 @@ impl SessionData {
         self.user.as_deref()
     }
 
+    /// The user, shared rather than copied.
+    pub(crate) fn user_shared(&self) -> Option<&Arc<str>> {
+        self.user.as_ref()
+    }
+
     /// Bind the session to `user`, or unbind it (`None`).
     pub fn set_user(&mut self, user: Option<Arc<str>>) {
         self.user = user;

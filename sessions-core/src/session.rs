@@ -730,7 +730,7 @@ impl Session {
                     // Past a limit: empty, whatever the store still holds.
                     state.stale = self.inner.cookie.clone();
                 } else {
-                    state.stored_user = data.user().map(Arc::from);
+                    state.stored_user = data.user_shared().cloned();
                     state.data = data;
                     state.record = self.inner.cookie.clone();
                 }
@@ -895,7 +895,7 @@ impl Session {
 
     fn saved(&self, record: Option<Arc<str>>, data: SessionData) {
         let mut state = self.state();
-        state.stored_user = data.user().map(Arc::from);
+        state.stored_user = data.user_shared().cloned();
         state.record = record;
         state.data = data;
         state.changed = false;
