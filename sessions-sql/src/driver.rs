@@ -19,6 +19,16 @@ pub struct Statements {
     pub apply_delete: String,
     pub delete: String,
     pub delete_expired: String,
+    /// The ids of a user's live sessions.
+    pub user_ids: String,
+    /// A user's live sessions: id, data and version of each.
+    pub user_sessions: String,
+    /// Delete a user's live sessions.
+    pub revoke_user: String,
+    /// Delete a user's live sessions but one (`id <> ?`).
+    pub revoke_user_except: String,
+    /// Delete one live session of a user (`id = ?`).
+    pub revoke_user_session: String,
 }
 
 /// What a failed statement means for the connection and for a retry.
@@ -56,7 +66,9 @@ pub trait Driver: sqlx::Database {
     fn statements(table: &TableName) -> Statements;
 
     /// The statements `migrate()` runs, in order; each is idempotent, or fails only as
-    /// [`is_duplicate_column`](Driver::is_duplicate_column) says (a column added before).
+    /// [`is_duplicate_column`](Driver::is_duplicate_column) or
+    /// [`is_duplicate_index`](Driver::is_duplicate_index) says (a column or index added
+    /// before).
     fn ddl(table: &TableName) -> Vec<String>;
 
     fn classify(e: &sqlx::Error) -> Failure;
@@ -64,6 +76,10 @@ pub trait Driver: sqlx::Database {
     /// Whether `e` says a column to add is there already: the migration of a table made by
     /// this version needs nothing then.
     fn is_duplicate_column(e: &sqlx::Error) -> bool;
+
+    /// Whether `e` says an index to create is there already (on databases without
+    /// `CREATE INDEX IF NOT EXISTS`).
+    fn is_duplicate_index(e: &sqlx::Error) -> bool;
 
     /// A pool for `url` that connects on first use, with this crate's pool settings.
     fn lazy_pool(url: &str, acquire_timeout: Duration) -> Result<sqlx::Pool<Self>, sqlx::Error>;
@@ -85,13 +101,15 @@ pub trait Driver: sqlx::Database {
         now: i64,
     ) -> impl Future<Output = Result<bool, sqlx::Error>> + Send + 'c;
 
-    /// Insert a new row; `Ok(false)` when the id is taken (nothing was changed).
+    /// Insert a new row; `Ok(false)` when the id is taken (nothing was changed). `user` is
+    /// the user the record is bound to (the `user_id` column).
     fn insert<'c>(
         conn: &'c mut Self::Connection,
         sql: &'c str,
         id: &'c str,
         data: &'c [u8],
         expires_at: Option<i64>,
+        user: Option<&'c str>,
     ) -> impl Future<Output = Result<bool, sqlx::Error>> + Send + 'c;
 
     /// Update a live row; the number of rows matched.
@@ -101,18 +119,49 @@ pub trait Driver: sqlx::Database {
         id: &'c str,
         data: &'c [u8],
         expires_at: Option<i64>,
+        user: Option<&'c str>,
         now: i64,
     ) -> impl Future<Output = Result<u64, sqlx::Error>> + Send + 'c;
 
     /// Update a live row that still holds `version`; the number of rows matched.
+    #[allow(clippy::too_many_arguments)]
     fn apply<'c>(
         conn: &'c mut Self::Connection,
         sql: &'c str,
         id: &'c str,
         data: &'c [u8],
         expires_at: Option<i64>,
+        user: Option<&'c str>,
         now: i64,
         version: i64,
+    ) -> impl Future<Output = Result<u64, sqlx::Error>> + Send + 'c;
+
+    /// The ids of the live rows bound to `user`.
+    fn fetch_user_ids<'c>(
+        conn: &'c mut Self::Connection,
+        sql: &'c str,
+        user: &'c str,
+        now: i64,
+    ) -> impl Future<Output = Result<Vec<String>, sqlx::Error>> + Send + 'c;
+
+    /// The live rows bound to `user`, each handed to `decode` as id, data and version.
+    fn fetch_user_rows<'c, T: Send + 'c>(
+        conn: &'c mut Self::Connection,
+        sql: &'c str,
+        user: &'c str,
+        now: i64,
+        decode: &'c (dyn Fn(&str, &[u8], i64) -> T + Sync),
+    ) -> impl Future<Output = Result<Vec<T>, sqlx::Error>> + Send + 'c;
+
+    /// Delete live rows bound to `user`: all of them, or (`sql` says which) all but `id` or
+    /// only `id`; how many went. The arguments are bound in this order: user, id (when
+    /// given), now.
+    fn delete_of_user<'c>(
+        conn: &'c mut Self::Connection,
+        sql: &'c str,
+        user: &'c str,
+        id: Option<&'c str>,
+        now: i64,
     ) -> impl Future<Output = Result<u64, sqlx::Error>> + Send + 'c;
 
     /// Delete the row `id` if it still holds `version`; how many went.
@@ -206,10 +255,12 @@ macro_rules! common_statements {
             id: &'c str,
             data: &'c [u8],
             expires_at: Option<i64>,
+            user: Option<&'c str>,
             now: i64,
         ) -> impl Future<Output = Result<u64, sqlx::Error>> + Send + 'c {
             async move {
-                let args = arguments!(data.len() + id.len(); data, expires_at, id, now)?;
+                let bytes = data.len() + id.len() + user.map_or(0, str::len);
+                let args = arguments!(bytes; data, expires_at, user, id, now)?;
                 let done = sqlx::query_with(sql, args).execute(conn).await?;
                 Ok(done.rows_affected())
             }
@@ -221,12 +272,69 @@ macro_rules! common_statements {
             id: &'c str,
             data: &'c [u8],
             expires_at: Option<i64>,
+            user: Option<&'c str>,
             now: i64,
             version: i64,
         ) -> impl Future<Output = Result<u64, sqlx::Error>> + Send + 'c {
             async move {
-                let args =
-                    arguments!(data.len() + id.len(); data, expires_at, id, version, now)?;
+                let bytes = data.len() + id.len() + user.map_or(0, str::len);
+                let args = arguments!(bytes; data, expires_at, user, id, version, now)?;
+                let done = sqlx::query_with(sql, args).execute(conn).await?;
+                Ok(done.rows_affected())
+            }
+        }
+
+        fn fetch_user_ids<'c>(
+            conn: &'c mut Self::Connection,
+            sql: &'c str,
+            user: &'c str,
+            now: i64,
+        ) -> impl Future<Output = Result<Vec<String>, sqlx::Error>> + Send + 'c {
+            async move {
+                let args = arguments!(user.len(); user, now)?;
+                let rows = sqlx::query_with(sql, args).fetch_all(conn).await?;
+                // Unchecked: MySQL flags the `ascii_bin` id column BINARY, which sqlx's check
+                // refuses for text; the decode still checks it is UTF-8.
+                rows.iter()
+                    .map(|row| sqlx::Row::try_get_unchecked::<String, _>(row, 0))
+                    .collect()
+            }
+        }
+
+        fn fetch_user_rows<'c, T: Send + 'c>(
+            conn: &'c mut Self::Connection,
+            sql: &'c str,
+            user: &'c str,
+            now: i64,
+            decode: &'c (dyn Fn(&str, &[u8], i64) -> T + Sync),
+        ) -> impl Future<Output = Result<Vec<T>, sqlx::Error>> + Send + 'c {
+            async move {
+                let args = arguments!(user.len(); user, now)?;
+                let rows = sqlx::query_with(sql, args).fetch_all(conn).await?;
+                let mut decoded = Vec::with_capacity(rows.len());
+                for row in &rows {
+                    // Unchecked, as in `fetch_user_ids`.
+                    let id = sqlx::Row::try_get_unchecked::<&str, _>(row, 0)?;
+                    let data = sqlx::Row::try_get::<&[u8], _>(row, 1)?;
+                    let version = sqlx::Row::try_get::<i64, _>(row, 2)?;
+                    decoded.push(decode(id, data, version));
+                }
+                Ok(decoded)
+            }
+        }
+
+        fn delete_of_user<'c>(
+            conn: &'c mut Self::Connection,
+            sql: &'c str,
+            user: &'c str,
+            id: Option<&'c str>,
+            now: i64,
+        ) -> impl Future<Output = Result<u64, sqlx::Error>> + Send + 'c {
+            async move {
+                let args = match id {
+                    Some(id) => arguments!(user.len() + id.len(); user, id, now)?,
+                    None => arguments!(user.len(); user, now)?,
+                };
                 let done = sqlx::query_with(sql, args).execute(conn).await?;
                 Ok(done.rows_affected())
             }
@@ -293,9 +401,11 @@ macro_rules! insert_on_conflict_do_nothing {
             id: &'c str,
             data: &'c [u8],
             expires_at: Option<i64>,
+            user: Option<&'c str>,
         ) -> impl Future<Output = Result<bool, sqlx::Error>> + Send + 'c {
             async move {
-                let args = arguments!(id.len() + data.len(); id, data, expires_at)?;
+                let bytes = id.len() + data.len() + user.map_or(0, str::len);
+                let args = arguments!(bytes; id, data, expires_at, user)?;
                 let done = sqlx::query_with(sql, args).execute(conn).await?;
                 Ok(done.rows_affected() == 1)
             }
@@ -328,24 +438,38 @@ mod sqlite {
                 ),
                 exists: format!("SELECT 1 FROM {t} WHERE id = ?1 AND {}", live("?2")),
                 insert: format!(
-                    "INSERT INTO {t} (id, data, expires_at) VALUES (?1, ?2, ?3) \
+                    "INSERT INTO {t} (id, data, expires_at, user_id) VALUES (?1, ?2, ?3, ?4) \
                      ON CONFLICT (id) DO NOTHING"
                 ),
                 update: format!(
-                    "UPDATE {t} SET data = ?1, expires_at = ?2, version = version + 1 \
-                     WHERE id = ?3 AND {}",
-                    live("?4")
+                    "UPDATE {t} SET data = ?1, expires_at = ?2, user_id = ?3, \
+                     version = version + 1 WHERE id = ?4 AND {}",
+                    live("?5")
                 ),
                 apply: format!(
-                    "UPDATE {t} SET data = ?1, expires_at = ?2, version = version + 1 \
-                     WHERE id = ?3 AND version = ?4 AND {}",
-                    live("?5")
+                    "UPDATE {t} SET data = ?1, expires_at = ?2, user_id = ?3, \
+                     version = version + 1 WHERE id = ?4 AND version = ?5 AND {}",
+                    live("?6")
                 ),
                 apply_delete: format!("DELETE FROM {t} WHERE id = ?1 AND version = ?2"),
                 delete: format!("DELETE FROM {t} WHERE id = ?1"),
                 delete_expired: format!(
                     "DELETE FROM {t} WHERE id IN \
                      (SELECT id FROM {t} WHERE expires_at <= ?1 LIMIT ?2)"
+                ),
+                user_ids: format!("SELECT id FROM {t} WHERE user_id = ?1 AND {}", live("?2")),
+                user_sessions: format!(
+                    "SELECT id, data, version FROM {t} WHERE user_id = ?1 AND {}",
+                    live("?2")
+                ),
+                revoke_user: format!("DELETE FROM {t} WHERE user_id = ?1 AND {}", live("?2")),
+                revoke_user_except: format!(
+                    "DELETE FROM {t} WHERE user_id = ?1 AND id <> ?2 AND {}",
+                    live("?3")
+                ),
+                revoke_user_session: format!(
+                    "DELETE FROM {t} WHERE user_id = ?1 AND id = ?2 AND {}",
+                    live("?3")
                 ),
             }
         }
@@ -358,13 +482,22 @@ mod sqlite {
                      id TEXT PRIMARY KEY NOT NULL, \
                      data BLOB NOT NULL, \
                      expires_at INTEGER, \
-                     version INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID"
+                     version INTEGER NOT NULL DEFAULT 0, \
+                     user_id TEXT) WITHOUT ROWID"
                 ),
                 // Tables made before saves merged their changes have no version yet.
                 format!("ALTER TABLE {t} ADD COLUMN version INTEGER NOT NULL DEFAULT 0"),
+                // Tables made before sessions were bound to users have no user_id yet.
+                format!("ALTER TABLE {t} ADD COLUMN user_id TEXT"),
                 format!(
                     "CREATE INDEX IF NOT EXISTS {} ON \"{}\" (expires_at)",
                     table.quoted_index_in_schema('"'),
+                    table.name()
+                ),
+                // Partial: the sessions bound to no user (most, often) take no room in it.
+                format!(
+                    "CREATE INDEX IF NOT EXISTS {} ON \"{}\" (user_id) WHERE user_id IS NOT NULL",
+                    table.quoted_user_index_in_schema('"'),
                     table.name()
                 ),
             ]
@@ -393,6 +526,11 @@ mod sqlite {
         fn is_duplicate_column(e: &sqlx::Error) -> bool {
             e.as_database_error()
                 .is_some_and(|db| db.message().starts_with("duplicate column name"))
+        }
+
+        fn is_duplicate_index(_: &sqlx::Error) -> bool {
+            // `CREATE INDEX IF NOT EXISTS`.
+            false
         }
 
         fn lazy_pool(
@@ -444,18 +582,18 @@ mod postgres {
                 ),
                 exists: format!("SELECT 1 FROM {t} WHERE id = $1 AND {}", live("$2")),
                 insert: format!(
-                    "INSERT INTO {t} (id, data, expires_at) VALUES ($1, $2, $3) \
+                    "INSERT INTO {t} (id, data, expires_at, user_id) VALUES ($1, $2, $3, $4) \
                      ON CONFLICT (id) DO NOTHING"
                 ),
                 update: format!(
-                    "UPDATE {t} SET data = $1, expires_at = $2, version = version + 1 \
-                     WHERE id = $3 AND {}",
-                    live("$4")
+                    "UPDATE {t} SET data = $1, expires_at = $2, user_id = $3, \
+                     version = version + 1 WHERE id = $4 AND {}",
+                    live("$5")
                 ),
                 apply: format!(
-                    "UPDATE {t} SET data = $1, expires_at = $2, version = version + 1 \
-                     WHERE id = $3 AND version = $4 AND {}",
-                    live("$5")
+                    "UPDATE {t} SET data = $1, expires_at = $2, user_id = $3, \
+                     version = version + 1 WHERE id = $4 AND version = $5 AND {}",
+                    live("$6")
                 ),
                 apply_delete: format!("DELETE FROM {t} WHERE id = $1 AND version = $2"),
                 delete: format!("DELETE FROM {t} WHERE id = $1"),
@@ -464,6 +602,20 @@ mod postgres {
                 delete_expired: format!(
                     "DELETE FROM {t} WHERE id IN \
                      (SELECT id FROM {t} WHERE expires_at <= $1 LIMIT $2 FOR UPDATE SKIP LOCKED)"
+                ),
+                user_ids: format!("SELECT id FROM {t} WHERE user_id = $1 AND {}", live("$2")),
+                user_sessions: format!(
+                    "SELECT id, data, version FROM {t} WHERE user_id = $1 AND {}",
+                    live("$2")
+                ),
+                revoke_user: format!("DELETE FROM {t} WHERE user_id = $1 AND {}", live("$2")),
+                revoke_user_except: format!(
+                    "DELETE FROM {t} WHERE user_id = $1 AND id <> $2 AND {}",
+                    live("$3")
+                ),
+                revoke_user_session: format!(
+                    "DELETE FROM {t} WHERE user_id = $1 AND id = $2 AND {}",
+                    live("$3")
                 ),
             }
         }
@@ -476,15 +628,23 @@ mod postgres {
                      id TEXT PRIMARY KEY, \
                      data BYTEA NOT NULL, \
                      expires_at BIGINT, \
-                     version BIGINT NOT NULL DEFAULT 0)"
+                     version BIGINT NOT NULL DEFAULT 0, \
+                     user_id TEXT)"
                 ),
                 // Tables made before saves merged their changes have no version yet.
                 format!(
                     "ALTER TABLE {t} ADD COLUMN IF NOT EXISTS version BIGINT NOT NULL DEFAULT 0"
                 ),
+                // Tables made before sessions were bound to users have no user_id yet.
+                format!("ALTER TABLE {t} ADD COLUMN IF NOT EXISTS user_id TEXT"),
                 format!(
                     "CREATE INDEX IF NOT EXISTS \"{}\" ON {t} (expires_at)",
                     table.index_name()
+                ),
+                // Partial: the sessions bound to no user (most, often) take no room in it.
+                format!(
+                    "CREATE INDEX IF NOT EXISTS \"{}\" ON {t} (user_id) WHERE user_id IS NOT NULL",
+                    table.user_index_name()
                 ),
             ]
         }
@@ -507,6 +667,11 @@ mod postgres {
         fn is_duplicate_column(e: &sqlx::Error) -> bool {
             // duplicate_column
             e.as_database_error().and_then(|db| db.code()).as_deref() == Some("42701")
+        }
+
+        fn is_duplicate_index(_: &sqlx::Error) -> bool {
+            // `CREATE INDEX IF NOT EXISTS`.
+            false
         }
 
         fn lazy_pool(
@@ -548,17 +713,19 @@ mod mysql {
                 // A plain INSERT: a taken id fails with ER_DUP_ENTRY, told apart below.
                 // (INSERT IGNORE would also turn other errors, truncation included, into
                 // warnings.)
-                insert: format!("INSERT INTO {t} (id, data, expires_at) VALUES (?, ?, ?)"),
+                insert: format!(
+                    "INSERT INTO {t} (id, data, expires_at, user_id) VALUES (?, ?, ?, ?)"
+                ),
                 // sqlx connects with CLIENT_FOUND_ROWS, so the row count is the rows matched,
                 // also when the new values equal the old ones.
                 update: format!(
-                    "UPDATE {t} SET data = ?, expires_at = ?, version = version + 1 \
-                     WHERE id = ? AND {}",
+                    "UPDATE {t} SET data = ?, expires_at = ?, user_id = ?, \
+                     version = version + 1 WHERE id = ? AND {}",
                     live("?")
                 ),
                 apply: format!(
-                    "UPDATE {t} SET data = ?, expires_at = ?, version = version + 1 \
-                     WHERE id = ? AND version = ? AND {}",
+                    "UPDATE {t} SET data = ?, expires_at = ?, user_id = ?, \
+                     version = version + 1 WHERE id = ? AND version = ? AND {}",
                     live("?")
                 ),
                 apply_delete: format!("DELETE FROM {t} WHERE id = ? AND version = ?"),
@@ -566,25 +733,52 @@ mod mysql {
                 delete_expired: format!(
                     "DELETE FROM {t} WHERE expires_at <= ? ORDER BY expires_at LIMIT ?"
                 ),
+                user_ids: format!("SELECT id FROM {t} WHERE user_id = ? AND {}", live("?")),
+                user_sessions: format!(
+                    "SELECT id, data, version FROM {t} WHERE user_id = ? AND {}",
+                    live("?")
+                ),
+                revoke_user: format!("DELETE FROM {t} WHERE user_id = ? AND {}", live("?")),
+                revoke_user_except: format!(
+                    "DELETE FROM {t} WHERE user_id = ? AND id <> ? AND {}",
+                    live("?")
+                ),
+                revoke_user_session: format!(
+                    "DELETE FROM {t} WHERE user_id = ? AND id = ? AND {}",
+                    live("?")
+                ),
             }
         }
 
         fn ddl(table: &TableName) -> Vec<String> {
             let t = table.quoted('`');
             vec![
+                // user_id is VARBINARY: users compare byte for byte (a `_bin` collation of a
+                // character set still ignores trailing spaces), and 255 bytes, the longest
+                // user, fit any InnoDB index whatever the table's row format.
                 format!(
                     "CREATE TABLE IF NOT EXISTS {t} (\
                      id VARCHAR(128) CHARACTER SET ascii COLLATE ascii_bin NOT NULL PRIMARY KEY, \
                      data LONGBLOB NOT NULL, \
                      expires_at BIGINT NULL, \
                      version BIGINT NOT NULL DEFAULT 0, \
-                     INDEX `{}` (expires_at))",
-                    table.index_name()
+                     user_id VARBINARY(255) NULL, \
+                     INDEX `{}` (expires_at), \
+                     INDEX `{}` (user_id))",
+                    table.index_name(),
+                    table.user_index_name()
                 ),
                 // Tables made before saves merged their changes have no version yet. (MySQL
                 // has no `ADD COLUMN IF NOT EXISTS`: a column already there is
                 // ER_DUP_FIELDNAME, which `migrate` takes as done.)
                 format!("ALTER TABLE {t} ADD COLUMN version BIGINT NOT NULL DEFAULT 0"),
+                // Tables made before sessions were bound to users have no user_id yet; nor
+                // `CREATE INDEX IF NOT EXISTS`: an index already there is ER_DUP_KEYNAME.
+                format!("ALTER TABLE {t} ADD COLUMN user_id VARBINARY(255) NULL"),
+                format!(
+                    "CREATE INDEX `{}` ON {t} (user_id)",
+                    table.user_index_name()
+                ),
             ]
         }
 
@@ -608,6 +802,11 @@ mod mysql {
             number(e) == Some(1060)
         }
 
+        fn is_duplicate_index(e: &sqlx::Error) -> bool {
+            // ER_DUP_KEYNAME
+            number(e) == Some(1061)
+        }
+
         fn lazy_pool(
             url: &str,
             acquire_timeout: Duration,
@@ -623,8 +822,10 @@ mod mysql {
             id: &'c str,
             data: &'c [u8],
             expires_at: Option<i64>,
+            user: Option<&'c str>,
         ) -> Result<bool, sqlx::Error> {
-            let args = arguments!(id.len() + data.len(); id, data, expires_at)?;
+            let bytes = id.len() + data.len() + user.map_or(0, str::len);
+            let args = arguments!(bytes; id, data, expires_at, user)?;
             let result = sqlx::query_with(sql, args).execute(conn).await;
             match result {
                 Ok(_) => Ok(true),

@@ -63,11 +63,15 @@
 //! | operation | statement |
 //! |---|---|
 //! | read | `SELECT data, version FROM t WHERE id = ? AND (expires_at IS NULL OR expires_at > ?now)` |
-//! | create (`write(None, ..)`) | `INSERT INTO t (id, data, expires_at) VALUES (?, ?, ?)`, with `ON CONFLICT (id) DO NOTHING` on SQLite and PostgreSQL; on MySQL a duplicate-key error. A taken id changes nothing: a new id is minted and tried |
-//! | update (`write(Some(id), ..)`) | `UPDATE t SET data = ?, expires_at = ?, version = version + 1 WHERE id = ? AND (expires_at IS NULL OR expires_at > ?now)`; no row matched: [`Error::SessionGone`], nothing stored |
-//! | save (`apply`: a loaded session's changes) | `UPDATE t SET data = ?, expires_at = ?, version = version + 1 WHERE id = ? AND version = ?read AND (expires_at IS NULL OR expires_at > ?now)` (a session emptied: `DELETE FROM t WHERE id = ? AND version = ?read`). No row matched: another save came in between; the row is read again, the session's changes applied to it, and the statement sent again (at most 16 times); a row gone is [`Error::SessionGone`] |
+//! | create (`write(None, ..)`) | `INSERT INTO t (id, data, expires_at, user_id) VALUES (?, ?, ?, ?)`, with `ON CONFLICT (id) DO NOTHING` on SQLite and PostgreSQL; on MySQL a duplicate-key error. A taken id changes nothing: a new id is minted and tried |
+//! | update (`write(Some(id), ..)`) | `UPDATE t SET data = ?, expires_at = ?, user_id = ?, version = version + 1 WHERE id = ? AND (expires_at IS NULL OR expires_at > ?now)`; no row matched: [`Error::SessionGone`], nothing stored |
+//! | save (`apply`: a loaded session's changes) | `UPDATE t SET data = ?, expires_at = ?, user_id = ?, version = version + 1 WHERE id = ? AND version = ?read AND (expires_at IS NULL OR expires_at > ?now)` (a session emptied: `DELETE FROM t WHERE id = ? AND version = ?read`). No row matched: another save came in between; the row is read again, the session's changes applied to it, and the statement sent again (at most 16 times); a row gone is [`Error::SessionGone`] |
 //! | remove | `DELETE FROM t WHERE id = ?` |
 //! | exists | `SELECT 1 FROM t WHERE id = ? AND (expires_at IS NULL OR expires_at > ?now)` |
+//! | a user's session ids ([`user_session_ids`](SessionBackend::user_session_ids)) | `SELECT id FROM t WHERE user_id = ? AND (expires_at IS NULL OR expires_at > ?now)` |
+//! | a user's sessions ([`user_sessions`](SessionBackend::user_sessions)) | `SELECT id, data, version FROM t WHERE user_id = ? AND (expires_at IS NULL OR expires_at > ?now)`; each row decoded as a read decodes it, most recently used first |
+//! | revoke a user's sessions ([`revoke_user_sessions`](SessionBackend::revoke_user_sessions)) | `DELETE FROM t WHERE user_id = ? AND id <> ?keep AND (expires_at IS NULL OR expires_at > ?now)` (without `id <> ?keep` when no session is kept); the count is of live sessions, expired ones are left to the cleanup |
+//! | revoke one ([`revoke_user_session`](SessionBackend::revoke_user_session)) | the user's ids as above, to find the one the handle names, then `DELETE FROM t WHERE user_id = ? AND id = ? AND (expires_at IS NULL OR expires_at > ?now)`: two statements, since the handle is a hash the database cannot compute |
 //!
 //! Creates never overwrite a row and updates never bring back one that was removed or has
 //! expired: the database decides both in the statement that stores the data. On MySQL and
@@ -97,6 +101,7 @@
 //! | `data` | bytes | the record, as the serializer encoded it |
 //! | `expires_at` | 64-bit integer, indexed, `NULL` = never | when the row expires, in **Unix milliseconds** (UTC) |
 //! | `version` | 64-bit integer, default 0 | bumped by every update: how a save notices another save in between |
+//! | `user_id` | text (MySQL: `VARBINARY(255)`), indexed, `NULL` = none | the user the session is bound to ([`SessionData::user`]), written by every create, update and save; how a user's sessions are found |
 //!
 //! "Now" is taken from the application's clock and bound into each statement, so the three
 //! databases behave the same whatever their time zone settings; run the application servers
@@ -108,11 +113,25 @@
 //! whether another one came in between. Uncontended, a request that changes its session costs
 //! the same two statements as before: its read, and one update.
 //!
-//! [`migrate`](SqlBackend::migrate) creates the table and the index when they are missing,
-//! and adds the `version` column to a table made by an earlier version of this crate (it
-//! never drops or changes anything else).
+//! A session bound to a user (`Session::set_user`) stores the user in its record, as every
+//! backend does, and in the `user_id` column, which the same create, update or save statement
+//! writes: binding, unbinding or never binding a user costs no statement more. Listing and
+//! revoking a user's sessions search the index on `user_id` (`<table>_user_id_idx`; on SQLite
+//! and PostgreSQL a partial index, of the rows bound to a user only). A revoked session's row
+//! is deleted, so it reads as missing, and a save racing the revocation finds no row to update
+//! ([`Error::SessionGone`]) instead of bringing it back. Users compare exactly, byte for byte;
+//! a record whose user is longer than [`MAX_USER_LEN`] bytes is refused with
+//! [`Error::InvalidUser`].
+//!
+//! [`migrate`](SqlBackend::migrate) creates the table and the indexes when they are missing,
+//! and adds the `version` and `user_id` columns and the index on `user_id` to a table made by
+//! an earlier version of this crate (it never drops or changes anything else). Run it before
+//! this version writes to such a table: its creates and updates need the `user_id` column.
+//! On a large PostgreSQL table, `CREATE INDEX` blocks writes to the table while it builds the
+//! index; to avoid that, create the index beforehand with `CREATE INDEX CONCURRENTLY` under
+//! the same name (and definition), and `migrate` finds it there.
 //! To run your own migrations instead, this is the DDL it runs for the default table name
-//! `sessions` (the index is named `<table>_expires_at_idx`):
+//! `sessions` (the indexes are named `<table>_expires_at_idx` and `<table>_user_id_idx`):
 //!
 //! SQLite (`WITHOUT ROWID`: rows live in the primary key's B-tree, so finding a session by id
 //! is one tree search instead of two; this suits rows of a few hundred bytes, as sessions
@@ -120,26 +139,36 @@
 //! slower):
 //!
 //! ```sql
-//! CREATE TABLE IF NOT EXISTS "sessions" (id TEXT PRIMARY KEY NOT NULL, data BLOB NOT NULL, expires_at INTEGER, version INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;
+//! CREATE TABLE IF NOT EXISTS "sessions" (id TEXT PRIMARY KEY NOT NULL, data BLOB NOT NULL, expires_at INTEGER, version INTEGER NOT NULL DEFAULT 0, user_id TEXT) WITHOUT ROWID;
 //! -- "duplicate column name" here means the column is there: done.
 //! ALTER TABLE "sessions" ADD COLUMN version INTEGER NOT NULL DEFAULT 0;
+//! ALTER TABLE "sessions" ADD COLUMN user_id TEXT;
 //! CREATE INDEX IF NOT EXISTS "sessions_expires_at_idx" ON "sessions" (expires_at);
+//! CREATE INDEX IF NOT EXISTS "sessions_user_id_idx" ON "sessions" (user_id) WHERE user_id IS NOT NULL;
 //! ```
 //!
 //! PostgreSQL:
 //!
 //! ```sql
-//! CREATE TABLE IF NOT EXISTS "sessions" (id TEXT PRIMARY KEY, data BYTEA NOT NULL, expires_at BIGINT, version BIGINT NOT NULL DEFAULT 0);
+//! CREATE TABLE IF NOT EXISTS "sessions" (id TEXT PRIMARY KEY, data BYTEA NOT NULL, expires_at BIGINT, version BIGINT NOT NULL DEFAULT 0, user_id TEXT);
 //! ALTER TABLE "sessions" ADD COLUMN IF NOT EXISTS version BIGINT NOT NULL DEFAULT 0;
+//! ALTER TABLE "sessions" ADD COLUMN IF NOT EXISTS user_id TEXT;
 //! CREATE INDEX IF NOT EXISTS "sessions_expires_at_idx" ON "sessions" (expires_at);
+//! CREATE INDEX IF NOT EXISTS "sessions_user_id_idx" ON "sessions" (user_id) WHERE user_id IS NOT NULL;
 //! ```
 //!
-//! MySQL / MariaDB (a binary collation, so ids compare exactly, case included):
+//! MySQL / MariaDB (a binary collation, so ids compare exactly, case included; `user_id` is
+//! `VARBINARY`, so users compare byte for byte, trailing spaces included, which a `_bin`
+//! collation of a character set would ignore, and its 255 bytes fit an index in any InnoDB row
+//! format):
 //!
 //! ```sql
-//! CREATE TABLE IF NOT EXISTS `sessions` (id VARCHAR(128) CHARACTER SET ascii COLLATE ascii_bin NOT NULL PRIMARY KEY, data LONGBLOB NOT NULL, expires_at BIGINT NULL, version BIGINT NOT NULL DEFAULT 0, INDEX `sessions_expires_at_idx` (expires_at));
+//! CREATE TABLE IF NOT EXISTS `sessions` (id VARCHAR(128) CHARACTER SET ascii COLLATE ascii_bin NOT NULL PRIMARY KEY, data LONGBLOB NOT NULL, expires_at BIGINT NULL, version BIGINT NOT NULL DEFAULT 0, user_id VARBINARY(255) NULL, INDEX `sessions_expires_at_idx` (expires_at), INDEX `sessions_user_id_idx` (user_id));
 //! -- ER_DUP_FIELDNAME (1060) here means the column is there: done.
 //! ALTER TABLE `sessions` ADD COLUMN version BIGINT NOT NULL DEFAULT 0;
+//! ALTER TABLE `sessions` ADD COLUMN user_id VARBINARY(255) NULL;
+//! -- ER_DUP_KEYNAME (1061) here means the index is there: done.
+//! CREATE INDEX `sessions_user_id_idx` ON `sessions` (user_id);
 //! ```
 //!
 //! Table names are checked when the backend is built ([`with_table`](SqlBackend::with_table)):
@@ -221,8 +250,8 @@ use driver::{Driver, Failure, Statements};
 use sessions_core::serializer::JsonSerializer;
 use sessions_core::store::{self, Decoded};
 use sessions_core::{
-    Applied, Changes, Error, IdGenerator, Revision, Serializer, SessionBackend, SessionData,
-    async_trait,
+    Applied, Changes, Error, IdGenerator, MAX_USER_LEN, Revision, Serializer, SessionBackend,
+    SessionData, SessionHandle, UserSession, async_trait,
 };
 
 /// How a read treats a row the serializer cannot decode (re-exported from `sessions-core`).
@@ -560,9 +589,10 @@ impl<DB: SqlDatabase, S> SqlBackend<DB, S> {
         self.shared.conns.max()
     }
 
-    /// Create the sessions table and its index when they are missing; otherwise do nothing.
-    /// Safe to call on every start, from several instances at once. The statements are in
-    /// the [crate docs](crate#schema).
+    /// Create the sessions table and its indexes when they are missing, and add what later
+    /// versions need (the `version` and `user_id` columns, the index on `user_id`) to a table
+    /// made by an earlier version; otherwise do nothing. Safe to call on every start, from
+    /// several instances at once. The statements are in the [crate docs](crate#schema).
     pub async fn migrate(&self) -> Result<(), Error> {
         let shared = &*self.shared;
         for sql in DB::ddl(&shared.table) {
@@ -571,8 +601,13 @@ impl<DB: SqlDatabase, S> SqlBackend<DB, S> {
                 attempt += 1;
                 match run!(shared, |conn| DB::execute_ddl(conn, &sql)) {
                     Ok(()) => break,
-                    // The version column, added to a table that has it already.
-                    Err(OpError::Statement(_, e)) if DB::is_duplicate_column(&e) => break,
+                    // A column (version, user_id) added to a table that has it already, or
+                    // (MySQL) the user_id index created on one that has it.
+                    Err(OpError::Statement(_, e))
+                        if DB::is_duplicate_column(&e) || DB::is_duplicate_index(&e) =>
+                    {
+                        break;
+                    }
                     // Two instances creating the same table at once: PostgreSQL can fail the
                     // loser on its catalog's unique index even with IF NOT EXISTS. Once the
                     // winner is done, the statement finds the table there.
@@ -581,7 +616,7 @@ impl<DB: SqlDatabase, S> SqlBackend<DB, S> {
                     }
                     Err(e) => {
                         return Err(shared
-                            .error(e, "migrate (create table and index)", None)
+                            .error(e, "migrate (create or upgrade table and indexes)", None)
                             .await);
                     }
                 }
@@ -735,6 +770,16 @@ fn storable(id: &str) -> bool {
     !id.is_empty() && id.len() <= MAX_ID_LEN && id.bytes().all(|b| b.is_ascii_graphic())
 }
 
+/// The user `data` is bound to, as the `user_id` column stores it. A user longer than
+/// [`MAX_USER_LEN`] bytes (which `Session::set_user` refuses) is [`Error::InvalidUser`]:
+/// MySQL's column could not hold it, and no database is asked to.
+fn user_of(data: &SessionData) -> Result<Option<&str>, Error> {
+    match data.user() {
+        Some(user) if user.len() > MAX_USER_LEN => Err(Error::InvalidUser { len: user.len() }),
+        user => Ok(user),
+    }
+}
+
 /// Unix milliseconds by the application's clock.
 fn now_ms() -> i64 {
     SystemTime::now()
@@ -832,6 +877,7 @@ impl<DB: SqlDatabase, S: Serializer> SessionBackend for SqlBackend<DB, S> {
         data: &SessionData,
         ttl: Option<Duration>,
     ) -> Result<String, Error> {
+        let user = user_of(data)?;
         let value = self.serializer.serialize(data)?;
         let shared = &*self.shared;
         match id {
@@ -847,6 +893,7 @@ impl<DB: SqlDatabase, S: Serializer> SessionBackend for SqlBackend<DB, S> {
                     id,
                     &value,
                     expires_at,
+                    user,
                     now
                 )) {
                     Ok(0) => Err(Error::SessionGone),
@@ -874,7 +921,8 @@ impl<DB: SqlDatabase, S: Serializer> SessionBackend for SqlBackend<DB, S> {
                             &shared.sql.insert,
                             &id,
                             value,
-                            expires_at
+                            expires_at,
+                            user
                         )) {
                             Ok(inserted) => Ok(inserted),
                             Err(e) => Err(shared.error(e, "create", Some(&id)).await),
@@ -888,7 +936,8 @@ impl<DB: SqlDatabase, S: Serializer> SessionBackend for SqlBackend<DB, S> {
 
     /// Two statements when no other save came in between (the session's read, and a
     /// conditional update): the update applies only while the row holds the version the
-    /// session read. When another save came in between, the row is read again, the changes
+    /// session read. The update stores the session's user in `user_id` too, so a save that
+    /// binds or unbinds one costs no statement more. When another save came in between, the row is read again, the changes
     /// applied to it, and the update sent once more.
     async fn apply(
         &self,
@@ -917,6 +966,7 @@ impl<DB: SqlDatabase, S: Serializer> SessionBackend for SqlBackend<DB, S> {
                     version
                 ))
             } else {
+                let user = user_of(&merged)?;
                 let value = self.serializer.serialize(&merged)?;
                 let expires_at = self.expires_at(ttl, now);
                 run!(shared, |conn| DB::apply(
@@ -925,6 +975,7 @@ impl<DB: SqlDatabase, S: Serializer> SessionBackend for SqlBackend<DB, S> {
                     id,
                     &value,
                     expires_at,
+                    user,
                     now,
                     version
                 ))
@@ -980,6 +1031,119 @@ impl<DB: SqlDatabase, S: Serializer> SessionBackend for SqlBackend<DB, S> {
         )) {
             Ok(found) => Ok(found),
             Err(e) => Err(shared.error(e, "exists", Some(id)).await),
+        }
+    }
+
+    /// One statement: `SELECT id FROM t WHERE user_id = ? AND <live>`, on the index of
+    /// `user_id`.
+    async fn user_session_ids(&self, user: &str) -> Result<Vec<String>, Error> {
+        if user.len() > MAX_USER_LEN {
+            // No row can hold it (see `user_of`).
+            return Ok(Vec::new());
+        }
+        let shared = &*self.shared;
+        let now = now_ms();
+        match run!(shared, |conn| DB::fetch_user_ids(
+            conn,
+            &shared.sql.user_ids,
+            user,
+            now
+        )) {
+            Ok(ids) => Ok(ids),
+            Err(e) => Err(shared.error(e, "list the sessions of a user", None).await),
+        }
+    }
+
+    /// One statement: `SELECT id, data, version FROM t WHERE user_id = ? AND <live>`. Each
+    /// row is decoded as [`read`](SessionBackend::read) decodes it: a row that does not
+    /// decode is left out and deleted (or, with [`CorruptRecords::Fail`], fails the listing),
+    /// and one whose record is bound to someone else (edited by hand, or saved by an earlier
+    /// version of this crate that left `user_id` as it was) is left out.
+    async fn user_sessions(&self, user: &str) -> Result<Vec<UserSession>, Error> {
+        if user.len() > MAX_USER_LEN {
+            return Ok(Vec::new());
+        }
+        let shared = &*self.shared;
+        let now = now_ms();
+        let table: &(dyn fmt::Display + Sync) = &shared.table;
+        let decode = |id: &str, bytes: &[u8], version: i64| {
+            let location = RowOf { table, id };
+            let decoded = store::decode(&self.serializer, bytes, self.corrupt, &location);
+            (id.to_owned(), decoded, version)
+        };
+        let rows = match run!(shared, |conn| DB::fetch_user_rows(
+            conn,
+            &shared.sql.user_sessions,
+            user,
+            now,
+            &decode
+        )) {
+            Ok(rows) => rows,
+            Err(e) => return Err(shared.error(e, "list the sessions of a user", None).await),
+        };
+        let mut sessions = Vec::with_capacity(rows.len());
+        for (id, decoded, version) in rows {
+            match decoded? {
+                Decoded::Record(record) if record.user() == Some(user) => {
+                    let record = record.with_revision(Revision::number(version));
+                    sessions.push(UserSession::new(&id, record));
+                }
+                Decoded::Record(_) => {}
+                Decoded::Corrupt => {
+                    // As a read of it would: deleted, so it is not decoded again.
+                    if let Err(error) = self.remove(&id).await {
+                        tracing::warn!(%error, "sessions-sql: the undecodable row could not be deleted");
+                    }
+                }
+            }
+        }
+        UserSession::most_recent_first(&mut sessions);
+        Ok(sessions)
+    }
+
+    /// One statement: `DELETE FROM t WHERE user_id = ? AND id <> ?keep AND <live>` (without
+    /// `id <> ?` when nothing is kept). Expired rows are left to the cleanup and not counted.
+    async fn revoke_user_sessions(&self, user: &str, keep: Option<&str>) -> Result<usize, Error> {
+        if user.len() > MAX_USER_LEN {
+            return Ok(0);
+        }
+        // An id the table cannot hold names no row: nothing to keep.
+        let keep = keep.filter(|id| storable(id));
+        let shared = &*self.shared;
+        let sql = match keep {
+            Some(_) => &shared.sql.revoke_user_except,
+            None => &shared.sql.revoke_user,
+        };
+        let now = now_ms();
+        match run!(shared, |conn| DB::delete_of_user(
+            conn, sql, user, keep, now
+        )) {
+            Ok(revoked) => Ok(usize::try_from(revoked).unwrap_or(usize::MAX)),
+            Err(e) => Err(shared.error(e, "revoke the sessions of a user", None).await),
+        }
+    }
+
+    /// Two statements: the user's ids ([`user_session_ids`](SessionBackend::user_session_ids)),
+    /// among which the handle's is found, then
+    /// `DELETE FROM t WHERE user_id = ? AND id = ? AND <live>`.
+    async fn revoke_user_session(&self, user: &str, handle: &SessionHandle) -> Result<bool, Error> {
+        let ids = self.user_session_ids(user).await?;
+        let Some(id) = ids.iter().find(|id| handle.is_of(id)) else {
+            return Ok(false);
+        };
+        let shared = &*self.shared;
+        let now = now_ms();
+        match run!(shared, |conn| DB::delete_of_user(
+            conn,
+            &shared.sql.revoke_user_session,
+            user,
+            Some(id),
+            now
+        )) {
+            Ok(revoked) => Ok(revoked > 0),
+            Err(e) => Err(shared
+                .error(e, "revoke a session of a user", Some(id))
+                .await),
         }
     }
 

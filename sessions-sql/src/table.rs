@@ -3,8 +3,9 @@
 use sessions_core::Error;
 use std::fmt;
 
-/// The longest name part accepted: the index name `<table>_expires_at_idx` must still fit in
-/// PostgreSQL's 63-byte identifier limit (MySQL allows 64).
+/// The longest name part accepted: the index names `<table>_expires_at_idx` (63 bytes at
+/// most) and `<table>_user_id_idx` (60) must still fit in PostgreSQL's 63-byte identifier
+/// limit (MySQL allows 64).
 pub const MAX_NAME_LEN: usize = 48;
 
 /// A table name that is safe to write into SQL: `table` or `schema.table`, each part made of
@@ -55,6 +56,11 @@ impl TableName {
         format!("{}_expires_at_idx", self.name)
     }
 
+    /// The name of the index on `user_id`: `<name>_user_id_idx`, unquoted.
+    pub fn user_index_name(&self) -> String {
+        format!("{}_user_id_idx", self.name)
+    }
+
     /// The (schema-qualified) name, each part in `quote` characters (`"` or `` ` ``). Safe
     /// because the parts were checked to hold no quote characters.
     pub fn quoted(&self, quote: char) -> String {
@@ -66,9 +72,20 @@ impl TableName {
 
     /// The index name, qualified by the schema as SQLite wants it in `CREATE INDEX`.
     pub fn quoted_index_in_schema(&self, quote: char) -> String {
+        self.in_schema(quote, &self.index_name())
+    }
+
+    /// The name of the index on `user_id`, qualified like
+    /// [`quoted_index_in_schema`](Self::quoted_index_in_schema).
+    pub fn quoted_user_index_in_schema(&self, quote: char) -> String {
+        self.in_schema(quote, &self.user_index_name())
+    }
+
+    /// `object` (a name made here from the checked table name), in the table's schema.
+    fn in_schema(&self, quote: char, object: &str) -> String {
         match &self.schema {
-            Some(schema) => format!("{quote}{schema}{quote}.{quote}{}{quote}", self.index_name()),
-            None => format!("{quote}{}{quote}", self.index_name()),
+            Some(schema) => format!("{quote}{schema}{quote}.{quote}{object}{quote}"),
+            None => format!("{quote}{object}{quote}"),
         }
     }
 }
@@ -97,6 +114,7 @@ mod tests {
         let t = TableName::parse("sessions").unwrap();
         assert_eq!(t.quoted('"'), "\"sessions\"");
         assert_eq!(t.index_name(), "sessions_expires_at_idx");
+        assert_eq!(t.user_index_name(), "sessions_user_id_idx");
         let t = TableName::parse("app.Web_Sessions2").unwrap();
         assert_eq!(t.quoted('`'), "`app`.`Web_Sessions2`");
         assert_eq!(t.to_string(), "app.Web_Sessions2");
@@ -104,8 +122,14 @@ mod tests {
             t.quoted_index_in_schema('"'),
             "\"app\".\"Web_Sessions2_expires_at_idx\""
         );
+        assert_eq!(
+            t.quoted_user_index_in_schema('"'),
+            "\"app\".\"Web_Sessions2_user_id_idx\""
+        );
         let longest = "a".repeat(MAX_NAME_LEN);
-        assert!(TableName::parse(&longest).is_ok());
+        let t = TableName::parse(&longest).unwrap();
+        // PostgreSQL truncates identifiers over 63 bytes: both index names must fit.
+        assert!(t.index_name().len() <= 63 && t.user_index_name().len() <= 63);
         assert!(TableName::parse(&format!("{longest}_expires_at_idx")).is_err());
     }
 

@@ -10,3 +10,4 @@ mod common;
 mod conformance;
 mod faults;
 mod round_trips;
+mod users;

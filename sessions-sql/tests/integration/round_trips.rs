@@ -8,8 +8,8 @@
 //!   the client sends after the server spoke). A sqlx pool alone costs more: it pings every
 //!   connection given back to it, which this test would count as a second round trip.
 
-use crate::common::{Fixture, HOUR, Kind, drop_table_later, for_each_db, n, unique_table};
-use sessions_core::{Error, SessionBackend};
+use crate::common::{Fixture, HOUR, Kind, drop_table_later, for_each_db, n, now_ms, unique_table};
+use sessions_core::{Changes, Error, SessionBackend, SessionData, SessionHandle};
 use std::sync::{Mutex, OnceLock};
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
@@ -84,7 +84,28 @@ async fn statements<T>(
     (result, words)
 }
 
-for_each_db!(every_operation_is_one_statement);
+for_each_db!(
+    every_operation_is_one_statement,
+    binding_a_user_costs_no_statement_and_listing_and_revoking_one_each
+);
+
+/// The session `id` as the session layer saves it: loaded, `changes` made.
+async fn loaded_with<B: SessionBackend>(b: &B, id: &str, changes: &Changes) -> SessionData {
+    let loaded = b.read(id).await.unwrap().unwrap();
+    changes.applied_to(&loaded, now_ms() as u64 / 1000)
+}
+
+fn setting(value: u64) -> Changes {
+    let mut changes = Changes::default();
+    changes.set("n", serde_json::json!(value));
+    changes
+}
+
+fn binding(user: Option<&str>) -> Changes {
+    let mut changes = Changes::default();
+    changes.set_user(user.map(Into::into));
+    changes
+}
 
 async fn every_operation_is_one_statement<K: Kind>() {
     install_statement_log();
@@ -119,6 +140,70 @@ async fn every_operation_is_one_statement<K: Kind>() {
     let (none, sql) = statements(&table, backend.read("not an id")).await;
     assert!(none.unwrap().is_none());
     assert!(sql.is_empty(), "{sql:?}");
+}
+
+/// A save never binding a user sends what it sent before the user index (one `UPDATE`), and
+/// so does a save that binds, rebinds or unbinds one; listing and revoking all are one
+/// statement each, revoking one by handle two (the ids, then the delete).
+async fn binding_a_user_costs_no_statement_and_listing_and_revoking_one_each<K: Kind>() {
+    install_statement_log();
+    let fx = Fixture::<K>::unmigrated();
+    let table = unique_table(MARK.trim_end_matches('_'));
+    let backend = fx.backend.clone().with_table(&table).unwrap();
+    let _drop = drop_table_later::<K::DB>(&table);
+    backend.migrate().await.unwrap();
+    let b = &backend;
+    let user = format!("user-{}", sessions_core::generate_id());
+
+    let id = b.write(None, &n(1), HOUR).await.unwrap();
+    let changes = setting(2);
+    let session = loaded_with(b, &id, &changes).await;
+    let (saved, sql) = statements(&table, b.apply(&id, &session, &changes, HOUR)).await;
+    saved.unwrap();
+    assert_eq!(sql, ["UPDATE"], "a save of a session bound to no user");
+    for (changes, what) in [
+        (binding(Some(&user)), "a save binding a user"),
+        (setting(3), "a save of a bound session"),
+        (binding(None), "an unbinding save"),
+        (binding(Some(&user)), "a save binding again"),
+    ] {
+        let session = loaded_with(b, &id, &changes).await;
+        let (saved, sql) = statements(&table, b.apply(&id, &session, &changes, HOUR)).await;
+        saved.unwrap();
+        assert_eq!(sql, ["UPDATE"], "{what}");
+    }
+    let mut data = n(4);
+    data.set_user(Some(user.as_str().into()));
+    let (other, sql) = statements(&table, b.write(None, &data, HOUR)).await;
+    let other = other.unwrap();
+    assert_eq!(sql, ["INSERT"], "a create of a bound session");
+    let (updated, sql) = statements(&table, b.write(Some(&other), &data, HOUR)).await;
+    updated.unwrap();
+    assert_eq!(sql, ["UPDATE"], "an update of a bound session");
+
+    let (ids, sql) = statements(&table, b.user_session_ids(&user)).await;
+    assert_eq!(ids.unwrap().len(), 2);
+    assert_eq!(sql, ["SELECT"], "the ids of a user's sessions");
+    let (listed, sql) = statements(&table, b.user_sessions(&user)).await;
+    assert_eq!(listed.unwrap().len(), 2);
+    assert_eq!(sql, ["SELECT"], "a user's sessions");
+    let (revoked, sql) = statements(&table, b.revoke_user_sessions(&user, Some(&id))).await;
+    assert_eq!(revoked.unwrap(), 1);
+    assert_eq!(sql, ["DELETE"], "revoking a user's other sessions");
+    let (revoked, sql) = statements(
+        &table,
+        b.revoke_user_session(&user, &SessionHandle::of(&id)),
+    )
+    .await;
+    assert!(revoked.unwrap());
+    assert_eq!(
+        sql,
+        ["SELECT", "DELETE"],
+        "revoking one session by its handle"
+    );
+    let (revoked, sql) = statements(&table, b.revoke_user_sessions(&user, None)).await;
+    assert_eq!(revoked.unwrap(), 0);
+    assert_eq!(sql, ["DELETE"], "revoking a user's sessions");
 }
 
 #[cfg(any(feature = "postgres", feature = "mysql"))]
@@ -213,6 +298,22 @@ mod wire {
         backend.write(Some(&warm), &n(0), HOUR).await.unwrap();
         backend.read(&warm).await.unwrap();
         backend.exists(&warm).await.unwrap();
+        let changes = binding(Some("warm"));
+        let session = loaded_with(&backend, &warm, &changes).await;
+        backend
+            .apply(&warm, &session, &changes, HOUR)
+            .await
+            .unwrap();
+        backend.user_sessions("warm").await.unwrap();
+        backend
+            .revoke_user_sessions("warm", Some(&warm))
+            .await
+            .unwrap();
+        backend
+            .revoke_user_session("warm", &SessionHandle::of(&warm))
+            .await
+            .unwrap();
+        backend.revoke_user_sessions("warm", None).await.unwrap();
         backend.remove(&warm).await.unwrap();
 
         let (id, trips) = proxy.count(backend.write(None, &n(1), HOUR)).await;
@@ -236,6 +337,29 @@ mod wire {
         let (missing, trips) = proxy.count(backend.read(&id)).await;
         assert!(missing.unwrap().is_none());
         assert_eq!(trips, 1, "read of a missing session");
+
+        // Saves, bound to a user or not, and the user's listing and revocation.
+        let id = backend.write(None, &n(4), HOUR).await.unwrap();
+        for (changes, what) in [
+            (setting(5), "a save of a session bound to no user"),
+            (binding(Some("rt-user")), "a save binding a user"),
+            (setting(6), "a save of a bound session"),
+        ] {
+            let session = loaded_with(&backend, &id, &changes).await;
+            let (saved, trips) = proxy
+                .count(backend.apply(&id, &session, &changes, HOUR))
+                .await;
+            saved.unwrap();
+            assert_eq!(trips, 1, "{what}");
+        }
+        let (listed, trips) = proxy.count(backend.user_sessions("rt-user")).await;
+        assert_eq!(listed.unwrap().len(), 1);
+        assert_eq!(trips, 1, "a user's sessions");
+        let (revoked, trips) = proxy
+            .count(backend.revoke_user_sessions("rt-user", None))
+            .await;
+        assert_eq!(revoked.unwrap(), 1);
+        assert_eq!(trips, 1, "revoking a user's sessions");
     }
 }
 

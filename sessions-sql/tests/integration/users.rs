@@ -1,0 +1,446 @@
+//! Sessions bound to a user, on every database: the `user_id` column each write keeps, its
+//! index, what `migrate` adds to a table of the previous schema, and listing and revocation
+//! beyond what the conformance suite checks (each test in a table of its own).
+
+use crate::common::{Fixture, HOUR, Kind, Raw, for_each_db, n, now_ms};
+use serde_json::json;
+use sessions_core::{
+    Changes, Error, JsonSerializer, MAX_USER_LEN, Serializer, SessionBackend, SessionData,
+    SessionHandle,
+};
+use sessions_sql::CorruptRecords;
+use std::sync::Arc;
+
+for_each_db!(
+    migrate_upgrades_a_table_of_the_previous_schema,
+    the_user_id_column_follows_every_write,
+    users_compare_exactly,
+    a_user_over_the_limit_is_refused_and_one_at_it_is_stored,
+    corrupt_rows_are_left_out_of_a_listing_as_a_read_leaves_them,
+    expired_sessions_are_neither_listed_nor_revoked,
+);
+
+/// What the tests ask a database's catalog.
+pub trait Catalog: Raw {
+    /// `CREATE TABLE` as the previous schema made it (no `user_id`), for `{t}`.
+    const PREVIOUS_DDL: &'static [&'static str];
+    /// How many columns named `column` the table `table` has.
+    fn column_count(table: &str, column: &str) -> String;
+    /// How many indexes named `index` the table `table` has.
+    fn index_count(table: &str, index: &str) -> String;
+}
+
+#[cfg(feature = "sqlite")]
+impl Catalog for sqlx::Sqlite {
+    const PREVIOUS_DDL: &'static [&'static str] = &[
+        "CREATE TABLE {t} (id TEXT PRIMARY KEY NOT NULL, data BLOB NOT NULL, \
+         expires_at INTEGER, version INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID",
+        "CREATE INDEX {i} ON {t} (expires_at)",
+    ];
+    fn column_count(table: &str, column: &str) -> String {
+        format!("SELECT COUNT(*) FROM pragma_table_info('{table}') WHERE name = '{column}'")
+    }
+    fn index_count(table: &str, index: &str) -> String {
+        format!(
+            "SELECT COUNT(*) FROM sqlite_master \
+             WHERE type = 'index' AND tbl_name = '{table}' AND name = '{index}'"
+        )
+    }
+}
+
+#[cfg(feature = "postgres")]
+impl Catalog for sqlx::Postgres {
+    const PREVIOUS_DDL: &'static [&'static str] = &[
+        "CREATE TABLE {t} (id TEXT PRIMARY KEY, data BYTEA NOT NULL, expires_at BIGINT, \
+         version BIGINT NOT NULL DEFAULT 0)",
+        "CREATE INDEX {i} ON {t} (expires_at)",
+    ];
+    fn column_count(table: &str, column: &str) -> String {
+        format!(
+            "SELECT COUNT(*) FROM information_schema.columns WHERE table_schema = current_schema() \
+             AND table_name = '{table}' AND column_name = '{column}'"
+        )
+    }
+    fn index_count(table: &str, index: &str) -> String {
+        format!(
+            "SELECT COUNT(*) FROM pg_indexes WHERE schemaname = current_schema() \
+             AND tablename = '{table}' AND indexname = '{index}'"
+        )
+    }
+}
+
+#[cfg(feature = "mysql")]
+impl Catalog for sqlx::MySql {
+    const PREVIOUS_DDL: &'static [&'static str] = &[
+        "CREATE TABLE {t} (id VARCHAR(128) CHARACTER SET ascii COLLATE ascii_bin NOT NULL \
+         PRIMARY KEY, data LONGBLOB NOT NULL, expires_at BIGINT NULL, \
+         version BIGINT NOT NULL DEFAULT 0, INDEX {i} (expires_at))",
+    ];
+    fn column_count(table: &str, column: &str) -> String {
+        format!(
+            "SELECT COUNT(*) FROM information_schema.columns WHERE table_schema = DATABASE() \
+             AND table_name = '{table}' AND column_name = '{column}'"
+        )
+    }
+    fn index_count(table: &str, index: &str) -> String {
+        // One row per indexed column.
+        format!(
+            "SELECT COUNT(DISTINCT index_name) FROM information_schema.statistics \
+             WHERE table_schema = DATABASE() AND table_name = '{table}' \
+             AND index_name = '{index}'"
+        )
+    }
+}
+
+fn bound(n: u64, user: &str) -> SessionData {
+    let mut data = crate::common::n(n);
+    data.set_user(Some(user.into()));
+    data
+}
+
+fn fresh_user() -> String {
+    format!("user-{}", sessions_core::generate_id())
+}
+
+/// Apply `changes` to the session `id` as loaded now, as the session layer saves it.
+async fn save<B: SessionBackend>(b: &B, id: &str, changes: &Changes) -> Result<(), Error> {
+    let loaded = b.read(id).await?.ok_or(Error::SessionGone)?;
+    let session = changes.applied_to(&loaded, now_ms() as u64 / 1000);
+    b.apply(id, &session, changes, HOUR).await.map(drop)
+}
+
+fn binding(user: Option<&str>) -> Changes {
+    let mut changes = Changes::default();
+    changes.set_user(user.map(Arc::from));
+    changes
+}
+
+impl<K: Kind> Fixture<K> {
+    /// How many rows hold `id` with `user_id` = `user` (`None`: `NULL`).
+    async fn bound_rows(&self, id: &str, user: Option<&str>) -> i64 {
+        let condition = match user {
+            Some(user) => format!("user_id = '{user}'"),
+            None => "user_id IS NULL".to_owned(),
+        };
+        self.int(&format!(
+            "SELECT COUNT(*) FROM {} WHERE id = '{id}' AND {condition}",
+            self.t()
+        ))
+        .await
+        .unwrap()
+    }
+}
+
+async fn migrate_upgrades_a_table_of_the_previous_schema<K: Kind>()
+where
+    K::DB: Catalog,
+{
+    let fx = Fixture::<K>::unmigrated();
+    let b = &fx.backend;
+    let index = format!("{}_user_id_idx", fx.table);
+    let (columns, indexes) = (
+        <K::DB as Catalog>::column_count(&fx.table, "user_id"),
+        <K::DB as Catalog>::index_count(&fx.table, &index),
+    );
+    let q = <K::DB as Raw>::QUOTE;
+    for ddl in <K::DB as Catalog>::PREVIOUS_DDL {
+        let ddl = ddl
+            .replace("{t}", &fx.t())
+            .replace("{i}", &format!("{q}{}_expires_at_idx{q}", fx.table));
+        fx.exec(&ddl).await;
+    }
+    assert_eq!(fx.int(&columns).await, Some(0));
+    // A row the previous version wrote.
+    let id = sessions_core::generate_id();
+    let record = JsonSerializer.serialize(&n(1)).unwrap();
+    fx.exec(&format!(
+        "INSERT INTO {} (id, data, expires_at) VALUES ('{id}', {}, NULL)",
+        fx.t(),
+        K::DB::bytes_literal(&record)
+    ))
+    .await;
+    // Reads are as they were; writes need the column: a clear error, no panic.
+    assert_eq!(b.read(&id).await.unwrap(), Some(n(1)));
+    match b.write(None, &n(2), HOUR).await {
+        Err(Error::Backend { message, .. }) => {
+            assert!(message.contains(&fx.table), "{message}")
+        }
+        other => panic!("a write before migrate: {other:?}"),
+    }
+
+    b.migrate().await.unwrap();
+    assert_eq!(fx.int(&columns).await, Some(1), "no user_id column");
+    assert_eq!(fx.int(&indexes).await, Some(1), "no {index}");
+    b.migrate().await.unwrap();
+    assert_eq!(fx.int(&columns).await, Some(1));
+    assert_eq!(fx.int(&indexes).await, Some(1));
+
+    // The old row, unbound, is bound by a save and found by its user.
+    assert_eq!(fx.bound_rows(&id, None).await, 1);
+    let user = fresh_user();
+    save(b, &id, &binding(Some(&user))).await.unwrap();
+    assert_eq!(fx.bound_rows(&id, Some(&user)).await, 1);
+    let listed = b.user_sessions(&user).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].handle, SessionHandle::of(&id));
+    assert_eq!(listed[0].record.values()["n"], json!(1));
+    assert_eq!(b.revoke_user_sessions(&user, None).await.unwrap(), 1);
+    assert!(b.read(&id).await.unwrap().is_none());
+}
+
+async fn the_user_id_column_follows_every_write<K: Kind>() {
+    let fx = Fixture::<K>::new().await;
+    let b = &fx.backend;
+    let (alice, bob) = (fresh_user(), fresh_user());
+    // A create.
+    let id = b.write(None, &bound(1, &alice), HOUR).await.unwrap();
+    assert_eq!(fx.bound_rows(&id, Some(&alice)).await, 1);
+    let unbound = b.write(None, &n(1), HOUR).await.unwrap();
+    assert_eq!(fx.bound_rows(&unbound, None).await, 1);
+    // A save that changes only values keeps the binding.
+    let mut changes = Changes::default();
+    changes.set("m", json!(2));
+    save(b, &id, &changes).await.unwrap();
+    assert_eq!(fx.bound_rows(&id, Some(&alice)).await, 1);
+    // Saves that rebind and unbind.
+    save(b, &id, &binding(Some(&bob))).await.unwrap();
+    assert_eq!(fx.bound_rows(&id, Some(&bob)).await, 1);
+    save(b, &id, &binding(None)).await.unwrap();
+    assert_eq!(fx.bound_rows(&id, None).await, 1);
+    // An update (`write(Some(..))`).
+    b.write(Some(&id), &bound(3, &alice), HOUR).await.unwrap();
+    assert_eq!(fx.bound_rows(&id, Some(&alice)).await, 1);
+    b.write(Some(&id), &n(4), HOUR).await.unwrap();
+    assert_eq!(fx.bound_rows(&id, None).await, 1);
+    // A save that must read the row again (another save came in between) binds it too.
+    let loaded = b.read(&id).await.unwrap().unwrap();
+    b.write(Some(&id), &n(5), HOUR).await.unwrap();
+    let changes = binding(Some(&bob));
+    let session = changes.applied_to(&loaded, now_ms() as u64 / 1000);
+    b.apply(&id, &session, &changes, HOUR).await.unwrap();
+    assert_eq!(fx.bound_rows(&id, Some(&bob)).await, 1);
+    assert_eq!(b.read(&id).await.unwrap().unwrap().values()["n"], json!(5));
+    // A revoked session stays revoked: a save of it as loaded before is SessionGone.
+    let loaded = b.read(&id).await.unwrap().unwrap();
+    assert_eq!(b.revoke_user_sessions(&bob, None).await.unwrap(), 1);
+    let mut changes = Changes::default();
+    changes.set("late", json!(true));
+    let session = changes.applied_to(&loaded, now_ms() as u64 / 1000);
+    assert!(matches!(
+        b.apply(&id, &session, &changes, HOUR).await,
+        Err(Error::SessionGone)
+    ));
+    assert!(matches!(
+        b.write(Some(&id), &bound(6, &bob), HOUR).await,
+        Err(Error::SessionGone)
+    ));
+    assert_eq!(fx.rows().await, 1, "only the unbound session is left");
+}
+
+/// Users are compared byte for byte on every database: no case folding, no trailing-space
+/// padding (MySQL's `_bin` collations of a character set pad; `VARBINARY` does not).
+async fn users_compare_exactly<K: Kind>() {
+    let fx = Fixture::<K>::new().await;
+    let b = &fx.backend;
+    let base = fresh_user();
+    let users = [
+        base.clone(),
+        format!("{base} "),
+        base.to_uppercase(),
+        format!("{base}\u{e9}"),
+    ];
+    let mut ids = Vec::new();
+    for user in &users {
+        ids.push(b.write(None, &bound(1, user), HOUR).await.unwrap());
+    }
+    for (user, id) in users.iter().zip(&ids) {
+        assert_eq!(
+            b.user_session_ids(user).await.unwrap(),
+            [id.as_str()],
+            "{user:?}"
+        );
+        let listed = b.user_sessions(user).await.unwrap();
+        assert_eq!(listed.len(), 1, "{user:?}");
+        assert_eq!(listed[0].handle, SessionHandle::of(id));
+    }
+    assert_eq!(b.revoke_user_sessions(&base, None).await.unwrap(), 1);
+    assert!(b.read(&ids[0]).await.unwrap().is_none());
+    for id in &ids[1..] {
+        assert!(b.exists(id).await.unwrap(), "another user's session went");
+    }
+    // Revoking one by handle needs the user it is bound to.
+    assert!(
+        !b.revoke_user_session(&base, &SessionHandle::of(&ids[1]))
+            .await
+            .unwrap()
+    );
+    assert!(
+        b.revoke_user_session(&users[1], &SessionHandle::of(&ids[1]))
+            .await
+            .unwrap()
+    );
+    // A kept id the table cannot hold keeps nothing (and is never sent).
+    let other = b.write(None, &bound(2, &users[2]), HOUR).await.unwrap();
+    assert_eq!(
+        b.revoke_user_sessions(&users[2], Some("not an id ü"))
+            .await
+            .unwrap(),
+        2
+    );
+    assert!(!b.exists(&other).await.unwrap());
+    assert_eq!(fx.rows().await, 1);
+}
+
+async fn a_user_over_the_limit_is_refused_and_one_at_it_is_stored<K: Kind>() {
+    let fx = Fixture::<K>::new().await;
+    let b = &fx.backend;
+    // 255 bytes, of two-byte characters: the limit is in bytes.
+    let longest = format!("{}x", "\u{e9}".repeat((MAX_USER_LEN - 1) / 2));
+    assert_eq!(longest.len(), MAX_USER_LEN);
+    let id = b.write(None, &bound(1, &longest), HOUR).await.unwrap();
+    assert_eq!(
+        b.read(&id).await.unwrap().unwrap().user(),
+        Some(longest.as_str())
+    );
+    assert_eq!(b.user_session_ids(&longest).await.unwrap(), [id.as_str()]);
+
+    let over = format!("{longest}y");
+    let refused = |result: Result<String, Error>| {
+        assert!(
+            matches!(result, Err(Error::InvalidUser { len }) if len == MAX_USER_LEN + 1),
+            "{result:?}"
+        )
+    };
+    refused(b.write(None, &bound(2, &over), HOUR).await);
+    refused(b.write(Some(&id), &bound(2, &over), HOUR).await);
+    match save(b, &id, &binding(Some(&over))).await {
+        Err(Error::InvalidUser { len }) => assert_eq!(len, MAX_USER_LEN + 1),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(fx.rows().await, 1);
+    assert_eq!(
+        b.read(&id).await.unwrap().unwrap().user(),
+        Some(longest.as_str())
+    );
+    // Nothing is bound to such a user, and no statement is needed to say so.
+    assert!(b.user_sessions(&over).await.unwrap().is_empty());
+    assert_eq!(b.revoke_user_sessions(&over, None).await.unwrap(), 0);
+}
+
+async fn corrupt_rows_are_left_out_of_a_listing_as_a_read_leaves_them<K: Kind>() {
+    let fx = Fixture::<K>::new().await;
+    let b = &fx.backend;
+    let user = fresh_user();
+    let good = b.write(None, &bound(1, &user), HOUR).await.unwrap();
+    let corrupt = sessions_core::generate_id();
+    fx.exec(&format!(
+        "INSERT INTO {} (id, data, expires_at, user_id) VALUES ('{corrupt}', {}, NULL, '{user}')",
+        fx.t(),
+        K::DB::bytes_literal(b"\xff not a record")
+    ))
+    .await;
+    // A row whose column says the user but whose record does not (a hand edit): left out.
+    let mislabelled = b.write(None, &n(2), HOUR).await.unwrap();
+    fx.exec(&format!(
+        "UPDATE {} SET user_id = '{user}' WHERE id = '{mislabelled}'",
+        fx.t()
+    ))
+    .await;
+
+    let strict = b.clone().with_corrupt_records(CorruptRecords::Fail);
+    match strict.user_sessions(&user).await {
+        Err(Error::Serialization { .. }) => {}
+        other => panic!("strict mode must fail the listing: {other:?}"),
+    }
+    assert_eq!(fx.rows().await, 3, "strict mode deleted a row");
+
+    let listed = b.user_sessions(&user).await.unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0].handle, SessionHandle::of(&good));
+    assert!(
+        !b.exists(&corrupt).await.unwrap(),
+        "the undecodable row was kept"
+    );
+    assert!(b.exists(&mislabelled).await.unwrap());
+    assert_eq!(fx.rows().await, 2);
+}
+
+async fn expired_sessions_are_neither_listed_nor_revoked<K: Kind>() {
+    let fx = Fixture::<K>::new().await;
+    let b = &fx.backend;
+    let user = fresh_user();
+    let expired = b.write(None, &bound(1, &user), HOUR).await.unwrap();
+    let live = b.write(None, &bound(2, &user), HOUR).await.unwrap();
+    fx.expire_now(&expired).await;
+    assert_eq!(b.user_session_ids(&user).await.unwrap(), [live.as_str()]);
+    assert_eq!(b.user_sessions(&user).await.unwrap().len(), 1);
+    assert!(
+        !b.revoke_user_session(&user, &SessionHandle::of(&expired))
+            .await
+            .unwrap()
+    );
+    assert_eq!(b.revoke_user_sessions(&user, Some(&live)).await.unwrap(), 0);
+    assert_eq!(b.revoke_user_sessions(&user, None).await.unwrap(), 1);
+    // The expired row is the cleanup's.
+    assert_eq!(fx.rows().await, 1);
+    assert_eq!(b.delete_expired().await.unwrap(), 1);
+}
+
+/// SQLite finds a user's sessions through the partial index on `user_id`, for every
+/// statement that searches by user (the revocation of one session goes by its id).
+#[cfg(feature = "sqlite")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_searches_by_user_through_the_index() {
+    let fx = Fixture::<crate::common::SqliteFile>::new().await;
+    // Some rows, bound and not, so the plan is not of an empty table.
+    for i in 0..50 {
+        let data = if i % 5 == 0 {
+            bound(i, &fresh_user())
+        } else {
+            n(i)
+        };
+        fx.backend.write(None, &data, HOUR).await.unwrap();
+    }
+    let index = format!("{}_user_id_idx", fx.table);
+    let t = fx.t();
+    let live = "(expires_at IS NULL OR expires_at > ?2)";
+    let live3 = "(expires_at IS NULL OR expires_at > ?3)";
+    // The statements of sessions-sql's driver for SQLite, as its docs show them.
+    for (sql, kept) in [
+        (
+            format!("SELECT id FROM {t} WHERE user_id = ?1 AND {live}"),
+            None,
+        ),
+        (
+            format!("SELECT id, data, version FROM {t} WHERE user_id = ?1 AND {live}"),
+            None,
+        ),
+        (
+            format!("DELETE FROM {t} WHERE user_id = ?1 AND {live}"),
+            None,
+        ),
+        (
+            format!("DELETE FROM {t} WHERE user_id = ?1 AND id <> ?2 AND {live3}"),
+            Some("an-id"),
+        ),
+        // Revoking one by handle deletes by id: the primary key serves it.
+        (
+            format!("DELETE FROM {t} WHERE user_id = ?1 AND id = ?2 AND {live3}"),
+            Some("an-id"),
+        ),
+    ] {
+        let explain = format!("EXPLAIN QUERY PLAN {sql}");
+        let mut query = sqlx::query_as::<_, (i64, i64, i64, String)>(&explain).bind("someone");
+        if let Some(id) = kept {
+            query = query.bind(id);
+        }
+        let plan = query.bind(now_ms()).fetch_all(fx.pool()).await.unwrap();
+        let details: Vec<&str> = plan.iter().map(|row| row.3.as_str()).collect();
+        let by = if sql.contains("id = ?2") {
+            "PRIMARY KEY (id=?)"
+        } else {
+            index.as_str()
+        };
+        assert!(details.iter().any(|d| d.contains(by)), "{sql}: {details:?}");
+    }
+}
