@@ -535,6 +535,10 @@ impl CookieBackend {
             (None, HEADER_BYTES)
         } else {
             let len = usize::from(*payload.get(HEADER_BYTES)?);
+            if len == 0 {
+                // Never written: a flagged empty user is not this backend's.
+                return None;
+            }
             let user = payload.get(HEADER_BYTES + 1..HEADER_BYTES + 1 + len)?;
             (
                 Some(std::str::from_utf8(user).ok()?),

@@ -56,6 +56,10 @@ impl Harness for Cookie {
             Case::CorruptRecordReadsAsMissing | Case::CorruptRecordFailsWhenStrict => {
                 Some("nothing is stored to corrupt: a value that does not open reads as no session")
             }
+            Case::UserBindingStored => Some(
+                "the cookie value is the sealed session: a save's binding travels in the new \
+                 value, not under the old one (sessions-cookie tests it)",
+            ),
             Case::UnknownIdNotAdopted => {
                 Some("an update re-seals the data it is given: the old value identifies nothing")
             }
