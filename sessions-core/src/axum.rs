@@ -38,9 +38,8 @@ impl<S: Send + Sync> OptionalFromRequestParts<S> for Session {
             return Ok(None);
         };
         if session.policy().autoload {
-            session.load().await.inspect_err(|error| {
-                tracing::error!(%error, "session autoload failed; answering 500");
-            })?;
+            // A failure answers a 500 (and is logged) through `Error`'s `IntoResponse`.
+            session.load().await?;
         }
         Ok(Some(session))
     }
@@ -54,9 +53,7 @@ impl<S: Send + Sync> FromRequestParts<S> for LoadedSession {
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let session = <Session as FromRequestParts<S>>::from_request_parts(parts, state).await?;
-        session.load().await.inspect_err(|error| {
-            tracing::error!(%error, "loading the session failed; answering 500");
-        })?;
+        session.load().await?;
         Ok(LoadedSession(session))
     }
 }
@@ -64,20 +61,26 @@ impl<S: Send + Sync> FromRequestParts<S> for LoadedSession {
 /// Handlers can return session errors with `?`.
 ///
 /// Mistakes in the application's own code ([`Error::NotLoaded`], [`Error::MissingLayer`],
-/// [`Error::Committed`]) answer with the error's full message, which says how to fix it;
-/// storage failures answer with a short message only, so no detail of the infrastructure
-/// reaches the client.
+/// [`Error::Committed`], [`Error::Config`], [`Error::Unsupported`], [`Error::InvalidUser`])
+/// answer a 500 with the error's full message, which says how to fix it. Storage failures
+/// (the store down, a record that cannot be encoded or decoded, a cookie too large) answer a
+/// 500 with an empty body, exactly as the session layer answers a save that fails, so no
+/// detail of the infrastructure reaches the client; the error is logged with `tracing`.
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
-        let body = match &self {
+        match &self {
             Error::NotLoaded
             | Error::MissingLayer
             | Error::Committed
             | Error::Config(_)
             | Error::Unsupported(_)
-            | Error::InvalidUser { .. } => self.to_string(),
-            _ => "the session could not be used".to_owned(),
-        };
-        (StatusCode::INTERNAL_SERVER_ERROR, body).into_response()
+            | Error::InvalidUser { .. } => {
+                (StatusCode::INTERNAL_SERVER_ERROR, self.to_string()).into_response()
+            }
+            _ => {
+                tracing::error!(error = %self, "the session store failed; answering 500");
+                StatusCode::INTERNAL_SERVER_ERROR.into_response()
+            }
+        }
     }
 }

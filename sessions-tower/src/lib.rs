@@ -83,7 +83,10 @@
 //!   back; its cookie is expired.
 //! - Responses that used the session get `Vary: Cookie`.
 //! - A failed save turns the response into an empty 500 and logs a `tracing` error; the
-//!   client never gets a half-written cookie.
+//!   client never gets a half-written cookie. Every storage failure answers the same way: a
+//!   failed load in `LoadSessionLayer` or an extractor, and a storage error a handler
+//!   returns with `?` (the application's own mistakes, such as `NotLoaded`, answer a 500
+//!   whose body says how to fix them).
 //! - A server error response (5xx) saves nothing: a handler that failed halfway, or panicked
 //!   under tower-http's `CatchPanic` inside the layer, may have made half of its changes, and
 //!   none of them is kept (Django's session middleware makes the same choice). A `delete()`

@@ -55,6 +55,8 @@ async fn failing_read_is_returned_to_the_handler() {
 
 #[tokio::test]
 async fn failing_read_returned_with_question_mark_is_a_500_without_details() {
+    let events = CapturedEvents::default();
+    let _guard = tracing::subscriber::set_default(events.clone());
     let backend = FailingBackend::new();
     let server = Server::start(app(SessionLayer::new(backend.clone()))).await;
     let client = plain();
@@ -71,8 +73,15 @@ async fn failing_read_returned_with_question_mark_is_a_500_without_details() {
         "backend detail leaked: {}",
         reply.body
     );
-    assert!(!reply.body.is_empty());
+    assert_eq!(reply.body, "", "the same empty 500 as a failed save");
     assert!(reply.set_cookies.is_empty(), "{:?}", reply.set_cookies);
+    // The cause is not lost: the error the handler returned is logged.
+    assert_eq!(
+        events.matching(tracing::Level::ERROR, BACKEND_SECRET).len(),
+        1,
+        "{:?}",
+        events.events()
+    );
 }
 
 /// Current-thread runtime: the server's tasks run on this thread, so the subscriber set as
