@@ -816,15 +816,17 @@ impl Session {
             } else {
                 None
             };
+            let unbound;
             let old = match &rebind {
                 Some(_) => {
                     let mut old = data.clone();
                     old.set_user(stored_user);
-                    old
+                    unbound = old;
+                    &unbound
                 }
-                None => data.clone(),
+                None => &data,
             };
-            let mut now = match backend.apply(id, &old, &changes, ttl).await {
+            let mut now = match backend.apply(id, old, &changes, ttl).await {
                 Ok(Applied::Saved { value, record: now }) if !regenerate => {
                     return self.stored(Some(Arc::clone(id)), now, Ok(value));
                 }

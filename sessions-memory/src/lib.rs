@@ -102,35 +102,31 @@ struct Store {
     next_seq: u64,
     /// The ids of the records bound to each user, kept exact under the store's lock: every
     /// create, update and removal of a bound record updates it.
-    users: HashMap<Arc<str>, HashSet<Arc<str>, Hasher>, Hasher>,
+    users: Users,
 }
 
+/// Each user's session ids.
+type Users = HashMap<Arc<str>, HashSet<Arc<str>, Hasher>, Hasher>;
+
 /// Add `id` to the index of the user `data` is bound to, if any.
-fn index(
-    users: &mut HashMap<Arc<str>, HashSet<Arc<str>, Hasher>, Hasher>,
-    id: &Arc<str>,
-    data: &SessionData,
-) {
+fn index(users: &mut Users, id: &Arc<str>, data: &SessionData) {
     if let Some(user) = data.user() {
         match users.get_mut(user) {
             Some(ids) => {
                 ids.insert(Arc::clone(id));
             }
-            None => {
-                let mut ids = HashSet::default();
-                ids.insert(Arc::clone(id));
-                users.insert(Arc::from(user), ids);
-            }
+            None => index_as(users, Arc::from(user), id),
         }
     }
 }
 
+/// Add `id` to `user`'s index.
+fn index_as(users: &mut Users, user: Arc<str>, id: &Arc<str>) {
+    users.entry(user).or_default().insert(Arc::clone(id));
+}
+
 /// Take `id` out of the index of the user `data` is bound to, if any.
-fn unindex(
-    users: &mut HashMap<Arc<str>, HashSet<Arc<str>, Hasher>, Hasher>,
-    id: &str,
-    data: &SessionData,
-) {
+fn unindex(users: &mut Users, id: &str, data: &SessionData) {
     if let Some(user) = data.user() {
         if let Some(ids) = users.get_mut(user) {
             ids.remove(id);
@@ -315,22 +311,25 @@ impl Store {
             &mut self.fresh
         };
         queue.push_back((Arc::clone(&id), born));
-        // An expired record under the same id is replaced: its binding goes with it.
-        if let Some(old) = self.records.get(&id) {
-            unindex(&mut self.users, &id, &old.data);
-        }
-        index(&mut self.users, &id, &data);
-        self.records.insert(
+        let user: Option<Arc<str>> = data.user().map(Arc::from);
+        let replaced = self.records.insert(
             Arc::clone(&id),
             Record {
                 data,
                 expires,
                 seq,
                 born,
-                key: id,
+                key: Arc::clone(&id),
                 returned,
             },
         );
+        // An expired record under the same id was replaced: its binding goes with it.
+        if let Some(old) = replaced {
+            unindex(&mut self.users, &id, &old.data);
+        }
+        if let Some(user) = user {
+            index_as(&mut self.users, user, &id);
+        }
     }
 
     /// Replace the live record `id` with what `f` makes of it and its write's sequence number

@@ -252,3 +252,66 @@ fn sent(seen: &Observed) -> Vec<String> {
         .map(|args| args[0].to_ascii_uppercase())
         .collect()
 }
+
+/// A session bound to a user is in the user's index or nowhere: when the index cannot be
+/// written (here an ACL lets the backend touch session keys only), the save fails and the
+/// record it stored is deleted again, so no bound session escapes a "log out everywhere".
+#[tokio::test]
+async fn a_binding_the_index_refuses_fails_the_save_and_leaves_no_bound_session() {
+    use sessions_core::{Applied, Changes};
+    use std::sync::Arc;
+    let server = RedisServer::start(&[]);
+    let mut admin = connect(&server.url());
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("app")
+        .arg("on")
+        .arg(">app-password")
+        .arg("~ix:A*")
+        .arg("+@all")
+        .query(&mut admin)
+        .unwrap();
+    let url = format!("redis://app:app-password@127.0.0.1:{}", server.port());
+    let backend = RedisBackend::from_url(&url)
+        .unwrap()
+        .with_prefix("ix:")
+        .with_id_generator(Arc::new(|| format!("A{}", sessions_core::generate_id())));
+    let keys = |admin: &mut redis::Connection| -> Vec<String> {
+        redis::cmd("KEYS").arg("ix:*").query(admin).unwrap()
+    };
+
+    let unbound = backend.write(None, &data(1), HOUR).await.unwrap();
+    let mut bound = data(2);
+    bound.set_user(Some("42".into()));
+    let refused = backend.write(None, &bound, HOUR).await;
+    assert!(matches!(refused, Err(Error::Backend { .. })), "{refused:?}");
+    assert_eq!(
+        keys(&mut admin),
+        [format!("ix:{unbound}")],
+        "a bound create was left"
+    );
+
+    let loaded = backend.read(&unbound).await.unwrap().unwrap();
+    let mut binding = Changes::default();
+    binding.set_user(Some("42".into()));
+    let session = binding.applied_to(&loaded, loaded.last_access_unix());
+    let refused = backend.apply(&unbound, &session, &binding, HOUR).await;
+    assert!(matches!(refused, Err(Error::Backend { .. })), "{refused:?}");
+    assert!(
+        backend.read(&unbound).await.unwrap().is_none(),
+        "a session bound outside the index is still there"
+    );
+    assert!(keys(&mut admin).is_empty());
+
+    // Saves that bind no one are untouched by the index's troubles.
+    let id = backend.write(None, &data(3), HOUR).await.unwrap();
+    let loaded = backend.read(&id).await.unwrap().unwrap();
+    let mut setting = Changes::default();
+    setting.set("n", json!(4));
+    let session = setting.applied_to(&loaded, loaded.last_access_unix());
+    assert!(matches!(
+        backend.apply(&id, &session, &setting, HOUR).await,
+        Ok(Applied::Saved { .. })
+    ));
+    server.stop();
+}
