@@ -690,6 +690,10 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         serde_json::json!({"a": [1, -2, 3.25, null, true, "é"], "b": {"c": {}}, "big": u64::MAX}),
     );
 
+    // Bound to a user: the cookie's flagged user field, the serializers' user.
+    let mut bound = rich.clone();
+    bound.set_user(Some("fuzz-user@example.com".into()));
+
     let mut cookies = Vec::new();
     for (mode, target) in [
         (Mode::Signed, "cookie_signed"),
@@ -708,6 +712,9 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         add(target, "old-key", old_value.into_bytes());
         add(target, "payload", valid_payload());
         add(target, "payload-expired", payload(2, "{}"));
+        let bound = block_on(cookie_backend(mode).write(None, &bound, Some(SEED_TTL)))
+            .expect("the seed record seals");
+        add(target, "bound", bound.into_bytes());
         cookies.push((mode, value));
     }
 
@@ -716,6 +723,13 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         "record",
         sessions_core::JsonSerializer
             .serialize(&rich)
+            .expect("encodes"),
+    );
+    add(
+        "serializer_json",
+        "bound",
+        sessions_core::JsonSerializer
+            .serialize(&bound)
             .expect("encodes"),
     );
     add(
@@ -738,6 +752,13 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         "record",
         sessions_core::BincodeSerializer
             .serialize(&rich)
+            .expect("encodes"),
+    );
+    add(
+        "serializer_bincode",
+        "bound",
+        sessions_core::BincodeSerializer
+            .serialize(&bound)
             .expect("encodes"),
     );
     add(

@@ -25,9 +25,16 @@ pub struct SessionData {
     values: Arc<Values>,
     created: u64,
     last_access: u64,
+    /// What few sessions have (an own lifetime, a user), behind one pointer: a session
+    /// without them carries, copies and drops a single `None`.
+    extra: Option<Arc<Extra>>,
+    revision: Option<Revision>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Extra {
     lifetime: Option<Lifetime>,
     user: Option<Arc<str>>,
-    revision: Option<Revision>,
 }
 
 /// One session's own lifetime, overriding the layer's `max_age` for it (a "remember me"),
@@ -59,8 +66,8 @@ impl PartialEq for SessionData {
     fn eq(&self, other: &Self) -> bool {
         self.created == other.created
             && self.last_access == other.last_access
-            && self.lifetime == other.lifetime
-            && self.user == other.user
+            && self.lifetime() == other.lifetime()
+            && self.user() == other.user()
             && self.values == other.values
     }
 }
@@ -118,8 +125,7 @@ impl Default for SessionData {
             values: Arc::clone(EMPTY.get_or_init(Arc::default)),
             created: 0,
             last_access: 0,
-            lifetime: None,
-            user: None,
+            extra: None,
             revision: None,
         }
     }
@@ -138,8 +144,7 @@ impl SessionData {
             values: Arc::new(values),
             created,
             last_access,
-            lifetime: None,
-            user: None,
+            extra: None,
             revision: None,
         }
     }
@@ -162,7 +167,7 @@ impl SessionData {
     /// Whether the session holds nothing: no values and no user. An empty session is not
     /// stored (and a stored one that becomes empty is removed).
     pub fn is_empty(&self) -> bool {
-        self.values.is_empty() && self.user.is_none()
+        self.values.is_empty() && self.user().is_none()
     }
 
     /// When the session was first stored, in seconds since the Unix epoch.
@@ -197,28 +202,41 @@ impl SessionData {
 
     /// The session's own lifetime, when it has one.
     pub fn lifetime(&self) -> Option<Lifetime> {
-        self.lifetime
+        self.extra.as_ref().and_then(|extra| extra.lifetime)
     }
 
     /// Set (or clear) the session's own lifetime.
     pub fn set_lifetime(&mut self, lifetime: Option<Lifetime>) {
-        self.lifetime = lifetime;
+        if lifetime != self.lifetime() {
+            self.extra_mut(|extra| extra.lifetime = lifetime);
+        }
     }
 
     /// The user (principal) the session is bound to, when it is: what lets a backend list
     /// and revoke a user's sessions (see [`Session::set_user`](crate::Session::set_user)).
     pub fn user(&self) -> Option<&str> {
-        self.user.as_deref()
+        self.user_shared().map(|user| &**user)
     }
 
     /// The user, shared rather than copied.
     pub(crate) fn user_shared(&self) -> Option<&Arc<str>> {
-        self.user.as_ref()
+        self.extra.as_ref().and_then(|extra| extra.user.as_ref())
     }
 
     /// Bind the session to `user`, or unbind it (`None`).
     pub fn set_user(&mut self, user: Option<Arc<str>>) {
-        self.user = user;
+        if user.as_deref() != self.user() {
+            self.extra_mut(|extra| extra.user = user);
+        }
+    }
+
+    /// Change the extra metadata (copied first if shared); none left is `None` again.
+    fn extra_mut(&mut self, change: impl FnOnce(&mut Extra)) {
+        let extra = self.extra.get_or_insert_with(Arc::default);
+        change(Arc::make_mut(extra));
+        if **extra == Extra::default() {
+            self.extra = None;
+        }
     }
 
     /// The stored state this record was read from, when the backend said.

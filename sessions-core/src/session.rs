@@ -77,8 +77,9 @@ struct State {
     data: SessionData,
     /// The id of the record this session was loaded from (verified by a read).
     record: Option<Arc<str>>,
-    /// The user that record is bound to as stored (`data` holds the one set since).
-    stored_user: Option<Arc<str>>,
+    /// The user the record is bound to as stored, kept when this request first changes the
+    /// binding (`data` then holds the new one); `None` while it has not.
+    stored_user: Option<Option<Arc<str>>>,
     changed: bool,
     /// What changed since the load, applied to the stored record when the session is saved.
     changes: Changes,
@@ -89,6 +90,15 @@ struct State {
     unsaved: bool,
     /// The session was saved (or discarded) with its response: no more changes.
     committed: bool,
+}
+
+impl State {
+    /// Before the first change of the user binding: remember the binding as stored.
+    fn keep_stored_user(&mut self) {
+        if self.stored_user.is_none() {
+            self.stored_user = Some(self.data.user_shared().cloned());
+        }
+    }
 }
 
 /// The request's session, already loaded: an extractor (feature `axum`) that calls
@@ -325,6 +335,7 @@ impl Session {
             return Ok(());
         }
         let user: Arc<str> = user.into();
+        state.keep_stored_user();
         state.changes.set_user(Some(Arc::clone(&user)));
         state.data.set_user(Some(user));
         state.changed = true;
@@ -335,6 +346,7 @@ impl Session {
     pub fn clear_user(&self) -> Result<(), Error> {
         let mut state = self.writable()?;
         if state.data.user().is_some() {
+            state.keep_stored_user();
             state.changes.set_user(None);
             state.data.set_user(None);
             state.changed = true;
@@ -465,6 +477,7 @@ impl Session {
     pub fn clear(&self) -> Result<(), Error> {
         let mut state = self.writable()?;
         if !state.data.is_empty() {
+            state.keep_stored_user();
             state.changes.clear();
             state.data.values_mut().clear();
             state.data.set_user(None);
@@ -567,6 +580,7 @@ impl Session {
         state.stale = None;
         state.data = SessionData::default();
         state.changes = Changes::default();
+        state.stored_user = None;
         state.regenerate = false;
         state.changed = true;
         Ok(())
@@ -730,7 +744,6 @@ impl Session {
                     // Past a limit: empty, whatever the store still holds.
                     state.stale = self.inner.cookie.clone();
                 } else {
-                    state.stored_user = data.user_shared().cloned();
                     state.data = data;
                     state.record = self.inner.cookie.clone();
                 }
@@ -796,7 +809,7 @@ impl Session {
                 state.regenerate,
                 stale,
                 std::mem::take(&mut state.changes),
-                state.stored_user.clone(),
+                state.stored_user.take(),
             )
         };
         let backend: &dyn SessionBackend = &*self.inner.backend;
@@ -820,7 +833,7 @@ impl Session {
             let old = match &rebind {
                 Some(_) => {
                     let mut old = data.clone();
-                    old.set_user(stored_user);
+                    old.set_user(stored_user.flatten());
                     unbound = old;
                     &unbound
                 }
@@ -897,7 +910,7 @@ impl Session {
 
     fn saved(&self, record: Option<Arc<str>>, data: SessionData) {
         let mut state = self.state();
-        state.stored_user = data.user_shared().cloned();
+        state.stored_user = None;
         state.record = record;
         state.data = data;
         state.changed = false;
