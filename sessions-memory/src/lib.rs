@@ -261,6 +261,13 @@ impl InMemoryBackend {
 }
 
 impl Store {
+    /// The ids in `user`'s entry of the index.
+    fn ids_of(&self, user: &str) -> Vec<Arc<str>> {
+        self.users
+            .get(user)
+            .map_or_else(Vec::new, |ids| ids.iter().cloned().collect())
+    }
+
     /// Remove the record `id`, and its entry in the user index.
     fn drop_record(&mut self, id: &str) -> Option<Record> {
         let record = self.records.remove(id)?;
@@ -583,10 +590,7 @@ impl SessionBackend for InMemoryBackend {
     async fn user_sessions(&self, user: &str) -> Result<Vec<UserSession>, Error> {
         let mut store = self.write_store();
         let now = Instant::now();
-        let ids: Vec<Arc<str>> = store
-            .users
-            .get(user)
-            .map_or_else(Vec::new, |ids| ids.iter().cloned().collect());
+        let ids = store.ids_of(user);
         let mut sessions = Vec::with_capacity(ids.len());
         for id in ids {
             match store.records.get(&id) {
@@ -606,10 +610,7 @@ impl SessionBackend for InMemoryBackend {
     async fn revoke_user_sessions(&self, user: &str, keep: Option<&str>) -> Result<usize, Error> {
         let mut store = self.write_store();
         let now = Instant::now();
-        let ids: Vec<Arc<str>> = store
-            .users
-            .get(user)
-            .map_or_else(Vec::new, |ids| ids.iter().cloned().collect());
+        let ids = store.ids_of(user);
         let mut revoked = 0;
         for id in ids.iter().filter(|id| Some(&***id) != keep) {
             if store.drop_record(id).is_some_and(|r| r.live(now)) {
