@@ -6,20 +6,45 @@
 
 use libfuzzer_sys::fuzz_target;
 use serde::Deserialize;
-use sessions_core::{BincodeSerializer, JsonSerializer, Serializer, SessionData, Values};
+use sessions_core::{
+    BincodeSerializer, JsonSerializer, Lifetime, Serializer, SessionData, Values,
+};
+use std::time::Duration;
 
 /// The record as serde alone decodes it.
 #[derive(Deserialize)]
 struct Envelope {
     created: u64,
     accessed: u64,
+    #[serde(default)]
+    lifetime: Option<OwnLifetime>,
+    #[serde(default)]
+    user: Option<String>,
     data: Values,
+}
+
+/// A session's own lifetime as the JSON format writes it.
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum OwnLifetime {
+    BrowserSession,
+    Until(u64),
+    Inactivity(u64),
 }
 
 fuzz_target!(|data: &[u8]| {
     let by_serde = serde_json::from_slice::<Envelope>(data)
         .ok()
-        .map(|e| SessionData::from_parts(e.data, e.created, e.accessed));
+        .map(|e| {
+            let mut record = SessionData::from_parts(e.data, e.created, e.accessed);
+            record.set_lifetime(e.lifetime.map(|lifetime| match lifetime {
+                OwnLifetime::BrowserSession => Lifetime::BrowserSession,
+                OwnLifetime::Until(at) => Lifetime::Until(at),
+                OwnLifetime::Inactivity(secs) => Lifetime::Inactivity(Duration::from_secs(secs)),
+            }));
+            record.set_user(e.user.map(Into::into));
+            record
+        });
     assert_eq!(
         JsonSerializer.deserialize(data).ok(),
         by_serde,

@@ -78,7 +78,7 @@ impl IntoResponse for Error {
                 (StatusCode::INTERNAL_SERVER_ERROR, self.to_string()).into_response()
             }
             _ => {
-                tracing::error!(error = %self, "the session store failed; answering 500");
+                tracing::error!(error = %self, "the session could not be used; answering 500");
                 StatusCode::INTERNAL_SERVER_ERROR.into_response()
             }
         }

@@ -182,7 +182,9 @@ pub trait SessionBackend: Send + Sync + 'static {
     /// (updates of a removed record are [`Error::SessionGone`]).
     ///
     /// The default reads and removes each session [`user_session_ids`](SessionBackend::user_session_ids)
-    /// gives that is still bound to `user`.
+    /// gives that is still bound to `user`: two steps, so a session bound to someone else
+    /// between them would go too. Override it where the store can check and remove in one
+    /// step (every backend of this workspace does).
     async fn revoke_user_sessions(&self, user: &str, keep: Option<&str>) -> Result<usize, Error> {
         let mut revoked = 0;
         for id in self.user_session_ids(user).await? {

@@ -75,9 +75,11 @@ pub enum Error {
     Unsupported(String),
 
     /// A user given to [`Session::set_user`](crate::Session::set_user) that cannot be stored:
-    /// empty, or longer than [`MAX_USER_LEN`](crate::MAX_USER_LEN) bytes.
+    /// empty, longer than [`MAX_USER_LEN`](crate::MAX_USER_LEN) bytes, or holding a NUL
+    /// character (which PostgreSQL text cannot store).
     #[error(
-        "a session's user must be 1 to {max} bytes long; this one is {len} bytes",
+        "a session's user must be 1 to {max} bytes long, without NUL characters; this one is \
+         {len} bytes",
         max = crate::MAX_USER_LEN
     )]
     InvalidUser {

@@ -323,11 +323,12 @@ impl Session {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidUser`] for an empty user or one over [`MAX_USER_LEN`] bytes; the usual
+    /// [`Error::InvalidUser`] for an empty user, one over [`MAX_USER_LEN`] bytes or one holding
+    /// a NUL character; the usual
     /// [`Error::NotLoaded`] and [`Error::Committed`].
     pub fn set_user(&self, user: impl Into<String>) -> Result<(), Error> {
         let user: String = user.into();
-        if user.is_empty() || user.len() > MAX_USER_LEN {
+        if user.is_empty() || user.len() > MAX_USER_LEN || user.contains('\0') {
             return Err(Error::InvalidUser { len: user.len() });
         }
         let mut state = self.writable()?;
@@ -496,7 +497,8 @@ impl Session {
         Ok(self.loaded()?.data.values().len())
     }
 
-    /// Whether the session holds no values.
+    /// Whether the session holds nothing: no values and no user (an empty session is not
+    /// stored).
     pub fn is_empty(&self) -> Result<bool, Error> {
         Ok(self.loaded()?.data.is_empty())
     }
@@ -839,14 +841,20 @@ impl Session {
                 }
                 None => &data,
             };
+            // Whether the save emptied and removed the old record already.
+            let mut old_removed = false;
             let mut now = match backend.apply(id, old, &changes, ttl).await {
                 Ok(Applied::Saved { value, record: now }) if !regenerate => {
                     return self.stored(Some(Arc::clone(id)), now, Ok(value));
                 }
                 Ok(Applied::Saved { record: now, .. }) => now,
-                // Emptied, but bound to a user by this request: it moves on with the binding.
+                // Emptied of values, but bound to a user by this request: it moves on with
+                // the binding (and the lifetime), its values as the store left them: none.
                 Ok(Applied::Removed) if rebind.as_ref().is_some_and(Option::is_some) => {
-                    data.clone()
+                    old_removed = true;
+                    let mut now = data.clone();
+                    now.values_mut().clear();
+                    now
                 }
                 Ok(Applied::Removed) => {
                     self.saved(None, SessionData::default());
@@ -858,11 +866,39 @@ impl Session {
             };
             if let Some(user) = rebind {
                 now.set_user(user);
+                // Unbound by this request with nothing else left: the session ends.
+                if now.is_empty() {
+                    if !old_removed {
+                        backend.remove(id).await?;
+                    }
+                    self.saved(None, SessionData::default());
+                    return Ok(Commit::Expire);
+                }
             }
             // A new id: the record as it now stands moves there, and the old one goes
-            // (written first, so a failure in between loses nothing).
+            // (written first, so a failure in between loses nothing). The old one is removed
+            // as a save that empties it: if a logout or a revocation removed it since the
+            // changes went on (a race with this request), the move is undone and the session
+            // ends, rather than living on under the new id.
             let value = backend.write(None, &now, ttl).await?;
-            backend.remove(id).await?;
+            if old_removed {
+                return self.stored(None, now, Ok(value));
+            }
+            let mut emptied = SessionData::default();
+            if let Some(revision) = now.revision() {
+                emptied = emptied.with_revision(revision.clone());
+            }
+            let mut clear = Changes::default();
+            clear.clear();
+            match backend.apply(id, &emptied, &clear, ttl).await {
+                Ok(_) => {}
+                Err(Error::SessionGone) => {
+                    backend.remove(&value).await?;
+                    self.saved(None, SessionData::default());
+                    return Ok(Commit::Expire);
+                }
+                Err(error) => return Err(error),
+            }
             return self.stored(None, now, Ok(value));
         }
 
@@ -1133,6 +1169,10 @@ mod tests {
                 session.set_user("x".repeat(MAX_USER_LEN + 1)),
                 Err(Error::InvalidUser { .. })
             ));
+            assert!(matches!(
+                session.set_user("a\0b"),
+                Err(Error::InvalidUser { len: 3 })
+            ));
             session.set_user("ada").unwrap();
             let Ok(Commit::Set(id)) = session.commit().await else {
                 panic!("saved")
@@ -1174,6 +1214,85 @@ mod tests {
             assert!(
                 listing.user_sessions().await.unwrap().is_empty(),
                 "no user: none"
+            );
+        });
+    }
+
+    /// A store where a logout (or a revocation) of `victim` lands between a save's changes
+    /// and the session's move to a new id.
+    struct LogoutDuringMove {
+        map: Arc<Map>,
+        victim: Mutex<Option<String>>,
+    }
+
+    #[async_trait::async_trait]
+    impl SessionBackend for LogoutDuringMove {
+        async fn read(&self, id: &str) -> Result<Option<SessionData>, Error> {
+            self.map.read(id).await
+        }
+        async fn write(
+            &self,
+            id: Option<&str>,
+            data: &SessionData,
+            ttl: Option<Duration>,
+        ) -> Result<String, Error> {
+            if id.is_none() {
+                let victim = self.victim.lock().unwrap().take();
+                if let Some(victim) = victim {
+                    self.map.remove(&victim).await?;
+                }
+            }
+            self.map.write(id, data, ttl).await
+        }
+        async fn remove(&self, id: &str) -> Result<(), Error> {
+            self.map.remove(id).await
+        }
+        async fn exists(&self, id: &str) -> Result<bool, Error> {
+            self.map.exists(id).await
+        }
+    }
+
+    #[test]
+    fn a_session_logged_out_while_it_moves_to_a_new_id_ends_there() {
+        block_on(async {
+            let store = backend();
+            let id = stored(&store, serde_json::json!({"a": 1})).await;
+            let racing = Arc::new(LogoutDuringMove {
+                map: store.clone(),
+                victim: Mutex::new(Some(id.clone())),
+            });
+            let session = Session::new(racing, Some(id.as_str().into()));
+            session.load().await.unwrap();
+            session.regenerate_id().unwrap();
+            session.set_user("ada").unwrap();
+            assert!(matches!(session.commit().await, Ok(Commit::Expire)));
+            assert!(
+                store.0.lock().unwrap().is_empty(),
+                "the session lived on under its new id"
+            );
+        });
+    }
+
+    #[test]
+    fn a_bound_session_cleared_and_moved_ends_and_stores_nothing() {
+        block_on(async {
+            let store = backend();
+            let id = stored(&store, serde_json::json!({"a": 1})).await;
+            let login = open(&store, &id, Policy::default());
+            login.load().await.unwrap();
+            login.set_user("ada").unwrap();
+            login.remove("a").unwrap();
+            let Ok(Commit::Set(id)) = login.commit().await else {
+                panic!("a bound session is saved")
+            };
+            let logout = open(&store, &id, Policy::default());
+            logout.load().await.unwrap();
+            logout.clear().unwrap();
+            logout.regenerate_id().unwrap();
+            assert!(matches!(logout.commit().await, Ok(Commit::Expire)));
+            assert!(
+                store.0.lock().unwrap().is_empty(),
+                "an empty record was stored"
             );
         });
     }

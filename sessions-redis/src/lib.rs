@@ -56,10 +56,13 @@
 //!
 //! A session bound to a user (`Session::set_user`) is also entered in that user's index, a
 //! sorted set under [`user_key`](RedisBackend::user_key) (`<prefix>user:{<user>}`) holding
-//! the session ids. It is written once, by the save that binds (after the record, so an
-//! entry never precedes its session; if the entry cannot be written the record is deleted
-//! and the save fails, so no bound session escapes the index). Saves of unbound sessions,
-//! and later saves of bound ones, send nothing more.
+//! the session ids. The session layer's saves write it once, by the save that binds, and by
+//! the create of a bound session under a new id (a direct `write(Some(id), ..)` of a bound
+//! record writes it again). It is written after the record, so an entry never precedes its
+//! session; if it cannot be written, the record is deleted again and the save fails, so a
+//! bound session does not live on outside the index (should that deletion fail too, the
+//! error is logged and the record is left to its TTL). Saves of unbound sessions, and the
+//! layer's later saves of bound ones, send nothing more.
 //!
 //! The index needs no expiry of its own: listing
 //! ([`user_sessions`](SessionBackend::user_sessions)) reads each indexed session (`GET`) and
@@ -68,8 +71,12 @@
 //! ([`revoke_user_sessions`](SessionBackend::revoke_user_sessions), all or all but the
 //! current one, and [`revoke_user_session`](SessionBackend::revoke_user_session) by handle)
 //! reads each session and deletes it only as read, with the save's compare-and-swap script
-//! (a session rebound in between is left alone), then prunes the index. A save racing the
-//! revocation finds its record gone and stores nothing ([`Error::SessionGone`]). Entries of
+//! (a session rebound in between is left alone), prunes the index, and lists it once more
+//! for sessions that moved to a new id meanwhile (a session moves by entering the index
+//! under its new id before its old record goes, and the move is undone if the old record was
+//! revoked first). A save racing the revocation finds its record gone and stores nothing
+//! ([`Error::SessionGone`]); a session that cannot be revoked does not stop the others (the
+//! first error is returned after all were tried). Entries of
 //! sessions that expire without ever being listed stay until the next listing or revocation
 //! of that user (a few dozen bytes each).
 //!
@@ -168,6 +175,10 @@ const MAX_TTL_MS: u128 = 1 << 60;
 
 /// How many times a save re-applies its changes after another save came in between.
 const APPLY_ATTEMPTS: usize = 16;
+
+/// How many listings of a user's index a revocation makes at most, looking for sessions that
+/// moved to a new id while it ran.
+const REVOKE_ROUNDS: usize = 4;
 
 /// A Lua script run with `EVALSHA`, and with `EVAL` (which caches it) when Redis does not
 /// know it yet.
@@ -628,7 +639,7 @@ impl<S: Serializer> RedisBackend<S> {
     async fn indexed(&self, user: &str, id: &str) -> Result<(), Error> {
         if let Err(error) = self.index(user, id).await {
             if let Err(e) = self.remove(id).await {
-                tracing::warn!(error = %e, "redis: a session left out of its user's index could not be deleted");
+                tracing::error!(error = %e, "redis: a session left out of its user's index could not be deleted");
             }
             return Err(error);
         }
@@ -664,24 +675,50 @@ impl<S: Serializer> RedisBackend<S> {
     }
 
     /// Revoke the indexed sessions of `user` that `wanted` picks; how many ended.
+    ///
+    /// A session moving to a new id while this runs enters the index under that id before
+    /// its old record goes, so the index is listed again until a listing holds nothing new:
+    /// the moved session is found under its new id (or, if its old record was revoked first,
+    /// the move is undone by the request that made it). One session that cannot be revoked
+    /// does not stop the others: the first error is returned once all were tried.
     async fn revoke_where(
         &self,
         user: &str,
         wanted: impl Fn(&str) -> bool + Send + Sync,
     ) -> Result<usize, Error> {
         let mut revoked = 0;
-        let mut stale = Vec::new();
-        for (id, score) in self.entries(user).await? {
-            if !wanted(&id) {
-                continue;
+        let mut seen = std::collections::HashSet::new();
+        let mut first_error = None;
+        for _ in 0..REVOKE_ROUNDS {
+            let fresh: Vec<(String, String)> = self
+                .entries(user)
+                .await?
+                .into_iter()
+                .filter(|(id, _)| wanted(id) && seen.insert(id.clone()))
+                .collect();
+            if fresh.is_empty() {
+                break;
             }
-            if let Revoked::Ended = self.revoke_one(user, &id).await? {
-                revoked += 1;
+            let mut stale = Vec::new();
+            for (id, score) in fresh {
+                match self.revoke_one(user, &id).await {
+                    Ok(outcome) => {
+                        if let Revoked::Ended = outcome {
+                            revoked += 1;
+                        }
+                        stale.push((id, score));
+                    }
+                    Err(error) => {
+                        first_error.get_or_insert(error);
+                    }
+                }
             }
-            stale.push((id, score));
+            self.prune(user, &stale).await;
         }
-        self.prune(user, &stale).await;
-        Ok(revoked)
+        match first_error {
+            Some(error) => Err(error),
+            None => Ok(revoked),
+        }
     }
 }
 
@@ -847,7 +884,8 @@ impl<S: Serializer> SessionBackend for RedisBackend<S> {
     }
 
     /// `ZRANGE` of the user's index; for each session a `GET` and a compare-and-delete
-    /// `EVALSHA`; one `EVALSHA` pruning the index. A save racing the revocation finds its
+    /// `EVALSHA`; one `EVALSHA` pruning the index; `ZRANGE` again, for sessions that moved to
+    /// a new id meanwhile. A save racing the revocation finds its
     /// record gone and does not bring it back.
     async fn revoke_user_sessions(&self, user: &str, keep: Option<&str>) -> Result<usize, Error> {
         self.revoke_where(user, |id| Some(id) != keep).await

@@ -81,7 +81,8 @@ pub struct TestResponse {
     pub status: http::StatusCode,
     /// The body, as text (lossily, if it is not UTF-8).
     pub body: String,
-    /// The first `Set-Cookie` header, whole, when there is one.
+    /// The first `Set-Cookie` header, whole, when there is one (the session's, in an app that
+    /// sets no other cookie before it).
     pub set_cookie: Option<String>,
 }
 
