@@ -795,7 +795,7 @@ impl Session {
     }
 
     async fn commit_inner(&self) -> Result<Commit, Error> {
-        let (data, record, regenerate, stale, mut changes, stored_user) = {
+        let (data, record, regenerate, stale, changes, stored_user) = {
             let mut state = self.state();
             if state.committed {
                 return Err(Error::Committed);
@@ -824,82 +824,21 @@ impl Session {
         // now, which may hold other requests' changes (and may end up empty, and removed).
         if let Some(id) = &record {
             let (data, ttl) = self.stamped(data, false);
-            // Moving to a new id, a user bound by this request is bound on the new record
-            // only: the old one, about to go, keeps the binding it had as stored.
-            let rebind = if regenerate {
-                changes.take_user()
-            } else {
-                None
-            };
-            let unbound;
-            let old = match &rebind {
-                Some(_) => {
-                    let mut old = data.clone();
-                    old.set_user(stored_user.flatten());
-                    unbound = old;
-                    &unbound
-                }
-                None => &data,
-            };
-            // Whether the save emptied and removed the old record already.
-            let mut old_removed = false;
-            let mut now = match backend.apply(id, old, &changes, ttl).await {
-                Ok(Applied::Saved { value, record: now }) if !regenerate => {
-                    return self.stored(Some(Arc::clone(id)), now, Ok(value));
-                }
-                Ok(Applied::Saved { record: now, .. }) => now,
-                // Emptied of values, but bound to a user by this request: it moves on with
-                // the binding (and the lifetime), its values as the store left them: none.
-                Ok(Applied::Removed) if rebind.as_ref().is_some_and(Option::is_some) => {
-                    old_removed = true;
-                    let mut now = data.clone();
-                    now.values_mut().clear();
-                    now
+            if regenerate {
+                // Rare (a login): boxed, so every other save's future stays small.
+                return Box::pin(self.move_to_new_id(id, data, changes, stored_user, ttl)).await;
+            }
+            return match backend.apply(id, &data, &changes, ttl).await {
+                Ok(Applied::Saved { value, record: now }) => {
+                    self.stored(Some(Arc::clone(id)), now, Ok(value))
                 }
                 Ok(Applied::Removed) => {
                     self.saved(None, SessionData::default());
-                    return Ok(Commit::Expire);
+                    Ok(Commit::Expire)
                 }
-                // Gone meanwhile (a logout in a parallel request): not brought back, not even
-                // under a new id.
-                Err(error) => return self.stored(Some(Arc::clone(id)), data, Err(error)),
+                // Gone meanwhile (a logout in a parallel request): not written back.
+                Err(error) => self.stored(Some(Arc::clone(id)), data, Err(error)),
             };
-            if let Some(user) = rebind {
-                now.set_user(user);
-                // Unbound by this request with nothing else left: the session ends.
-                if now.is_empty() {
-                    if !old_removed {
-                        backend.remove(id).await?;
-                    }
-                    self.saved(None, SessionData::default());
-                    return Ok(Commit::Expire);
-                }
-            }
-            // A new id: the record as it now stands moves there, and the old one goes
-            // (written first, so a failure in between loses nothing). The old one is removed
-            // as a save that empties it: if a logout or a revocation removed it since the
-            // changes went on (a race with this request), the move is undone and the session
-            // ends, rather than living on under the new id.
-            let value = backend.write(None, &now, ttl).await?;
-            if old_removed {
-                return self.stored(None, now, Ok(value));
-            }
-            let mut emptied = SessionData::default();
-            if let Some(revision) = now.revision() {
-                emptied = emptied.with_revision(revision.clone());
-            }
-            let mut clear = Changes::default();
-            clear.clear();
-            match backend.apply(id, &emptied, &clear, ttl).await {
-                Ok(_) => {}
-                Err(Error::SessionGone) => {
-                    backend.remove(&value).await?;
-                    self.saved(None, SessionData::default());
-                    return Ok(Commit::Expire);
-                }
-                Err(error) => return Err(error),
-            }
-            return self.stored(None, now, Ok(value));
         }
 
         if data.is_empty() {
@@ -913,6 +852,87 @@ impl Session {
         let (data, ttl) = self.stamped(data, true);
         let saved = backend.write(None, &data, ttl).await;
         self.stored(None, data, saved)
+    }
+
+    /// Save the stored record `id` under a fresh id: its changes go onto the record as stored
+    /// now, the result moves to the new id, and the old record goes.
+    async fn move_to_new_id(
+        &self,
+        id: &Arc<str>,
+        data: SessionData,
+        mut changes: Changes,
+        stored_user: Option<Option<Arc<str>>>,
+        ttl: Option<Duration>,
+    ) -> Result<Commit, Error> {
+        let backend: &dyn SessionBackend = &*self.inner.backend;
+        // A user bound by this request is bound on the new record only: the old one, about
+        // to go, keeps the binding it had as stored (one index entry written, not two).
+        let rebind = changes.take_user();
+        let unbound;
+        let old = match &rebind {
+            Some(_) => {
+                let mut old = data.clone();
+                old.set_user(stored_user.flatten());
+                unbound = old;
+                &unbound
+            }
+            None => &data,
+        };
+        // Whether the save emptied and removed the old record already.
+        let mut old_removed = false;
+        let mut now = match backend.apply(id, old, &changes, ttl).await {
+            Ok(Applied::Saved { record: now, .. }) => now,
+            // Emptied of values, but bound to a user by this request: it moves on with the
+            // binding (and the lifetime), its values as the store left them: none.
+            Ok(Applied::Removed) if rebind.as_ref().is_some_and(Option::is_some) => {
+                old_removed = true;
+                let mut now = data.clone();
+                now.values_mut().clear();
+                now
+            }
+            Ok(Applied::Removed) => {
+                self.saved(None, SessionData::default());
+                return Ok(Commit::Expire);
+            }
+            // Gone meanwhile (a logout in a parallel request): not brought back, not even
+            // under a new id.
+            Err(error) => return self.stored(Some(Arc::clone(id)), data, Err(error)),
+        };
+        if let Some(user) = rebind {
+            now.set_user(user);
+            // Unbound by this request with nothing else left: the session ends.
+            if now.is_empty() {
+                if !old_removed {
+                    backend.remove(id).await?;
+                }
+                self.saved(None, SessionData::default());
+                return Ok(Commit::Expire);
+            }
+        }
+        // The record as it now stands moves to a new id, and the old one goes (written first,
+        // so a failure in between loses nothing). The old one is removed as a save that
+        // empties it: if a logout or a revocation removed it since the changes went on (a
+        // race with this request), the move is undone and the session ends, rather than
+        // living on under the new id.
+        let value = backend.write(None, &now, ttl).await?;
+        if old_removed {
+            return self.stored(None, now, Ok(value));
+        }
+        let mut emptied = SessionData::default();
+        if let Some(revision) = now.revision() {
+            emptied = emptied.with_revision(revision.clone());
+        }
+        let mut clear = Changes::default();
+        clear.clear();
+        match backend.apply(id, &emptied, &clear, ttl).await {
+            Ok(_) => self.stored(None, now, Ok(value)),
+            Err(Error::SessionGone) => {
+                backend.remove(&value).await?;
+                self.saved(None, SessionData::default());
+                Ok(Commit::Expire)
+            }
+            Err(error) => Err(error),
+        }
     }
 
     fn settled(&self, state: &State) -> Option<Commit> {
