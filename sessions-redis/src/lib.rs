@@ -575,8 +575,8 @@ impl<S> RedisBackend<S> {
         self.script(&INDEX, &cmd, id).await.map(drop)
     }
 
-    /// `user`'s index entries: each session id with its score, as Redis sent it.
-    async fn entries(&self, user: &str) -> Result<Vec<(String, String)>, Error> {
+    /// `user`'s index entries: each session id with its score.
+    async fn entries(&self, user: &str) -> Result<Vec<(String, f64)>, Error> {
         let mut cmd = Cmd::new();
         cmd.arg("ZRANGE")
             .arg(self.user_key(user))
@@ -585,12 +585,14 @@ impl<S> RedisBackend<S> {
             .arg("WITHSCORES");
         let name = format!("user:{{{user}}}");
         let reply = self.query(&cmd, "ZRANGE", &name).await?;
-        index_entries(&reply).ok_or_else(|| self.unexpected("ZRANGE", &name, &reply))
+        // A flat array of ids and scores (RESP2) or an array of pairs (RESP3): the redis
+        // crate reads both.
+        redis::from_redis_value(reply.clone()).map_err(|_| self.unexpected("ZRANGE", &name, &reply))
     }
 
     /// Take `stale` entries (ids with the scores they were listed with) out of `user`'s
     /// index. A failure is only logged: the entries are pruned by a later listing.
-    async fn prune(&self, user: &str, stale: &[(String, String)]) {
+    async fn prune(&self, user: &str, stale: &[(String, f64)]) {
         if stale.is_empty() {
             return;
         }
@@ -690,7 +692,7 @@ impl<S: Serializer> RedisBackend<S> {
         let mut seen = std::collections::HashSet::new();
         let mut first_error = None;
         for _ in 0..REVOKE_ROUNDS {
-            let fresh: Vec<(String, String)> = self
+            let fresh: Vec<(String, f64)> = self
                 .entries(user)
                 .await?
                 .into_iter()
@@ -934,40 +936,6 @@ struct KeyOf<'a> {
 impl fmt::Display for KeyOf<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "redis key {}", masked_key(self.prefix, self.id))
-    }
-}
-
-/// The pairs of a `ZRANGE .. WITHSCORES` reply: a flat array of members and scores (RESP2)
-/// or an array of pairs (RESP3).
-fn index_entries(reply: &Value) -> Option<Vec<(String, String)>> {
-    fn text(value: &Value) -> Option<String> {
-        match value {
-            Value::BulkString(bytes) => String::from_utf8(bytes.clone()).ok(),
-            Value::SimpleString(text) => Some(text.clone()),
-            Value::Double(score) => Some(score.to_string()),
-            Value::Int(n) => Some(n.to_string()),
-            _ => None,
-        }
-    }
-    let Value::Array(items) = reply else {
-        return None;
-    };
-    if items.iter().all(|item| matches!(item, Value::Array(_))) {
-        items
-            .iter()
-            .map(|item| match item {
-                Value::Array(pair) if pair.len() == 2 => Some((text(&pair[0])?, text(&pair[1])?)),
-                _ => None,
-            })
-            .collect()
-    } else {
-        items
-            .chunks(2)
-            .map(|pair| match pair {
-                [id, score] => Some((text(id)?, text(score)?)),
-                _ => None,
-            })
-            .collect()
     }
 }
 
