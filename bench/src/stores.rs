@@ -480,9 +480,11 @@ impl StoreFixture {
                 let path =
                     std::env::temp_dir().join(format!("sessions-bench-{}-ours.db", run_tag()));
                 let cleanup = Cleanup::SqliteFile(path.clone());
-                let backend = SqliteBackend::from_url(&format!("sqlite://{}", path.display()))
-                    .and_then(|b| b.with_table(&table_name("ours")))
-                    .map_err(|e| format!("ours-sqlite: {e}"))?;
+                let backend =
+                    SqliteBackend::builder_from_url(&format!("sqlite://{}", path.display()))
+                        .with_table(table_name("ours"))
+                        .build()
+                        .map_err(|e| format!("ours-sqlite: {e}"))?;
                 backend
                     .migrate()
                     .await
@@ -522,9 +524,10 @@ impl StoreFixture {
                     .max_connections(POOL_MAX_CONNECTIONS)
                     .acquire_timeout(POOL_ACQUIRE_TIMEOUT)
                     .connect_lazy_with(pg_options(&url, proxy)?);
-                let backend = PostgresBackend::from_pool(pool)
+                let backend = PostgresBackend::builder(pool)
                     .with_max_connections(POOL_MAX_CONNECTIONS as usize)
                     .with_table(&table)
+                    .build()
                     .map_err(|e| format!("ours-postgres: {e}"))?;
                 let cleanup = Cleanup::PostgresTable { url, table };
                 backend

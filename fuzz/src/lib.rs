@@ -69,12 +69,9 @@ pub fn cookie_backend(mode: Mode) -> &'static CookieBackend {
         Mode::Private => &PRIVATE,
     };
     cell.get_or_init(|| {
-        let backend = match mode {
-            Mode::Signed => CookieBackend::signed(SECRET),
-            Mode::Private => CookieBackend::private(SECRET),
-        };
-        backend
-            .and_then(|backend| backend.with_old_key(OLD_SECRET))
+        CookieBackend::builder(mode, SECRET)
+            .with_old_key(OLD_SECRET)
+            .build()
             .expect("the fuzzing secrets are long enough")
     })
 }
@@ -489,8 +486,9 @@ pub fn cookie_header(data: &[u8]) {
     };
     for autoload in [false, true] {
         let backend = memory_with_known(&SessionData::new(known_values()));
-        let service = SessionLayer::new(backend)
+        let service = SessionLayer::builder(backend)
             .with_autoload(autoload)
+            .build().unwrap()
             .layer(tower::service_fn(count));
         let request = Request::get("/")
             .header(COOKIE, header.clone())

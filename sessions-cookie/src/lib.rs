@@ -30,7 +30,7 @@
 //! cookie does not open as the `admin` cookie, even under the same secret. The session layer
 //! binds its cookie's name itself (through
 //! [`SessionBackend::bind_cookie_name`]); used alone, the backend binds
-//! [`DEFAULT_COOKIE_NAME`] or what [`with_cookie_name`](CookieBackend::with_cookie_name) sets.
+//! [`DEFAULT_COOKIE_NAME`] or what [`with_cookie_name`](CookieBackendBuilder::with_cookie_name) sets.
 //!
 //! The payload is a 41-byte header (issue time and deadline in Unix milliseconds, creation and
 //! last access in Unix seconds, big-endian; then the session's own lifetime: a kind byte and
@@ -56,16 +56,16 @@
 //!   stops working at its deadline even if a client keeps sending it. When the layer gives no
 //!   TTL (a browser-session cookie, `max_age` zero), the deadline is
 //!   [`DEFAULT_LIFETIME`] (14 days) after the last write, or what
-//!   [`with_default_lifetime`](CookieBackend::with_default_lifetime) sets: it never comes from
+//!   [`with_default_lifetime`](CookieBackendBuilder::with_default_lifetime) sets: it never comes from
 //!   a zero max age.
-//! - **Key rotation.** [`with_old_key`](CookieBackend::with_old_key) adds keys that still open
+//! - **Key rotation.** [`with_old_key`](CookieBackendBuilder::with_old_key) adds keys that still open
 //!   cookies; the first key seals. Each value names its key with a short key id, so opening
 //!   tries one key. A cookie under an old key is re-sealed under the current key on the next
 //!   write; once its key is dropped it is rejected.
 //! - **An absolute limit by default.** Under a session layer without an absolute timeout of
 //!   its own, a session ends [`DEFAULT_MAX_LIFETIME`] (30 days) after its creation, however
 //!   often it is re-sealed (creation is inside the seal), unless
-//!   [`with_max_lifetime`](CookieBackend::with_max_lifetime) says otherwise.
+//!   [`with_max_lifetime`](CookieBackendBuilder::with_max_lifetime) says otherwise.
 //! - **No server-side revocation.** [`remove`](sessions_core::SessionBackend::remove) does
 //!   nothing on the server: a logout expires the cookie in the browser, but a copy taken
 //!   earlier stays valid until its deadline. Keep deadlines short, or use a server-side
@@ -176,13 +176,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(14 * 24 * 60 * 60);
 
 /// How long after its creation a cookie session ends at the latest, whatever its activity,
-/// unless [`with_max_lifetime`](CookieBackend::with_max_lifetime) says otherwise: 30 days.
+/// unless [`with_max_lifetime`](CookieBackendBuilder::with_max_lifetime) says otherwise: 30 days.
 /// Nothing on the server can revoke a copied cookie, so this bounds what a stolen one is
 /// worth even when every visit re-seals it.
 pub const DEFAULT_MAX_LIFETIME: Duration = Duration::from_secs(30 * 24 * 60 * 60);
 
 /// The cookie name values are bound to unless the layer or
-/// [`with_cookie_name`](CookieBackend::with_cookie_name) says otherwise: the session layer's
+/// [`with_cookie_name`](CookieBackendBuilder::with_cookie_name) says otherwise: the session layer's
 /// default name.
 pub const DEFAULT_COOKIE_NAME: &str = "session";
 
@@ -313,7 +313,93 @@ fn associated_data(key_id: &str, cookie_name: &str) -> Vec<u8> {
     aad
 }
 
+/// The options of a [`CookieBackend`], from [`CookieBackend::builder`]. Setting an option
+/// never fails; [`build`](Self::build) reports the first secret that is too short.
+#[must_use = "a builder makes no backend until `build()`"]
+#[derive(Debug)]
+pub struct CookieBackendBuilder {
+    /// The backend so far, or the first error met.
+    backend: Result<CookieBackend, Error>,
+}
+
+impl CookieBackendBuilder {
+    /// The backend, once every secret has been checked.
+    ///
+    /// # Errors
+    ///
+    /// A secret (the current one or an old one) shorter than [`MIN_SECRET_BYTES`] is
+    /// [`Error::Config`], with advice on making one.
+    pub fn build(self) -> Result<CookieBackend, Error> {
+        self.backend
+    }
+
+    fn map(self, f: impl FnOnce(CookieBackend) -> Result<CookieBackend, Error>) -> Self {
+        CookieBackendBuilder {
+            backend: self.backend.and_then(f),
+        }
+    }
+
+    /// Keep opening cookies sealed with `secret`, an earlier key, while new cookies are sealed
+    /// with the current one. Add as many as you are rotating out; each needs
+    /// [`MIN_SECRET_BYTES`] like the current one.
+    pub fn with_old_key(self, secret: impl AsRef<[u8]>) -> Self {
+        self.map(|backend| {
+            let old = seal_key(backend.mode, secret.as_ref())?;
+            let keys: Vec<SealKey> = backend
+                .keys
+                .iter()
+                .cloned()
+                .chain(std::iter::once(old))
+                .collect();
+            Ok(CookieBackend {
+                keys: keys.into(),
+                ..backend
+            })
+        })
+    }
+
+    /// Bind values to the cookie `name` (default [`DEFAULT_COOKIE_NAME`]): a value sealed for
+    /// one name does not open under another. The session layer does this itself with its own
+    /// cookie name; set it when using the backend without the layer.
+    pub fn with_cookie_name(self, name: impl Into<String>) -> Self {
+        let name = name.into();
+        self.map(|backend| Ok(backend.bound_to(&name)))
+    }
+
+    /// The deadline of sessions written without a TTL (browser-session cookies), counted from
+    /// each write. Default [`DEFAULT_LIFETIME`].
+    pub fn with_default_lifetime(self, lifetime: Duration) -> Self {
+        self.map(|backend| {
+            Ok(CookieBackend {
+                default_lifetime: lifetime,
+                ..backend
+            })
+        })
+    }
+
+    /// The absolute limit a session layer applies to these sessions when the application set
+    /// none (`with_absolute_timeout`): each ends `limit` after its creation, however active
+    /// (default [`DEFAULT_MAX_LIFETIME`], 30 days; `None` for no limit). The creation time is
+    /// inside the seal, so the limit holds for copies of the cookie too.
+    pub fn with_max_lifetime(self, limit: Option<Duration>) -> Self {
+        self.map(|backend| {
+            Ok(CookieBackend {
+                max_lifetime: limit,
+                ..backend
+            })
+        })
+    }
+}
+
 impl CookieBackend {
+    /// This backend with its values bound to the cookie `name`.
+    fn bound_to(&self, name: &str) -> CookieBackend {
+        CookieBackend {
+            cookie_name: Arc::from(name),
+            ..self.clone()
+        }
+    }
+
     fn new(mode: Mode, secret: &[u8]) -> Result<Self, Error> {
         Ok(CookieBackend {
             mode,
@@ -342,14 +428,22 @@ impl CookieBackend {
         CookieBackend::new(Mode::Private, secret.as_ref())
     }
 
-    /// Bind values to the cookie `name` (default [`DEFAULT_COOKIE_NAME`]): a value sealed for
-    /// one name does not open under another. The session layer does this itself with its own
-    /// cookie name; call it when using the backend without the layer.
-    #[must_use]
-    pub fn with_cookie_name(self, name: &str) -> Self {
-        CookieBackend {
-            cookie_name: Arc::from(name),
-            ..self
+    /// Configure a backend sealing in `mode` with `secret`: set the options on the builder,
+    /// then [`build`](CookieBackendBuilder::build) checks them (every secret) at once.
+    ///
+    /// ```
+    /// use sessions_cookie::{CookieBackend, Mode};
+    /// use std::time::Duration;
+    ///
+    /// let backend = CookieBackend::builder(Mode::Private, "the current secret, 32 bytes or more")
+    ///     .with_old_key("the previous secret, still opening cookies")
+    ///     .with_max_lifetime(Some(Duration::from_secs(7 * 24 * 60 * 60)))
+    ///     .build()?;
+    /// # Ok::<(), sessions_core::Error>(())
+    /// ```
+    pub fn builder(mode: Mode, secret: impl AsRef<[u8]>) -> CookieBackendBuilder {
+        CookieBackendBuilder {
+            backend: CookieBackend::new(mode, secret.as_ref()),
         }
     }
 
@@ -371,48 +465,6 @@ impl CookieBackend {
         getrandom::fill(&mut secret)
             .expect("the operating system's random number generator failed");
         URL_SAFE_NO_PAD.encode(secret)
-    }
-
-    /// Keep opening cookies sealed with `secret`, an earlier key, while new cookies are sealed
-    /// with the current one. Add as many as you are rotating out.
-    ///
-    /// # Errors
-    ///
-    /// A secret shorter than [`MIN_SECRET_BYTES`] is [`Error::Config`].
-    pub fn with_old_key(self, secret: impl AsRef<[u8]>) -> Result<Self, Error> {
-        let old = seal_key(self.mode, secret.as_ref())?;
-        let keys: Vec<SealKey> = self
-            .keys
-            .iter()
-            .cloned()
-            .chain(std::iter::once(old))
-            .collect();
-        Ok(CookieBackend {
-            keys: keys.into(),
-            ..self
-        })
-    }
-
-    /// The deadline of sessions written without a TTL (browser-session cookies), counted from
-    /// each write. Default [`DEFAULT_LIFETIME`].
-    #[must_use]
-    pub fn with_default_lifetime(self, lifetime: Duration) -> Self {
-        CookieBackend {
-            default_lifetime: lifetime,
-            ..self
-        }
-    }
-
-    /// The absolute limit a session layer applies to these sessions when the application set
-    /// none (`with_absolute_timeout`): each ends `limit` after its creation, however active
-    /// (default [`DEFAULT_MAX_LIFETIME`], 30 days; `None` for no limit). The creation time is
-    /// inside the seal, so the limit holds for copies of the cookie too.
-    #[must_use]
-    pub fn with_max_lifetime(self, limit: Option<Duration>) -> Self {
-        CookieBackend {
-            max_lifetime: limit,
-            ..self
-        }
     }
 
     /// The sealing mode.
@@ -650,14 +702,14 @@ impl SessionBackend for CookieBackend {
         }
     }
 
-    /// [`with_max_lifetime`](CookieBackend::with_max_lifetime): 30 days by default.
+    /// [`with_max_lifetime`](CookieBackendBuilder::with_max_lifetime): 30 days by default.
     fn default_absolute_timeout(&self) -> Option<Duration> {
         self.max_lifetime
     }
 
     /// A copy of this backend whose values are bound to the cookie `name`.
     fn bind_cookie_name(&self, name: &str) -> Option<Arc<dyn SessionBackend>> {
-        Some(Arc::new(self.clone().with_cookie_name(name)))
+        Some(Arc::new(self.bound_to(name)))
     }
 
     /// Nothing to do: the session lives in the client. The layer expires the cookie.

@@ -80,11 +80,23 @@ async fn short_secrets_are_refused_with_advice() {
     assert!(err.to_string().contains("openssl rand"), "{err}");
     assert!(CookieBackend::private([0; 31]).is_err());
     assert!(CookieBackend::private([0; 32]).is_ok());
+    let old = CookieBackend::builder(Mode::Signed, SECRET)
+        .with_old_key(b"short")
+        .build()
+        .unwrap_err();
+    assert!(old.to_string().contains("openssl rand"), "{old}");
+    // The first error is the one reported, whatever is set after it.
+    let current = CookieBackend::builder(Mode::Private, b"short")
+        .with_old_key(SECRET)
+        .with_max_lifetime(None)
+        .build()
+        .unwrap_err();
+    assert!(current.to_string().contains("9 bytes"), "{current}");
     assert!(
-        CookieBackend::signed(SECRET)
-            .unwrap()
-            .with_old_key(b"short")
-            .is_err()
+        CookieBackend::builder(Mode::Private, SECRET)
+            .with_old_key(OTHER)
+            .build()
+            .is_ok()
     );
 }
 
@@ -210,7 +222,10 @@ async fn rotation_opens_old_cookies_and_reseals_under_the_new_key() {
         let key1 = make(SECRET);
         let old_cookie = key1.write(None, &sample(), None).await.unwrap();
 
-        let rotated = make(OTHER).with_old_key(SECRET).unwrap();
+        let rotated = CookieBackend::builder(mode, OTHER)
+            .with_old_key(SECRET)
+            .build()
+            .unwrap();
         assert!(
             rotated.read(&old_cookie).await.unwrap().is_some(),
             "old key must still open"
@@ -257,9 +272,10 @@ async fn deadline_is_enforced_on_the_server() {
 
 #[tokio::test]
 async fn no_ttl_uses_the_default_lifetime_not_forever() {
-    let backend = CookieBackend::signed(SECRET)
-        .unwrap()
-        .with_default_lifetime(Duration::from_millis(300));
+    let backend = CookieBackend::builder(Mode::Signed, SECRET)
+        .with_default_lifetime(Duration::from_millis(300))
+        .build()
+        .unwrap();
     let value = backend.write(None, &sample(), None).await.unwrap();
     assert!(backend.read(&value).await.unwrap().is_some());
     tokio::time::sleep(Duration::from_millis(400)).await;
@@ -294,8 +310,11 @@ async fn metadata_survives_the_round_trip() {
 #[tokio::test]
 async fn value_under_another_name_is_rejected() {
     for backend in backends() {
-        let user = backend.clone().with_cookie_name("user");
-        let admin = backend.with_cookie_name("admin");
+        let user = CookieBackend::builder(backend.mode(), SECRET)
+            .with_cookie_name("user")
+            .build()
+            .unwrap();
+        let admin = backend.bound_to("admin");
         let value = user.write(None, &sample(), None).await.unwrap();
         assert!(
             user.read(&value).await.unwrap().is_some(),
@@ -319,8 +338,7 @@ async fn the_layer_binds_its_cookie_name_through_the_trait() {
         let value = bound.write(None, &sample(), None).await.unwrap();
         assert!(
             backend
-                .clone()
-                .with_cookie_name("admin")
+                .bound_to("admin")
                 .read(&value)
                 .await
                 .unwrap()
@@ -365,7 +383,11 @@ fn the_default_absolute_limit_is_offered_to_the_layer() {
             Some(DEFAULT_MAX_LIFETIME)
         );
         assert_eq!(
-            backend.with_max_lifetime(None).default_absolute_timeout(),
+            CookieBackend::builder(backend.mode(), SECRET)
+                .with_max_lifetime(None)
+                .build()
+                .unwrap()
+                .default_absolute_timeout(),
             None
         );
     }

@@ -22,9 +22,10 @@
 //! use std::time::Duration;
 //!
 //! // A file database that outlives the process: `sqlite://sessions.db`.
-//! let backend = SqliteBackend::from_url("sqlite::memory:")?
-//!     .with_table("app_sessions")?
-//!     .with_expire(Duration::from_secs(24 * 3600)); // for writes that bring no TTL
+//! let backend = SqliteBackend::builder_from_url("sqlite::memory:")
+//!     .with_table("app_sessions")
+//!     .with_expire(Duration::from_secs(24 * 3600)) // for writes that bring no TTL
+//!     .build()?; // checks the URL and the table name
 //! backend.migrate().await?; // creates the table and its index if missing
 //!
 //! let id = backend.write(None, &SessionData::default(), None).await?;
@@ -47,7 +48,9 @@
 //! use sessions_sql::{PostgresBackend, sqlx::PgPool};
 //!
 //! let pool = PgPool::connect("postgres://app@db.internal/app").await?;
-//! let backend = PostgresBackend::from_pool(pool.clone()).with_table("auth.sessions")?;
+//! let backend = PostgresBackend::builder(pool.clone())
+//!     .with_table("auth.sessions")
+//!     .build()?;
 //! backend.migrate().await?;
 //! # Ok(()) }
 //! ```
@@ -81,7 +84,7 @@
 //! Statements are prepared once per connection and reused. A sqlx pool sends a ping round
 //! trip on every connection given back to it, so the backend does not give a connection back
 //! after each operation: it keeps the connections it has used, at most
-//! [`max_connections`](SqlBackend::with_max_connections) of them, and hands them from one
+//! [`max_connections`](SqlBackendBuilder::with_max_connections) of them, and hands them from one
 //! operation to the next itself. Connections go back to the pool when they were unused for 5
 //! seconds (so after a burst the rest of the application gets its pool back), when a
 //! statement fails in a way that leaves the connection in doubt, when they were held for
@@ -171,7 +174,7 @@
 //! CREATE INDEX `sessions_user_id_idx` ON `sessions` (user_id);
 //! ```
 //!
-//! Table names are checked when the backend is built ([`with_table`](SqlBackend::with_table)):
+//! Table names are checked when the backend is built ([`with_table`](SqlBackendBuilder::with_table), then `build()`):
 //! `name` or `schema.name`, each part 1 to 48 ASCII letters, digits or `_`, not starting with a
 //! digit. Anything else is [`Error::Config`]; the name is never written into SQL unchecked.
 //! Names are quoted in SQL, so their case is kept as given.
@@ -179,15 +182,15 @@
 //! Ids that cannot be stored (empty, longer than 128 bytes, or holding anything but visible
 //! ASCII: no ids this backend or a client following the cookie rules makes) read as missing,
 //! do not exist and cannot be updated, without a statement being sent. A custom
-//! [id generator](SqlBackend::with_id_generator) must make storable ids.
+//! [id generator](SqlBackendBuilder::with_id_generator) must make storable ids.
 //!
 //! # Expiry and cleanup
 //!
 //! Every write sets `expires_at` anew, from the write's TTL (the session layer passes its
-//! `max_age`), or else the backend's [`expire`](SqlBackend::with_expire), or else `NULL`:
+//! `max_age`), or else the backend's [`expire`](SqlBackendBuilder::with_expire), or else `NULL`:
 //! a row that never expires. Expired rows read as missing at once; they are deleted by
 //! [`delete_expired`](SqlBackend::delete_expired), in batches of
-//! [1000 rows](SqlBackend::with_cleanup_batch_size) per statement so no statement holds locks
+//! [1000 rows](SqlBackendBuilder::with_cleanup_batch_size) per statement so no statement holds locks
 //! for long, or by a task [`spawn_cleanup`](SqlBackend::spawn_cleanup) starts, which runs it
 //! now and then every period until its [`CleanupTask`] handle is stopped or dropped.
 //!
@@ -212,7 +215,7 @@
 //! type that changed, a manual edit) reads as no session by default: a `tracing` warning names
 //! the table, the masked id and the decode error, the row is deleted, and the client starts a
 //! fresh session instead of getting a 500 until the row expires.
-//! [`with_corrupt_records(CorruptRecords::Fail)`](SqlBackend::with_corrupt_records) makes such
+//! [`with_corrupt_records(CorruptRecords::Fail)`](SqlBackendBuilder::with_corrupt_records) makes such
 //! a read fail with [`Error::Serialization`] instead, whose source is a
 //! [`CorruptRecord`](sessions_core::store::CorruptRecord) naming the table and the masked id.
 //!
@@ -264,7 +267,7 @@ use table::TableName;
 pub use cleanup::CleanupTask;
 pub use sqlx;
 
-/// The table used unless [`with_table`](SqlBackend::with_table) names another.
+/// The table used unless [`with_table`](SqlBackendBuilder::with_table) names another.
 pub const DEFAULT_TABLE: &str = "sessions";
 
 /// The acquire timeout of pools made by [`from_url`](SqlBackend::from_url): how long an
@@ -272,7 +275,7 @@ pub const DEFAULT_TABLE: &str = "sessions";
 pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How many expired rows one cleanup statement deletes at most, unless
-/// [`with_cleanup_batch_size`](SqlBackend::with_cleanup_batch_size) sets another.
+/// [`with_cleanup_batch_size`](SqlBackendBuilder::with_cleanup_batch_size) sets another.
 pub const DEFAULT_CLEANUP_BATCH: u32 = 1000;
 
 /// The longest session id the backend stores, in bytes.
@@ -382,7 +385,7 @@ struct Shared<DB: SqlDatabase> {
 ///
 /// `DB` is the database ([`SqliteBackend`], [`PostgresBackend`] and [`MySqlBackend`] name
 /// it); `S` is the record format, [`JsonSerializer`] unless
-/// [`with_serializer`](SqlBackend::with_serializer) sets another: any [`Serializer`], an
+/// [`with_serializer`](SqlBackendBuilder::with_serializer) sets another: any [`Serializer`], an
 /// `Arc<dyn Serializer>` included.
 ///
 /// Cloning is cheap: clones share the pool and the connections the backend holds.
@@ -422,8 +425,9 @@ impl<DB: SqlDatabase, S> fmt::Debug for SqlBackend<DB, S> {
 
 impl<DB: SqlDatabase> SqlBackend<DB, JsonSerializer> {
     /// A backend on an existing sqlx pool, which it may share with the rest of the
-    /// application. It keeps at most half of the pool's `max_connections` (at least one)
-    /// checked out between operations; see [`with_max_connections`](Self::with_max_connections).
+    /// application, with the default options. It keeps at most half of the pool's
+    /// `max_connections` (at least one) checked out between operations; see
+    /// [`with_max_connections`](SqlBackendBuilder::with_max_connections).
     ///
     /// Nothing is checked yet: call [`migrate`](Self::migrate) or run the DDL yourself.
     pub fn from_pool(pool: sqlx::Pool<DB>) -> Self {
@@ -431,9 +435,9 @@ impl<DB: SqlDatabase> SqlBackend<DB, JsonSerializer> {
         Self::with_conns(Conns::new(pool, max))
     }
 
-    /// A backend on a new pool for `url`, of its own, that connects on first use:
-    /// `sqlite://path/to/file.db` (created when missing) or `sqlite::memory:`,
-    /// `postgres://user:password@host:port/database`,
+    /// A backend on a new pool for `url`, of its own, that connects on first use, with the
+    /// default options: `sqlite://path/to/file.db` (created when missing) or
+    /// `sqlite::memory:`, `postgres://user:password@host:port/database`,
     /// `mysql://user:password@host:port/database`.
     ///
     /// The pool has sqlx's defaults and a [`DEFAULT_ACQUIRE_TIMEOUT`]; the backend may keep
@@ -456,6 +460,23 @@ impl<DB: SqlDatabase> SqlBackend<DB, JsonSerializer> {
         Ok(Self::with_conns(Conns::new(pool, max)))
     }
 
+    /// Configure a backend on an existing pool (as [`from_pool`](Self::from_pool)): set the
+    /// options on the builder, then [`build`](SqlBackendBuilder::build) checks them at once.
+    pub fn builder(pool: sqlx::Pool<DB>) -> SqlBackendBuilder<DB> {
+        SqlBackendBuilder {
+            backend: Ok(Self::from_pool(pool)),
+        }
+    }
+
+    /// Configure a backend on a new pool for `url` (as [`from_url`](Self::from_url)): set the
+    /// options on the builder, then [`build`](SqlBackendBuilder::build) checks them, the URL
+    /// included, at once.
+    pub fn builder_from_url(url: &str) -> SqlBackendBuilder<DB> {
+        SqlBackendBuilder {
+            backend: Self::from_url(url),
+        }
+    }
+
     fn with_conns(conns: Conns<DB>) -> Self {
         let table = TableName::parse(DEFAULT_TABLE).unwrap_or_else(|_| unreachable!());
         SqlBackend {
@@ -473,102 +494,143 @@ impl<DB: SqlDatabase> SqlBackend<DB, JsonSerializer> {
     }
 }
 
-impl<DB: SqlDatabase, S> SqlBackend<DB, S> {
-    /// Store sessions in `table` (`name` or `schema.name`) instead of [`DEFAULT_TABLE`].
+/// The options of a [`SqlBackend`], from [`SqlBackend::builder`] or
+/// [`SqlBackend::builder_from_url`]. Setting an option never fails; [`build`](Self::build)
+/// reports the first problem (a URL that cannot be used, a table name that is not a plain
+/// identifier).
+#[must_use = "a builder makes no backend until `build()`"]
+pub struct SqlBackendBuilder<DB: SqlDatabase, S = JsonSerializer> {
+    /// The backend so far, or the first error met.
+    backend: Result<SqlBackend<DB, S>, Error>,
+}
+
+impl<DB: SqlDatabase, S> fmt::Debug for SqlBackendBuilder<DB, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqlBackendBuilder")
+            .field("backend", &self.backend)
+            .finish()
+    }
+}
+
+impl<DB: SqlDatabase, S> SqlBackendBuilder<DB, S> {
+    /// The backend, once every option has been checked.
     ///
-    /// A name that is not a plain identifier (see [Schema](crate#schema)) is
-    /// [`Error::Config`]: `sessions; DROP TABLE x`, an empty name and quoted names are refused.
-    pub fn with_table(mut self, table: &str) -> Result<Self, Error> {
-        let table = TableName::parse(table)?;
-        self.shared = Arc::new(Shared {
-            conns: Arc::clone(&self.shared.conns),
-            sql: DB::statements(&table),
-            table,
-            batch: self.shared.batch,
-        });
-        Ok(self)
+    /// # Errors
+    ///
+    /// [`Error::Config`]: from [`builder_from_url`](SqlBackend::builder_from_url), a URL that
+    /// cannot be parsed or a call outside a tokio runtime; a table name that is not a plain
+    /// identifier (see [Schema](crate#schema)): `sessions; DROP TABLE x`, an empty name and
+    /// quoted names are refused.
+    pub fn build(self) -> Result<SqlBackend<DB, S>, Error> {
+        self.backend
+    }
+
+    fn map(self, f: impl FnOnce(SqlBackend<DB, S>) -> Result<SqlBackend<DB, S>, Error>) -> Self {
+        SqlBackendBuilder {
+            backend: self.backend.and_then(f),
+        }
+    }
+
+    /// Store sessions in `table` (`name` or `schema.name`) instead of [`DEFAULT_TABLE`].
+    pub fn with_table(self, table: impl AsRef<str>) -> Self {
+        self.map(|mut backend| {
+            let table = TableName::parse(table.as_ref())?;
+            backend.shared = Arc::new(Shared {
+                conns: Arc::clone(&backend.shared.conns),
+                sql: DB::statements(&table),
+                table,
+                batch: backend.shared.batch,
+            });
+            Ok(backend)
+        })
     }
 
     /// The TTL for writes that bring none (see [Expiry](crate#expiry-and-cleanup)); it
     /// restarts on every write. A write's own TTL, when it has one, wins. Zero turns it off
     /// (the default).
-    #[must_use]
-    pub fn with_expire(mut self, expire: Duration) -> Self {
-        self.expire = (!expire.is_zero()).then_some(expire);
-        self
+    pub fn with_expire(self, expire: Duration) -> Self {
+        self.map(|mut backend| {
+            backend.expire = (!expire.is_zero()).then_some(expire);
+            Ok(backend)
+        })
     }
 
     /// Encode records with `serializer` instead.
-    pub fn with_serializer<T: Serializer>(self, serializer: T) -> SqlBackend<DB, T> {
-        SqlBackend {
-            shared: self.shared,
-            serializer,
-            expire: self.expire,
-            ids: self.ids,
-            corrupt: self.corrupt,
+    pub fn with_serializer<T: Serializer>(self, serializer: T) -> SqlBackendBuilder<DB, T> {
+        SqlBackendBuilder {
+            backend: self.backend.map(|backend| SqlBackend {
+                shared: backend.shared,
+                serializer,
+                expire: backend.expire,
+                ids: backend.ids,
+                corrupt: backend.corrupt,
+            }),
         }
     }
 
     /// Take new ids from `ids` instead of the default generator (192 random bits). The ids
     /// must be storable: 1 to [`MAX_ID_LEN`] visible ASCII characters. The backend then
     /// [accepts](SessionBackend::accepts) any storable id from clients.
-    #[must_use]
-    pub fn with_id_generator(mut self, ids: IdGenerator) -> Self {
-        self.ids = Some(ids);
-        self
+    pub fn with_id_generator(self, ids: IdGenerator) -> Self {
+        self.map(|mut backend| {
+            backend.ids = Some(ids);
+            Ok(backend)
+        })
     }
 
     /// What a read does with a row the serializer cannot decode: by default
     /// ([`CorruptRecords::Discard`]) it reads as no session, with a `tracing` warning, and the
     /// row is deleted; [`CorruptRecords::Fail`] fails the read with [`Error::Serialization`]
     /// (see [Failures](crate#failures)).
-    #[must_use]
-    pub fn with_corrupt_records(mut self, policy: CorruptRecords) -> Self {
-        self.corrupt = policy;
-        self
+    pub fn with_corrupt_records(self, policy: CorruptRecords) -> Self {
+        self.map(|mut backend| {
+            backend.corrupt = policy;
+            Ok(backend)
+        })
     }
 
     /// How many of the pool's connections the backend may keep checked out between
     /// operations (see [One statement, one round trip](crate#one-statement-one-round-trip-per-operation)),
     /// which is also how many operations run at once; more wait, within the pool's acquire
     /// timeout. At least 1. The default is all of the pool's `max_connections` for a pool
-    /// made by [`from_url`](SqlBackend::from_url), half of them for one passed to
-    /// [`from_pool`](SqlBackend::from_pool).
-    ///
-    /// Configure before use: the backend (and its clones from now on) starts with no
-    /// connections held.
-    #[must_use]
-    pub fn with_max_connections(mut self, max: usize) -> Self {
-        let pool = self.shared.conns.pool().clone();
-        self.shared = Arc::new(Shared {
-            conns: Arc::new(Conns::new(pool, max)),
-            sql: DB::statements(&self.shared.table),
-            table: self.shared.table.clone(),
-            batch: self.shared.batch,
-        });
-        self
+    /// made from a URL ([`from_url`](SqlBackend::from_url)), half of them for one passed to
+    /// [`from_pool`](SqlBackend::from_pool) or [`builder`](SqlBackend::builder).
+    pub fn with_max_connections(self, max: usize) -> Self {
+        self.map(|mut backend| {
+            let pool = backend.shared.conns.pool().clone();
+            backend.shared = Arc::new(Shared {
+                conns: Arc::new(Conns::new(pool, max)),
+                sql: DB::statements(&backend.shared.table),
+                table: backend.shared.table.clone(),
+                batch: backend.shared.batch,
+            });
+            Ok(backend)
+        })
     }
 
     /// Delete at most `rows` expired rows per cleanup statement (at least 1; the default is
     /// [`DEFAULT_CLEANUP_BATCH`]).
-    #[must_use]
-    pub fn with_cleanup_batch_size(mut self, rows: u32) -> Self {
-        self.shared = Arc::new(Shared {
-            conns: Arc::clone(&self.shared.conns),
-            sql: DB::statements(&self.shared.table),
-            table: self.shared.table.clone(),
-            batch: rows.max(1),
-        });
-        self
+    pub fn with_cleanup_batch_size(self, rows: u32) -> Self {
+        self.map(|mut backend| {
+            backend.shared = Arc::new(Shared {
+                conns: Arc::clone(&backend.shared.conns),
+                sql: DB::statements(&backend.shared.table),
+                table: backend.shared.table.clone(),
+                batch: rows.max(1),
+            });
+            Ok(backend)
+        })
     }
+}
 
+impl<DB: SqlDatabase, S> SqlBackend<DB, S> {
     /// The table name, as given (`name` or `schema.name`).
     pub fn table(&self) -> String {
         self.shared.table.to_string()
     }
 
     /// The pool the backend draws its connections from. The connections the backend holds
-    /// (at most [`max_connections`](Self::with_max_connections)) are not available to other
+    /// (at most [`max_connections`](SqlBackendBuilder::with_max_connections)) are not available to other
     /// users of the pool until they go back to it.
     pub fn pool(&self) -> &sqlx::Pool<DB> {
         self.shared.conns.pool()
@@ -626,7 +688,7 @@ impl<DB: SqlDatabase, S> SqlBackend<DB, S> {
     }
 
     /// Delete every row expired by now, in batches of at most
-    /// [`cleanup_batch_size`](Self::with_cleanup_batch_size) rows per statement; returns how
+    /// [`cleanup_batch_size`](SqlBackendBuilder::with_cleanup_batch_size) rows per statement; returns how
     /// many rows went. Rows that expire while it runs are left for the next run.
     pub async fn delete_expired(&self) -> Result<u64, Error> {
         self.shared.delete_expired(None).await

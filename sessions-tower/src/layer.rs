@@ -50,7 +50,7 @@ fn bound<B: SessionBackend>(backend: &Arc<B>, config: &Config) -> Arc<dyn Sessio
 /// The rules browsers hold a cookie's attributes to, checked on the whole configuration so
 /// that the order of the setters does not matter: `SameSite=None` needs `Secure`; a name
 /// starting with `__Secure-` needs `Secure`; one starting with `__Host-` (or the
-/// [`with_host_prefix`](SessionLayer::with_host_prefix) option) needs `Secure`, `Path=/` and
+/// [`with_host_prefix`](SessionLayerBuilder::with_host_prefix) option) needs `Secure`, `Path=/` and
 /// no `Domain`. Browsers drop a cookie that breaks them without a word.
 fn check_attributes(c: &Config) -> Result<(), Error> {
     let named = |prefix: &str| {
@@ -77,16 +77,79 @@ fn check_attributes(c: &Config) -> Result<(), Error> {
     Ok(())
 }
 
+/// The rules each value is held to, whatever the others are.
+fn check_values(c: &Config) -> Result<(), Error> {
+    let name = &c.name;
+    let valid_name = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b));
+    if !valid_name {
+        return Err(Error::Config(format!(
+            "{name:?} is not a valid cookie name: use letters, digits and `-_.!#$%&'*+^`|~`"
+        )));
+    }
+    let path = &c.path;
+    if !path.starts_with('/') || path.bytes().any(|b| b == b';' || !b.is_ascii_graphic()) {
+        return Err(Error::Config(format!(
+            "{path:?} is not a valid cookie path: it must start with `/` and hold only \
+             visible ASCII without `;` (percent-encode anything else, as request paths are)"
+        )));
+    }
+    if let Some(domain) = &c.domain {
+        if domain.is_empty() || domain.bytes().any(|b| b == b';' || !b.is_ascii_graphic()) {
+            return Err(Error::Config(format!(
+                "{domain:?} is not a valid cookie domain"
+            )));
+        }
+    }
+    if let Some(bad) = c
+        .autoload_routes
+        .prefixes
+        .iter()
+        .find(|p| !p.starts_with('/'))
+    {
+        return Err(Error::Config(format!(
+            "{bad:?} is not an autoload path prefix: it must start with `/`"
+        )));
+    }
+    Ok(())
+}
+
 impl<B: SessionBackend> SessionLayer<B> {
-    /// Sessions stored in `backend`, with the default options.
+    /// Sessions stored in `backend`, with the default options. For other options, start from
+    /// [`builder`](Self::builder).
     pub fn new(backend: B) -> Self {
         SessionLayer::from_arc(Arc::new(backend))
     }
 
-    /// Sessions stored in a backend that is already shared.
+    /// Sessions stored in a backend that is already shared, with the default options.
     pub fn from_arc(backend: Arc<B>) -> Self {
-        let mut config = Config::default();
-        config.policy.absolute = backend.default_absolute_timeout();
+        SessionLayer::with_config(backend, Config::default())
+    }
+
+    /// Configure a layer storing sessions in `backend`: set the options on the builder, then
+    /// [`build`](SessionLayerBuilder::build) checks them all at once.
+    ///
+    /// ```
+    /// # use sessions_memory::InMemoryBackend; use sessions_tower::{Error, SameSite, SessionLayer};
+    /// # fn main() -> Result<(), Error> {
+    /// let layer = SessionLayer::builder(InMemoryBackend::new())
+    ///     .with_cookie_name("id")
+    ///     .with_same_site(SameSite::Strict)
+    ///     .with_autoload(true)
+    ///     .build()?;
+    /// # let _ = layer; Ok(()) }
+    /// ```
+    pub fn builder(backend: B) -> SessionLayerBuilder<B> {
+        SessionLayerBuilder::from_arc(Arc::new(backend))
+    }
+
+    /// The layer of a configuration that has been checked: the attribute text rendered once,
+    /// the backend's own absolute limit applied when the application set none.
+    fn with_config(backend: Arc<B>, mut config: Config) -> Self {
+        config.render();
+        config.policy.absolute = config.absolute.or(backend.default_absolute_timeout());
         SessionLayer {
             sessions: bound(&backend, &config),
             backend,
@@ -105,23 +168,72 @@ impl<B: SessionBackend> SessionLayer<B> {
     pub fn policy(&self) -> sessions_core::Policy {
         self.config.policy
     }
+}
 
-    /// [`configure`](Self::configure), then check the combination of cookie attributes: the
-    /// same rules whatever order the options were set in.
-    fn try_configure(self, f: impl FnOnce(&mut Config)) -> Result<Self, Error> {
-        let mut candidate = (*self.config).clone();
-        f(&mut candidate);
-        check_attributes(&candidate)?;
-        Ok(self.configure(|c| *c = candidate))
+/// The options of a [`SessionLayer`], from [`SessionLayer::builder`]. Setting an option never
+/// fails; [`build`](Self::build) checks the whole configuration, so the order of the setters
+/// does not matter.
+///
+/// Defaults: cookie `session`, path `/`, no domain, `Max-Age` 14 days, `Secure`, `HttpOnly`,
+/// `SameSite=Lax`, `autoload` off, no idle or absolute limit (besides the backend's own),
+/// fail closed.
+#[must_use = "a builder makes no layer until `build()`"]
+pub struct SessionLayerBuilder<B> {
+    backend: Arc<B>,
+    config: Config,
+    /// The autoload patterns as given: compiled, and so checked, by `build`.
+    #[cfg(feature = "regex")]
+    patterns: Vec<String>,
+}
+
+impl<B> fmt::Debug for SessionLayerBuilder<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionLayerBuilder")
+            .field("backend", &std::any::type_name::<B>())
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl<B: SessionBackend> SessionLayerBuilder<B> {
+    /// Configure a layer for a backend that is already shared.
+    pub fn from_arc(backend: Arc<B>) -> Self {
+        SessionLayerBuilder {
+            backend,
+            config: Config::default(),
+            #[cfg(feature = "regex")]
+            patterns: Vec::new(),
+        }
     }
 
-    fn configure(mut self, f: impl FnOnce(&mut Config)) -> Self {
-        let config = Arc::make_mut(&mut self.config);
-        f(config);
-        config.render();
-        config.policy.absolute = config.absolute.or(self.backend.default_absolute_timeout());
-        self.sessions = bound(&self.backend, config);
-        self
+    /// The layer, once every option has been checked.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`], saying what to change, when:
+    /// - the cookie name is empty or holds characters a cookie name cannot (separators,
+    ///   spaces, control characters);
+    /// - the path does not start with `/`, or holds `;`, spaces, control characters or
+    ///   non-ASCII characters; the domain is empty or holds `;`, spaces or control characters;
+    /// - an autoload path prefix does not start with `/`, or an autoload pattern does not
+    ///   compile;
+    /// - the attributes break a rule browsers hold cookies to, which they would enforce by
+    ///   dropping the cookie without a word: `SameSite=None` without `Secure`, a `__Secure-`
+    ///   name without `Secure`, a `__Host-` name (or
+    ///   [`with_host_prefix`](Self::with_host_prefix)) without `Secure`, with a path other
+    ///   than `/`, or with a domain.
+    pub fn build(self) -> Result<SessionLayer<B>, Error> {
+        #[allow(unused_mut)]
+        let mut config = self.config;
+        check_values(&config)?;
+        check_attributes(&config)?;
+        #[cfg(feature = "regex")]
+        {
+            let set = regex::RegexSet::new(&self.patterns)
+                .map_err(|e| Error::Config(format!("an autoload pattern does not compile: {e}")))?;
+            config.autoload_routes.patterns = (!set.is_empty()).then_some(set);
+        }
+        Ok(SessionLayer::with_config(self.backend, config))
     }
 
     /// Hand handlers their session already loaded (default: off, as in starsessions: handlers
@@ -130,9 +242,9 @@ impl<B: SessionBackend> SessionLayer<B> {
     /// failed load answers 500 and logs a `tracing` error. A plain tower service reads the
     /// session from the request's extensions and calls `load` itself either way (a second
     /// `load` does nothing).
-    #[must_use]
-    pub fn with_autoload(self, autoload: bool) -> Self {
-        self.configure(|c| c.autoload = autoload)
+    pub fn with_autoload(mut self, autoload: bool) -> Self {
+        self.config.autoload = autoload;
+        self
     }
 
     /// Autoload on chosen routes: requests whose path is one of `prefixes` or below it
@@ -140,131 +252,84 @@ impl<B: SessionBackend> SessionLayer<B> {
     /// loaded when a handler takes it, as [`with_autoload`](Self::with_autoload) does for all;
     /// requests on other routes keep the explicit `load().await`. starsessions'
     /// `SessionAutoloadMiddleware(paths=[...])`. The path is the one the client asked for
-    /// (under `Router::nest`, axum's `OriginalUri`). Replaces the prefixes set before.
-    ///
-    /// # Errors
-    ///
-    /// A prefix that does not start with `/` is [`Error::Config`].
-    pub fn with_autoload_paths<I, P>(self, prefixes: I) -> Result<Self, Error>
+    /// (under `Router::nest`, axum's `OriginalUri`). Replaces the prefixes set before. Each
+    /// must start with `/` ([`build`](Self::build) checks).
+    pub fn with_autoload_paths<I, P>(mut self, prefixes: I) -> Self
     where
         I: IntoIterator<Item = P>,
         P: Into<String>,
     {
-        let prefixes: Vec<String> = prefixes.into_iter().map(Into::into).collect();
-        if let Some(bad) = prefixes.iter().find(|p| !p.starts_with('/')) {
-            return Err(Error::Config(format!(
-                "{bad:?} is not a path prefix: it must start with `/`"
-            )));
-        }
-        Ok(self.configure(|c| c.autoload_routes.prefixes = prefixes))
+        self.config.autoload_routes.prefixes = prefixes.into_iter().map(Into::into).collect();
+        self
     }
 
     /// Autoload on routes matching regular expressions (the `regex` crate's syntax, each
     /// matched against the whole path, so anchor it: `^/shop/\d+$`), besides
     /// [`with_autoload_paths`](Self::with_autoload_paths). Replaces the patterns set before.
-    /// Feature `regex`.
-    ///
-    /// # Errors
-    ///
-    /// A pattern that does not compile is [`Error::Config`], with the `regex` crate's message.
+    /// [`build`](Self::build) compiles them. Feature `regex`.
     #[cfg(feature = "regex")]
-    pub fn with_autoload_patterns<I, P>(self, patterns: I) -> Result<Self, Error>
+    pub fn with_autoload_patterns<I, P>(mut self, patterns: I) -> Self
     where
         I: IntoIterator<Item = P>,
-        P: AsRef<str>,
+        P: Into<String>,
     {
-        let set = regex::RegexSet::new(patterns)
-            .map_err(|e| Error::Config(format!("an autoload pattern does not compile: {e}")))?;
-        Ok(self.configure(|c| c.autoload_routes.patterns = (!set.is_empty()).then_some(set)))
+        self.patterns = patterns.into_iter().map(Into::into).collect();
+        self
     }
 
-    /// The cookie's name (default `session`).
-    ///
-    /// # Errors
-    ///
-    /// A name that is empty or holds characters a cookie name cannot (separators, spaces,
-    /// control characters) is [`Error::Config`].
-    pub fn with_cookie_name(self, name: impl Into<String>) -> Result<Self, Error> {
-        let name = name.into();
-        let valid = !name.is_empty()
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b));
-        if !valid {
-            return Err(Error::Config(format!(
-                "{name:?} is not a valid cookie name: use letters, digits and `-_.!#$%&'*+^`|~`"
-            )));
-        }
-        self.try_configure(|c| c.name = name)
+    /// The cookie's name (default `session`): letters, digits and `-_.!#$%&'*+^`|~`.
+    pub fn with_cookie_name(mut self, name: impl Into<String>) -> Self {
+        self.config.name = name.into();
+        self
     }
 
     /// The cookie's `Path` (default `/`). Requests outside it get no session: the browser
     /// would not send the cookie there, so the layer neither reads nor sets it.
-    ///
-    /// # Errors
-    ///
-    /// A path that does not start with `/`, or holds `;`, spaces, control characters or
-    /// non-ASCII characters, is [`Error::Config`].
-    pub fn with_path(self, path: impl Into<String>) -> Result<Self, Error> {
-        let path = path.into();
-        if !path.starts_with('/') || path.bytes().any(|b| b == b';' || !b.is_ascii_graphic()) {
-            return Err(Error::Config(format!(
-                "{path:?} is not a valid cookie path: it must start with `/` and hold only \
-                 visible ASCII without `;` (percent-encode anything else, as request paths are)"
-            )));
-        }
-        self.try_configure(|c| c.path = path)
+    pub fn with_path(mut self, path: impl Into<String>) -> Self {
+        self.config.path = path.into();
+        self
     }
 
     /// The cookie's `Domain` (default: none, so only the host that set it receives it).
     /// Setting `example.com` shares the session with every subdomain, such as
     /// `app.example.com`.
-    ///
-    /// # Errors
-    ///
-    /// A domain holding `;`, spaces or control characters is [`Error::Config`].
-    pub fn with_domain(self, domain: impl Into<String>) -> Result<Self, Error> {
-        let domain = domain.into();
-        if domain.is_empty() || domain.bytes().any(|b| b == b';' || !b.is_ascii_graphic()) {
-            return Err(Error::Config(format!(
-                "{domain:?} is not a valid cookie domain"
-            )));
-        }
-        self.try_configure(|c| c.domain = Some(domain))
+    pub fn with_domain(mut self, domain: impl Into<String>) -> Self {
+        self.config.domain = Some(domain.into());
+        self
     }
 
     /// The cookie's `Max-Age` (default 14 days), also the stored record's TTL, renewed on
     /// every save. Zero makes a browser-session cookie: no `Max-Age`, so the browser drops it
     /// when it closes; records then get no TTL from the cookie.
-    #[must_use]
-    pub fn with_max_age(self, max_age: Duration) -> Self {
-        self.configure(|c| c.max_age = (!max_age.is_zero()).then_some(max_age))
+    pub fn with_max_age(mut self, max_age: Duration) -> Self {
+        self.config.max_age = (!max_age.is_zero()).then_some(max_age);
+        self
     }
 
     /// End sessions not used for `idle` (default: no idle limit). Activity extends it: each
     /// save records the time, and an unchanged session is saved again once
-    /// [`with_refresh_after`](SessionLayer::with_refresh_after) has passed
+    /// [`with_refresh_after`](Self::with_refresh_after) has passed
     /// (default: half of `idle`), so reads cause at most one refresh per interval. Enforced on
     /// the server for every backend; the stored record's TTL never exceeds it.
-    #[must_use]
-    pub fn with_idle_timeout(self, idle: Duration) -> Self {
-        self.configure(|c| c.idle = (!idle.is_zero()).then_some(idle))
+    pub fn with_idle_timeout(mut self, idle: Duration) -> Self {
+        self.config.idle = (!idle.is_zero()).then_some(idle);
+        self
     }
 
     /// End sessions `lifetime` after they were created, however active (default: no absolute
     /// limit, except the backend's own default: the cookie backend's 30 days, since nothing
     /// on the server can revoke a copied cookie). Never extended; `regenerate_id` keeps the
     /// creation time.
-    #[must_use]
-    pub fn with_absolute_timeout(self, lifetime: Duration) -> Self {
-        self.configure(|c| c.absolute = (!lifetime.is_zero()).then_some(lifetime))
+    pub fn with_absolute_timeout(mut self, lifetime: Duration) -> Self {
+        self.config.absolute = (!lifetime.is_zero()).then_some(lifetime);
+        self
     }
 
     /// How long after its last save an unchanged session is refreshed, when an idle timeout
     /// is set (default: half of it).
-    #[must_use]
-    pub fn with_refresh_after(self, after: Duration) -> Self {
-        self.configure(|c| c.refresh_after = Some(after))
+    pub fn with_refresh_after(mut self, after: Duration) -> Self {
+        self.config.refresh_after = Some(after);
+        self
     }
 
     /// Give new sessions a short first lifetime on the server (default: none, new sessions
@@ -278,54 +343,44 @@ impl<B: SessionBackend> SessionLayer<B> {
     /// The trade-off: a client that comes back only after `first` finds its session gone
     /// and starts a fresh one. Choose `first` longer than the gap between a visitor's first
     /// two requests (minutes, not seconds).
-    #[must_use]
-    pub fn with_probation(self, first: Duration) -> Self {
-        self.configure(|c| c.probation = (!first.is_zero()).then_some(first))
+    pub fn with_probation(mut self, first: Duration) -> Self {
+        self.config.probation = (!first.is_zero()).then_some(first);
+        self
     }
 
     /// What a storage failure does: fail closed (default: `load()` returns the error, a
     /// failed save is a 500) or fail open (`true`: the request goes on with an empty session
     /// that is never saved, and a `tracing` warning is logged).
-    #[must_use]
-    pub fn with_fail_open(self, fail_open: bool) -> Self {
-        self.configure(|c| c.fail_open = fail_open)
+    pub fn with_fail_open(mut self, fail_open: bool) -> Self {
+        self.config.fail_open = fail_open;
+        self
     }
 
     /// Name the cookie `__Host-<name>`: browsers then only accept it with `Secure`,
     /// `Path=/` and no `Domain`, so no subdomain or plain-HTTP page can plant or shadow it.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Config`] when the layer has a domain, a path other than `/`, or `Secure` off.
-    pub fn with_host_prefix(self) -> Result<Self, Error> {
-        self.try_configure(|c| c.host_prefix = true)
+    pub fn with_host_prefix(mut self) -> Self {
+        self.config.host_prefix = true;
+        self
     }
 
     /// The `Secure` attribute (default on: the cookie travels over HTTPS only). Turn it off
-    /// for plain-HTTP development only.
-    ///
-    /// # Errors
-    ///
-    /// Turning `Secure` off is [`Error::Config`] when the layer has `SameSite=None` or the
-    /// `__Host-` prefix, which browsers only accept with `Secure`: the same error whichever
-    /// option was set first.
-    pub fn with_secure(self, secure: bool) -> Result<Self, Error> {
-        self.try_configure(|c| c.secure = secure)
+    /// for plain-HTTP development only: `SameSite=None` and the `__Host-` and `__Secure-`
+    /// prefixes need it.
+    pub fn with_secure(mut self, secure: bool) -> Self {
+        self.config.secure = secure;
+        self
     }
 
     /// The `HttpOnly` attribute (default on: scripts in the page cannot read the cookie).
-    #[must_use]
-    pub fn with_http_only(self, http_only: bool) -> Self {
-        self.configure(|c| c.http_only = http_only)
+    pub fn with_http_only(mut self, http_only: bool) -> Self {
+        self.config.http_only = http_only;
+        self
     }
 
-    /// The `SameSite` attribute (default `Lax`).
-    ///
-    /// # Errors
-    ///
-    /// `SameSite=None` without `Secure` is [`Error::Config`]: browsers reject such cookies.
-    pub fn with_same_site(self, same_site: SameSite) -> Result<Self, Error> {
-        self.try_configure(|c| c.same_site = same_site)
+    /// The `SameSite` attribute (default `Lax`). `None` needs `Secure`.
+    pub fn with_same_site(mut self, same_site: SameSite) -> Self {
+        self.config.same_site = same_site;
+        self
     }
 }
 
@@ -364,6 +419,10 @@ mod tests {
     use super::*;
     use sessions_memory::InMemoryBackend;
 
+    fn builder() -> SessionLayerBuilder<InMemoryBackend> {
+        SessionLayer::builder(InMemoryBackend::new())
+    }
+
     #[test]
     fn every_option_reaches_the_policy_the_sessions_follow() {
         let layer = SessionLayer::new(InMemoryBackend::new());
@@ -372,13 +431,15 @@ mod tests {
             layer.config.policy.max_age,
             Some(Duration::from_secs(14 * 86_400))
         );
-        let layer = layer
+        let layer = builder()
             .with_autoload(true)
             .with_idle_timeout(Duration::from_secs(60))
             .with_absolute_timeout(Duration::from_secs(3_600))
             .with_refresh_after(Duration::from_secs(10))
             .with_fail_open(true)
-            .with_max_age(Duration::ZERO);
+            .with_max_age(Duration::ZERO)
+            .build()
+            .unwrap();
         let policy = &layer.config.policy;
         assert!(policy.autoload, "a later option kept the earlier one");
         assert_eq!(policy.idle, Some(Duration::from_secs(60)));
@@ -391,8 +452,24 @@ mod tests {
         );
     }
 
-    fn layer() -> SessionLayer<InMemoryBackend> {
-        SessionLayer::new(InMemoryBackend::new())
+    #[test]
+    fn the_built_cookie_carries_the_options() {
+        let layer = builder()
+            .with_cookie_name("id")
+            .with_path("/app")
+            .with_domain("example.com")
+            .with_same_site(SameSite::Strict)
+            .with_http_only(false)
+            .build()
+            .unwrap();
+        let header = layer.config.set_cookie("v").unwrap();
+        let header = header.to_str().unwrap();
+        for part in ["id=v", "Path=/app", "Domain=example.com", "SameSite=Strict"] {
+            assert!(header.contains(part), "{header} lacks {part}");
+        }
+        assert!(!header.contains("HttpOnly"), "{header}");
+        let host = builder().with_host_prefix().build().unwrap();
+        assert_eq!(host.config.cookie_name, "__Host-session");
     }
 
     fn config_error<T>(result: Result<T, Error>) -> String {
@@ -404,64 +481,96 @@ mod tests {
     }
 
     #[test]
+    fn values_a_cookie_cannot_hold_are_refused_by_build() {
+        for (what, bad) in [
+            ("name", builder().with_cookie_name("")),
+            ("name", builder().with_cookie_name("a b")),
+            ("name", builder().with_cookie_name("a;b")),
+            ("path", builder().with_path("admin")),
+            ("path", builder().with_path("/a;b")),
+            ("path", builder().with_path("/é")),
+            ("domain", builder().with_domain("")),
+            ("domain", builder().with_domain("a b.com")),
+            ("prefix", builder().with_autoload_paths(["/ok", "account"])),
+        ] {
+            let message = config_error(bad.build());
+            assert!(message.contains(what), "{what}: {message}");
+        }
+    }
+
+    #[cfg(feature = "regex")]
+    #[test]
+    fn an_autoload_pattern_that_does_not_compile_is_refused_by_build() {
+        let message = config_error(builder().with_autoload_patterns(["^/shop/(\\d+$"]).build());
+        assert!(message.contains("autoload pattern"), "{message}");
+        let layer = builder()
+            .with_autoload_patterns([r"^/shop/\d+$"])
+            .build()
+            .unwrap();
+        assert!(layer.config.autoloads("/shop/12"));
+        assert!(!layer.config.autoloads("/shop/x"));
+    }
+
+    #[test]
     fn same_site_none_without_secure_is_refused_in_either_order() {
         let secure_first = config_error(
-            layer()
+            builder()
                 .with_secure(false)
-                .and_then(|l| l.with_same_site(SameSite::None)),
+                .with_same_site(SameSite::None)
+                .build(),
         );
         let same_site_first = config_error(
-            layer()
+            builder()
                 .with_same_site(SameSite::None)
-                .and_then(|l| l.with_secure(false)),
+                .with_secure(false)
+                .build(),
         );
         assert_eq!(secure_first, same_site_first);
         assert!(secure_first.contains("SameSite=None"), "{secure_first}");
+        assert!(
+            builder()
+                .with_secure(false)
+                .with_same_site(SameSite::None)
+                .with_secure(true)
+                .build()
+                .is_ok(),
+            "only the final configuration counts"
+        );
     }
 
     #[test]
     fn prefixed_cookie_names_need_secure_in_either_order() {
         for name in ["__Host-id", "__Secure-id", "__host-id", "__SECURE-id"] {
-            let name_first = config_error(
-                layer()
-                    .with_cookie_name(name)
-                    .and_then(|l| l.with_secure(false)),
-            );
-            let secure_first = config_error(
-                layer()
-                    .with_secure(false)
-                    .and_then(|l| l.with_cookie_name(name)),
-            );
+            let name_first =
+                config_error(builder().with_cookie_name(name).with_secure(false).build());
+            let secure_first =
+                config_error(builder().with_secure(false).with_cookie_name(name).build());
             assert_eq!(name_first, secure_first, "{name}");
         }
         assert!(
-            layer().with_cookie_name("__Secure-id").is_ok(),
+            builder().with_cookie_name("__Secure-id").build().is_ok(),
             "Secure is on by default"
         );
-        assert!(layer().with_cookie_name("__Host-id").is_ok());
+        assert!(builder().with_cookie_name("__Host-id").build().is_ok());
     }
 
     #[test]
-    fn a_host_prefixed_name_needs_path_slash_and_no_domain_in_either_order() {
-        let host = || layer().with_cookie_name("__Host-id");
-        assert!(host().and_then(|l| l.with_path("/admin")).is_err());
+    fn a_host_prefixed_name_needs_path_slash_and_no_domain() {
+        let host = || builder().with_cookie_name("__Host-id");
+        assert!(host().with_path("/admin").build().is_err());
+        assert!(host().with_domain("example.com").build().is_err());
         assert!(
-            layer()
+            builder()
+                .with_host_prefix()
                 .with_path("/admin")
-                .and_then(|l| l.with_cookie_name("__Host-id"))
-                .is_err()
-        );
-        assert!(host().and_then(|l| l.with_domain("example.com")).is_err());
-        assert!(
-            layer()
-                .with_domain("example.com")
-                .and_then(|l| l.with_cookie_name("__Host-id"))
+                .build()
                 .is_err()
         );
         assert!(
-            layer()
+            builder()
                 .with_domain("example.com")
-                .and_then(|l| l.with_cookie_name("__Secure-id"))
+                .with_cookie_name("__Secure-id")
+                .build()
                 .is_ok(),
             "__Secure- allows a Domain"
         );
@@ -469,16 +578,8 @@ mod tests {
 
     #[test]
     fn host_prefix_without_secure_is_refused_in_either_order() {
-        let secure_first = config_error(
-            layer()
-                .with_secure(false)
-                .and_then(SessionLayer::with_host_prefix),
-        );
-        let prefix_first = config_error(
-            layer()
-                .with_host_prefix()
-                .and_then(|l| l.with_secure(false)),
-        );
+        let secure_first = config_error(builder().with_secure(false).with_host_prefix().build());
+        let prefix_first = config_error(builder().with_host_prefix().with_secure(false).build());
         assert_eq!(secure_first, prefix_first);
     }
 }

@@ -28,42 +28,47 @@
 //! Nothing is read from the backend until the handler calls
 //! [`session.load().await`](Session::load); reading or writing before that is
 //! [`Error::NotLoaded`]. Requests that never touch the session cost no backend call at all.
-//! [`with_autoload(true)`](SessionLayer::with_autoload) hands handlers the session already
+//! [`with_autoload(true)`](SessionLayerBuilder::with_autoload) hands handlers the session already
 //! loaded instead. The load happens when a handler takes the session, so routes that never
 //! take it never reach the backend; if the load fails the handler is not called and the
 //! response is a 500:
 //!
 //! ```
 //! # use sessions_memory::InMemoryBackend; use sessions_tower::SessionLayer;
-//! let layer = SessionLayer::new(InMemoryBackend::new()).with_autoload(true);
+//! let layer = SessionLayer::builder(InMemoryBackend::new())
+//!     .with_autoload(true)
+//!     .build()?;
+//! # Ok::<(), sessions_tower::Error>(())
 //! ```
 //!
 //! # The cookie
 //!
 //! | option | default | meaning |
 //! |---|---|---|
-//! | [`with_cookie_name`](SessionLayer::with_cookie_name) | `session` | the cookie's name |
-//! | [`with_path`](SessionLayer::with_path) | `/` | requests outside it get no session, and no cookie is read, set or removed on them; under axum's `Router::nest` the full path the client asked for (`OriginalUri`) is what counts |
-//! | [`with_domain`](SessionLayer::with_domain) | none | `example.com` shares the session with its subdomains |
-//! | [`with_max_age`](SessionLayer::with_max_age) | 14 days | also the record's TTL, renewed on each save; zero = a browser-session cookie |
-//! | [`with_secure`](SessionLayer::with_secure) | on | HTTPS only |
-//! | [`with_http_only`](SessionLayer::with_http_only) | on | hidden from page scripts |
-//! | [`with_same_site`](SessionLayer::with_same_site) | `Lax` | `None` requires `Secure` |
+//! | [`with_cookie_name`](SessionLayerBuilder::with_cookie_name) | `session` | the cookie's name |
+//! | [`with_path`](SessionLayerBuilder::with_path) | `/` | requests outside it get no session, and no cookie is read, set or removed on them; under axum's `Router::nest` the full path the client asked for (`OriginalUri`) is what counts |
+//! | [`with_domain`](SessionLayerBuilder::with_domain) | none | `example.com` shares the session with its subdomains |
+//! | [`with_max_age`](SessionLayerBuilder::with_max_age) | 14 days | also the record's TTL, renewed on each save; zero = a browser-session cookie |
+//! | [`with_secure`](SessionLayerBuilder::with_secure) | on | HTTPS only |
+//! | [`with_http_only`](SessionLayerBuilder::with_http_only) | on | hidden from page scripts |
+//! | [`with_same_site`](SessionLayerBuilder::with_same_site) | `Lax` | `None` requires `Secure` |
 //!
 //! ```
 //! # use sessions_memory::InMemoryBackend; use sessions_tower::{SameSite, SessionLayer};
 //! # use std::time::Duration;
-//! let admin_sessions = SessionLayer::new(InMemoryBackend::new())
-//!     .with_cookie_name("admin_session")?
-//!     .with_path("/admin")?
-//!     .with_domain("example.com")?
+//! let admin_sessions = SessionLayer::builder(InMemoryBackend::new())
+//!     .with_cookie_name("admin_session")
+//!     .with_path("/admin")
+//!     .with_domain("example.com")
 //!     .with_max_age(Duration::ZERO) // gone when the browser closes
-//!     .with_same_site(SameSite::Strict)?;
-//! // Setters that can be given an invalid value or combination return a `Result`, and the
-//! // check does not depend on their order: `SameSite=None` and `__Host-` need `Secure`.
-//! assert!(SessionLayer::new(InMemoryBackend::new())
+//!     .with_same_site(SameSite::Strict)
+//!     .build()?;
+//! // Setting an option never fails: `build` checks them all at once, so the order of the
+//! // setters does not matter. `SameSite=None` and `__Host-` need `Secure`:
+//! assert!(SessionLayer::builder(InMemoryBackend::new())
 //!     .with_same_site(SameSite::None)
-//!     .and_then(|layer| layer.with_secure(false))
+//!     .with_secure(false)
+//!     .build()
 //!     .is_err());
 //! # Ok::<(), sessions_tower::Error>(())
 //! ```
@@ -125,7 +130,7 @@
 //! |---|---|---|
 //! | `axum` | on | [`Session`] as an axum extractor, [`Error`] as an axum response |
 //! | `cookie-backend` | on | [`SessionLayer::with_secret_key`]: signed cookie sessions from `sessions-cookie` |
-//! | `regex` | off | `SessionLayer::with_autoload_patterns`: autoload on routes matching regular expressions |
+//! | `regex` | off | `SessionLayerBuilder::with_autoload_patterns`: autoload on routes matching regular expressions |
 //!
 //! # The default backend
 //!
@@ -155,7 +160,7 @@ mod service;
 pub mod testing;
 
 pub use future::{MAX_SET_COOKIE_BYTES, ResponseFuture};
-pub use layer::SessionLayer;
+pub use layer::{SessionLayer, SessionLayerBuilder};
 pub use load::{LoadSession, LoadSessionLayer};
 pub use service::SessionMiddleware;
 pub use sessions_core::{Commit, Error, Lifetime, LoadedSession, Session, SessionBackend};

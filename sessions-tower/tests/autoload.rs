@@ -42,8 +42,9 @@ async fn status(app: &Router, path: &str) -> StatusCode {
 #[tokio::test]
 async fn prefixes_autoload_their_routes_and_no_others() {
     let app = routes().layer(
-        SessionLayer::new(InMemoryBackend::new())
+        SessionLayer::builder(InMemoryBackend::new())
             .with_autoload_paths(["/account"])
+            .build()
             .unwrap(),
     );
     assert_eq!(status(&app, "/account").await, StatusCode::OK);
@@ -58,8 +59,9 @@ async fn prefixes_autoload_their_routes_and_no_others() {
 #[tokio::test]
 async fn patterns_autoload_matching_routes_and_no_others() {
     let app = routes().layer(
-        SessionLayer::new(InMemoryBackend::new())
+        SessionLayer::builder(InMemoryBackend::new())
             .with_autoload_patterns([r"^/shop/\d+$"])
+            .build()
             .unwrap(),
     );
     assert_eq!(status(&app, "/shop/42").await, StatusCode::OK);
@@ -76,10 +78,10 @@ async fn patterns_autoload_matching_routes_and_no_others() {
 #[tokio::test]
 async fn prefixes_and_patterns_together_and_bad_ones_refused() {
     let app = routes().layer(
-        SessionLayer::new(InMemoryBackend::new())
+        SessionLayer::builder(InMemoryBackend::new())
             .with_autoload_paths(["/account"])
-            .unwrap()
             .with_autoload_patterns([r"^/shop/\d+$"])
+            .build()
             .unwrap(),
     );
     for (path, expected) in [
@@ -91,13 +93,15 @@ async fn prefixes_and_patterns_together_and_bad_ones_refused() {
         assert_eq!(status(&app, path).await, expected, "{path}");
     }
     assert!(
-        SessionLayer::new(InMemoryBackend::new())
+        SessionLayer::builder(InMemoryBackend::new())
             .with_autoload_paths(["account"])
+            .build()
             .is_err()
     );
     assert!(
-        SessionLayer::new(InMemoryBackend::new())
+        SessionLayer::builder(InMemoryBackend::new())
             .with_autoload_patterns(["(unclosed"])
+            .build()
             .is_err()
     );
 }

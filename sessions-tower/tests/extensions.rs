@@ -78,8 +78,9 @@ async fn the_cookie_path_is_judged_on_the_path_the_client_asked_for_under_nest()
         .route("/", get(count))
         .route("/count", get(count))
         .layer(
-            SessionLayer::new(InMemoryBackend::new())
+            SessionLayer::builder(InMemoryBackend::new())
                 .with_path("/admin")
+                .build()
                 .unwrap(),
         );
     let app = Router::new()
@@ -98,8 +99,9 @@ async fn outside_the_cookie_path_a_handler_taking_the_session_gets_the_clear_err
         .route("/admin", get(count))
         .route("/public", get(count))
         .layer(
-            SessionLayer::new(InMemoryBackend::new())
+            SessionLayer::builder(InMemoryBackend::new())
                 .with_path("/admin")
+                .build()
                 .unwrap(),
         );
     let (status, cookie, body) = send(&app, "/public", Some("session=whatever")).await;
@@ -113,15 +115,16 @@ async fn nested_layers_with_disjoint_paths_each_hand_out_their_own_session() {
     let outer = InMemoryBackend::new();
     let inner = InMemoryBackend::new();
     let admin = Router::new().route("/admin", get(count)).layer(
-        SessionLayer::new(inner.clone())
+        SessionLayer::builder(inner.clone())
             .with_cookie_name("admin")
-            .unwrap()
             .with_path("/admin")
+            .build()
             .unwrap(),
     );
     let app = Router::new().route("/", get(count)).merge(admin).layer(
-        SessionLayer::new(outer.clone())
+        SessionLayer::builder(outer.clone())
             .with_cookie_name("site")
+            .build()
             .unwrap(),
     );
     counts(&app, "/").await;
@@ -309,9 +312,11 @@ async fn a_handler_that_commits_or_discards_the_session_itself_keeps_its_respons
 
 #[tokio::test]
 async fn the_layers_policy_is_what_background_work_saves_under() {
-    let layer = SessionLayer::new(InMemoryBackend::new())
+    let layer = SessionLayer::builder(InMemoryBackend::new())
         .with_max_age(std::time::Duration::from_secs(60))
-        .with_idle_timeout(std::time::Duration::from_secs(30));
+        .with_idle_timeout(std::time::Duration::from_secs(30))
+        .build()
+        .unwrap();
     let policy = layer.policy();
     assert_eq!(policy.max_age, Some(std::time::Duration::from_secs(60)));
     assert_eq!(policy.idle, Some(std::time::Duration::from_secs(30)));

@@ -80,7 +80,10 @@ async fn reading_before_load_is_not_loaded() {
 
 #[tokio::test]
 async fn autoload_loads_before_the_handler() {
-    let app = app(SessionLayer::new(InMemoryBackend::new()).with_autoload(true));
+    let app = app(SessionLayer::builder(InMemoryBackend::new())
+        .with_autoload(true)
+        .build()
+        .unwrap());
     let first = send(&app, "/count", None).await;
     let cookie = set_cookie(&first).unwrap();
     let res = send(&app, "/unloaded", Some(&cookie)).await;

@@ -164,7 +164,10 @@ async fn rotation_accepts_old_cookies_reissues_them_and_drops_them_with_the_key(
             .cookie()
             .pair();
 
-        let rotated = backend(mode, KEY2).with_old_key(KEY1).expect("long key");
+        let rotated = CookieBackend::builder(mode, KEY2)
+            .with_old_key(KEY1)
+            .build()
+            .expect("long keys");
         let rotated_server = serve(rotated).await;
         let reply = send(&client, &rotated_server.url("/count"), Some(&old_cookie)).await;
         reply.assert_ok("2");
@@ -246,7 +249,10 @@ async fn cookie_size_limit_is_exact_and_refusal_is_a_clear_500() {
 
 #[tokio::test]
 async fn browser_session_cookies_keep_working_across_a_pause() {
-    let layer = SessionLayer::new(backend(Mode::Signed, KEY1)).with_max_age(Duration::ZERO);
+    let layer = SessionLayer::builder(backend(Mode::Signed, KEY1))
+        .with_max_age(Duration::ZERO)
+        .build()
+        .unwrap();
     let server = Server::start(app(layer)).await;
     let client = plain();
     let first = send(&client, &server.url("/count"), None).await;
@@ -276,8 +282,10 @@ async fn browser_session_cookies_keep_working_across_a_pause() {
 
 #[tokio::test]
 async fn max_age_bounds_a_copied_cookie_on_the_server() {
-    let layer =
-        SessionLayer::new(backend(Mode::Private, KEY1)).with_max_age(Duration::from_secs(1));
+    let layer = SessionLayer::builder(backend(Mode::Private, KEY1))
+        .with_max_age(Duration::from_secs(1))
+        .build()
+        .unwrap();
     let server = Server::start(app(layer)).await;
     let client = plain();
     let copied = send(&client, &server.url("/count"), None)
@@ -296,9 +304,10 @@ async fn max_age_bounds_a_copied_cookie_on_the_server() {
 
 #[tokio::test]
 async fn path_and_domain_attributes_apply_to_cookie_sessions() {
-    let layer = SessionLayer::with_secret_key(KEY1)
-        .and_then(|l| l.with_path("/admin"))
-        .and_then(|l| l.with_domain("example.test"))
+    let layer = SessionLayer::builder(backend(Mode::Signed, KEY1))
+        .with_path("/admin")
+        .with_domain("example.test")
+        .build()
         .expect("valid options");
     let server = Server::start(
         axum::Router::new()
@@ -328,12 +337,14 @@ async fn replay(
     to: CookieBackend,
     to_name: &str,
 ) -> common::Reply {
-    let minting = Server::start(app(SessionLayer::new(from)
+    let minting = Server::start(app(SessionLayer::builder(from)
         .with_cookie_name(from_name)
+        .build()
         .unwrap()))
     .await;
-    let target = Server::start(app(SessionLayer::new(to)
+    let target = Server::start(app(SessionLayer::builder(to)
         .with_cookie_name(to_name)
+        .build()
         .unwrap()))
     .await;
     let client = plain();
@@ -416,8 +427,10 @@ async fn cookie_sessions_get_a_default_absolute_limit() {
         .await
         .assert_ok("none");
         // The application's own absolute limit replaces the default.
-        let longer = Server::start(app(SessionLayer::new(backend(mode, KEY1))
-            .with_absolute_timeout(Duration::from_secs(days(60)))))
+        let longer = Server::start(app(SessionLayer::builder(backend(mode, KEY1))
+            .with_absolute_timeout(Duration::from_secs(days(60)))
+            .build()
+            .unwrap()))
         .await;
         send(
             &plain(),
@@ -427,7 +440,13 @@ async fn cookie_sessions_get_a_default_absolute_limit() {
         .await
         .assert_ok("7");
         // And so does turning the backend's default off.
-        let unlimited = serve(backend(mode, KEY1).with_max_lifetime(None)).await;
+        let unlimited = serve(
+            CookieBackend::builder(mode, KEY1)
+                .with_max_lifetime(None)
+                .build()
+                .expect("a long enough secret"),
+        )
+        .await;
         send(
             &plain(),
             &unlimited.url("/get"),

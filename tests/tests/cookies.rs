@@ -69,8 +69,9 @@ async fn default_cookie_attributes() {
 
 #[tokio::test]
 async fn custom_cookie_name_is_set_and_read() {
-    let layer = SessionLayer::new(InMemoryBackend::new())
+    let layer = SessionLayer::builder(InMemoryBackend::new())
         .with_cookie_name("app_sid")
+        .build()
         .unwrap();
     let server = Server::start(app(layer)).await;
     let client = plain();
@@ -93,8 +94,9 @@ async fn custom_cookie_name_is_set_and_read() {
 
 #[tokio::test]
 async fn custom_path_is_set_on_the_cookie() {
-    let layer = SessionLayer::new(InMemoryBackend::new())
+    let layer = SessionLayer::builder(InMemoryBackend::new())
         .with_path("/admin")
+        .build()
         .unwrap();
     let server = Server::start(Router::new().nest("/admin", routes()).layer(layer)).await;
     let reply = send(&plain(), &server.url("/admin/count"), None).await;
@@ -109,8 +111,9 @@ async fn custom_path_is_set_on_the_cookie() {
 
 #[tokio::test]
 async fn domain_is_set_on_the_cookie() {
-    let layer = SessionLayer::new(InMemoryBackend::new())
+    let layer = SessionLayer::builder(InMemoryBackend::new())
         .with_domain("example.com")
+        .build()
         .unwrap();
     let cookie = first_cookie(layer).await;
     assert_eq!(cookie.attr("Domain"), Some("example.com"), "{}", cookie.raw);
@@ -119,7 +122,10 @@ async fn domain_is_set_on_the_cookie() {
 #[tokio::test]
 async fn max_age_sets_cookie_lifetime_and_record_ttl() {
     let backend = CountingBackend::new();
-    let layer = SessionLayer::new(backend.clone()).with_max_age(Duration::from_secs(60));
+    let layer = SessionLayer::builder(backend.clone())
+        .with_max_age(Duration::from_secs(60))
+        .build()
+        .unwrap();
     let server = Server::start(app(layer)).await;
     let cookie = send(&plain(), &server.url("/count"), None)
         .await
@@ -132,7 +138,10 @@ async fn max_age_sets_cookie_lifetime_and_record_ttl() {
 #[tokio::test]
 async fn zero_max_age_makes_a_browser_session_cookie() {
     let backend = CountingBackend::new();
-    let layer = SessionLayer::new(backend.clone()).with_max_age(Duration::ZERO);
+    let layer = SessionLayer::builder(backend.clone())
+        .with_max_age(Duration::ZERO)
+        .build()
+        .unwrap();
     let server = Server::start(app(layer)).await;
     let cookie = send(&plain(), &server.url("/count"), None)
         .await
@@ -150,8 +159,9 @@ async fn zero_max_age_makes_a_browser_session_cookie() {
 #[tokio::test]
 async fn secure_can_be_turned_off() {
     let cookie = first_cookie(
-        SessionLayer::new(InMemoryBackend::new())
+        SessionLayer::builder(InMemoryBackend::new())
             .with_secure(false)
+            .build()
             .unwrap(),
     )
     .await;
@@ -161,7 +171,10 @@ async fn secure_can_be_turned_off() {
 
 #[tokio::test]
 async fn http_only_can_be_turned_off() {
-    let layer = SessionLayer::new(InMemoryBackend::new()).with_http_only(false);
+    let layer = SessionLayer::builder(InMemoryBackend::new())
+        .with_http_only(false)
+        .build()
+        .unwrap();
     let cookie = first_cookie(layer).await;
     assert!(!cookie.has("HttpOnly"), "{}", cookie.raw);
     assert!(cookie.has("Secure"), "{}", cookie.raw);
@@ -169,14 +182,18 @@ async fn http_only_can_be_turned_off() {
 
 #[tokio::test]
 async fn same_site_strict_is_sent() {
-    let layer = SessionLayer::new(InMemoryBackend::new()).with_same_site(SameSite::Strict);
+    let layer = SessionLayer::builder(InMemoryBackend::new())
+        .with_same_site(SameSite::Strict)
+        .build();
     let cookie = first_cookie(layer.unwrap()).await;
     assert_eq!(cookie.attr("SameSite"), Some("Strict"), "{}", cookie.raw);
 }
 
 #[tokio::test]
 async fn same_site_none_is_sent_with_secure() {
-    let layer = SessionLayer::new(InMemoryBackend::new()).with_same_site(SameSite::None);
+    let layer = SessionLayer::builder(InMemoryBackend::new())
+        .with_same_site(SameSite::None)
+        .build();
     let cookie = first_cookie(layer.unwrap()).await;
     assert_eq!(cookie.attr("SameSite"), Some("None"), "{}", cookie.raw);
     assert!(cookie.has("Secure"), "{}", cookie.raw);
@@ -185,10 +202,10 @@ async fn same_site_none_is_sent_with_secure() {
 #[tokio::test]
 async fn expiry_cookie_keeps_path_and_domain() {
     let backend = InMemoryBackend::new();
-    let layer = SessionLayer::new(backend.clone())
+    let layer = SessionLayer::builder(backend.clone())
         .with_path("/app")
-        .unwrap()
         .with_domain("example.com")
+        .build()
         .unwrap();
     let server = Server::start(Router::new().nest("/app", routes()).layer(layer)).await;
     let client = plain();
@@ -222,11 +239,15 @@ fn invalid_cookie_name_is_a_config_error() {
         "caf\u{e9}",
         "x\n",
     ] {
-        let layer = SessionLayer::new(InMemoryBackend::new()).with_cookie_name(name);
+        let layer = SessionLayer::builder(InMemoryBackend::new())
+            .with_cookie_name(name)
+            .build();
         assert_config_error(layer, &format!("cookie name {name:?}"));
     }
     for name in ["sid", "__Host-session", "my.session_1"] {
-        let layer = SessionLayer::new(InMemoryBackend::new()).with_cookie_name(name);
+        let layer = SessionLayer::builder(InMemoryBackend::new())
+            .with_cookie_name(name)
+            .build();
         assert!(layer.is_ok(), "{name:?} refused");
     }
 }
@@ -234,13 +255,16 @@ fn invalid_cookie_name_is_a_config_error() {
 #[test]
 fn invalid_path_is_a_config_error() {
     for path in ["", "admin", "/a;b", "/a\nb", "/a\0b"] {
-        let layer = SessionLayer::new(InMemoryBackend::new()).with_path(path);
+        let layer = SessionLayer::builder(InMemoryBackend::new())
+            .with_path(path)
+            .build();
         assert_config_error(layer, &format!("path {path:?}"));
     }
     for path in ["/", "/admin", "/admin/"] {
         assert!(
-            SessionLayer::new(InMemoryBackend::new())
+            SessionLayer::builder(InMemoryBackend::new())
                 .with_path(path)
+                .build()
                 .is_ok(),
             "{path:?}"
         );
@@ -250,20 +274,24 @@ fn invalid_path_is_a_config_error() {
 #[test]
 fn invalid_domain_is_a_config_error() {
     for domain in ["", "example.com; Secure", "exa mple.com", "example.com\r\n"] {
-        let layer = SessionLayer::new(InMemoryBackend::new()).with_domain(domain);
+        let layer = SessionLayer::builder(InMemoryBackend::new())
+            .with_domain(domain)
+            .build();
         assert_config_error(layer, &format!("domain {domain:?}"));
     }
 }
 
 #[test]
 fn same_site_none_without_secure_is_a_config_error_in_either_order() {
-    let secure_first = SessionLayer::new(InMemoryBackend::new())
+    let secure_first = SessionLayer::builder(InMemoryBackend::new())
         .with_secure(false)
-        .and_then(|layer| layer.with_same_site(SameSite::None));
-    assert_config_error(secure_first, "SameSite=None after Secure off");
-    let same_site_first = SessionLayer::new(InMemoryBackend::new())
         .with_same_site(SameSite::None)
-        .and_then(|layer| layer.with_secure(false));
+        .build();
+    assert_config_error(secure_first, "SameSite=None after Secure off");
+    let same_site_first = SessionLayer::builder(InMemoryBackend::new())
+        .with_same_site(SameSite::None)
+        .with_secure(false)
+        .build();
     assert_config_error(same_site_first, "Secure off after SameSite=None");
 }
 
@@ -271,7 +299,10 @@ fn same_site_none_without_secure_is_a_config_error_in_either_order() {
 
 /// `/admin` is inside the layer's path; `/public` and `/administrator` are not.
 async fn admin_server(backend: CountingBackend) -> Server {
-    let layer = SessionLayer::new(backend).with_path("/admin").unwrap();
+    let layer = SessionLayer::builder(backend)
+        .with_path("/admin")
+        .build()
+        .unwrap();
     let app = Router::new()
         .nest("/admin", routes())
         .nest("/public", routes())
@@ -364,7 +395,10 @@ async fn session_extractor_without_the_layer_explains_itself() {
 
 #[tokio::test]
 async fn sub_second_max_age_does_not_expire_the_cookie_at_once() {
-    let layer = SessionLayer::new(InMemoryBackend::new()).with_max_age(Duration::from_millis(500));
+    let layer = SessionLayer::builder(InMemoryBackend::new())
+        .with_max_age(Duration::from_millis(500))
+        .build()
+        .unwrap();
     let cookie = first_cookie(layer).await;
     assert!(
         !cookie.is_expiry(),
@@ -379,6 +413,8 @@ async fn sub_second_max_age_does_not_expire_the_cookie_at_once() {
 fn non_ascii_path_is_a_config_error() {
     // RFC 6265: path-value is ASCII. Request paths arrive percent-encoded, so a layer on
     // `/caf\u{e9}` would never cover any request.
-    let layer = SessionLayer::new(InMemoryBackend::new()).with_path("/caf\u{e9}");
+    let layer = SessionLayer::builder(InMemoryBackend::new())
+        .with_path("/caf\u{e9}")
+        .build();
     assert_config_error(layer, "non-ASCII path");
 }

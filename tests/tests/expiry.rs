@@ -29,7 +29,10 @@ fn clock_app<B: sessions_core::SessionBackend>(layer: SessionLayer<B>) -> Router
 
 #[tokio::test]
 async fn idle_timeout_ends_unused_sessions_and_activity_extends_them() {
-    let layer = SessionLayer::new(InMemoryBackend::new()).with_idle_timeout(Duration::from_secs(4));
+    let layer = SessionLayer::builder(InMemoryBackend::new())
+        .with_idle_timeout(Duration::from_secs(4))
+        .build()
+        .unwrap();
     let server = Server::start(app(layer)).await;
     let client = plain();
     let cookie = send(&client, &server.url("/count"), None)
@@ -57,8 +60,10 @@ async fn idle_timeout_ends_unused_sessions_and_activity_extends_them() {
 async fn absolute_timeout_ends_sessions_however_active() {
     // Limits count whole seconds from the stored (whole-second) creation time, so the
     // session lives between 3 and 4 seconds here.
-    let layer =
-        SessionLayer::new(InMemoryBackend::new()).with_absolute_timeout(Duration::from_secs(4));
+    let layer = SessionLayer::builder(InMemoryBackend::new())
+        .with_absolute_timeout(Duration::from_secs(4))
+        .build()
+        .unwrap();
     let server = Server::start(app(layer)).await;
     let client = plain();
     let cookie = send(&client, &server.url("/count"), None)
@@ -108,7 +113,10 @@ impl sessions_core::SessionBackend for KeepsEverything {
 #[tokio::test]
 async fn limits_hold_even_when_the_store_keeps_the_record() {
     let backend = KeepsEverything::default();
-    let layer = SessionLayer::new(backend.clone()).with_absolute_timeout(Duration::from_secs(1));
+    let layer = SessionLayer::builder(backend.clone())
+        .with_absolute_timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
     let server = Server::start(app(layer)).await;
     let client = plain();
     let cookie = send(&client, &server.url("/count"), None)
@@ -130,9 +138,11 @@ async fn limits_hold_even_when_the_store_keeps_the_record() {
 #[tokio::test]
 async fn backend_ttl_is_the_smallest_limit() {
     let backend = CountingBackend::new();
-    let layer = SessionLayer::new(backend.clone())
+    let layer = SessionLayer::builder(backend.clone())
         .with_idle_timeout(Duration::from_secs(60))
-        .with_absolute_timeout(Duration::from_secs(3600));
+        .with_absolute_timeout(Duration::from_secs(3600))
+        .build()
+        .unwrap();
     let server = Server::start(app(layer)).await;
     send(&plain(), &server.url("/count"), None)
         .await
@@ -140,9 +150,11 @@ async fn backend_ttl_is_the_smallest_limit() {
     assert_eq!(backend.ttls(), vec![Some(Duration::from_secs(60))]);
 
     let backend = CountingBackend::new();
-    let layer = SessionLayer::new(backend.clone())
+    let layer = SessionLayer::builder(backend.clone())
         .with_max_age(Duration::from_secs(30))
-        .with_idle_timeout(Duration::from_secs(60));
+        .with_idle_timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
     let server = Server::start(app(layer)).await;
     send(&plain(), &server.url("/count"), None)
         .await
@@ -153,7 +165,10 @@ async fn backend_ttl_is_the_smallest_limit() {
 #[tokio::test]
 async fn reads_within_the_refresh_interval_cause_no_backend_write() {
     let backend = CountingBackend::new();
-    let layer = SessionLayer::new(backend.clone()).with_idle_timeout(Duration::from_secs(600));
+    let layer = SessionLayer::builder(backend.clone())
+        .with_idle_timeout(Duration::from_secs(600))
+        .build()
+        .unwrap();
     let server = Server::start(app(layer)).await;
     let client = plain();
     let cookie = send(&client, &server.url("/count"), None)
@@ -171,9 +186,11 @@ async fn reads_within_the_refresh_interval_cause_no_backend_write() {
 #[tokio::test]
 async fn refresh_interval_is_configurable() {
     let backend = CountingBackend::new();
-    let layer = SessionLayer::new(backend.clone())
+    let layer = SessionLayer::builder(backend.clone())
         .with_idle_timeout(Duration::from_secs(600))
-        .with_refresh_after(Duration::ZERO);
+        .with_refresh_after(Duration::ZERO)
+        .build()
+        .unwrap();
     let server = Server::start(app(layer)).await;
     let client = plain();
     let cookie = send(&client, &server.url("/count"), None)
@@ -192,9 +209,11 @@ async fn refresh_interval_is_configurable() {
 
 #[tokio::test]
 async fn handlers_read_created_last_access_and_remaining_time() {
-    let layer = SessionLayer::new(InMemoryBackend::new())
+    let layer = SessionLayer::builder(InMemoryBackend::new())
         .with_idle_timeout(Duration::from_secs(100))
-        .with_absolute_timeout(Duration::from_secs(1000));
+        .with_absolute_timeout(Duration::from_secs(1000))
+        .build()
+        .unwrap();
     let server = Server::start(clock_app(layer)).await;
     let client = plain();
     let cookie = send(&client, &server.url("/count"), None)
@@ -251,7 +270,11 @@ async fn cookie_values_outside_the_id_alphabet_never_reach_the_backend() {
 #[tokio::test]
 async fn fail_open_continues_with_an_unsaved_session() {
     let backend = FailingBackend::new();
-    let server = Server::start(app(SessionLayer::new(backend.clone()).with_fail_open(true))).await;
+    let server = Server::start(app(SessionLayer::builder(backend.clone())
+        .with_fail_open(true)
+        .build()
+        .unwrap()))
+    .await;
     let client = plain();
     let cookie = send(&client, &server.url("/count"), None)
         .await
@@ -283,10 +306,9 @@ async fn fail_closed_is_the_default() {
 
 #[tokio::test]
 async fn host_prefix_names_the_cookie_and_forbids_domain_and_path() {
-    let layer = SessionLayer::new(InMemoryBackend::new())
-        .with_host_prefix()
-        .expect("defaults allow __Host-");
-    let server = Server::start(app(layer.clone())).await;
+    let host = || SessionLayer::builder(InMemoryBackend::new()).with_host_prefix();
+    let layer = host().build().expect("defaults allow __Host-");
+    let server = Server::start(app(layer)).await;
     let client = plain();
     let first = send(&client, &server.url("/count"), None).await;
     let cookie = first.cookie().clone();
@@ -295,10 +317,7 @@ async fn host_prefix_names_the_cookie_and_forbids_domain_and_path() {
     send(&client, &server.url("/count"), Some(&cookie.pair()))
         .await
         .assert_ok("2");
-    assert!(layer.clone().with_domain("example.com").is_err());
-    assert!(layer.with_path("/admin").is_err());
-    let insecure = SessionLayer::new(InMemoryBackend::new())
-        .with_secure(false)
-        .unwrap();
-    assert!(insecure.with_host_prefix().is_err());
+    assert!(host().with_domain("example.com").build().is_err());
+    assert!(host().with_path("/admin").build().is_err());
+    assert!(host().with_secure(false).build().is_err());
 }

@@ -38,11 +38,12 @@ fn app<B: SessionBackend>(backend: B) -> Router {
             }),
         )
         .layer(
-            SessionLayer::new(backend)
+            SessionLayer::builder(backend)
                 .with_secure(false)
-                .unwrap()
                 .with_max_age(MAX_AGE)
-                .with_probation(PROBATION),
+                .with_probation(PROBATION)
+                .build()
+                .unwrap(),
         )
 }
 
@@ -121,9 +122,11 @@ async fn sqlite_a_flood_leaves_no_long_lived_rows() {
         "sessions-flood-{}.db",
         &sessions_core::generate_id()[..12]
     ));
-    let backend = sessions_sql::SqliteBackend::from_url(&format!("sqlite://{}", file.display()))
-        .unwrap()
-        .with_max_connections(5);
+    let backend =
+        sessions_sql::SqliteBackend::builder_from_url(&format!("sqlite://{}", file.display()))
+            .with_max_connections(5)
+            .build()
+            .unwrap();
     backend.migrate().await.unwrap();
     let server = Server::start(app(backend.clone())).await;
     let cookie = user_then_flood(&server).await;

@@ -14,7 +14,10 @@ use sessions_tower::{Error, Session, SessionLayer};
 
 /// A layer whose cookie a reqwest cookie store sends back over plain http.
 fn insecure<B: SessionBackend>(backend: B) -> SessionLayer<B> {
-    SessionLayer::new(backend).with_secure(false).unwrap()
+    SessionLayer::builder(backend)
+        .with_secure(false)
+        .build()
+        .unwrap()
 }
 
 // --- load is required ------------------------------------------------------------------------
@@ -99,7 +102,11 @@ async fn load_is_idempotent() {
 #[tokio::test]
 async fn autoload_makes_load_unnecessary() {
     let backend = CountingBackend::new();
-    let layer = insecure(backend.clone()).with_autoload(true);
+    let layer = SessionLayer::builder(backend.clone())
+        .with_secure(false)
+        .with_autoload(true)
+        .build()
+        .unwrap();
     let server = Server::start(app(layer)).await;
     let client = browser();
     send(&client, &server.url("/count-without-load"), None)

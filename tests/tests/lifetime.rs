@@ -43,10 +43,11 @@ fn app<B: SessionBackend>(backend: B) -> Router {
             }),
         )
         .layer(
-            SessionLayer::new(backend)
+            SessionLayer::builder(backend)
                 .with_secure(false)
-                .unwrap()
-                .with_max_age(Duration::from_secs(3600)),
+                .with_max_age(Duration::from_secs(3600))
+                .build()
+                .unwrap(),
         )
 }
 

@@ -133,9 +133,17 @@ fn routes<B: SessionBackend>(layer: SessionLayer<B>) -> Router {
 
 /// Run the clients against `layer`'s backend; every key each client set must be there. Prints
 /// how many times a save had to apply its changes again (`store` names the backend's events).
-async fn overlapping_saves_keep_every_key<B: SessionBackend>(layer: SessionLayer<B>, store: &str) {
+async fn overlapping_saves_keep_every_key<B: SessionBackend>(backend: B, store: &str) {
     let retries_before = Retries::global().of(store);
-    let server = Arc::new(Server::start(routes(layer.with_secure(false).unwrap())).await);
+    let server = Arc::new(
+        Server::start(routes(
+            SessionLayer::builder(backend)
+                .with_secure(false)
+                .build()
+                .unwrap(),
+        ))
+        .await,
+    );
     let mut clients = JoinSet::new();
     for client in 0..CLIENTS {
         let server = Arc::clone(&server);
@@ -181,7 +189,7 @@ async fn overlapping_saves_keep_every_key<B: SessionBackend>(layer: SessionLayer
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory() {
-    overlapping_saves_keep_every_key(SessionLayer::new(InMemoryBackend::new()), "memory").await;
+    overlapping_saves_keep_every_key(InMemoryBackend::new(), "memory").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -191,7 +199,7 @@ async fn redis() {
     let backend = sessions_redis::RedisBackend::from_url(&url)
         .unwrap()
         .with_prefix(prefix.as_str());
-    overlapping_saves_keep_every_key(SessionLayer::new(backend), "redis").await;
+    overlapping_saves_keep_every_key(backend, "redis").await;
     // Clean up this test's keys.
     let client = sessions_redis::deadpool_redis::redis::Client::open(url).unwrap();
     let mut conn = client.get_connection().unwrap();
@@ -219,14 +227,14 @@ where
             .to_lowercase()
             .replace('-', "_")
     );
-    let backend = sessions_sql::SqlBackend::<DB>::from_url(url)
-        .unwrap()
+    let backend = sessions_sql::SqlBackend::<DB>::builder_from_url(url)
         .with_table(&table)
-        .unwrap()
         // Leave the pool a connection for the test's own DROP TABLE.
-        .with_max_connections(5);
+        .with_max_connections(5)
+        .build()
+        .unwrap();
     backend.migrate().await.unwrap();
-    overlapping_saves_keep_every_key(SessionLayer::new(backend.clone()), DB::LABEL).await;
+    overlapping_saves_keep_every_key(backend.clone(), DB::LABEL).await;
     let drop = format!("DROP TABLE {quote}{table}{quote}");
     sessions_sql::sqlx::raw_sql(&drop)
         .execute(backend.pool())

@@ -219,11 +219,12 @@ impl Load {
     /// The layer under test: Redis-backed, autoload as `self`, a cookie that a reqwest cookie
     /// store sends back over plain http, and [`MAX_AGE`].
     fn layer(self, backend: RedisBackend) -> SessionLayer<RedisBackend> {
-        SessionLayer::new(backend)
+        SessionLayer::builder(backend)
             .with_secure(false)
-            .unwrap()
             .with_max_age(MAX_AGE)
             .with_autoload(matches!(self, Load::Auto))
+            .build()
+            .unwrap()
     }
 
     fn app(self, keys: &Keys) -> Router {

@@ -192,7 +192,10 @@ async fn requests_that_do_not_touch_the_session_ignore_a_failing_backend() {
 #[tokio::test]
 async fn failing_autoload_is_a_500_and_the_handler_does_not_run() {
     let backend = FailingBackend::new();
-    let layer = SessionLayer::new(backend.clone()).with_autoload(true);
+    let layer = SessionLayer::builder(backend.clone())
+        .with_autoload(true)
+        .build()
+        .unwrap();
     let server = Server::start(app(layer)).await;
     let client = plain();
     let made = send(&client, &server.url("/count-without-load"), None)
@@ -223,7 +226,10 @@ async fn failing_autoload_is_a_500_and_the_handler_does_not_run() {
 
 #[tokio::test]
 async fn huge_max_age_does_not_panic_the_server() {
-    let layer = SessionLayer::new(InMemoryBackend::new()).with_max_age(Duration::MAX);
+    let layer = SessionLayer::builder(InMemoryBackend::new())
+        .with_max_age(Duration::MAX)
+        .build()
+        .unwrap();
     let server = Server::start(app(layer)).await;
     let response = plain().get(server.url("/count")).send().await;
     // A panic in the middleware drops the connection instead of answering.
@@ -430,8 +436,9 @@ async fn fifty_concurrent_clients_keep_their_own_counters() {
     const CLIENTS: usize = 50;
     const REQUESTS: usize = 20;
     let backend = InMemoryBackend::new();
-    let layer = SessionLayer::new(backend.clone())
+    let layer = SessionLayer::builder(backend.clone())
         .with_secure(false)
+        .build()
         .unwrap();
     let server = Arc::new(Server::start(app(layer)).await);
 

@@ -69,7 +69,12 @@ fn soak_app<B: SessionBackend>(backend: B) -> Router {
         .route("/read", get(read))
         .route("/mark/{key}", get(mark))
         .route("/keys", get(keys))
-        .layer(SessionLayer::new(backend).with_secure(false).unwrap())
+        .layer(
+            SessionLayer::builder(backend)
+                .with_secure(false)
+                .build()
+                .unwrap(),
+        )
 }
 
 /// What one client saw.

@@ -51,8 +51,9 @@ async fn rows(backend: &SqliteBackend) -> Vec<(String, String)> {
 async fn sqlite_counter_logout_and_regenerate_over_http() {
     let db = TempDb::new();
     let backend = sqlite(&db).await;
-    let server = Server::start(app(SessionLayer::new(backend.clone())
+    let server = Server::start(app(SessionLayer::builder(backend.clone())
         .with_secure(false)
+        .build()
         .unwrap()))
     .await;
     let client = browser();
@@ -113,7 +114,10 @@ async fn sqlite_sessions_survive_an_app_restart() {
 async fn sqlite_autoload_emptied_session_and_unknown_ids() {
     let db = TempDb::new();
     let backend = sqlite(&db).await;
-    let layer = SessionLayer::new(backend.clone()).with_autoload(true);
+    let layer = SessionLayer::builder(backend.clone())
+        .with_autoload(true)
+        .build()
+        .unwrap();
     let server = Server::start(app(layer)).await;
     let client = plain();
     let cookie = send(&client, &server.url("/count-without-load"), None)
@@ -138,7 +142,10 @@ async fn sqlite_autoload_emptied_session_and_unknown_ids() {
 async fn sqlite_rows_expire_with_max_age_and_are_cleaned_up() {
     let db = TempDb::new();
     let backend = sqlite(&db).await;
-    let layer = SessionLayer::new(backend.clone()).with_max_age(Duration::from_secs(1));
+    let layer = SessionLayer::builder(backend.clone())
+        .with_max_age(Duration::from_secs(1))
+        .build()
+        .unwrap();
     let server = Server::start(app(layer)).await;
     let client = plain();
     let cookie = send(&client, &server.url("/count"), None)
@@ -164,13 +171,14 @@ async fn postgres_counter_and_logout_over_http() {
             .to_lowercase()
             .replace('-', "_")
     );
-    let backend = PostgresBackend::from_url(&url)
-        .expect("a Postgres URL")
+    let backend = PostgresBackend::builder_from_url(&url)
         .with_table(&table)
-        .expect("a valid table name");
+        .build()
+        .expect("a Postgres URL and a valid table name");
     backend.migrate().await.expect("migrate");
-    let server = Server::start(app(SessionLayer::new(backend.clone())
+    let server = Server::start(app(SessionLayer::builder(backend.clone())
         .with_secure(false)
+        .build()
         .unwrap()))
     .await;
     let client = browser();

@@ -74,7 +74,12 @@ fn app<B: SessionBackend>(backend: B) -> Router {
         .route("/sign-out-others", get(sign_out_others))
         .route("/revoke/{handle}", get(revoke))
         .route("/logout", get(logout))
-        .layer(SessionLayer::new(backend).with_secure(false).unwrap())
+        .layer(
+            SessionLayer::builder(backend)
+                .with_secure(false)
+                .build()
+                .unwrap(),
+        )
 }
 
 /// `devices` without the handles.
@@ -244,10 +249,10 @@ async fn postgres() {
     let url = std::env::var("DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
     let table = table();
-    let backend = PostgresBackend::from_url(&url)
-        .expect("a Postgres URL")
+    let backend = PostgresBackend::builder_from_url(&url)
         .with_table(&table)
-        .expect("a valid table name");
+        .build()
+        .expect("a Postgres URL");
     backend.migrate().await.expect("migrate");
     log_out_everywhere(backend.clone()).await;
     let _ = sqlx::query(&format!("DROP TABLE {table}"))
@@ -260,10 +265,10 @@ async fn mariadb() {
     let url = std::env::var("MYSQL_URL")
         .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".to_owned());
     let table = table();
-    let backend = MySqlBackend::from_url(&url)
-        .expect("a MySQL URL")
+    let backend = MySqlBackend::builder_from_url(&url)
         .with_table(&table)
-        .expect("a valid table name");
+        .build()
+        .expect("a MySQL URL");
     backend.migrate().await.expect("migrate");
     log_out_everywhere(backend.clone()).await;
     let _ = sqlx::query(&format!("DROP TABLE {table}"))
@@ -343,11 +348,12 @@ async fn cookie_sessions_sign_out_everywhere_with_a_generation() {
         ))
         .with_state(generations)
         .layer(
-            SessionLayer::new(
+            SessionLayer::builder(
                 CookieBackend::private(b"a secret for the generation test, long enough")
                     .expect("a long secret"),
             )
             .with_secure(false)
+            .build()
             .unwrap(),
         );
     let server = Server::start(app).await;

@@ -37,20 +37,20 @@ use sessions_tower::{Error, Session, SessionLayer};
 ///
 /// A domain with characters a cookie attribute cannot hold is [`Error::Config`].
 pub fn router(domain: Option<&str>) -> Result<Router, Error> {
-    let mut sessions = SessionLayer::new(InMemoryBackend::new().with_max_sessions(10_000))
-        .with_cookie_name("admin_session")?
-        .with_path("/admin")?
+    let mut sessions = SessionLayer::builder(InMemoryBackend::new().with_max_sessions(10_000))
+        .with_cookie_name("admin_session")
+        .with_path("/admin")
         .with_autoload(true)
         // Plain http://127.0.0.1 for the demo: behind HTTPS keep the default (`Secure`).
-        .with_secure(false)?;
+        .with_secure(false);
     if let Some(domain) = domain {
-        sessions = sessions.with_domain(domain)?;
+        sessions = sessions.with_domain(domain);
     }
     Ok(Router::new()
         .route("/", get(public))
         .route("/admin", get(dashboard))
         .route("/admin/logout", post(logout))
-        .layer(sessions))
+        .layer(sessions.build()?))
 }
 
 /// Outside the cookie's path: no session, no cookie, no backend call.

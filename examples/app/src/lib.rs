@@ -324,25 +324,22 @@ impl Config {
     }
 }
 
-/// The session layer's options that do not depend on the backend.
+/// The session layer for `backend`, with the options that do not depend on the backend.
 ///
 /// # Errors
 ///
 /// Options the layer refuses, as [`Error::Config`].
-pub fn configure<B: SessionBackend>(
-    layer: SessionLayer<B>,
-    config: &Config,
-) -> Result<SessionLayer<B>, Error> {
+pub fn sessions<B: SessionBackend>(backend: B, config: &Config) -> Result<SessionLayer<B>, Error> {
     // `Secure` cookies are only sent over HTTPS: on unless the app listens on loopback (see
     // `Config::secure_cookie`).
-    let layer = layer
-        .with_secure(config.secure_cookie())?
+    let mut layer = SessionLayer::builder(backend)
+        .with_secure(config.secure_cookie())
         .with_absolute_timeout(ABSOLUTE_TIMEOUT)
         .with_probation(PROBATION);
-    Ok(match config.max_age {
-        Some(max_age) => layer.with_max_age(max_age),
-        None => layer,
-    })
+    if let Some(max_age) = config.max_age {
+        layer = layer.with_max_age(max_age);
+    }
+    layer.build()
 }
 
 /// Build the app for `config`'s backend: connect, create the SQL table when missing, start
@@ -369,36 +366,36 @@ pub async fn build(config: &Config) -> Result<App, Error> {
                 }
             };
             let storage = "signed cookies (nothing stored on the server)";
-            let layer = configure(SessionLayer::with_secret_key(secret)?, config)?;
+            let layer = sessions(CookieBackend::signed(secret)?, config)?;
             (router(layer, storage), storage.to_owned())
         }
         BackendKind::Memory => {
             let storage = "this process's memory (gone on restart)";
-            let layer = SessionLayer::new(InMemoryBackend::new().with_max_sessions(100_000));
-            (
-                router(configure(layer, config)?, storage),
-                storage.to_owned(),
-            )
+            let layer = sessions(InMemoryBackend::new().with_max_sessions(100_000), config)?;
+            (router(layer, storage), storage.to_owned())
         }
         BackendKind::Sqlite => {
             let options = SqliteConnectOptions::new()
                 .filename(&config.sqlite_path)
                 .create_if_missing(true);
             let pool = SqlitePoolOptions::new().connect_lazy_with(options);
-            let backend = SqliteBackend::from_pool(pool).with_expire(ABANDONED_AFTER);
+            let backend = SqliteBackend::builder(pool)
+                .with_expire(ABANDONED_AFTER)
+                .build()?;
             backend.migrate().await?;
             cleanup = Some(backend.spawn_cleanup(CLEANUP_EVERY)?);
             let storage = format!("SQLite file {}", config.sqlite_path);
-            let layer = configure(SessionLayer::new(backend), config)?;
+            let layer = sessions(backend, config)?;
             (router(layer, &storage), storage)
         }
         BackendKind::Postgres => {
-            let backend =
-                PostgresBackend::from_url(&config.database_url)?.with_expire(ABANDONED_AFTER);
+            let backend = PostgresBackend::builder_from_url(&config.database_url)
+                .with_expire(ABANDONED_AFTER)
+                .build()?;
             backend.migrate().await?;
             cleanup = Some(backend.spawn_cleanup(CLEANUP_EVERY)?);
             let storage = "PostgreSQL at DATABASE_URL".to_owned();
-            let layer = configure(SessionLayer::new(backend), config)?;
+            let layer = sessions(backend, config)?;
             (router(layer, &storage), storage)
         }
         BackendKind::Redis => {
@@ -407,7 +404,7 @@ pub async fn build(config: &Config) -> Result<App, Error> {
             // Fail now, with the backend's message, rather than on the first visit.
             backend.exists(&backend.generate_id()).await?;
             let storage = "Redis at REDIS_URL".to_owned();
-            let layer = configure(SessionLayer::new(backend), config)?;
+            let layer = sessions(backend, config)?;
             (router(layer, &storage), storage)
         }
     };

@@ -156,7 +156,11 @@ async fn ttls_set_expires_at_in_unix_milliseconds<K: Kind>() {
 
 async fn expire_applies_to_writes_without_a_ttl<K: Kind>() {
     let fx = Fixture::<K>::new().await;
-    let b = fx.backend.clone().with_expire(Duration::from_secs(60));
+    let b = fx
+        .variant()
+        .with_expire(Duration::from_secs(60))
+        .build()
+        .unwrap();
     assert_eq!(b.expire(), Some(Duration::from_secs(60)));
     let start = now_ms();
     let id = b.write(None, &n(1), None).await.unwrap();
@@ -167,7 +171,8 @@ async fn expire_applies_to_writes_without_a_ttl<K: Kind>() {
         .await
         .unwrap();
     assert!(fx.expires_at(&id).await.unwrap() <= now_ms() + 5_000);
-    assert_eq!(b.with_expire(Duration::ZERO).expire(), None);
+    let zero = fx.variant().with_expire(Duration::ZERO).build().unwrap();
+    assert_eq!(zero.expire(), None);
 }
 
 async fn concurrent_writes_leave_one_row_per_id<K: Kind>() {
@@ -243,7 +248,9 @@ async fn bad_table_names_are_refused_at_construction<K: Kind>() {
         "1abc",
         "sess ions",
     ] {
-        let result = SqlBackend::<K::DB>::from_pool(fx.pool().clone()).with_table(bad);
+        let result = SqlBackend::<K::DB>::builder(fx.pool().clone())
+            .with_table(bad)
+            .build();
         match result {
             Err(Error::Config(message)) => assert!(message.contains("table name"), "{message}"),
             other => panic!("{bad:?}: expected a config error, got {other:?}"),
@@ -300,7 +307,11 @@ async fn a_missing_table_is_a_backend_error_naming_it<K: Kind>() {
 async fn corrupt_rows_read_as_missing_by_default_and_fail_in_strict_mode<K: Kind>() {
     let fx = Fixture::<K>::new().await;
     let b = &fx.backend;
-    let strict = b.clone().with_corrupt_records(CorruptRecords::Fail);
+    let strict = fx
+        .variant()
+        .with_corrupt_records(CorruptRecords::Fail)
+        .build()
+        .unwrap();
     let garbage = K::DB::bytes_literal(b"\xff\x00 not a session");
     let plant = |id: &str| format!("UPDATE {} SET data = {garbage} WHERE id = '{id}'", fx.t());
 
@@ -344,14 +355,20 @@ async fn corrupt_rows_read_as_missing_by_default_and_fail_in_strict_mode<K: Kind
     #[cfg(feature = "bincode")]
     {
         // A row from another serializer is corrupt to this one, in both modes.
-        let binary = b.clone().with_serializer(sessions_core::BincodeSerializer);
+        let binary = fx
+            .variant()
+            .with_serializer(sessions_core::BincodeSerializer)
+            .build()
+            .unwrap();
         let id = b.write(None, &n(4), HOUR).await.unwrap();
+        let strict_binary = fx
+            .variant()
+            .with_serializer(sessions_core::BincodeSerializer)
+            .with_corrupt_records(CorruptRecords::Fail)
+            .build()
+            .unwrap();
         assert!(matches!(
-            binary
-                .clone()
-                .with_corrupt_records(CorruptRecords::Fail)
-                .read(&id)
-                .await,
+            strict_binary.read(&id).await,
             Err(Error::Serialization { .. })
         ));
         assert!(binary.read(&id).await.unwrap().is_none());
@@ -437,9 +454,11 @@ async fn accepted_ids_follow_the_id_generator<K: Kind>() {
     assert!(b.accepts(&"x".repeat(128)));
 
     // A custom generator's format is accepted, as long as it can be stored.
-    let custom = b
-        .clone()
-        .with_id_generator(Arc::new(|| format!("u.{}", sessions_core::generate_id())));
+    let custom = fx
+        .variant()
+        .with_id_generator(Arc::new(|| format!("u.{}", sessions_core::generate_id())))
+        .build()
+        .unwrap();
     let id = custom.write(None, &n(2), HOUR).await.unwrap();
     assert!(id.starts_with("u."));
     assert!(custom.accepts(&id) && custom.accepts("short"));
@@ -450,9 +469,11 @@ async fn accepted_ids_follow_the_id_generator<K: Kind>() {
     );
 
     // One that makes ids the table cannot hold is refused, and nothing is stored.
-    let bad = b
-        .clone()
-        .with_id_generator(Arc::new(|| "white space".to_owned()));
+    let bad = fx
+        .variant()
+        .with_id_generator(Arc::new(|| "white space".to_owned()))
+        .build()
+        .unwrap();
     assert!(matches!(
         bad.write(None, &n(3), HOUR).await,
         Err(Error::Config(_))

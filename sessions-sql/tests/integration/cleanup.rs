@@ -18,7 +18,7 @@ for_each_db!(
 async fn delete_expired_removes_exactly_the_expired_rows<K: Kind>() {
     let fx = Fixture::<K>::new().await;
     // Batches of 7: 30 expired rows take 5 statements, the last one partial.
-    let b = fx.backend.clone().with_cleanup_batch_size(7);
+    let b = fx.variant().with_cleanup_batch_size(7).build().unwrap();
     let mut live = Vec::new();
     for i in 0..10 {
         live.push(b.write(None, &n(i), HOUR).await.unwrap());
@@ -65,9 +65,10 @@ async fn the_periodic_task_cleans_and_stops_on_request<K: Kind>() {
     let keep = fx.backend.write(None, &n(1), HOUR).await.unwrap();
     fx.insert_expired(40).await;
     let task = fx
-        .backend
-        .clone()
+        .variant()
         .with_cleanup_batch_size(16)
+        .build()
+        .unwrap()
         .spawn_cleanup(Duration::from_millis(50))
         .unwrap();
     wait_for("the first run", async || fx.expired_rows().await == 0).await;
@@ -140,7 +141,11 @@ async fn two_instances_cleaning_at_once_neither_fail_nor_deadlock<K: Kind>() {
     // Two instances (pools of their own), each looping its cleanup in small batches.
     let cleaners: Vec<_> = (0..2)
         .map(|_| {
-            let b = fx.another_instance().with_cleanup_batch_size(100);
+            let b = fx
+                .another_instance_builder()
+                .with_cleanup_batch_size(100)
+                .build()
+                .unwrap();
             tokio::spawn(async move {
                 let mut total = 0u64;
                 let mut runs = 0;
@@ -180,8 +185,10 @@ async fn two_instances_cleaning_at_once_neither_fail_nor_deadlock<K: Kind>() {
     fx.insert_expired(1000).await;
     let tasks: Vec<_> = (0..2)
         .map(|_| {
-            fx.another_instance()
+            fx.another_instance_builder()
                 .with_cleanup_batch_size(50)
+                .build()
+                .unwrap()
                 .spawn_cleanup(Duration::from_millis(10))
                 .unwrap()
         })

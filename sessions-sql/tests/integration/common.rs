@@ -7,7 +7,7 @@
 
 use serde_json::json;
 use sessions_core::{JsonSerializer, Serializer, SessionData};
-use sessions_sql::{SqlBackend, SqlDatabase};
+use sessions_sql::{SqlBackend, SqlBackendBuilder, SqlDatabase};
 use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
 use std::path::PathBuf;
@@ -260,10 +260,10 @@ impl<K: Kind> Fixture<K> {
         let table = unique_table("sessions_test");
         let (url, place) = K::place(&table);
         // The tests' own queries go through the same pool: leave them two connections.
-        let backend = SqlBackend::<K::DB>::from_url(&url)
-            .unwrap()
+        let backend = SqlBackend::<K::DB>::builder_from_url(&url)
             .with_max_connections(8)
             .with_table(&table)
+            .build()
             .unwrap();
         Fixture {
             backend,
@@ -293,12 +293,25 @@ impl<K: Kind> Fixture<K> {
     /// Another backend on the same table, as another instance of the application would have:
     /// a pool of its own where the database allows it.
     pub fn another_instance(&self) -> SqlBackend<K::DB> {
-        let backend = if K::SHARED_URL {
-            SqlBackend::<K::DB>::from_url(&self.url).unwrap()
+        self.another_instance_builder().build().unwrap()
+    }
+
+    /// The builder of [`another_instance`](Self::another_instance), for options of its own.
+    pub fn another_instance_builder(&self) -> SqlBackendBuilder<K::DB> {
+        let builder = if K::SHARED_URL {
+            SqlBackend::<K::DB>::builder_from_url(&self.url)
         } else {
-            SqlBackend::<K::DB>::from_pool(self.pool().clone())
+            SqlBackend::<K::DB>::builder(self.pool().clone())
         };
-        backend.with_table(&self.table).unwrap()
+        builder.with_table(&self.table)
+    }
+
+    /// A builder for a variant of the fixture's backend: the same pool and table, two
+    /// connections of its own (the fixture's backend keeps up to eight of the pool's ten).
+    pub fn variant(&self) -> SqlBackendBuilder<K::DB> {
+        SqlBackend::<K::DB>::builder(self.pool().clone())
+            .with_max_connections(2)
+            .with_table(&self.table)
     }
 
     pub async fn exec(&self, sql: &str) -> u64 {

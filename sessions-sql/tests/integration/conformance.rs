@@ -4,7 +4,7 @@
 use crate::common::{Fixture, Kind, Raw};
 use sessions_core::conformance::Harness;
 use sessions_core::{IdGenerator, Serializer};
-use sessions_sql::{CorruptRecords, SqlBackend};
+use sessions_sql::{CorruptRecords, SqlBackend, SqlBackendBuilder};
 
 pub struct Table<K: Kind, S> {
     fixture: Fixture<K>,
@@ -20,21 +20,29 @@ impl<K: Kind, S> Table<K, S> {
     }
 }
 
+impl<K: Kind, S: Serializer + Clone> Table<K, S> {
+    fn builder(&self) -> SqlBackendBuilder<K::DB, S> {
+        self.fixture
+            .variant()
+            .with_serializer(self.serializer.clone())
+    }
+
+    async fn migrated(&self, builder: SqlBackendBuilder<K::DB, S>) -> SqlBackend<K::DB, S> {
+        let backend = builder.build().expect("the fixture's table name");
+        backend.migrate().await.expect("migrate");
+        backend
+    }
+}
+
 impl<K: Kind, S: Serializer + Clone> Harness for Table<K, S> {
     type Backend = SqlBackend<K::DB, S>;
 
     async fn backend(&self) -> SqlBackend<K::DB, S> {
-        let backend = self
-            .fixture
-            .backend
-            .clone()
-            .with_serializer(self.serializer.clone());
-        backend.migrate().await.expect("migrate");
-        backend
+        self.migrated(self.builder()).await
     }
 
     async fn backend_with_ids(&self, ids: IdGenerator) -> Option<SqlBackend<K::DB, S>> {
-        Some(self.backend().await.with_id_generator(ids))
+        Some(self.migrated(self.builder().with_id_generator(ids)).await)
     }
 
     async fn plant_raw(&self, _backend: &SqlBackend<K::DB, S>, bytes: &[u8]) -> Option<String> {
@@ -49,11 +57,8 @@ impl<K: Kind, S: Serializer + Clone> Harness for Table<K, S> {
     }
 
     async fn strict_backend(&self) -> Option<SqlBackend<K::DB, S>> {
-        Some(
-            self.backend()
-                .await
-                .with_corrupt_records(CorruptRecords::Fail),
-        )
+        let strict = self.builder().with_corrupt_records(CorruptRecords::Fail);
+        Some(self.migrated(strict).await)
     }
 
     fn merges_atomically(&self) -> bool {

@@ -112,9 +112,9 @@ async fn a_sqlite_file_survives_a_restart_of_the_app() {
     let id = fx.backend.write(None, &n(5), HOUR).await.unwrap();
     fx.backend.pool().close().await;
     // A new process would build a new backend on the same file.
-    let again = sessions_sql::SqliteBackend::from_url(&fx.url)
-        .unwrap()
+    let again = sessions_sql::SqliteBackend::builder_from_url(&fx.url)
         .with_table(&fx.table)
+        .build()
         .unwrap();
     again.migrate().await.unwrap();
     assert_eq!(
@@ -189,9 +189,10 @@ async fn killed_connections_are_replaced_without_failing_requests() {
     let pool = PgPoolOptions::new()
         .max_connections(4)
         .connect_lazy_with(options);
-    let backend = SqlBackend::from_pool(pool)
+    let backend = SqlBackend::builder(pool)
         .with_max_connections(4)
         .with_table(&fx.table)
+        .build()
         .unwrap();
 
     let mut ids = Vec::new();
@@ -245,9 +246,10 @@ async fn a_backend_with_every_connection_busy_says_so() {
         .acquire_timeout(Duration::from_millis(500))
         .connect_lazy(&fx.url)
         .unwrap();
-    let backend = SqlBackend::from_pool(pool)
+    let backend = SqlBackend::builder(pool)
         .with_max_connections(1)
         .with_table(&fx.table)
+        .build()
         .unwrap();
     backend.write(None, &n(0), HOUR).await.unwrap();
 

@@ -111,7 +111,7 @@ async fn every_operation_is_one_statement<K: Kind>() {
     install_statement_log();
     let fx = Fixture::<K>::unmigrated();
     let table = unique_table(MARK.trim_end_matches('_'));
-    let backend = fx.backend.clone().with_table(&table).unwrap();
+    let backend = fx.variant().with_table(&table).build().unwrap();
     let _drop = drop_table_later::<K::DB>(&table);
     backend.migrate().await.unwrap();
 
@@ -149,7 +149,7 @@ async fn binding_a_user_costs_no_statement_and_listing_and_revoking_one_each<K: 
     install_statement_log();
     let fx = Fixture::<K>::unmigrated();
     let table = unique_table(MARK.trim_end_matches('_'));
-    let backend = fx.backend.clone().with_table(&table).unwrap();
+    let backend = fx.variant().with_table(&table).build().unwrap();
     let _drop = drop_table_later::<K::DB>(&table);
     backend.migrate().await.unwrap();
     let b = &backend;
@@ -372,8 +372,9 @@ async fn every_postgres_operation_is_one_round_trip() {
     let proxy = wire::Proxy::start((options.get_host().to_owned(), options.get_port())).await;
     let pool = PgPoolOptions::new().connect_lazy_with(options.host("127.0.0.1").port(proxy.port));
     let table = unique_table("sessions_test");
-    let backend = sessions_sql::PostgresBackend::from_pool(pool)
+    let backend = sessions_sql::PostgresBackend::builder(pool)
         .with_table(&table)
+        .build()
         .unwrap();
     let _drop = drop_table_later::<sqlx::Postgres>(&table);
     wire::one_round_trip_each(&proxy, backend).await;
@@ -389,8 +390,9 @@ async fn every_mysql_operation_is_one_round_trip() {
     let pool =
         MySqlPoolOptions::new().connect_lazy_with(options.host("127.0.0.1").port(proxy.port));
     let table = unique_table("sessions_test");
-    let backend = sessions_sql::MySqlBackend::from_pool(pool)
+    let backend = sessions_sql::MySqlBackend::builder(pool)
         .with_table(&table)
+        .build()
         .unwrap();
     let _drop = drop_table_later::<sqlx::MySql>(&table);
     wire::one_round_trip_each(&proxy, backend).await;

@@ -347,7 +347,11 @@ async fn corrupt_rows_are_left_out_of_a_listing_as_a_read_leaves_them<K: Kind>()
     ))
     .await;
 
-    let strict = b.clone().with_corrupt_records(CorruptRecords::Fail);
+    let strict = fx
+        .variant()
+        .with_corrupt_records(CorruptRecords::Fail)
+        .build()
+        .unwrap();
     match strict.user_sessions(&user).await {
         Err(Error::Serialization { .. }) => {}
         other => panic!("strict mode must fail the listing: {other:?}"),
