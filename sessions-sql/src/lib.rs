@@ -1232,6 +1232,45 @@ impl<DB: SqlDatabase, S: Serializer> SessionBackend for SqlBackend<DB, S> {
 mod tests {
     use super::*;
 
+    fn config_message<T: fmt::Debug>(result: Result<T, Error>) -> String {
+        match result {
+            Err(Error::Config(message)) => message,
+            other => panic!("expected a configuration error, got {other:?}"),
+        }
+    }
+
+    #[cfg(feature = "sqlite")]
+    #[test]
+    fn the_builder_reports_its_first_problem_at_build() {
+        // Outside a runtime the URL cannot be used: that error, not the later table's.
+        let outside = SqliteBackend::builder_from_url("sqlite::memory:")
+            .with_table("no such; name")
+            .with_expire(Duration::from_secs(60))
+            .build();
+        assert!(config_message(outside).contains("tokio runtime"));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let bad_table = SqliteBackend::builder_from_url("sqlite::memory:")
+                .with_table("no such; name")
+                .with_expire(Duration::from_secs(60))
+                .build();
+            assert!(config_message(bad_table).contains("table name"));
+            let backend = SqliteBackend::builder_from_url("sqlite::memory:")
+                .with_table("app.sessions")
+                .with_expire(Duration::from_secs(60))
+                .with_max_connections(3)
+                .with_serializer(Arc::new(JsonSerializer) as Arc<dyn Serializer>)
+                .build()
+                .unwrap();
+            assert_eq!(backend.table(), "app.sessions");
+            assert_eq!(backend.expire(), Some(Duration::from_secs(60)));
+            assert_eq!(backend.max_connections(), 3);
+        });
+    }
+
     #[test]
     fn only_visible_ascii_ids_up_to_128_bytes_are_storable() {
         assert!(storable(&sessions_core::generate_id()));

@@ -186,6 +186,17 @@ pub struct SessionLayerBuilder<B> {
     patterns: Vec<String>,
 }
 
+impl<B> Clone for SessionLayerBuilder<B> {
+    fn clone(&self) -> Self {
+        SessionLayerBuilder {
+            backend: Arc::clone(&self.backend),
+            config: self.config.clone(),
+            #[cfg(feature = "regex")]
+            patterns: self.patterns.clone(),
+        }
+    }
+}
+
 impl<B> fmt::Debug for SessionLayerBuilder<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SessionLayerBuilder")
