@@ -28,9 +28,9 @@
 //!
 //! Every value is bound to the name of the cookie it travels in: a value minted as the `user`
 //! cookie does not open as the `admin` cookie, even under the same secret. The session layer
-//! binds its cookie's name itself (through
-//! [`SessionBackend::bind_cookie_name`]); used alone, the backend binds
-//! [`DEFAULT_COOKIE_NAME`] or what [`with_cookie_name`](CookieBackendBuilder::with_cookie_name) sets.
+//! binds its cookie's name itself (through [`SessionBackend::bind_cookie_name`]); used alone,
+//! the backend binds [`DEFAULT_COOKIE_NAME`] or what
+//! [`with_cookie_name`](CookieBackendBuilder::with_cookie_name) sets.
 //!
 //! The payload is a 41-byte header (issue time and deadline in Unix milliseconds, creation and
 //! last access in Unix seconds, big-endian; then the session's own lifetime: a kind byte and
@@ -56,10 +56,10 @@
 //!   stops working at its deadline even if a client keeps sending it. When the layer gives no
 //!   TTL (a browser-session cookie, `max_age` zero), the deadline is
 //!   [`DEFAULT_LIFETIME`] (14 days) after the last write, or what
-//!   [`with_default_lifetime`](CookieBackendBuilder::with_default_lifetime) sets: it never comes from
-//!   a zero max age.
-//! - **Key rotation.** [`with_old_key`](CookieBackendBuilder::with_old_key) adds keys that still open
-//!   cookies; the first key seals. Each value names its key with a short key id, so opening
+//!   [`with_default_lifetime`](CookieBackendBuilder::with_default_lifetime) sets: it never
+//!   comes from a zero max age.
+//! - **Key rotation.** [`with_old_key`](CookieBackendBuilder::with_old_key) adds keys that
+//!   still open cookies; the first key seals. Each value names its key with a short key id, so opening
 //!   tries one key. A cookie under an old key is re-sealed under the current key on the next
 //!   write; once its key is dropped it is rejected.
 //! - **An absolute limit by default.** Under a session layer without an absolute timeout of
@@ -74,8 +74,9 @@
 //! - **Size.** Browsers keep cookies up to 4096 bytes. The session layer measures the whole
 //!   `Set-Cookie` value (name, sealed value, attributes) and refuses to send a larger one:
 //!   the save fails with [`Error::CookieTooLarge`] (a 500 and a `tracing` error), never a
-//!   truncated or silently dropped cookie. Sealing adds about a third (base64) plus some 50 bytes to the JSON of
-//!   the session (its timestamps take another 60 or so): keep cookie sessions small.
+//!   truncated or silently dropped cookie. Sealing adds about a third (base64) plus some 50
+//!   bytes to the JSON of the session (its timestamps take another 60 or so): keep cookie
+//!   sessions small.
 //!
 //! Secrets shorter than 32 bytes are refused with [`Error::Config`].
 //!

@@ -153,7 +153,9 @@ pub trait SessionBackend: Send + Sync + 'static {
     async fn user_session_ids(&self, user: &str) -> Result<Vec<String>, Error> {
         let _ = user;
         Err(Error::Unsupported(
-            "this backend keeps no index of sessions by user, so it cannot list or revoke them;              for sessions carried in cookies, keep a per-user generation in the session and              compare it with the application's (see the sessions-cookie docs)"
+            "this backend keeps no index of sessions by user, so it cannot list or revoke them; \
+             for sessions carried in cookies, keep a per-user generation in the session and \
+             compare it with the application's (see the sessions-cookie docs)"
                 .to_owned(),
         ))
     }
@@ -165,10 +167,8 @@ pub trait SessionBackend: Send + Sync + 'static {
     async fn user_sessions(&self, user: &str) -> Result<Vec<UserSession>, Error> {
         let mut sessions = Vec::new();
         for id in self.user_session_ids(user).await? {
-            if let Some(record) = self.read(&id).await? {
-                if record.user() == Some(user) {
-                    sessions.push(UserSession::new(&id, record));
-                }
+            if let Some(record) = bound_record(self, &id, user).await? {
+                sessions.push(UserSession::new(&id, record));
             }
         }
         UserSession::most_recent_first(&mut sessions);
@@ -191,11 +191,7 @@ pub trait SessionBackend: Send + Sync + 'static {
             if Some(id.as_str()) == keep {
                 continue;
             }
-            if self
-                .read(&id)
-                .await?
-                .is_some_and(|r| r.user() == Some(user))
-            {
+            if bound_record(self, &id, user).await?.is_some() {
                 self.remove(&id).await?;
                 revoked += 1;
             }
@@ -208,12 +204,7 @@ pub trait SessionBackend: Send + Sync + 'static {
     /// when `user` has no live session with that handle.
     async fn revoke_user_session(&self, user: &str, handle: &SessionHandle) -> Result<bool, Error> {
         for id in self.user_session_ids(user).await? {
-            if handle.is_of(&id)
-                && self
-                    .read(&id)
-                    .await?
-                    .is_some_and(|r| r.user() == Some(user))
-            {
+            if handle.is_of(&id) && bound_record(self, &id, user).await?.is_some() {
                 self.remove(&id).await?;
                 return Ok(true);
             }
@@ -270,6 +261,19 @@ pub trait SessionBackend: Send + Sync + 'static {
     fn generate_id(&self) -> String {
         crate::generate_id()
     }
+}
+
+/// The live record `id` of `backend`, when it is still bound to `user`: what the provided
+/// listing and revoking methods check each indexed id against.
+async fn bound_record<B: SessionBackend + ?Sized>(
+    backend: &B,
+    id: &str,
+    user: &str,
+) -> Result<Option<SessionData>, Error> {
+    Ok(backend
+        .read(id)
+        .await?
+        .filter(|record| record.user() == Some(user)))
 }
 
 #[async_trait]

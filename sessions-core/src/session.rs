@@ -460,8 +460,8 @@ impl Session {
     ///
     /// [`Error::NotLoaded`], or what sealing the session returns.
     pub fn fits_in_cookie(&self) -> Result<bool, Error> {
-        let data = self.loaded()?.data.clone();
-        let Some(len) = self.inner.backend.cookie_value_len(&data)? else {
+        let len = self.inner.backend.cookie_value_len(&self.loaded()?.data)?;
+        let Some(len) = len else {
             return Ok(true);
         };
         Ok(self.inner.policy.cookie_room.is_none_or(|room| len <= room))

@@ -174,10 +174,11 @@
 //! CREATE INDEX `sessions_user_id_idx` ON `sessions` (user_id);
 //! ```
 //!
-//! Table names are checked when the backend is built ([`with_table`](SqlBackendBuilder::with_table), then `build()`):
-//! `name` or `schema.name`, each part 1 to 48 ASCII letters, digits or `_`, not starting with a
-//! digit. Anything else is [`Error::Config`]; the name is never written into SQL unchecked.
-//! Names are quoted in SQL, so their case is kept as given.
+//! Table names are checked when the backend is built
+//! ([`with_table`](SqlBackendBuilder::with_table), then `build()`): `name` or `schema.name`,
+//! each part 1 to 48 ASCII letters, digits or `_`, not starting with a digit. Anything else is
+//! [`Error::Config`]; the name is never written into SQL unchecked. Names are quoted in SQL,
+//! so their case is kept as given.
 //!
 //! Ids that cannot be stored (empty, longer than 128 bytes, or holding anything but visible
 //! ASCII: no ids this backend or a client following the cookie rules makes) read as missing,
@@ -190,8 +191,8 @@
 //! `max_age`), or else the backend's [`expire`](SqlBackendBuilder::with_expire), or else `NULL`:
 //! a row that never expires. Expired rows read as missing at once; they are deleted by
 //! [`delete_expired`](SqlBackend::delete_expired), in batches of
-//! [1000 rows](SqlBackendBuilder::with_cleanup_batch_size) per statement so no statement holds locks
-//! for long, or by a task [`spawn_cleanup`](SqlBackend::spawn_cleanup) starts, which runs it
+//! [1000 rows](SqlBackendBuilder::with_cleanup_batch_size) per statement so no statement holds
+//! locks for long, or by a task [`spawn_cleanup`](SqlBackend::spawn_cleanup) starts, which runs it
 //! now and then every period until its [`CleanupTask`] handle is stopped or dropped.
 //!
 //! Several application instances may run the cleanup at once: on PostgreSQL each batch skips
@@ -215,8 +216,8 @@
 //! type that changed, a manual edit) reads as no session by default: a `tracing` warning names
 //! the table, the masked id and the decode error, the row is deleted, and the client starts a
 //! fresh session instead of getting a 500 until the row expires.
-//! [`with_corrupt_records(CorruptRecords::Fail)`](SqlBackendBuilder::with_corrupt_records) makes such
-//! a read fail with [`Error::Serialization`] instead, whose source is a
+//! [`with_corrupt_records(CorruptRecords::Fail)`](SqlBackendBuilder::with_corrupt_records)
+//! makes such a read fail with [`Error::Serialization`] instead, whose source is a
 //! [`CorruptRecord`](sessions_core::store::CorruptRecord) naming the table and the masked id.
 //!
 //! # Pools
@@ -431,8 +432,9 @@ impl<DB: SqlDatabase> SqlBackend<DB, JsonSerializer> {
     ///
     /// Nothing is checked yet: call [`migrate`](Self::migrate) or run the DDL yourself.
     pub fn from_pool(pool: sqlx::Pool<DB>) -> Self {
-        let max = (pool.options().get_max_connections() / 2).max(1) as usize;
-        Self::with_conns(Conns::new(pool, max))
+        Self::builder(pool)
+            .build()
+            .unwrap_or_else(|_| unreachable!("a pool and the default table build"))
     }
 
     /// A backend on a new pool for `url`, of its own, that connects on first use, with the
@@ -444,54 +446,41 @@ impl<DB: SqlDatabase> SqlBackend<DB, JsonSerializer> {
     /// all its connections. A URL that cannot be parsed, or a call outside a tokio runtime,
     /// is [`Error::Config`].
     pub fn from_url(url: &str) -> Result<Self, Error> {
-        if tokio::runtime::Handle::try_current().is_err() {
-            return Err(Error::Config(format!(
-                "{}: from_url must be called inside a tokio runtime (the pool runs tasks on it)",
-                DB::LABEL
-            )));
-        }
-        let pool = DB::lazy_pool(url, DEFAULT_ACQUIRE_TIMEOUT).map_err(|e| {
-            Error::Config(format!(
-                "{}: cannot make a pool for this URL: {e}",
-                DB::LABEL
-            ))
-        })?;
-        let max = pool.options().get_max_connections() as usize;
-        Ok(Self::with_conns(Conns::new(pool, max)))
+        Self::builder_from_url(url).build()
     }
 
     /// Configure a backend on an existing pool (as [`from_pool`](Self::from_pool)): set the
     /// options on the builder, then [`build`](SqlBackendBuilder::build) checks them at once.
     pub fn builder(pool: sqlx::Pool<DB>) -> SqlBackendBuilder<DB> {
-        SqlBackendBuilder {
-            backend: Ok(Self::from_pool(pool)),
-        }
+        let max = (pool.options().get_max_connections() / 2).max(1) as usize;
+        SqlBackendBuilder::new(Ok((pool, max)))
     }
 
     /// Configure a backend on a new pool for `url` (as [`from_url`](Self::from_url)): set the
     /// options on the builder, then [`build`](SqlBackendBuilder::build) checks them, the URL
     /// included, at once.
     pub fn builder_from_url(url: &str) -> SqlBackendBuilder<DB> {
-        SqlBackendBuilder {
-            backend: Self::from_url(url),
-        }
+        SqlBackendBuilder::new(url_pool::<DB>(url))
     }
+}
 
-    fn with_conns(conns: Conns<DB>) -> Self {
-        let table = TableName::parse(DEFAULT_TABLE).unwrap_or_else(|_| unreachable!());
-        SqlBackend {
-            shared: Arc::new(Shared {
-                conns: Arc::new(conns),
-                sql: DB::statements(&table),
-                table,
-                batch: DEFAULT_CLEANUP_BATCH,
-            }),
-            serializer: JsonSerializer,
-            expire: None,
-            ids: None,
-            corrupt: CorruptRecords::default(),
-        }
+/// A new pool for `url` that connects on first use, and how many of its connections a backend
+/// keeps by default (all of them: the pool is the backend's own).
+fn url_pool<DB: SqlDatabase>(url: &str) -> Result<(sqlx::Pool<DB>, usize), Error> {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return Err(Error::Config(format!(
+            "{}: from_url must be called inside a tokio runtime (the pool runs tasks on it)",
+            DB::LABEL
+        )));
     }
+    let pool = DB::lazy_pool(url, DEFAULT_ACQUIRE_TIMEOUT).map_err(|e| {
+        Error::Config(format!(
+            "{}: cannot make a pool for this URL: {e}",
+            DB::LABEL
+        ))
+    })?;
+    let max = pool.options().get_max_connections() as usize;
+    Ok((pool, max))
 }
 
 /// The options of a [`SqlBackend`], from [`SqlBackend::builder`] or
@@ -500,15 +489,44 @@ impl<DB: SqlDatabase> SqlBackend<DB, JsonSerializer> {
 /// identifier).
 #[must_use = "a builder makes no backend until `build()`"]
 pub struct SqlBackendBuilder<DB: SqlDatabase, S = JsonSerializer> {
-    /// The backend so far, or the first error met.
-    backend: Result<SqlBackend<DB, S>, Error>,
+    /// The pool and how many of its connections the backend keeps unless told; or why the
+    /// URL cannot give one.
+    pool: Result<(sqlx::Pool<DB>, usize), Error>,
+    table: String,
+    max_connections: Option<usize>,
+    batch: u32,
+    serializer: S,
+    expire: Option<Duration>,
+    ids: Option<IdGenerator>,
+    corrupt: CorruptRecords,
 }
 
 impl<DB: SqlDatabase, S> fmt::Debug for SqlBackendBuilder<DB, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SqlBackendBuilder")
-            .field("backend", &self.backend)
-            .finish()
+            .field("database", &DB::LABEL)
+            .field("table", &self.table)
+            .field("max_connections", &self.max_connections)
+            .field("expire", &self.expire)
+            .field("cleanup_batch_size", &self.batch)
+            .field("serializer", &std::any::type_name::<S>())
+            .field("corrupt_records", &self.corrupt)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<DB: SqlDatabase> SqlBackendBuilder<DB> {
+    fn new(pool: Result<(sqlx::Pool<DB>, usize), Error>) -> Self {
+        SqlBackendBuilder {
+            pool,
+            table: DEFAULT_TABLE.to_owned(),
+            max_connections: None,
+            batch: DEFAULT_CLEANUP_BATCH,
+            serializer: JsonSerializer,
+            expire: None,
+            ids: None,
+            corrupt: CorruptRecords::default(),
+        }
     }
 }
 
@@ -522,71 +540,66 @@ impl<DB: SqlDatabase, S> SqlBackendBuilder<DB, S> {
     /// identifier (see [Schema](crate#schema)): `sessions; DROP TABLE x`, an empty name and
     /// quoted names are refused.
     pub fn build(self) -> Result<SqlBackend<DB, S>, Error> {
-        self.backend
-    }
-
-    fn map(self, f: impl FnOnce(SqlBackend<DB, S>) -> Result<SqlBackend<DB, S>, Error>) -> Self {
-        SqlBackendBuilder {
-            backend: self.backend.and_then(f),
-        }
+        let (pool, default_max) = self.pool?;
+        let table = TableName::parse(&self.table)?;
+        let max = self.max_connections.unwrap_or(default_max);
+        Ok(SqlBackend {
+            shared: Arc::new(Shared {
+                conns: Arc::new(Conns::new(pool, max)),
+                sql: DB::statements(&table),
+                table,
+                batch: self.batch,
+            }),
+            serializer: self.serializer,
+            expire: self.expire,
+            ids: self.ids,
+            corrupt: self.corrupt,
+        })
     }
 
     /// Store sessions in `table` (`name` or `schema.name`) instead of [`DEFAULT_TABLE`].
-    pub fn with_table(self, table: impl AsRef<str>) -> Self {
-        self.map(|mut backend| {
-            let table = TableName::parse(table.as_ref())?;
-            backend.shared = Arc::new(Shared {
-                conns: Arc::clone(&backend.shared.conns),
-                sql: DB::statements(&table),
-                table,
-                batch: backend.shared.batch,
-            });
-            Ok(backend)
-        })
+    pub fn with_table(mut self, table: impl Into<String>) -> Self {
+        self.table = table.into();
+        self
     }
 
     /// The TTL for writes that bring none (see [Expiry](crate#expiry-and-cleanup)); it
     /// restarts on every write. A write's own TTL, when it has one, wins. Zero turns it off
     /// (the default).
-    pub fn with_expire(self, expire: Duration) -> Self {
-        self.map(|mut backend| {
-            backend.expire = (!expire.is_zero()).then_some(expire);
-            Ok(backend)
-        })
+    pub fn with_expire(mut self, expire: Duration) -> Self {
+        self.expire = (!expire.is_zero()).then_some(expire);
+        self
     }
 
     /// Encode records with `serializer` instead.
     pub fn with_serializer<T: Serializer>(self, serializer: T) -> SqlBackendBuilder<DB, T> {
         SqlBackendBuilder {
-            backend: self.backend.map(|backend| SqlBackend {
-                shared: backend.shared,
-                serializer,
-                expire: backend.expire,
-                ids: backend.ids,
-                corrupt: backend.corrupt,
-            }),
+            pool: self.pool,
+            table: self.table,
+            max_connections: self.max_connections,
+            batch: self.batch,
+            serializer,
+            expire: self.expire,
+            ids: self.ids,
+            corrupt: self.corrupt,
         }
     }
 
     /// Take new ids from `ids` instead of the default generator (192 random bits). The ids
     /// must be storable: 1 to [`MAX_ID_LEN`] visible ASCII characters. The backend then
     /// [accepts](SessionBackend::accepts) any storable id from clients.
-    pub fn with_id_generator(self, ids: IdGenerator) -> Self {
-        self.map(|mut backend| {
-            backend.ids = Some(ids);
-            Ok(backend)
-        })
+    pub fn with_id_generator(mut self, ids: IdGenerator) -> Self {
+        self.ids = Some(ids);
+        self
     }
 
     /// What a read does with a row the serializer cannot decode: by default
     /// ([`CorruptRecords::Discard`]) it reads as no session, with a `tracing` warning, and the
     /// row is deleted; [`CorruptRecords::Fail`] fails the read with [`Error::Serialization`]
     /// (see [Failures](crate#failures)).
-    pub fn with_corrupt_records(self, policy: CorruptRecords) -> Self {
-        self.map(|mut backend| {
-            backend.corrupt = policy;
-            Ok(backend)
-        })
+    pub fn with_corrupt_records(mut self, policy: CorruptRecords) -> Self {
+        self.corrupt = policy;
+        self
     }
 
     /// How many of the pool's connections the backend may keep checked out between
@@ -595,31 +608,16 @@ impl<DB: SqlDatabase, S> SqlBackendBuilder<DB, S> {
     /// timeout. At least 1. The default is all of the pool's `max_connections` for a pool
     /// made from a URL ([`from_url`](SqlBackend::from_url)), half of them for one passed to
     /// [`from_pool`](SqlBackend::from_pool) or [`builder`](SqlBackend::builder).
-    pub fn with_max_connections(self, max: usize) -> Self {
-        self.map(|mut backend| {
-            let pool = backend.shared.conns.pool().clone();
-            backend.shared = Arc::new(Shared {
-                conns: Arc::new(Conns::new(pool, max)),
-                sql: DB::statements(&backend.shared.table),
-                table: backend.shared.table.clone(),
-                batch: backend.shared.batch,
-            });
-            Ok(backend)
-        })
+    pub fn with_max_connections(mut self, max: usize) -> Self {
+        self.max_connections = Some(max);
+        self
     }
 
     /// Delete at most `rows` expired rows per cleanup statement (at least 1; the default is
     /// [`DEFAULT_CLEANUP_BATCH`]).
-    pub fn with_cleanup_batch_size(self, rows: u32) -> Self {
-        self.map(|mut backend| {
-            backend.shared = Arc::new(Shared {
-                conns: Arc::clone(&backend.shared.conns),
-                sql: DB::statements(&backend.shared.table),
-                table: backend.shared.table.clone(),
-                batch: rows.max(1),
-            });
-            Ok(backend)
-        })
+    pub fn with_cleanup_batch_size(mut self, rows: u32) -> Self {
+        self.batch = rows.max(1);
+        self
     }
 }
 
@@ -630,8 +628,8 @@ impl<DB: SqlDatabase, S> SqlBackend<DB, S> {
     }
 
     /// The pool the backend draws its connections from. The connections the backend holds
-    /// (at most [`max_connections`](SqlBackendBuilder::with_max_connections)) are not available to other
-    /// users of the pool until they go back to it.
+    /// (at most [`max_connections`](SqlBackendBuilder::with_max_connections)) are not available
+    /// to other users of the pool until they go back to it.
     pub fn pool(&self) -> &sqlx::Pool<DB> {
         self.shared.conns.pool()
     }
@@ -688,8 +686,8 @@ impl<DB: SqlDatabase, S> SqlBackend<DB, S> {
     }
 
     /// Delete every row expired by now, in batches of at most
-    /// [`cleanup_batch_size`](SqlBackendBuilder::with_cleanup_batch_size) rows per statement; returns how
-    /// many rows went. Rows that expire while it runs are left for the next run.
+    /// [`cleanup_batch_size`](SqlBackendBuilder::with_cleanup_batch_size) rows per statement;
+    /// returns how many rows went. Rows that expire while it runs are left for the next run.
     pub async fn delete_expired(&self) -> Result<u64, Error> {
         self.shared.delete_expired(None).await
     }

@@ -69,8 +69,17 @@ pub fn cookie_from<B>(response: &Response<B>, name: &str) -> Option<String> {
         .filter_map(|value| value.to_str().ok())
         .filter_map(|value| Cookie::parse(value).ok())
         .find(|cookie| cookie.name() == name)
-        .filter(|cookie| cookie.max_age().is_none_or(|age| !age.is_zero()))
-        .map(|cookie| format!("{}={}", cookie.name(), cookie.value()))
+        .and_then(|cookie| sent_back(&cookie))
+}
+
+/// Whether `cookie` removes the cookie from the browser (`Max-Age=0`).
+fn removes(cookie: &Cookie<'_>) -> bool {
+    cookie.max_age().is_some_and(|age| age.is_zero())
+}
+
+/// The `name=value` a browser sends back after receiving `cookie`; `None` when it removes it.
+fn sent_back(cookie: &Cookie<'_>) -> Option<String> {
+    (!removes(cookie)).then(|| format!("{}={}", cookie.name(), cookie.value()))
 }
 
 /// A response as a test looks at it: what [`get`] and [`post`] return.
@@ -91,20 +100,16 @@ impl TestResponse {
     /// The `name=value` of the [`set_cookie`](TestResponse::set_cookie) header, to send back
     /// as the next request's `Cookie`; `None` when there is none or it removes the cookie.
     pub fn cookie(&self) -> Option<String> {
-        let cookie = Cookie::parse(self.set_cookie.as_deref()?).ok()?;
-        if cookie.max_age().is_some_and(|age| age.is_zero()) {
-            return None;
-        }
-        Some(format!("{}={}", cookie.name(), cookie.value()))
+        sent_back(&self.parsed_cookie()?)
     }
 
     /// Whether the response removes the cookie (`Max-Age=0`).
     pub fn removes_cookie(&self) -> bool {
-        self.set_cookie
-            .as_deref()
-            .and_then(|raw| Cookie::parse(raw).ok())
-            .and_then(|cookie| cookie.max_age())
-            .is_some_and(|age| age.is_zero())
+        self.parsed_cookie().is_some_and(|cookie| removes(&cookie))
+    }
+
+    fn parsed_cookie(&self) -> Option<Cookie<'_>> {
+        Cookie::parse(self.set_cookie.as_deref()?).ok()
     }
 }
 

@@ -88,14 +88,21 @@ fn data(n: u64) -> SessionData {
     data
 }
 
-#[tokio::test]
-async fn every_operation_is_exactly_one_command() {
+/// A server of the test's own that logs every command (its slowlog), a connection to read the
+/// log, and a backend on it; the server comes along, to outlive them.
+fn logged_server() -> (RedisServer, redis::Connection, RedisBackend) {
     let server =
         RedisServer::start(&["--slowlog-log-slower-than", "0", "--slowlog-max-len", "100"]);
-    let mut conn = connect(&server.url());
+    let conn = connect(&server.url());
     let backend = RedisBackend::from_url(&server.url())
         .unwrap()
         .with_prefix("rt:");
+    (server, conn, backend)
+}
+
+#[tokio::test]
+async fn every_operation_is_exactly_one_command() {
+    let (server, mut conn, backend) = logged_server();
 
     // The first operation also sets the connection up (the client introduces itself); count
     // from the second on, as every request after the first one sees it.
@@ -159,12 +166,7 @@ async fn every_operation_is_exactly_one_command() {
 #[tokio::test]
 async fn binding_a_user_costs_one_command_on_the_save_that_binds_it() {
     use sessions_core::{Applied, Changes};
-    let server =
-        RedisServer::start(&["--slowlog-log-slower-than", "0", "--slowlog-max-len", "100"]);
-    let mut conn = connect(&server.url());
-    let backend = RedisBackend::from_url(&server.url())
-        .unwrap()
-        .with_prefix("rt:");
+    let (server, mut conn, backend) = logged_server();
     let binding = |user: &str| {
         let mut changes = Changes::default();
         changes.set_user(Some(user.into()));

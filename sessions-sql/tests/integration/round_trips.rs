@@ -8,8 +8,11 @@
 //!   the client sends after the server spoke). A sqlx pool alone costs more: it pings every
 //!   connection given back to it, which this test would count as a second round trip.
 
-use crate::common::{Fixture, HOUR, Kind, drop_table_later, for_each_db, n, now_ms, unique_table};
+use crate::common::{
+    DropLater, Fixture, HOUR, Kind, drop_table_later, for_each_db, n, now_ms, unique_table,
+};
 use sessions_core::{Changes, Error, SessionBackend, SessionData, SessionHandle};
+use sessions_sql::SqlBackend;
 use std::sync::{Mutex, OnceLock};
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
@@ -107,13 +110,20 @@ fn binding(user: Option<&str>) -> Changes {
     changes
 }
 
-async fn every_operation_is_one_statement<K: Kind>() {
+/// A migrated backend on a table of its own (dropped at the end), whose statements the log
+/// picks out by the table's name; the fixture whose pool it uses comes along, to outlive it.
+async fn logged_table<K: Kind>() -> (Fixture<K>, SqlBackend<K::DB>, String, Option<DropLater>) {
     install_statement_log();
     let fx = Fixture::<K>::unmigrated();
     let table = unique_table(MARK.trim_end_matches('_'));
     let backend = fx.variant().with_table(&table).build().unwrap();
-    let _drop = drop_table_later::<K::DB>(&table);
+    let drop = drop_table_later::<K::DB>(&table);
     backend.migrate().await.unwrap();
+    (fx, backend, table, drop)
+}
+
+async fn every_operation_is_one_statement<K: Kind>() {
+    let (_fx, backend, table, _drop) = logged_table::<K>().await;
 
     let (id, sql) = statements(&table, backend.write(None, &n(1), HOUR)).await;
     let id = id.unwrap();
@@ -146,12 +156,7 @@ async fn every_operation_is_one_statement<K: Kind>() {
 /// so does a save that binds, rebinds or unbinds one; listing and revoking all are one
 /// statement each, revoking one by handle two (the ids, then the delete).
 async fn binding_a_user_costs_no_statement_and_listing_and_revoking_one_each<K: Kind>() {
-    install_statement_log();
-    let fx = Fixture::<K>::unmigrated();
-    let table = unique_table(MARK.trim_end_matches('_'));
-    let backend = fx.variant().with_table(&table).build().unwrap();
-    let _drop = drop_table_later::<K::DB>(&table);
-    backend.migrate().await.unwrap();
+    let (_fx, backend, table, _drop) = logged_table::<K>().await;
     let b = &backend;
     let user = format!("user-{}", sessions_core::generate_id());
 
