@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Our SQL backend (sessions-sql) against tower-sessions 0.14 + tower-sessions-sqlx-store 0.15,
+# Our SQL backend (sessionkit-sql) against tower-sessions 0.14 + tower-sessions-sqlx-store 0.15,
 # on SQLite (a temp file) and PostgreSQL, in one run, in-process (tower::ServiceExt::oneshot,
 # current-thread runtime), read and write scenarios:
 #   - instructions per request (callgrind): every thread of the process during the measured

@@ -7,7 +7,7 @@
 //! e.g. `-- ours/` or `-- /read`; ids are `requests/<variant>/<scenario>`.
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use sessions_bench::{Fixture, Scenario, Variant};
+use sessionkit_bench::{Fixture, Scenario, Variant};
 
 fn requests(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_current_thread()

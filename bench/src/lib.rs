@@ -15,7 +15,7 @@
 //! `/incr`) on a value that comes from nowhere, so the difference to bare is the session's cost
 //! alone.
 //!
-//! The cookie variants keep the whole session in the cookie (`sessions-cookie`, signed or
+//! The cookie variants keep the whole session in the cookie (`sessionkit-cookie`, signed or
 //! private); their "sessions" are the sealed cookie values themselves, pre-created by a write
 //! request each. Their write requests keep sending the pre-created value (a client would send
 //! the new one back): each write opens that value and seals the incremented data anew.
@@ -29,9 +29,9 @@ use axum::body::Body;
 use axum::routing::get;
 use http::header::{COOKIE, SET_COOKIE};
 use http::{HeaderValue, Request, Response, StatusCode, Uri};
-use sessions_cookie::CookieBackend;
-use sessions_memory::InMemoryBackend;
-use sessions_tower::{SessionLayer, SessionMiddleware};
+use sessionkit_cookie::CookieBackend;
+use sessionkit_memory::InMemoryBackend;
+use sessionkit_tower::{SessionLayer, SessionMiddleware};
 use std::cell::Cell;
 use std::collections::HashSet;
 use std::convert::Infallible;
@@ -199,15 +199,15 @@ async fn bare_incr() -> String {
 }
 
 pub(crate) async fn ours_read(
-    session: sessions_tower::Session,
-) -> Result<String, sessions_tower::Error> {
+    session: sessionkit_tower::Session,
+) -> Result<String, sessionkit_tower::Error> {
     session.load().await?;
     Ok(session.get::<u64>("n")?.unwrap_or(0).to_string())
 }
 
 pub(crate) async fn ours_incr(
-    session: sessions_tower::Session,
-) -> Result<String, sessions_tower::Error> {
+    session: sessionkit_tower::Session,
+) -> Result<String, sessionkit_tower::Error> {
     session.load().await?;
     let n = session.get::<u64>("n")?.unwrap_or(0) + 1;
     session.insert("n", n)?;

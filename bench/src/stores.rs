@@ -1,6 +1,6 @@
 //! Session stores outside the process's memory: our Redis backend against tower-sessions 0.14
 //! with its Redis store (`tower-sessions-redis-store` 0.16, on fred), and our SQL backend
-//! (`sessions-sql`) against `tower-sessions-sqlx-store` 0.15 on SQLite (a temp file) and
+//! (`sessionkit-sql`) against `tower-sessions-sqlx-store` 0.15 on SQLite (a temp file) and
 //! PostgreSQL; a bare router for reference.
 //!
 //! The routes and our handlers are those of the in-memory comparison (`/read`, `/incr`);
@@ -12,7 +12,7 @@
 //! Every run stores its data under names of its own and removes it when the fixture is
 //! dropped (also when a measurement panics):
 //!
-//! - ours: keys under the prefix `sessions-bench:<pid>-<time>:`, removed with `SCAN` + `DEL`;
+//! - ours: keys under the prefix `sessionkit-bench:<pid>-<time>:`, removed with `SCAN` + `DEL`;
 //! - tower-sessions' Redis store has no key prefix (a record's key is the bare session id),
 //!   so the fixture keeps the ids it created and deletes exactly those keys;
 //! - SQL: a table of its own per stack (`bench_<stack>_<pid>_<time>`), dropped afterwards;
@@ -28,13 +28,13 @@ use axum::body::Body;
 use axum::routing::get;
 use http::header::SET_COOKIE;
 use http::{HeaderValue, Request, StatusCode};
-use sessions_redis::RedisBackend;
-use sessions_redis::deadpool_redis::redis;
-use sessions_sql::sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sessions_sql::sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
-use sessions_sql::sqlx::{ConnectOptions, Connection, Executor};
-use sessions_sql::{PostgresBackend, SqliteBackend};
-use sessions_tower::SessionLayer;
+use sessionkit_redis::RedisBackend;
+use sessionkit_redis::deadpool_redis::redis;
+use sessionkit_sql::sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sessionkit_sql::sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+use sessionkit_sql::sqlx::{ConnectOptions, Connection, Executor};
+use sessionkit_sql::{PostgresBackend, SqliteBackend};
+use sessionkit_tower::SessionLayer;
 use std::cell::Cell;
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
@@ -79,15 +79,15 @@ const POOL_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 pub enum StoreVariant {
     /// The routes alone, no session layer (the same runtime, for reference).
     Bare,
-    /// Our `SessionLayer` + `sessions_redis::RedisBackend` (`from_url` + `with_prefix`).
+    /// Our `SessionLayer` + `sessionkit_redis::RedisBackend` (`from_url` + `with_prefix`).
     OursRedis,
     /// tower-sessions 0.14 + `tower_sessions_redis_store::RedisStore` over one fred client.
     TsRedis,
-    /// Our `SessionLayer` + `sessions_sql::SqliteBackend` (`from_url` on a temp file).
+    /// Our `SessionLayer` + `sessionkit_sql::SqliteBackend` (`from_url` on a temp file).
     OursSqlite,
     /// tower-sessions 0.14 + `tower_sessions_sqlx_store::SqliteStore` (`SqlitePool::connect`).
     TsSqlite,
-    /// Our `SessionLayer` + `sessions_sql::PostgresBackend` on a pool made as `from_url`
+    /// Our `SessionLayer` + `sessionkit_sql::PostgresBackend` on a pool made as `from_url`
     /// makes it.
     OursPostgres,
     /// tower-sessions 0.14 + `tower_sessions_sqlx_store::PostgresStore` on a `PgPool`.
@@ -446,7 +446,7 @@ impl StoreFixture {
         let (app, cleanup) = match variant {
             StoreVariant::Bare => (App::Router(bare_routes().with_state(())), Cleanup::None),
             StoreVariant::OursRedis => {
-                let prefix = format!("sessions-bench:{}:", run_tag());
+                let prefix = format!("sessionkit-bench:{}:", run_tag());
                 let backend = RedisBackend::from_url(&redis_via(&url, proxy))
                     .map_err(|e| format!("ours-redis: {e}"))?
                     .with_prefix(prefix.clone());
@@ -478,7 +478,7 @@ impl StoreFixture {
             }
             StoreVariant::OursSqlite => {
                 let path =
-                    std::env::temp_dir().join(format!("sessions-bench-{}-ours.db", run_tag()));
+                    std::env::temp_dir().join(format!("sessionkit-bench-{}-ours.db", run_tag()));
                 let cleanup = Cleanup::SqliteFile(path.clone());
                 let backend =
                     SqliteBackend::builder_from_url(&format!("sqlite://{}", path.display()))
@@ -495,7 +495,7 @@ impl StoreFixture {
                 (App::Router(router), cleanup)
             }
             StoreVariant::TsSqlite => {
-                let path = std::env::temp_dir().join(format!("sessions-bench-{}-ts.db", run_tag()));
+                let path = std::env::temp_dir().join(format!("sessionkit-bench-{}-ts.db", run_tag()));
                 let cleanup = Cleanup::SqliteFile(path.clone());
                 let options = SqliteConnectOptions::new()
                     .filename(&path)

@@ -5,4 +5,4 @@
 
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| sessions_fuzz::cookie_header(data));
+fuzz_target!(|data: &[u8]| sessionkit_fuzz::cookie_header(data));

@@ -3,6 +3,6 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sessions_cookie::Mode;
+use sessionkit_cookie::Mode;
 
-fuzz_target!(|data: &[u8]| sessions_fuzz::cookie_decode(Mode::Signed, data));
+fuzz_target!(|data: &[u8]| sessionkit_fuzz::cookie_decode(Mode::Signed, data));

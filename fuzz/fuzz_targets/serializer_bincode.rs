@@ -3,8 +3,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sessions_core::BincodeSerializer;
+use sessionkit_core::BincodeSerializer;
 
 fuzz_target!(|data: &[u8]| {
-    sessions_fuzz::serializer_round_trip(&BincodeSerializer, data);
+    sessionkit_fuzz::serializer_round_trip(&BincodeSerializer, data);
 });

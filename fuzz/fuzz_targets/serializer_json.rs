@@ -6,7 +6,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use serde::Deserialize;
-use sessions_core::{
+use sessionkit_core::{
     BincodeSerializer, JsonSerializer, Lifetime, Serializer, SessionData, Values,
 };
 use std::time::Duration;
@@ -51,7 +51,7 @@ fuzz_target!(|data: &[u8]| {
         "JsonSerializer and serde disagree on {:?}",
         String::from_utf8_lossy(data)
     );
-    let Some(record) = sessions_fuzz::serializer_round_trip(&JsonSerializer, data) else {
+    let Some(record) = sessionkit_fuzz::serializer_round_trip(&JsonSerializer, data) else {
         return;
     };
     let bytes = BincodeSerializer
@@ -61,7 +61,7 @@ fuzz_target!(|data: &[u8]| {
         .deserialize(&bytes)
         .expect("bincode decodes every record JSON decodes");
     assert!(
-        sessions_fuzz::same_record(&moved, &record),
+        sessionkit_fuzz::same_record(&moved, &record),
         "the record changed moving from JSON to bincode\n  JSON: {record:?}\nbincode: {moved:?}"
     );
 });

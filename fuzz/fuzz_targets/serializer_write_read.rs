@@ -4,4 +4,4 @@
 
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| sessions_fuzz::serializer_write_read(data));
+fuzz_target!(|data: &[u8]| sessionkit_fuzz::serializer_write_read(data));

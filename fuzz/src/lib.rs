@@ -1,5 +1,5 @@
 //! What the fuzz targets in `fuzz_targets/` share: a tiny executor, fixed keys, a forger that
-//! seals arbitrary payloads the way `sessions-cookie` does, a memory backend with a known
+//! seals arbitrary payloads the way `sessionkit-cookie` does, a memory backend with a known
 //! record and deterministic ids, the checks each target runs, and the seed corpus.
 //!
 //! Run the targets with `scripts/fuzz` at the workspace root. The seeds under `corpus/` are
@@ -14,13 +14,13 @@ use cookie::Key;
 use hmac::{Hmac, Mac};
 use http::header::{COOKIE, SET_COOKIE, VARY};
 use http::{HeaderValue, Request, Response, StatusCode};
-use sessions_cookie::{CookieBackend, DEFAULT_COOKIE_NAME, MAX_COOKIE_BYTES, Mode};
-use sessions_core::{
+use sessionkit_cookie::{CookieBackend, DEFAULT_COOKIE_NAME, MAX_COOKIE_BYTES, Mode};
+use sessionkit_core::{
     Commit, Error, IdGenerator, Policy, Serializer, Session, SessionBackend, SessionData, Values,
     unix_now,
 };
-use sessions_memory::InMemoryBackend;
-use sessions_tower::SessionLayer;
+use sessionkit_memory::InMemoryBackend;
+use sessionkit_tower::SessionLayer;
 use sha2::{Digest, Sha256};
 use std::convert::Infallible;
 use std::future::Future;
@@ -76,7 +76,7 @@ pub fn cookie_backend(mode: Mode) -> &'static CookieBackend {
     })
 }
 
-/// Seals arbitrary payloads with a key exactly as `sessions-cookie` does, so a target can reach
+/// Seals arbitrary payloads with a key exactly as `sessionkit-cookie` does, so a target can reach
 /// what the backend does with a payload once its seal checks out. The format, as the backend
 /// writes it: `<key id>.<base64url payload>.<base64url HMAC-SHA256 of the cookie name, NUL, and
 /// what precedes>` (signed) or `<key id>.<base64url nonce ‖ AES-256-GCM(payload, aad = key id,
@@ -165,7 +165,7 @@ pub fn forger(mode: Mode) -> &'static Forger {
         let read = block_on(cookie_backend(mode).read(&value)).expect("cookie reads never fail");
         assert!(
             read.is_some(),
-            "the fuzz forger no longer seals like sessions-cookie ({mode:?}): update fuzz/src/lib.rs"
+            "the fuzz forger no longer seals like sessionkit-cookie ({mode:?}): update fuzz/src/lib.rs"
         );
         forger
     })
@@ -364,10 +364,10 @@ pub fn serializer_write_read(data: &[u8]) {
     let depth = depth(&values);
     let record = SessionData::from_parts(values, 1_700_000_000, 1_700_000_001);
     let serializers: [(&dyn Serializer, usize); 2] = [
-        (&sessions_core::JsonSerializer, sessions_core::JsonSerializer::MAX_DEPTH),
+        (&sessionkit_core::JsonSerializer, sessionkit_core::JsonSerializer::MAX_DEPTH),
         (
-            &sessions_core::BincodeSerializer,
-            sessions_core::BincodeSerializer::MAX_DEPTH - 1,
+            &sessionkit_core::BincodeSerializer,
+            sessionkit_core::BincodeSerializer::MAX_DEPTH - 1,
         ),
     ];
     for (serializer, max) in serializers {
@@ -719,14 +719,14 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     add(
         "serializer_json",
         "record",
-        sessions_core::JsonSerializer
+        sessionkit_core::JsonSerializer
             .serialize(&rich)
             .expect("encodes"),
     );
     add(
         "serializer_json",
         "bound",
-        sessions_core::JsonSerializer
+        sessionkit_core::JsonSerializer
             .serialize(&bound)
             .expect("encodes"),
     );
@@ -748,21 +748,21 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     add(
         "serializer_bincode",
         "record",
-        sessions_core::BincodeSerializer
+        sessionkit_core::BincodeSerializer
             .serialize(&rich)
             .expect("encodes"),
     );
     add(
         "serializer_bincode",
         "bound",
-        sessions_core::BincodeSerializer
+        sessionkit_core::BincodeSerializer
             .serialize(&bound)
             .expect("encodes"),
     );
     add(
         "serializer_bincode",
         "empty",
-        sessions_core::BincodeSerializer
+        sessionkit_core::BincodeSerializer
             .serialize(&SessionData::default())
             .expect("encodes"),
     );
@@ -838,10 +838,10 @@ mod tests {
                 "cookie_signed" => cookie_decode(Mode::Signed, &bytes),
                 "cookie_private" => cookie_decode(Mode::Private, &bytes),
                 "serializer_json" => {
-                    assert!(serializer_round_trip(&sessions_core::JsonSerializer, &bytes).is_some())
+                    assert!(serializer_round_trip(&sessionkit_core::JsonSerializer, &bytes).is_some())
                 }
                 "serializer_bincode" => assert!(
-                    serializer_round_trip(&sessions_core::BincodeSerializer, &bytes).is_some()
+                    serializer_round_trip(&sessionkit_core::BincodeSerializer, &bytes).is_some()
                 ),
                 "cookie_header" => cookie_header(&bytes),
                 "serializer_write_read" => serializer_write_read(&bytes),

@@ -38,12 +38,12 @@
 //! user, flagged in the kind byte), and the session's values as a JSON object.
 //!
 //! ```
-//! use sessions_cookie::CookieBackend;
+//! use sessionkit_cookie::CookieBackend;
 //!
 //! let secret = std::env::var("SESSION_SECRET")
 //!     .unwrap_or_else(|_| "use a long random secret, 32 bytes or more!".to_owned());
 //! let backend = CookieBackend::private(secret.as_bytes())?;
-//! # Ok::<(), sessions_core::Error>(())
+//! # Ok::<(), sessionkit_core::Error>(())
 //! ```
 //!
 //! # Guarantees and limits
@@ -66,7 +66,7 @@
 //!   its own, a session ends [`DEFAULT_MAX_LIFETIME`] (30 days) after its creation, however
 //!   often it is re-sealed (creation is inside the seal), unless
 //!   [`with_max_lifetime`](CookieBackendBuilder::with_max_lifetime) says otherwise.
-//! - **No server-side revocation.** [`remove`](sessions_core::SessionBackend::remove) does
+//! - **No server-side revocation.** [`remove`](sessionkit_core::SessionBackend::remove) does
 //!   nothing on the server: a logout expires the cookie in the browser, but a copy taken
 //!   earlier stays valid until its deadline. Keep deadlines short, or use a server-side
 //!   backend, where that matters. For "log out everywhere", see
@@ -80,27 +80,27 @@
 //!
 //! Secrets shorter than 32 bytes are refused with [`Error::Config`].
 //!
-//! With the middleware from `sessions-tower` (whose default feature `cookie-backend` makes
+//! With the middleware from `sessionkit-tower` (whose default feature `cookie-backend` makes
 //! this the backend of `SessionLayer::with_secret_key`):
 //!
 //! ```ignore
-//! let layer = sessions_tower::SessionLayer::new(CookieBackend::private(secret.as_bytes())?);
+//! let layer = sessionkit_tower::SessionLayer::new(CookieBackend::private(secret.as_bytes())?);
 //! ```
 //!
 //! # Signing a user out everywhere
 //!
 //! No server keeps these sessions, so the backend cannot list or revoke a user's sessions:
-//! [`user_sessions`](sessions_core::SessionBackend::user_sessions) and the revoking methods
+//! [`user_sessions`](sessionkit_core::SessionBackend::user_sessions) and the revoking methods
 //! answer [`Error::Unsupported`]. What works is a per-user *generation* the application keeps
 //! (a counter in its user table): each session stores the generation current at its login,
 //! every request compares it with the user's current one, and "sign out everywhere" bumps the
 //! counter. Sessions from before the bump end on their next request (their cookies are
 //! expired), copied cookies included; the device that asked keeps its session by storing the
-//! new generation. [`Session::set_user`](sessions_core::Session::set_user) works here as on any
+//! new generation. [`Session::set_user`](sessionkit_core::Session::set_user) works here as on any
 //! backend (the user is sealed into the cookie), so the check knows whose counter to read:
 //!
 //! ```
-//! use sessions_core::{Error, Session};
+//! use sessionkit_core::{Error, Session};
 //! use std::collections::HashMap;
 //! use std::sync::Mutex;
 //!
@@ -165,7 +165,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use cookie::Key;
 use hmac::{Hmac, Mac};
-use sessions_core::{
+use sessionkit_core::{
     Applied, Changes, Error, Lifetime, SessionBackend, SessionData, Values, async_trait,
 };
 use sha2::{Digest, Sha256};
@@ -433,14 +433,14 @@ impl CookieBackend {
     /// then [`build`](CookieBackendBuilder::build) checks them (every secret) at once.
     ///
     /// ```
-    /// use sessions_cookie::{CookieBackend, Mode};
+    /// use sessionkit_cookie::{CookieBackend, Mode};
     /// use std::time::Duration;
     ///
     /// let backend = CookieBackend::builder(Mode::Private, "the current secret, 32 bytes or more")
     ///     .with_old_key("the previous secret, still opening cookies")
     ///     .with_max_lifetime(Some(Duration::from_secs(7 * 24 * 60 * 60)))
     ///     .build()?;
-    /// # Ok::<(), sessions_core::Error>(())
+    /// # Ok::<(), sessionkit_core::Error>(())
     /// ```
     pub fn builder(mode: Mode, secret: impl AsRef<[u8]>) -> CookieBackendBuilder {
         CookieBackendBuilder {

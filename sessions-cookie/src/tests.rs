@@ -1,5 +1,5 @@
 use super::*;
-use sessions_core::conformance::{Case, Harness};
+use sessionkit_core::conformance::{Case, Harness};
 
 const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef-test-secret";
 const OTHER: &[u8] = b"another secret that is long enough for a key!!";
@@ -52,12 +52,12 @@ impl Harness for CookieHarness {
 
 mod signed_conformance {
     use super::*;
-    sessions_core::conformance_tests!(CookieHarness(Mode::Signed));
+    sessionkit_core::conformance_tests!(CookieHarness(Mode::Signed));
 }
 
 mod private_conformance {
     use super::*;
-    sessions_core::conformance_tests!(CookieHarness(Mode::Private));
+    sessionkit_core::conformance_tests!(CookieHarness(Mode::Private));
 }
 
 fn sample() -> SessionData {
@@ -398,7 +398,7 @@ async fn a_sessions_own_lifetime_travels_in_the_seal() {
     for backend in backends() {
         for lifetime in [
             Lifetime::BrowserSession,
-            Lifetime::Until(sessions_core::unix_now() + 3_600),
+            Lifetime::Until(sessionkit_core::unix_now() + 3_600),
             Lifetime::Inactivity(Duration::from_secs(30 * 86_400)),
         ] {
             let mut data = sample();
@@ -417,7 +417,7 @@ async fn a_user_travels_in_the_seal_and_unbound_values_keep_their_format() {
         for user in [
             "42",
             "zoë@example.com",
-            &"u".repeat(sessions_core::MAX_USER_LEN),
+            &"u".repeat(sessionkit_core::MAX_USER_LEN),
         ] {
             let mut data = sample();
             data.set_user(Some(user.into()));
@@ -430,7 +430,7 @@ async fn a_user_travels_in_the_seal_and_unbound_values_keep_their_format() {
         }
         assert_eq!(backend.read(&unbound).await.unwrap().unwrap().user(), None);
         let mut data = sample();
-        data.set_user(Some("u".repeat(sessions_core::MAX_USER_LEN + 1).into()));
+        data.set_user(Some("u".repeat(sessionkit_core::MAX_USER_LEN + 1).into()));
         assert!(matches!(
             backend.write(None, &data, None).await,
             Err(Error::InvalidUser { len: 256 })

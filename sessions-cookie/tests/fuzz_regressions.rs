@@ -1,7 +1,7 @@
 //! Bugs the fuzz targets in `fuzz/` found (`scripts/fuzz`), one test each, named for the bug.
 
-use sessions_cookie::CookieBackend;
-use sessions_core::{SessionBackend, SessionData, Values};
+use sessionkit_cookie::CookieBackend;
+use sessionkit_core::{SessionBackend, SessionData, Values};
 
 const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef-test-secret";
 
@@ -9,7 +9,7 @@ const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef-test-secret";
 /// `98446744074709551615` opens as 9.844674407470955e19, and re-sealing and opening that gives
 /// 9.844674407470957e19. The values travel as JSON text, and serde_json parses floats without
 /// its `float_roundtrip` feature: a float a handler stored can come back changed in its last
-/// bits (the root cause of sessions-core's `json_serializer_float_drifts_through_a_round_trip`).
+/// bits (the root cause of sessionkit-core's `json_serializer_float_drifts_through_a_round_trip`).
 #[tokio::test]
 async fn cookie_float_drifts_through_a_round_trip() {
     let mut values = Values::new();

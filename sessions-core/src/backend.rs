@@ -31,7 +31,7 @@ use std::time::Duration;
 ///
 /// ```
 /// use async_trait::async_trait;
-/// use sessions_core::{Error, SessionBackend, SessionData};
+/// use sessionkit_core::{Error, SessionBackend, SessionData};
 /// use std::collections::HashMap;
 /// use std::sync::Mutex;
 /// use std::time::Duration;
@@ -155,7 +155,7 @@ pub trait SessionBackend: Send + Sync + 'static {
         Err(Error::Unsupported(
             "this backend keeps no index of sessions by user, so it cannot list or revoke them; \
              for sessions carried in cookies, keep a per-user generation in the session and \
-             compare it with the application's (see the sessions-cookie docs)"
+             compare it with the application's (see the sessionkit-cookie docs)"
                 .to_owned(),
         ))
     }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 /// that change different keys both keep their change. For the same key the later save wins.
 ///
 /// ```
-/// use sessions_core::{Changes, SessionData, Values};
+/// use sessionkit_core::{Changes, SessionData, Values};
 /// use serde_json::json;
 ///
 /// let mut stored = Values::new();

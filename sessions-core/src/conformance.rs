@@ -4,8 +4,8 @@
 //! the same checks by implementing [`Harness`] and calling [`conformance_tests!`](crate::conformance_tests):
 //!
 //! ```
-//! use sessions_core::conformance::{Case, Harness};
-//! use sessions_core::{Error, SessionBackend, SessionData};
+//! use sessionkit_core::conformance::{Case, Harness};
+//! use sessionkit_core::{Error, SessionBackend, SessionData};
 //! # use async_trait::async_trait;
 //! # use std::time::Duration;
 //! # #[derive(Default)] struct MyBackend;
@@ -32,7 +32,7 @@
 //! }
 //!
 //! // In the backend crate's tests:
-//! // sessions_core::conformance_tests!(MyHarness);
+//! // sessionkit_core::conformance_tests!(MyHarness);
 //! ```
 //!
 //! Each case becomes its own `#[test]`, named `conformance_<case>`, that runs the case on a
@@ -1267,7 +1267,7 @@ async fn user_revoke_racing_saves_stays_revoked<H: Harness>(h: &H) {
 /// Generate one `#[test]` per conformance [`Case`] for a [`Harness`] expression.
 ///
 /// ```ignore
-/// sessions_core::conformance_tests!(MyHarness::new());
+/// sessionkit_core::conformance_tests!(MyHarness::new());
 /// ```
 ///
 /// The expression is evaluated once per test. Put the call in its own module to run the

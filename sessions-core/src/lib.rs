@@ -16,17 +16,17 @@
 //!   records, creation under a fresh id);
 //! - the [`conformance`] suite (feature `conformance`) that every backend passes.
 //!
-//! Applications use it through `sessions-tower` (the middleware) and a backend crate:
-//! `sessions-memory`, `sessions-cookie`, `sessions-redis` or `sessions-sql`. A third-party
+//! Applications use it through `sessionkit-tower` (the middleware) and a backend crate:
+//! `sessionkit-memory`, `sessionkit-cookie`, `sessionkit-redis` or `sessionkit-sql`. A third-party
 //! backend depends on this crate alone.
 //!
 //! # A session, by hand
 //!
-//! The layer in `sessions-tower` does all of this for each request; shown here without it:
+//! The layer in `sessionkit-tower` does all of this for each request; shown here without it:
 //!
 //! ```
-//! use sessions_core::{Commit, Session, SessionBackend};
-//! # use sessions_core::{Error, SessionData};
+//! use sessionkit_core::{Commit, Session, SessionBackend};
+//! # use sessionkit_core::{Error, SessionData};
 //! # use std::{collections::HashMap, sync::{Arc, Mutex}, time::Duration};
 //! # #[derive(Default)] struct MapBackend(Mutex<HashMap<String, SessionData>>);
 //! # #[async_trait::async_trait] impl SessionBackend for MapBackend {

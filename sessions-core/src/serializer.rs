@@ -10,7 +10,7 @@ use serde_json::Value;
 /// Implement it for a format of your own:
 ///
 /// ```
-/// use sessions_core::{Error, Serializer, SessionData};
+/// use sessionkit_core::{Error, Serializer, SessionData};
 ///
 /// /// JSON, but only the values: no metadata is kept.
 /// struct ValuesOnly;

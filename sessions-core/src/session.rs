@@ -18,8 +18,8 @@ use std::time::{Duration, SystemTime};
 /// writing before that is [`Error::NotLoaded`].
 ///
 /// ```
-/// # use sessions_core::Session;
-/// # async fn handler(session: Session) -> Result<String, sessions_core::Error> {
+/// # use sessionkit_core::Session;
+/// # async fn handler(session: Session) -> Result<String, sessionkit_core::Error> {
 /// session.load().await?;
 /// let visits: u64 = session.get("visits")?.unwrap_or(0) + 1;
 /// session.insert("visits", visits)?;
@@ -41,7 +41,7 @@ use std::time::{Duration, SystemTime};
 /// limits give the record its TTL: `SessionLayer::policy()`), and commits it itself:
 ///
 /// ```
-/// # use sessions_core::{Error, Policy, Session, SessionBackend};
+/// # use sessionkit_core::{Error, Policy, Session, SessionBackend};
 /// # use std::sync::Arc;
 /// async fn record_report(
 ///     backend: Arc<dyn SessionBackend>,
@@ -112,13 +112,13 @@ impl State {
 /// compile time, not by a `NotLoaded` at run time:
 ///
 /// ```compile_fail
-/// # async fn handler(session: sessions_core::LoadedSession) -> Result<(), sessions_core::Error> {
+/// # async fn handler(session: sessionkit_core::LoadedSession) -> Result<(), sessionkit_core::Error> {
 /// let n: Option<u64> = session.get("n").await?; // tower-sessions' `get(..).await`
 /// # Ok(()) }
 /// ```
 ///
 /// ```
-/// # use sessions_core::{Error, LoadedSession};
+/// # use sessionkit_core::{Error, LoadedSession};
 /// async fn count(session: LoadedSession) -> Result<String, Error> {
 ///     let n: u64 = session.get("n")?.unwrap_or(0) + 1; // no load() to forget
 ///     session.insert("n", n)?;
@@ -253,7 +253,7 @@ impl Session {
     /// A stored value that is not a `T` is [`Error::Serialization`], and stays where it is.
     ///
     /// ```
-    /// # async fn handler(session: sessions_core::Session) -> Result<String, sessions_core::Error> {
+    /// # async fn handler(session: sessionkit_core::Session) -> Result<String, sessionkit_core::Error> {
     /// session.load().await?;
     /// let flash: Option<String> = session.take("flash")?; // shown once
     /// Ok(flash.unwrap_or_default())
@@ -277,7 +277,7 @@ impl Session {
     /// TTL follow it from this response on. `None` goes back to the layer's.
     ///
     /// ```
-    /// # use sessions_core::{Error, Lifetime, Session};
+    /// # use sessionkit_core::{Error, Lifetime, Session};
     /// # use std::time::Duration;
     /// # async fn login(session: Session, remember: bool) -> Result<(), Error> {
     /// session.load().await?;
@@ -310,7 +310,7 @@ impl Session {
     /// user and no values is still stored.
     ///
     /// ```
-    /// # use sessions_core::{Error, Session};
+    /// # use sessionkit_core::{Error, Session};
     /// # async fn login(session: Session, user_id: u64) -> Result<(), Error> {
     /// session.load().await?;
     /// session.regenerate_id()?; // a fresh id after a login
@@ -365,7 +365,7 @@ impl Session {
     /// bound to no user.
     ///
     /// ```
-    /// # use sessions_core::{Error, LoadedSession};
+    /// # use sessionkit_core::{Error, LoadedSession};
     /// # async fn devices(session: LoadedSession) -> Result<String, Error> {
     /// let mut page = String::new();
     /// for device in session.user_sessions().await? {
@@ -402,7 +402,7 @@ impl Session {
     /// after.
     ///
     /// ```
-    /// # use sessions_core::{Error, LoadedSession};
+    /// # use sessionkit_core::{Error, LoadedSession};
     /// # async fn change_password(session: LoadedSession) -> Result<String, Error> {
     /// // ... the new password is stored ...
     /// let ended = session.revoke_other_sessions().await?;
@@ -447,7 +447,7 @@ impl Session {
     /// something large can check first and store less.
     ///
     /// ```
-    /// # async fn handler(session: sessions_core::Session) -> Result<(), sessions_core::Error> {
+    /// # async fn handler(session: sessionkit_core::Session) -> Result<(), sessionkit_core::Error> {
     /// session.load().await?;
     /// session.insert("draft", "a long text ...")?;
     /// if !session.fits_in_cookie()? {

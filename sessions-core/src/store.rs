@@ -3,8 +3,8 @@
 //! a fresh id that never overwrites.
 //!
 //! ```
-//! use sessions_core::store::{self, CorruptRecords};
-//! use sessions_core::{Error, JsonSerializer, SessionData};
+//! use sessionkit_core::store::{self, CorruptRecords};
+//! use sessionkit_core::{Error, JsonSerializer, SessionData};
 //!
 //! // A read: bytes from the store, decoded, a corrupt record read as no session.
 //! let bytes = b"not a record".to_vec();
@@ -95,7 +95,7 @@ pub fn corrupt(
 /// half of it), never the whole id: ids are bearer secrets.
 ///
 /// ```
-/// assert_eq!(sessions_core::store::masked("AbCdEfGhIjKlMnOp"), "AbCdEf…");
+/// assert_eq!(sessionkit_core::store::masked("AbCdEfGhIjKlMnOp"), "AbCdEf…");
 /// ```
 pub fn masked(id: &str) -> String {
     let chars = id.chars().count();
@@ -145,10 +145,10 @@ where
 /// read returns for it under [`CorruptRecords::Fail`].
 ///
 /// ```
-/// # use sessions_core::Error;
+/// # use sessionkit_core::Error;
 /// # fn handle(e: Error) {
 /// if let Error::Serialization { source, .. } = &e {
-///     if let Some(corrupt) = source.downcast_ref::<sessions_core::store::CorruptRecord>() {
+///     if let Some(corrupt) = source.downcast_ref::<sessionkit_core::store::CorruptRecord>() {
 ///         eprintln!("corrupt session record: {}", corrupt.location());
 ///     }
 /// }

@@ -16,7 +16,7 @@ pub const MAX_USER_LEN: usize = 255;
 /// recovered from it.
 ///
 /// ```
-/// use sessions_core::SessionHandle;
+/// use sessionkit_core::SessionHandle;
 ///
 /// let handle = SessionHandle::of("lI5bDcq0dmnNTXk2PtDsX9gAeGK8JcJQ");
 /// assert_eq!(handle.as_str().len(), 22);

@@ -1,6 +1,6 @@
 //! Bugs the fuzz targets in `fuzz/` found (`scripts/fuzz`), one test each, named for the bug.
 
-use sessions_core::{JsonSerializer, Serializer, SessionData, Values};
+use sessionkit_core::{JsonSerializer, Serializer, SessionData, Values};
 
 /// `fuzz/` target `serializer_json`: an integer too large for `u64` decodes as the nearest
 /// `f64` (9.844674407470955e19), which encodes as `9.844674407470955e+19`, which decodes as

@@ -14,19 +14,19 @@
 //! - Cloning is cheap and every clone shares the same store.
 //!
 //! ```
-//! use sessions_memory::InMemoryBackend;
-//! use sessions_core::{SessionBackend, SessionData};
+//! use sessionkit_memory::InMemoryBackend;
+//! use sessionkit_core::{SessionBackend, SessionData};
 //! # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
 //! let backend = InMemoryBackend::new().with_max_sessions(100_000);
 //! let id = backend.write(None, &SessionData::default(), None).await?;
 //! assert!(backend.exists(&id).await?);
-//! # Ok::<(), sessions_core::Error>(()) }).unwrap();
+//! # Ok::<(), sessionkit_core::Error>(()) }).unwrap();
 //! ```
 //!
-//! With the middleware from `sessions-tower`:
+//! With the middleware from `sessionkit-tower`:
 //!
 //! ```ignore
-//! let layer = sessions_tower::SessionLayer::new(InMemoryBackend::new());
+//! let layer = sessionkit_tower::SessionLayer::new(InMemoryBackend::new());
 //! ```
 //!
 //! # Features
@@ -38,7 +38,7 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
-use sessions_core::{
+use sessionkit_core::{
     Applied, Changes, Error, IdGenerator, Revision, SessionBackend, SessionData, SessionHandle,
     UserSession, async_trait,
 };
@@ -500,7 +500,7 @@ impl InMemoryBackend {
                     match store.records.get(id.as_str()) {
                         Some(record) if record.live(now) => {
                             attempts += 1;
-                            if attempts == sessions_core::store::CREATE_ATTEMPTS {
+                            if attempts == sessionkit_core::store::CREATE_ATTEMPTS {
                                 return Err(Error::backend(
                                     "memory: every fresh session id was already taken; the id \
                                      generator repeats itself",
@@ -643,7 +643,7 @@ impl SessionBackend for InMemoryBackend {
     fn generate_id(&self) -> String {
         match &self.inner.ids {
             Some(ids) => ids(),
-            None => sessions_core::generate_id(),
+            None => sessionkit_core::generate_id(),
         }
     }
 }
@@ -655,7 +655,7 @@ mod tests {
 
     struct Memory;
 
-    impl sessions_core::conformance::Harness for Memory {
+    impl sessionkit_core::conformance::Harness for Memory {
         type Backend = InMemoryBackend;
         async fn backend(&self) -> InMemoryBackend {
             InMemoryBackend::new()
@@ -668,12 +668,12 @@ mod tests {
         }
     }
 
-    sessions_core::conformance_tests!(Memory);
+    sessionkit_core::conformance_tests!(Memory);
 
     mod bounded {
         use super::*;
         struct BoundedMemory;
-        impl sessions_core::conformance::Harness for BoundedMemory {
+        impl sessionkit_core::conformance::Harness for BoundedMemory {
             type Backend = InMemoryBackend;
             async fn backend(&self) -> InMemoryBackend {
                 InMemoryBackend::new().with_max_sessions(1000)
@@ -689,7 +689,7 @@ mod tests {
                 true
             }
         }
-        sessions_core::conformance_tests!(BoundedMemory);
+        sessionkit_core::conformance_tests!(BoundedMemory);
     }
 
     fn data(n: u64) -> SessionData {

@@ -8,7 +8,7 @@
 //! round trip. The pool is visited again only when that connection has failed.
 
 use deadpool_redis::redis::{Cmd, RedisError, RedisResult, Value};
-use sessions_core::Error;
+use sessionkit_core::Error;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;

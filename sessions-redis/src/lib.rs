@@ -6,11 +6,11 @@
 //! languages can read it, or `BincodeSerializer` with the `bincode` feature.
 //!
 //! ```no_run
-//! use sessions_core::{SessionBackend, SessionData};
-//! use sessions_redis::RedisBackend;
+//! use sessionkit_core::{SessionBackend, SessionData};
+//! use sessionkit_redis::RedisBackend;
 //! use std::time::Duration;
 //!
-//! # async fn run() -> Result<(), sessions_core::Error> {
+//! # async fn run() -> Result<(), sessionkit_core::Error> {
 //! let backend = RedisBackend::from_url("redis://127.0.0.1:6379")?
 //!     .with_prefix("myapp:session:")
 //!     .with_expire(Duration::from_secs(24 * 3600)) // for writes that bring no TTL
@@ -21,10 +21,10 @@
 //! # Ok(()) }
 //! ```
 //!
-//! With the middleware from `sessions-tower`:
+//! With the middleware from `sessionkit-tower`:
 //!
 //! ```ignore
-//! let layer = sessions_tower::SessionLayer::new(RedisBackend::from_url(&redis_url)?);
+//! let layer = sessionkit_tower::SessionLayer::new(RedisBackend::from_url(&redis_url)?);
 //! ```
 //!
 //! # One round trip per operation
@@ -114,7 +114,7 @@
 //! starts a fresh session instead of getting a 500 until the record expires.
 //! [`with_corrupt_records(CorruptRecords::Fail)`](RedisBackend::with_corrupt_records) makes
 //! such a read fail with [`Error::Serialization`] instead, whose source is a
-//! [`CorruptRecord`](sessions_core::store::CorruptRecord) naming the key.
+//! [`CorruptRecord`](sessionkit_core::store::CorruptRecord) naming the key.
 //!
 //! Redis-level timeouts are the `redis` crate's: 1 s to connect and 500 ms for a reply on
 //! pools made by [`from_url`](RedisBackend::from_url). For other connection settings (TLS,
@@ -136,7 +136,7 @@
 //!
 //! | feature | default | what it adds |
 //! |---|---|---|
-//! | `bincode` | off | `sessions_core::serializer::BincodeSerializer`, a compact binary record format |
+//! | `bincode` | off | `sessionkit_core::serializer::BincodeSerializer`, a compact binary record format |
 //! | `cluster` | off | Redis Cluster support (`deadpool-redis/cluster`) |
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
@@ -147,15 +147,15 @@ mod connection;
 
 use connection::{Connector, Failure, Pool};
 use deadpool_redis::redis::{Cmd, RedisWrite, ToRedisArgs, Value};
-use sessions_core::serializer::JsonSerializer;
-use sessions_core::store::{self, Decoded};
-use sessions_core::{
+use sessionkit_core::serializer::JsonSerializer;
+use sessionkit_core::store::{self, Decoded};
+use sessionkit_core::{
     Applied, Changes, Error, IdGenerator, Revision, Serializer, SessionBackend, SessionData,
     SessionHandle, UserSession, async_trait,
 };
 
-/// How a read treats a record the serializer cannot decode (re-exported from `sessions-core`).
-pub use sessions_core::store::CorruptRecords;
+/// How a read treats a record the serializer cannot decode (re-exported from `sessionkit-core`).
+pub use sessionkit_core::store::CorruptRecords;
 use std::fmt;
 use std::io::Write;
 use std::sync::Arc;
@@ -900,7 +900,7 @@ impl<S: Serializer> SessionBackend for RedisBackend<S> {
     fn generate_id(&self) -> String {
         match &self.ids {
             Some(ids) => ids(),
-            None => sessions_core::generate_id(),
+            None => sessionkit_core::generate_id(),
         }
     }
 }

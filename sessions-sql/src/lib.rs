@@ -16,9 +16,9 @@
 //!
 //! ```
 //! # #[cfg(feature = "sqlite")]
-//! # async fn example() -> Result<(), sessions_core::Error> {
-//! use sessions_core::{SessionBackend, SessionData};
-//! use sessions_sql::SqliteBackend;
+//! # async fn example() -> Result<(), sessionkit_core::Error> {
+//! use sessionkit_core::{SessionBackend, SessionData};
+//! use sessionkit_sql::SqliteBackend;
 //! use std::time::Duration;
 //!
 //! // A file database that outlives the process: `sqlite://sessions.db`.
@@ -45,7 +45,7 @@
 //! ```no_run
 //! # #[cfg(feature = "postgres")]
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
-//! use sessions_sql::{PostgresBackend, sqlx::PgPool};
+//! use sessionkit_sql::{PostgresBackend, sqlx::PgPool};
 //!
 //! let pool = PgPool::connect("postgres://app@db.internal/app").await?;
 //! let backend = PostgresBackend::builder(pool.clone())
@@ -55,10 +55,10 @@
 //! # Ok(()) }
 //! ```
 //!
-//! With the middleware from `sessions-tower`:
+//! With the middleware from `sessionkit-tower`:
 //!
 //! ```ignore
-//! let layer = sessions_tower::SessionLayer::new(SqliteBackend::from_url("sqlite://sessions.db")?);
+//! let layer = sessionkit_tower::SessionLayer::new(SqliteBackend::from_url("sqlite://sessions.db")?);
 //! ```
 //!
 //! # One statement, one round trip, per operation
@@ -218,7 +218,7 @@
 //! fresh session instead of getting a 500 until the row expires.
 //! [`with_corrupt_records(CorruptRecords::Fail)`](SqlBackendBuilder::with_corrupt_records)
 //! makes such a read fail with [`Error::Serialization`] instead, whose source is a
-//! [`CorruptRecord`](sessions_core::store::CorruptRecord) naming the table and the masked id.
+//! [`CorruptRecord`](sessionkit_core::store::CorruptRecord) naming the table and the masked id.
 //!
 //! # Pools
 //!
@@ -238,7 +238,7 @@
 //! | `sqlite` | off | [`SqliteBackend`], with SQLite compiled in (sqlx's bundled `libsqlite3-sys`) |
 //! | `postgres` | off | [`PostgresBackend`] |
 //! | `mysql` | off | [`MySqlBackend`], for MySQL and MariaDB |
-//! | `bincode` | off | `sessions_core::serializer::BincodeSerializer`, a compact binary record format |
+//! | `bincode` | off | `sessionkit_core::serializer::BincodeSerializer`, a compact binary record format |
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
@@ -251,15 +251,15 @@ mod table;
 
 use conns::{Conns, LeaseError};
 use driver::{Driver, Failure, Statements};
-use sessions_core::serializer::JsonSerializer;
-use sessions_core::store::{self, Decoded};
-use sessions_core::{
+use sessionkit_core::serializer::JsonSerializer;
+use sessionkit_core::store::{self, Decoded};
+use sessionkit_core::{
     Applied, Changes, Error, IdGenerator, MAX_USER_LEN, Revision, Serializer, SessionBackend,
     SessionData, SessionHandle, UserSession, async_trait,
 };
 
-/// How a read treats a row the serializer cannot decode (re-exported from `sessions-core`).
-pub use sessions_core::store::CorruptRecords;
+/// How a read treats a row the serializer cannot decode (re-exported from `sessionkit-core`).
+pub use sessionkit_core::store::CorruptRecords;
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -310,7 +310,7 @@ macro_rules! run {
                     if attempt < TRANSIENT_ATTEMPTS
                         && matches!(DB::classify(&e), Failure::Transient) =>
                 {
-                    tracing::debug!(error = %e, "sessions-sql: a lock conflict opening a connection; trying again");
+                    tracing::debug!(error = %e, "sessionkit-sql: a lock conflict opening a connection; trying again");
                     Box::pin(tokio::time::sleep(Duration::from_millis(10 << attempt))).await;
                     continue;
                 }
@@ -339,7 +339,7 @@ macro_rules! run {
                         break Err(OpError::Statement(Failure::Connection, e));
                     }
                     Failure::Transient if attempt < TRANSIENT_ATTEMPTS => {
-                        tracing::debug!(error = %e, "sessions-sql: a lock conflict; sending the statement again");
+                        tracing::debug!(error = %e, "sessionkit-sql: a lock conflict; sending the statement again");
                         lease.keep();
                         Box::pin(tokio::time::sleep(Duration::from_millis(10 << attempt))).await;
                     }
@@ -720,7 +720,7 @@ impl<DB: SqlDatabase, S> SqlBackend<DB, S> {
                     Err(e) => tracing::warn!(
                         table = %shared.table,
                         error = %e,
-                        "sessions-sql: deleting expired sessions failed; trying again next period"
+                        "sessionkit-sql: deleting expired sessions failed; trying again next period"
                     ),
                 }
                 if signal.wait(period).await {
@@ -735,7 +735,7 @@ impl<DB: SqlDatabase, S> SqlBackend<DB, S> {
     fn generate(&self) -> String {
         match &self.ids {
             Some(ids) => ids(),
-            None => sessions_core::generate_id(),
+            None => sessionkit_core::generate_id(),
         }
     }
 
@@ -778,7 +778,7 @@ impl<DB: SqlDatabase> Shared<DB> {
             OpError::Statement(Failure::MissingTable, e) => Error::backend_with(
                 format!(
                     "{db}: the sessions table \"{table}\" does not exist: run migrate() once, or \
-                     create it with the DDL in the sessions-sql docs ({e})"
+                     create it with the DDL in the sessionkit-sql docs ({e})"
                 ),
                 e,
             ),
@@ -924,7 +924,7 @@ impl<DB: SqlDatabase, S: Serializer> SessionBackend for SqlBackend<DB, S> {
             (Decoded::Corrupt, _) => {
                 // Deleted, so the next request with this cookie does not decode it again.
                 if let Err(error) = self.remove(id).await {
-                    tracing::warn!(%error, "sessions-sql: the undecodable row could not be deleted");
+                    tracing::warn!(%error, "sessionkit-sql: the undecodable row could not be deleted");
                 }
                 Ok(None)
             }
@@ -1152,7 +1152,7 @@ impl<DB: SqlDatabase, S: Serializer> SessionBackend for SqlBackend<DB, S> {
                 Decoded::Corrupt => {
                     // As a read of it would: deleted, so it is not decoded again.
                     if let Err(error) = self.remove(&id).await {
-                        tracing::warn!(%error, "sessions-sql: the undecodable row could not be deleted");
+                        tracing::warn!(%error, "sessionkit-sql: the undecodable row could not be deleted");
                     }
                 }
             }
@@ -1271,7 +1271,7 @@ mod tests {
 
     #[test]
     fn only_visible_ascii_ids_up_to_128_bytes_are_storable() {
-        assert!(storable(&sessions_core::generate_id()));
+        assert!(storable(&sessionkit_core::generate_id()));
         assert!(storable(&"x".repeat(MAX_ID_LEN)));
         for id in ["", " ", "a b", "\0", "ü", "🔑", "a\r\nb", "\t"] {
             assert!(!storable(id), "{id:?}");

@@ -1,6 +1,6 @@
 //! Table names: validated once, at construction, and only then written into SQL text.
 
-use sessions_core::Error;
+use sessionkit_core::Error;
 use std::fmt;
 
 /// The longest name part accepted: the index names `<table>_expires_at_idx` (63 bytes at
@@ -35,7 +35,7 @@ impl TableName {
                 shown.push('…');
             }
             return Err(Error::Config(format!(
-                "sessions-sql: {shown:?} is not a usable table name: use `name` or \
+                "sessionkit-sql: {shown:?} is not a usable table name: use `name` or \
                  `schema.name`, each part 1 to {MAX_NAME_LEN} ASCII letters, digits or `_`, \
                  not starting with a digit"
             )));

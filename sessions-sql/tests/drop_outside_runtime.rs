@@ -1,8 +1,8 @@
 //! A backend outliving its tokio runtime must drop without a panic.
 #![cfg(feature = "sqlite")]
 
-use sessions_core::{SessionBackend, SessionData};
-use sessions_sql::SqliteBackend;
+use sessionkit_core::{SessionBackend, SessionData};
+use sessionkit_sql::SqliteBackend;
 
 #[test]
 fn backend_dropped_after_its_runtime_does_not_panic() {

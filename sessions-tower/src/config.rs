@@ -1,7 +1,7 @@
 use crate::cookie::Rendered;
 use ::cookie::SameSite;
 use http::header::HeaderValue;
-use sessions_core::Policy;
+use sessionkit_core::Policy;
 use std::time::Duration;
 
 /// Cookie and loading options shared by a layer and its services.

@@ -2,7 +2,7 @@ use crate::config::Config;
 use http::header::{Entry, VARY};
 use http::{HeaderValue, Response, StatusCode, header::SET_COOKIE};
 use pin_project_lite::pin_project;
-use sessions_core::{Commit, Error, Session};
+use sessionkit_core::{Commit, Error, Session};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;

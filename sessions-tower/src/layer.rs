@@ -1,7 +1,7 @@
 use crate::SessionMiddleware;
 use crate::config::Config;
 use ::cookie::SameSite;
-use sessions_core::{Error, SessionBackend};
+use sessionkit_core::{Error, SessionBackend};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -132,7 +132,7 @@ impl<B: SessionBackend> SessionLayer<B> {
     /// [`build`](SessionLayerBuilder::build) checks them all at once.
     ///
     /// ```
-    /// # use sessions_memory::InMemoryBackend; use sessions_tower::{Error, SameSite, SessionLayer};
+    /// # use sessionkit_memory::InMemoryBackend; use sessionkit_tower::{Error, SameSite, SessionLayer};
     /// # fn main() -> Result<(), Error> {
     /// let layer = SessionLayer::builder(InMemoryBackend::new())
     ///     .with_cookie_name("id")
@@ -165,7 +165,7 @@ impl<B: SessionBackend> SessionLayer<B> {
     /// The limits, failure handling and loading this layer's sessions follow: what code
     /// outside a request (a background task reopening a session by id with
     /// `Session::with_policy`) needs to save a session as the layer would, its TTL included.
-    pub fn policy(&self) -> sessions_core::Policy {
+    pub fn policy(&self) -> sessionkit_core::Policy {
         self.config.policy
     }
 }
@@ -396,19 +396,19 @@ impl<B: SessionBackend> SessionLayerBuilder<B> {
 }
 
 #[cfg(feature = "cookie-backend")]
-impl SessionLayer<sessions_cookie::CookieBackend> {
+impl SessionLayer<sessionkit_cookie::CookieBackend> {
     /// Signed cookie sessions: the whole session travels in the cookie, signed with
     /// HMAC-SHA256 under a key derived from `secret` (starsessions' `secret_key=`, its
     /// default backend). Nothing is stored on the server.
     ///
     /// For sessions the client cannot read, build the layer on
-    /// [`CookieBackend::private`](sessions_cookie::CookieBackend::private) instead.
+    /// [`CookieBackend::private`](sessionkit_cookie::CookieBackend::private) instead.
     ///
     /// # Errors
     ///
     /// A secret shorter than 32 bytes is [`Error::Config`], with advice on making one.
     pub fn with_secret_key(secret: impl AsRef<[u8]>) -> Result<Self, Error> {
-        Ok(SessionLayer::new(sessions_cookie::CookieBackend::signed(
+        Ok(SessionLayer::new(sessionkit_cookie::CookieBackend::signed(
             secret.as_ref(),
         )?))
     }
@@ -428,7 +428,7 @@ impl<S, B> Layer<S> for SessionLayer<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sessions_memory::InMemoryBackend;
+    use sessionkit_memory::InMemoryBackend;
 
     fn builder() -> SessionLayerBuilder<InMemoryBackend> {
         SessionLayer::builder(InMemoryBackend::new())

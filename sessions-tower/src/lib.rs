@@ -2,14 +2,14 @@
 //!
 //! [`SessionLayer`] gives every request a [`Session`] read from the request's cookie, puts it
 //! into the request's extensions, and saves it when the response goes out. Pick the backend
-//! crate you need (`sessions-memory`, `sessions-cookie`, `sessions-redis`, `sessions-sql`) or
-//! write one against `sessions-core`; the session calls it through `Arc<dyn SessionBackend>`,
+//! crate you need (`sessionkit-memory`, `sessionkit-cookie`, `sessionkit-redis`, `sessionkit-sql`) or
+//! write one against `sessionkit-core`; the session calls it through `Arc<dyn SessionBackend>`,
 //! one boxed future per backend call.
 //!
 //! ```
 //! use axum::{Router, routing::get};
-//! use sessions_memory::InMemoryBackend;
-//! use sessions_tower::{Error, Session, SessionLayer};
+//! use sessionkit_memory::InMemoryBackend;
+//! use sessionkit_tower::{Error, Session, SessionLayer};
 //!
 //! async fn count(session: Session) -> Result<String, Error> {
 //!     session.load().await?; // required unless `autoload` is on
@@ -34,11 +34,11 @@
 //! response is a 500:
 //!
 //! ```
-//! # use sessions_memory::InMemoryBackend; use sessions_tower::SessionLayer;
+//! # use sessionkit_memory::InMemoryBackend; use sessionkit_tower::SessionLayer;
 //! let layer = SessionLayer::builder(InMemoryBackend::new())
 //!     .with_autoload(true)
 //!     .build()?;
-//! # Ok::<(), sessions_tower::Error>(())
+//! # Ok::<(), sessionkit_tower::Error>(())
 //! ```
 //!
 //! # The cookie
@@ -54,7 +54,7 @@
 //! | [`with_same_site`](SessionLayerBuilder::with_same_site) | `Lax` | `None` requires `Secure` |
 //!
 //! ```
-//! # use sessions_memory::InMemoryBackend; use sessions_tower::{SameSite, SessionLayer};
+//! # use sessionkit_memory::InMemoryBackend; use sessionkit_tower::{SameSite, SessionLayer};
 //! # use std::time::Duration;
 //! let admin_sessions = SessionLayer::builder(InMemoryBackend::new())
 //!     .with_cookie_name("admin_session")
@@ -70,7 +70,7 @@
 //!     .with_secure(false)
 //!     .build()
 //!     .is_err());
-//! # Ok::<(), sessions_tower::Error>(())
+//! # Ok::<(), sessionkit_tower::Error>(())
 //! ```
 //!
 //! # What happens on the way out
@@ -107,7 +107,7 @@
 //! service, which finds the session in the request's extensions:
 //!
 //! ```
-//! # use sessions_memory::InMemoryBackend; use sessions_tower::{Error, Session, SessionLayer};
+//! # use sessionkit_memory::InMemoryBackend; use sessionkit_tower::{Error, Session, SessionLayer};
 //! use tower::{ServiceBuilder, service_fn};
 //!
 //! let service = ServiceBuilder::new()
@@ -129,7 +129,7 @@
 //! | feature | default | what it adds |
 //! |---|---|---|
 //! | `axum` | on | [`Session`] as an axum extractor, [`Error`] as an axum response |
-//! | `cookie-backend` | on | [`SessionLayer::with_secret_key`]: signed cookie sessions from `sessions-cookie` |
+//! | `cookie-backend` | on | [`SessionLayer::with_secret_key`]: signed cookie sessions from `sessionkit-cookie` |
 //! | `regex` | off | `SessionLayerBuilder::with_autoload_patterns`: autoload on routes matching regular expressions |
 //!
 //! # The default backend
@@ -138,11 +138,11 @@
 //! the cookie, nothing is stored on the server.
 //!
 //! ```
-//! # use sessions_tower::SessionLayer;
+//! # use sessionkit_tower::SessionLayer;
 //! let secret = std::env::var("SESSION_SECRET")
 //!     .unwrap_or_else(|_| "a long random secret of at least 32 bytes!".to_owned());
 //! let layer = SessionLayer::with_secret_key(secret)?;
-//! # Ok::<(), sessions_tower::Error>(())
+//! # Ok::<(), sessionkit_tower::Error>(())
 //! ```
 //!
 //! A `Set-Cookie` over [`MAX_SET_COOKIE_BYTES`] (4096) is never sent: the save fails as a 500
@@ -163,10 +163,10 @@ pub use future::{MAX_SET_COOKIE_BYTES, ResponseFuture};
 pub use layer::{SessionLayer, SessionLayerBuilder};
 pub use load::{LoadSession, LoadSessionLayer};
 pub use service::SessionMiddleware;
-pub use sessions_core::{Commit, Error, Lifetime, LoadedSession, Session, SessionBackend};
+pub use sessionkit_core::{Commit, Error, Lifetime, LoadedSession, Session, SessionBackend};
 
 #[cfg(feature = "cookie-backend")]
-pub use sessions_cookie::CookieBackend;
+pub use sessionkit_cookie::CookieBackend;
 
 /// The cookie's `SameSite` attribute.
 pub use ::cookie::SameSite;

@@ -1,5 +1,5 @@
 use http::{Request, Response, StatusCode};
-use sessions_core::Session;
+use sessionkit_core::Session;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -14,8 +14,8 @@ use tower_service::Service;
 ///
 /// ```
 /// use axum::{Router, routing::get};
-/// use sessions_memory::InMemoryBackend;
-/// use sessions_tower::{Error, LoadSessionLayer, Session, SessionLayer};
+/// use sessionkit_memory::InMemoryBackend;
+/// use sessionkit_tower::{Error, LoadSessionLayer, Session, SessionLayer};
 ///
 /// async fn account(session: Session) -> Result<String, Error> {
 ///     Ok(session.get::<String>("user")?.unwrap_or_default()) // loaded already

@@ -1,7 +1,7 @@
 use crate::SessionLayer;
 use crate::future::ResponseFuture;
 use http::{Request, Response};
-use sessions_core::{Session, SessionBackend};
+use sessionkit_core::{Session, SessionBackend};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tower_service::Service;

@@ -5,8 +5,8 @@
 //!
 //! ```
 //! use axum::{Router, routing::get};
-//! use sessions_memory::InMemoryBackend;
-//! use sessions_tower::{Error, LoadedSession, SessionLayer, testing};
+//! use sessionkit_memory::InMemoryBackend;
+//! use sessionkit_tower::{Error, LoadedSession, SessionLayer, testing};
 //!
 //! async fn count(session: LoadedSession) -> Result<String, Error> {
 //!     let n: u64 = session.get("n")?.unwrap_or(0) + 1;
@@ -29,8 +29,8 @@
 //! ```
 //! use axum::{Router, body::Body, routing::get};
 //! use http::{Request, header::COOKIE};
-//! use sessions_memory::InMemoryBackend;
-//! use sessions_tower::{Error, LoadedSession, SessionLayer, testing::cookie_from};
+//! use sessionkit_memory::InMemoryBackend;
+//! use sessionkit_tower::{Error, LoadedSession, SessionLayer, testing::cookie_from};
 //! use tower::ServiceExt;
 //!
 //! async fn count(session: LoadedSession) -> Result<String, Error> {

@@ -6,8 +6,8 @@ use axum::Router;
 use axum::body::Body;
 use axum::routing::get;
 use http::{Request, StatusCode};
-use sessions_memory::InMemoryBackend;
-use sessions_tower::{Error, LoadSessionLayer, Session, SessionLayer};
+use sessionkit_memory::InMemoryBackend;
+use sessionkit_tower::{Error, LoadSessionLayer, Session, SessionLayer};
 use tower::ServiceExt;
 
 /// Reads the session without loading it: 200 when it was autoloaded, 500 NotLoaded when not.

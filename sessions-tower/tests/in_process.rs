@@ -4,8 +4,8 @@ use axum::Router;
 use axum::body::Body;
 use axum::routing::get;
 use http::{Request, StatusCode, header};
-use sessions_memory::InMemoryBackend;
-use sessions_tower::{Error, Session, SessionLayer};
+use sessionkit_memory::InMemoryBackend;
+use sessionkit_tower::{Error, Session, SessionLayer};
 use tower::ServiceExt;
 
 async fn count(session: Session) -> Result<String, Error> {

@@ -7,9 +7,9 @@ use axum::Router;
 use axum::body::Body;
 use axum::routing::{get, post};
 use http::{Request, StatusCode, header::COOKIE};
-use sessions_memory::InMemoryBackend;
-use sessions_tower::testing::cookie_from;
-use sessions_tower::{Error, LoadedSession, SessionLayer};
+use sessionkit_memory::InMemoryBackend;
+use sessionkit_tower::testing::cookie_from;
+use sessionkit_tower::{Error, LoadedSession, SessionLayer};
 use tower::ServiceExt;
 
 async fn login(session: LoadedSession) -> Result<&'static str, Error> {

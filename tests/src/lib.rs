@@ -1,6 +1,6 @@
 //! End-to-end tests of the `sessions` workspace live in `tests/`; this library compiles the
 //! README as doctests. The samples' hidden lines use only published crates
-//! (`sessions_tower::testing` sends their requests), so a reader can run any of them.
+//! (`sessionkit_tower::testing` sends their requests), so a reader can run any of them.
 //!
 //! # Features
 //!

@@ -8,9 +8,9 @@
 use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::json;
-use sessions_app::Config;
+use sessionkit_app::Config;
 // fantoccini hands cookies over as `cookie` 0.18 cookies, the crate the layer re-exports from.
-use sessions_tower::SameSite;
+use sessionkit_tower::SameSite;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -270,7 +270,7 @@ impl Drop for Browser {
     }
 }
 
-/// The main example as `cargo run -p sessions-app` builds it for these settings, served on a
+/// The main example as `cargo run -p sessionkit-app` builds it for these settings, served on a
 /// free loopback port in this process.
 async fn serve_app(env: &[(&str, &str)]) -> (String, tokio::task::JoinHandle<()>) {
     let env: Vec<(String, String)> = env
@@ -282,7 +282,7 @@ async fn serve_app(env: &[(&str, &str)]) -> (String, tokio::task::JoinHandle<()>
     })
     .expect("valid settings")
     .expect("settings, not help");
-    let app = sessions_app::build(&config).await.expect("the app");
+    let app = sessionkit_app::build(&config).await.expect("the app");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind a loopback port");

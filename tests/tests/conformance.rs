@@ -1,9 +1,9 @@
 //! The conformance suite for every backend of this workspace that needs no server.
 
-use sessions_cookie::{CookieBackend, Mode};
-use sessions_core::IdGenerator;
-use sessions_core::conformance::{Case, Harness};
-use sessions_memory::InMemoryBackend;
+use sessionkit_cookie::{CookieBackend, Mode};
+use sessionkit_core::IdGenerator;
+use sessionkit_core::conformance::{Case, Harness};
+use sessionkit_memory::InMemoryBackend;
 
 struct Memory;
 
@@ -21,7 +21,7 @@ impl Harness for Memory {
 }
 
 mod memory {
-    sessions_core::conformance_tests!(super::Memory);
+    sessionkit_core::conformance_tests!(super::Memory);
 }
 
 struct Cookie(Mode);
@@ -58,7 +58,7 @@ impl Harness for Cookie {
             }
             Case::UserBindingStored => Some(
                 "the cookie value is the sealed session: a save's binding travels in the new \
-                 value, not under the old one (sessions-cookie tests it)",
+                 value, not under the old one (sessionkit-cookie tests it)",
             ),
             Case::UnknownIdNotAdopted => {
                 Some("an update re-seals the data it is given: the old value identifies nothing")
@@ -69,9 +69,9 @@ impl Harness for Cookie {
 }
 
 mod cookie_signed {
-    sessions_core::conformance_tests!(super::Cookie(sessions_cookie::Mode::Signed));
+    sessionkit_core::conformance_tests!(super::Cookie(sessionkit_cookie::Mode::Signed));
 }
 
 mod cookie_private {
-    sessions_core::conformance_tests!(super::Cookie(sessions_cookie::Mode::Private));
+    sessionkit_core::conformance_tests!(super::Cookie(sessionkit_cookie::Mode::Private));
 }

@@ -6,9 +6,9 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::{CapturedEvents, Server, app, browser, plain, send};
 use reqwest::StatusCode;
-use sessions_cookie::{CookieBackend, Mode};
-use sessions_core::{SessionBackend, SessionData};
-use sessions_tower::SessionLayer;
+use sessionkit_cookie::{CookieBackend, Mode};
+use sessionkit_core::{SessionBackend, SessionData};
+use sessionkit_tower::SessionLayer;
 use std::time::Duration;
 
 const KEY1: &[u8] = b"first secret key of the cookie tests, long enough";
@@ -202,7 +202,7 @@ async fn set_cookie_len(server: &Server, len: usize) -> Option<usize> {
 
 fn fill_app(backend: CookieBackend) -> axum::Router {
     use axum::extract::Path;
-    use sessions_tower::{Error, Session};
+    use sessionkit_tower::{Error, Session};
     async fn fill(session: Session, Path(len): Path<usize>) -> Result<&'static str, Error> {
         session.load().await?;
         session.insert("fill", "x".repeat(len))?;
@@ -411,9 +411,9 @@ async fn a_value_sealed_under_an_unknown_key_starts_a_fresh_session() {
 /// a copied cookie re-sealed on every visit is not good forever.
 #[tokio::test]
 async fn cookie_sessions_get_a_default_absolute_limit() {
-    let now = sessions_core::unix_now();
+    let now = sessionkit_core::unix_now();
     let days = |d: u64| d * 24 * 60 * 60;
-    let mut values = sessions_core::Values::new();
+    let mut values = sessionkit_core::Values::new();
     values.insert("n".into(), 7.into());
     let old = SessionData::from_parts(values, now - days(31), now - 60);
     for mode in [Mode::Signed, Mode::Private] {

@@ -6,8 +6,8 @@ mod common;
 use axum::Router;
 use common::*;
 use reqwest::StatusCode;
-use sessions_memory::InMemoryBackend;
-use sessions_tower::{Error, SameSite, SessionLayer};
+use sessionkit_memory::InMemoryBackend;
+use sessionkit_tower::{Error, SameSite, SessionLayer};
 use std::time::Duration;
 
 const FOURTEEN_DAYS: Duration = Duration::from_secs(14 * 24 * 60 * 60);

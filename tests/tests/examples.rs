@@ -6,7 +6,7 @@
 
 use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
 use reqwest::{Client, StatusCode};
-use sessions_app::Config;
+use sessionkit_app::Config;
 use std::path::PathBuf;
 use tokio::task::JoinHandle;
 
@@ -33,7 +33,7 @@ impl App {
         })
         .expect("valid settings")
         .expect("settings, not help");
-        let app = sessions_app::build(&config).await.expect("the app starts");
+        let app = sessionkit_app::build(&config).await.expect("the app starts");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind a loopback port");
@@ -201,7 +201,7 @@ async fn sign_out_of_other_devices(backend: &str, env: &[(&str, &str)]) {
     let app = App::start(&settings).await;
     let http = client();
     let page = format!("{}/", app.base);
-    let user = format!("Grace {}", &sessions_core::generate_id()[..6]);
+    let user = format!("Grace {}", &sessionkit_core::generate_id()[..6]);
     let log_in = |name: String, agent: &'static str| {
         let (http, base) = (&http, &app.base);
         async move {
@@ -331,7 +331,7 @@ async fn main_example_on_cookies_explains_there_is_no_device_list() {
 
 fn scratch_db(name: &str) -> String {
     let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("sessions-app-{name}-{}.db", std::process::id()));
+        .join(format!("sessionkit-app-{name}-{}.db", std::process::id()));
     remove_db(&path.display().to_string());
     path.display().to_string()
 }

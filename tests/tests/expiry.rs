@@ -7,8 +7,8 @@ use axum::Router;
 use axum::routing::get;
 use common::{CountingBackend, FailingBackend, Server, app, plain, routes, send};
 use reqwest::StatusCode;
-use sessions_memory::InMemoryBackend;
-use sessions_tower::{Error, Session, SessionLayer};
+use sessionkit_memory::InMemoryBackend;
+use sessionkit_tower::{Error, Session, SessionLayer};
 use std::time::Duration;
 
 async fn pause(ms: u64) {
@@ -16,7 +16,7 @@ async fn pause(ms: u64) {
 }
 
 /// The counter app plus a route that reports the session's clock.
-fn clock_app<B: sessions_core::SessionBackend>(layer: SessionLayer<B>) -> Router {
+fn clock_app<B: sessionkit_core::SessionBackend>(layer: SessionLayer<B>) -> Router {
     async fn clock(session: Session) -> Result<String, Error> {
         session.load().await?;
         let remaining = session.remaining()?.map_or(u64::MAX, |d| d.as_secs());
@@ -89,15 +89,15 @@ async fn absolute_timeout_ends_sessions_however_active() {
 #[derive(Clone, Default)]
 struct KeepsEverything(CountingBackend);
 
-#[sessions_core::async_trait]
-impl sessions_core::SessionBackend for KeepsEverything {
-    async fn read(&self, id: &str) -> Result<Option<sessions_core::SessionData>, Error> {
+#[sessionkit_core::async_trait]
+impl sessionkit_core::SessionBackend for KeepsEverything {
+    async fn read(&self, id: &str) -> Result<Option<sessionkit_core::SessionData>, Error> {
         self.0.read(id).await
     }
     async fn write(
         &self,
         id: Option<&str>,
-        data: &sessions_core::SessionData,
+        data: &sessionkit_core::SessionData,
         _ttl: Option<Duration>,
     ) -> Result<String, Error> {
         self.0.write(id, data, None).await

@@ -9,9 +9,9 @@ use axum::Router;
 use axum::routing::get;
 use common::{Server, plain, send};
 use reqwest::StatusCode;
-use sessions_core::SessionBackend;
-use sessions_memory::InMemoryBackend;
-use sessions_tower::{Error, Session, SessionLayer};
+use sessionkit_core::SessionBackend;
+use sessionkit_memory::InMemoryBackend;
+use sessionkit_tower::{Error, Session, SessionLayer};
 use std::time::Duration;
 
 const FLOOD: usize = 2_000;
@@ -78,10 +78,10 @@ async fn memory_a_flood_does_not_evict_a_returning_user() {
 
 #[tokio::test]
 async fn redis_a_flood_leaves_no_long_lived_keys() {
-    use sessions_redis::deadpool_redis::redis;
+    use sessionkit_redis::deadpool_redis::redis;
     let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    let prefix = format!("sessions-flood:{}:", sessions_core::generate_id());
-    let backend = sessions_redis::RedisBackend::from_url(&url)
+    let prefix = format!("sessions-flood:{}:", sessionkit_core::generate_id());
+    let backend = sessionkit_redis::RedisBackend::from_url(&url)
         .unwrap()
         .with_prefix(prefix.as_str());
     let server = Server::start(app(backend)).await;
@@ -117,13 +117,13 @@ async fn redis_a_flood_leaves_no_long_lived_keys() {
 
 #[tokio::test]
 async fn sqlite_a_flood_leaves_no_long_lived_rows() {
-    use sessions_sql::sqlx;
+    use sessionkit_sql::sqlx;
     let file = std::env::temp_dir().join(format!(
         "sessions-flood-{}.db",
-        &sessions_core::generate_id()[..12]
+        &sessionkit_core::generate_id()[..12]
     ));
     let backend =
-        sessions_sql::SqliteBackend::builder_from_url(&format!("sqlite://{}", file.display()))
+        sessionkit_sql::SqliteBackend::builder_from_url(&format!("sqlite://{}", file.display()))
             .with_max_connections(5)
             .build()
             .unwrap();

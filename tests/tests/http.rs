@@ -8,9 +8,9 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use common::*;
 use reqwest::StatusCode;
-use sessions_core::SessionBackend;
-use sessions_memory::InMemoryBackend;
-use sessions_tower::{Error, Session, SessionLayer};
+use sessionkit_core::SessionBackend;
+use sessionkit_memory::InMemoryBackend;
+use sessionkit_tower::{Error, Session, SessionLayer};
 
 /// A layer whose cookie a reqwest cookie store sends back over plain http.
 fn insecure<B: SessionBackend>(backend: B) -> SessionLayer<B> {

@@ -8,10 +8,10 @@ use axum::Router;
 use axum::extract::Path;
 use axum::routing::get;
 use common::{Server, plain, send};
-use sessions_cookie::CookieBackend;
-use sessions_core::{Lifetime, SessionBackend};
-use sessions_memory::InMemoryBackend;
-use sessions_tower::{Error, LoadedSession, SessionLayer};
+use sessionkit_cookie::CookieBackend;
+use sessionkit_core::{Lifetime, SessionBackend};
+use sessionkit_memory::InMemoryBackend;
+use sessionkit_tower::{Error, LoadedSession, SessionLayer};
 use std::time::Duration;
 
 const THIRTY_DAYS: u64 = 30 * 24 * 60 * 60;
@@ -24,7 +24,7 @@ fn app<B: SessionBackend>(backend: B) -> Router {
                 |session: LoadedSession, Path(how): Path<String>| async move {
                     let lifetime = match how.as_str() {
                         "remember" => Lifetime::Inactivity(Duration::from_secs(THIRTY_DAYS)),
-                        "until" => Lifetime::Until(sessions_core::unix_now() + 2),
+                        "until" => Lifetime::Until(sessionkit_core::unix_now() + 2),
                         _ => Lifetime::BrowserSession,
                     };
                     session.regenerate_id()?;
@@ -106,10 +106,10 @@ async fn cookie_sessions_keep_their_own_lifetime_in_the_seal() {
 
 #[tokio::test]
 async fn the_redis_ttl_follows_a_remembered_session() {
-    use sessions_redis::deadpool_redis::redis;
+    use sessionkit_redis::deadpool_redis::redis;
     let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    let prefix = format!("sessions-lifetime:{}:", sessions_core::generate_id());
-    let backend = sessions_redis::RedisBackend::from_url(&url)
+    let prefix = format!("sessions-lifetime:{}:", sessionkit_core::generate_id());
+    let backend = sessionkit_redis::RedisBackend::from_url(&url)
         .unwrap()
         .with_prefix(prefix.as_str());
     let server = Server::start(app(backend)).await;

@@ -11,9 +11,9 @@ use axum::extract::Path;
 use axum::routing::get;
 use common::{Server, plain, send};
 use reqwest::StatusCode;
-use sessions_core::SessionBackend;
-use sessions_memory::InMemoryBackend;
-use sessions_tower::{Error, Session, SessionLayer};
+use sessionkit_core::SessionBackend;
+use sessionkit_memory::InMemoryBackend;
+use sessionkit_tower::{Error, Session, SessionLayer};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::Barrier;
@@ -195,21 +195,21 @@ async fn memory() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis() {
     let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    let prefix = format!("sessions-overlap:{}:", sessions_core::generate_id());
-    let backend = sessions_redis::RedisBackend::from_url(&url)
+    let prefix = format!("sessions-overlap:{}:", sessionkit_core::generate_id());
+    let backend = sessionkit_redis::RedisBackend::from_url(&url)
         .unwrap()
         .with_prefix(prefix.as_str());
     overlapping_saves_keep_every_key(backend, "redis").await;
     // Clean up this test's keys.
-    let client = sessions_redis::deadpool_redis::redis::Client::open(url).unwrap();
+    let client = sessionkit_redis::deadpool_redis::redis::Client::open(url).unwrap();
     let mut conn = client.get_connection().unwrap();
-    let keys: Vec<String> = sessions_redis::deadpool_redis::redis::cmd("KEYS")
+    let keys: Vec<String> = sessionkit_redis::deadpool_redis::redis::cmd("KEYS")
         .arg(format!("{prefix}*"))
         .query(&mut conn)
         .unwrap();
     assert_eq!(keys.len(), CLIENTS, "one key per client's session");
     for key in keys {
-        let _: i64 = sessions_redis::deadpool_redis::redis::cmd("DEL")
+        let _: i64 = sessionkit_redis::deadpool_redis::redis::cmd("DEL")
             .arg(key)
             .query(&mut conn)
             .unwrap();
@@ -217,17 +217,17 @@ async fn redis() {
 }
 
 /// A table of the test's own, dropped at the end.
-async fn sql<DB: sessions_sql::SqlDatabase>(url: &str, quote: char)
+async fn sql<DB: sessionkit_sql::SqlDatabase>(url: &str, quote: char)
 where
-    for<'c> &'c mut DB::Connection: sessions_sql::sqlx::Executor<'c, Database = DB>,
+    for<'c> &'c mut DB::Connection: sessionkit_sql::sqlx::Executor<'c, Database = DB>,
 {
     let table = format!(
         "overlap_{}",
-        &sessions_core::generate_id()[..10]
+        &sessionkit_core::generate_id()[..10]
             .to_lowercase()
             .replace('-', "_")
     );
-    let backend = sessions_sql::SqlBackend::<DB>::builder_from_url(url)
+    let backend = sessionkit_sql::SqlBackend::<DB>::builder_from_url(url)
         .with_table(&table)
         // Leave the pool a connection for the test's own DROP TABLE.
         .with_max_connections(5)
@@ -236,7 +236,7 @@ where
     backend.migrate().await.unwrap();
     overlapping_saves_keep_every_key(backend.clone(), DB::LABEL).await;
     let drop = format!("DROP TABLE {quote}{table}{quote}");
-    sessions_sql::sqlx::raw_sql(&drop)
+    sessionkit_sql::sqlx::raw_sql(&drop)
         .execute(backend.pool())
         .await
         .unwrap();
@@ -246,9 +246,9 @@ where
 async fn sqlite() {
     let file = std::env::temp_dir().join(format!(
         "sessions-overlap-{}.db",
-        &sessions_core::generate_id()[..12]
+        &sessionkit_core::generate_id()[..12]
     ));
-    sql::<sessions_sql::sqlx::Sqlite>(&format!("sqlite://{}", file.display()), '"').await;
+    sql::<sessionkit_sql::sqlx::Sqlite>(&format!("sqlite://{}", file.display()), '"').await;
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", file.display()));
     }
@@ -258,12 +258,12 @@ async fn sqlite() {
 async fn postgres() {
     let url = std::env::var("DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    sql::<sessions_sql::sqlx::Postgres>(&url, '"').await;
+    sql::<sessionkit_sql::sqlx::Postgres>(&url, '"').await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mariadb() {
     let url =
         std::env::var("MYSQL_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into());
-    sql::<sessions_sql::sqlx::MySql>(&url, '`').await;
+    sql::<sessionkit_sql::sqlx::MySql>(&url, '`').await;
 }

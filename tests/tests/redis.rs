@@ -12,9 +12,9 @@ use axum::Router;
 use axum::routing::get;
 use common::*;
 use reqwest::StatusCode;
-use sessions_redis::RedisBackend;
-use sessions_redis::deadpool_redis::redis;
-use sessions_tower::{Error, Session, SessionLayer};
+use sessionkit_redis::RedisBackend;
+use sessionkit_redis::deadpool_redis::redis;
+use sessionkit_tower::{Error, Session, SessionLayer};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
@@ -46,7 +46,7 @@ struct Keys {
 impl Keys {
     fn new() -> Keys {
         Keys {
-            prefix: format!("sessions-e2e:{}:", sessions_core::generate_id()),
+            prefix: format!("sessions-e2e:{}:", sessionkit_core::generate_id()),
         }
     }
 
@@ -508,7 +508,7 @@ async fn emptied_session_deletes_key_autoload_on() {
 async fn unreachable_redis_fails_session_requests_with_500_and_spares_the_rest() {
     let server = Server::start(app(Load::Explicit.layer(unreachable_backend()))).await;
     let client = plain();
-    let made_up = format!("session={}", sessions_core::generate_id());
+    let made_up = format!("session={}", sessionkit_core::generate_id());
     let started = Instant::now();
 
     // Creating a session: the save fails.
@@ -551,7 +551,7 @@ async fn unreachable_redis_fails_session_requests_with_500_and_spares_the_rest()
 async fn unreachable_redis_load_error_reaches_the_handler_naming_the_cause() {
     let server = Server::start(app(Load::Explicit.layer(unreachable_backend()))).await;
     let client = plain();
-    let made_up = format!("session={}", sessions_core::generate_id());
+    let made_up = format!("session={}", sessionkit_core::generate_id());
 
     let reply = send(&client, &server.url("/load-or-report"), Some(&made_up)).await;
     assert_eq!(
@@ -588,7 +588,7 @@ async fn unreachable_redis_load_error_reaches_the_handler_naming_the_cause() {
 async fn unreachable_redis_with_autoload_fails_session_routes_with_a_cookie_only() {
     let server = Server::start(redis_routes().layer(Load::Auto.layer(unreachable_backend()))).await;
     let client = plain();
-    let made_up = format!("session={}", sessions_core::generate_id());
+    let made_up = format!("session={}", sessionkit_core::generate_id());
 
     for path in ["/get-unloaded", "/count-without-load", "/load-or-report"] {
         let reply = send(&client, &server.url(path), Some(&made_up)).await;
@@ -747,7 +747,7 @@ async fn made_up_id_is_never_adopted() {
     let server = Server::start(Load::Explicit.app(&keys)).await;
     let client = plain();
     // One shaped like a real id, one that is not.
-    for made_up in [sessions_core::generate_id(), "admin".to_owned()] {
+    for made_up in [sessionkit_core::generate_id(), "admin".to_owned()] {
         let cookie = format!("session={made_up}");
 
         // Reading: nothing there, the stale cookie is expired, nothing is stored.

@@ -14,10 +14,10 @@ use axum::extract::Path;
 use axum::routing::get;
 use common::Server;
 use reqwest::{Client, StatusCode};
-use sessions_core::SessionBackend;
-use sessions_memory::InMemoryBackend;
-use sessions_redis::RedisBackend;
-use sessions_tower::{Error, Session, SessionLayer};
+use sessionkit_core::SessionBackend;
+use sessionkit_memory::InMemoryBackend;
+use sessionkit_redis::RedisBackend;
+use sessionkit_tower::{Error, Session, SessionLayer};
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -294,12 +294,12 @@ fn redis_url() -> String {
 fn unique_prefix(name: &str) -> String {
     format!(
         "sessions-soak:{name}:{}:",
-        &sessions_core::generate_id()[..10]
+        &sessionkit_core::generate_id()[..10]
     )
 }
 
 async fn delete_prefix(url: &str, prefix: &str) {
-    use sessions_redis::deadpool_redis::redis;
+    use sessionkit_redis::deadpool_redis::redis;
     let Ok(client) = redis::Client::open(url) else {
         return;
     };
@@ -457,9 +457,9 @@ async fn soak_survives_a_redis_restart() {
 async fn soak_sqlite_keeps_every_counter() {
     let path = std::env::temp_dir().join(format!(
         "sessions-soak-{}.db",
-        &sessions_core::generate_id()[..12]
+        &sessionkit_core::generate_id()[..12]
     ));
-    let backend = sessions_sql::SqliteBackend::from_url(&format!("sqlite://{}", path.display()))
+    let backend = sessionkit_sql::SqliteBackend::from_url(&format!("sqlite://{}", path.display()))
         .expect("a SQLite URL");
     backend.migrate().await.expect("migrate");
     let server = Server::start(soak_app(backend)).await;
@@ -580,7 +580,7 @@ impl Drop for OwnPostgres {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn soak_survives_a_postgres_restart() {
     let pg = OwnPostgres::start();
-    let backend = sessions_sql::PostgresBackend::from_url(&pg.url()).expect("a Postgres URL");
+    let backend = sessionkit_sql::PostgresBackend::from_url(&pg.url()).expect("a Postgres URL");
     backend.migrate().await.expect("migrate");
     let server = Arc::new(Server::start(soak_app(backend)).await);
     let clients = soak_clients().min(100);

@@ -4,9 +4,9 @@
 mod common;
 
 use common::{Server, app, browser, plain, send};
-use sessions_sql::sqlx::{self, Row};
-use sessions_sql::{PostgresBackend, SqliteBackend};
-use sessions_tower::SessionLayer;
+use sessionkit_sql::sqlx::{self, Row};
+use sessionkit_sql::{PostgresBackend, SqliteBackend};
+use sessionkit_tower::SessionLayer;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -15,7 +15,7 @@ struct TempDb(PathBuf);
 
 impl TempDb {
     fn new() -> TempDb {
-        let name = format!("sessions-e2e-{}.db", &sessions_core::generate_id()[..12]);
+        let name = format!("sessions-e2e-{}.db", &sessionkit_core::generate_id()[..12]);
         TempDb(std::env::temp_dir().join(name))
     }
     fn url(&self) -> String {
@@ -132,7 +132,7 @@ async fn sqlite_autoload_emptied_session_and_unknown_ids() {
     assert!(cleared.cookie().is_expiry());
     assert!(rows(&backend).await.is_empty());
     // A made-up id is not adopted: the next write gets a fresh one.
-    let made_up = format!("session={}", sessions_core::generate_id());
+    let made_up = format!("session={}", sessionkit_core::generate_id());
     let reply = send(&client, &server.url("/count-without-load"), Some(&made_up)).await;
     reply.assert_ok("1");
     assert_ne!(reply.cookie().pair(), made_up);
@@ -167,7 +167,7 @@ async fn postgres_counter_and_logout_over_http() {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
     let table = format!(
         "sessions_e2e_{}",
-        sessions_core::generate_id()[..10]
+        sessionkit_core::generate_id()[..10]
             .to_lowercase()
             .replace('-', "_")
     );

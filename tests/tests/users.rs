@@ -11,12 +11,12 @@ use axum::response::Response;
 use axum::routing::get;
 use common::{Reply, Server, browser, plain, send};
 use reqwest::Client;
-use sessions_cookie::CookieBackend;
-use sessions_core::{LoadedSession, SessionBackend, SessionHandle};
-use sessions_redis::RedisBackend;
-use sessions_redis::deadpool_redis::redis;
-use sessions_sql::{MySqlBackend, PostgresBackend, SqliteBackend, sqlx};
-use sessions_tower::{Error, Session, SessionLayer};
+use sessionkit_cookie::CookieBackend;
+use sessionkit_core::{LoadedSession, SessionBackend, SessionHandle};
+use sessionkit_redis::RedisBackend;
+use sessionkit_redis::deadpool_redis::redis;
+use sessionkit_sql::{MySqlBackend, PostgresBackend, SqliteBackend, sqlx};
+use sessionkit_tower::{Error, Session, SessionLayer};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -118,7 +118,7 @@ async fn logged_in(server: &Server, user: &str, agent: &str) -> (Client, String)
 /// of other devices", a copied cookie replayed, one device revoked by its handle, logout.
 async fn log_out_everywhere<B: SessionBackend>(backend: B) {
     let server = Server::start(app(backend)).await;
-    let suffix = &sessions_core::generate_id()[..8];
+    let suffix = &sessionkit_core::generate_id()[..8];
     let (alice, bob) = (format!("alice-{suffix}"), format!("bob-{suffix}"));
     let (laptop, _) = logged_in(&server, &alice, "laptop").await;
     let (phone, phone_cookie) = logged_in(&server, &alice, "phone").await;
@@ -195,13 +195,13 @@ async fn log_out_everywhere<B: SessionBackend>(backend: B) {
 
 #[tokio::test]
 async fn memory() {
-    log_out_everywhere(sessions_memory::InMemoryBackend::new()).await;
+    log_out_everywhere(sessionkit_memory::InMemoryBackend::new()).await;
 }
 
 #[tokio::test]
 async fn redis() {
     let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
-    let prefix = format!("e2e-users-{}:", &sessions_core::generate_id()[..10]);
+    let prefix = format!("e2e-users-{}:", &sessionkit_core::generate_id()[..10]);
     let backend = RedisBackend::from_url(&url)
         .expect("a Redis URL")
         .with_prefix(&prefix);
@@ -224,7 +224,7 @@ async fn redis() {
 async fn sqlite() {
     let path = std::env::temp_dir().join(format!(
         "sessions-users-{}.db",
-        &sessions_core::generate_id()[..12]
+        &sessionkit_core::generate_id()[..12]
     ));
     let backend =
         SqliteBackend::from_url(&format!("sqlite://{}", path.display())).expect("a SQLite URL");
@@ -238,7 +238,7 @@ async fn sqlite() {
 fn table() -> String {
     format!(
         "sessions_users_{}",
-        sessions_core::generate_id()[..10]
+        sessionkit_core::generate_id()[..10]
             .to_lowercase()
             .replace('-', "_")
     )
@@ -277,7 +277,7 @@ async fn mariadb() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The cookie backend: a per-user generation the application keeps (see the sessions-cookie docs)
+// The cookie backend: a per-user generation the application keeps (see the sessionkit-cookie docs)
 
 /// The application's per-user counters: a column of its user table, in a real application.
 #[derive(Clone, Default)]

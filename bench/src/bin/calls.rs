@@ -8,8 +8,8 @@
 
 use axum::body::Body;
 use http::Request;
-use sessions_bench::counting::{Counting, Counts};
-use sessions_bench::{Fixture, Scenario, Variant};
+use sessionkit_bench::counting::{Counting, Counts};
+use sessionkit_bench::{Fixture, Scenario, Variant};
 use std::hint::black_box;
 use std::process::ExitCode;
 use std::time::Duration;

@@ -6,10 +6,10 @@
 
 use axum::body::Body;
 use http::Request;
-use sessions_bench::our_routes;
-use sessions_core::{SessionBackend, SessionData};
-use sessions_memory::{DEFAULT_MAX_SESSIONS, InMemoryBackend};
-use sessions_tower::SessionLayer;
+use sessionkit_bench::our_routes;
+use sessionkit_core::{SessionBackend, SessionData};
+use sessionkit_memory::{DEFAULT_MAX_SESSIONS, InMemoryBackend};
+use sessionkit_tower::SessionLayer;
 use std::hint::black_box;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};

@@ -9,8 +9,8 @@
 //! `bench/redis.sh --http` runs it pinned to one core (`taskset -c 0`) and drives it with
 //! `wrk` pinned to the other (`taskset -c 1`).
 
-use sessions_bench::stores::{StoreFixture, StoreVariant};
-use sessions_bench::{App, Scenario};
+use sessionkit_bench::stores::{StoreFixture, StoreVariant};
+use sessionkit_bench::{App, Scenario};
 use std::io::Write;
 use std::process::ExitCode;
 

@@ -23,11 +23,11 @@
 
 use axum::body::Body;
 use http::Request;
-use sessions_bench::Scenario;
-use sessions_bench::counting::{Counting, Counts};
-use sessions_bench::proxy::Proxy;
-use sessions_bench::statements;
-use sessions_bench::stores::{
+use sessionkit_bench::Scenario;
+use sessionkit_bench::counting::{Counting, Counts};
+use sessionkit_bench::proxy::Proxy;
+use sessionkit_bench::statements;
+use sessionkit_bench::stores::{
     CommandStats, StoreFixture, StoreVariant, database_url, pg_upstream, redis_upstream, redis_url,
 };
 use std::hint::black_box;

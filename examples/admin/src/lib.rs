@@ -20,8 +20,8 @@
 use axum::Router;
 use axum::response::{Html, Redirect};
 use axum::routing::{get, post};
-use sessions_memory::InMemoryBackend;
-use sessions_tower::{Error, Session, SessionLayer};
+use sessionkit_memory::InMemoryBackend;
+use sessionkit_tower::{Error, Session, SessionLayer};
 
 /// The app: a public page at `/` and the admin area at `/admin`, whose session cookie is
 /// scoped to `/admin`.

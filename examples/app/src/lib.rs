@@ -2,9 +2,9 @@
 //! your visits, lets you log in with a name, shows it, and logs you out.
 //!
 //! ```sh
-//! cargo run -p sessions-app                        # cookie sessions: no server needed
-//! cargo run -p sessions-app -- --backend sqlite    # a sessions.db file: survives restarts
-//! SESSION_BACKEND=redis cargo run -p sessions-app  # the flag or the variable, either works
+//! cargo run -p sessionkit-app                        # cookie sessions: no server needed
+//! cargo run -p sessionkit-app -- --backend sqlite    # a sessions.db file: survives restarts
+//! SESSION_BACKEND=redis cargo run -p sessionkit-app  # the flag or the variable, either works
 //! ```
 //!
 //! It serves on <http://127.0.0.1:3000> (`ADDR` overrides) and prints the URL on start.
@@ -56,12 +56,12 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
-use sessions_cookie::CookieBackend;
-use sessions_memory::InMemoryBackend;
-use sessions_redis::RedisBackend;
-use sessions_sql::sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
-use sessions_sql::{CleanupTask, PostgresBackend, SqliteBackend};
-use sessions_tower::{Error, Lifetime, Session, SessionBackend, SessionLayer};
+use sessionkit_cookie::CookieBackend;
+use sessionkit_memory::InMemoryBackend;
+use sessionkit_redis::RedisBackend;
+use sessionkit_sql::sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+use sessionkit_sql::{CleanupTask, PostgresBackend, SqliteBackend};
+use sessionkit_tower::{Error, Lifetime, Session, SessionBackend, SessionLayer};
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -86,7 +86,7 @@ const CLEANUP_EVERY: Duration = Duration::from_secs(10 * 60);
 
 /// The command-line help.
 pub const USAGE: &str = "\
-usage: sessions-app [--backend cookie|sqlite|memory|redis|postgres]
+usage: sessionkit-app [--backend cookie|sqlite|memory|redis|postgres]
 
 Serves a visit counter with a login form on http://127.0.0.1:3000.
 
@@ -106,16 +106,16 @@ on a loopback ADDR; 0 turns it off), RUST_LOG (default: warn).
 /// Where sessions are stored.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum BackendKind {
-    /// Signed cookies (`sessions-cookie`), the default: nothing stored on the server.
+    /// Signed cookies (`sessionkit-cookie`), the default: nothing stored on the server.
     #[default]
     Cookie,
-    /// A SQLite file (`sessions-sql`): survives restarts, no server needed.
+    /// A SQLite file (`sessionkit-sql`): survives restarts, no server needed.
     Sqlite,
-    /// The process's memory (`sessions-memory`): gone on restart.
+    /// The process's memory (`sessionkit-memory`): gone on restart.
     Memory,
-    /// A Redis server (`sessions-redis`).
+    /// A Redis server (`sessionkit-redis`).
     Redis,
-    /// A PostgreSQL database (`sessions-sql`).
+    /// A PostgreSQL database (`sessionkit-sql`).
     Postgres,
 }
 
@@ -357,7 +357,7 @@ pub async fn build(config: &Config) -> Result<App, Error> {
                 Some(secret) => secret.clone(),
                 None => {
                     eprintln!(
-                        "sessions-app: warning: SESSION_SECRET is not set, so this run signs \
+                        "sessionkit-app: warning: SESSION_SECRET is not set, so this run signs \
                          cookies with a random key and every session ends when the app stops. \
                          Set SESSION_SECRET to 32 or more random bytes (for example \
                          `openssl rand -base64 48`) to keep them."

@@ -1,6 +1,6 @@
-//! `cargo run -p sessions-app [-- --backend NAME]`: see the library's docs for the settings.
+//! `cargo run -p sessionkit-app [-- --backend NAME]`: see the library's docs for the settings.
 
-use sessions_app::{Config, USAGE, build};
+use sessionkit_app::{Config, USAGE, build};
 use std::process::ExitCode;
 
 #[tokio::main]
@@ -21,17 +21,17 @@ async fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(message) => {
-            eprintln!("sessions-app: {message}\n\n{USAGE}");
+            eprintln!("sessionkit-app: {message}\n\n{USAGE}");
             return ExitCode::from(2);
         }
     };
     if let Some(warning) = config.insecure_warning() {
-        eprintln!("sessions-app: warning: {warning}");
+        eprintln!("sessionkit-app: warning: {warning}");
     }
     let app = match build(&config).await {
         Ok(app) => app,
         Err(error) => {
-            eprintln!("sessions-app: the {} backend: {error}", config.backend);
+            eprintln!("sessionkit-app: the {} backend: {error}", config.backend);
             return ExitCode::FAILURE;
         }
     };
@@ -39,7 +39,7 @@ async fn main() -> ExitCode {
         Ok(listener) => listener,
         Err(error) => {
             eprintln!(
-                "sessions-app: cannot listen on {}: {error} (set ADDR to listen elsewhere)",
+                "sessionkit-app: cannot listen on {}: {error} (set ADDR to listen elsewhere)",
                 config.addr
             );
             return ExitCode::FAILURE;
@@ -49,8 +49,8 @@ async fn main() -> ExitCode {
         Ok(addr) => format!("http://{addr}"),
         Err(_) => format!("http://{}", config.addr),
     };
-    println!("sessions-app: sessions in {}", app.storage);
-    println!("sessions-app: serving on {url} (Ctrl-C stops)");
+    println!("sessionkit-app: sessions in {}", app.storage);
+    println!("sessionkit-app: serving on {url} (Ctrl-C stops)");
     let served = axum::serve(listener, app.router.clone())
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
@@ -61,7 +61,7 @@ async fn main() -> ExitCode {
     match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("sessions-app: the server failed: {error}");
+            eprintln!("sessionkit-app: the server failed: {error}");
             ExitCode::FAILURE
         }
     }

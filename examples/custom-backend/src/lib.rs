@@ -1,12 +1,12 @@
 //! A session backend written the way a third-party crate would write one: it depends on
-//! `sessions-core` alone, implements [`SessionBackend`], and proves itself with the
+//! `sessionkit-core` alone, implements [`SessionBackend`], and proves itself with the
 //! conformance suite (see `tests/conformance.rs`).
 //!
 //! [`FileBackend`] keeps one file per session in a directory:
 //!
 //! ```
 //! use custom_backend::FileBackend;
-//! use sessions_core::{SessionBackend, SessionData};
+//! use sessionkit_core::{SessionBackend, SessionData};
 //! use std::time::Duration;
 //!
 //! # let dir = std::env::temp_dir().join(format!("custom-backend-doc-{}", std::process::id()));
@@ -16,14 +16,14 @@
 //! assert!(backend.exists(&id).await?);
 //! backend.remove(&id).await?;
 //! assert!(!backend.exists(&id).await?);
-//! # Ok::<(), sessions_core::Error>(()) }).unwrap();
+//! # Ok::<(), sessionkit_core::Error>(()) }).unwrap();
 //! # std::fs::remove_dir_all(&dir).unwrap();
 //! ```
 //!
-//! With the middleware from `sessions-tower`, like any other backend:
+//! With the middleware from `sessionkit-tower`, like any other backend:
 //!
 //! ```ignore
-//! let layer = sessions_tower::SessionLayer::new(FileBackend::new("/var/lib/myapp/sessions")?);
+//! let layer = sessionkit_tower::SessionLayer::new(FileBackend::new("/var/lib/myapp/sessions")?);
 //! ```
 //!
 //! # How it keeps the backend contract
@@ -54,8 +54,8 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
-use sessions_core::store::{self, CorruptRecords, Decoded};
-use sessions_core::{
+use sessionkit_core::store::{self, CorruptRecords, Decoded};
+use sessionkit_core::{
     Applied, Changes, Error, IdGenerator, JsonSerializer, Serializer, SessionBackend, SessionData,
     async_trait,
 };
@@ -276,7 +276,7 @@ impl<S: Serializer> FileBackend<S> {
         let path = self.path(id);
         let temp = self
             .dir
-            .join(format!("{TEMP_PREFIX}{}", sessions_core::generate_id()));
+            .join(format!("{TEMP_PREFIX}{}", sessionkit_core::generate_id()));
         fs::write(&temp, &record).map_err(|e| io_error("update: write", e))?;
         let replaced = (|| {
             // Under the lock no remove can slip in between the check and the rename: a
@@ -323,7 +323,7 @@ impl<S: Serializer> FileBackend<S> {
         }
         let temp = self
             .dir
-            .join(format!("{TEMP_PREFIX}{}", sessions_core::generate_id()));
+            .join(format!("{TEMP_PREFIX}{}", sessionkit_core::generate_id()));
         fs::write(&temp, self.encode(&merged, ttl)?).map_err(|e| io_error("save: write", e))?;
         if let Err(e) = fs::rename(&temp, &path) {
             let _ = fs::remove_file(&temp);
@@ -450,7 +450,7 @@ impl<S: Serializer> SessionBackend for FileBackend<S> {
     fn generate_id(&self) -> String {
         match &self.ids {
             Some(ids) => ids(),
-            None => sessions_core::generate_id(),
+            None => sessionkit_core::generate_id(),
         }
     }
 }
@@ -537,7 +537,7 @@ mod tests {
 
     #[test]
     fn only_plain_ids_become_file_names() {
-        assert!(usable_id(&sessions_core::generate_id()));
+        assert!(usable_id(&sessionkit_core::generate_id()));
         for bad in [
             "",
             "short",

@@ -3,9 +3,9 @@
 //! when the case ends.
 
 use custom_backend::FileBackend;
-use sessions_core::IdGenerator;
-use sessions_core::conformance::Harness;
-use sessions_core::store::CorruptRecords;
+use sessionkit_core::IdGenerator;
+use sessionkit_core::conformance::Harness;
+use sessionkit_core::store::CorruptRecords;
 use std::path::PathBuf;
 
 struct FileHarness {
@@ -16,7 +16,7 @@ impl FileHarness {
     fn new() -> Self {
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
             .join("custom-backend")
-            .join(sessions_core::generate_id());
+            .join(sessionkit_core::generate_id());
         FileHarness { dir }
     }
 }
@@ -41,7 +41,7 @@ impl Harness for FileHarness {
 
     // A live header (no deadline) over bytes no serializer reads.
     async fn plant_raw(&self, backend: &FileBackend, bytes: &[u8]) -> Option<String> {
-        let id = sessions_core::generate_id();
+        let id = sessionkit_core::generate_id();
         let mut file = b"sessions-file v1 never\n".to_vec();
         file.extend_from_slice(bytes);
         std::fs::write(backend.dir().join(format!("{id}.session")), file).expect("a raw file");
@@ -61,4 +61,4 @@ impl Harness for FileHarness {
     }
 }
 
-sessions_core::conformance_tests!(FileHarness::new());
+sessionkit_core::conformance_tests!(FileHarness::new());

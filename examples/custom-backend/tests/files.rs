@@ -3,14 +3,14 @@
 
 use custom_backend::FileBackend;
 use serde_json::json;
-use sessions_core::{SessionBackend, SessionData};
+use sessionkit_core::{SessionBackend, SessionData};
 use std::path::PathBuf;
 use std::time::Duration;
 
 fn scratch() -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join("custom-backend")
-        .join(sessions_core::generate_id())
+        .join(sessionkit_core::generate_id())
 }
 
 fn record(n: u64) -> SessionData {

@@ -4,9 +4,9 @@
 use crate::common::{Cleanup, connect, redis_url, unique_prefix};
 use deadpool_redis::redis;
 use serde_json::json;
-use sessions_core::store::CorruptRecord;
-use sessions_core::{Error, SessionBackend, SessionData};
-use sessions_redis::{CorruptRecords, RedisBackend};
+use sessionkit_core::store::CorruptRecord;
+use sessionkit_core::{Error, SessionBackend, SessionData};
+use sessionkit_redis::{CorruptRecords, RedisBackend};
 use std::time::{Duration, Instant};
 
 fn data(value: serde_json::Value) -> SessionData {
@@ -153,7 +153,7 @@ fn the_default_prefix_is_session() {
 }
 
 /// Overwrite the record of `id` with bytes no serializer reads.
-fn corrupt(backend: &RedisBackend<impl sessions_core::Serializer>, id: &str) {
+fn corrupt(backend: &RedisBackend<impl sessionkit_core::Serializer>, id: &str) {
     let _: () = redis::cmd("SET")
         .arg(backend.key(id))
         .arg(b"\xff\x00 not a session")
@@ -231,7 +231,7 @@ async fn in_strict_mode_a_corrupt_record_fails_the_read_and_names_the_masked_key
 #[cfg(feature = "bincode")]
 #[tokio::test]
 async fn a_record_from_another_serializer_is_corrupt_to_this_one_in_either_mode() {
-    use sessions_core::BincodeSerializer;
+    use sessionkit_core::BincodeSerializer;
     let (json_backend, _cleanup) = backend();
     let bincode_backend = json_backend.clone().with_serializer(BincodeSerializer);
     for (writer, reader) in [

@@ -7,11 +7,11 @@
 use crate::common::{RedisServer, connect, delete_prefix, free_port, unique_prefix};
 use deadpool_redis::redis;
 use serde_json::json;
-use sessions_core::conformance::{self, Harness};
-use sessions_core::{
+use sessionkit_core::conformance::{self, Harness};
+use sessionkit_core::{
     Commit, IdGenerator, JsonSerializer, Serializer, Session, SessionBackend, SessionData,
 };
-use sessions_redis::RedisBackend;
+use sessionkit_redis::RedisBackend;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -183,7 +183,7 @@ fn cluster_conformance_and_keys_across_slots() {
         conformance::run_all(&ClusterHarness {
             urls: cluster.urls.clone(),
             prefix: prefix.clone(),
-            serializer: sessions_core::BincodeSerializer,
+            serializer: sessionkit_core::BincodeSerializer,
         })
         .await;
 

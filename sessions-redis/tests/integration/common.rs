@@ -18,7 +18,7 @@ pub fn redis_url() -> String {
 
 /// A key prefix no other run or test uses.
 pub fn unique_prefix() -> String {
-    format!("sessions-test:{}:", sessions_core::generate_id())
+    format!("sessions-test:{}:", sessionkit_core::generate_id())
 }
 
 pub fn connect(url: &str) -> redis::Connection {
@@ -146,7 +146,7 @@ impl RedisServer {
 
     fn try_start(port: u16, extra: &[&str]) -> Option<RedisServer> {
         let dir = std::env::temp_dir().join(format!(
-            "sessions-redis-test-{}-{port}-{:x}",
+            "sessionkit-redis-test-{}-{port}-{:x}",
             std::process::id(),
             random_u64()
         ));

@@ -3,9 +3,9 @@
 
 use crate::common::{Cleanup, connect, redis_url, unique_prefix};
 use deadpool_redis::redis;
-use sessions_core::conformance::Harness;
-use sessions_core::{IdGenerator, Serializer};
-use sessions_redis::{CorruptRecords, RedisBackend};
+use sessionkit_core::conformance::Harness;
+use sessionkit_core::{IdGenerator, Serializer};
+use sessionkit_redis::{CorruptRecords, RedisBackend};
 
 pub struct SingleNode<S> {
     url: String,
@@ -45,7 +45,7 @@ impl<S: Serializer + Clone> Harness for SingleNode<S> {
     }
 
     async fn plant_raw(&self, backend: &RedisBackend<S>, bytes: &[u8]) -> Option<String> {
-        let id = sessions_core::generate_id();
+        let id = sessionkit_core::generate_id();
         let _: () = redis::cmd("SET")
             .arg(backend.key(&id))
             .arg(bytes)
@@ -69,15 +69,15 @@ impl<S: Serializer + Clone> Harness for SingleNode<S> {
 
 mod json {
     use super::SingleNode;
-    use sessions_core::JsonSerializer;
+    use sessionkit_core::JsonSerializer;
 
-    sessions_core::conformance_tests!(SingleNode::new(JsonSerializer));
+    sessionkit_core::conformance_tests!(SingleNode::new(JsonSerializer));
 }
 
 #[cfg(feature = "bincode")]
 mod bincode {
     use super::SingleNode;
-    use sessions_core::BincodeSerializer;
+    use sessionkit_core::BincodeSerializer;
 
-    sessions_core::conformance_tests!(SingleNode::new(BincodeSerializer));
+    sessionkit_core::conformance_tests!(SingleNode::new(BincodeSerializer));
 }

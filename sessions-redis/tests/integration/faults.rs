@@ -3,8 +3,8 @@
 
 use crate::common::{RedisServer, free_port};
 use serde_json::json;
-use sessions_core::{Error, SessionBackend, SessionData};
-use sessions_redis::RedisBackend;
+use sessionkit_core::{Error, SessionBackend, SessionData};
+use sessionkit_redis::RedisBackend;
 use std::time::{Duration, Instant};
 
 fn data(n: u64) -> SessionData {

@@ -5,8 +5,8 @@
 use crate::common::{RedisServer, command_calls, connect};
 use deadpool_redis::redis::{self, Value};
 use serde_json::json;
-use sessions_core::{Error, SessionBackend, SessionData};
-use sessions_redis::RedisBackend;
+use sessionkit_core::{Error, SessionBackend, SessionData};
+use sessionkit_redis::RedisBackend;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
@@ -165,7 +165,7 @@ async fn every_operation_is_exactly_one_command() {
 /// sends one command more (the index entry), and later saves of the bound session none.
 #[tokio::test]
 async fn binding_a_user_costs_one_command_on_the_save_that_binds_it() {
-    use sessions_core::{Applied, Changes};
+    use sessionkit_core::{Applied, Changes};
     let (server, mut conn, backend) = logged_server();
     let binding = |user: &str| {
         let mut changes = Changes::default();
@@ -262,7 +262,7 @@ fn sent(seen: &Observed) -> Vec<String> {
 /// record it stored is deleted again, so no bound session escapes a "log out everywhere".
 #[tokio::test]
 async fn a_binding_the_index_refuses_fails_the_save_and_leaves_no_bound_session() {
-    use sessions_core::{Applied, Changes};
+    use sessionkit_core::{Applied, Changes};
     use std::sync::Arc;
     let server = RedisServer::start(&[]);
     let mut admin = connect(&server.url());
@@ -279,7 +279,7 @@ async fn a_binding_the_index_refuses_fails_the_save_and_leaves_no_bound_session(
     let backend = RedisBackend::from_url(&url)
         .unwrap()
         .with_prefix("ix:")
-        .with_id_generator(Arc::new(|| format!("A{}", sessions_core::generate_id())));
+        .with_id_generator(Arc::new(|| format!("A{}", sessionkit_core::generate_id())));
     let keys = |admin: &mut redis::Connection| -> Vec<String> {
         redis::cmd("KEYS").arg("ix:*").query(admin).unwrap()
     };

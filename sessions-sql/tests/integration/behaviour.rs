@@ -3,9 +3,9 @@
 
 use crate::common::{Fixture, HOUR, Kind, Raw, data, for_each_db, n, now_ms};
 use serde_json::json;
-use sessions_core::store::CorruptRecord;
-use sessions_core::{Error, JsonSerializer, Serializer, SessionBackend};
-use sessions_sql::{CorruptRecords, SqlBackend};
+use sessionkit_core::store::CorruptRecord;
+use sessionkit_core::{Error, JsonSerializer, Serializer, SessionBackend};
+use sessionkit_sql::{CorruptRecords, SqlBackend};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,7 +34,7 @@ async fn migrate_adds_the_version_column_to_a_table_of_the_earlier_schema<K: Kin
     // The table as the earlier schema made it: no version column, a row written then.
     fx.exec(&format!("ALTER TABLE {} DROP COLUMN version", fx.t()))
         .await;
-    let id = sessions_core::generate_id();
+    let id = sessionkit_core::generate_id();
     let record = JsonSerializer.serialize(&n(1)).unwrap();
     fx.exec(&format!(
         "INSERT INTO {} (id, data, expires_at) VALUES ('{id}', {}, NULL)",
@@ -48,7 +48,7 @@ async fn migrate_adds_the_version_column_to_a_table_of_the_earlier_schema<K: Kin
     b.migrate().await.unwrap();
     let loaded = b.read(&id).await.unwrap().expect("the old row reads");
     assert_eq!(loaded.values()["n"], json!(1));
-    let mut changes = sessions_core::Changes::default();
+    let mut changes = sessionkit_core::Changes::default();
     changes.set("m", json!(2));
     let session = changes.applied_to(&loaded, now_ms() as u64 / 1000);
     b.apply(&id, &session, &changes, HOUR).await.unwrap();
@@ -67,8 +67,8 @@ async fn a_save_applies_its_changes_to_the_row_as_stored<K: Kind>() {
     let id = b.write(None, &n(1), HOUR).await.unwrap();
     let first = b.read(&id).await.unwrap().unwrap();
     let second = b.read(&id).await.unwrap().unwrap();
-    let save = |loaded: &sessions_core::SessionData, key: &str| {
-        let mut changes = sessions_core::Changes::default();
+    let save = |loaded: &sessionkit_core::SessionData, key: &str| {
+        let mut changes = sessionkit_core::Changes::default();
         changes.set(key, json!(true));
         (
             changes.applied_to(loaded, loaded.last_access_unix() + 1),
@@ -292,7 +292,7 @@ async fn a_missing_table_is_a_backend_error_naming_it<K: Kind>() {
         }
         other => panic!("{what}: expected a backend error, got {other:?}"),
     };
-    let id = sessions_core::generate_id();
+    let id = sessionkit_core::generate_id();
     check(b.read(&id).await.map(drop), "read");
     check(b.exists(&id).await.map(drop), "exists");
     check(b.write(None, &n(1), None).await.map(drop), "create");
@@ -357,13 +357,13 @@ async fn corrupt_rows_read_as_missing_by_default_and_fail_in_strict_mode<K: Kind
         // A row from another serializer is corrupt to this one, in both modes.
         let binary = fx
             .variant()
-            .with_serializer(sessions_core::BincodeSerializer)
+            .with_serializer(sessionkit_core::BincodeSerializer)
             .build()
             .unwrap();
         let id = b.write(None, &n(4), HOUR).await.unwrap();
         let strict_binary = fx
             .variant()
-            .with_serializer(sessions_core::BincodeSerializer)
+            .with_serializer(sessionkit_core::BincodeSerializer)
             .with_corrupt_records(CorruptRecords::Fail)
             .build()
             .unwrap();
@@ -432,7 +432,7 @@ async fn closing_the_pool_is_not_held_up_by_the_backend<K: Kind>() {
     tokio::time::timeout(Duration::from_secs(5), fx.pool().close())
         .await
         .expect("pool.close() waited for connections the backend holds");
-    match fx.backend.read(&sessions_core::generate_id()).await {
+    match fx.backend.read(&sessionkit_core::generate_id()).await {
         Err(Error::Backend { message, .. }) => assert!(message.contains("closed"), "{message}"),
         other => panic!("expected a backend error, got {other:?}"),
     }
@@ -456,7 +456,7 @@ async fn accepted_ids_follow_the_id_generator<K: Kind>() {
     // A custom generator's format is accepted, as long as it can be stored.
     let custom = fx
         .variant()
-        .with_id_generator(Arc::new(|| format!("u.{}", sessions_core::generate_id())))
+        .with_id_generator(Arc::new(|| format!("u.{}", sessionkit_core::generate_id())))
         .build()
         .unwrap();
     let id = custom.write(None, &n(2), HOUR).await.unwrap();

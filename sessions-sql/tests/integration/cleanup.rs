@@ -3,7 +3,7 @@
 //! table at once neither fail nor deadlock.
 
 use crate::common::{Fixture, HOUR, Kind, for_each_db, n};
-use sessions_core::{Error, SessionBackend};
+use sessionkit_core::{Error, SessionBackend};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};

@@ -6,8 +6,8 @@
 #![allow(dead_code)]
 
 use serde_json::json;
-use sessions_core::{JsonSerializer, Serializer, SessionData};
-use sessions_sql::{SqlBackend, SqlBackendBuilder, SqlDatabase};
+use sessionkit_core::{JsonSerializer, Serializer, SessionData};
+use sessionkit_sql::{SqlBackend, SqlBackendBuilder, SqlDatabase};
 use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
 use std::path::PathBuf;
@@ -219,7 +219,7 @@ pub struct SqliteFile;
 impl Kind for SqliteFile {
     type DB = sqlx::Sqlite;
     fn place(table: &str) -> (String, Place) {
-        let path = std::env::temp_dir().join(format!("sessions-sql-{table}.db"));
+        let path = std::env::temp_dir().join(format!("sessionkit-sql-{table}.db"));
         (format!("sqlite://{}", path.display()), Place::File(path))
     }
 }

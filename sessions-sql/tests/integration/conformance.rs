@@ -2,9 +2,9 @@
 //! a table of its own, dropped when it ends.
 
 use crate::common::{Fixture, Kind, Raw};
-use sessions_core::conformance::Harness;
-use sessions_core::{IdGenerator, Serializer};
-use sessions_sql::{CorruptRecords, SqlBackend, SqlBackendBuilder};
+use sessionkit_core::conformance::Harness;
+use sessionkit_core::{IdGenerator, Serializer};
+use sessionkit_sql::{CorruptRecords, SqlBackend, SqlBackendBuilder};
 
 pub struct Table<K: Kind, S> {
     fixture: Fixture<K>,
@@ -46,7 +46,7 @@ impl<K: Kind, S: Serializer + Clone> Harness for Table<K, S> {
     }
 
     async fn plant_raw(&self, _backend: &SqlBackend<K::DB, S>, bytes: &[u8]) -> Option<String> {
-        let id = sessions_core::generate_id();
+        let id = sessionkit_core::generate_id();
         let sql = format!(
             "INSERT INTO {} (id, data, expires_at) VALUES ('{id}', {}, NULL)",
             self.fixture.t(),
@@ -72,16 +72,16 @@ macro_rules! suites {
         mod $module {
             mod json {
                 use crate::conformance::Table;
-                use sessions_core::JsonSerializer;
-                sessions_core::conformance_tests!(
+                use sessionkit_core::JsonSerializer;
+                sessionkit_core::conformance_tests!(
                     Table::<crate::common::$kind, _>::new(JsonSerializer)
                 );
             }
             #[cfg(feature = "bincode")]
             mod bincode {
                 use crate::conformance::Table;
-                use sessions_core::BincodeSerializer;
-                sessions_core::conformance_tests!(
+                use sessionkit_core::BincodeSerializer;
+                sessionkit_core::conformance_tests!(
                     Table::<crate::common::$kind, _>::new(BincodeSerializer)
                 );
             }

@@ -2,8 +2,8 @@
 //! made where they cannot work: errors that name the cause, never a panic.
 
 use crate::common::{HOUR, n};
-use sessions_core::{Error, SessionBackend};
-use sessions_sql::SqlBackend;
+use sessionkit_core::{Error, SessionBackend};
+use sessionkit_sql::SqlBackend;
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
@@ -27,7 +27,7 @@ fn assert_backend_error<T: std::fmt::Debug>(result: Result<T, Error>, starts: &s
 }
 
 #[cfg(any(feature = "postgres", feature = "mysql"))]
-async fn unreachable<DB: sessions_sql::SqlDatabase>(backend: SqlBackend<DB>, name: &str) {
+async fn unreachable<DB: sessionkit_sql::SqlDatabase>(backend: SqlBackend<DB>, name: &str) {
     let started = Instant::now();
     let expected = format!("{name}: could not connect to the database within 500ms: ");
     assert_backend_error(backend.read("some-id").await, &expected, "read");
@@ -89,7 +89,7 @@ async fn an_unreachable_mysql_fails_fast_naming_the_cause() {
 #[tokio::test]
 async fn a_sqlite_file_that_cannot_be_opened_is_a_backend_error() {
     let backend =
-        sessions_sql::SqliteBackend::from_url("sqlite:///nonexistent-dir/for/sure/sessions.db")
+        sessionkit_sql::SqliteBackend::from_url("sqlite:///nonexistent-dir/for/sure/sessions.db")
             .unwrap();
     let err = backend.read("some-id").await.unwrap_err();
     match &err {
@@ -112,7 +112,7 @@ async fn a_sqlite_file_survives_a_restart_of_the_app() {
     let id = fx.backend.write(None, &n(5), HOUR).await.unwrap();
     fx.backend.pool().close().await;
     // A new process would build a new backend on the same file.
-    let again = sessions_sql::SqliteBackend::builder_from_url(&fx.url)
+    let again = sessionkit_sql::SqliteBackend::builder_from_url(&fx.url)
         .with_table(&fx.table)
         .build()
         .unwrap();
@@ -127,7 +127,7 @@ async fn a_sqlite_file_survives_a_restart_of_the_app() {
 fn from_url_and_spawn_cleanup_outside_a_runtime_are_config_errors() {
     #[cfg(feature = "sqlite")]
     {
-        match sessions_sql::SqliteBackend::from_url("sqlite::memory:") {
+        match sessionkit_sql::SqliteBackend::from_url("sqlite::memory:") {
             Err(Error::Config(message)) => assert!(message.contains("tokio runtime"), "{message}"),
             other => panic!("expected a config error, got {other:?}"),
         }
@@ -136,7 +136,7 @@ fn from_url_and_spawn_cleanup_outside_a_runtime_are_config_errors() {
             .build()
             .unwrap();
         let backend = runtime
-            .block_on(async { sessions_sql::SqliteBackend::from_url("sqlite::memory:").unwrap() });
+            .block_on(async { sessionkit_sql::SqliteBackend::from_url("sqlite::memory:").unwrap() });
         assert!(matches!(
             backend.spawn_cleanup(Duration::from_secs(1)),
             Err(Error::Config(_))
@@ -153,20 +153,20 @@ fn urls_that_cannot_be_parsed_are_config_errors() {
     let _guard = runtime.enter();
     #[cfg(feature = "postgres")]
     for url in ["not a url", "postgres://[::1"] {
-        match sessions_sql::PostgresBackend::from_url(url) {
+        match sessionkit_sql::PostgresBackend::from_url(url) {
             Err(Error::Config(message)) => assert!(message.starts_with("postgres: "), "{message}"),
             other => panic!("{url}: expected a config error, got {other:?}"),
         }
     }
     #[cfg(feature = "mysql")]
     for url in ["not a url", "mysql://[::1"] {
-        match sessions_sql::MySqlBackend::from_url(url) {
+        match sessionkit_sql::MySqlBackend::from_url(url) {
             Err(Error::Config(message)) => assert!(message.starts_with("mysql: "), "{message}"),
             other => panic!("{url}: expected a config error, got {other:?}"),
         }
     }
     #[cfg(feature = "sqlite")]
-    match sessions_sql::SqliteBackend::from_url("sqlite://x.db?mode=bogus") {
+    match sessionkit_sql::SqliteBackend::from_url("sqlite://x.db?mode=bogus") {
         Err(Error::Config(message)) => assert!(message.starts_with("sqlite: "), "{message}"),
         other => panic!("expected a config error, got {other:?}"),
     }

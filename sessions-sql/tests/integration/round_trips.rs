@@ -11,8 +11,8 @@
 use crate::common::{
     DropLater, Fixture, HOUR, Kind, drop_table_later, for_each_db, n, now_ms, unique_table,
 };
-use sessions_core::{Changes, Error, SessionBackend, SessionData, SessionHandle};
-use sessions_sql::SqlBackend;
+use sessionkit_core::{Changes, Error, SessionBackend, SessionData, SessionHandle};
+use sessionkit_sql::SqlBackend;
 use std::sync::{Mutex, OnceLock};
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
@@ -158,7 +158,7 @@ async fn every_operation_is_one_statement<K: Kind>() {
 async fn binding_a_user_costs_no_statement_and_listing_and_revoking_one_each<K: Kind>() {
     let (_fx, backend, table, _drop) = logged_table::<K>().await;
     let b = &backend;
-    let user = format!("user-{}", sessions_core::generate_id());
+    let user = format!("user-{}", sessionkit_core::generate_id());
 
     let id = b.write(None, &n(1), HOUR).await.unwrap();
     let changes = setting(2);
@@ -292,9 +292,9 @@ mod wire {
         }
     }
 
-    pub async fn one_round_trip_each<DB: sessions_sql::SqlDatabase>(
+    pub async fn one_round_trip_each<DB: sessionkit_sql::SqlDatabase>(
         proxy: &Proxy,
-        backend: sessions_sql::SqlBackend<DB>,
+        backend: sessionkit_sql::SqlBackend<DB>,
     ) {
         backend.migrate().await.unwrap();
         // The first use of each statement on a connection prepares it (one more round trip,
@@ -377,7 +377,7 @@ async fn every_postgres_operation_is_one_round_trip() {
     let proxy = wire::Proxy::start((options.get_host().to_owned(), options.get_port())).await;
     let pool = PgPoolOptions::new().connect_lazy_with(options.host("127.0.0.1").port(proxy.port));
     let table = unique_table("sessions_test");
-    let backend = sessions_sql::PostgresBackend::builder(pool)
+    let backend = sessionkit_sql::PostgresBackend::builder(pool)
         .with_table(&table)
         .build()
         .unwrap();
@@ -395,7 +395,7 @@ async fn every_mysql_operation_is_one_round_trip() {
     let pool =
         MySqlPoolOptions::new().connect_lazy_with(options.host("127.0.0.1").port(proxy.port));
     let table = unique_table("sessions_test");
-    let backend = sessions_sql::MySqlBackend::builder(pool)
+    let backend = sessionkit_sql::MySqlBackend::builder(pool)
         .with_table(&table)
         .build()
         .unwrap();

@@ -4,11 +4,11 @@
 
 use crate::common::{Fixture, HOUR, Kind, Raw, for_each_db, n, now_ms};
 use serde_json::json;
-use sessions_core::{
+use sessionkit_core::{
     Changes, Error, JsonSerializer, MAX_USER_LEN, Serializer, SessionBackend, SessionData,
     SessionHandle,
 };
-use sessions_sql::CorruptRecords;
+use sessionkit_sql::CorruptRecords;
 use std::sync::Arc;
 
 for_each_db!(
@@ -99,7 +99,7 @@ fn bound(n: u64, user: &str) -> SessionData {
 }
 
 fn fresh_user() -> String {
-    format!("user-{}", sessions_core::generate_id())
+    format!("user-{}", sessionkit_core::generate_id())
 }
 
 /// Apply `changes` to the session `id` as loaded now, as the session layer saves it.
@@ -151,7 +151,7 @@ where
     }
     assert_eq!(fx.int(&columns).await, Some(0));
     // A row the previous version wrote.
-    let id = sessions_core::generate_id();
+    let id = sessionkit_core::generate_id();
     let record = JsonSerializer.serialize(&n(1)).unwrap();
     fx.exec(&format!(
         "INSERT INTO {} (id, data, expires_at) VALUES ('{id}', {}, NULL)",
@@ -332,7 +332,7 @@ async fn corrupt_rows_are_left_out_of_a_listing_as_a_read_leaves_them<K: Kind>()
     let b = &fx.backend;
     let user = fresh_user();
     let good = b.write(None, &bound(1, &user), HOUR).await.unwrap();
-    let corrupt = sessions_core::generate_id();
+    let corrupt = sessionkit_core::generate_id();
     fx.exec(&format!(
         "INSERT INTO {} (id, data, expires_at, user_id) VALUES ('{corrupt}', {}, NULL, '{user}')",
         fx.t(),
@@ -409,7 +409,7 @@ async fn sqlite_searches_by_user_through_the_index() {
     let t = fx.t();
     let live = "(expires_at IS NULL OR expires_at > ?2)";
     let live3 = "(expires_at IS NULL OR expires_at > ?3)";
-    // The statements of sessions-sql's driver for SQLite, as its docs show them.
+    // The statements of sessionkit-sql's driver for SQLite, as its docs show them.
     for (sql, kept) in [
         (
             format!("SELECT id FROM {t} WHERE user_id = ?1 AND {live}"),
