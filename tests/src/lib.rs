@@ -1,4 +1,4 @@
-//! End-to-end tests of the `sessions` workspace live in `tests/`; this library compiles the
+//! End-to-end tests of the sessionkit workspace live in `tests/`; this library compiles the
 //! README as doctests. The samples' hidden lines use only published crates
 //! (`sessionkit_tower::testing` sends their requests), so a reader can run any of them.
 //!

@@ -33,7 +33,9 @@ impl App {
         })
         .expect("valid settings")
         .expect("settings, not help");
-        let app = sessionkit_app::build(&config).await.expect("the app starts");
+        let app = sessionkit_app::build(&config)
+            .await
+            .expect("the app starts");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind a loopback port");

@@ -135,8 +135,9 @@ fn from_url_and_spawn_cleanup_outside_a_runtime_are_config_errors() {
             .enable_all()
             .build()
             .unwrap();
-        let backend = runtime
-            .block_on(async { sessionkit_sql::SqliteBackend::from_url("sqlite::memory:").unwrap() });
+        let backend = runtime.block_on(async {
+            sessionkit_sql::SqliteBackend::from_url("sqlite::memory:").unwrap()
+        });
         assert!(matches!(
             backend.spawn_cleanup(Duration::from_secs(1)),
             Err(Error::Config(_))
