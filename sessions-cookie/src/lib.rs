@@ -1,4 +1,4 @@
-//! Cookie-carried sessions for the `sessions` workspace: the default backend.
+//! Cookie-carried sessions for sessionkit: the default backend.
 //!
 //! [`CookieBackend`] keeps the whole session in the cookie: nothing is stored on the server.
 //! The value the client holds is sealed with a key only the server knows:

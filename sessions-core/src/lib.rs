@@ -1,4 +1,4 @@
-//! The contract of the `sessions` workspace: pluggable sessions for tower-based Rust web
+//! The contract of sessionkit: pluggable sessions for tower-based Rust web
 //! stacks (axum, hyper).
 //!
 //! This crate defines what the other crates agree on:

@@ -1,4 +1,4 @@
-//! An in-memory session backend for the `sessions` workspace.
+//! An in-memory session backend for sessionkit.
 //!
 //! [`InMemoryBackend`] keeps records in a map inside the process: nothing to set up, the
 //! fastest backend there is, and the data is gone when the process ends. Use it for tests,

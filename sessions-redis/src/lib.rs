@@ -1,4 +1,4 @@
-//! A Redis session backend for the `sessions` workspace, on
+//! A Redis session backend for sessionkit, on
 //! [deadpool-redis](https://docs.rs/deadpool-redis).
 //!
 //! [`RedisBackend`] stores each session as one Redis string under `<prefix><id>` (prefix

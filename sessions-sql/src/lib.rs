@@ -1,4 +1,4 @@
-//! A SQL session backend for the `sessions` workspace, on [sqlx](https://docs.rs/sqlx):
+//! A SQL session backend for sessionkit, on [sqlx](https://docs.rs/sqlx):
 //! SQLite (embedded, no server), PostgreSQL, and MySQL / MariaDB.
 //!
 //! One type, [`SqlBackend<DB>`](SqlBackend), with the same API on every database, named for

@@ -1,4 +1,4 @@
-//! The main example of the `sessions` workspace: a small axum app with a page that counts
+//! The main example of sessionkit: a small axum app with a page that counts
 //! your visits, lets you log in with a name, shows it, and logs you out.
 //!
 //! ```sh
