@@ -201,14 +201,12 @@ async fn bare_incr() -> String {
 pub(crate) async fn ours_read(
     session: sessionkit_tower::Session,
 ) -> Result<String, sessionkit_tower::Error> {
-    session.load().await?;
     Ok(session.get::<u64>("n")?.unwrap_or(0).to_string())
 }
 
 pub(crate) async fn ours_incr(
     session: sessionkit_tower::Session,
 ) -> Result<String, sessionkit_tower::Error> {
-    session.load().await?;
     let n = session.get::<u64>("n")?.unwrap_or(0) + 1;
     session.insert("n", n)?;
     Ok(n.to_string())

@@ -461,7 +461,6 @@ async fn count(request: Request<()>) -> Result<Response<String>, Infallible> {
             .get::<Session>()
             .cloned()
             .ok_or(Error::MissingLayer)?;
-        session.load().await?;
         let n: u64 = session.get("n")?.unwrap_or(0) + 1;
         session.insert("n", n)?;
         Ok::<_, Error>(n.to_string())

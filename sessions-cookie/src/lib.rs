@@ -121,7 +121,6 @@
 //! }
 //!
 //! async fn log_in(session: &Session, user: &str, generations: &Generations) -> Result<(), Error> {
-//!     session.load().await?;
 //!     session.regenerate_id()?;
 //!     session.set_user(user)?;
 //!     session.insert("generation", generations.current(user))
@@ -130,8 +129,7 @@
 //! /// On every request (a middleware inside the session layer): a session from before the
 //! /// last "sign out everywhere" ends here.
 //! async fn check(session: &Session, generations: &Generations) -> Result<(), Error> {
-//!     session.load().await?;
-//!     if let Some(user) = session.user()? {
+//!     if let Some(user) = session.user() {
 //!         if session.get::<u64>("generation")? != Some(generations.current(&user)) {
 //!             session.delete().await?;
 //!         }
@@ -140,7 +138,7 @@
 //! }
 //!
 //! async fn sign_out_everywhere_else(session: &Session, generations: &Generations) -> Result<(), Error> {
-//!     if let Some(user) = session.user()? {
+//!     if let Some(user) = session.user() {
 //!         session.insert("generation", generations.bump(&user))?;
 //!     }
 //!     Ok(())

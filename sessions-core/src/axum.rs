@@ -1,32 +1,54 @@
-//! The axum integration (feature `axum`): [`Session`] as an extractor, [`Error`] as a response.
+//! The axum integration (feature `axum`): [`Session`] and [`LazySession`] as extractors,
+//! [`Error`] as a response.
 
-use crate::{Error, LoadedSession, Session};
+use crate::{Error, LazySession, Session};
 use axum_core::extract::{FromRequestParts, OptionalFromRequestParts};
 use axum_core::response::{IntoResponse, Response};
 use http::StatusCode;
 use http::request::Parts;
 
-/// `Session` is an extractor: a handler that takes one gets the request's session from the
-/// request's extensions, where the session layer put it; already loaded when the layer has
-/// `autoload` on (so handlers that do not take it never cause a backend call).
-///
-/// Without a session layer around the route (or outside the layer's cookie path) the
-/// rejection is [`Error::MissingLayer`], a 500 whose body says so; a failed autoload is a 500
-/// too, with a `tracing` error. Take `Option<Session>` where a session is optional.
+/// `LazySession` is an extractor: the request's session as the session layer put it into the
+/// request's extensions, not read yet (unless the layer's `autoload` read it). Without a
+/// session layer around the route (or outside the layer's cookie path) the rejection is
+/// [`Error::MissingLayer`], a 500 whose body says so.
+impl<S: Send + Sync> FromRequestParts<S> for LazySession {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<LazySession>()
+            .cloned()
+            .ok_or(Error::MissingLayer)
+    }
+}
+
+/// `Option<LazySession>`: `None` where no session layer covers the request.
+impl<S: Send + Sync> OptionalFromRequestParts<S> for LazySession {
+    type Rejection = Error;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _state: &S,
+    ) -> Result<Option<Self>, Self::Rejection> {
+        Ok(parts.extensions.get::<LazySession>().cloned())
+    }
+}
+
+/// `Session` is an extractor: the request's session, loaded before the handler runs (a
+/// client without a cookie costs no backend call). Without a session layer the rejection is
+/// [`Error::MissingLayer`]; a failed load answers an empty 500 and logs a `tracing` error.
 impl<S: Send + Sync> FromRequestParts<S> for Session {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        match <Session as OptionalFromRequestParts<S>>::from_request_parts(parts, state).await {
-            Ok(Some(session)) => Ok(session),
-            Ok(None) => Err(Error::MissingLayer),
-            Err(error) => Err(error),
-        }
+        let lazy = <LazySession as FromRequestParts<S>>::from_request_parts(parts, state).await?;
+        lazy.load().await
     }
 }
 
-/// `Option<Session>`: `None` where no session layer covers the request; a failed autoload
-/// still rejects.
+/// `Option<Session>`: `None` where no session layer covers the request, the loaded session
+/// otherwise; a failed load still rejects.
 impl<S: Send + Sync> OptionalFromRequestParts<S> for Session {
     type Rejection = Error;
 
@@ -34,43 +56,25 @@ impl<S: Send + Sync> OptionalFromRequestParts<S> for Session {
         parts: &mut Parts,
         _state: &S,
     ) -> Result<Option<Self>, Self::Rejection> {
-        let Some(session) = parts.extensions.get::<Session>().cloned() else {
-            return Ok(None);
-        };
-        if session.policy().autoload {
-            // A failure answers a 500 (and is logged) through `Error`'s `IntoResponse`.
-            session.load().await?;
+        match parts.extensions.get::<LazySession>().cloned() {
+            Some(lazy) => lazy.load().await.map(Some),
+            None => Ok(None),
         }
-        Ok(Some(session))
-    }
-}
-
-/// `LoadedSession` is an extractor: the request's session, loaded before the handler runs.
-/// Rejections are [`Session`]'s: [`Error::MissingLayer`] without a layer, and a failed load as
-/// a 500 (with a `tracing` error).
-impl<S: Send + Sync> FromRequestParts<S> for LoadedSession {
-    type Rejection = Error;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let session = <Session as FromRequestParts<S>>::from_request_parts(parts, state).await?;
-        session.load().await?;
-        Ok(LoadedSession(session))
     }
 }
 
 /// Handlers can return session errors with `?`.
 ///
-/// Mistakes in the application's own code ([`Error::NotLoaded`], [`Error::MissingLayer`],
-/// [`Error::Committed`], [`Error::Config`], [`Error::Unsupported`], [`Error::InvalidUser`])
-/// answer a 500 with the error's full message, which says how to fix it. Storage failures
-/// (the store down, a record that cannot be encoded or decoded, a cookie too large) answer a
-/// 500 with an empty body, exactly as the session layer answers a save that fails, so no
-/// detail of the infrastructure reaches the client; the error is logged with `tracing`.
+/// Mistakes in the application's own code ([`Error::MissingLayer`], [`Error::Committed`],
+/// [`Error::Config`], [`Error::Unsupported`], [`Error::InvalidUser`]) answer a 500 with the
+/// error's full message, which says how to fix it. Storage failures (the store down, a record
+/// that cannot be encoded or decoded, a cookie too large) answer a 500 with an empty body,
+/// exactly as the session layer answers a save that fails, so no detail of the
+/// infrastructure reaches the client; the error is logged with `tracing`.
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         match &self {
-            Error::NotLoaded
-            | Error::MissingLayer
+            Error::MissingLayer
             | Error::Committed
             | Error::Config(_)
             | Error::Unsupported(_)

@@ -1,4 +1,4 @@
-use crate::{Changes, Error, SessionData, SessionHandle, UserSession, unix_now};
+use crate::{Changes, Error, SessionData, DeviceId, UserSession, unix_now};
 use async_trait::async_trait;
 use std::sync::Arc;
 use std::time::Duration;
@@ -199,12 +199,12 @@ pub trait SessionBackend: Send + Sync + 'static {
         Ok(revoked)
     }
 
-    /// End the session of `user` named by `handle` (from
+    /// End the session of `user` whose [`DeviceId`] is `device` (from
     /// [`user_sessions`](SessionBackend::user_sessions)): "sign out this device". `false`
-    /// when `user` has no live session with that handle.
-    async fn revoke_user_session(&self, user: &str, handle: &SessionHandle) -> Result<bool, Error> {
+    /// when `user` has no live session with that device id.
+    async fn revoke_user_session(&self, user: &str, device: &DeviceId) -> Result<bool, Error> {
         for id in self.user_session_ids(user).await? {
-            if handle.is_of(&id) && bound_record(self, &id, user).await?.is_some() {
+            if device.is_of(&id) && bound_record(self, &id, user).await?.is_some() {
                 self.remove(&id).await?;
                 return Ok(true);
             }
@@ -313,8 +313,8 @@ impl<B: SessionBackend + ?Sized> SessionBackend for Arc<B> {
     async fn revoke_user_sessions(&self, user: &str, keep: Option<&str>) -> Result<usize, Error> {
         (**self).revoke_user_sessions(user, keep).await
     }
-    async fn revoke_user_session(&self, user: &str, handle: &SessionHandle) -> Result<bool, Error> {
-        (**self).revoke_user_session(user, handle).await
+    async fn revoke_user_session(&self, user: &str, device: &DeviceId) -> Result<bool, Error> {
+        (**self).revoke_user_session(user, device).await
     }
     fn bind_cookie_name(&self, name: &str) -> Option<Arc<dyn SessionBackend>> {
         (**self).bind_cookie_name(name)

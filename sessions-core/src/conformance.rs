@@ -40,7 +40,7 @@
 //! case prints why and passes. [`run_all`] runs every case in one go instead.
 
 use crate::{
-    Applied, Changes, Error, IdGenerator, SessionBackend, SessionData, SessionHandle, UserSession,
+    Applied, Changes, Error, IdGenerator, SessionBackend, SessionData, DeviceId, UserSession,
 };
 use serde_json::{Value, json};
 use std::collections::HashSet;
@@ -876,12 +876,12 @@ async fn listed<B: SessionBackend>(b: &B, user: &str, case: Case) -> Option<Vec<
     }
 }
 
-fn handles(sessions: &[UserSession]) -> HashSet<SessionHandle> {
-    sessions.iter().map(|s| s.handle.clone()).collect()
+fn handles(sessions: &[UserSession]) -> HashSet<DeviceId> {
+    sessions.iter().map(|s| s.id.clone()).collect()
 }
 
-fn handles_of(ids: &[&String]) -> HashSet<SessionHandle> {
-    ids.iter().map(|id| SessionHandle::of(id)).collect()
+fn handles_of(ids: &[&String]) -> HashSet<DeviceId> {
+    ids.iter().map(|id| DeviceId::of(id)).collect()
 }
 
 async fn gone<B: SessionBackend>(b: &B, id: &str) -> bool {
@@ -962,11 +962,11 @@ async fn user_sessions_listed<H: Harness>(h: &H) {
         .unwrap_or_default();
     assert_eq!(sessions.len(), 2, "{sessions:?}");
     assert_eq!(
-        sessions[0].handle,
-        SessionHandle::of(&second_id),
+        sessions[0].id,
+        DeviceId::of(&second_id),
         "most recent first"
     );
-    assert_eq!(sessions[1].handle, SessionHandle::of(&first_id));
+    assert_eq!(sessions[1].id, DeviceId::of(&first_id));
     assert_eq!(sessions[0].get::<String>("agent").as_deref(), Some("phone"));
     assert_eq!(
         sessions[1].record,
@@ -981,8 +981,8 @@ async fn user_sessions_listed<H: Harness>(h: &H) {
     );
     for session in &sessions {
         assert!(
-            !session.handle.as_str().contains(first_id.as_str())
-                && !session.handle.as_str().contains(second_id.as_str()),
+            !session.id.as_str().contains(first_id.as_str())
+                && !session.id.as_str().contains(second_id.as_str()),
             "a handle gives the id away"
         );
     }
@@ -1077,7 +1077,7 @@ async fn user_revoke_one<H: Harness>(h: &H) {
     let Some((user, ids, others)) = three_of_one_user(&b, Case::UserRevokeOne).await else {
         return;
     };
-    let revoke = |handle: SessionHandle| {
+    let revoke = |handle: DeviceId| {
         let (b, user) = (&b, &user);
         async move {
             b.revoke_user_session(user, &handle)
@@ -1086,14 +1086,14 @@ async fn user_revoke_one<H: Harness>(h: &H) {
         }
     };
     assert!(
-        revoke(SessionHandle::of(&ids[2])).await,
+        revoke(DeviceId::of(&ids[2])).await,
         "the session was not found"
     );
     assert!(gone(&b, &ids[2]).await);
-    assert!(!revoke(SessionHandle::of(&ids[2])).await, "revoked twice");
-    assert!(!revoke(SessionHandle::from("not-a-handle".to_owned())).await);
+    assert!(!revoke(DeviceId::of(&ids[2])).await, "revoked twice");
+    assert!(!revoke(DeviceId::from("not-a-handle".to_owned())).await);
     assert!(
-        !revoke(SessionHandle::of(&others)).await,
+        !revoke(DeviceId::of(&others)).await,
         "another user's session was revoked"
     );
     assert!(b.exists(&others).await.expect("exists failed"));
@@ -1135,7 +1135,7 @@ async fn user_rebinding_moves_the_session<H: Harness>(h: &H) {
         0
     );
     assert!(
-        !b.revoke_user_session(&first, &SessionHandle::of(&id))
+        !b.revoke_user_session(&first, &DeviceId::of(&id))
             .await
             .expect("revoking failed"),
         "revoked as its former user's"

@@ -7,13 +7,6 @@ pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The session's data was used before [`Session::load`](crate::Session::load) finished.
-    #[error(
-        "the session is not loaded: call `session.load().await` before reading or writing it, \
-         or turn on `autoload` in the session layer"
-    )]
-    NotLoaded,
-
     /// The storage backend failed: a server that cannot be reached, a pool that timed out,
     /// a query that was refused. The message says which backend and what it was doing.
     #[error("session backend error: {message}")]
@@ -56,7 +49,8 @@ pub enum Error {
     /// No session layer handled this request, so there is no session to give the handler.
     #[error(
         "no session on this request: wrap the route in `SessionLayer` (if the layer has a cookie \
-         `path`, the request path must be inside it)"
+         `path`, the request path must be inside it); a plain tower service finds the \
+         `LazySession` in the request's extensions"
     )]
     MissingLayer,
 
@@ -64,7 +58,7 @@ pub enum Error {
     /// handler, a streaming body): the change could not reach the store or the client.
     #[error(
         "the session was already saved with its response; change it inside the handler, or \
-         open it again by id with `Session::new` and `commit` it for work after the response"
+         open it again through the layer (`SessionLayer::open`) for work after the response"
     )]
     Committed,
 

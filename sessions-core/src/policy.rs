@@ -30,18 +30,11 @@ pub struct Policy {
     /// On a storage failure, go on with an empty session that is never saved (and log a
     /// warning) instead of failing the request.
     pub fail_open: bool,
-    /// Load the session before handing it to a handler (the axum extractor does), instead of
-    /// leaving [`Session::load`](crate::Session::load) to the handler.
-    pub autoload: bool,
     /// A new session's first lifetime on the server: until its client sends the cookie back,
     /// its record lives at most this long; the first request that comes back with it saves it
     /// once more with the full lifetime. Sessions nobody returns to (a flood, a crawler) then
     /// leave no long-lived records. `None`: new sessions get the full lifetime at once.
     pub probation: Option<Duration>,
-    /// How many bytes the cookie's value may take (what a `Set-Cookie` under the browsers'
-    /// limit leaves after the name and the attributes), when the layer knows: what
-    /// [`Session::fits_in_cookie`](crate::Session::fits_in_cookie) checks against.
-    pub cookie_room: Option<usize>,
 }
 
 fn secs(d: Duration) -> u64 {

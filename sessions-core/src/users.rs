@@ -11,71 +11,71 @@ pub const MAX_USER_LEN: usize = 255;
 
 /// A stand-in for one session's id, safe to show in a page and to send back in a form: it
 /// names the session without letting anyone use it. An id is the bearer credential of its
-/// session; the handle is the first 128 bits of a SHA-256 of the id (with a fixed label),
-/// URL-safe base64, so the same id gives the same handle on every server and the id cannot be
+/// session; the device id is the first 128 bits of a SHA-256 of the id (with a fixed label),
+/// URL-safe base64, so the same id gives the same device id on every server and the id cannot be
 /// recovered from it.
 ///
 /// ```
-/// use sessionkit_core::SessionHandle;
+/// use sessionkit_core::DeviceId;
 ///
-/// let handle = SessionHandle::of("lI5bDcq0dmnNTXk2PtDsX9gAeGK8JcJQ");
-/// assert_eq!(handle.as_str().len(), 22);
-/// assert!(handle.is_of("lI5bDcq0dmnNTXk2PtDsX9gAeGK8JcJQ"));
+/// let device = DeviceId::of("lI5bDcq0dmnNTXk2PtDsX9gAeGK8JcJQ");
+/// assert_eq!(device.as_str().len(), 22);
+/// assert!(device.is_of("lI5bDcq0dmnNTXk2PtDsX9gAeGK8JcJQ"));
 /// // Sent back from a form:
-/// assert_eq!(SessionHandle::from(handle.to_string()), handle);
+/// assert_eq!(DeviceId::from(device.to_string()), device);
 /// ```
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub struct SessionHandle(String);
+pub struct DeviceId(String);
 
-impl SessionHandle {
-    /// The handle of the session `id`.
-    pub fn of(id: &str) -> SessionHandle {
+impl DeviceId {
+    /// The device id of the session `id`.
+    pub fn of(id: &str) -> DeviceId {
         let mut hash = Sha256::new();
         hash.update(b"sessions handle\0");
         hash.update(id.as_bytes());
-        SessionHandle(URL_SAFE_NO_PAD.encode(&hash.finalize()[..16]))
+        DeviceId(URL_SAFE_NO_PAD.encode(&hash.finalize()[..16]))
     }
 
-    /// Whether this is the handle of the session `id`.
+    /// Whether this is the device id of the session `id`.
     pub fn is_of(&self, id: &str) -> bool {
-        *self == SessionHandle::of(id)
+        *self == DeviceId::of(id)
     }
 
-    /// The handle as text.
+    /// The device id as text.
     pub fn as_str(&self) -> &str {
         &self.0
     }
 }
 
-/// A handle as sent back by a client (from a form or a path); one that names no session
+/// A device id as sent back by a client (from a form or a path); one that names no session
 /// simply matches none.
-impl From<String> for SessionHandle {
+impl From<String> for DeviceId {
     fn from(text: String) -> Self {
-        SessionHandle(text)
+        DeviceId(text)
     }
 }
 
-impl fmt::Display for SessionHandle {
+impl fmt::Display for DeviceId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
 }
 
-impl fmt::Debug for SessionHandle {
+impl fmt::Debug for DeviceId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SessionHandle({})", self.0)
+        write!(f, "DeviceId({})", self.0)
     }
 }
 
 /// One live session of a user, as [`SessionBackend::user_sessions`](crate::SessionBackend::user_sessions)
-/// lists it: a handle instead of the id, and the record (its creation, last access and
+/// lists it: a [`DeviceId`] instead of the session id, and the record (its creation, last access and
 /// values, where an application keeps a label such as the browser's user agent).
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub struct UserSession {
     /// Names the session for [`revoke_user_session`](crate::SessionBackend::revoke_user_session)
     /// without giving its id away.
-    pub handle: SessionHandle,
+    pub id: DeviceId,
     /// The stored record.
     pub record: SessionData,
     /// Whether this is the session of the request that asked
@@ -88,7 +88,7 @@ impl UserSession {
     /// The session stored under `id` as `record`.
     pub fn new(id: &str, record: SessionData) -> Self {
         UserSession {
-            handle: SessionHandle::of(id),
+            id: DeviceId::of(id),
             record,
             current: false,
         }
@@ -101,7 +101,7 @@ impl UserSession {
             b.record
                 .last_access_unix()
                 .cmp(&a.record.last_access_unix())
-                .then_with(|| a.handle.0.cmp(&b.handle.0))
+                .then_with(|| a.id.0.cmp(&b.id.0))
         });
     }
 

@@ -39,7 +39,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 use sessionkit_core::{
-    Applied, Changes, Error, IdGenerator, Revision, SessionBackend, SessionData, SessionHandle,
+    Applied, Changes, Error, IdGenerator, Revision, SessionBackend, SessionData, DeviceId,
     UserSession, async_trait,
 };
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -620,13 +620,13 @@ impl SessionBackend for InMemoryBackend {
         Ok(revoked)
     }
 
-    async fn revoke_user_session(&self, user: &str, handle: &SessionHandle) -> Result<bool, Error> {
+    async fn revoke_user_session(&self, user: &str, device: &DeviceId) -> Result<bool, Error> {
         let mut store = self.write_store();
         let now = Instant::now();
         let id = store
             .users
             .get(user)
-            .and_then(|ids| ids.iter().find(|id| handle.is_of(id)).cloned());
+            .and_then(|ids| ids.iter().find(|id| device.is_of(id)).cloned());
         Ok(id
             .and_then(|id| store.drop_record(&id))
             .is_some_and(|r| r.live(now)))

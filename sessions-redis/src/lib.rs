@@ -69,7 +69,7 @@
 //! prunes, in one script, the entries of sessions that expired, were removed or are bound to
 //! someone else now; an entry bound again since it was read stays. Revoking
 //! ([`revoke_user_sessions`](SessionBackend::revoke_user_sessions), all or all but the
-//! current one, and [`revoke_user_session`](SessionBackend::revoke_user_session) by handle)
+//! current one, and [`revoke_user_session`](SessionBackend::revoke_user_session) by device id)
 //! reads each session and deletes it only as read, with the save's compare-and-swap script
 //! (a session rebound in between is left alone), prunes the index, and lists it once more
 //! for sessions that moved to a new id meanwhile (a session moves by entering the index
@@ -151,7 +151,7 @@ use sessionkit_core::serializer::JsonSerializer;
 use sessionkit_core::store::{self, Decoded};
 use sessionkit_core::{
     Applied, Changes, Error, IdGenerator, Revision, Serializer, SessionBackend, SessionData,
-    SessionHandle, UserSession, async_trait,
+    DeviceId, UserSession, async_trait,
 };
 
 /// How a read treats a record the serializer cannot decode (re-exported from `sessionkit-core`).
@@ -893,8 +893,8 @@ impl<S: Serializer> SessionBackend for RedisBackend<S> {
         self.revoke_where(user, |id| Some(id) != keep).await
     }
 
-    async fn revoke_user_session(&self, user: &str, handle: &SessionHandle) -> Result<bool, Error> {
-        Ok(self.revoke_where(user, |id| handle.is_of(id)).await? > 0)
+    async fn revoke_user_session(&self, user: &str, device: &DeviceId) -> Result<bool, Error> {
+        Ok(self.revoke_where(user, |id| device.is_of(id)).await? > 0)
     }
 
     fn generate_id(&self) -> String {

@@ -74,7 +74,7 @@
 //! | a user's session ids ([`user_session_ids`](SessionBackend::user_session_ids)) | `SELECT id FROM t WHERE user_id = ? AND (expires_at IS NULL OR expires_at > ?now)` |
 //! | a user's sessions ([`user_sessions`](SessionBackend::user_sessions)) | `SELECT id, data, version FROM t WHERE user_id = ? AND (expires_at IS NULL OR expires_at > ?now)`; each row decoded as a read decodes it, most recently used first |
 //! | revoke a user's sessions ([`revoke_user_sessions`](SessionBackend::revoke_user_sessions)) | `DELETE FROM t WHERE user_id = ? AND id <> ?keep AND (expires_at IS NULL OR expires_at > ?now)` (without `id <> ?keep` when no session is kept); the count is of live sessions, expired ones are left to the cleanup |
-//! | revoke one ([`revoke_user_session`](SessionBackend::revoke_user_session)) | the user's ids as above, to find the one the handle names, then `DELETE FROM t WHERE user_id = ? AND id = ? AND (expires_at IS NULL OR expires_at > ?now)`: two statements, since the handle is a hash the database cannot compute |
+//! | revoke one ([`revoke_user_session`](SessionBackend::revoke_user_session)) | the user's ids as above, to find the one the device id names, then `DELETE FROM t WHERE user_id = ? AND id = ? AND (expires_at IS NULL OR expires_at > ?now)`: two statements, since the device id is a hash the database cannot compute |
 //!
 //! Creates never overwrite a row and updates never bring back one that was removed or has
 //! expired: the database decides both in the statement that stores the data. On MySQL and
@@ -255,7 +255,7 @@ use sessionkit_core::serializer::JsonSerializer;
 use sessionkit_core::store::{self, Decoded};
 use sessionkit_core::{
     Applied, Changes, Error, IdGenerator, MAX_USER_LEN, Revision, Serializer, SessionBackend,
-    SessionData, SessionHandle, UserSession, async_trait,
+    SessionData, DeviceId, UserSession, async_trait,
 };
 
 /// How a read treats a row the serializer cannot decode (re-exported from `sessionkit-core`).
@@ -1184,11 +1184,11 @@ impl<DB: SqlDatabase, S: Serializer> SessionBackend for SqlBackend<DB, S> {
     }
 
     /// Two statements: the user's ids ([`user_session_ids`](SessionBackend::user_session_ids)),
-    /// among which the handle's is found, then
+    /// among which the device id's is found, then
     /// `DELETE FROM t WHERE user_id = ? AND id = ? AND <live>`.
-    async fn revoke_user_session(&self, user: &str, handle: &SessionHandle) -> Result<bool, Error> {
+    async fn revoke_user_session(&self, user: &str, device: &DeviceId) -> Result<bool, Error> {
         let ids = self.user_session_ids(user).await?;
-        let Some(id) = ids.iter().find(|id| handle.is_of(id)) else {
+        let Some(id) = ids.iter().find(|id| device.is_of(id)) else {
             return Ok(false);
         };
         let shared = &*self.shared;

@@ -1,7 +1,7 @@
 use crate::cookie::Rendered;
 use ::cookie::SameSite;
 use http::header::HeaderValue;
-use sessionkit_core::Policy;
+use sessionkit_core::adapter::Policy;
 use std::time::Duration;
 
 /// Cookie and loading options shared by a layer and its services.
@@ -73,7 +73,6 @@ impl Config {
         policy.absolute = self.absolute;
         policy.refresh_after = self.refresh_after;
         policy.fail_open = self.fail_open;
-        policy.autoload = self.autoload;
         policy.probation = self.probation;
         self.policy = policy;
         self.cookie_name = if self.host_prefix {
@@ -81,23 +80,7 @@ impl Config {
         } else {
             self.name.clone()
         };
-        let rendered = Rendered::new(self);
-        // What a `Set-Cookie` under the browsers' limit leaves for the value: the name, `=`,
-        // the attributes, and room for a longer `Max-Age` of a session's own lifetime.
-        self.policy.cookie_room = Some(
-            crate::MAX_SET_COOKIE_BYTES
-                .saturating_sub(self.cookie_name.len() + 1 + rendered.attributes_len() + 16),
-        );
-        self.rendered = rendered;
-    }
-
-    /// This configuration with the cookie's `Max-Age` set to `max_age` (`None`: a
-    /// browser-session cookie), for a session with a lifetime of its own.
-    pub(crate) fn with_max_age(&self, max_age: Option<Duration>) -> Config {
-        let mut config = self.clone();
-        config.max_age = max_age;
-        config.render();
-        config
+        self.rendered = Rendered::new(self);
     }
 
     /// Whether a request for `path` gets its session loaded before the handler takes it.
@@ -110,10 +93,18 @@ impl Config {
         path_within(path, &self.path)
     }
 
-    /// The `Set-Cookie` value that stores `value` in the client; `None` when `value` cannot
-    /// be a cookie value.
-    pub(crate) fn set_cookie(&self, value: &str) -> Option<HeaderValue> {
-        self.rendered.set(&self.cookie_name, value)
+    /// The `Set-Cookie` value that stores `value` in the client for `max_age` (`None`: a
+    /// browser-session cookie); `None` when `value` cannot be a cookie value.
+    pub(crate) fn set_cookie(&self, value: &str, max_age: Option<Duration>) -> Option<HeaderValue> {
+        if max_age == self.max_age {
+            return self.rendered.set(&self.cookie_name, value);
+        }
+        // A session with a lifetime of its own: its attributes, rendered for this response.
+        let own = Config {
+            max_age,
+            ..self.clone()
+        };
+        Rendered::new(&own).set(&self.cookie_name, value)
     }
 
     /// The `Set-Cookie` value that removes the cookie from the client (same path and domain).
@@ -154,7 +145,7 @@ mod tests {
             ..Config::default()
         };
         config.render();
-        let header = config.set_cookie("abc").unwrap();
+        let header = config.set_cookie("abc", config.max_age).unwrap();
         let header = header.to_str().unwrap();
         for part in [
             "session=abc",
@@ -172,7 +163,7 @@ mod tests {
             ..Config::default()
         };
         browser_session.render();
-        let header = browser_session.set_cookie("abc").unwrap();
+        let header = browser_session.set_cookie("abc", None).unwrap();
         assert!(!header.to_str().unwrap().contains("Max-Age"));
         assert!(!header.to_str().unwrap().contains("Expires"));
         let expired = config.expire_cookie();

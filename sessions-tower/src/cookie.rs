@@ -107,11 +107,6 @@ impl Rendered {
         HeaderValue::try_from(header).ok()
     }
 
-    /// How long the attributes are.
-    pub(crate) fn attributes_len(&self) -> usize {
-        self.attributes.len()
-    }
-
     /// The `Set-Cookie` value that removes the cookie.
     pub(crate) fn removal(&self) -> HeaderValue {
         self.removal.clone()

@@ -1,7 +1,8 @@
 use crate::SessionMiddleware;
 use crate::config::Config;
 use ::cookie::SameSite;
-use sessionkit_core::{Error, SessionBackend};
+use sessionkit_core::adapter::{self, Context, Policy};
+use sessionkit_core::{Error, LazySession, Session, SessionBackend};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,19 +14,35 @@ use tower_layer::Layer;
 /// Defaults: cookie `session`, path `/`, no domain, `Max-Age` 14 days, `Secure`, `HttpOnly`,
 /// `SameSite=Lax`, `autoload` off.
 pub struct SessionLayer<B> {
-    pub(crate) backend: Arc<B>,
-    /// What sessions are stored through: the backend, bound to the cookie's name where the
-    /// backend binds its values to it (see [`SessionBackend::bind_cookie_name`]).
-    pub(crate) sessions: Arc<dyn SessionBackend>,
-    pub(crate) config: Arc<Config>,
+    state: Arc<LayerState<B>>,
+}
+
+/// What a layer, its services and every session they make share.
+pub(crate) struct LayerState<B> {
+    backend: B,
+    /// The backend bound to the cookie's name, where the backend binds its values to it
+    /// (the cookie backend): what sessions are stored through then.
+    bound: Option<Arc<dyn SessionBackend>>,
+    pub(crate) config: Config,
+}
+
+impl<B: SessionBackend> Context for LayerState<B> {
+    fn backend(&self) -> &dyn SessionBackend {
+        match &self.bound {
+            Some(bound) => &**bound,
+            None => &self.backend,
+        }
+    }
+
+    fn policy(&self) -> &Policy {
+        &self.config.policy
+    }
 }
 
 impl<B> Clone for SessionLayer<B> {
     fn clone(&self) -> Self {
         SessionLayer {
-            backend: Arc::clone(&self.backend),
-            sessions: Arc::clone(&self.sessions),
-            config: Arc::clone(&self.config),
+            state: Arc::clone(&self.state),
         }
     }
 }
@@ -34,17 +51,9 @@ impl<B> fmt::Debug for SessionLayer<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SessionLayer")
             .field("backend", &std::any::type_name::<B>())
-            .field("config", &self.config)
+            .field("config", &self.state.config)
             .finish()
     }
-}
-
-/// The backend as the layer's sessions use it: bound to the cookie's name (as sent, with any
-/// `__Host-` prefix) when the backend binds values to names.
-fn bound<B: SessionBackend>(backend: &Arc<B>, config: &Config) -> Arc<dyn SessionBackend> {
-    backend
-        .bind_cookie_name(&config.cookie_name)
-        .unwrap_or_else(|| backend.clone())
 }
 
 /// The rules browsers hold a cookie's attributes to, checked on the whole configuration so
@@ -120,11 +129,6 @@ impl<B: SessionBackend> SessionLayer<B> {
     /// Sessions stored in `backend`, with the default options. For other options, start from
     /// [`builder`](Self::builder).
     pub fn new(backend: B) -> Self {
-        SessionLayer::from_arc(Arc::new(backend))
-    }
-
-    /// Sessions stored in a backend that is already shared, with the default options.
-    pub fn from_arc(backend: Arc<B>) -> Self {
         SessionLayer::with_config(backend, Config::default())
     }
 
@@ -142,31 +146,74 @@ impl<B: SessionBackend> SessionLayer<B> {
     /// # let _ = layer; Ok(()) }
     /// ```
     pub fn builder(backend: B) -> SessionLayerBuilder<B> {
-        SessionLayerBuilder::from_arc(Arc::new(backend))
+        SessionLayerBuilder {
+            backend,
+            config: Config::default(),
+            #[cfg(feature = "regex")]
+            patterns: Vec::new(),
+        }
     }
 
     /// The layer of a configuration that has been checked: the attribute text rendered once,
     /// the backend's own absolute limit applied when the application set none.
-    fn with_config(backend: Arc<B>, mut config: Config) -> Self {
+    fn with_config(backend: B, mut config: Config) -> Self {
         config.render();
         config.policy.absolute = config.absolute.or(backend.default_absolute_timeout());
         SessionLayer {
-            sessions: bound(&backend, &config),
-            backend,
-            config: Arc::new(config),
+            state: Arc::new(LayerState {
+                bound: backend.bind_cookie_name(&config.cookie_name),
+                backend,
+                config,
+            }),
         }
     }
 
-    /// The backend.
+    /// The backend: for what the application asks of it directly, such as an admin ending
+    /// every session of a user.
     pub fn backend(&self) -> &B {
-        &self.backend
+        &self.state.backend
     }
 
-    /// The limits, failure handling and loading this layer's sessions follow: what code
-    /// outside a request (a background task reopening a session by id with
-    /// `Session::with_policy`) needs to save a session as the layer would, its TTL included.
-    pub fn policy(&self) -> sessionkit_core::Policy {
-        self.config.policy
+    /// Open the session stored under `id` outside a request, under this layer's limits:
+    /// work that outlives a response (a task the handler spawned, a job that finishes
+    /// later) and must change the session. Save it with [`save`](Self::save). A session
+    /// that no longer exists opens empty, with no [`id`](Session::id); saving it would store
+    /// a session no client can reach, so check first.
+    ///
+    /// ```
+    /// # use sessionkit_memory::InMemoryBackend; use sessionkit_tower::{Error, SessionLayer};
+    /// async fn report_ready(layer: SessionLayer<InMemoryBackend>, id: String) -> Result<(), Error> {
+    ///     let session = layer.open(&id).await?;
+    ///     if session.id().is_some() {
+    ///         session.insert("report", "ready")?;
+    ///         layer.save(&session).await?;
+    ///     }
+    ///     Ok(())
+    /// }
+    /// ```
+    ///
+    /// (With the cookie backend the session travels in the cookie, which has left with the
+    /// response already: such changes cannot reach the client.)
+    ///
+    /// # Errors
+    ///
+    /// What the backend returns when the read fails.
+    pub async fn open(&self, id: &str) -> Result<Session, Error> {
+        let context: Arc<dyn Context> = self.state.clone();
+        adapter::session(context, Some(Arc::from(id))).load().await
+    }
+
+    /// Save a session [opened](Self::open) outside a request, as the layer saves one with
+    /// its response. A session is saved once: later changes are [`Error::Committed`].
+    ///
+    /// # Errors
+    ///
+    /// What the backend returns when the save fails; [`Error::Committed`] for a session
+    /// saved already (a request's session is saved by the layer, with its response).
+    pub async fn save(&self, session: &Session) -> Result<(), Error> {
+        adapter::commit(&LazySession::from(session.clone()))
+            .await
+            .map(|_| ())
     }
 }
 
@@ -179,17 +226,17 @@ impl<B: SessionBackend> SessionLayer<B> {
 /// fail closed.
 #[must_use = "a builder makes no layer until `build()`"]
 pub struct SessionLayerBuilder<B> {
-    backend: Arc<B>,
+    backend: B,
     config: Config,
     /// The autoload patterns as given: compiled, and so checked, by `build`.
     #[cfg(feature = "regex")]
     patterns: Vec<String>,
 }
 
-impl<B> Clone for SessionLayerBuilder<B> {
+impl<B: Clone> Clone for SessionLayerBuilder<B> {
     fn clone(&self) -> Self {
         SessionLayerBuilder {
-            backend: Arc::clone(&self.backend),
+            backend: self.backend.clone(),
             config: self.config.clone(),
             #[cfg(feature = "regex")]
             patterns: self.patterns.clone(),
@@ -207,16 +254,6 @@ impl<B> fmt::Debug for SessionLayerBuilder<B> {
 }
 
 impl<B: SessionBackend> SessionLayerBuilder<B> {
-    /// Configure a layer for a backend that is already shared.
-    pub fn from_arc(backend: Arc<B>) -> Self {
-        SessionLayerBuilder {
-            backend,
-            config: Config::default(),
-            #[cfg(feature = "regex")]
-            patterns: Vec::new(),
-        }
-    }
-
     /// The layer, once every option has been checked.
     ///
     /// # Errors
@@ -247,12 +284,11 @@ impl<B: SessionBackend> SessionLayerBuilder<B> {
         Ok(SessionLayer::with_config(self.backend, config))
     }
 
-    /// Hand handlers their session already loaded (default: off, as in starsessions: handlers
-    /// call `session.load().await`). The load happens when a handler takes the session (the
-    /// axum extractor), so requests whose handlers never take it never reach the backend. A
-    /// failed load answers 500 and logs a `tracing` error. A plain tower service reads the
-    /// session from the request's extensions and calls `load` itself either way (a second
-    /// `load` does nothing).
+    /// Load every request's session before the inner service runs (default: off, as in
+    /// starsessions: nothing is read until code asks). Handlers that take [`Session`] get it
+    /// loaded either way; autoload reads it also for routes that don't take it, and for
+    /// middleware and plain tower services that hold the [`LazySession`]. A failed load
+    /// answers an empty 500 and logs a `tracing` error before the inner service runs.
     pub fn with_autoload(mut self, autoload: bool) -> Self {
         self.config.autoload = autoload;
         self
@@ -260,11 +296,10 @@ impl<B: SessionBackend> SessionLayerBuilder<B> {
 
     /// Autoload on chosen routes: requests whose path is one of `prefixes` or below it
     /// (`/account` covers `/account` and `/account/orders`, not `/accounts`) get their session
-    /// loaded when a handler takes it, as [`with_autoload`](Self::with_autoload) does for all;
-    /// requests on other routes keep the explicit `load().await`. starsessions'
-    /// `SessionAutoloadMiddleware(paths=[...])`. The path is the one the client asked for
-    /// (under `Router::nest`, axum's `OriginalUri`). Replaces the prefixes set before. Each
-    /// must start with `/` ([`build`](Self::build) checks).
+    /// loaded before the inner service runs, as [`with_autoload`](Self::with_autoload) does
+    /// for all; starsessions' `SessionAutoloadMiddleware(paths=[...])`. The path is the one
+    /// the client asked for (under `Router::nest`, axum's `OriginalUri`). Replaces the
+    /// prefixes set before. Each must start with `/` ([`build`](Self::build) checks).
     pub fn with_autoload_paths<I, P>(mut self, prefixes: I) -> Self
     where
         I: IntoIterator<Item = P>,
@@ -418,10 +453,7 @@ impl<S, B> Layer<S> for SessionLayer<B> {
     type Service = SessionMiddleware<S, B>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        SessionMiddleware {
-            inner,
-            layer: Arc::new(self.clone()),
-        }
+        SessionMiddleware::new(inner, Arc::clone(&self.state))
     }
 }
 
@@ -437,9 +469,9 @@ mod tests {
     #[test]
     fn every_option_reaches_the_policy_the_sessions_follow() {
         let layer = SessionLayer::new(InMemoryBackend::new());
-        assert!(!layer.config.policy.autoload);
+        assert!(!layer.state.config.autoloads("/"));
         assert_eq!(
-            layer.config.policy.max_age,
+            layer.state.config.policy.max_age,
             Some(Duration::from_secs(14 * 86_400))
         );
         let layer = builder()
@@ -451,8 +483,8 @@ mod tests {
             .with_max_age(Duration::ZERO)
             .build()
             .unwrap();
-        let policy = &layer.config.policy;
-        assert!(policy.autoload, "a later option kept the earlier one");
+        let policy = &layer.state.config.policy;
+        assert!(layer.state.config.autoloads("/"), "a later option kept the earlier one");
         assert_eq!(policy.idle, Some(Duration::from_secs(60)));
         assert_eq!(policy.absolute, Some(Duration::from_secs(3_600)));
         assert_eq!(policy.refresh_after, Some(Duration::from_secs(10)));
@@ -473,14 +505,14 @@ mod tests {
             .with_http_only(false)
             .build()
             .unwrap();
-        let header = layer.config.set_cookie("v").unwrap();
+        let header = layer.state.config.set_cookie("v", layer.state.config.max_age).unwrap();
         let header = header.to_str().unwrap();
         for part in ["id=v", "Path=/app", "Domain=example.com", "SameSite=Strict"] {
             assert!(header.contains(part), "{header} lacks {part}");
         }
         assert!(!header.contains("HttpOnly"), "{header}");
         let host = builder().with_host_prefix().build().unwrap();
-        assert_eq!(host.config.cookie_name, "__Host-session");
+        assert_eq!(host.state.config.cookie_name, "__Host-session");
     }
 
     fn config_error<T>(result: Result<T, Error>) -> String {
@@ -518,8 +550,8 @@ mod tests {
             .with_autoload_patterns([r"^/shop/\d+$"])
             .build()
             .unwrap();
-        assert!(layer.config.autoloads("/shop/12"));
-        assert!(!layer.config.autoloads("/shop/x"));
+        assert!(layer.state.config.autoloads("/shop/12"));
+        assert!(!layer.state.config.autoloads("/shop/x"));
     }
 
     #[test]

@@ -1,10 +1,10 @@
 //! Session middleware for tower, axum and hyper, over any storage backend.
 //!
-//! [`SessionLayer`] gives every request a [`Session`] read from the request's cookie, puts it
-//! into the request's extensions, and saves it when the response goes out. Pick the backend
-//! crate you need (`sessionkit-memory`, `sessionkit-cookie`, `sessionkit-redis`, `sessionkit-sql`) or
-//! write one against `sessionkit-core`; the session calls it through `Arc<dyn SessionBackend>`,
-//! one boxed future per backend call.
+//! [`SessionLayer`] gives every request its session, read from the request's cookie when a
+//! handler asks for it, and saves it when the response goes out. Pick the backend crate you
+//! need (`sessionkit-memory`, `sessionkit-cookie`, `sessionkit-redis`, `sessionkit-sql`) or
+//! write one against `sessionkit-core`. This crate re-exports everything a handler or a test
+//! names, so an application depends on it and one backend crate.
 //!
 //! ```
 //! use axum::{Router, routing::get};
@@ -12,9 +12,8 @@
 //! use sessionkit_tower::{Error, Session, SessionLayer};
 //!
 //! async fn count(session: Session) -> Result<String, Error> {
-//!     session.load().await?; // required unless `autoload` is on
 //!     let n: u64 = session.get("n")?.unwrap_or(0) + 1;
-//!     session.insert("n", n)?;
+//!     session.insert("n", n)?; // saved when the response goes out
 //!     Ok(n.to_string())
 //! }
 //!
@@ -25,13 +24,28 @@
 //!
 //! # Loading
 //!
-//! Nothing is read from the backend until the handler calls
-//! [`session.load().await`](Session::load); reading or writing before that is
-//! [`Error::NotLoaded`]. Requests that never touch the session cost no backend call at all.
-//! [`with_autoload(true)`](SessionLayerBuilder::with_autoload) hands handlers the session already
-//! loaded instead. The load happens when a handler takes the session, so routes that never
-//! take it never reach the backend; if the load fails the handler is not called and the
-//! response is a 500:
+//! A handler that takes [`Session`] gets it loaded: the extractor reads it from the backend
+//! before the handler runs (a client without a cookie costs no backend call). A request whose
+//! handler doesn't take it costs no backend call at all. Middleware, and routes that read the
+//! session only sometimes, take the [`LazySession`] instead, whose only way to the data is
+//! [`load().await`](LazySession::load), so no code can read a session that was never loaded:
+//!
+//! ```
+//! use axum::{extract::Request, middleware::Next, response::Response};
+//! use sessionkit_tower::{Error, LazySession};
+//!
+//! async fn only_for_admin_paths(session: LazySession, req: Request, next: Next) -> Result<Response, Error> {
+//!     if req.uri().path().starts_with("/admin") {
+//!         let user: Option<String> = session.load().await?.get("user")?;
+//!         // ... refuse the request when `user` is not an admin ...
+//!     }
+//!     Ok(next.run(req).await)
+//! }
+//! ```
+//!
+//! With [`with_autoload(true)`](SessionLayerBuilder::with_autoload) (or for chosen paths, as
+//! in starsessions) the layer loads every request's session before the inner service runs;
+//! a failed load answers a 500 there:
 //!
 //! ```
 //! # use sessionkit_memory::InMemoryBackend; use sessionkit_tower::SessionLayer;
@@ -89,8 +103,8 @@
 //! - Responses that used the session get `Vary: Cookie`.
 //! - A failed save turns the response into an empty 500 and logs a `tracing` error; the
 //!   client never gets a half-written cookie. Every storage failure answers the same way: a
-//!   failed load in `LoadSessionLayer` or an extractor, and a storage error a handler
-//!   returns with `?` (the application's own mistakes, such as `NotLoaded`, answer a 500
+//!   failed load in an extractor or in autoload, and a storage error a handler returns with
+//!   `?` (the application's own mistakes, such as a route outside the layer, answer a 500
 //!   whose body says how to fix them).
 //! - A server error response (5xx) saves nothing: a handler that failed halfway, or panicked
 //!   under tower-http's `CatchPanic` inside the layer, may have made half of its changes, and
@@ -98,8 +112,8 @@
 //!   already done stays done: it removed the record when it was called.
 //! - Once the response is ready the session is committed: a clone changed later (by a task
 //!   the handler spawned, or a streaming body) gets [`Error::Committed`] instead of losing the
-//!   change silently. Background work that must change the session opens it again by id; see
-//!   [`Session`].
+//!   change silently. Work after the response opens the session again through the layer:
+//!   [`SessionLayer::open`] and [`SessionLayer::save`].
 //!
 //! # Without axum
 //!
@@ -107,28 +121,27 @@
 //! service, which finds the session in the request's extensions:
 //!
 //! ```
-//! # use sessionkit_memory::InMemoryBackend; use sessionkit_tower::{Error, Session, SessionLayer};
+//! # use sessionkit_memory::InMemoryBackend; use sessionkit_tower::{Error, LazySession, SessionLayer};
 //! use tower::{ServiceBuilder, service_fn};
 //!
 //! let service = ServiceBuilder::new()
 //!     .layer(SessionLayer::new(InMemoryBackend::new()))
 //!     .service(service_fn(|req: http::Request<String>| async move {
-//!         let session = req.extensions().get::<Session>().cloned().ok_or(Error::MissingLayer)?;
-//!         session.load().await?;
-//!         let n: u64 = session.get("n")?.unwrap_or(0);
+//!         let lazy = req.extensions().get::<LazySession>().cloned().ok_or(Error::MissingLayer)?;
+//!         let n: u64 = lazy.load().await?.get("n")?.unwrap_or(0);
 //!         Ok::<_, Error>(http::Response::new(n.to_string()))
 //!     }));
 //! ```
 //!
-//! The session is a handle (one `Arc`): clones share it, so middleware between the layer and
-//! the handler, a spawned `next.run(req)`, or a task the handler starts all see the same
+//! The session is shared (one `Arc`): clones see the same session, so middleware between the
+//! layer and the handler, a spawned `next.run(req)`, or a task the handler starts all see the
 //! session the layer saves.
 //!
 //! # Features
 //!
 //! | feature | default | what it adds |
 //! |---|---|---|
-//! | `axum` | on | [`Session`] as an axum extractor, [`Error`] as an axum response |
+//! | `axum` | on | [`Session`] and [`LazySession`] as axum extractors, [`Error`] as an axum response, the [`testing`] client |
 //! | `cookie-backend` | on | [`SessionLayer::with_secret_key`]: signed cookie sessions from `sessionkit-cookie` |
 //! | `regex` | off | `SessionLayerBuilder::with_autoload_patterns`: autoload on routes matching regular expressions |
 //!
@@ -154,17 +167,15 @@
 
 mod config;
 mod cookie;
-mod future;
 mod layer;
-mod load;
 mod service;
 pub mod testing;
 
-pub use future::{MAX_SET_COOKIE_BYTES, ResponseFuture};
 pub use layer::{SessionLayer, SessionLayerBuilder};
-pub use load::{LoadSession, LoadSessionLayer};
-pub use service::SessionMiddleware;
-pub use sessionkit_core::{Commit, Error, Lifetime, LoadedSession, Session, SessionBackend};
+pub use service::{MAX_SET_COOKIE_BYTES, ResponseFuture, SessionMiddleware};
+pub use sessionkit_core::{
+    DeviceId, Error, LazySession, Lifetime, Session, SessionBackend, SessionId, UserSession,
+};
 
 #[cfg(feature = "cookie-backend")]
 pub use sessionkit_cookie::CookieBackend;

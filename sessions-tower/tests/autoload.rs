@@ -1,19 +1,22 @@
-//! Autoload on chosen routes: path prefixes, regular expressions, and `LoadSessionLayer` under
-//! `route_layer`. Other routes keep the explicit `load().await` (an unloaded read there is
-//! `NotLoaded`).
+//! Autoload on chosen routes: path prefixes and regular expressions. The layer loads the
+//! session of those routes before the inner service runs; on other routes a handler holding
+//! the `LazySession` finds it not loaded.
 
 use axum::Router;
 use axum::body::Body;
 use axum::routing::get;
 use http::{Request, StatusCode};
 use sessionkit_memory::InMemoryBackend;
-use sessionkit_tower::{Error, LoadSessionLayer, Session, SessionLayer};
+use sessionkit_tower::{LazySession, SessionLayer};
 use tower::ServiceExt;
 
-/// Reads the session without loading it: 200 when it was autoloaded, 500 NotLoaded when not.
-async fn unloaded_read(session: Session) -> Result<&'static str, Error> {
-    session.get::<u64>("n")?;
-    Ok("loaded")
+/// Whether the layer loaded the session before the handler ran: 200 when it did, 409 when not.
+async fn unloaded_read(session: LazySession) -> StatusCode {
+    if session.is_loaded() {
+        StatusCode::OK
+    } else {
+        StatusCode::CONFLICT
+    }
 }
 
 fn routes() -> Router {
@@ -51,9 +54,9 @@ async fn prefixes_autoload_their_routes_and_no_others() {
     assert_eq!(status(&app, "/account/orders").await, StatusCode::OK);
     assert_eq!(
         status(&app, "/accounts").await,
-        StatusCode::INTERNAL_SERVER_ERROR
+        StatusCode::CONFLICT
     );
-    assert_eq!(status(&app, "/").await, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(status(&app, "/").await, StatusCode::CONFLICT);
 }
 
 #[tokio::test]
@@ -67,11 +70,11 @@ async fn patterns_autoload_matching_routes_and_no_others() {
     assert_eq!(status(&app, "/shop/42").await, StatusCode::OK);
     assert_eq!(
         status(&app, "/shop/x").await,
-        StatusCode::INTERNAL_SERVER_ERROR
+        StatusCode::CONFLICT
     );
     assert_eq!(
         status(&app, "/account").await,
-        StatusCode::INTERNAL_SERVER_ERROR
+        StatusCode::CONFLICT
     );
 }
 
@@ -87,8 +90,8 @@ async fn prefixes_and_patterns_together_and_bad_ones_refused() {
     for (path, expected) in [
         ("/account/orders", StatusCode::OK),
         ("/shop/42", StatusCode::OK),
-        ("/accounts", StatusCode::INTERNAL_SERVER_ERROR),
-        ("/", StatusCode::INTERNAL_SERVER_ERROR),
+        ("/accounts", StatusCode::CONFLICT),
+        ("/", StatusCode::CONFLICT),
     ] {
         assert_eq!(status(&app, path).await, expected, "{path}");
     }
@@ -104,15 +107,4 @@ async fn prefixes_and_patterns_together_and_bad_ones_refused() {
             .build()
             .is_err()
     );
-}
-
-#[tokio::test]
-async fn load_session_layer_loads_for_the_routes_it_wraps() {
-    let app = Router::new()
-        .route("/account", get(unloaded_read))
-        .route_layer(LoadSessionLayer)
-        .route("/", get(unloaded_read))
-        .layer(SessionLayer::new(InMemoryBackend::new()));
-    assert_eq!(status(&app, "/account").await, StatusCode::OK);
-    assert_eq!(status(&app, "/").await, StatusCode::INTERNAL_SERVER_ERROR);
 }

@@ -11,13 +11,12 @@ use axum::routing::get;
 use http::{StatusCode, header};
 use sessionkit_core::SessionBackend;
 use sessionkit_memory::InMemoryBackend;
-use sessionkit_tower::{Error, Session, SessionLayer};
+use sessionkit_tower::{Error, LazySession, Session, SessionLayer};
 use std::sync::Arc;
 use tokio::sync::oneshot;
 use tower::{ServiceBuilder, ServiceExt, service_fn};
 
 async fn count(session: Session) -> Result<String, Error> {
-    session.load().await?;
     let n: u64 = session.get("n")?.unwrap_or(0) + 1;
     session.insert("n", n)?;
     Ok(n.to_string())
@@ -153,7 +152,6 @@ async fn a_write_after_the_response_is_an_error_not_a_silent_loss() {
         let tx = tx.lock().unwrap().take().unwrap();
         let wait = wait.lock().unwrap().take().unwrap();
         async move {
-            session.load().await?;
             session.insert("n", 1)?;
             tokio::spawn(async move {
                 let _ = wait.await;
@@ -179,13 +177,12 @@ async fn a_plain_tower_service_reads_the_session_from_the_extensions() {
     let service = ServiceBuilder::new()
         .layer(SessionLayer::new(InMemoryBackend::new()))
         .service(service_fn(|req: http::Request<String>| async move {
-            let session = req
+            let lazy = req
                 .extensions()
-                .get::<Session>()
+                .get::<LazySession>()
                 .cloned()
                 .ok_or(Error::MissingLayer)?;
-            session.load().await?;
-            session.insert("seen", true)?;
+            lazy.load().await?.insert("seen", true)?;
             Ok::<_, Error>(http::Response::new(String::from("ok")))
         }));
     let res = service
@@ -204,7 +201,6 @@ async fn a_server_error_saves_none_of_the_handlers_changes() {
         .route(
             "/fail",
             get(|session: Session| async move {
-                session.load().await?;
                 session.insert("n", 100)?;
                 Ok::<_, Error>((StatusCode::SERVICE_UNAVAILABLE, "try later"))
             }),
@@ -233,7 +229,6 @@ async fn a_handler_that_panics_under_catch_panic_inside_the_layer_saves_nothing(
         .route(
             "/panic",
             get(|session: Session| async move {
-                session.load().await.unwrap();
                 session.insert("n", 100).unwrap();
                 if session.get::<u64>("n").unwrap() == Some(100) {
                     panic!("the handler failed halfway");
@@ -260,8 +255,8 @@ async fn a_request_dropped_before_the_handler_answers_discards_the_session() {
         .service(service_fn(move |req: http::Request<String>| {
             let seen_tx = seen_tx.clone();
             async move {
-                let session = req.extensions().get::<Session>().cloned().unwrap();
-                session.load().await?;
+                let lazy = req.extensions().get::<LazySession>().cloned().unwrap();
+                let session = lazy.load().await?;
                 if let Some(tx) = seen_tx.lock().unwrap().take() {
                     let _ = tx.send(session);
                 }
@@ -273,89 +268,45 @@ async fn a_request_dropped_before_the_handler_answers_discards_the_session() {
     let session = seen_rx.await.unwrap();
     request.abort();
     let _ = request.await;
-    assert!(session.is_committed());
     assert!(matches!(session.insert("n", 1), Err(Error::Committed)));
 }
 
 /// The backend a layer was built on is the one its sessions use.
 #[tokio::test]
 async fn sessions_are_stored_in_the_layers_own_backend() {
-    let backend = Arc::new(InMemoryBackend::new());
-    let app = Router::new()
-        .route("/", get(count))
-        .layer(SessionLayer::from_arc(Arc::clone(&backend)));
+    let layer = SessionLayer::new(InMemoryBackend::new());
+    let app = Router::new().route("/", get(count)).layer(layer.clone());
     let (_, cookie, _) = send(&app, "/", None).await;
     let cookie = cookie.unwrap();
     let id = cookie.split_once('=').unwrap().1;
-    assert!(backend.exists(id).await.unwrap());
+    assert!(layer.backend().exists(id).await.unwrap());
 }
 
 #[tokio::test]
-async fn a_handler_that_commits_or_discards_the_session_itself_keeps_its_response() {
-    let app = Router::new()
-        .route(
-            "/discard",
-            get(|session: Session| async move {
-                session.load().await?;
-                session.insert("n", 1)?;
-                session.discard();
-                Ok::<_, Error>("discarded")
-            }),
-        )
-        .layer(SessionLayer::new(InMemoryBackend::new()));
-    let (status, cookie, body) = send(&app, "/discard", None).await;
-    assert_eq!(
-        (status, cookie, body.as_str()),
-        (StatusCode::OK, None, "discarded")
-    );
-}
-
-#[tokio::test]
-async fn the_layers_policy_is_what_background_work_saves_under() {
+async fn background_work_opens_and_saves_a_session_through_the_layer() {
     let layer = SessionLayer::builder(InMemoryBackend::new())
         .with_max_age(std::time::Duration::from_secs(60))
-        .with_idle_timeout(std::time::Duration::from_secs(30))
         .build()
         .unwrap();
-    let policy = layer.policy();
-    assert_eq!(policy.max_age, Some(std::time::Duration::from_secs(60)));
-    assert_eq!(policy.idle, Some(std::time::Duration::from_secs(30)));
-}
+    let app = Router::new().route("/", get(count)).layer(layer.clone());
+    let (_, cookie, _) = send(&app, "/", None).await;
+    let cookie = cookie.unwrap();
+    let id = cookie.split_once('=').unwrap().1;
 
-/// A handler can check before the response that a cookie session will fit, and store less.
-#[tokio::test]
-async fn a_handler_can_check_that_a_cookie_session_fits() {
-    async fn store(session: Session, size: axum::extract::Path<usize>) -> Result<String, Error> {
-        session.load().await?;
-        session.insert("blob", "x".repeat(size.0))?;
-        if session.fits_in_cookie()? {
-            Ok("fits".to_owned())
-        } else {
-            session.remove("blob")?;
-            session.insert("blob", "stored elsewhere")?;
-            Ok("too large".to_owned())
-        }
-    }
-    let cookie_app = Router::new().route("/{size}", get(store)).layer(
-        SessionLayer::with_secret_key("a secret for the size check test, 32+ bytes").unwrap(),
+    let session = layer.open(id).await.unwrap();
+    assert_eq!(session.id().unwrap().expose(), id);
+    assert_eq!(session.get::<u64>("n").unwrap(), Some(1));
+    session.insert("n", 10).unwrap();
+    layer.save(&session).await.unwrap();
+    assert!(
+        matches!(session.insert("n", 11), Err(Error::Committed)),
+        "saved once"
     );
-    let (status, cookie, body) = send(&cookie_app, "/100", None).await;
-    assert_eq!((status, body.as_str()), (StatusCode::OK, "fits"));
-    assert!(cookie.is_some());
-    // Too large, and said so in time: the handler stored less, and the response is a 200
-    // with a cookie instead of a 500.
-    let (status, cookie, body) = send(&cookie_app, "/5000", None).await;
-    assert_eq!((status, body.as_str()), (StatusCode::OK, "too large"));
-    assert!(cookie.is_some());
-    // Close to the limit: whatever the check says, the save agrees with it.
-    for size in [2_800, 2_900, 3_000, 3_100] {
-        let (status, _, body) = send(&cookie_app, &format!("/{size}"), None).await;
-        assert_eq!(status, StatusCode::OK, "{size}: {body}");
-    }
-    // Server-side stores always fit: the cookie holds an id.
-    let memory_app = Router::new()
-        .route("/{size}", get(store))
-        .layer(SessionLayer::new(InMemoryBackend::new()));
-    let (_, _, body) = send(&memory_app, "/100000", None).await;
-    assert_eq!(body, "fits");
+    assert!(matches!(layer.save(&session).await, Err(Error::Committed)));
+    let (_, _, body) = send(&app, "/", Some(&cookie)).await;
+    assert_eq!(body, "11", "the request sees what the background work saved");
+
+    // An id that names nothing opens empty and unstored.
+    let missing = layer.open("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA").await.unwrap();
+    assert!(missing.id().is_none() && missing.is_empty());
 }

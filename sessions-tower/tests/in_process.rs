@@ -5,11 +5,10 @@ use axum::body::Body;
 use axum::routing::get;
 use http::{Request, StatusCode, header};
 use sessionkit_memory::InMemoryBackend;
-use sessionkit_tower::{Error, Session, SessionLayer};
+use sessionkit_tower::{Error, LazySession, Session, SessionLayer};
 use tower::ServiceExt;
 
 async fn count(session: Session) -> Result<String, Error> {
-    session.load().await?;
     let n: u64 = session.get("n")?.unwrap_or(0) + 1;
     session.insert("n", n)?;
     Ok(n.to_string())
@@ -20,8 +19,12 @@ fn app(layer: SessionLayer<InMemoryBackend>) -> Router {
         .route("/count", get(count))
         .route("/plain", get(|| async { "plain" }))
         .route(
-            "/unloaded",
-            get(|s: Session| async move { s.get::<u64>("n").map(|_| "read") }),
+            "/read",
+            get(|s: Session| async move { s.get::<u64>("n").map(|n| format!("{n:?}")) }),
+        )
+        .route(
+            "/lazy",
+            get(|s: LazySession| async move { if s.is_loaded() { "loaded" } else { "lazy" } }),
         )
         .layer(layer)
 }
@@ -71,11 +74,15 @@ async fn untouched_session_costs_no_headers() {
 }
 
 #[tokio::test]
-async fn reading_before_load_is_not_loaded() {
+async fn a_handler_taking_the_session_reads_it_loaded_without_autoload() {
     let app = app(SessionLayer::new(InMemoryBackend::new()));
-    let res = send(&app, "/unloaded", None).await;
-    assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
-    assert!(text(res).await.contains("load()"));
+    let first = send(&app, "/count", None).await;
+    let cookie = set_cookie(&first).unwrap();
+    let res = send(&app, "/read", Some(&cookie)).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(text(res).await, "Some(1)");
+    let res = send(&app, "/lazy", Some(&cookie)).await;
+    assert_eq!(text(res).await, "lazy", "no autoload: the lazy session is not read");
 }
 
 #[tokio::test]
@@ -86,8 +93,9 @@ async fn autoload_loads_before_the_handler() {
         .unwrap());
     let first = send(&app, "/count", None).await;
     let cookie = set_cookie(&first).unwrap();
-    let res = send(&app, "/unloaded", Some(&cookie)).await;
-    assert_eq!(res.status(), StatusCode::OK);
-    let res = send(&app, "/unloaded", None).await;
-    assert_eq!(res.status(), StatusCode::OK);
+    for cookie in [Some(cookie.as_str()), None] {
+        let res = send(&app, "/lazy", cookie).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(text(res).await, "loaded");
+    }
 }

@@ -1,4 +1,4 @@
-//! A handler as it reads after a port from tower-sessions: `LoadedSession` instead of
+//! A handler as it reads after a port from tower-sessions: `Session` instead of
 //! tower-sessions' `Session`, the `.await`s on accessors gone, `cycle_id` as `regenerate_id`,
 //! `remove::<T>` as `take::<T>`, `flush` as `delete`. It works on the first request, with no
 //! `load()` to forget.
@@ -9,23 +9,23 @@ use axum::routing::{get, post};
 use http::{Request, StatusCode, header::COOKIE};
 use sessionkit_memory::InMemoryBackend;
 use sessionkit_tower::testing::cookie_from;
-use sessionkit_tower::{Error, LoadedSession, SessionLayer};
+use sessionkit_tower::{Error, Session, SessionLayer};
 use tower::ServiceExt;
 
-async fn login(session: LoadedSession) -> Result<&'static str, Error> {
+async fn login(session: Session) -> Result<&'static str, Error> {
     session.regenerate_id()?; // tower-sessions: session.cycle_id().await?
     session.insert("user_id", 42)?; // session.insert("user_id", 42).await?
     session.insert("flash", "welcome")?;
     Ok("logged in")
 }
 
-async fn home(session: LoadedSession) -> Result<String, Error> {
+async fn home(session: Session) -> Result<String, Error> {
     let user: Option<u64> = session.get("user_id")?; // session.get("user_id").await?
     let flash: Option<String> = session.take("flash")?; // session.remove("flash").await?
     Ok(format!("{user:?} {flash:?}"))
 }
 
-async fn logout(session: LoadedSession) -> Result<&'static str, Error> {
+async fn logout(session: Session) -> Result<&'static str, Error> {
     session.delete().await?; // session.flush().await?
     Ok("bye")
 }

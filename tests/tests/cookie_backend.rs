@@ -204,7 +204,6 @@ fn fill_app(backend: CookieBackend) -> axum::Router {
     use axum::extract::Path;
     use sessionkit_tower::{Error, Session};
     async fn fill(session: Session, Path(len): Path<usize>) -> Result<&'static str, Error> {
-        session.load().await?;
         session.insert("fill", "x".repeat(len))?;
         Ok("filled")
     }

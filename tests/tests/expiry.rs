@@ -18,10 +18,9 @@ async fn pause(ms: u64) {
 /// The counter app plus a route that reports the session's clock.
 fn clock_app<B: sessionkit_core::SessionBackend>(layer: SessionLayer<B>) -> Router {
     async fn clock(session: Session) -> Result<String, Error> {
-        session.load().await?;
-        let remaining = session.remaining()?.map_or(u64::MAX, |d| d.as_secs());
-        let age = session.created()?.elapsed().map_or(0, |d| d.as_secs());
-        let idle = session.last_access()?.elapsed().map_or(0, |d| d.as_secs());
+        let remaining = session.remaining().map_or(u64::MAX, |d| d.as_secs());
+        let age = session.created().elapsed().map_or(0, |d| d.as_secs());
+        let idle = session.last_access().elapsed().map_or(0, |d| d.as_secs());
         Ok(format!("{remaining} {age} {idle}"))
     }
     routes().route("/clock", get(clock)).layer(layer)

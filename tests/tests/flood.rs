@@ -24,7 +24,6 @@ fn app<B: SessionBackend>(backend: B) -> Router {
         .route(
             "/visit",
             get(|session: Session| async move {
-                session.load().await?;
                 let n: u64 = session.get("n")?.unwrap_or(0) + 1;
                 session.insert("n", n)?;
                 Ok::<_, Error>(n.to_string())
@@ -33,7 +32,6 @@ fn app<B: SessionBackend>(backend: B) -> Router {
         .route(
             "/read",
             get(|session: Session| async move {
-                session.load().await?;
                 Ok::<_, Error>(session.get::<u64>("n")?.unwrap_or(0).to_string())
             }),
         )

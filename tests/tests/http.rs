@@ -36,7 +36,7 @@ async fn counter_survives_across_requests() {
 }
 
 #[tokio::test]
-async fn reading_before_load_is_not_loaded_error() {
+async fn a_lazy_session_never_loaded_costs_no_backend_call_and_sets_nothing() {
     let backend = CountingBackend::new();
     let server = Server::start(app(SessionLayer::new(backend.clone()))).await;
     let client = plain();
@@ -45,34 +45,16 @@ async fn reading_before_load_is_not_loaded_error() {
     let calls = backend.calls();
 
     for cookie in [None, Some(cookie.as_str())] {
-        let reply = send(&client, &server.url("/read-unloaded"), cookie).await;
-        assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
-        assert_eq!(reply.body, Error::NotLoaded.to_string());
-        assert!(
-            reply.body.contains("session.load().await"),
-            "{}",
-            reply.body
-        );
-        assert!(reply.body.contains("autoload"), "{}", reply.body);
+        let reply = send(&client, &server.url("/lazy"), cookie).await;
+        reply.assert_ok("untouched");
         assert!(reply.set_cookies.is_empty(), "{:?}", reply.set_cookies);
+        assert!(reply.vary.is_empty(), "untouched: no Vary, {:?}", reply.vary);
     }
     assert_eq!(
         backend.calls(),
         calls,
-        "a failed read must not reach the backend"
+        "a session nobody loaded must not reach the backend"
     );
-}
-
-#[tokio::test]
-async fn writing_before_load_is_not_loaded_error() {
-    let backend = CountingBackend::new();
-    let server = Server::start(app(SessionLayer::new(backend.clone()))).await;
-    let reply = send(&plain(), &server.url("/write-unloaded"), None).await;
-    assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
-    assert_eq!(reply.body, Error::NotLoaded.to_string());
-    assert!(reply.set_cookies.is_empty(), "{:?}", reply.set_cookies);
-    assert_eq!(backend.writes(), 0);
-    assert!(backend.store.is_empty());
 }
 
 #[tokio::test]
@@ -92,7 +74,7 @@ async fn load_is_idempotent() {
     assert_eq!(
         backend.reads(),
         reads + 1,
-        "three load() calls, one backend read"
+        "three loads, one backend read"
     );
     send(&client, &server.url("/get"), Some(&cookie))
         .await
@@ -458,12 +440,10 @@ async fn no_vary_on_responses_that_did_not_use_the_session() {
 
 #[tokio::test]
 async fn vary_cookie_joins_the_handlers_own_vary() {
-    let own_vary = get(|session: Session| async move {
-        session.load().await?;
+    let own_vary = get(|_session: Session| async move {
         Ok::<_, Error>(([(VARY, "Accept-Encoding")], "own vary").into_response())
     });
-    let already_cookie = get(|session: Session| async move {
-        session.load().await?;
+    let already_cookie = get(|_session: Session| async move {
         Ok::<_, Error>(([(VARY, "cookie")], "already").into_response())
     });
     let app = routes()
@@ -511,7 +491,6 @@ async fn a_plain_hyper_service_reads_the_session_from_the_request_extensions() {
                     .get::<Session>()
                     .cloned()
                     .ok_or(Error::MissingLayer)?;
-                session.load().await?;
                 let n: u64 = session.get("n")?.unwrap_or(0) + 1;
                 session.insert("n", n)?;
                 Ok::<_, Error>(axum::http::Response::new(n.to_string()))

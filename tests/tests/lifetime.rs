@@ -11,7 +11,7 @@ use common::{Server, plain, send};
 use sessionkit_cookie::CookieBackend;
 use sessionkit_core::{Lifetime, SessionBackend};
 use sessionkit_memory::InMemoryBackend;
-use sessionkit_tower::{Error, LoadedSession, SessionLayer};
+use sessionkit_tower::{Error, Session, SessionLayer};
 use std::time::Duration;
 
 const THIRTY_DAYS: u64 = 30 * 24 * 60 * 60;
@@ -21,7 +21,7 @@ fn app<B: SessionBackend>(backend: B) -> Router {
         .route(
             "/login/{how}",
             get(
-                |session: LoadedSession, Path(how): Path<String>| async move {
+                |session: Session, Path(how): Path<String>| async move {
                     let lifetime = match how.as_str() {
                         "remember" => Lifetime::Inactivity(Duration::from_secs(THIRTY_DAYS)),
                         "until" => Lifetime::Until(sessionkit_core::unix_now() + 2),
@@ -36,7 +36,7 @@ fn app<B: SessionBackend>(backend: B) -> Router {
         )
         .route(
             "/count",
-            get(|session: LoadedSession| async move {
+            get(|session: Session| async move {
                 let n: u64 = session.get("n")?.unwrap_or(0) + 1;
                 session.insert("n", n)?;
                 Ok::<_, Error>(format!("{:?} {n}", session.get::<String>("user")?))

@@ -643,7 +643,6 @@ fn gated_app(keys: &Keys, gate: &Gate) -> Router {
     let gated = get(move |session: Session| {
         let gate = gate.clone();
         async move {
-            session.load().await?;
             gate.loaded.notify_one();
             gate.proceed.notified().await;
             let n: u64 = session.get("n")?.unwrap_or(0) + 1;

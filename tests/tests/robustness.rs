@@ -378,7 +378,6 @@ async fn session_removed_by_a_parallel_logout_is_not_written_back() {
     let slow_count = get({
         let gate = Arc::clone(&gate);
         move |session: Session| async move {
-            session.load().await?;
             gate.loaded.notify_one();
             gate.proceed.notified().await;
             let n: u64 = session.get("n")?.unwrap_or(0) + 1;

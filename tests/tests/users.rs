@@ -12,7 +12,7 @@ use axum::routing::get;
 use common::{Reply, Server, browser, plain, send};
 use reqwest::Client;
 use sessionkit_cookie::CookieBackend;
-use sessionkit_core::{LoadedSession, SessionBackend, SessionHandle};
+use sessionkit_core::{DeviceId, SessionBackend};
 use sessionkit_redis::RedisBackend;
 use sessionkit_redis::deadpool_redis::redis;
 use sessionkit_sql::{MySqlBackend, PostgresBackend, SqliteBackend, sqlx};
@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 async fn login(
-    session: LoadedSession,
+    session: Session,
     Path((user, agent)): Path<(String, String)>,
 ) -> Result<&'static str, Error> {
     session.regenerate_id()?;
@@ -31,12 +31,12 @@ async fn login(
     Ok("ok")
 }
 
-async fn whoami(session: LoadedSession) -> Result<String, Error> {
-    Ok(session.user()?.unwrap_or_else(|| "nobody".to_owned()))
+async fn whoami(session: Session) -> Result<String, Error> {
+    Ok(session.user().unwrap_or_else(|| "nobody".to_owned()))
 }
 
 /// `agent` for each of the user's sessions, `*` marking this one, with its handle; sorted.
-async fn devices(session: LoadedSession) -> Result<String, Error> {
+async fn devices(session: Session) -> Result<String, Error> {
     let mut shown: Vec<(String, String)> = session
         .user_sessions()
         .await?
@@ -44,7 +44,7 @@ async fn devices(session: LoadedSession) -> Result<String, Error> {
         .map(|device| {
             let agent: String = device.get("agent").unwrap_or_default();
             let here = if device.current { "*" } else { "" };
-            (agent.clone(), format!("{agent}{here}={}", device.handle))
+            (agent.clone(), format!("{agent}{here}={}", device.id))
         })
         .collect();
     shown.sort();
@@ -52,12 +52,12 @@ async fn devices(session: LoadedSession) -> Result<String, Error> {
     Ok(shown.join(","))
 }
 
-async fn sign_out_others(session: LoadedSession) -> Result<String, Error> {
+async fn sign_out_others(session: Session) -> Result<String, Error> {
     Ok(session.revoke_other_sessions().await?.to_string())
 }
 
-async fn revoke(session: LoadedSession, Path(handle): Path<String>) -> Result<String, Error> {
-    let handle = SessionHandle::from(handle);
+async fn revoke(session: Session, Path(handle): Path<String>) -> Result<String, Error> {
+    let handle = DeviceId::from(handle);
     Ok(session.revoke_session(&handle).await?.to_string())
 }
 
@@ -300,11 +300,11 @@ impl Generations {
 /// "sign out everywhere" ends here.
 async fn check_generation(
     State(generations): State<Generations>,
-    session: LoadedSession,
+    session: Session,
     request: axum::extract::Request,
     next: Next,
 ) -> Result<Response, Error> {
-    if let Some(user) = session.user()? {
+    if let Some(user) = session.user() {
         if session.get::<u64>("generation")? != Some(generations.current(&user)) {
             session.delete().await?;
         }
@@ -320,7 +320,7 @@ async fn cookie_sessions_sign_out_everywhere_with_a_generation() {
             "/login/{user}",
             get(
                 |State(generations): State<Generations>,
-                 session: LoadedSession,
+                 session: Session,
                  Path(user): Path<String>| async move {
                     session.regenerate_id()?;
                     session.insert("generation", generations.current(&user))?;
@@ -333,8 +333,8 @@ async fn cookie_sessions_sign_out_everywhere_with_a_generation() {
         .route(
             "/sign-out-others",
             get(
-                |State(generations): State<Generations>, session: LoadedSession| async move {
-                    let Some(user) = session.user()? else {
+                |State(generations): State<Generations>, session: Session| async move {
+                    let Some(user) = session.user() else {
                         return Ok::<_, Error>("nobody".to_owned());
                     };
                     session.insert("generation", generations.bump(&user))?;

@@ -433,7 +433,6 @@ pub fn router<B: SessionBackend>(sessions: SessionLayer<B>, storage: &str) -> Ro
 }
 
 async fn index(session: Session, storage: Arc<str>) -> Result<Response, Error> {
-    session.load().await?;
     let visits: u64 = session.get("visits")?.unwrap_or(0) + 1;
     session.insert("visits", visits)?;
     let name: Option<String> = session.get("name")?;
@@ -491,7 +490,6 @@ async fn login(
         )
             .into_response());
     }
-    session.load().await?;
     // A fresh id the moment the session gains a user: an id someone planted in this browser
     // before the login (session fixation) is worth nothing after it. The old record goes.
     session.regenerate_id()?;
@@ -526,7 +524,6 @@ async fn logout(session: Session) -> Result<Redirect, Error> {
 /// "Sign out of other devices": every other session of this user ends now; their next
 /// request finds no session (and their cookie is expired).
 async fn sign_out_others(session: Session) -> Result<Response, Error> {
-    session.load().await?;
     match session.revoke_other_sessions().await {
         Ok(ended) => {
             session.insert("signed_out", ended)?;

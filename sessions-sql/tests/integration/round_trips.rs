@@ -11,7 +11,7 @@
 use crate::common::{
     DropLater, Fixture, HOUR, Kind, drop_table_later, for_each_db, n, now_ms, unique_table,
 };
-use sessionkit_core::{Changes, Error, SessionBackend, SessionData, SessionHandle};
+use sessionkit_core::{Changes, Error, SessionBackend, SessionData, DeviceId};
 use sessionkit_sql::SqlBackend;
 use std::sync::{Mutex, OnceLock};
 use tracing::field::{Field, Visit};
@@ -197,7 +197,7 @@ async fn binding_a_user_costs_no_statement_and_listing_and_revoking_one_each<K: 
     assert_eq!(sql, ["DELETE"], "revoking a user's other sessions");
     let (revoked, sql) = statements(
         &table,
-        b.revoke_user_session(&user, &SessionHandle::of(&id)),
+        b.revoke_user_session(&user, &DeviceId::of(&id)),
     )
     .await;
     assert!(revoked.unwrap());
@@ -315,7 +315,7 @@ mod wire {
             .await
             .unwrap();
         backend
-            .revoke_user_session("warm", &SessionHandle::of(&warm))
+            .revoke_user_session("warm", &DeviceId::of(&warm))
             .await
             .unwrap();
         backend.revoke_user_sessions("warm", None).await.unwrap();

@@ -6,7 +6,7 @@ use crate::common::{Fixture, HOUR, Kind, Raw, for_each_db, n, now_ms};
 use serde_json::json;
 use sessionkit_core::{
     Changes, Error, JsonSerializer, MAX_USER_LEN, Serializer, SessionBackend, SessionData,
-    SessionHandle,
+    DeviceId,
 };
 use sessionkit_sql::CorruptRecords;
 use std::sync::Arc;
@@ -182,7 +182,7 @@ where
     assert_eq!(fx.bound_rows(&id, Some(&user)).await, 1);
     let listed = b.user_sessions(&user).await.unwrap();
     assert_eq!(listed.len(), 1);
-    assert_eq!(listed[0].handle, SessionHandle::of(&id));
+    assert_eq!(listed[0].id, DeviceId::of(&id));
     assert_eq!(listed[0].record.values()["n"], json!(1));
     assert_eq!(b.revoke_user_sessions(&user, None).await.unwrap(), 1);
     assert!(b.read(&id).await.unwrap().is_none());
@@ -261,7 +261,7 @@ async fn users_compare_exactly<K: Kind>() {
         );
         let listed = b.user_sessions(user).await.unwrap();
         assert_eq!(listed.len(), 1, "{user:?}");
-        assert_eq!(listed[0].handle, SessionHandle::of(id));
+        assert_eq!(listed[0].id, DeviceId::of(id));
     }
     assert_eq!(b.revoke_user_sessions(&base, None).await.unwrap(), 1);
     assert!(b.read(&ids[0]).await.unwrap().is_none());
@@ -270,12 +270,12 @@ async fn users_compare_exactly<K: Kind>() {
     }
     // Revoking one by handle needs the user it is bound to.
     assert!(
-        !b.revoke_user_session(&base, &SessionHandle::of(&ids[1]))
+        !b.revoke_user_session(&base, &DeviceId::of(&ids[1]))
             .await
             .unwrap()
     );
     assert!(
-        b.revoke_user_session(&users[1], &SessionHandle::of(&ids[1]))
+        b.revoke_user_session(&users[1], &DeviceId::of(&ids[1]))
             .await
             .unwrap()
     );
@@ -360,7 +360,7 @@ async fn corrupt_rows_are_left_out_of_a_listing_as_a_read_leaves_them<K: Kind>()
 
     let listed = b.user_sessions(&user).await.unwrap();
     assert_eq!(listed.len(), 1, "{listed:?}");
-    assert_eq!(listed[0].handle, SessionHandle::of(&good));
+    assert_eq!(listed[0].id, DeviceId::of(&good));
     assert!(
         !b.exists(&corrupt).await.unwrap(),
         "the undecodable row was kept"
@@ -379,7 +379,7 @@ async fn expired_sessions_are_neither_listed_nor_revoked<K: Kind>() {
     assert_eq!(b.user_session_ids(&user).await.unwrap(), [live.as_str()]);
     assert_eq!(b.user_sessions(&user).await.unwrap().len(), 1);
     assert!(
-        !b.revoke_user_session(&user, &SessionHandle::of(&expired))
+        !b.revoke_user_session(&user, &DeviceId::of(&expired))
             .await
             .unwrap()
     );

@@ -11,7 +11,7 @@ use reqwest::header::{COOKIE, HeaderValue, SET_COOKIE, VARY};
 use reqwest::{Client, StatusCode};
 use sessionkit_core::{Applied, Changes, Error, SessionBackend, SessionData, async_trait};
 use sessionkit_memory::InMemoryBackend;
-use sessionkit_tower::{Session, SessionLayer};
+use sessionkit_tower::{LazySession, Session, SessionLayer};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -212,33 +212,28 @@ impl SetCookie {
 // Handlers
 
 pub async fn count(session: Session) -> Result<String, Error> {
-    session.load().await?;
     let n: u64 = session.get("n")?.unwrap_or(0) + 1;
     session.insert("n", n)?;
     Ok(n.to_string())
 }
 
 pub async fn read_n(session: Session) -> Result<String, Error> {
-    session.load().await?;
     Ok(session
         .get::<u64>("n")?
         .map_or_else(|| "none".to_owned(), |n| n.to_string()))
 }
 
 pub async fn put(session: Session, Path(value): Path<u64>) -> Result<&'static str, Error> {
-    session.load().await?;
     session.insert("n", value)?;
     Ok("put")
 }
 
 pub async fn clear(session: Session) -> Result<&'static str, Error> {
-    session.load().await?;
     session.clear()?;
     Ok("cleared")
 }
 
 pub async fn remove_n(session: Session) -> Result<&'static str, Error> {
-    session.load().await?;
     session.remove("n")?;
     Ok("removed")
 }
@@ -250,7 +245,6 @@ pub async fn delete(session: Session) -> Result<&'static str, Error> {
 }
 
 pub async fn regenerate(session: Session) -> Result<String, Error> {
-    session.load().await?;
     session.regenerate_id()?;
     Ok(session
         .get::<u64>("n")?
@@ -259,7 +253,6 @@ pub async fn regenerate(session: Session) -> Result<String, Error> {
 
 /// Insert and remove in one request: the session changed but ends empty.
 pub async fn insert_then_remove(session: Session) -> Result<&'static str, Error> {
-    session.load().await?;
     session.insert("temp", "value")?;
     session.remove("temp")?;
     Ok("nothing kept")
@@ -274,26 +267,19 @@ pub async fn extract_only(_session: Session) -> &'static str {
     "extracted"
 }
 
-/// Reads without `load()`.
-pub async fn read_unloaded(session: Session) -> Result<String, Error> {
-    let n: Option<u64> = session.get("n")?;
-    Ok(format!("{n:?}"))
+/// Takes the lazy session and never loads it.
+pub async fn lazy_untouched(_session: LazySession) -> &'static str {
+    "untouched"
 }
 
-/// Writes without `load()`.
-pub async fn write_unloaded(session: Session) -> Result<&'static str, Error> {
-    session.insert("n", 1)?;
-    Ok("written")
-}
-
-/// Loads, writes, loads again twice, then reads back what it wrote.
-pub async fn load_twice(session: Session) -> Result<String, Error> {
-    session.load().await?;
+/// Loads three times, writes, then reads back what it wrote.
+pub async fn load_twice(lazy: LazySession) -> Result<String, Error> {
+    let session = lazy.load().await?;
     let n: u64 = session.get("n")?.unwrap_or(0) + 1;
     session.insert("n", n)?;
-    session.load().await?;
-    session.load().await?;
-    Ok(session.get::<u64>("n")?.unwrap_or(0).to_string())
+    lazy.load().await?;
+    let again = lazy.load().await?;
+    Ok(again.get::<u64>("n")?.unwrap_or(0).to_string())
 }
 
 /// Counts without calling `load()`: only works with `autoload`.
@@ -304,9 +290,9 @@ pub async fn count_without_load(session: Session) -> Result<String, Error> {
 }
 
 /// A handler that maps a failed load to its own response instead of using `?`.
-pub async fn load_or_report(session: Session) -> (StatusCode, String) {
+pub async fn load_or_report(session: LazySession) -> (StatusCode, String) {
     match session.load().await {
-        Ok(()) => (StatusCode::OK, "loaded".to_owned()),
+        Ok(_) => (StatusCode::OK, "loaded".to_owned()),
         Err(error) => (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("storage unavailable: {error}"),
@@ -327,8 +313,7 @@ pub fn routes() -> Router {
         .route("/insert-then-remove", get(insert_then_remove))
         .route("/plain", get(plain_text))
         .route("/extract-only", get(extract_only))
-        .route("/read-unloaded", get(read_unloaded))
-        .route("/write-unloaded", get(write_unloaded))
+        .route("/lazy", get(lazy_untouched))
         .route("/load-twice", get(load_twice))
         .route("/count-without-load", get(count_without_load))
         .route("/load-or-report", get(load_or_report))

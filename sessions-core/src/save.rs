@@ -1,0 +1,673 @@
+//! Saving a session when its response is ready: what changed goes onto the record as stored,
+//! a new id moves it, an emptied one is removed; the answer says what the cookie becomes.
+
+use crate::adapter::Commit;
+use crate::session::{Inner, State, StoredUser};
+use crate::{Applied, Changes, Error, SessionBackend, SessionData, unix_now};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What one save needs, taken from the session's state as the save starts.
+struct Pending {
+    data: SessionData,
+    record: Option<Arc<str>>,
+    regenerate: bool,
+    stale: Option<Arc<str>>,
+    changes: Changes,
+    stored_user: StoredUser,
+}
+
+impl Inner {
+    /// Save the session if it changed and say what the response does with the cookie. From
+    /// the first call on the session is committed: later changes through any clone, and a
+    /// second commit, fail with [`Error::Committed`].
+    pub(crate) async fn commit(&self) -> Result<Commit, Error> {
+        match self.commit_once().await {
+            Err(error)
+                if self.context.policy().fail_open && !matches!(error, Error::Committed) =>
+            {
+                tracing::warn!(%error, "saving the session failed; the response goes out without it");
+                Ok(Commit::Unchanged)
+            }
+            other => other,
+        }
+    }
+
+    /// Commit without saving anything: a server error answered, or the request dropped.
+    pub(crate) fn discard(&self) {
+        self.state().committed = true;
+    }
+
+    async fn commit_once(&self) -> Result<Commit, Error> {
+        let pending = {
+            let mut state = self.state();
+            if state.committed {
+                return Err(Error::Committed);
+            }
+            state.committed = true;
+            if let Some(commit) = self.answer_without_backend(&state) {
+                return Ok(commit);
+            }
+            Pending {
+                data: state.data.clone(),
+                record: state.record.clone(),
+                regenerate: state.regenerate,
+                stale: state.stale.take(),
+                changes: std::mem::take(&mut state.changes),
+                stored_user: std::mem::take(&mut state.stored_user),
+            }
+        };
+        let backend = self.context.backend();
+        if let Some(stale) = &pending.stale {
+            backend.remove(stale).await?;
+        }
+
+        // A stored record: the changes (none, for a refresh) go onto the record as stored
+        // now, which may hold other requests' changes (and may end up empty, and removed).
+        if let Some(id) = &pending.record {
+            let (data, ttl) = self.stamp_for_save(pending.data, false);
+            if pending.regenerate {
+                // Rare (a login): boxed, so every other save's future stays small.
+                return Box::pin(self.move_to_new_id(
+                    id,
+                    data,
+                    pending.changes,
+                    pending.stored_user,
+                    ttl,
+                ))
+                .await;
+            }
+            return match backend.apply(id, &data, &pending.changes, ttl).await {
+                Ok(Applied::Saved { value, record }) => {
+                    self.written(Some(Arc::clone(id)), record, Ok(value))
+                }
+                Ok(Applied::Removed) => {
+                    self.adopt_saved(None, SessionData::default());
+                    Ok(Commit::Expire)
+                }
+                // Gone meanwhile (a logout in a parallel request): not written back.
+                Err(error) => self.written(Some(Arc::clone(id)), data, Err(error)),
+            };
+        }
+
+        if pending.data.is_empty() {
+            self.adopt_saved(None, pending.data);
+            return Ok(if self.cookie.is_some() {
+                Commit::Expire
+            } else {
+                Commit::Unchanged
+            });
+        }
+        let (data, ttl) = self.stamp_for_save(pending.data, true);
+        let created = backend.write(None, &data, ttl).await;
+        self.written(None, data, created)
+    }
+
+    /// What the response does when the save needs no backend call (the session was never
+    /// loaded, or is unchanged with no refresh due); `None` when it does.
+    fn answer_without_backend(&self, state: &State) -> Option<Commit> {
+        if !state.loaded {
+            return Some(Commit::Untouched);
+        }
+        if state.unsaved {
+            return Some(Commit::Unchanged);
+        }
+        if state.changed || state.stale.is_some() {
+            return None;
+        }
+        if state.record.is_some() {
+            let policy = self.context.policy();
+            if policy.idle.is_some() && policy.needs_refresh(&state.data, unix_now()) {
+                return None;
+            }
+            // Its client came back: the first lifetime ends, the record gets the full one.
+            if policy.on_probation(&state.data) {
+                return None;
+            }
+            return Some(Commit::Unchanged);
+        }
+        // A cookie that names no live record is stale: drop it from the client.
+        Some(if self.cookie.is_some() {
+            Commit::Expire
+        } else {
+            Commit::Unchanged
+        })
+    }
+
+    /// `data` as it is saved now: last access now (and created now for a new record), with
+    /// the TTL the policy gives it.
+    fn stamp_for_save(&self, mut data: SessionData, new: bool) -> (SessionData, Option<Duration>) {
+        let now = unix_now();
+        data.set_last_access(now);
+        if new {
+            data.set_created(now);
+        }
+        let ttl = self.context.policy().ttl_for(&data, now, new);
+        (data, ttl)
+    }
+
+    /// The answer for a write: `updated` is the id an update was aimed at (`None` for a
+    /// create), `written` what the backend answered.
+    fn written(
+        &self,
+        updated: Option<Arc<str>>,
+        data: SessionData,
+        written: Result<String, Error>,
+    ) -> Result<Commit, Error> {
+        let value = match written {
+            Ok(value) => value,
+            Err(Error::SessionGone) if updated.is_some() => {
+                // Removed meanwhile (a logout in a parallel request): not written back.
+                let mut state = self.state();
+                state.record = None;
+                state.changed = false;
+                return Ok(Commit::Expire);
+            }
+            Err(error) => return Err(error),
+        };
+        // Server-side stores return the same id on an update: keep the shared copy.
+        let stored = match updated {
+            Some(id) if *id == *value => id,
+            _ => Arc::from(value.as_str()),
+        };
+        let max_age = self.context.policy().max_age_for(&data, unix_now());
+        self.adopt_saved(Some(stored), data);
+        Ok(Commit::Set { value, max_age })
+    }
+
+    /// Make the saved record the session's state.
+    fn adopt_saved(&self, record: Option<Arc<str>>, data: SessionData) {
+        let mut state = self.state();
+        state.stored_user = StoredUser::Unchanged;
+        state.record = record;
+        state.data = data;
+        state.changed = false;
+        state.changes = Changes::default();
+        state.regenerate = false;
+    }
+
+    /// Save the stored record `id` under a fresh id: its changes go onto the record as stored
+    /// now, the result moves to the new id, and the old record goes.
+    async fn move_to_new_id(
+        &self,
+        id: &Arc<str>,
+        data: SessionData,
+        mut changes: Changes,
+        stored_user: StoredUser,
+        ttl: Option<Duration>,
+    ) -> Result<Commit, Error> {
+        let backend: &dyn SessionBackend = self.context.backend();
+        // A user bound by this request is bound on the new record only: the old one, about
+        // to go, keeps the binding it had as stored (one index entry written, not two).
+        let rebind = changes.take_user();
+        let unbound;
+        let old = match (&rebind, stored_user) {
+            (Some(_), StoredUser::Was(user)) => {
+                let mut old = data.clone();
+                old.set_user(user);
+                unbound = old;
+                &unbound
+            }
+            _ => &data,
+        };
+        // Whether the save emptied and removed the old record already.
+        let mut old_removed = false;
+        let mut now = match backend.apply(id, old, &changes, ttl).await {
+            Ok(Applied::Saved { record, .. }) => record,
+            // Emptied of values, but bound to a user by this request: it moves on with the
+            // binding (and the lifetime), its values as the store left them: none.
+            Ok(Applied::Removed) if rebind.as_ref().is_some_and(Option::is_some) => {
+                old_removed = true;
+                let mut now = data.clone();
+                now.values_mut().clear();
+                now
+            }
+            Ok(Applied::Removed) => {
+                self.adopt_saved(None, SessionData::default());
+                return Ok(Commit::Expire);
+            }
+            // Gone meanwhile (a logout in a parallel request): not brought back, not even
+            // under a new id.
+            Err(error) => return self.written(Some(Arc::clone(id)), data, Err(error)),
+        };
+        if let Some(user) = rebind {
+            now.set_user(user);
+            // Unbound by this request with nothing else left: the session ends.
+            if now.is_empty() {
+                if !old_removed {
+                    backend.remove(id).await?;
+                }
+                self.adopt_saved(None, SessionData::default());
+                return Ok(Commit::Expire);
+            }
+        }
+        // The record as it now stands moves to a new id, and the old one goes (written first,
+        // so a failure in between loses nothing). The old one is removed as a save that
+        // empties it: if a logout or a revocation removed it since the changes went on (a
+        // race with this request), the move is undone and the session ends, rather than
+        // living on under the new id.
+        let value = backend.write(None, &now, ttl).await?;
+        if old_removed {
+            return self.written(None, now, Ok(value));
+        }
+        let mut emptied = SessionData::default();
+        if let Some(revision) = now.revision() {
+            emptied = emptied.with_revision(revision.clone());
+        }
+        let mut clear = Changes::default();
+        clear.clear();
+        match backend.apply(id, &emptied, &clear, ttl).await {
+            Ok(_) => self.written(None, now, Ok(value)),
+            Err(Error::SessionGone) => {
+                backend.remove(&value).await?;
+                self.adopt_saved(None, SessionData::default());
+                Ok(Commit::Expire)
+            }
+            Err(error) => Err(error),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::adapter::{self, Context, Policy};
+    use crate::{LazySession, MAX_USER_LEN, Session};
+    use std::ops::Deref;
+    use std::sync::{Mutex, OnceLock};
+
+    /// What a layer shares with its sessions, for these tests.
+    struct Layer {
+        backend: Arc<dyn SessionBackend>,
+        policy: Policy,
+    }
+
+    impl Context for Layer {
+        fn backend(&self) -> &dyn SessionBackend {
+            &*self.backend
+        }
+        fn policy(&self) -> &Policy {
+            &self.policy
+        }
+    }
+
+    /// One request's session, driven as a layer drives it: loaded, changed, committed.
+    struct Request {
+        lazy: LazySession,
+        loaded: OnceLock<Session>,
+    }
+
+    impl Request {
+        fn new(backend: Arc<dyn SessionBackend>, cookie: Option<&str>, policy: Policy) -> Self {
+            Request {
+                lazy: adapter::session(Arc::new(Layer { backend, policy }), cookie.map(Arc::from)),
+                loaded: OnceLock::new(),
+            }
+        }
+        async fn load(&self) -> Result<(), Error> {
+            let session = self.lazy.load().await?;
+            let _ = self.loaded.set(session);
+            Ok(())
+        }
+        async fn commit(&self) -> Result<Commit, Error> {
+            adapter::commit(&self.lazy).await
+        }
+        fn discard(&self) {
+            adapter::discard(&self.lazy);
+        }
+    }
+
+    impl Deref for Request {
+        type Target = Session;
+        fn deref(&self) -> &Session {
+            self.loaded.get().expect("loaded first")
+        }
+    }
+    struct Map(Mutex<std::collections::HashMap<String, SessionData>>);
+
+    #[async_trait::async_trait]
+    impl SessionBackend for Map {
+        async fn read(&self, id: &str) -> Result<Option<SessionData>, Error> {
+            Ok(self.0.lock().unwrap().get(id).cloned())
+        }
+        async fn write(
+            &self,
+            id: Option<&str>,
+            data: &SessionData,
+            _: Option<Duration>,
+        ) -> Result<String, Error> {
+            let id = id.map_or_else(|| self.generate_id(), str::to_owned);
+            self.0.lock().unwrap().insert(id.clone(), data.clone());
+            Ok(id)
+        }
+        async fn remove(&self, id: &str) -> Result<(), Error> {
+            self.0.lock().unwrap().remove(id);
+            Ok(())
+        }
+        async fn exists(&self, id: &str) -> Result<bool, Error> {
+            Ok(self.0.lock().unwrap().contains_key(id))
+        }
+    }
+
+    fn block_on<F: std::future::Future>(future: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(future)
+    }
+
+    fn backend() -> Arc<Map> {
+        Arc::new(Map(Mutex::default()))
+    }
+
+    #[test]
+    fn every_change_after_the_commit_is_an_error_not_a_silent_loss() {
+        block_on(async {
+            let session = Request::new(backend(), None, Policy::default());
+            session.load().await.unwrap();
+            let late: Session = (*session).clone();
+            session.insert("n", 1).unwrap();
+            assert!(matches!(session.commit().await, Ok(Commit::Set { .. })));
+            assert!(matches!(late.insert("n", 2), Err(Error::Committed)));
+            assert!(matches!(late.remove("n"), Err(Error::Committed)));
+            assert!(matches!(late.clear(), Err(Error::Committed)));
+            assert!(matches!(late.regenerate_id(), Err(Error::Committed)));
+            assert!(matches!(late.delete().await, Err(Error::Committed)));
+            assert!(matches!(session.commit().await, Err(Error::Committed)));
+            assert_eq!(late.get::<u32>("n").unwrap(), Some(1), "reads still work");
+        });
+    }
+
+    #[test]
+    fn a_discarded_session_saves_nothing_and_refuses_changes() {
+        block_on(async {
+            let store = backend();
+            let session = Request::new(store.clone(), None, Policy::default());
+            session.load().await.unwrap();
+            session.insert("n", 1).unwrap();
+            session.discard();
+            assert!(matches!(session.insert("n", 2), Err(Error::Committed)));
+            assert!(store.0.lock().unwrap().is_empty());
+        });
+    }
+
+    /// A record created with `values`, and its id.
+    async fn stored(store: &Arc<Map>, values: serde_json::Value) -> String {
+        let session = Request::new(store.clone(), None, Policy::default());
+        session.load().await.unwrap();
+        for (key, value) in values.as_object().unwrap() {
+            session.insert(key, value).unwrap();
+        }
+        let Ok(Commit::Set { value: id, .. }) = session.commit().await else {
+            panic!("saved")
+        };
+        id
+    }
+
+    fn open(store: &Arc<Map>, id: &str, policy: Policy) -> Request {
+        Request::new(store.clone(), Some(id), policy)
+    }
+
+    #[test]
+    fn a_refresh_of_an_unchanged_session_keeps_what_another_request_saved() {
+        block_on(async {
+            let store = backend();
+            let id = stored(&store, serde_json::json!({"a": 1})).await;
+            // A refresh is due at once (an idle limit, refreshed after zero seconds).
+            let mut policy = Policy::new(None);
+            policy.idle = Some(Duration::from_secs(600));
+            policy.refresh_after = Some(Duration::ZERO);
+            let reader = open(&store, &id, policy);
+            let writer = open(&store, &id, policy);
+            reader.load().await.unwrap();
+            writer.load().await.unwrap();
+            writer.insert("b", 2).unwrap();
+            writer.commit().await.unwrap();
+            assert!(
+                matches!(reader.commit().await, Ok(Commit::Set { .. })),
+                "refreshed"
+            );
+            let again = open(&store, &id, Policy::default());
+            again.load().await.unwrap();
+            assert_eq!(
+                again.get::<u32>("b").unwrap(),
+                Some(2),
+                "the refresh overwrote it"
+            );
+        });
+    }
+
+    #[test]
+    fn a_new_id_does_not_bring_back_a_session_deleted_meanwhile() {
+        block_on(async {
+            let store = backend();
+            let id = stored(&store, serde_json::json!({"a": 1})).await;
+            let login = open(&store, &id, Policy::default());
+            let logout = open(&store, &id, Policy::default());
+            login.load().await.unwrap();
+            logout.load().await.unwrap();
+            logout.delete().await.unwrap();
+            logout.commit().await.unwrap();
+            login.regenerate_id().unwrap();
+            login.insert("user", "ada").unwrap();
+            assert_eq!(login.commit().await.unwrap(), Commit::Expire);
+            assert!(
+                store.0.lock().unwrap().is_empty(),
+                "resurrected under a new id"
+            );
+        });
+    }
+
+    #[test]
+    fn a_new_id_keeps_what_another_request_saved_meanwhile() {
+        block_on(async {
+            let store = backend();
+            let id = stored(&store, serde_json::json!({"a": 1})).await;
+            let login = open(&store, &id, Policy::default());
+            let other = open(&store, &id, Policy::default());
+            login.load().await.unwrap();
+            other.load().await.unwrap();
+            other.insert("cart", 3).unwrap();
+            other.commit().await.unwrap();
+            login.regenerate_id().unwrap();
+            login.insert("user", "ada").unwrap();
+            let Ok(Commit::Set { value: new_id, .. }) = login.commit().await else {
+                panic!("saved")
+            };
+            assert_ne!(new_id, id);
+            let map = store.0.lock().unwrap();
+            assert!(!map.contains_key(&id), "the old id is gone");
+            let record = &map[&new_id];
+            assert_eq!(record.values()["cart"], 3);
+            assert_eq!(record.values()["user"], "ada");
+        });
+    }
+
+    #[test]
+    fn a_login_that_clears_binds_and_moves_the_session_keeps_only_the_user() {
+        block_on(async {
+            let store = backend();
+            let id = stored(&store, serde_json::json!({"csrf": 1})).await;
+            let login = open(&store, &id, Policy::default());
+            login.load().await.unwrap();
+            login.clear().unwrap();
+            login.set_user("ada").unwrap();
+            login.regenerate_id().unwrap();
+            assert!(!login.is_empty(), "a bound session is not empty");
+            let Ok(Commit::Set { value: new_id, .. }) = login.commit().await else {
+                panic!("a bound session is saved, values or not")
+            };
+            let map = store.0.lock().unwrap();
+            assert!(!map.contains_key(&id), "the old id is gone");
+            assert_eq!(map[&new_id].user(), Some("ada"));
+            assert!(map[&new_id].values().is_empty());
+        });
+    }
+
+    #[test]
+    fn the_user_stays_through_a_new_id_and_goes_with_clear_and_delete() {
+        block_on(async {
+            let store = backend();
+            let id = stored(&store, serde_json::json!({"a": 1})).await;
+            let session = open(&store, &id, Policy::default());
+            session.load().await.unwrap();
+            assert!(matches!(
+                session.set_user(""),
+                Err(Error::InvalidUser { len: 0 })
+            ));
+            assert!(matches!(
+                session.set_user("x".repeat(MAX_USER_LEN + 1)),
+                Err(Error::InvalidUser { .. })
+            ));
+            assert!(matches!(
+                session.set_user("a\0b"),
+                Err(Error::InvalidUser { len: 3 })
+            ));
+            session.set_user("ada").unwrap();
+            let Ok(Commit::Set { value: id, .. }) = session.commit().await else {
+                panic!("saved")
+            };
+            assert_eq!(store.0.lock().unwrap()[&id].user(), Some("ada"));
+
+            let moved = open(&store, &id, Policy::default());
+            moved.load().await.unwrap();
+            moved.regenerate_id().unwrap();
+            let Ok(Commit::Set { value: moved_id, .. }) = moved.commit().await else {
+                panic!("saved")
+            };
+            assert_ne!(moved_id, id);
+            assert_eq!(store.0.lock().unwrap()[&moved_id].user(), Some("ada"));
+
+            let unbound = open(&store, &moved_id, Policy::default());
+            unbound.load().await.unwrap();
+            unbound.clear_user().unwrap();
+            assert_eq!(unbound.user(), None);
+            unbound.commit().await.unwrap();
+            assert_eq!(store.0.lock().unwrap()[&moved_id].user(), None);
+            assert_eq!(store.0.lock().unwrap()[&moved_id].values()["a"], 1);
+
+            let cleared = open(&store, &moved_id, Policy::default());
+            cleared.load().await.unwrap();
+            cleared.set_user("ada").unwrap();
+            cleared.clear().unwrap();
+            assert_eq!(cleared.user(), None, "clear unbinds");
+            assert!(matches!(cleared.commit().await, Ok(Commit::Expire)));
+
+            let deleted = Request::new(store.clone(), None, Policy::default());
+            deleted.load().await.unwrap();
+            deleted.set_user("ada").unwrap();
+            deleted.delete().await.unwrap();
+            assert_eq!(deleted.user(), None, "delete unbinds");
+            // A session bound to no user lists none (without asking the backend).
+            let listing = open(&store, &id, Policy::default());
+            listing.load().await.unwrap();
+            assert!(
+                listing.user_sessions().await.unwrap().is_empty(),
+                "no user: none"
+            );
+        });
+    }
+
+    /// A store where a logout (or a revocation) of `victim` lands between a save's changes
+    /// and the session's move to a new id.
+    struct LogoutDuringMove {
+        map: Arc<Map>,
+        victim: Mutex<Option<String>>,
+    }
+
+    #[async_trait::async_trait]
+    impl SessionBackend for LogoutDuringMove {
+        async fn read(&self, id: &str) -> Result<Option<SessionData>, Error> {
+            self.map.read(id).await
+        }
+        async fn write(
+            &self,
+            id: Option<&str>,
+            data: &SessionData,
+            ttl: Option<Duration>,
+        ) -> Result<String, Error> {
+            if id.is_none() {
+                let victim = self.victim.lock().unwrap().take();
+                if let Some(victim) = victim {
+                    self.map.remove(&victim).await?;
+                }
+            }
+            self.map.write(id, data, ttl).await
+        }
+        async fn remove(&self, id: &str) -> Result<(), Error> {
+            self.map.remove(id).await
+        }
+        async fn exists(&self, id: &str) -> Result<bool, Error> {
+            self.map.exists(id).await
+        }
+    }
+
+    #[test]
+    fn a_session_logged_out_while_it_moves_to_a_new_id_ends_there() {
+        block_on(async {
+            let store = backend();
+            let id = stored(&store, serde_json::json!({"a": 1})).await;
+            let racing = Arc::new(LogoutDuringMove {
+                map: store.clone(),
+                victim: Mutex::new(Some(id.clone())),
+            });
+            let session = Request::new(racing, Some(&id), Policy::default());
+            session.load().await.unwrap();
+            session.regenerate_id().unwrap();
+            session.set_user("ada").unwrap();
+            assert!(matches!(session.commit().await, Ok(Commit::Expire)));
+            assert!(
+                store.0.lock().unwrap().is_empty(),
+                "the session lived on under its new id"
+            );
+        });
+    }
+
+    #[test]
+    fn a_bound_session_cleared_and_moved_ends_and_stores_nothing() {
+        block_on(async {
+            let store = backend();
+            let id = stored(&store, serde_json::json!({"a": 1})).await;
+            let login = open(&store, &id, Policy::default());
+            login.load().await.unwrap();
+            login.set_user("ada").unwrap();
+            login.remove("a").unwrap();
+            let Ok(Commit::Set { value: id, .. }) = login.commit().await else {
+                panic!("a bound session is saved")
+            };
+            let logout = open(&store, &id, Policy::default());
+            logout.load().await.unwrap();
+            logout.clear().unwrap();
+            logout.regenerate_id().unwrap();
+            assert!(matches!(logout.commit().await, Ok(Commit::Expire)));
+            assert!(
+                store.0.lock().unwrap().is_empty(),
+                "an empty record was stored"
+            );
+        });
+    }
+
+    #[test]
+    fn background_work_reopens_a_session_by_id_and_commits_it() {
+        block_on(async {
+            let store = backend();
+            let first = Request::new(store.clone(), None, Policy::default());
+            first.load().await.unwrap();
+            first.insert("user", "ada").unwrap();
+            let Ok(Commit::Set { value: id, .. }) = first.commit().await else {
+                panic!("saved")
+            };
+            let later = Request::new(store.clone(), Some(&id), Policy::default());
+            later.load().await.unwrap();
+            later.insert("report", "ready").unwrap();
+            assert!(matches!(later.commit().await, Ok(Commit::Set { value, .. }) if value == id));
+            let again = Request::new(store, Some(&id), Policy::default());
+            again.load().await.unwrap();
+            assert_eq!(again.get::<String>("user").unwrap().as_deref(), Some("ada"));
+            assert_eq!(
+                again.get::<String>("report").unwrap().as_deref(),
+                Some("ready")
+            );
+        });
+    }
+}
