@@ -15,9 +15,9 @@ use hmac::{Hmac, Mac};
 use http::header::{COOKIE, SET_COOKIE, VARY};
 use http::{HeaderValue, Request, Response, StatusCode};
 use sessionkit_cookie::{CookieBackend, DEFAULT_COOKIE_NAME, MAX_COOKIE_BYTES, Mode};
+use sessionkit_core::adapter::{self, Commit, Context, Policy, Shared};
 use sessionkit_core::{
-    Commit, Error, IdGenerator, Policy, Serializer, Session, SessionBackend, SessionData, Values,
-    unix_now,
+    Error, IdGenerator, LazySession, Serializer, SessionBackend, SessionData, Values, unix_now,
 };
 use sessionkit_memory::InMemoryBackend;
 use sessionkit_tower::SessionLayer;
@@ -209,7 +209,7 @@ pub fn memory_with_known(record: &SessionData) -> InMemoryBackend {
         n => format!("{MINTED_PREFIX}{n:026}"),
     });
     let backend = InMemoryBackend::new().with_id_generator(ids);
-    let id = block_on(backend.write(None, record, None)).expect("memory writes never fail");
+    let id = block_on(backend.create(record, None)).expect("memory writes never fail");
     assert_eq!(id, KNOWN_ID);
     backend
 }
@@ -246,13 +246,13 @@ fn check_cookie_value(backend: &CookieBackend, value: &str) {
         assert!(accepted, "a value that opens is refused by accepts()");
     }
     // An authentic value can be updated (the layer's write path for a loaded session).
-    match block_on(backend.write(Some(value), &record, None)) {
+    match block_on(backend.update(value, &record, None)) {
         Ok(updated) => assert!(backend.accepts(&updated), "an issued value is refused"),
         Err(Error::CookieTooLarge { .. }) => {}
         Err(error) => panic!("updating an authentic cookie failed: {error}"),
     }
     // Whatever decodes re-seals and opens to the same record.
-    match block_on(backend.write(None, &record, Some(Duration::from_secs(3600)))) {
+    match block_on(backend.create(&record, Some(Duration::from_secs(3600)))) {
         Ok(resealed) => {
             assert!(backend.accepts(&resealed), "an issued value is refused");
             let reread = block_on(backend.read(&resealed))
@@ -456,11 +456,12 @@ pub fn serializer_round_trip<S: Serializer>(serializer: &S, data: &[u8]) -> Opti
 /// The handler behind the layer: a counter under `n`; a session error answers 500 with it.
 async fn count(request: Request<()>) -> Result<Response<String>, Infallible> {
     let result = async {
-        let session = request
+        let lazy = request
             .extensions()
-            .get::<Session>()
+            .get::<LazySession>()
             .cloned()
             .ok_or(Error::MissingLayer)?;
+        let session = lazy.load().await?;
         let n: u64 = session.get("n")?.unwrap_or(0) + 1;
         session.insert("n", n)?;
         Ok::<_, Error>(n.to_string())
@@ -540,7 +541,7 @@ pub fn cookie_header(data: &[u8]) {
 
 // --- Session load/commit ---------------------------------------------------------------------
 
-/// Drive a `Session` over a memory or cookie backend with an arbitrary cookie value.
+/// Drive a session over a memory or cookie backend with an arbitrary cookie value.
 ///
 /// `data` is two flag bytes, then the cookie value (UTF-8). First byte, the handler's
 /// operations: 0x01 delete, 0x02 remove `n`, 0x04 clear, 0x08 insert `n` + 1, 0x10 regenerate
@@ -585,16 +586,20 @@ pub fn session(data: &[u8]) {
         .clone()
         .filter(|record| !policy.has_limits() || !policy.expired(record, unix_now()));
 
-    let session = Session::with_policy(Arc::clone(&backend), cookie.clone(), policy);
-    block_on(session.load()).expect("loading never fails on these backends");
-    assert!(session.is_loaded());
+    let context: Arc<dyn Context> = Arc::new(Shared {
+        backend: Arc::clone(&backend),
+        policy,
+    });
+    let lazy = adapter::session(context, cookie.clone());
+    let session = block_on(lazy.load()).expect("loading never fails on these backends");
+    assert!(lazy.is_loaded());
     assert_eq!(
         session.id().map(|id| id.into_inner()),
         expected.as_ref().and(cookie.as_deref().map(str::to_owned)),
         "the session adopted the wrong id"
     );
     assert_eq!(
-        session.values().expect("loaded"),
+        session.values(),
         expected
             .as_ref()
             .map(|record| record.values().clone())
@@ -624,15 +629,15 @@ pub fn session(data: &[u8]) {
         session.regenerate_id().expect("loaded");
         fresh_id = true;
     }
-    let values = session.values().expect("loaded");
+    let values = session.values();
 
-    let commit = block_on(session.commit());
+    let commit = block_on(adapter::commit(&lazy));
     let commit = match commit {
         Err(Error::CookieTooLarge { .. }) if !memory => return,
         other => other.expect("committing never fails on these backends"),
     };
     match &commit {
-        Commit::Set(value) => {
+        Commit::Set { value, .. } => {
             assert!(backend.accepts(value), "an issued value is refused");
             let saved = block_on(backend.read(value))
                 .expect("reads work")
@@ -664,7 +669,7 @@ pub fn session(data: &[u8]) {
         );
     }
     // Committed: a second commit and any later change are refused, never silently lost.
-    let again = block_on(session.commit());
+    let again = block_on(adapter::commit(&lazy));
     assert!(
         matches!(again, Err(Error::Committed)),
         "a second commit was not refused: {again:?} after {commit:?}"
@@ -696,7 +701,7 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         (Mode::Signed, "cookie_signed"),
         (Mode::Private, "cookie_private"),
     ] {
-        let value = block_on(cookie_backend(mode).write(None, &rich, Some(SEED_TTL)))
+        let value = block_on(cookie_backend(mode).create(&rich, Some(SEED_TTL)))
             .expect("the seed record seals");
         add(target, "valid", value.clone().into_bytes());
         let old = match mode {
@@ -705,11 +710,11 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         }
         .expect("long enough");
         let old_value =
-            block_on(old.write(None, &record, Some(SEED_TTL))).expect("the seed record seals");
+            block_on(old.create(&record, Some(SEED_TTL))).expect("the seed record seals");
         add(target, "old-key", old_value.into_bytes());
         add(target, "payload", valid_payload());
         add(target, "payload-expired", payload(2, "{}"));
-        let bound = block_on(cookie_backend(mode).write(None, &bound, Some(SEED_TTL)))
+        let bound = block_on(cookie_backend(mode).create(&bound, Some(SEED_TTL)))
             .expect("the seed record seals");
         add(target, "bound", bound.into_bytes());
         cookies.push((mode, value));

@@ -28,7 +28,8 @@
 //!
 //! Every value is bound to the name of the cookie it travels in: a value minted as the `user`
 //! cookie does not open as the `admin` cookie, even under the same secret. The session layer
-//! binds its cookie's name itself (through [`SessionBackend::bind_cookie_name`]); used alone,
+//! binds its cookie's name itself when it is built
+//! ([`bind_to_cookie_name`](CookieBackend::bind_to_cookie_name)); used alone,
 //! the backend binds [`DEFAULT_COOKIE_NAME`] or what
 //! [`with_cookie_name`](CookieBackendBuilder::with_cookie_name) sets.
 //!
@@ -62,10 +63,11 @@
 //!   still open cookies; the first key seals. Each value names its key with a short key id, so opening
 //!   tries one key. A cookie under an old key is re-sealed under the current key on the next
 //!   write; once its key is dropped it is rejected.
-//! - **An absolute limit by default.** Under a session layer without an absolute timeout of
-//!   its own, a session ends [`DEFAULT_MAX_LIFETIME`] (30 days) after its creation, however
-//!   often it is re-sealed (creation is inside the seal), unless
-//!   [`with_max_lifetime`](CookieBackendBuilder::with_max_lifetime) says otherwise.
+//! - **An absolute limit by default.** A session ends [`DEFAULT_MAX_LIFETIME`] (30 days)
+//!   after its creation, however often it is re-sealed (creation is inside the seal, and the
+//!   seal's deadline never passes it), unless
+//!   [`with_max_lifetime`](CookieBackendBuilder::with_max_lifetime) says otherwise. A
+//!   layer's own `with_absolute_timeout` applies too: the earlier limit ends the session.
 //! - **No server-side revocation.** [`remove`](sessionkit_core::SessionBackend::remove) does
 //!   nothing on the server: a logout expires the cookie in the browser, but a copy taken
 //!   earlier stays valid until its deadline. Keep deadlines short, or use a server-side
@@ -163,9 +165,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use cookie::Key;
 use hmac::{Hmac, Mac};
-use sessionkit_core::{
-    Applied, Changes, Error, Lifetime, SessionBackend, SessionData, Values, async_trait,
-};
+use sessionkit_core::{Changes, Error, Lifetime, SessionBackend, SessionData, Values, async_trait};
 use sha2::{Digest, Sha256};
 use std::fmt;
 use std::sync::Arc;
@@ -376,10 +376,10 @@ impl CookieBackendBuilder {
         })
     }
 
-    /// The absolute limit a session layer applies to these sessions when the application set
-    /// none (`with_absolute_timeout`): each ends `limit` after its creation, however active
-    /// (default [`DEFAULT_MAX_LIFETIME`], 30 days; `None` for no limit). The creation time is
-    /// inside the seal, so the limit holds for copies of the cookie too.
+    /// The absolute limit of these sessions: each ends `limit` after its creation, however
+    /// active (default [`DEFAULT_MAX_LIFETIME`], 30 days; `None` for no limit besides the
+    /// layer's `with_absolute_timeout`). The creation time is inside the seal, so the limit
+    /// holds for copies of the cookie too.
     pub fn with_max_lifetime(self, limit: Option<Duration>) -> Self {
         self.map(|backend| {
             Ok(CookieBackend {
@@ -397,6 +397,13 @@ impl CookieBackend {
             cookie_name: Arc::from(name),
             ..self.clone()
         }
+    }
+
+    /// Bind values to the cookie `name` from now on: a value sealed for one name does not
+    /// open under another. `SessionLayer` calls it with its own cookie's name when it is
+    /// built, so the two always agree.
+    pub fn bind_to_cookie_name(&mut self, name: &str) {
+        self.cookie_name = Arc::from(name);
     }
 
     fn new(mode: Mode, secret: &[u8]) -> Result<Self, Error> {
@@ -580,6 +587,9 @@ impl CookieBackend {
         }
         let created = get_u64(payload, 16)?;
         let last_access = get_u64(payload, 24)?;
+        if self.past_max_lifetime(created) {
+            return None;
+        }
         let amount = get_u64(payload, 33)?;
         let kind = *payload.get(32)?;
         let (user, values_at) = if kind & USER_FLAG == 0 {
@@ -611,10 +621,21 @@ impl CookieBackend {
         Some(data)
     }
 
+    /// Whether a session created at `created` (Unix seconds) is past the absolute limit.
+    fn past_max_lifetime(&self, created: u64) -> bool {
+        self.max_lifetime
+            .is_some_and(|limit| created.saturating_add(limit.as_secs()) <= now_millis() / 1000)
+    }
+
     fn encode(&self, data: &SessionData, ttl: Option<Duration>) -> Result<String, Error> {
         let iat = now_millis();
         let lifetime = ttl.unwrap_or(self.default_lifetime);
-        let exp = iat.saturating_add(u64::try_from(lifetime.as_millis()).unwrap_or(u64::MAX));
+        let mut exp = iat.saturating_add(u64::try_from(lifetime.as_millis()).unwrap_or(u64::MAX));
+        if let Some(limit) = self.max_lifetime {
+            // Never past the absolute limit, counted from the session's creation.
+            let end = data.created_unix().saturating_add(limit.as_secs());
+            exp = exp.min(end.saturating_mul(1000));
+        }
         let payload_at = self.payload_at();
         // Room for the nonce, the header, typical JSON and the tag: one allocation.
         let mut buf = Vec::with_capacity(payload_at + HEADER_BYTES + 128 + TAG_BYTES);
@@ -656,75 +677,42 @@ impl CookieBackend {
 
 #[async_trait]
 impl SessionBackend for CookieBackend {
+    /// Open the sealed value: `None` for anything that is not a live value of this backend
+    /// (forged, tampered, sealed under another key, name or mode, expired, past the absolute
+    /// limit, or longer than [`MAX_COOKIE_BYTES`]).
     async fn read(&self, id: &str) -> Result<Option<SessionData>, Error> {
+        if id.len() > MAX_COOKIE_BYTES {
+            return Ok(None);
+        }
         Ok(self.decode(id))
     }
 
-    /// Seal `data` into a new cookie value. The old value of an update is not opened again:
-    /// it identifies nothing on the server (the data comes from the session the layer
-    /// loaded, which already checked it), so there is nothing to adopt or resurrect.
-    async fn write(
-        &self,
-        _id: Option<&str>,
-        data: &SessionData,
-        ttl: Option<Duration>,
-    ) -> Result<String, Error> {
+    /// Seal `data` into a new cookie value.
+    async fn create(&self, data: &SessionData, ttl: Option<Duration>) -> Result<String, Error> {
         self.encode(data, ttl)
     }
 
     /// The client holds the state, so there is nothing stored to merge into: the session as
     /// the request left it is sealed anew (an emptied one ends, and its cookie is expired).
-    /// Of two overlapping requests that change the session, the cookie set last wins.
+    /// The old value is not opened again: it identifies nothing on the server, and the
+    /// session came from it through a read that checked it. Of two overlapping requests
+    /// that change the session, the cookie set last wins.
     async fn apply(
         &self,
         _id: &str,
         session: &SessionData,
         _changes: &Changes,
         ttl: Option<Duration>,
-    ) -> Result<Applied, Error> {
+    ) -> Result<Option<String>, Error> {
         if session.is_empty() {
-            return Ok(Applied::Removed);
+            return Ok(None);
         }
-        Ok(Applied::Saved {
-            value: self.encode(session, ttl)?,
-            record: session.clone(),
-        })
-    }
-
-    /// The sealed value's length for `data` (sealing it once: a few microseconds);
-    /// [`Error::CookieTooLarge`] when it is over [`MAX_COOKIE_BYTES`] on its own.
-    fn cookie_value_len(&self, data: &SessionData) -> Result<Option<usize>, Error> {
-        match self.encode(data, None) {
-            Ok(value) => Ok(Some(value.len())),
-            Err(Error::CookieTooLarge { size, .. }) => Ok(Some(size)),
-            Err(other) => Err(other),
-        }
-    }
-
-    /// [`with_max_lifetime`](CookieBackendBuilder::with_max_lifetime): 30 days by default.
-    fn default_absolute_timeout(&self) -> Option<Duration> {
-        self.max_lifetime
-    }
-
-    /// A copy of this backend whose values are bound to the cookie `name`.
-    fn bind_cookie_name(&self, name: &str) -> Option<Arc<dyn SessionBackend>> {
-        Some(Arc::new(self.bound_to(name)))
+        self.encode(session, ttl).map(Some)
     }
 
     /// Nothing to do: the session lives in the client. The layer expires the cookie.
     async fn remove(&self, _id: &str) -> Result<(), Error> {
         Ok(())
-    }
-
-    async fn exists(&self, id: &str) -> Result<bool, Error> {
-        Ok(self.decode(id).is_some())
-    }
-
-    /// Anything up to [`MAX_COOKIE_BYTES`]: opening a value is pure computation whose first
-    /// step (the key id lookup, then strict base64 decoding) already refuses anything
-    /// outside the format, so a second scan here would only cost time.
-    fn accepts(&self, value: &str) -> bool {
-        value.len() <= MAX_COOKIE_BYTES
     }
 }
 

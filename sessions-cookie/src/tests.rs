@@ -61,7 +61,7 @@ mod private_conformance {
 }
 
 fn sample() -> SessionData {
-    let mut data = SessionData::default();
+    let mut data = SessionData::new(Values::new());
     data.values_mut().insert("user".into(), "alice".into());
     data
 }
@@ -112,8 +112,8 @@ async fn generated_secrets_are_accepted_and_distinct() {
 async fn signed_values_are_readable_private_values_are_not() {
     let signed = CookieBackend::signed(SECRET).unwrap();
     let private = CookieBackend::private(SECRET).unwrap();
-    let sv = signed.write(None, &sample(), None).await.unwrap();
-    let pv = private.write(None, &sample(), None).await.unwrap();
+    let sv = signed.create(&sample(), None).await.unwrap();
+    let pv = private.create(&sample(), None).await.unwrap();
     let readable = |v: &str| {
         let body = v.split('.').nth(1).unwrap();
         URL_SAFE_NO_PAD
@@ -135,7 +135,7 @@ async fn signed_values_are_readable_private_values_are_not() {
 #[tokio::test]
 async fn tampered_values_read_as_no_session() {
     for backend in backends() {
-        let value = backend.write(None, &sample(), None).await.unwrap();
+        let value = backend.create(&sample(), None).await.unwrap();
         let (id, sealed) = value.split_once('.').unwrap();
         let mut tampered = vec![
             String::new(),
@@ -159,7 +159,7 @@ async fn tampered_values_read_as_no_session() {
                 backend.read(bad).await.unwrap().is_none(),
                 "{bad} read as a session"
             );
-            assert!(!backend.exists(bad).await.unwrap());
+            assert!(backend.read(&bad).await.unwrap().is_none());
         }
         assert!(backend.read(&value).await.unwrap().is_some());
     }
@@ -168,10 +168,10 @@ async fn tampered_values_read_as_no_session() {
 #[tokio::test]
 async fn swapped_signatures_do_not_verify() {
     let backend = CookieBackend::signed(SECRET).unwrap();
-    let a = backend.write(None, &sample(), None).await.unwrap();
+    let a = backend.create(&sample(), None).await.unwrap();
     let mut other = SessionData::default();
     other.values_mut().insert("user".into(), "mallory".into());
-    let b = backend.write(None, &other, None).await.unwrap();
+    let b = backend.create(&other, None).await.unwrap();
     let (signed_a, _) = a.rsplit_once('.').unwrap();
     let (_, tag_b) = b.rsplit_once('.').unwrap();
     let swapped = format!("{signed_a}.{tag_b}");
@@ -182,8 +182,8 @@ async fn swapped_signatures_do_not_verify() {
 async fn values_of_one_mode_do_not_open_in_the_other() {
     let signed = CookieBackend::signed(SECRET).unwrap();
     let private = CookieBackend::private(SECRET).unwrap();
-    let sv = signed.write(None, &sample(), None).await.unwrap();
-    let pv = private.write(None, &sample(), None).await.unwrap();
+    let sv = signed.create(&sample(), None).await.unwrap();
+    let pv = private.create(&sample(), None).await.unwrap();
     assert!(private.read(&sv).await.unwrap().is_none());
     assert!(signed.read(&pv).await.unwrap().is_none());
 }
@@ -198,7 +198,7 @@ async fn values_sealed_by_an_unknown_key_are_rejected() {
         ),
     ] {
         let (ours, theirs) = (ours.unwrap(), theirs.unwrap());
-        let forged = theirs.write(None, &sample(), None).await.unwrap();
+        let forged = theirs.create(&sample(), None).await.unwrap();
         assert!(ours.read(&forged).await.unwrap().is_none());
         // Even with our key id pasted on, the seal does not open.
         let our_id = ours.keys[0].id.clone();
@@ -220,7 +220,7 @@ async fn rotation_opens_old_cookies_and_reseals_under_the_new_key() {
             Mode::Private => CookieBackend::private(secret).unwrap(),
         };
         let key1 = make(SECRET);
-        let old_cookie = key1.write(None, &sample(), None).await.unwrap();
+        let old_cookie = key1.create(&sample(), None).await.unwrap();
 
         let rotated = CookieBackend::builder(mode, OTHER)
             .with_old_key(SECRET)
@@ -231,9 +231,10 @@ async fn rotation_opens_old_cookies_and_reseals_under_the_new_key() {
             "old key must still open"
         );
         let resealed = rotated
-            .write(Some(&old_cookie), &sample(), None)
+            .apply(&old_cookie, &sample(), &Changes::default(), None)
             .await
-            .unwrap();
+            .unwrap()
+            .expect("a session with values stays");
         let new_id = &rotated.keys[0].id;
         assert!(
             resealed.starts_with(&format!("{new_id}.")),
@@ -257,7 +258,7 @@ async fn rotation_opens_old_cookies_and_reseals_under_the_new_key() {
 async fn deadline_is_enforced_on_the_server() {
     for backend in backends() {
         let value = backend
-            .write(None, &sample(), Some(Duration::from_millis(300)))
+            .create(&sample(), Some(Duration::from_millis(300)))
             .await
             .unwrap();
         assert!(backend.read(&value).await.unwrap().is_some());
@@ -266,7 +267,7 @@ async fn deadline_is_enforced_on_the_server() {
             backend.read(&value).await.unwrap().is_none(),
             "an expired copy still works"
         );
-        assert!(!backend.exists(&value).await.unwrap());
+        assert!(backend.read(&value).await.unwrap().is_none());
     }
 }
 
@@ -276,7 +277,7 @@ async fn no_ttl_uses_the_default_lifetime_not_forever() {
         .with_default_lifetime(Duration::from_millis(300))
         .build()
         .unwrap();
-    let value = backend.write(None, &sample(), None).await.unwrap();
+    let value = backend.create(&sample(), None).await.unwrap();
     assert!(backend.read(&value).await.unwrap().is_some());
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert!(backend.read(&value).await.unwrap().is_none());
@@ -288,7 +289,7 @@ async fn oversized_sessions_are_refused_not_truncated() {
         let mut data = SessionData::default();
         data.values_mut()
             .insert("big".into(), "x".repeat(5000).into());
-        match backend.write(None, &data, None).await {
+        match backend.create(&data, None).await {
             Err(Error::CookieTooLarge { size, limit }) => {
                 assert!(size > limit);
                 assert_eq!(limit, MAX_COOKIE_BYTES);
@@ -301,8 +302,9 @@ async fn oversized_sessions_are_refused_not_truncated() {
 #[tokio::test]
 async fn metadata_survives_the_round_trip() {
     for backend in backends() {
-        let data = SessionData::from_parts(sample().into_values(), 1_600_000_000, 1_600_000_050);
-        let value = backend.write(None, &data, None).await.unwrap();
+        let now = sessionkit_core::unix_now();
+        let data = SessionData::from_parts(sample().into_values(), now - 100, now - 50);
+        let value = backend.create(&data, None).await.unwrap();
         assert_eq!(backend.read(&value).await.unwrap(), Some(data));
     }
 }
@@ -315,7 +317,7 @@ async fn value_under_another_name_is_rejected() {
             .build()
             .unwrap();
         let admin = backend.bound_to("admin");
-        let value = user.write(None, &sample(), None).await.unwrap();
+        let value = user.create(&sample(), None).await.unwrap();
         assert!(
             user.read(&value).await.unwrap().is_some(),
             "opens under its own name"
@@ -330,12 +332,12 @@ async fn value_under_another_name_is_rejected() {
 }
 
 #[tokio::test]
-async fn the_layer_binds_its_cookie_name_through_the_trait() {
+async fn binding_a_cookie_name_rebinds_the_values_sealed_after_it() {
     for backend in backends() {
-        let bound = backend
-            .bind_cookie_name("admin")
-            .expect("the cookie backend binds names");
-        let value = bound.write(None, &sample(), None).await.unwrap();
+        let mut bound = backend.clone();
+        bound.bind_to_cookie_name("admin");
+        assert_eq!(bound.cookie_name(), "admin");
+        let value = bound.create(&sample(), None).await.unwrap();
         assert!(
             backend
                 .bound_to("admin")
@@ -365,7 +367,7 @@ async fn values_of_an_earlier_format_name_an_unknown_key() {
                 .chain_update(key.master())
                 .finalize()[..6],
         );
-        let value = backend.write(None, &sample(), None).await.unwrap();
+        let value = backend.create(&sample(), None).await.unwrap();
         let (id, rest) = value.split_once('.').unwrap();
         assert_ne!(id, old_id);
         assert_eq!(
@@ -375,21 +377,44 @@ async fn values_of_an_earlier_format_name_an_unknown_key() {
     }
 }
 
-#[test]
-fn the_default_absolute_limit_is_offered_to_the_layer() {
+#[tokio::test]
+async fn a_session_ends_at_the_absolute_limit_however_long_its_seal() {
+    let day = 24 * 60 * 60;
+    let now = sessionkit_core::unix_now();
+    let created_days_ago = |days: u64| {
+        let mut data = sample();
+        data.set_created(now - days * day);
+        data
+    };
+    let fortnight = Some(Duration::from_secs(14 * day));
     for backend in backends() {
+        // Past the 30-day default: a fresh seal with a long TTL does not open.
+        let old = backend
+            .create(&created_days_ago(31), fortnight)
+            .await
+            .unwrap();
         assert_eq!(
-            backend.default_absolute_timeout(),
-            Some(DEFAULT_MAX_LIFETIME)
+            backend.read(&old).await.unwrap(),
+            None,
+            "{:?}",
+            backend.mode()
         );
-        assert_eq!(
-            CookieBackend::builder(backend.mode(), SECRET)
-                .with_max_lifetime(None)
-                .build()
-                .unwrap()
-                .default_absolute_timeout(),
-            None
-        );
+        // Within it: it opens, and its deadline stops at the limit, not 14 days on.
+        let young = backend
+            .create(&created_days_ago(29), fortnight)
+            .await
+            .unwrap();
+        assert!(backend.read(&young).await.unwrap().is_some());
+        // No limit: the old session opens.
+        let unlimited = CookieBackend::builder(backend.mode(), SECRET)
+            .with_max_lifetime(None)
+            .build()
+            .unwrap();
+        let old = unlimited
+            .create(&created_days_ago(31), fortnight)
+            .await
+            .unwrap();
+        assert!(unlimited.read(&old).await.unwrap().is_some());
     }
 }
 
@@ -403,7 +428,7 @@ async fn a_sessions_own_lifetime_travels_in_the_seal() {
         ] {
             let mut data = sample();
             data.set_lifetime(Some(lifetime));
-            let value = backend.write(None, &data, None).await.unwrap();
+            let value = backend.create(&data, None).await.unwrap();
             let read = backend.read(&value).await.unwrap().unwrap();
             assert_eq!(read.lifetime(), Some(lifetime), "{:?}", backend.mode());
         }
@@ -413,7 +438,7 @@ async fn a_sessions_own_lifetime_travels_in_the_seal() {
 #[tokio::test]
 async fn a_user_travels_in_the_seal_and_unbound_values_keep_their_format() {
     for backend in backends() {
-        let unbound = backend.write(None, &sample(), None).await.unwrap();
+        let unbound = backend.create(&sample(), None).await.unwrap();
         for user in [
             "42",
             "zoë@example.com",
@@ -421,7 +446,7 @@ async fn a_user_travels_in_the_seal_and_unbound_values_keep_their_format() {
         ] {
             let mut data = sample();
             data.set_user(Some(user.into()));
-            let value = backend.write(None, &data, None).await.unwrap();
+            let value = backend.create(&data, None).await.unwrap();
             let read = backend.read(&value).await.unwrap().expect("opens");
             assert_eq!(read.user(), Some(user));
             assert_eq!(read.values(), data.values());
@@ -432,7 +457,7 @@ async fn a_user_travels_in_the_seal_and_unbound_values_keep_their_format() {
         let mut data = sample();
         data.set_user(Some("u".repeat(sessionkit_core::MAX_USER_LEN + 1).into()));
         assert!(matches!(
-            backend.write(None, &data, None).await,
+            backend.create(&data, None).await,
             Err(Error::InvalidUser { len: 256 })
         ));
         // Listing and revoking need a server-side index: a clear refusal, not an empty list.

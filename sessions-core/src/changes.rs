@@ -68,24 +68,15 @@ impl Changes {
         self.user = Some(user);
     }
 
-    /// The new user binding, when it changed (`Some(None)`: unbound).
-    pub fn user(&self) -> Option<Option<&str>> {
-        self.user.as_ref().map(Option::as_deref)
-    }
-
-    /// Take the change of user binding out of these changes, leaving the rest.
-    pub fn take_user(&mut self) -> Option<Option<Arc<str>>> {
-        self.user.take()
+    /// The user this save binds the session to, when it binds one: what a backend that keeps
+    /// an index of sessions by user adds the session under.
+    pub fn binds_user(&self) -> Option<&str> {
+        self.user.as_ref().and_then(Option::as_deref)
     }
 
     /// Record that the session's own lifetime is now `lifetime` (`None`: the layer's).
     pub fn set_lifetime(&mut self, lifetime: Option<Lifetime>) {
         self.lifetime = Some(lifetime);
-    }
-
-    /// The new lifetime, when it changed (`Some(None)`: back to the layer's).
-    pub fn lifetime(&self) -> Option<Option<Lifetime>> {
-        self.lifetime
     }
 
     /// Whether nothing was changed.
@@ -113,7 +104,7 @@ impl Changes {
     }
 
     /// Apply the changes to `values`.
-    pub fn apply_to(&self, values: &mut Values) {
+    fn apply_to(&self, values: &mut Values) {
         if self.cleared {
             values.clear();
         }

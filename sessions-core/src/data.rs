@@ -244,6 +244,14 @@ impl SessionData {
         self.revision.as_ref()
     }
 
+    /// This record without the revision a read attached: what a new record starts from.
+    pub(crate) fn without_revision(&self) -> Self {
+        SessionData {
+            revision: None,
+            ..self.clone()
+        }
+    }
+
     /// This record, marked as read from the stored state `revision`.
     #[must_use]
     pub fn with_revision(mut self, revision: Revision) -> Self {

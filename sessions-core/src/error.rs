@@ -1,7 +1,7 @@
 use std::error::Error as StdError;
 
 /// A boxed error from a storage backend or serializer, kept as the [`Error`]'s source.
-pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
+pub(crate) type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 
 /// Everything that can go wrong with a session, named by its cause.
 #[derive(Debug, thiserror::Error)]

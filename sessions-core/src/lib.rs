@@ -48,11 +48,11 @@ mod session;
 pub mod store;
 mod users;
 
-pub use backend::{Applied, IdGenerator, SessionBackend};
+pub use backend::{IdGenerator, SessionBackend};
 pub use changes::Changes;
 pub use data::{Lifetime, Revision, SessionData, Values, unix_now};
-pub use error::{BoxError, Error};
-pub use id::{ID_RANDOM_BYTES, SessionId, generate_id};
+pub use error::Error;
+pub use id::{SessionId, generate_id};
 pub use serializer::{JsonSerializer, Serializer};
 pub use session::{LazySession, Session};
 pub use users::{DeviceId, MAX_USER_LEN, UserSession};

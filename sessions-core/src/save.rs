@@ -2,8 +2,8 @@
 //! a new id moves it, an emptied one is removed; the answer says what the cookie becomes.
 
 use crate::adapter::Commit;
-use crate::session::{Inner, State, StoredUser};
-use crate::{Applied, Changes, Error, SessionBackend, SessionData, unix_now};
+use crate::session::{Inner, State};
+use crate::{Changes, Error, SessionBackend, SessionData, unix_now};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +14,6 @@ struct Pending {
     regenerate: bool,
     stale: Option<Arc<str>>,
     changes: Changes,
-    stored_user: StoredUser,
 }
 
 impl Inner {
@@ -23,9 +22,7 @@ impl Inner {
     /// second commit, fail with [`Error::Committed`].
     pub(crate) async fn commit(&self) -> Result<Commit, Error> {
         match self.commit_once().await {
-            Err(error)
-                if self.context.policy().fail_open && !matches!(error, Error::Committed) =>
-            {
+            Err(error) if self.context.policy().fail_open && !matches!(error, Error::Committed) => {
                 tracing::warn!(%error, "saving the session failed; the response goes out without it");
                 Ok(Commit::Unchanged)
             }
@@ -54,7 +51,6 @@ impl Inner {
                 regenerate: state.regenerate,
                 stale: state.stale.take(),
                 changes: std::mem::take(&mut state.changes),
-                stored_user: std::mem::take(&mut state.stored_user),
             }
         };
         let backend = self.context.backend();
@@ -68,20 +64,11 @@ impl Inner {
             let (data, ttl) = self.stamp_for_save(pending.data, false);
             if pending.regenerate {
                 // Rare (a login): boxed, so every other save's future stays small.
-                return Box::pin(self.move_to_new_id(
-                    id,
-                    data,
-                    pending.changes,
-                    pending.stored_user,
-                    ttl,
-                ))
-                .await;
+                return Box::pin(self.move_to_new_id(id, data, ttl)).await;
             }
             return match backend.apply(id, &data, &pending.changes, ttl).await {
-                Ok(Applied::Saved { value, record }) => {
-                    self.written(Some(Arc::clone(id)), record, Ok(value))
-                }
-                Ok(Applied::Removed) => {
+                Ok(Some(value)) => self.written(Some(Arc::clone(id)), data, Ok(value)),
+                Ok(None) => {
                     self.adopt_saved(None, SessionData::default());
                     Ok(Commit::Expire)
                 }
@@ -99,7 +86,7 @@ impl Inner {
             });
         }
         let (data, ttl) = self.stamp_for_save(pending.data, true);
-        let created = backend.write(None, &data, ttl).await;
+        let created = backend.create(&data, ttl).await;
         self.written(None, data, created)
     }
 
@@ -178,7 +165,6 @@ impl Inner {
     /// Make the saved record the session's state.
     fn adopt_saved(&self, record: Option<Arc<str>>, data: SessionData) {
         let mut state = self.state();
-        state.stored_user = StoredUser::Unchanged;
         state.record = record;
         state.data = data;
         state.changed = false;
@@ -186,78 +172,39 @@ impl Inner {
         state.regenerate = false;
     }
 
-    /// Save the stored record `id` under a fresh id: its changes go onto the record as stored
-    /// now, the result moves to the new id, and the old record goes.
+    /// Move the session stored under `id` to a fresh id: the session as this request
+    /// leaves it is created under the new id, then the old record goes. The old record is
+    /// removed as a save that empties it, so a logout or a revocation that removed it while
+    /// this request ran is seen: the move is undone and the session ends, rather than living
+    /// on under the new id. What other requests saved under the old id while this one ran
+    /// does not move with it: a login cuts the old id off.
     async fn move_to_new_id(
         &self,
         id: &Arc<str>,
         data: SessionData,
-        mut changes: Changes,
-        stored_user: StoredUser,
         ttl: Option<Duration>,
     ) -> Result<Commit, Error> {
         let backend: &dyn SessionBackend = self.context.backend();
-        // A user bound by this request is bound on the new record only: the old one, about
-        // to go, keeps the binding it had as stored (one index entry written, not two).
-        let rebind = changes.take_user();
-        let unbound;
-        let old = match (&rebind, stored_user) {
-            (Some(_), StoredUser::Was(user)) => {
-                let mut old = data.clone();
-                old.set_user(user);
-                unbound = old;
-                &unbound
-            }
-            _ => &data,
-        };
-        // Whether the save emptied and removed the old record already.
-        let mut old_removed = false;
-        let mut now = match backend.apply(id, old, &changes, ttl).await {
-            Ok(Applied::Saved { record, .. }) => record,
-            // Emptied of values, but bound to a user by this request: it moves on with the
-            // binding (and the lifetime), its values as the store left them: none.
-            Ok(Applied::Removed) if rebind.as_ref().is_some_and(Option::is_some) => {
-                old_removed = true;
-                let mut now = data.clone();
-                now.values_mut().clear();
-                now
-            }
-            Ok(Applied::Removed) => {
-                self.adopt_saved(None, SessionData::default());
-                return Ok(Commit::Expire);
-            }
-            // Gone meanwhile (a logout in a parallel request): not brought back, not even
-            // under a new id.
-            Err(error) => return self.written(Some(Arc::clone(id)), data, Err(error)),
-        };
-        if let Some(user) = rebind {
-            now.set_user(user);
-            // Unbound by this request with nothing else left: the session ends.
-            if now.is_empty() {
-                if !old_removed {
-                    backend.remove(id).await?;
-                }
-                self.adopt_saved(None, SessionData::default());
-                return Ok(Commit::Expire);
-            }
-        }
-        // The record as it now stands moves to a new id, and the old one goes (written first,
-        // so a failure in between loses nothing). The old one is removed as a save that
-        // empties it: if a logout or a revocation removed it since the changes went on (a
-        // race with this request), the move is undone and the session ends, rather than
-        // living on under the new id.
-        let value = backend.write(None, &now, ttl).await?;
-        if old_removed {
-            return self.written(None, now, Ok(value));
-        }
-        let mut emptied = SessionData::default();
-        if let Some(revision) = now.revision() {
-            emptied = emptied.with_revision(revision.clone());
-        }
         let mut clear = Changes::default();
         clear.clear();
+        let mut emptied = SessionData::default();
+        if let Some(revision) = data.revision() {
+            emptied = emptied.with_revision(revision.clone());
+        }
+        if data.is_empty() {
+            // Emptied and moved: nothing to move, the session ends.
+            return match backend.apply(id, &emptied, &clear, ttl).await {
+                Ok(_) | Err(Error::SessionGone) => {
+                    self.adopt_saved(None, SessionData::default());
+                    Ok(Commit::Expire)
+                }
+                Err(error) => Err(error),
+            };
+        }
+        // Created first, so a failure in between loses nothing.
+        let value = backend.create(&data.without_revision(), ttl).await?;
         match backend.apply(id, &emptied, &clear, ttl).await {
-            Ok(_) => self.written(None, now, Ok(value)),
+            Ok(_) => self.written(None, data, Ok(value)),
             Err(Error::SessionGone) => {
                 backend.remove(&value).await?;
                 self.adopt_saved(None, SessionData::default());
@@ -330,22 +277,31 @@ mod tests {
         async fn read(&self, id: &str) -> Result<Option<SessionData>, Error> {
             Ok(self.0.lock().unwrap().get(id).cloned())
         }
-        async fn write(
-            &self,
-            id: Option<&str>,
-            data: &SessionData,
-            _: Option<Duration>,
-        ) -> Result<String, Error> {
-            let id = id.map_or_else(|| self.generate_id(), str::to_owned);
+        async fn create(&self, data: &SessionData, _: Option<Duration>) -> Result<String, Error> {
+            let id = self.generate_id();
             self.0.lock().unwrap().insert(id.clone(), data.clone());
             Ok(id)
+        }
+        async fn apply(
+            &self,
+            id: &str,
+            _: &SessionData,
+            changes: &Changes,
+            _: Option<Duration>,
+        ) -> Result<Option<String>, Error> {
+            let mut map = self.0.lock().unwrap();
+            let stored = map.get(id).ok_or(Error::SessionGone)?;
+            let merged = changes.applied_to(stored, unix_now());
+            if merged.is_empty() {
+                map.remove(id);
+                return Ok(None);
+            }
+            map.insert(id.to_owned(), merged);
+            Ok(Some(id.to_owned()))
         }
         async fn remove(&self, id: &str) -> Result<(), Error> {
             self.0.lock().unwrap().remove(id);
             Ok(())
-        }
-        async fn exists(&self, id: &str) -> Result<bool, Error> {
-            Ok(self.0.lock().unwrap().contains_key(id))
         }
     }
 
@@ -459,7 +415,7 @@ mod tests {
     }
 
     #[test]
-    fn a_new_id_keeps_what_another_request_saved_meanwhile() {
+    fn a_new_id_carries_what_the_login_saw_not_what_others_saved_under_the_old_id() {
         block_on(async {
             let store = backend();
             let id = stored(&store, serde_json::json!({"a": 1})).await;
@@ -478,8 +434,12 @@ mod tests {
             let map = store.0.lock().unwrap();
             assert!(!map.contains_key(&id), "the old id is gone");
             let record = &map[&new_id];
-            assert_eq!(record.values()["cart"], 3);
-            assert_eq!(record.values()["user"], "ada");
+            assert_eq!(record.values()["a"], 1, "what the login loaded moves");
+            assert_eq!(record.values()["user"], "ada", "what the login set moves");
+            assert!(
+                !record.values().contains_key("cart"),
+                "a request under the pre-login id reached the logged-in session"
+            );
         });
     }
 
@@ -532,7 +492,10 @@ mod tests {
             let moved = open(&store, &id, Policy::default());
             moved.load().await.unwrap();
             moved.regenerate_id().unwrap();
-            let Ok(Commit::Set { value: moved_id, .. }) = moved.commit().await else {
+            let Ok(Commit::Set {
+                value: moved_id, ..
+            }) = moved.commit().await
+            else {
                 panic!("saved")
             };
             assert_ne!(moved_id, id);
@@ -580,25 +543,24 @@ mod tests {
         async fn read(&self, id: &str) -> Result<Option<SessionData>, Error> {
             self.map.read(id).await
         }
-        async fn write(
-            &self,
-            id: Option<&str>,
-            data: &SessionData,
-            ttl: Option<Duration>,
-        ) -> Result<String, Error> {
-            if id.is_none() {
-                let victim = self.victim.lock().unwrap().take();
-                if let Some(victim) = victim {
-                    self.map.remove(&victim).await?;
-                }
+        async fn create(&self, data: &SessionData, ttl: Option<Duration>) -> Result<String, Error> {
+            let victim = self.victim.lock().unwrap().take();
+            if let Some(victim) = victim {
+                self.map.remove(&victim).await?;
             }
-            self.map.write(id, data, ttl).await
+            self.map.create(data, ttl).await
+        }
+        async fn apply(
+            &self,
+            id: &str,
+            session: &SessionData,
+            changes: &Changes,
+            ttl: Option<Duration>,
+        ) -> Result<Option<String>, Error> {
+            self.map.apply(id, session, changes, ttl).await
         }
         async fn remove(&self, id: &str) -> Result<(), Error> {
             self.map.remove(id).await
-        }
-        async fn exists(&self, id: &str) -> Result<bool, Error> {
-            self.map.exists(id).await
         }
     }
 

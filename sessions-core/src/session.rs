@@ -94,9 +94,6 @@ pub(crate) struct State {
     pub(crate) data: SessionData,
     /// The id of the record this session was loaded from (verified by a read).
     pub(crate) record: Option<Arc<str>>,
-    /// The user the record is bound to as stored, kept when this request first changes the
-    /// binding (`data` then holds the new one).
-    pub(crate) stored_user: StoredUser,
     pub(crate) changed: bool,
     /// What changed since the load, applied to the stored record when the session is saved.
     pub(crate) changes: Changes,
@@ -107,25 +104,6 @@ pub(crate) struct State {
     pub(crate) unsaved: bool,
     /// The session was saved (or discarded) with its response: no more changes.
     pub(crate) committed: bool,
-}
-
-/// The user binding of the record as stored, once a request changes it.
-#[derive(Clone, Default)]
-pub(crate) enum StoredUser {
-    /// This request has not changed the binding.
-    #[default]
-    Unchanged,
-    /// The binding as it was stored before this request changed it.
-    Was(Option<Arc<str>>),
-}
-
-impl State {
-    /// Before the first change of the user binding: remember the binding as stored.
-    fn keep_stored_user(&mut self) {
-        if matches!(self.stored_user, StoredUser::Unchanged) {
-            self.stored_user = StoredUser::Was(self.data.user_shared().cloned());
-        }
-    }
 }
 
 impl Inner {
@@ -323,7 +301,6 @@ impl Session {
     pub fn clear(&self) -> Result<(), Error> {
         let mut state = self.writable()?;
         if !state.data.is_empty() {
-            state.keep_stored_user();
             state.changes.clear();
             state.data.values_mut().clear();
             state.data.set_user(None);
@@ -387,7 +364,6 @@ impl Session {
         state.stale = None;
         state.data = SessionData::default();
         state.changes = Changes::default();
-        state.stored_user = StoredUser::Unchanged;
         state.regenerate = false;
         state.changed = true;
         Ok(())
@@ -460,7 +436,6 @@ impl Session {
             return Ok(());
         }
         let user: Arc<str> = user.into();
-        state.keep_stored_user();
         state.changes.set_user(Some(Arc::clone(&user)));
         state.data.set_user(Some(user));
         state.changed = true;
@@ -475,7 +450,6 @@ impl Session {
     pub fn clear_user(&self) -> Result<(), Error> {
         let mut state = self.writable()?;
         if state.data.user().is_some() {
-            state.keep_stored_user();
             state.changes.set_user(None);
             state.data.set_user(None);
             state.changed = true;

@@ -14,7 +14,8 @@
 //! # Ok::<(), Error>(())
 //! ```
 
-use crate::{BoxError, Error, Serializer, SessionData};
+use crate::error::BoxError;
+use crate::{Error, Serializer, SessionData};
 use std::fmt;
 use std::future::Future;
 

@@ -18,7 +18,7 @@
 //! use sessionkit_core::{SessionBackend, SessionData};
 //! # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
 //! let backend = InMemoryBackend::new().with_max_sessions(100_000);
-//! let id = backend.write(None, &SessionData::default(), None).await?;
+//! let id = backend.create(&SessionData::default(), None).await?;
 //! assert!(backend.exists(&id).await?);
 //! # Ok::<(), sessionkit_core::Error>(()) }).unwrap();
 //! ```
@@ -39,8 +39,8 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 use sessionkit_core::{
-    Applied, Changes, Error, IdGenerator, Revision, SessionBackend, SessionData, DeviceId,
-    UserSession, async_trait,
+    Changes, DeviceId, Error, IdGenerator, Revision, SessionBackend, SessionData, UserSession,
+    async_trait,
 };
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
@@ -477,43 +477,39 @@ impl InMemoryBackend {
         })
     }
 
-    fn write_record(
-        &self,
-        id: Option<&str>,
-        data: &SessionData,
-        ttl: Option<Duration>,
-    ) -> Result<String, Error> {
+    fn create_record(&self, data: &SessionData, ttl: Option<Duration>) -> Result<String, Error> {
         let now = Instant::now();
         // A TTL too large to represent is as good as none.
         let expires = ttl.and_then(|ttl| now.checked_add(ttl));
         let mut store = self.write_store();
-        match id {
-            Some(id) => {
-                store.update(id, now, expires, |_, _| Some(data.clone()))?;
-                Ok(id.to_owned())
-            }
-            None => {
-                store.make_room(&self.inner, now);
-                let mut attempts = 0;
-                let id = loop {
-                    let id = self.generate_id();
-                    match store.records.get(id.as_str()) {
-                        Some(record) if record.live(now) => {
-                            attempts += 1;
-                            if attempts == sessionkit_core::store::CREATE_ATTEMPTS {
-                                return Err(Error::backend(
-                                    "memory: every fresh session id was already taken; the id \
-                                     generator repeats itself",
-                                ));
-                            }
-                        }
-                        _ => break id,
+        store.make_room(&self.inner, now);
+        let mut attempts = 0;
+        let id = loop {
+            let id = self.generate_id();
+            match store.records.get(id.as_str()) {
+                Some(record) if record.live(now) => {
+                    attempts += 1;
+                    if attempts == sessionkit_core::store::CREATE_ATTEMPTS {
+                        return Err(Error::backend(
+                            "memory: every fresh session id was already taken; the id \
+                             generator repeats itself",
+                        ));
                     }
-                };
-                store.create(Arc::from(id.as_str()), data.clone(), expires);
-                Ok(id)
+                }
+                _ => break id,
             }
-        }
+        };
+        store.create(Arc::from(id.as_str()), data.clone(), expires);
+        Ok(id)
+    }
+
+    /// Whether a live session is stored under `id`.
+    ///
+    /// # Errors
+    ///
+    /// None: the store is in memory (the `Result` matches the other backends').
+    pub async fn exists(&self, id: &str) -> Result<bool, Error> {
+        Ok(self.live_record(id, |_| ()).is_some())
     }
 }
 
@@ -524,13 +520,8 @@ impl SessionBackend for InMemoryBackend {
         Ok(self.read_record(id))
     }
 
-    async fn write(
-        &self,
-        id: Option<&str>,
-        data: &SessionData,
-        ttl: Option<Duration>,
-    ) -> Result<String, Error> {
-        self.write_record(id, data, ttl)
+    async fn create(&self, data: &SessionData, ttl: Option<Duration>) -> Result<String, Error> {
+        self.create_record(data, ttl)
     }
 
     /// Atomic: the changes go onto the stored record under the store's lock.
@@ -540,7 +531,7 @@ impl SessionBackend for InMemoryBackend {
         session: &SessionData,
         changes: &Changes,
         ttl: Option<Duration>,
-    ) -> Result<Applied, Error> {
+    ) -> Result<Option<String>, Error> {
         let now = Instant::now();
         let expires = ttl.and_then(|ttl| now.checked_add(ttl));
         let accessed = session.last_access_unix();
@@ -556,22 +547,12 @@ impl SessionBackend for InMemoryBackend {
             };
             (!merged.is_empty()).then_some(merged)
         })?;
-        Ok(match updated {
-            Some(record) => Applied::Saved {
-                value: id.to_owned(),
-                record,
-            },
-            None => Applied::Removed,
-        })
+        Ok(updated.map(|_| id.to_owned()))
     }
 
     async fn remove(&self, id: &str) -> Result<(), Error> {
         self.write_store().drop_record(id);
         Ok(())
-    }
-
-    async fn exists(&self, id: &str) -> Result<bool, Error> {
-        Ok(self.live_record(id, |_| ()).is_some())
     }
 
     /// The live records in the user's entry of the index (kept exact under the lock).
@@ -632,14 +613,6 @@ impl SessionBackend for InMemoryBackend {
             .is_some_and(|r| r.live(now)))
     }
 
-    /// Any value up to 256 bytes: a lookup in the map is harmless whatever the bytes, so the
-    /// alphabet is not checked (a value that was never issued simply finds nothing). This also
-    /// lets ids from [`with_id_generator`](InMemoryBackend::with_id_generator) use any
-    /// characters a cookie can carry.
-    fn accepts(&self, value: &str) -> bool {
-        (1..=256).contains(&value.len())
-    }
-
     fn generate_id(&self) -> String {
         match &self.inner.ids {
             Some(ids) => ids(),
@@ -652,6 +625,17 @@ impl SessionBackend for InMemoryBackend {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// Replace the values of the stored session `id` with `data`'s, as a save does.
+    async fn update(backend: &InMemoryBackend, id: &str, data: &SessionData) {
+        let mut changes = Changes::default();
+        changes.clear();
+        for (key, value) in data.values() {
+            changes.set(key, value.clone());
+        }
+        let saved = backend.apply(id, data, &changes, None).await.unwrap();
+        assert!(saved.is_some(), "the update removed the session");
+    }
 
     struct Memory;
 
@@ -710,11 +694,11 @@ mod tests {
     #[tokio::test]
     async fn a_flood_of_one_shot_sessions_evicts_its_own_kind_not_a_returning_user() {
         let backend = InMemoryBackend::new().with_max_sessions(100);
-        let user = backend.write(None, &data(1), None).await.unwrap();
+        let user = backend.create(&data(1), None).await.unwrap();
         // The user comes back: the record is written again.
-        backend.write(Some(&user), &data(2), None).await.unwrap();
+        update(&backend, &user, &data(2)).await;
         for n in 0..10_000 {
-            backend.write(None, &data(n), None).await.unwrap();
+            backend.create(&data(n), None).await.unwrap();
         }
         assert_eq!(backend.len(), 100);
         assert_eq!(
@@ -738,15 +722,15 @@ mod tests {
     async fn left_after_expiry(behind_a_live_one: bool) -> usize {
         let backend = InMemoryBackend::unbounded();
         if behind_a_live_one {
-            backend.write(None, &data(0), None).await.unwrap();
+            backend.create(&data(0), None).await.unwrap();
         }
         let short = Some(Duration::from_millis(20));
         for n in 0..200 {
-            backend.write(None, &data(n), short).await.unwrap();
+            backend.create(&data(n), short).await.unwrap();
         }
         tokio::time::sleep(Duration::from_millis(40)).await;
         for n in 0..200 {
-            backend.write(None, &data(n), None).await.unwrap();
+            backend.create(&data(n), None).await.unwrap();
         }
         backend.len()
     }
@@ -758,9 +742,9 @@ mod tests {
         let mut moved = data(7);
         moved.set_created(1_000);
         moved.set_last_access(2_000);
-        let user = backend.write(None, &moved, None).await.unwrap();
+        let user = backend.create(&moved, None).await.unwrap();
         for n in 0..1_000 {
-            backend.write(None, &data(n), None).await.unwrap();
+            backend.create(&data(n), None).await.unwrap();
         }
         assert!(
             backend.read(&user).await.unwrap().is_some(),
@@ -781,20 +765,20 @@ mod tests {
     async fn an_id_generator_that_repeats_itself_is_an_error_not_a_hang() {
         let backend =
             InMemoryBackend::new().with_id_generator(Arc::new(|| "same-id-every-time".into()));
-        backend.write(None, &data(1), None).await.unwrap();
-        let again = backend.write(None, &data(2), None).await;
+        backend.create(&data(1), None).await.unwrap();
+        let again = backend.create(&data(2), None).await;
         assert!(matches!(again, Err(Error::Backend { .. })), "{again:?}");
     }
 
     #[tokio::test]
     async fn max_sessions_evicts_the_oldest_session_that_never_came_back() {
         let backend = InMemoryBackend::new().with_max_sessions(3);
-        let a = backend.write(None, &data(1), None).await.unwrap();
-        let b = backend.write(None, &data(2), None).await.unwrap();
-        let c = backend.write(None, &data(3), None).await.unwrap();
+        let a = backend.create(&data(1), None).await.unwrap();
+        let b = backend.create(&data(2), None).await.unwrap();
+        let c = backend.create(&data(3), None).await.unwrap();
         // Rewriting `a` makes `b` the least recently written.
-        backend.write(Some(&a), &data(10), None).await.unwrap();
-        let d = backend.write(None, &data(4), None).await.unwrap();
+        update(&backend, &a, &data(10)).await;
+        let d = backend.create(&data(4), None).await.unwrap();
         assert_eq!(backend.len(), 3);
         assert!(
             backend.read(&b).await.unwrap().is_none(),
@@ -815,7 +799,7 @@ mod tests {
         };
         let mut ids = Vec::new();
         for n in 0..1_000 {
-            ids.push(backend.write(None, &bound(n), None).await.unwrap());
+            ids.push(backend.create(&bound(n), None).await.unwrap());
         }
         let indexed = |backend: &InMemoryBackend| {
             let store = backend.inner.store.read().unwrap();
@@ -833,8 +817,8 @@ mod tests {
         assert!(backend.inner.store.read().unwrap().users.is_empty());
 
         let short = Some(Duration::from_millis(10));
-        backend.write(None, &bound(1), short).await.unwrap();
-        let kept = backend.write(None, &bound(21), None).await.unwrap();
+        backend.create(&bound(1), short).await.unwrap();
+        let kept = backend.create(&bound(21), None).await.unwrap();
         tokio::time::sleep(Duration::from_millis(30)).await;
         assert_eq!(backend.purge_expired(), 1);
         assert_eq!(
@@ -848,7 +832,7 @@ mod tests {
     async fn memory_stays_bounded_under_many_creates() {
         let backend = InMemoryBackend::new().with_max_sessions(100);
         for n in 0..5_000 {
-            backend.write(None, &data(n), None).await.unwrap();
+            backend.create(&data(n), None).await.unwrap();
             assert!(backend.len() <= 100);
         }
         let store = backend.inner.store.read().unwrap();
@@ -862,10 +846,10 @@ mod tests {
     async fn full_store_purges_expired_before_evicting_live_records() {
         let backend = InMemoryBackend::new().with_max_sessions(2);
         let short = Some(Duration::from_millis(30));
-        backend.write(None, &data(1), short).await.unwrap();
-        let live = backend.write(None, &data(2), None).await.unwrap();
+        backend.create(&data(1), short).await.unwrap();
+        let live = backend.create(&data(2), None).await.unwrap();
         tokio::time::sleep(Duration::from_millis(60)).await;
-        backend.write(None, &data(3), None).await.unwrap();
+        backend.create(&data(3), None).await.unwrap();
         assert!(
             backend.read(&live).await.unwrap().is_some(),
             "a live record was evicted"
@@ -878,11 +862,11 @@ mod tests {
         let backend = InMemoryBackend::new();
         for n in 0..10 {
             backend
-                .write(None, &data(n), Some(Duration::from_millis(20)))
+                .create(&data(n), Some(Duration::from_millis(20)))
                 .await
                 .unwrap();
         }
-        let keep = backend.write(None, &data(99), None).await.unwrap();
+        let keep = backend.create(&data(99), None).await.unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert_eq!(backend.purge_expired(), 10);
         assert_eq!(backend.len(), 1);
@@ -894,13 +878,13 @@ mod tests {
         let backend = InMemoryBackend::new();
         for n in 0..100 {
             backend
-                .write(None, &data(n), Some(Duration::from_millis(10)))
+                .create(&data(n), Some(Duration::from_millis(10)))
                 .await
                 .unwrap();
         }
         tokio::time::sleep(Duration::from_millis(30)).await;
         for n in 0..200 {
-            backend.write(None, &data(n), None).await.unwrap();
+            backend.create(&data(n), None).await.unwrap();
         }
         assert_eq!(backend.len(), 200, "expired records were never purged");
     }
@@ -908,7 +892,7 @@ mod tests {
     #[tokio::test]
     async fn clones_share_one_store() {
         let backend = InMemoryBackend::new();
-        let id = backend.clone().write(None, &data(1), None).await.unwrap();
+        let id = backend.clone().create(&data(1), None).await.unwrap();
         assert!(backend.exists(&id).await.unwrap());
     }
 }

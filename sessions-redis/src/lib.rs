@@ -16,7 +16,7 @@
 //!     .with_expire(Duration::from_secs(24 * 3600)) // for writes that bring no TTL
 //!     .with_pool_timeout(Duration::from_secs(2));
 //!
-//! let id = backend.write(None, &SessionData::default(), None).await?;
+//! let id = backend.create(&SessionData::new(Default::default()), None).await?;
 //! assert!(backend.exists(&id).await?);
 //! # Ok(()) }
 //! ```
@@ -32,11 +32,11 @@
 //! | operation | command |
 //! |---|---|
 //! | read | `GET key` |
-//! | create (`write(None, ..)`) | `SET key value NX PX ms` — on a taken id (nil reply), a new id is minted and tried |
-//! | update (`write(Some(id), ..)`) | `SET key value XX PX ms` — nil reply: [`Error::SessionGone`], nothing stored |
+//! | create | `SET key value NX PX ms` — on a taken id (nil reply), a new id is minted and tried |
+//! | [`update`](RedisBackend::update) (a direct overwrite, for tools) | `SET key value XX PX ms` — nil reply: [`Error::SessionGone`], nothing stored |
 //! | save (`apply`: a loaded session's changes, and refreshes) | `EVALSHA` of a script that compares the stored bytes with the ones the session read and, when they match, runs `SET key value PX ms` (or `DEL key` for a session emptied); when another save came in between it answers the stored bytes, the changes are applied to them and the script runs again. `EVAL` once when Redis does not know the script (`NOSCRIPT`) |
 //! | remove | `DEL key` |
-//! | exists | `EXISTS key` |
+//! | [`exists`](RedisBackend::exists) | `EXISTS key` |
 //! | a save or create that binds the session to a user | the above, then one `EVALSHA` adding the id to the user's index |
 //!
 //! Creates never overwrite a record and updates never bring back one that was removed or has
@@ -57,8 +57,8 @@
 //! A session bound to a user (`Session::set_user`) is also entered in that user's index, a
 //! sorted set under [`user_key`](RedisBackend::user_key) (`<prefix>user:{<user>}`) holding
 //! the session ids. The session layer's saves write it once, by the save that binds, and by
-//! the create of a bound session under a new id (a direct `write(Some(id), ..)` of a bound
-//! record writes it again). It is written after the record, so an entry never precedes its
+//! the create of a bound session under a new id (a direct
+//! [`update`](RedisBackend::update) of a bound record writes it again). It is written after the record, so an entry never precedes its
 //! session; if it cannot be written, the record is deleted again and the save fails, so a
 //! bound session does not live on outside the index (should that deletion fail too, the
 //! error is logged and the record is left to its TTL). Saves of unbound sessions, and the
@@ -150,8 +150,8 @@ use deadpool_redis::redis::{Cmd, RedisWrite, ToRedisArgs, Value};
 use sessionkit_core::serializer::JsonSerializer;
 use sessionkit_core::store::{self, Decoded};
 use sessionkit_core::{
-    Applied, Changes, Error, IdGenerator, Revision, Serializer, SessionBackend, SessionData,
-    DeviceId, UserSession, async_trait,
+    Changes, DeviceId, Error, IdGenerator, Revision, Serializer, SessionBackend, SessionData,
+    UserSession, async_trait,
 };
 
 /// How a read treats a record the serializer cannot decode (re-exported from `sessionkit-core`).
@@ -614,6 +614,57 @@ impl<S> RedisBackend<S> {
 }
 
 impl<S: Serializer> RedisBackend<S> {
+    /// Whether `value` can be one of this backend's ids, checked before a read costs a round
+    /// trip: what the default generator makes (16 to 256 characters of URL-safe base64), or,
+    /// with a custom id generator, any value up to 256 bytes.
+    fn plausible(&self, value: &str) -> bool {
+        (1..=256).contains(&value.len())
+            && (self.ids.is_some()
+                || (value.len() >= 16
+                    && value
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')))
+    }
+
+    /// Whether a live record is stored under `id` (`EXISTS`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Backend`] when Redis cannot be reached or answers unexpectedly.
+    pub async fn exists(&self, id: &str) -> Result<bool, Error> {
+        match self
+            .query(&self.key_cmd("EXISTS", id), "EXISTS", id)
+            .await?
+        {
+            Value::Int(n) => Ok(n > 0),
+            other => Err(self.unexpected("EXISTS", id, &other)),
+        }
+    }
+
+    /// Replace the record stored under `id` with `data` as it is (`SET XX`), outside the
+    /// session layer's merging saves: for tools and tests. A bound record is entered in its
+    /// user's index again.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::SessionGone`] when no record is stored under `id` (nothing is stored then);
+    /// [`Error::Backend`] when Redis cannot be reached.
+    pub async fn update(
+        &self,
+        id: &str,
+        data: &SessionData,
+        ttl: Option<Duration>,
+    ) -> Result<String, Error> {
+        let value = self.serializer.serialize(data)?;
+        if !self.set(id, &value, "XX", self.ttl_ms(ttl)).await? {
+            return Err(Error::SessionGone);
+        }
+        if let Some(user) = data.user() {
+            self.indexed(user, id).await?;
+        }
+        Ok(id.to_owned())
+    }
+
     /// The record stored as `bytes` under `id`, marked with them as its revision; `None` when
     /// it does not decode (and the policy is to discard it: it is deleted, so the next request
     /// with this cookie does not decode it again).
@@ -727,6 +778,9 @@ impl<S: Serializer> RedisBackend<S> {
 #[async_trait]
 impl<S: Serializer> SessionBackend for RedisBackend<S> {
     async fn read(&self, id: &str) -> Result<Option<SessionData>, Error> {
+        if !self.plausible(id) {
+            return Ok(None);
+        }
         match self.query(&self.key_cmd("GET", id), "GET", id).await? {
             Value::Nil => Ok(None),
             Value::BulkString(bytes) => self.decoded(id, bytes).await,
@@ -734,38 +788,21 @@ impl<S: Serializer> SessionBackend for RedisBackend<S> {
         }
     }
 
-    async fn write(
-        &self,
-        id: Option<&str>,
-        data: &SessionData,
-        ttl: Option<Duration>,
-    ) -> Result<String, Error> {
-        let value = self.serializer.serialize(data)?;
+    /// `SET NX` under a fresh id (minted again on a taken one); a bound session is entered in
+    /// its user's index after.
+    async fn create(&self, data: &SessionData, ttl: Option<Duration>) -> Result<String, Error> {
+        let value = &self.serializer.serialize(data)?;
         let ttl_ms = self.ttl_ms(ttl);
-        match id {
-            Some(id) => {
-                if !self.set(id, &value, "XX", ttl_ms).await? {
-                    return Err(Error::SessionGone);
-                }
-                if let Some(user) = data.user() {
-                    self.indexed(user, id).await?;
-                }
-                Ok(id.to_owned())
-            }
-            None => {
-                let value = &value;
-                let id = store::create(
-                    "redis",
-                    || self.generate_id(),
-                    |id| async move { self.set(&id, value, "NX", ttl_ms).await },
-                )
-                .await?;
-                if let Some(user) = data.user() {
-                    self.indexed(user, &id).await?;
-                }
-                Ok(id)
-            }
+        let id = store::create(
+            "redis",
+            || self.generate_id(),
+            |id| async move { self.set(&id, value, "NX", ttl_ms).await },
+        )
+        .await?;
+        if let Some(user) = data.user() {
+            self.indexed(user, &id).await?;
         }
+        Ok(id)
     }
 
     /// One round trip when no other save came in between: a script compares the stored bytes
@@ -778,7 +815,7 @@ impl<S: Serializer> SessionBackend for RedisBackend<S> {
         session: &SessionData,
         changes: &Changes,
         ttl: Option<Duration>,
-    ) -> Result<Applied, Error> {
+    ) -> Result<Option<String>, Error> {
         let ttl_ms = self.ttl_ms(ttl);
         let accessed = session.last_access_unix();
         // The session is the loaded record with the changes made; loaded by other means (no
@@ -803,15 +840,12 @@ impl<S: Serializer> SessionBackend for RedisBackend<S> {
                 Value::Nil => return Err(Error::SessionGone),
                 Value::Int(1) => {
                     // A save that binds the session: one more command, for the index.
-                    if let Some(Some(user)) = changes.user() {
+                    if let Some(user) = changes.binds_user() {
                         self.indexed(user, id).await?;
                     }
-                    return Ok(Applied::Saved {
-                        value: id.to_owned(),
-                        record: merged.with_revision(Revision::bytes(value)),
-                    });
+                    return Ok(Some(id.to_owned()));
                 }
-                Value::Int(0) => return Ok(Applied::Removed),
+                Value::Int(0) => return Ok(None),
                 Value::Array(mut current) => match current.pop() {
                     Some(Value::BulkString(bytes)) => {
                         tracing::debug!(
@@ -844,16 +878,6 @@ impl<S: Serializer> SessionBackend for RedisBackend<S> {
         match self.query(&self.key_cmd("DEL", id), "DEL", id).await? {
             Value::Int(_) => Ok(()),
             other => Err(self.unexpected("DEL", id, &other)),
-        }
-    }
-
-    async fn exists(&self, id: &str) -> Result<bool, Error> {
-        match self
-            .query(&self.key_cmd("EXISTS", id), "EXISTS", id)
-            .await?
-        {
-            Value::Int(n) => Ok(n > 0),
-            other => Err(self.unexpected("EXISTS", id, &other)),
         }
     }
 

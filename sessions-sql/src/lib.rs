@@ -28,7 +28,7 @@
 //!     .build()?; // checks the URL and the table name
 //! backend.migrate().await?; // creates the table and its index if missing
 //!
-//! let id = backend.write(None, &SessionData::default(), None).await?;
+//! let id = backend.create(&SessionData::default(), None).await?;
 //! assert!(backend.exists(&id).await?);
 //!
 //! // Delete expired rows now and then (every 10 minutes here), until stopped.
@@ -254,8 +254,8 @@ use driver::{Driver, Failure, Statements};
 use sessionkit_core::serializer::JsonSerializer;
 use sessionkit_core::store::{self, Decoded};
 use sessionkit_core::{
-    Applied, Changes, Error, IdGenerator, MAX_USER_LEN, Revision, Serializer, SessionBackend,
-    SessionData, DeviceId, UserSession, async_trait,
+    Changes, DeviceId, Error, IdGenerator, MAX_USER_LEN, Revision, Serializer, SessionBackend,
+    SessionData, UserSession, async_trait,
 };
 
 /// How a read treats a row the serializer cannot decode (re-exported from `sessionkit-core`).
@@ -890,10 +890,85 @@ impl fmt::Display for RowOf<'_> {
     }
 }
 
+impl<DB: SqlDatabase, S: Serializer> SqlBackend<DB, S> {
+    /// Whether `value` can be one of this backend's ids, checked before a read costs a
+    /// statement. Without a custom id generator: what the default generator makes, 16 to
+    /// [`MAX_ID_LEN`] characters of URL-safe base64. With one: any id the backend can store
+    /// (1 to [`MAX_ID_LEN`] visible ASCII characters), since its format is the generator's.
+    fn plausible(&self, value: &str) -> bool {
+        if self.ids.is_some() {
+            storable(value)
+        } else {
+            (16..=MAX_ID_LEN).contains(&value.len())
+                && value
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        }
+    }
+
+    /// Whether a live row is stored under `id`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Backend`] when the database fails.
+    pub async fn exists(&self, id: &str) -> Result<bool, Error> {
+        if !storable(id) {
+            return Ok(false);
+        }
+        let shared = &*self.shared;
+        let now = now_ms();
+        match run!(shared, |conn| DB::fetch_exists(
+            conn,
+            &shared.sql.exists,
+            id,
+            now
+        )) {
+            Ok(found) => Ok(found),
+            Err(e) => Err(shared.error(e, "exists", Some(id)).await),
+        }
+    }
+
+    /// Replace the row stored under `id` with `data` as it is (one `UPDATE`), outside the
+    /// session layer's merging saves: for tools and tests.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::SessionGone`] when no live row is stored under `id` (nothing is stored then);
+    /// [`Error::Backend`] when the database fails.
+    pub async fn update(
+        &self,
+        id: &str,
+        data: &SessionData,
+        ttl: Option<Duration>,
+    ) -> Result<String, Error> {
+        let user = user_of(data)?;
+        let value = self.serializer.serialize(data)?;
+        let shared = &*self.shared;
+        if !storable(id) {
+            return Err(Error::SessionGone);
+        }
+        let now = now_ms();
+        let expires_at = self.expires_at(ttl, now);
+        match run!(shared, |conn| DB::update(
+            conn,
+            &shared.sql.update,
+            id,
+            &value,
+            expires_at,
+            user,
+            now
+        )) {
+            Ok(0) => Err(Error::SessionGone),
+            Ok(_) => Ok(id.to_owned()),
+            Err(e) => Err(shared.error(e, "update", Some(id)).await),
+        }
+    }
+}
+
 #[async_trait]
 impl<DB: SqlDatabase, S: Serializer> SessionBackend for SqlBackend<DB, S> {
     async fn read(&self, id: &str) -> Result<Option<SessionData>, Error> {
-        if !storable(id) {
+        if !self.plausible(id) {
             return Ok(None);
         }
         let shared = &*self.shared;
@@ -931,67 +1006,40 @@ impl<DB: SqlDatabase, S: Serializer> SessionBackend for SqlBackend<DB, S> {
         }
     }
 
-    async fn write(
-        &self,
-        id: Option<&str>,
-        data: &SessionData,
-        ttl: Option<Duration>,
-    ) -> Result<String, Error> {
+    /// `INSERT` under a fresh id (minted again on a taken one); the user goes into
+    /// `user_id` in the same statement.
+    async fn create(&self, data: &SessionData, ttl: Option<Duration>) -> Result<String, Error> {
         let user = user_of(data)?;
         let value = self.serializer.serialize(data)?;
         let shared = &*self.shared;
-        match id {
-            Some(id) => {
-                if !storable(id) {
-                    return Err(Error::SessionGone);
+        let value = &value;
+        store::create(
+            DB::LABEL,
+            || self.generate(),
+            |id| async move {
+                if !storable(&id) {
+                    return Err(Error::Config(format!(
+                        "{}: the id generator made an id this backend cannot store: \
+                         ids are 1 to {MAX_ID_LEN} visible ASCII characters",
+                        DB::LABEL
+                    )));
                 }
                 let now = now_ms();
                 let expires_at = self.expires_at(ttl, now);
-                match run!(shared, |conn| DB::update(
+                match run!(shared, |conn| DB::insert(
                     conn,
-                    &shared.sql.update,
-                    id,
-                    &value,
+                    &shared.sql.insert,
+                    &id,
+                    value,
                     expires_at,
-                    user,
-                    now
+                    user
                 )) {
-                    Ok(0) => Err(Error::SessionGone),
-                    Ok(_) => Ok(id.to_owned()),
-                    Err(e) => Err(shared.error(e, "update", Some(id)).await),
+                    Ok(inserted) => Ok(inserted),
+                    Err(e) => Err(shared.error(e, "create", Some(&id)).await),
                 }
-            }
-            None => {
-                let value = &value;
-                store::create(
-                    DB::LABEL,
-                    || self.generate(),
-                    |id| async move {
-                        if !storable(&id) {
-                            return Err(Error::Config(format!(
-                                "{}: the id generator made an id this backend cannot store: \
-                                 ids are 1 to {MAX_ID_LEN} visible ASCII characters",
-                                DB::LABEL
-                            )));
-                        }
-                        let now = now_ms();
-                        let expires_at = self.expires_at(ttl, now);
-                        match run!(shared, |conn| DB::insert(
-                            conn,
-                            &shared.sql.insert,
-                            &id,
-                            value,
-                            expires_at,
-                            user
-                        )) {
-                            Ok(inserted) => Ok(inserted),
-                            Err(e) => Err(shared.error(e, "create", Some(&id)).await),
-                        }
-                    },
-                )
-                .await
-            }
-        }
+            },
+        )
+        .await
     }
 
     /// Two statements when no other save came in between (the session's read, and a
@@ -1005,7 +1053,7 @@ impl<DB: SqlDatabase, S: Serializer> SessionBackend for SqlBackend<DB, S> {
         session: &SessionData,
         changes: &Changes,
         ttl: Option<Duration>,
-    ) -> Result<Applied, Error> {
+    ) -> Result<Option<String>, Error> {
         if !storable(id) {
             return Err(Error::SessionGone);
         }
@@ -1048,13 +1096,8 @@ impl<DB: SqlDatabase, S: Serializer> SessionBackend for SqlBackend<DB, S> {
                     );
                     (version, merged) = self.current(id, changes, accessed).await?;
                 }
-                Ok(_) if merged.is_empty() => return Ok(Applied::Removed),
-                Ok(_) => {
-                    return Ok(Applied::Saved {
-                        value: id.to_owned(),
-                        record: merged.with_revision(Revision::number(version + 1)),
-                    });
-                }
+                Ok(_) if merged.is_empty() => return Ok(None),
+                Ok(_) => return Ok(Some(id.to_owned())),
                 Err(e) => return Err(shared.error(e, "save", Some(id)).await),
             }
         }
@@ -1074,23 +1117,6 @@ impl<DB: SqlDatabase, S: Serializer> SessionBackend for SqlBackend<DB, S> {
         match run!(shared, |conn| DB::delete(conn, &shared.sql.delete, id)) {
             Ok(_) => Ok(()),
             Err(e) => Err(shared.error(e, "remove", Some(id)).await),
-        }
-    }
-
-    async fn exists(&self, id: &str) -> Result<bool, Error> {
-        if !storable(id) {
-            return Ok(false);
-        }
-        let shared = &*self.shared;
-        let now = now_ms();
-        match run!(shared, |conn| DB::fetch_exists(
-            conn,
-            &shared.sql.exists,
-            id,
-            now
-        )) {
-            Ok(found) => Ok(found),
-            Err(e) => Err(shared.error(e, "exists", Some(id)).await),
         }
     }
 
@@ -1204,20 +1230,6 @@ impl<DB: SqlDatabase, S: Serializer> SessionBackend for SqlBackend<DB, S> {
             Err(e) => Err(shared
                 .error(e, "revoke a session of a user", Some(id))
                 .await),
-        }
-    }
-
-    /// Without a custom id generator: what the default generator makes, 16 to
-    /// [`MAX_ID_LEN`] characters of URL-safe base64. With one: any id the backend can store
-    /// (1 to [`MAX_ID_LEN`] visible ASCII characters), since its format is the generator's.
-    fn accepts(&self, value: &str) -> bool {
-        if self.ids.is_some() {
-            storable(value)
-        } else {
-            (16..=MAX_ID_LEN).contains(&value.len())
-                && value
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         }
     }
 

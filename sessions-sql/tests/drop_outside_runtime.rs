@@ -15,7 +15,7 @@ fn backend_dropped_after_its_runtime_does_not_panic() {
         let backend = SqliteBackend::from_url("sqlite::memory:").expect("a SQLite URL");
         backend.migrate().await.expect("migrate");
         let id = backend
-            .write(None, &SessionData::default(), None)
+            .create(&SessionData::default(), None)
             .await
             .expect("write");
         assert!(backend.exists(&id).await.expect("exists"));

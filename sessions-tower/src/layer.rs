@@ -20,18 +20,12 @@ pub struct SessionLayer<B> {
 /// What a layer, its services and every session they make share.
 pub(crate) struct LayerState<B> {
     backend: B,
-    /// The backend bound to the cookie's name, where the backend binds its values to it
-    /// (the cookie backend): what sessions are stored through then.
-    bound: Option<Arc<dyn SessionBackend>>,
     pub(crate) config: Config,
 }
 
 impl<B: SessionBackend> Context for LayerState<B> {
     fn backend(&self) -> &dyn SessionBackend {
-        match &self.bound {
-            Some(bound) => &**bound,
-            None => &self.backend,
-        }
+        &self.backend
     }
 
     fn policy(&self) -> &Policy {
@@ -154,17 +148,20 @@ impl<B: SessionBackend> SessionLayer<B> {
         }
     }
 
-    /// The layer of a configuration that has been checked: the attribute text rendered once,
-    /// the backend's own absolute limit applied when the application set none.
-    fn with_config(backend: B, mut config: Config) -> Self {
+    /// The layer of a configuration that has been checked: the attribute text rendered once.
+    /// A cookie backend is bound to the layer's cookie name (as sent, with any `__Host-`
+    /// prefix), so that its values open under this cookie only.
+    #[cfg_attr(not(feature = "cookie-backend"), allow(unused_mut))]
+    fn with_config(mut backend: B, mut config: Config) -> Self {
         config.render();
-        config.policy.absolute = config.absolute.or(backend.default_absolute_timeout());
+        #[cfg(feature = "cookie-backend")]
+        if let Some(cookie) = (&mut backend as &mut dyn std::any::Any)
+            .downcast_mut::<sessionkit_cookie::CookieBackend>()
+        {
+            cookie.bind_to_cookie_name(&config.cookie_name);
+        }
         SessionLayer {
-            state: Arc::new(LayerState {
-                bound: backend.bind_cookie_name(&config.cookie_name),
-                backend,
-                config,
-            }),
+            state: Arc::new(LayerState { backend, config }),
         }
     }
 
@@ -222,7 +219,7 @@ impl<B: SessionBackend> SessionLayer<B> {
 /// does not matter.
 ///
 /// Defaults: cookie `session`, path `/`, no domain, `Max-Age` 14 days, `Secure`, `HttpOnly`,
-/// `SameSite=Lax`, `autoload` off, no idle or absolute limit (besides the backend's own),
+/// `SameSite=Lax`, `autoload` off, no idle or absolute limit (the cookie backend keeps its own),
 /// fail closed.
 #[must_use = "a builder makes no layer until `build()`"]
 pub struct SessionLayerBuilder<B> {
@@ -363,8 +360,8 @@ impl<B: SessionBackend> SessionLayerBuilder<B> {
     }
 
     /// End sessions `lifetime` after they were created, however active (default: no absolute
-    /// limit, except the backend's own default: the cookie backend's 30 days, since nothing
-    /// on the server can revoke a copied cookie). Never extended; `regenerate_id` keeps the
+    /// limit; the cookie backend keeps its own, 30 days by default, since nothing on the
+    /// server can revoke a copied cookie). Never extended; `regenerate_id` keeps the
     /// creation time.
     pub fn with_absolute_timeout(mut self, lifetime: Duration) -> Self {
         self.config.absolute = (!lifetime.is_zero()).then_some(lifetime);
@@ -484,7 +481,10 @@ mod tests {
             .build()
             .unwrap();
         let policy = &layer.state.config.policy;
-        assert!(layer.state.config.autoloads("/"), "a later option kept the earlier one");
+        assert!(
+            layer.state.config.autoloads("/"),
+            "a later option kept the earlier one"
+        );
         assert_eq!(policy.idle, Some(Duration::from_secs(60)));
         assert_eq!(policy.absolute, Some(Duration::from_secs(3_600)));
         assert_eq!(policy.refresh_after, Some(Duration::from_secs(10)));
@@ -505,7 +505,11 @@ mod tests {
             .with_http_only(false)
             .build()
             .unwrap();
-        let header = layer.state.config.set_cookie("v", layer.state.config.max_age).unwrap();
+        let header = layer
+            .state
+            .config
+            .set_cookie("v", layer.state.config.max_age)
+            .unwrap();
         let header = header.to_str().unwrap();
         for part in ["id=v", "Path=/app", "Domain=example.com", "SameSite=Strict"] {
             assert!(header.contains(part), "{header} lacks {part}");

@@ -6,6 +6,10 @@
 //! write one against `sessionkit-core`. This crate re-exports everything a handler or a test
 //! names, so an application depends on it and one backend crate.
 //!
+//! These docs are the reference for the layer; the [`guide`] holds the how-tos: recipes,
+//! the cookie's path and domain, each backend, logging in and out, a user's devices,
+//! "remember me", time limits, and overlapping requests.
+//!
 //! ```
 //! use axum::{Router, routing::get};
 //! use sessionkit_memory::InMemoryBackend;
@@ -167,6 +171,7 @@
 
 mod config;
 mod cookie;
+pub mod guide;
 mod layer;
 mod service;
 pub mod testing;

@@ -52,10 +52,7 @@ async fn prefixes_autoload_their_routes_and_no_others() {
     );
     assert_eq!(status(&app, "/account").await, StatusCode::OK);
     assert_eq!(status(&app, "/account/orders").await, StatusCode::OK);
-    assert_eq!(
-        status(&app, "/accounts").await,
-        StatusCode::CONFLICT
-    );
+    assert_eq!(status(&app, "/accounts").await, StatusCode::CONFLICT);
     assert_eq!(status(&app, "/").await, StatusCode::CONFLICT);
 }
 
@@ -68,14 +65,8 @@ async fn patterns_autoload_matching_routes_and_no_others() {
             .unwrap(),
     );
     assert_eq!(status(&app, "/shop/42").await, StatusCode::OK);
-    assert_eq!(
-        status(&app, "/shop/x").await,
-        StatusCode::CONFLICT
-    );
-    assert_eq!(
-        status(&app, "/account").await,
-        StatusCode::CONFLICT
-    );
+    assert_eq!(status(&app, "/shop/x").await, StatusCode::CONFLICT);
+    assert_eq!(status(&app, "/account").await, StatusCode::CONFLICT);
 }
 
 #[tokio::test]

@@ -9,7 +9,6 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use http::{StatusCode, header};
-use sessionkit_core::SessionBackend;
 use sessionkit_memory::InMemoryBackend;
 use sessionkit_tower::{Error, LazySession, Session, SessionLayer};
 use std::sync::Arc;
@@ -304,9 +303,15 @@ async fn background_work_opens_and_saves_a_session_through_the_layer() {
     );
     assert!(matches!(layer.save(&session).await, Err(Error::Committed)));
     let (_, _, body) = send(&app, "/", Some(&cookie)).await;
-    assert_eq!(body, "11", "the request sees what the background work saved");
+    assert_eq!(
+        body, "11",
+        "the request sees what the background work saved"
+    );
 
     // An id that names nothing opens empty and unstored.
-    let missing = layer.open("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA").await.unwrap();
+    let missing = layer
+        .open("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
+        .await
+        .unwrap();
     assert!(missing.id().is_none() && missing.is_empty());
 }

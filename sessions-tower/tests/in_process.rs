@@ -82,7 +82,11 @@ async fn a_handler_taking_the_session_reads_it_loaded_without_autoload() {
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(text(res).await, "Some(1)");
     let res = send(&app, "/lazy", Some(&cookie)).await;
-    assert_eq!(text(res).await, "lazy", "no autoload: the lazy session is not read");
+    assert_eq!(
+        text(res).await,
+        "lazy",
+        "no autoload: the lazy session is not read"
+    );
 }
 
 #[tokio::test]

@@ -66,7 +66,7 @@ async fn cookie_counter_and_logout_over_http() {
 async fn tampered_values(mode: Mode) -> Vec<(String, String)> {
     let good = backend(mode, KEY1);
     let value = good
-        .write(None, &SessionData::default(), None)
+        .create(&SessionData::default(), None)
         .await
         .expect("seal");
     let (id, sealed) = value.split_once('.').expect("key id and seal");
@@ -85,16 +85,12 @@ async fn tampered_values(mode: Mode) -> Vec<(String, String)> {
         String::from_utf8(flipped).expect("ascii"),
     ));
     let other = backend(mode, KEY2)
-        .write(None, &SessionData::default(), None)
+        .create(&SessionData::default(), None)
         .await
         .expect("seal");
     bad.push(("unknown key".to_owned(), other));
     let expired = good
-        .write(
-            None,
-            &SessionData::default(),
-            Some(Duration::from_millis(1)),
-        )
+        .create(&SessionData::default(), Some(Duration::from_millis(1)))
         .await
         .expect("seal");
     tokio::time::sleep(Duration::from_millis(5)).await;
@@ -104,7 +100,7 @@ async fn tampered_values(mode: Mode) -> Vec<(String, String)> {
         Mode::Private => Mode::Signed,
     };
     let wrong_mode = backend(other_mode, KEY1)
-        .write(None, &SessionData::default(), None)
+        .create(&SessionData::default(), None)
         .await
         .expect("seal");
     bad.push(("other mode".to_owned(), wrong_mode));
@@ -112,7 +108,7 @@ async fn tampered_values(mode: Mode) -> Vec<(String, String)> {
         // The signature of one session pasted onto another's payload.
         let mut data = SessionData::default();
         data.values_mut().insert("n".into(), 1000.into());
-        let rich = good.write(None, &data, None).await.expect("seal");
+        let rich = good.create(&data, None).await.expect("seal");
         let (rich_signed, _) = rich.rsplit_once('.').expect("seal");
         let (_, tag) = value.rsplit_once('.').expect("seal");
         bad.push((
@@ -416,7 +412,7 @@ async fn cookie_sessions_get_a_default_absolute_limit() {
     values.insert("n".into(), 7.into());
     let old = SessionData::from_parts(values, now - days(31), now - 60);
     for mode in [Mode::Signed, Mode::Private] {
-        let minted = backend(mode, KEY1).write(None, &old, None).await.unwrap();
+        let minted = backend(mode, KEY1).create(&old, None).await.unwrap();
         let default = serve(backend(mode, KEY1)).await;
         send(
             &plain(),

@@ -93,19 +93,24 @@ impl sessionkit_core::SessionBackend for KeepsEverything {
     async fn read(&self, id: &str) -> Result<Option<sessionkit_core::SessionData>, Error> {
         self.0.read(id).await
     }
-    async fn write(
+    async fn create(
         &self,
-        id: Option<&str>,
         data: &sessionkit_core::SessionData,
         _ttl: Option<Duration>,
     ) -> Result<String, Error> {
-        self.0.write(id, data, None).await
+        self.0.create(data, None).await
+    }
+    async fn apply(
+        &self,
+        id: &str,
+        session: &sessionkit_core::SessionData,
+        changes: &sessionkit_core::Changes,
+        _ttl: Option<Duration>,
+    ) -> Result<Option<String>, Error> {
+        self.0.apply(id, session, changes, None).await
     }
     async fn remove(&self, id: &str) -> Result<(), Error> {
         self.0.remove(id).await
-    }
-    async fn exists(&self, id: &str) -> Result<bool, Error> {
-        self.0.exists(id).await
     }
 }
 

@@ -20,19 +20,17 @@ fn app<B: SessionBackend>(backend: B) -> Router {
     Router::new()
         .route(
             "/login/{how}",
-            get(
-                |session: Session, Path(how): Path<String>| async move {
-                    let lifetime = match how.as_str() {
-                        "remember" => Lifetime::Inactivity(Duration::from_secs(THIRTY_DAYS)),
-                        "until" => Lifetime::Until(sessionkit_core::unix_now() + 2),
-                        _ => Lifetime::BrowserSession,
-                    };
-                    session.regenerate_id()?;
-                    session.insert("user", "ada")?;
-                    session.set_lifetime(Some(lifetime))?;
-                    Ok::<_, Error>("in")
-                },
-            ),
+            get(|session: Session, Path(how): Path<String>| async move {
+                let lifetime = match how.as_str() {
+                    "remember" => Lifetime::Inactivity(Duration::from_secs(THIRTY_DAYS)),
+                    "until" => Lifetime::Until(sessionkit_core::unix_now() + 2),
+                    _ => Lifetime::BrowserSession,
+                };
+                session.regenerate_id()?;
+                session.insert("user", "ada")?;
+                session.set_lifetime(Some(lifetime))?;
+                Ok::<_, Error>("in")
+            }),
         )
         .route(
             "/count",

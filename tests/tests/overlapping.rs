@@ -121,9 +121,7 @@ fn routes<B: SessionBackend>(layer: SessionLayer<B>) -> Router {
         )
         .route(
             "/keys",
-            get(|session: Session| async move {
-                Ok::<_, Error>(session.keys().join(","))
-            }),
+            get(|session: Session| async move { Ok::<_, Error>(session.keys().join(",")) }),
         )
         .layer(layer)
 }

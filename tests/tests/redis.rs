@@ -585,12 +585,19 @@ async fn unreachable_redis_load_error_reaches_the_handler_naming_the_cause() {
 }
 
 #[tokio::test]
-async fn unreachable_redis_with_autoload_fails_session_routes_with_a_cookie_only() {
+async fn unreachable_redis_with_autoload_fails_every_route_with_a_cookie_only() {
     let server = Server::start(redis_routes().layer(Load::Auto.layer(unreachable_backend()))).await;
     let client = plain();
     let made_up = format!("session={}", sessionkit_core::generate_id());
 
-    for path in ["/get-unloaded", "/count-without-load", "/load-or-report"] {
+    // Autoload reads before the inner service: every route fails alike, whether its handler
+    // takes the session or not.
+    for path in [
+        "/get-unloaded",
+        "/count-without-load",
+        "/load-or-report",
+        "/plain",
+    ] {
         let reply = send(&client, &server.url(path), Some(&made_up)).await;
         assert_eq!(
             reply.status,
@@ -608,12 +615,6 @@ async fn unreachable_redis_with_autoload_fails_session_routes_with_a_cookie_only
             reply.set_cookies
         );
     }
-
-    // Autoload happens when a handler takes the session: a route that does not take it is
-    // not affected, cookie or not.
-    send(&client, &server.url("/plain"), Some(&made_up))
-        .await
-        .assert_ok("plain");
 
     // No cookie: nothing to load, and a read-only request works.
     send(&client, &server.url("/get-unloaded"), None)

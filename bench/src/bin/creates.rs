@@ -55,7 +55,7 @@ fn main() -> ExitCode {
         let ttl = Some(Duration::from_secs(3600));
         runtime.block_on(async {
             for _ in 0..DEFAULT_MAX_SESSIONS {
-                backend.write(None, &data, ttl).await.expect("a write");
+                backend.create(&data, ttl).await.expect("a write");
             }
         });
         assert_eq!(backend.len(), DEFAULT_MAX_SESSIONS);

@@ -12,7 +12,7 @@
 //! # let dir = std::env::temp_dir().join(format!("custom-backend-doc-{}", std::process::id()));
 //! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
 //! let backend = FileBackend::new(&dir)?;
-//! let id = backend.write(None, &SessionData::default(), Some(Duration::from_secs(3600))).await?;
+//! let id = backend.create(&SessionData::new(Default::default()), Some(Duration::from_secs(3600))).await?;
 //! assert!(backend.exists(&id).await?);
 //! backend.remove(&id).await?;
 //! assert!(!backend.exists(&id).await?);
@@ -56,7 +56,7 @@
 
 use sessionkit_core::store::{self, CorruptRecords, Decoded};
 use sessionkit_core::{
-    Applied, Changes, Error, IdGenerator, JsonSerializer, Serializer, SessionBackend, SessionData,
+    Changes, Error, IdGenerator, JsonSerializer, Serializer, SessionBackend, SessionData,
     async_trait,
 };
 use std::fmt;
@@ -175,6 +175,33 @@ impl<S> FileBackend<S> {
 }
 
 impl<S: Serializer> FileBackend<S> {
+    /// Whether a live session file is stored under `id`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Backend`] when the directory cannot be read.
+    pub async fn exists(&self, id: &str) -> Result<bool, Error> {
+        let (this, id) = (self.clone(), id.to_owned());
+        blocking(move || this.exists_blocking(&id)).await
+    }
+
+    /// Replace the session stored under `id` with `data` as it is, outside the session
+    /// layer's merging saves: for tools and tests.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::SessionGone`] when no session is stored under `id`; [`Error::Backend`] when
+    /// the file cannot be written.
+    pub async fn update(
+        &self,
+        id: &str,
+        data: &SessionData,
+        ttl: Option<Duration>,
+    ) -> Result<String, Error> {
+        let (this, id, data) = (self.clone(), id.to_owned(), data.clone());
+        blocking(move || this.update_blocking(&id, &data, ttl)).await
+    }
+
     /// Delete every record past its deadline, and temporary files a crash left behind;
     /// returns how many records went. Call it now and then (a daily task is plenty: expired
     /// records read as missing whether or not they were purged).
@@ -386,30 +413,17 @@ impl<S: Serializer> SessionBackend for FileBackend<S> {
         }
     }
 
-    async fn write(
-        &self,
-        id: Option<&str>,
-        data: &SessionData,
-        ttl: Option<Duration>,
-    ) -> Result<String, Error> {
-        match id {
-            None => {
-                let record = Arc::new(self.encode(data, ttl)?);
-                store::create(
-                    "files",
-                    || self.generate_id(),
-                    |id| {
-                        let (this, record) = (self.clone(), Arc::clone(&record));
-                        blocking(move || this.create_blocking(&id, &record))
-                    },
-                )
-                .await
-            }
-            Some(id) => {
-                let (this, id, data) = (self.clone(), id.to_owned(), data.clone());
-                blocking(move || this.update_blocking(&id, &data, ttl)).await
-            }
-        }
+    async fn create(&self, data: &SessionData, ttl: Option<Duration>) -> Result<String, Error> {
+        let record = Arc::new(self.encode(data, ttl)?);
+        store::create(
+            "files",
+            || self.generate_id(),
+            |id| {
+                let (this, record) = (self.clone(), Arc::clone(&record));
+                blocking(move || this.create_blocking(&id, &record))
+            },
+        )
+        .await
     }
 
     /// Atomic across processes: the changes go onto the stored record under the directory's
@@ -420,31 +434,16 @@ impl<S: Serializer> SessionBackend for FileBackend<S> {
         session: &SessionData,
         changes: &Changes,
         ttl: Option<Duration>,
-    ) -> Result<Applied, Error> {
+    ) -> Result<Option<String>, Error> {
         let (this, owned, changes) = (self.clone(), id.to_owned(), changes.clone());
         let accessed = session.last_access_unix();
         let saved = blocking(move || this.apply_blocking(&owned, &changes, accessed, ttl)).await?;
-        Ok(match saved {
-            Some(record) => Applied::Saved {
-                value: id.to_owned(),
-                record,
-            },
-            None => Applied::Removed,
-        })
+        Ok(saved.map(|_| id.to_owned()))
     }
 
     async fn remove(&self, id: &str) -> Result<(), Error> {
         let (this, id) = (self.clone(), id.to_owned());
         blocking(move || this.remove_blocking(&id)).await
-    }
-
-    async fn exists(&self, id: &str) -> Result<bool, Error> {
-        let (this, id) = (self.clone(), id.to_owned());
-        blocking(move || this.exists_blocking(&id)).await
-    }
-
-    fn accepts(&self, value: &str) -> bool {
-        usable_id(value)
     }
 
     fn generate_id(&self) -> String {

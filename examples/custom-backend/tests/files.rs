@@ -32,14 +32,14 @@ fn purge_deletes_expired_records_only() {
     runtime().block_on(async {
         let backend = FileBackend::new(&dir).unwrap();
         let short = backend
-            .write(None, &record(1), Some(Duration::from_millis(1)))
+            .create(&record(1), Some(Duration::from_millis(1)))
             .await
             .unwrap();
         let long = backend
-            .write(None, &record(2), Some(Duration::from_secs(3600)))
+            .create(&record(2), Some(Duration::from_secs(3600)))
             .await
             .unwrap();
-        let forever = backend.write(None, &record(3), None).await.unwrap();
+        let forever = backend.create(&record(3), None).await.unwrap();
         std::thread::sleep(Duration::from_millis(20));
         assert_eq!(backend.purge_expired().await.unwrap(), 1);
         assert!(!dir.join(format!("{short}.session")).exists());
@@ -54,7 +54,7 @@ fn records_start_with_their_deadline_then_plain_json() {
     let dir = scratch();
     runtime().block_on(async {
         let backend = FileBackend::new(&dir).unwrap();
-        let id = backend.write(None, &record(7), None).await.unwrap();
+        let id = backend.create(&record(7), None).await.unwrap();
         let text = std::fs::read_to_string(dir.join(format!("{id}.session"))).unwrap();
         let (header, body) = text.split_once('\n').unwrap();
         assert_eq!(header, "sessions-file v1 never");
@@ -63,7 +63,7 @@ fn records_start_with_their_deadline_then_plain_json() {
             json!({"n": 7})
         );
         // An update replaces the file through a rename: no temporary file is left.
-        backend.write(Some(&id), &record(8), None).await.unwrap();
+        backend.update(&id, &record(8), None).await.unwrap();
         let mut names: Vec<String> = std::fs::read_dir(&dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())

@@ -40,10 +40,7 @@ fn pttl(key: &str) -> i64 {
 async fn expire_sets_the_key_ttl_and_every_write_resets_it() {
     let (backend, _cleanup) = backend();
     let backend = backend.with_expire(Duration::from_secs(10));
-    let id = backend
-        .write(None, &data(json!({"n": 1})), None)
-        .await
-        .unwrap();
+    let id = backend.create(&data(json!({"n": 1})), None).await.unwrap();
     let key = backend.key(&id);
     let first = pttl(&key);
     assert!(
@@ -56,7 +53,7 @@ async fn expire_sets_the_key_ttl_and_every_write_resets_it() {
     assert!(aged <= 8_600, "the TTL did not run down: {aged}");
 
     backend
-        .write(Some(&id), &data(json!({"n": 2})), None)
+        .update(&id, &data(json!({"n": 2})), None)
         .await
         .unwrap();
     let renewed = pttl(&key);
@@ -71,7 +68,7 @@ async fn a_writes_own_ttl_wins_over_expire() {
     let (backend, _cleanup) = backend();
     let backend = backend.with_expire(Duration::from_secs(600));
     let id = backend
-        .write(None, &data(json!({"n": 1})), Some(Duration::from_secs(3)))
+        .create(&data(json!({"n": 1})), Some(Duration::from_secs(3)))
         .await
         .unwrap();
     let ttl = pttl(&backend.key(&id));
@@ -82,19 +79,19 @@ async fn a_writes_own_ttl_wins_over_expire() {
 async fn a_write_without_any_ttl_leaves_no_expiry() {
     let (backend, _cleanup) = backend();
     let id = backend
-        .write(None, &data(json!({"n": 1})), Some(Duration::from_secs(60)))
+        .create(&data(json!({"n": 1})), Some(Duration::from_secs(60)))
         .await
         .unwrap();
     assert!(pttl(&backend.key(&id)) > 0);
     // No KEEPTTL: a write without a TTL stores a record without expiry.
     backend
-        .write(Some(&id), &data(json!({"n": 2})), None)
+        .update(&id, &data(json!({"n": 2})), None)
         .await
         .unwrap();
     assert_eq!(pttl(&backend.key(&id)), -1);
     // The longest TTL there is does not overflow Redis' clock.
     backend
-        .write(Some(&id), &data(json!({"n": 3})), Some(Duration::MAX))
+        .update(&id, &data(json!({"n": 3})), Some(Duration::MAX))
         .await
         .unwrap();
     assert!(pttl(&backend.key(&id)) > 0);
@@ -104,16 +101,13 @@ async fn a_write_without_any_ttl_leaves_no_expiry() {
 async fn records_are_gone_after_expiry() {
     let (backend, _cleanup) = backend();
     let backend = backend.with_expire(Duration::from_millis(1_000));
-    let id = backend
-        .write(None, &data(json!({"n": 1})), None)
-        .await
-        .unwrap();
+    let id = backend.create(&data(json!({"n": 1})), None).await.unwrap();
     assert!(backend.exists(&id).await.unwrap());
     tokio::time::sleep(Duration::from_millis(1_600)).await;
     assert!(backend.read(&id).await.unwrap().is_none());
     assert!(!backend.exists(&id).await.unwrap());
     assert!(matches!(
-        backend.write(Some(&id), &data(json!({"n": 2})), None).await,
+        backend.update(&id, &data(json!({"n": 2})), None).await,
         Err(Error::SessionGone)
     ));
     let raw: i64 = redis::cmd("EXISTS")
@@ -128,7 +122,7 @@ async fn records_are_plain_json_under_prefix_and_id() {
     let (backend, _cleanup) = backend();
     assert!(backend.prefix().starts_with("sessions-test:"));
     let id = backend
-        .write(None, &data(json!({"user_id": 42})), None)
+        .create(&data(json!({"user_id": 42})), None)
         .await
         .unwrap();
     let raw: Vec<u8> = redis::cmd("GET")
@@ -172,10 +166,7 @@ fn key_exists(key: &str) -> bool {
 #[tokio::test]
 async fn a_corrupt_record_reads_as_missing_and_is_deleted_by_default() {
     let (backend, _cleanup) = backend();
-    let id = backend
-        .write(None, &data(json!({"n": 1})), None)
-        .await
-        .unwrap();
+    let id = backend.create(&data(json!({"n": 1})), None).await.unwrap();
     corrupt(&backend, &id);
     assert!(backend.read(&id).await.unwrap().is_none());
     assert!(
@@ -184,7 +175,7 @@ async fn a_corrupt_record_reads_as_missing_and_is_deleted_by_default() {
     );
     // The id is not adopted: an update finds nothing to update.
     assert!(matches!(
-        backend.write(Some(&id), &data(json!({"n": 2})), None).await,
+        backend.update(&id, &data(json!({"n": 2})), None).await,
         Err(Error::SessionGone)
     ));
 }
@@ -193,10 +184,7 @@ async fn a_corrupt_record_reads_as_missing_and_is_deleted_by_default() {
 async fn in_strict_mode_a_corrupt_record_fails_the_read_and_names_the_masked_key() {
     let (backend, _cleanup) = backend();
     let backend = backend.with_corrupt_records(CorruptRecords::Fail);
-    let id = backend
-        .write(None, &data(json!({"n": 1})), None)
-        .await
-        .unwrap();
+    let id = backend.create(&data(json!({"n": 1})), None).await.unwrap();
     corrupt(&backend, &id);
 
     let err = backend.read(&id).await.unwrap_err();
@@ -219,7 +207,7 @@ async fn in_strict_mode_a_corrupt_record_fails_the_read_and_names_the_masked_key
     // Nothing was thrown away: the record is still there, and a write replaces it.
     assert!(backend.exists(&id).await.unwrap());
     backend
-        .write(Some(&id), &data(json!({"n": 2})), None)
+        .update(&id, &data(json!({"n": 2})), None)
         .await
         .unwrap();
     assert_eq!(
@@ -243,10 +231,7 @@ async fn a_record_from_another_serializer_is_corrupt_to_this_one_in_either_mode(
         ),
         (&json_backend, bincode_backend.clone()),
     ] {
-        let id = writer
-            .write(None, &data(json!({"n": 1})), None)
-            .await
-            .unwrap();
+        let id = writer.create(&data(json!({"n": 1})), None).await.unwrap();
         match reader.read(&id).await {
             Err(err) => {
                 assert!(matches!(err, Error::Serialization { .. }), "{err:?}");
@@ -261,7 +246,7 @@ async fn a_record_from_another_serializer_is_corrupt_to_this_one_in_either_mode(
     }
     // The other way round: JSON cannot read bincode, strict and lenient.
     let id = bincode_backend
-        .write(None, &data(json!({"n": 2})), None)
+        .create(&data(json!({"n": 2})), None)
         .await
         .unwrap();
     assert!(
@@ -287,11 +272,11 @@ async fn a_record_from_another_serializer_is_corrupt_to_this_one_in_either_mode(
 async fn prefixes_keep_backends_apart() {
     let (a, _cleanup_a) = backend();
     let (b, _cleanup_b) = backend();
-    let id = a.write(None, &data(json!({"n": 1})), None).await.unwrap();
+    let id = a.create(&data(json!({"n": 1})), None).await.unwrap();
     assert!(b.read(&id).await.unwrap().is_none());
     assert!(!b.exists(&id).await.unwrap());
     assert!(matches!(
-        b.write(Some(&id), &data(json!({"n": 2})), None).await,
+        b.update(&id, &data(json!({"n": 2})), None).await,
         Err(Error::SessionGone)
     ));
     b.remove(&id).await.unwrap();
@@ -343,10 +328,7 @@ async fn the_pool_timeout_bounds_the_wait_for_a_connection() {
 
     // Once it is given back, the same backend works.
     drop(held);
-    let id = backend
-        .write(None, &data(json!({"n": 1})), None)
-        .await
-        .unwrap();
+    let id = backend.create(&data(json!({"n": 1})), None).await.unwrap();
     assert!(backend.exists(&id).await.unwrap());
 }
 
@@ -361,10 +343,7 @@ async fn concurrent_operations_share_one_connection() {
         .map(|n| {
             let backend = backend.clone();
             tokio::spawn(async move {
-                let id = backend
-                    .write(None, &data(json!({"n": n})), None)
-                    .await
-                    .unwrap();
+                let id = backend.create(&data(json!({"n": n})), None).await.unwrap();
                 backend.read(&id).await.unwrap().unwrap()
             })
         })

@@ -31,8 +31,8 @@ async fn a_closed_port_fails_fast_with_a_backend_error() {
         .with_pool_timeout(Duration::from_millis(500));
     let started = Instant::now();
     assert_unreachable(backend.read("id").await, "read");
-    assert_unreachable(backend.write(None, &data(1), None).await, "create");
-    assert_unreachable(backend.write(Some("id"), &data(1), None).await, "update");
+    assert_unreachable(backend.create(&data(1), None).await, "create");
+    assert_unreachable(backend.update("id", &data(1), None).await, "update");
     assert_unreachable(backend.remove("id").await, "remove");
     assert_unreachable(backend.exists("id").await, "exists");
     let err = backend.read("id").await.unwrap_err();
@@ -66,7 +66,7 @@ async fn a_restarted_redis_is_reconnected_without_rebuilding_the_backend() {
     let backend = RedisBackend::from_url(&server.url())
         .unwrap()
         .with_pool_timeout(Duration::from_secs(1));
-    let id = backend.write(None, &data(1), None).await.unwrap();
+    let id = backend.create(&data(1), None).await.unwrap();
     assert!(backend.read(&id).await.unwrap().is_some());
 
     // Stopped mid-run: clear errors, quickly.
@@ -76,17 +76,14 @@ async fn a_restarted_redis_is_reconnected_without_rebuilding_the_backend() {
         Err(Error::Backend { message, .. }) => assert!(message.starts_with("redis: "), "{message}"),
         other => panic!("expected a backend error, got {other:?}"),
     }
-    assert_unreachable(
-        backend.write(None, &data(2), None).await,
-        "create while down",
-    );
+    assert_unreachable(backend.create(&data(2), None).await, "create while down");
     assert!(started.elapsed() < Duration::from_secs(3));
 
     // Back on the same port (empty: it keeps nothing on disk): the same backend works again,
     // from the first operation on.
     let server = RedisServer::start_on(port, &[]);
     assert!(backend.read(&id).await.unwrap().is_none());
-    let id = backend.write(None, &data(3), None).await.unwrap();
+    let id = backend.create(&data(3), None).await.unwrap();
     assert_eq!(
         backend.read(&id).await.unwrap().unwrap().values()["n"],
         json!(3)
@@ -96,7 +93,7 @@ async fn a_restarted_redis_is_reconnected_without_rebuilding_the_backend() {
     // dead connection is replaced and the next operation still succeeds.
     server.stop();
     let server = RedisServer::start_on(port, &[]);
-    let id = backend.write(None, &data(4), None).await.unwrap();
+    let id = backend.create(&data(4), None).await.unwrap();
     assert!(backend.exists(&id).await.unwrap());
     server.stop();
 }

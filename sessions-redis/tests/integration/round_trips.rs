@@ -108,7 +108,7 @@ async fn every_operation_is_exactly_one_command() {
     // from the second on, as every request after the first one sees it.
     backend.exists("warm-up").await.unwrap();
 
-    let (id, seen) = observe(&mut conn, backend.write(None, &data(1), HOUR)).await;
+    let (id, seen) = observe(&mut conn, backend.create(&data(1), HOUR)).await;
     let id = id.unwrap();
     assert_eq!(seen.counts, one("set"), "create");
     let key = format!("rt:{id}");
@@ -123,7 +123,7 @@ async fn every_operation_is_exactly_one_command() {
     assert_eq!(seen.counts, one("get"), "read");
     assert_eq!(seen.commands, [vec!["GET".to_owned(), key.clone()]]);
 
-    let (updated, seen) = observe(&mut conn, backend.write(Some(&id), &data(2), HOUR)).await;
+    let (updated, seen) = observe(&mut conn, backend.update(&id, &data(2), HOUR)).await;
     assert_eq!(updated.unwrap(), id);
     assert_eq!(seen.counts, one("set"), "update");
     assert_eq!(seen.commands[0][..2], ["SET".to_owned(), key.clone()]);
@@ -144,17 +144,17 @@ async fn every_operation_is_exactly_one_command() {
     assert_eq!(seen.counts, one("get"), "read of a missing record");
 
     // An update of a removed session: one SET XX, answered nil, and nothing stored.
-    let (gone, seen) = observe(&mut conn, backend.write(Some(&id), &data(3), HOUR)).await;
+    let (gone, seen) = observe(&mut conn, backend.update(&id, &data(3), HOUR)).await;
     assert!(matches!(gone, Err(Error::SessionGone)), "{gone:?}");
     assert_eq!(seen.counts, one("set"), "update of a removed session");
 
     // Without any TTL: no PX, and no KEEPTTL either.
-    let (id, seen) = observe(&mut conn, backend.write(None, &data(4), None)).await;
+    let (id, seen) = observe(&mut conn, backend.create(&data(4), None)).await;
     let id = id.unwrap();
     assert_eq!(seen.counts, one("set"), "create without TTL");
     assert_eq!(seen.commands[0].len(), 4, "{:?}", seen.commands);
     assert_eq!(seen.commands[0][3], "NX");
-    let (_, seen) = observe(&mut conn, backend.write(Some(&id), &data(5), None)).await;
+    let (_, seen) = observe(&mut conn, backend.update(&id, &data(5), None)).await;
     assert_eq!(seen.commands[0].len(), 4, "{:?}", seen.commands);
     assert_eq!(seen.commands[0][3], "XX");
 
@@ -165,7 +165,7 @@ async fn every_operation_is_exactly_one_command() {
 /// sends one command more (the index entry), and later saves of the bound session none.
 #[tokio::test]
 async fn binding_a_user_costs_one_command_on_the_save_that_binds_it() {
-    use sessionkit_core::{Applied, Changes};
+    use sessionkit_core::Changes;
     let (server, mut conn, backend) = logged_server();
     let binding = |user: &str| {
         let mut changes = Changes::default();
@@ -177,18 +177,17 @@ async fn binding_a_user_costs_one_command_on_the_save_that_binds_it() {
         async move {
             let loaded = backend.read(&id).await.unwrap().unwrap();
             let session = changes.applied_to(&loaded, loaded.last_access_unix() + 1);
-            match backend.apply(&id, &session, &changes, HOUR).await.unwrap() {
-                Applied::Saved { record, .. } => record,
-                other => panic!("{other:?}"),
-            }
+            let saved = backend.apply(&id, &session, &changes, HOUR).await.unwrap();
+            assert_eq!(saved.as_deref(), Some(id.as_str()), "saved under its id");
+            session
         }
     };
     // Warm up: the connection, and the scripts loaded (EVAL once each).
-    let warm = backend.write(None, &data(0), HOUR).await.unwrap();
+    let warm = backend.create(&data(0), HOUR).await.unwrap();
     save(warm.clone(), binding("warm")).await;
     assert_eq!(backend.revoke_user_sessions("warm", None).await.unwrap(), 1);
 
-    let id = backend.write(None, &data(1), HOUR).await.unwrap();
+    let id = backend.create(&data(1), HOUR).await.unwrap();
     let mut setting = Changes::default();
     setting.set("n", json!(2));
     let (_, seen) = observe(&mut conn, save(id.clone(), setting.clone())).await;
@@ -218,10 +217,10 @@ async fn binding_a_user_costs_one_command_on_the_save_that_binds_it() {
     // A create already bound (a login that moves the session to a new id): SET and the index.
     let mut bound = data(3);
     bound.set_user(Some("42".into()));
-    let (created, seen) = observe(&mut conn, backend.write(None, &bound, HOUR)).await;
+    let (created, seen) = observe(&mut conn, backend.create(&bound, HOUR)).await;
     created.unwrap();
     assert_eq!(sent(&seen), ["SET", "EVALSHA"]);
-    let (unbound_create, seen) = observe(&mut conn, backend.write(None, &data(4), HOUR)).await;
+    let (unbound_create, seen) = observe(&mut conn, backend.create(&data(4), HOUR)).await;
     unbound_create.unwrap();
     assert_eq!(sent(&seen), ["SET"], "an unbound create");
 
@@ -262,7 +261,7 @@ fn sent(seen: &Observed) -> Vec<String> {
 /// record it stored is deleted again, so no bound session escapes a "log out everywhere".
 #[tokio::test]
 async fn a_binding_the_index_refuses_fails_the_save_and_leaves_no_bound_session() {
-    use sessionkit_core::{Applied, Changes};
+    use sessionkit_core::Changes;
     use std::sync::Arc;
     let server = RedisServer::start(&[]);
     let mut admin = connect(&server.url());
@@ -284,10 +283,10 @@ async fn a_binding_the_index_refuses_fails_the_save_and_leaves_no_bound_session(
         redis::cmd("KEYS").arg("ix:*").query(admin).unwrap()
     };
 
-    let unbound = backend.write(None, &data(1), HOUR).await.unwrap();
+    let unbound = backend.create(&data(1), HOUR).await.unwrap();
     let mut bound = data(2);
     bound.set_user(Some("42".into()));
-    let refused = backend.write(None, &bound, HOUR).await;
+    let refused = backend.create(&bound, HOUR).await;
     assert!(matches!(refused, Err(Error::Backend { .. })), "{refused:?}");
     assert_eq!(
         keys(&mut admin),
@@ -308,14 +307,14 @@ async fn a_binding_the_index_refuses_fails_the_save_and_leaves_no_bound_session(
     assert!(keys(&mut admin).is_empty());
 
     // Saves that bind no one are untouched by the index's troubles.
-    let id = backend.write(None, &data(3), HOUR).await.unwrap();
+    let id = backend.create(&data(3), HOUR).await.unwrap();
     let loaded = backend.read(&id).await.unwrap().unwrap();
     let mut setting = Changes::default();
     setting.set("n", json!(4));
     let session = setting.applied_to(&loaded, loaded.last_access_unix());
     assert!(matches!(
         backend.apply(&id, &session, &setting, HOUR).await,
-        Ok(Applied::Saved { .. })
+        Ok(Some(_))
     ));
     server.stop();
 }

@@ -21,14 +21,14 @@ async fn delete_expired_removes_exactly_the_expired_rows<K: Kind>() {
     let b = fx.variant().with_cleanup_batch_size(7).build().unwrap();
     let mut live = Vec::new();
     for i in 0..10 {
-        live.push(b.write(None, &n(i), HOUR).await.unwrap());
+        live.push(b.create(&n(i), HOUR).await.unwrap());
     }
     for i in 0..3 {
-        live.push(b.write(None, &n(i), None).await.unwrap());
+        live.push(b.create(&n(i), None).await.unwrap());
     }
     let mut expired = Vec::new();
     for i in 0..5 {
-        let id = b.write(None, &n(i), HOUR).await.unwrap();
+        let id = b.create(&n(i), HOUR).await.unwrap();
         fx.expire_now(&id).await;
         expired.push(id);
     }
@@ -62,7 +62,7 @@ async fn wait_for(what: &str, mut done: impl AsyncFnMut() -> bool) {
 
 async fn the_periodic_task_cleans_and_stops_on_request<K: Kind>() {
     let fx = Fixture::<K>::new().await;
-    let keep = fx.backend.write(None, &n(1), HOUR).await.unwrap();
+    let keep = fx.backend.create(&n(1), HOUR).await.unwrap();
     fx.insert_expired(40).await;
     let task = fx
         .variant()
@@ -115,7 +115,7 @@ async fn two_instances_cleaning_at_once_neither_fail_nor_deadlock<K: Kind>() {
     fx.insert_expired(EXPIRED as usize).await;
     let mut live = Vec::new();
     for i in 0..20 {
-        live.push(fx.backend.write(None, &n(i), HOUR).await.unwrap());
+        live.push(fx.backend.create(&n(i), HOUR).await.unwrap());
     }
 
     // Meanwhile the application keeps using sessions: updates and creates on the same table.
@@ -128,10 +128,8 @@ async fn two_instances_cleaning_at_once_neither_fail_nor_deadlock<K: Kind>() {
             let mut i = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 let id = &live[(i % live.len() as u64) as usize];
-                b.write(Some(id), &n(i), HOUR)
-                    .await
-                    .expect("an update failed");
-                b.write(None, &n(i), HOUR).await.expect("a create failed");
+                b.update(id, &n(i), HOUR).await.expect("an update failed");
+                b.create(&n(i), HOUR).await.expect("a create failed");
                 i += 1;
             }
             i

@@ -31,12 +31,8 @@ async fn unreachable<DB: sessionkit_sql::SqlDatabase>(backend: SqlBackend<DB>, n
     let started = Instant::now();
     let expected = format!("{name}: could not connect to the database within 500ms: ");
     assert_backend_error(backend.read("some-id").await, &expected, "read");
-    assert_backend_error(backend.write(None, &n(1), HOUR).await, &expected, "create");
-    assert_backend_error(
-        backend.write(Some("id"), &n(1), HOUR).await,
-        &expected,
-        "update",
-    );
+    assert_backend_error(backend.create(&n(1), HOUR).await, &expected, "create");
+    assert_backend_error(backend.update("id", &n(1), HOUR).await, &expected, "update");
     assert_backend_error(backend.remove("some-id").await, &expected, "remove");
     assert_backend_error(backend.exists("some-id").await, &expected, "exists");
     assert_backend_error(backend.migrate().await, &expected, "migrate");
@@ -109,7 +105,7 @@ async fn a_sqlite_file_that_cannot_be_opened_is_a_backend_error() {
 async fn a_sqlite_file_survives_a_restart_of_the_app() {
     use crate::common::{Fixture, SqliteFile};
     let fx = Fixture::<SqliteFile>::new().await;
-    let id = fx.backend.write(None, &n(5), HOUR).await.unwrap();
+    let id = fx.backend.create(&n(5), HOUR).await.unwrap();
     fx.backend.pool().close().await;
     // A new process would build a new backend on the same file.
     let again = sessionkit_sql::SqliteBackend::builder_from_url(&fx.url)
@@ -202,7 +198,7 @@ async fn killed_connections_are_replaced_without_failing_requests() {
         let tasks: Vec<_> = (0..8)
             .map(|i| {
                 let b = backend.clone();
-                tokio::spawn(async move { b.write(None, &n(i), HOUR).await })
+                tokio::spawn(async move { b.create(&n(i), HOUR).await })
             })
             .collect();
         for task in tasks {
@@ -252,7 +248,7 @@ async fn a_backend_with_every_connection_busy_says_so() {
         .with_table(&fx.table)
         .build()
         .unwrap();
-    backend.write(None, &n(0), HOUR).await.unwrap();
+    backend.create(&n(0), HOUR).await.unwrap();
 
     let mut locker =
         sqlx::SqliteConnection::connect_with(&SqliteConnectOptions::from_str(&fx.url).unwrap())
@@ -261,7 +257,7 @@ async fn a_backend_with_every_connection_busy_says_so() {
     locker.execute("BEGIN EXCLUSIVE").await.unwrap();
     let stuck = {
         let backend = backend.clone();
-        tokio::spawn(async move { backend.write(None, &n(1), HOUR).await })
+        tokio::spawn(async move { backend.create(&n(1), HOUR).await })
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
     let started = Instant::now();

@@ -11,7 +11,7 @@
 use crate::common::{
     DropLater, Fixture, HOUR, Kind, drop_table_later, for_each_db, n, now_ms, unique_table,
 };
-use sessionkit_core::{Changes, Error, SessionBackend, SessionData, DeviceId};
+use sessionkit_core::{Changes, DeviceId, Error, SessionBackend, SessionData};
 use sessionkit_sql::SqlBackend;
 use std::sync::{Mutex, OnceLock};
 use tracing::field::{Field, Visit};
@@ -125,13 +125,13 @@ async fn logged_table<K: Kind>() -> (Fixture<K>, SqlBackend<K::DB>, String, Opti
 async fn every_operation_is_one_statement<K: Kind>() {
     let (_fx, backend, table, _drop) = logged_table::<K>().await;
 
-    let (id, sql) = statements(&table, backend.write(None, &n(1), HOUR)).await;
+    let (id, sql) = statements(&table, backend.create(&n(1), HOUR)).await;
     let id = id.unwrap();
     assert_eq!(sql, ["INSERT"], "create");
     let (found, sql) = statements(&table, backend.read(&id)).await;
     assert!(found.unwrap().is_some());
     assert_eq!(sql, ["SELECT"], "read");
-    let (updated, sql) = statements(&table, backend.write(Some(&id), &n(2), HOUR)).await;
+    let (updated, sql) = statements(&table, backend.update(&id, &n(2), HOUR)).await;
     assert_eq!(updated.unwrap(), id);
     assert_eq!(sql, ["UPDATE"], "update");
     let (exists, sql) = statements(&table, backend.exists(&id)).await;
@@ -140,7 +140,7 @@ async fn every_operation_is_one_statement<K: Kind>() {
     let (removed, sql) = statements(&table, backend.remove(&id)).await;
     removed.unwrap();
     assert_eq!(sql, ["DELETE"], "remove");
-    let (gone, sql) = statements(&table, backend.write(Some(&id), &n(3), HOUR)).await;
+    let (gone, sql) = statements(&table, backend.update(&id, &n(3), HOUR)).await;
     assert!(matches!(gone, Err(Error::SessionGone)));
     assert_eq!(sql, ["UPDATE"], "update of a removed session");
     let (missing, sql) = statements(&table, backend.read(&id)).await;
@@ -160,7 +160,7 @@ async fn binding_a_user_costs_no_statement_and_listing_and_revoking_one_each<K: 
     let b = &backend;
     let user = format!("user-{}", sessionkit_core::generate_id());
 
-    let id = b.write(None, &n(1), HOUR).await.unwrap();
+    let id = b.create(&n(1), HOUR).await.unwrap();
     let changes = setting(2);
     let session = loaded_with(b, &id, &changes).await;
     let (saved, sql) = statements(&table, b.apply(&id, &session, &changes, HOUR)).await;
@@ -179,10 +179,10 @@ async fn binding_a_user_costs_no_statement_and_listing_and_revoking_one_each<K: 
     }
     let mut data = n(4);
     data.set_user(Some(user.as_str().into()));
-    let (other, sql) = statements(&table, b.write(None, &data, HOUR)).await;
+    let (other, sql) = statements(&table, b.create(&data, HOUR)).await;
     let other = other.unwrap();
     assert_eq!(sql, ["INSERT"], "a create of a bound session");
-    let (updated, sql) = statements(&table, b.write(Some(&other), &data, HOUR)).await;
+    let (updated, sql) = statements(&table, b.update(&other, &data, HOUR)).await;
     updated.unwrap();
     assert_eq!(sql, ["UPDATE"], "an update of a bound session");
 
@@ -195,11 +195,7 @@ async fn binding_a_user_costs_no_statement_and_listing_and_revoking_one_each<K: 
     let (revoked, sql) = statements(&table, b.revoke_user_sessions(&user, Some(&id))).await;
     assert_eq!(revoked.unwrap(), 1);
     assert_eq!(sql, ["DELETE"], "revoking a user's other sessions");
-    let (revoked, sql) = statements(
-        &table,
-        b.revoke_user_session(&user, &DeviceId::of(&id)),
-    )
-    .await;
+    let (revoked, sql) = statements(&table, b.revoke_user_session(&user, &DeviceId::of(&id))).await;
     assert!(revoked.unwrap());
     assert_eq!(
         sql,
@@ -299,8 +295,8 @@ mod wire {
         backend.migrate().await.unwrap();
         // The first use of each statement on a connection prepares it (one more round trip,
         // once per connection).
-        let warm = backend.write(None, &n(0), HOUR).await.unwrap();
-        backend.write(Some(&warm), &n(0), HOUR).await.unwrap();
+        let warm = backend.create(&n(0), HOUR).await.unwrap();
+        backend.update(&warm, &n(0), HOUR).await.unwrap();
         backend.read(&warm).await.unwrap();
         backend.exists(&warm).await.unwrap();
         let changes = binding(Some("warm"));
@@ -321,13 +317,13 @@ mod wire {
         backend.revoke_user_sessions("warm", None).await.unwrap();
         backend.remove(&warm).await.unwrap();
 
-        let (id, trips) = proxy.count(backend.write(None, &n(1), HOUR)).await;
+        let (id, trips) = proxy.count(backend.create(&n(1), HOUR)).await;
         let id = id.unwrap();
         assert_eq!(trips, 1, "create");
         let (found, trips) = proxy.count(backend.read(&id)).await;
         assert!(found.unwrap().is_some());
         assert_eq!(trips, 1, "read");
-        let (updated, trips) = proxy.count(backend.write(Some(&id), &n(2), HOUR)).await;
+        let (updated, trips) = proxy.count(backend.update(&id, &n(2), HOUR)).await;
         updated.unwrap();
         assert_eq!(trips, 1, "update");
         let (exists, trips) = proxy.count(backend.exists(&id)).await;
@@ -336,7 +332,7 @@ mod wire {
         let (removed, trips) = proxy.count(backend.remove(&id)).await;
         removed.unwrap();
         assert_eq!(trips, 1, "remove");
-        let (gone, trips) = proxy.count(backend.write(Some(&id), &n(3), HOUR)).await;
+        let (gone, trips) = proxy.count(backend.update(&id, &n(3), HOUR)).await;
         assert!(matches!(gone, Err(Error::SessionGone)));
         assert_eq!(trips, 1, "update of a removed session");
         let (missing, trips) = proxy.count(backend.read(&id)).await;
@@ -344,7 +340,7 @@ mod wire {
         assert_eq!(trips, 1, "read of a missing session");
 
         // Saves, bound to a user or not, and the user's listing and revocation.
-        let id = backend.write(None, &n(4), HOUR).await.unwrap();
+        let id = backend.create(&n(4), HOUR).await.unwrap();
         for (changes, what) in [
             (setting(5), "a save of a session bound to no user"),
             (binding(Some("rt-user")), "a save binding a user"),

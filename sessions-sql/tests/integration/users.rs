@@ -5,8 +5,7 @@
 use crate::common::{Fixture, HOUR, Kind, Raw, for_each_db, n, now_ms};
 use serde_json::json;
 use sessionkit_core::{
-    Changes, Error, JsonSerializer, MAX_USER_LEN, Serializer, SessionBackend, SessionData,
-    DeviceId,
+    Changes, DeviceId, Error, JsonSerializer, MAX_USER_LEN, Serializer, SessionBackend, SessionData,
 };
 use sessionkit_sql::CorruptRecords;
 use std::sync::Arc;
@@ -161,7 +160,7 @@ where
     .await;
     // Reads are as they were; writes need the column: a clear error, no panic.
     assert_eq!(b.read(&id).await.unwrap(), Some(n(1)));
-    match b.write(None, &n(2), HOUR).await {
+    match b.create(&n(2), HOUR).await {
         Err(Error::Backend { message, .. }) => {
             assert!(message.contains(&fx.table), "{message}")
         }
@@ -193,9 +192,9 @@ async fn the_user_id_column_follows_every_write<K: Kind>() {
     let b = &fx.backend;
     let (alice, bob) = (fresh_user(), fresh_user());
     // A create.
-    let id = b.write(None, &bound(1, &alice), HOUR).await.unwrap();
+    let id = b.create(&bound(1, &alice), HOUR).await.unwrap();
     assert_eq!(fx.bound_rows(&id, Some(&alice)).await, 1);
-    let unbound = b.write(None, &n(1), HOUR).await.unwrap();
+    let unbound = b.create(&n(1), HOUR).await.unwrap();
     assert_eq!(fx.bound_rows(&unbound, None).await, 1);
     // A save that changes only values keeps the binding.
     let mut changes = Changes::default();
@@ -208,13 +207,13 @@ async fn the_user_id_column_follows_every_write<K: Kind>() {
     save(b, &id, &binding(None)).await.unwrap();
     assert_eq!(fx.bound_rows(&id, None).await, 1);
     // An update (`write(Some(..))`).
-    b.write(Some(&id), &bound(3, &alice), HOUR).await.unwrap();
+    b.update(&id, &bound(3, &alice), HOUR).await.unwrap();
     assert_eq!(fx.bound_rows(&id, Some(&alice)).await, 1);
-    b.write(Some(&id), &n(4), HOUR).await.unwrap();
+    b.update(&id, &n(4), HOUR).await.unwrap();
     assert_eq!(fx.bound_rows(&id, None).await, 1);
     // A save that must read the row again (another save came in between) binds it too.
     let loaded = b.read(&id).await.unwrap().unwrap();
-    b.write(Some(&id), &n(5), HOUR).await.unwrap();
+    b.update(&id, &n(5), HOUR).await.unwrap();
     let changes = binding(Some(&bob));
     let session = changes.applied_to(&loaded, now_ms() as u64 / 1000);
     b.apply(&id, &session, &changes, HOUR).await.unwrap();
@@ -231,7 +230,7 @@ async fn the_user_id_column_follows_every_write<K: Kind>() {
         Err(Error::SessionGone)
     ));
     assert!(matches!(
-        b.write(Some(&id), &bound(6, &bob), HOUR).await,
+        b.update(&id, &bound(6, &bob), HOUR).await,
         Err(Error::SessionGone)
     ));
     assert_eq!(fx.rows().await, 1, "only the unbound session is left");
@@ -251,7 +250,7 @@ async fn users_compare_exactly<K: Kind>() {
     ];
     let mut ids = Vec::new();
     for user in &users {
-        ids.push(b.write(None, &bound(1, user), HOUR).await.unwrap());
+        ids.push(b.create(&bound(1, user), HOUR).await.unwrap());
     }
     for (user, id) in users.iter().zip(&ids) {
         assert_eq!(
@@ -280,7 +279,7 @@ async fn users_compare_exactly<K: Kind>() {
             .unwrap()
     );
     // A kept id the table cannot hold keeps nothing (and is never sent).
-    let other = b.write(None, &bound(2, &users[2]), HOUR).await.unwrap();
+    let other = b.create(&bound(2, &users[2]), HOUR).await.unwrap();
     assert_eq!(
         b.revoke_user_sessions(&users[2], Some("not an id ü"))
             .await
@@ -297,7 +296,7 @@ async fn a_user_over_the_limit_is_refused_and_one_at_it_is_stored<K: Kind>() {
     // 255 bytes, of two-byte characters: the limit is in bytes.
     let longest = format!("{}x", "\u{e9}".repeat((MAX_USER_LEN - 1) / 2));
     assert_eq!(longest.len(), MAX_USER_LEN);
-    let id = b.write(None, &bound(1, &longest), HOUR).await.unwrap();
+    let id = b.create(&bound(1, &longest), HOUR).await.unwrap();
     assert_eq!(
         b.read(&id).await.unwrap().unwrap().user(),
         Some(longest.as_str())
@@ -311,8 +310,8 @@ async fn a_user_over_the_limit_is_refused_and_one_at_it_is_stored<K: Kind>() {
             "{result:?}"
         )
     };
-    refused(b.write(None, &bound(2, &over), HOUR).await);
-    refused(b.write(Some(&id), &bound(2, &over), HOUR).await);
+    refused(b.create(&bound(2, &over), HOUR).await);
+    refused(b.update(&id, &bound(2, &over), HOUR).await);
     match save(b, &id, &binding(Some(&over))).await {
         Err(Error::InvalidUser { len }) => assert_eq!(len, MAX_USER_LEN + 1),
         other => panic!("{other:?}"),
@@ -331,7 +330,7 @@ async fn corrupt_rows_are_left_out_of_a_listing_as_a_read_leaves_them<K: Kind>()
     let fx = Fixture::<K>::new().await;
     let b = &fx.backend;
     let user = fresh_user();
-    let good = b.write(None, &bound(1, &user), HOUR).await.unwrap();
+    let good = b.create(&bound(1, &user), HOUR).await.unwrap();
     let corrupt = sessionkit_core::generate_id();
     fx.exec(&format!(
         "INSERT INTO {} (id, data, expires_at, user_id) VALUES ('{corrupt}', {}, NULL, '{user}')",
@@ -340,7 +339,7 @@ async fn corrupt_rows_are_left_out_of_a_listing_as_a_read_leaves_them<K: Kind>()
     ))
     .await;
     // A row whose column says the user but whose record does not (a hand edit): left out.
-    let mislabelled = b.write(None, &n(2), HOUR).await.unwrap();
+    let mislabelled = b.create(&n(2), HOUR).await.unwrap();
     fx.exec(&format!(
         "UPDATE {} SET user_id = '{user}' WHERE id = '{mislabelled}'",
         fx.t()
@@ -373,8 +372,8 @@ async fn expired_sessions_are_neither_listed_nor_revoked<K: Kind>() {
     let fx = Fixture::<K>::new().await;
     let b = &fx.backend;
     let user = fresh_user();
-    let expired = b.write(None, &bound(1, &user), HOUR).await.unwrap();
-    let live = b.write(None, &bound(2, &user), HOUR).await.unwrap();
+    let expired = b.create(&bound(1, &user), HOUR).await.unwrap();
+    let live = b.create(&bound(2, &user), HOUR).await.unwrap();
     fx.expire_now(&expired).await;
     assert_eq!(b.user_session_ids(&user).await.unwrap(), [live.as_str()]);
     assert_eq!(b.user_sessions(&user).await.unwrap().len(), 1);
@@ -403,7 +402,7 @@ async fn sqlite_searches_by_user_through_the_index() {
         } else {
             n(i)
         };
-        fx.backend.write(None, &data, HOUR).await.unwrap();
+        fx.backend.create(&data, HOUR).await.unwrap();
     }
     let index = format!("{}_user_id_idx", fx.table);
     let t = fx.t();

@@ -9,7 +9,7 @@ use axum::extract::Path;
 use axum::routing::get;
 use reqwest::header::{COOKIE, HeaderValue, SET_COOKIE, VARY};
 use reqwest::{Client, StatusCode};
-use sessionkit_core::{Applied, Changes, Error, SessionBackend, SessionData, async_trait};
+use sessionkit_core::{Changes, Error, SessionBackend, SessionData, async_trait};
 use sessionkit_memory::InMemoryBackend;
 use sessionkit_tower::{LazySession, Session, SessionLayer};
 use std::fmt::Write as _;
@@ -263,7 +263,7 @@ pub async fn plain_text() -> &'static str {
 }
 
 /// Takes the session but never uses it.
-pub async fn extract_only(_session: Session) -> &'static str {
+pub async fn extract_only(_session: LazySession) -> &'static str {
     "extracted"
 }
 
@@ -372,15 +372,10 @@ impl SessionBackend for CountingBackend {
         self.counts.reads.fetch_add(1, Ordering::SeqCst);
         self.store.read(id).await
     }
-    async fn write(
-        &self,
-        id: Option<&str>,
-        data: &SessionData,
-        ttl: Option<Duration>,
-    ) -> Result<String, Error> {
+    async fn create(&self, data: &SessionData, ttl: Option<Duration>) -> Result<String, Error> {
         self.counts.writes.fetch_add(1, Ordering::SeqCst);
         self.counts.ttls.lock().expect("the ttl log").push(ttl);
-        self.store.write(id, data, ttl).await
+        self.store.create(data, ttl).await
     }
     /// A save of a loaded session's changes: counted as a write.
     async fn apply(
@@ -389,7 +384,7 @@ impl SessionBackend for CountingBackend {
         session: &SessionData,
         changes: &Changes,
         ttl: Option<Duration>,
-    ) -> Result<Applied, Error> {
+    ) -> Result<Option<String>, Error> {
         self.counts.writes.fetch_add(1, Ordering::SeqCst);
         self.counts.ttls.lock().expect("the ttl log").push(ttl);
         self.store.apply(id, session, changes, ttl).await
@@ -398,12 +393,16 @@ impl SessionBackend for CountingBackend {
         self.counts.removes.fetch_add(1, Ordering::SeqCst);
         self.store.remove(id).await
     }
-    async fn exists(&self, id: &str) -> Result<bool, Error> {
-        self.counts.exists.fetch_add(1, Ordering::SeqCst);
-        self.store.exists(id).await
-    }
     fn generate_id(&self) -> String {
         self.store.generate_id()
+    }
+}
+
+impl CountingBackend {
+    /// Whether a live record is stored under `id`, counted as a call.
+    pub async fn exists(&self, id: &str) -> Result<bool, Error> {
+        self.counts.exists.fetch_add(1, Ordering::SeqCst);
+        self.store.exists(id).await
     }
 }
 
@@ -453,16 +452,11 @@ impl SessionBackend for FailingBackend {
         }
         self.store.read(id).await
     }
-    async fn write(
-        &self,
-        id: Option<&str>,
-        data: &SessionData,
-        ttl: Option<Duration>,
-    ) -> Result<String, Error> {
+    async fn create(&self, data: &SessionData, ttl: Option<Duration>) -> Result<String, Error> {
         if self.fail_writes.load(Ordering::SeqCst) {
             return Err(failure("write"));
         }
-        self.store.write(id, data, ttl).await
+        self.store.create(data, ttl).await
     }
     async fn apply(
         &self,
@@ -470,7 +464,7 @@ impl SessionBackend for FailingBackend {
         session: &SessionData,
         changes: &Changes,
         ttl: Option<Duration>,
-    ) -> Result<Applied, Error> {
+    ) -> Result<Option<String>, Error> {
         if self.fail_writes.load(Ordering::SeqCst) {
             return Err(failure("write"));
         }
@@ -486,7 +480,11 @@ impl SessionBackend for FailingBackend {
         }
         self.store.remove(id).await
     }
-    async fn exists(&self, id: &str) -> Result<bool, Error> {
+}
+
+impl FailingBackend {
+    /// Whether a live record is stored under `id`; fails with the reads.
+    pub async fn exists(&self, id: &str) -> Result<bool, Error> {
         if self.fail_reads.load(Ordering::SeqCst) {
             return Err(failure("check"));
         }
