@@ -38,7 +38,7 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-VARIANTS="bare ours tower-sessions ours-around empty-around ours-cookie-signed ours-cookie-private"
+VARIANTS="bare ours tower-sessions ours-configured ours-around empty-around ours-cookie-signed ours-cookie-private"
 SCENARIOS="no-cookie read write"
 TARGET=target
 if [ -n "$ONE_CGU" ]; then
@@ -101,7 +101,7 @@ if [ -n "$CALLGRIND" ]; then
                 mem = instr[s SUBSEP "ours"] - bare
                 over = instr[k] - bare
                 share = ""; vsmem = ""
-                if (v == "ours" || v == "ours-around") share = sprintf("%.3f", over / ts)
+                if (v == "ours" || v == "ours-around" || v == "ours-configured") share = sprintf("%.3f", over / ts)
                 if (v ~ /^ours-cookie-/) vsmem = sprintf("%.3f", over / mem)
                 a = allocs[k]; if (reallocs[k] + 0 > 0) a = a " +" reallocs[k] "r"
                 printf "| %-19s | %-9s | %9.0f | %9.3f | %+9.0f | %14s | %14s | %10s |\n",
@@ -114,6 +114,9 @@ if [ -n "$CALLGRIND" ]; then
                 bare = instr[s SUBSEP "bare"]
                 r = (instr[s SUBSEP "ours"] - bare) / (instr[s SUBSEP "tower-sessions"] - bare)
                 printf "  %-9s ours overhead / tower-sessions overhead = %.3f (bound <= 0.5): %s\n",
+                    s, r, (r <= 0.5 ? "kept" : "NOT kept")
+                r = (instr[s SUBSEP "ours-configured"] - bare) / (instr[s SUBSEP "tower-sessions"] - bare)
+                printf "  %-9s ours-configured overhead / tower-sessions overhead = %.3f (bound <= 0.5): %s\n",
                     s, r, (r <= 0.5 ? "kept" : "NOT kept")
             }
             # What axum spends on any layer mounted with `Router::layer` (the overhead of the

@@ -66,6 +66,9 @@ pub enum Variant {
     Ours,
     /// tower-sessions 0.15 with its `MemoryStore`, mounted with `Router::layer`.
     TowerSessions,
+    /// Our layer configured as a typical app does (`with_cookie_name`, `with_max_age(14
+    /// days)`), + `InMemoryBackend`, mounted with `Router::layer`.
+    OursConfigured,
     /// Our layer wrapped around the finished router: `SessionLayer::layer(router)`.
     OursAround,
     /// Our `SessionLayer` + `CookieBackend::signed` (HMAC-SHA256), mounted with `Router::layer`.
@@ -84,10 +87,11 @@ pub enum Variant {
 
 impl Variant {
     /// Every variant of the default build, in table order.
-    pub const ALL: [Variant; 7] = [
+    pub const ALL: [Variant; 8] = [
         Variant::Bare,
         Variant::Ours,
         Variant::TowerSessions,
+        Variant::OursConfigured,
         Variant::OursAround,
         Variant::OursCookieSigned,
         Variant::OursCookiePrivate,
@@ -100,6 +104,7 @@ impl Variant {
             Variant::Bare => "bare",
             Variant::Ours => "ours",
             Variant::TowerSessions => "tower-sessions",
+            Variant::OursConfigured => "ours-configured",
             Variant::OursAround => "ours-around",
             Variant::OursCookieSigned => "ours-cookie-signed",
             Variant::OursCookiePrivate => "ours-cookie-private",
@@ -126,7 +131,7 @@ impl Variant {
             | Variant::OursCookiePrivate
             | Variant::EmptyAround
             | Variant::EmptyLayer => "session",
-            Variant::TowerSessions => "id",
+            Variant::TowerSessions | Variant::OursConfigured => "id",
         }
     }
 }
@@ -282,6 +287,17 @@ impl App {
             Variant::TowerSessions => App::Router(
                 ts_routes()
                     .layer(SessionManagerLayer::new(MemoryStore::default()))
+                    .with_state(()),
+            ),
+            Variant::OursConfigured => App::Router(
+                our_routes()
+                    .layer(
+                        SessionLayer::builder(InMemoryBackend::new())
+                            .with_cookie_name("id")
+                            .with_max_age(std::time::Duration::from_secs(14 * 24 * 60 * 60))
+                            .build()
+                            .expect("a valid configuration"),
+                    )
                     .with_state(()),
             ),
             Variant::OursAround => App::Around(

@@ -29,7 +29,7 @@
 //! Every value is bound to the name of the cookie it travels in: a value minted as the `user`
 //! cookie does not open as the `admin` cookie, even under the same secret. The session layer
 //! binds its cookie's name itself when it is built
-//! ([`bind_to_cookie_name`](CookieBackend::bind_to_cookie_name)); used alone,
+//! ([`bind_to_layer`](CookieBackend::bind_to_layer)); used alone,
 //! the backend binds [`DEFAULT_COOKIE_NAME`] or what
 //! [`with_cookie_name`](CookieBackendBuilder::with_cookie_name) sets.
 //!
@@ -66,8 +66,8 @@
 //! - **An absolute limit by default.** A session ends [`DEFAULT_MAX_LIFETIME`] (30 days)
 //!   after its creation, however often it is re-sealed (creation is inside the seal, and the
 //!   seal's deadline never passes it), unless
-//!   [`with_max_lifetime`](CookieBackendBuilder::with_max_lifetime) says otherwise. A
-//!   layer's own `with_absolute_timeout` applies too: the earlier limit ends the session.
+//!   [`with_max_lifetime`](CookieBackendBuilder::with_max_lifetime) says otherwise; a
+//!   layer's own `with_absolute_timeout` replaces it.
 //! - **No server-side revocation.** [`remove`](sessionkit_core::SessionBackend::remove) does
 //!   nothing on the server: a logout expires the cookie in the browser, but a copy taken
 //!   earlier stays valid until its deadline. Keep deadlines short, or use a server-side
@@ -377,9 +377,9 @@ impl CookieBackendBuilder {
     }
 
     /// The absolute limit of these sessions: each ends `limit` after its creation, however
-    /// active (default [`DEFAULT_MAX_LIFETIME`], 30 days; `None` for no limit besides the
-    /// layer's `with_absolute_timeout`). The creation time is inside the seal, so the limit
-    /// holds for copies of the cookie too.
+    /// active (default [`DEFAULT_MAX_LIFETIME`], 30 days; `None` for no limit). A session
+    /// layer's `with_absolute_timeout` replaces it. The creation time is inside the seal, so
+    /// the limit holds for copies of the cookie too.
     pub fn with_max_lifetime(self, limit: Option<Duration>) -> Self {
         self.map(|backend| {
             Ok(CookieBackend {
@@ -399,11 +399,16 @@ impl CookieBackend {
         }
     }
 
-    /// Bind values to the cookie `name` from now on: a value sealed for one name does not
-    /// open under another. `SessionLayer` calls it with its own cookie's name when it is
-    /// built, so the two always agree.
-    pub fn bind_to_cookie_name(&mut self, name: &str) {
+    /// Fit this backend to the session layer it serves; `SessionLayer` calls it when it is
+    /// built. Values are bound to the layer's cookie `name` from then on (a value sealed for
+    /// one name does not open under another), so the two always agree; and the layer's
+    /// absolute timeout, when it sets one, replaces this backend's own limit
+    /// ([`with_max_lifetime`](CookieBackendBuilder::with_max_lifetime)).
+    pub fn bind_to_layer(&mut self, name: &str, absolute_timeout: Option<Duration>) {
         self.cookie_name = Arc::from(name);
+        if let Some(limit) = absolute_timeout {
+            self.max_lifetime = Some(limit);
+        }
     }
 
     fn new(mode: Mode, secret: &[u8]) -> Result<Self, Error> {

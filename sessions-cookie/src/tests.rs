@@ -335,7 +335,7 @@ async fn value_under_another_name_is_rejected() {
 async fn binding_a_cookie_name_rebinds_the_values_sealed_after_it() {
     for backend in backends() {
         let mut bound = backend.clone();
-        bound.bind_to_cookie_name("admin");
+        bound.bind_to_layer("admin", None);
         assert_eq!(bound.cookie_name(), "admin");
         let value = bound.create(&sample(), None).await.unwrap();
         assert!(

@@ -66,7 +66,7 @@ impl Held {
     }
 }
 
-/// One operation's handle on the shared connection.
+/// One operation's use of the shared connection.
 pub(crate) enum Conn {
     Single(deadpool_redis::redis::aio::MultiplexedConnection),
     #[cfg(feature = "cluster")]

@@ -1,4 +1,4 @@
-//! The periodic cleanup task and its handle.
+//! The periodic cleanup task and the value that stops it.
 
 use std::fmt;
 use std::time::Duration;
@@ -9,7 +9,7 @@ use tokio::task::JoinHandle;
 /// A running periodic cleanup, from
 /// [`SqlBackend::spawn_cleanup`](crate::SqlBackend::spawn_cleanup).
 ///
-/// [`stop`](CleanupTask::stop) ends it and waits until it has ended; dropping the handle also
+/// [`stop`](CleanupTask::stop) ends it and waits until it has ended; dropping the task value also
 /// ends it, without waiting. Either way a statement that is running finishes first (so no
 /// connection is left mid-statement), and no further batch starts.
 #[must_use = "dropping a CleanupTask stops the cleanup at once"]
@@ -56,7 +56,7 @@ pub(crate) struct StopSignal {
 }
 
 impl StopSignal {
-    /// Whether a stop was asked for (or the handle dropped).
+    /// Whether a stop was asked for (or the task value dropped).
     pub(crate) fn stopped(&mut self) -> bool {
         if !self.stopped {
             self.stopped = !matches!(self.rx.try_recv(), Err(TryRecvError::Empty));

@@ -66,8 +66,8 @@
 //! | operation | statement |
 //! |---|---|
 //! | read | `SELECT data, version FROM t WHERE id = ? AND (expires_at IS NULL OR expires_at > ?now)` |
-//! | create (`write(None, ..)`) | `INSERT INTO t (id, data, expires_at, user_id) VALUES (?, ?, ?, ?)`, with `ON CONFLICT (id) DO NOTHING` on SQLite and PostgreSQL; on MySQL a duplicate-key error. A taken id changes nothing: a new id is minted and tried |
-//! | update (`write(Some(id), ..)`) | `UPDATE t SET data = ?, expires_at = ?, user_id = ?, version = version + 1 WHERE id = ? AND (expires_at IS NULL OR expires_at > ?now)`; no row matched: [`Error::SessionGone`], nothing stored |
+//! | create | `INSERT INTO t (id, data, expires_at, user_id) VALUES (?, ?, ?, ?)`, with `ON CONFLICT (id) DO NOTHING` on SQLite and PostgreSQL; on MySQL a duplicate-key error. A taken id changes nothing: a new id is minted and tried |
+//! | [`update`](SqlBackend::update) (a direct overwrite, for tools) | `UPDATE t SET data = ?, expires_at = ?, user_id = ?, version = version + 1 WHERE id = ? AND (expires_at IS NULL OR expires_at > ?now)`; no row matched: [`Error::SessionGone`], nothing stored |
 //! | save (`apply`: a loaded session's changes) | `UPDATE t SET data = ?, expires_at = ?, user_id = ?, version = version + 1 WHERE id = ? AND version = ?read AND (expires_at IS NULL OR expires_at > ?now)` (a session emptied: `DELETE FROM t WHERE id = ? AND version = ?read`). No row matched: another save came in between; the row is read again, the session's changes applied to it, and the statement sent again (at most 16 times); a row gone is [`Error::SessionGone`] |
 //! | remove | `DELETE FROM t WHERE id = ?` |
 //! | exists | `SELECT 1 FROM t WHERE id = ? AND (expires_at IS NULL OR expires_at > ?now)` |

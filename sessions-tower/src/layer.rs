@@ -150,7 +150,8 @@ impl<B: SessionBackend> SessionLayer<B> {
 
     /// The layer of a configuration that has been checked: the attribute text rendered once.
     /// A cookie backend is bound to the layer's cookie name (as sent, with any `__Host-`
-    /// prefix), so that its values open under this cookie only.
+    /// prefix), so that its values open under this cookie only, and takes the layer's
+    /// absolute timeout in place of its own.
     #[cfg_attr(not(feature = "cookie-backend"), allow(unused_mut))]
     fn with_config(mut backend: B, mut config: Config) -> Self {
         config.render();
@@ -158,7 +159,7 @@ impl<B: SessionBackend> SessionLayer<B> {
         if let Some(cookie) = (&mut backend as &mut dyn std::any::Any)
             .downcast_mut::<sessionkit_cookie::CookieBackend>()
         {
-            cookie.bind_to_cookie_name(&config.cookie_name);
+            cookie.bind_to_layer(&config.cookie_name, config.absolute);
         }
         SessionLayer {
             state: Arc::new(LayerState { backend, config }),
@@ -360,8 +361,8 @@ impl<B: SessionBackend> SessionLayerBuilder<B> {
     }
 
     /// End sessions `lifetime` after they were created, however active (default: no absolute
-    /// limit; the cookie backend keeps its own, 30 days by default, since nothing on the
-    /// server can revoke a copied cookie). Never extended; `regenerate_id` keeps the
+    /// limit, except the cookie backend's own, 30 days by default, since nothing on the server
+    /// can revoke a copied cookie; this setting replaces it). Never extended; `regenerate_id` keeps the
     /// creation time.
     pub fn with_absolute_timeout(mut self, lifetime: Duration) -> Self {
         self.config.absolute = (!lifetime.is_zero()).then_some(lifetime);

@@ -56,6 +56,7 @@ async fn prefixes_autoload_their_routes_and_no_others() {
     assert_eq!(status(&app, "/").await, StatusCode::CONFLICT);
 }
 
+#[cfg(feature = "regex")]
 #[tokio::test]
 async fn patterns_autoload_matching_routes_and_no_others() {
     let app = routes().layer(
@@ -69,6 +70,7 @@ async fn patterns_autoload_matching_routes_and_no_others() {
     assert_eq!(status(&app, "/account").await, StatusCode::CONFLICT);
 }
 
+#[cfg(feature = "regex")]
 #[tokio::test]
 async fn prefixes_and_patterns_together_and_bad_ones_refused() {
     let app = routes().layer(

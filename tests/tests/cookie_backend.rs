@@ -260,14 +260,14 @@ async fn browser_session_cookies_keep_working_across_a_pause() {
     );
 
     // The server-side deadline is bounded, not infinite as a zero max age could suggest: the
-    // time the cookie backend's default absolute limit (30 days) leaves. Read it from the
-    // signed payload.
+    // cookie backend's default lifetime for writes without a TTL (14 days after each write,
+    // never past its 30-day absolute limit). Read it from the signed payload.
     // The payload starts with the issue time and the deadline, big-endian Unix milliseconds.
     let body = cookie.value.split('.').nth(1).expect("sealed value");
     let payload = URL_SAFE_NO_PAD.decode(body).expect("base64url payload");
     let millis = |at: usize| u64::from_be_bytes(payload[at..at + 8].try_into().expect("8 bytes"));
     let lifetime_ms = millis(8) - millis(0);
-    assert_eq!(lifetime_ms, 30 * 24 * 60 * 60 * 1000);
+    assert_eq!(lifetime_ms, 14 * 24 * 60 * 60 * 1000);
 
     tokio::time::sleep(Duration::from_millis(2100)).await;
     send(&client, &server.url("/count"), Some(&cookie.pair()))

@@ -3,8 +3,9 @@
 //! - The session cookie is named `admin_session` and has `Path=/admin`: the browser sends it
 //!   to `/admin` and the pages under it only, and the layer gives no session to requests
 //!   outside it. The public page `/` never sees a session cookie.
-//! - `autoload` is on: the layer loads the session before the handler runs, so handlers use
-//!   it without calling `session.load().await`.
+//! - `autoload` is on, as starsessions' `autoload=True`: the layer reads the session of every
+//!   request under `/admin` before the inner service runs, so a storage failure answers a 500
+//!   before any admin page code runs.
 //! - The cookie's `Domain` is left unset unless [`router`] is given one: see there.
 //!
 //! ```sh
@@ -62,7 +63,7 @@ async fn public() -> Html<&'static str> {
     )
 }
 
-/// Autoload has already loaded the session: no `load()` call.
+/// The admin dashboard: counts this session's visits.
 async fn dashboard(session: Session) -> Result<Html<String>, Error> {
     let visits: u64 = session.get("admin_visits")?.unwrap_or(0) + 1;
     session.insert("admin_visits", visits)?;

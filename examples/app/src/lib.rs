@@ -12,7 +12,7 @@
 //!
 //! What it shows of the library:
 //!
-//! - the counter: `load`, `get`, `insert`, saved when the response goes out;
+//! - the counter: `get`, `insert` on the loaded `Session`, saved when the response goes out;
 //! - logging in: [`Session::regenerate_id`] before the name is stored, the defence against
 //!   session fixation;
 //! - logging out: [`Session::delete`], which removes the record and expires the cookie;

@@ -9,6 +9,9 @@ use sessionkit_core::{Error, SessionBackend, SessionData};
 use sessionkit_redis::{CorruptRecords, RedisBackend};
 use std::time::{Duration, Instant};
 
+/// An id in the default format, naming no session: a read of it reaches the server.
+const PLAUSIBLE_ID: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+
 fn data(value: serde_json::Value) -> SessionData {
     let serde_json::Value::Object(values) = value else {
         panic!("test data must be an object")
@@ -314,7 +317,7 @@ async fn the_pool_timeout_bounds_the_wait_for_a_connection() {
     // Someone else holds the pool's only connection.
     let held = pool.get().await.unwrap();
     let started = Instant::now();
-    let err = backend.read("some-id").await.unwrap_err();
+    let err = backend.read(PLAUSIBLE_ID).await.unwrap_err();
     assert!(started.elapsed() < Duration::from_secs(2));
     match &err {
         Error::Backend { message, .. } => {

@@ -7,6 +7,9 @@ use sessionkit_core::{Error, SessionBackend, SessionData};
 use sessionkit_redis::RedisBackend;
 use std::time::{Duration, Instant};
 
+/// An id in the default format, naming no session: a read of it reaches the server.
+const PLAUSIBLE_ID: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+
 fn data(n: u64) -> SessionData {
     let mut data = SessionData::default();
     data.values_mut().insert("n".into(), json!(n));
@@ -30,12 +33,12 @@ async fn a_closed_port_fails_fast_with_a_backend_error() {
         .unwrap()
         .with_pool_timeout(Duration::from_millis(500));
     let started = Instant::now();
-    assert_unreachable(backend.read("id").await, "read");
+    assert_unreachable(backend.read(PLAUSIBLE_ID).await, "read");
     assert_unreachable(backend.create(&data(1), None).await, "create");
     assert_unreachable(backend.update("id", &data(1), None).await, "update");
     assert_unreachable(backend.remove("id").await, "remove");
     assert_unreachable(backend.exists("id").await, "exists");
-    let err = backend.read("id").await.unwrap_err();
+    let err = backend.read(PLAUSIBLE_ID).await.unwrap_err();
     let text = err.to_string();
     assert!(
         text.contains("refused") || text.contains("Connection"),
@@ -46,7 +49,7 @@ async fn a_closed_port_fails_fast_with_a_backend_error() {
     let tasks: Vec<_> = (0..50)
         .map(|_| {
             let backend = backend.clone();
-            tokio::spawn(async move { backend.read("id").await })
+            tokio::spawn(async move { backend.read(PLAUSIBLE_ID).await })
         })
         .collect();
     for task in tasks {

@@ -8,6 +8,9 @@ use sessionkit_sql::SqlBackend;
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
+/// An id in the default format, naming no session: a read of it reaches the server.
+const PLAUSIBLE_ID: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+
 /// A loopback port nothing listens on.
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 fn closed_port() -> u16 {
@@ -30,21 +33,21 @@ fn assert_backend_error<T: std::fmt::Debug>(result: Result<T, Error>, starts: &s
 async fn unreachable<DB: sessionkit_sql::SqlDatabase>(backend: SqlBackend<DB>, name: &str) {
     let started = Instant::now();
     let expected = format!("{name}: could not connect to the database within 500ms: ");
-    assert_backend_error(backend.read("some-id").await, &expected, "read");
+    assert_backend_error(backend.read(PLAUSIBLE_ID).await, &expected, "read");
     assert_backend_error(backend.create(&n(1), HOUR).await, &expected, "create");
     assert_backend_error(backend.update("id", &n(1), HOUR).await, &expected, "update");
     assert_backend_error(backend.remove("some-id").await, &expected, "remove");
     assert_backend_error(backend.exists("some-id").await, &expected, "exists");
     assert_backend_error(backend.migrate().await, &expected, "migrate");
     assert_backend_error(backend.delete_expired().await, &expected, "delete_expired");
-    let message = backend.read("some-id").await.unwrap_err().to_string();
+    let message = backend.read(PLAUSIBLE_ID).await.unwrap_err().to_string();
     assert!(message.contains("refused"), "the cause is named: {message}");
 
     // Many requests at once while the database is down: all fail, none waits long.
     let tasks: Vec<_> = (0..40)
         .map(|_| {
             let backend = backend.clone();
-            tokio::spawn(async move { backend.read("some-id").await })
+            tokio::spawn(async move { backend.read(PLAUSIBLE_ID).await })
         })
         .collect();
     for task in tasks {
@@ -87,7 +90,7 @@ async fn a_sqlite_file_that_cannot_be_opened_is_a_backend_error() {
     let backend =
         sessionkit_sql::SqliteBackend::from_url("sqlite:///nonexistent-dir/for/sure/sessions.db")
             .unwrap();
-    let err = backend.read("some-id").await.unwrap_err();
+    let err = backend.read(PLAUSIBLE_ID).await.unwrap_err();
     match &err {
         Error::Backend { message, .. } => {
             assert!(message.starts_with("sqlite: "), "{message}");
@@ -261,7 +264,7 @@ async fn a_backend_with_every_connection_busy_says_so() {
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
     let started = Instant::now();
-    match backend.read("some-id").await {
+    match backend.read(PLAUSIBLE_ID).await {
         Err(Error::Backend { message, .. }) => assert!(
             message.starts_with(
                 "sqlite: no connection became free within 500ms (the pool's acquire timeout): \

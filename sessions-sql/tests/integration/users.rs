@@ -206,7 +206,7 @@ async fn the_user_id_column_follows_every_write<K: Kind>() {
     assert_eq!(fx.bound_rows(&id, Some(&bob)).await, 1);
     save(b, &id, &binding(None)).await.unwrap();
     assert_eq!(fx.bound_rows(&id, None).await, 1);
-    // An update (`write(Some(..))`).
+    // A direct update.
     b.update(&id, &bound(3, &alice), HOUR).await.unwrap();
     assert_eq!(fx.bound_rows(&id, Some(&alice)).await, 1);
     b.update(&id, &n(4), HOUR).await.unwrap();
