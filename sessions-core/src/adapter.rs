@@ -17,16 +17,16 @@
 //! ```
 //! use sessionkit_core::adapter::{self, Commit, Context, Policy};
 //! use sessionkit_core::SessionBackend;
-//! # use sessionkit_core::{Error, SessionData};
+//! # use sessionkit_core::{Changes, Error, SessionData};
 //! # use std::{collections::HashMap, sync::{Arc, Mutex}, time::Duration};
 //! # #[derive(Default)] struct MapBackend(Mutex<HashMap<String, SessionData>>);
 //! # #[async_trait::async_trait] impl SessionBackend for MapBackend {
 //! #   async fn read(&self, id: &str) -> Result<Option<SessionData>, Error> { Ok(self.0.lock().unwrap().get(id).cloned()) }
-//! #   async fn write(&self, id: Option<&str>, d: &SessionData, _: Option<Duration>) -> Result<String, Error> {
-//! #     let id = id.map(str::to_owned).unwrap_or_else(|| self.generate_id());
-//! #     self.0.lock().unwrap().insert(id.clone(), d.clone()); Ok(id) }
+//! #   async fn create(&self, d: &SessionData, _: Option<Duration>) -> Result<String, Error> {
+//! #     let id = self.generate_id(); self.0.lock().unwrap().insert(id.clone(), d.clone()); Ok(id) }
+//! #   async fn apply(&self, id: &str, d: &SessionData, _: &Changes, _: Option<Duration>) -> Result<Option<String>, Error> {
+//! #     self.0.lock().unwrap().insert(id.to_owned(), d.clone()); Ok(Some(id.to_owned())) }
 //! #   async fn remove(&self, id: &str) -> Result<(), Error> { self.0.lock().unwrap().remove(id); Ok(()) }
-//! #   async fn exists(&self, id: &str) -> Result<bool, Error> { Ok(self.0.lock().unwrap().contains_key(id)) }
 //! # }
 //!
 //! /// What every session of one layer shares: the backend and the limits.
