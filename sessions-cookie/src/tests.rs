@@ -159,7 +159,7 @@ async fn tampered_values_read_as_no_session() {
                 backend.read(bad).await.unwrap().is_none(),
                 "{bad} read as a session"
             );
-            assert!(backend.read(&bad).await.unwrap().is_none());
+            assert!(backend.read(bad).await.unwrap().is_none());
         }
         assert!(backend.read(&value).await.unwrap().is_some());
     }

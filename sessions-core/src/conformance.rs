@@ -150,7 +150,7 @@ cases! {
     TtlHonoured => ttl_honoured,
     /// Each write restarts the TTL.
     TtlResetsOnWrite => ttl_resets_on_write,
-    /// Generated ids are unique across 10,000 draws, and the backend accepts its own ids.
+    /// Generated ids are unique across 10,000 draws, and each can travel in a cookie.
     IdsUnique => ids_unique,
     /// A 1 MiB value round-trips.
     LargeValue => large_value,
@@ -1054,7 +1054,7 @@ async fn user_revoke_all<H: Harness>(h: &H) {
     assert_eq!(revoked, 3);
     for id in &ids {
         assert!(gone(&b, id).await, "a revoked session still reads");
-        assert!(matches!(stored(&b, &id).await, Ok(false)));
+        assert!(matches!(stored(&b, id).await, Ok(false)));
     }
     assert!(
         read_back(&b, &others).await.user().is_some(),

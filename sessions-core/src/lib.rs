@@ -11,7 +11,8 @@
 //!   [`SessionData`]; [`Serializer`], with [`JsonSerializer`] (default) and
 //!   `BincodeSerializer` (feature `bincode`), for backends that store bytes; [`store`], the
 //!   helpers backends that store bytes share; the [`conformance`] suite (feature
-//!   `conformance`) every backend passes;
+//!   `conformance`) every backend passes; `cleanup` (feature `cleanup`), deleting expired
+//!   records for stores that keep them until deleted;
 //! - for framework adapters: the [`adapter`] module, how a session layer makes and saves
 //!   each request's session.
 //!
@@ -26,6 +27,7 @@
 //! | `axum` | off | [`Session`] and [`LazySession`] as axum extractors, [`Error`] as a response | `axum-core`, `http` |
 //! | `bincode` | off | `BincodeSerializer` | `bincode` 2 |
 //! | `conformance` | off | the [`conformance`] suite for backend tests | tokio's multi-thread runtime |
+//! | `cleanup` | off | [`cleanup`]: the `ExpiredDeletion` trait and a periodic clean-up task, for stores that do not expire records themselves | tokio's runtime and timer |
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
@@ -36,6 +38,8 @@ pub mod adapter;
 mod axum;
 mod backend;
 mod changes;
+#[cfg(feature = "cleanup")]
+pub mod cleanup;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 mod data;

@@ -193,7 +193,9 @@
 //! [`delete_expired`](SqlBackend::delete_expired), in batches of
 //! [1000 rows](SqlBackendBuilder::with_cleanup_batch_size) per statement so no statement holds
 //! locks for long, or by a task [`spawn_cleanup`](SqlBackend::spawn_cleanup) starts, which runs it
-//! now and then every period until its [`CleanupTask`] handle is stopped or dropped.
+//! now and then every period until its [`CleanupTask`] is stopped or dropped (the task is
+//! sessionkit-core's [`spawn_cleanup`](sessionkit_core::cleanup::spawn_cleanup) over this
+//! backend's [`ExpiredDeletion`]).
 //!
 //! Several application instances may run the cleanup at once: on PostgreSQL each batch skips
 //! rows another cleaner has locked (`FOR UPDATE SKIP LOCKED`); on MySQL and SQLite batches
@@ -244,7 +246,6 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-mod cleanup;
 mod conns;
 mod driver;
 mod table;
@@ -265,7 +266,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use table::TableName;
 
-pub use cleanup::CleanupTask;
+pub use sessionkit_core::cleanup::{CleanupTask, ExpiredDeletion};
 pub use sqlx;
 
 /// The table used unless [`with_table`](SqlBackendBuilder::with_table) names another.
@@ -587,7 +588,8 @@ impl<DB: SqlDatabase, S> SqlBackendBuilder<DB, S> {
 
     /// Take new ids from `ids` instead of the default generator (192 random bits). The ids
     /// must be storable: 1 to [`MAX_ID_LEN`] visible ASCII characters. The backend then
-    /// [accepts](SessionBackend::accepts) any storable id from clients.
+    /// reads any storable id a client sends (without one, ids outside the default format
+    /// read as no session without a statement).
     pub fn with_id_generator(mut self, ids: IdGenerator) -> Self {
         self.ids = Some(ids);
         self
@@ -689,47 +691,21 @@ impl<DB: SqlDatabase, S> SqlBackend<DB, S> {
     /// [`cleanup_batch_size`](SqlBackendBuilder::with_cleanup_batch_size) rows per statement;
     /// returns how many rows went. Rows that expire while it runs are left for the next run.
     pub async fn delete_expired(&self) -> Result<u64, Error> {
-        self.shared.delete_expired(None).await
+        self.shared.delete_expired(&|| true).await
     }
 
     /// Run [`delete_expired`](Self::delete_expired) on a tokio task now and then every
-    /// `period`, until the returned handle is stopped or dropped. A failed run is logged as a
+    /// `period`, until the returned task is stopped or dropped. A failed run is logged as a
     /// `tracing` warning and the task goes on.
     ///
     /// Called outside a tokio runtime, or with a zero period, it is [`Error::Config`].
     pub fn spawn_cleanup(&self, period: Duration) -> Result<CleanupTask, Error> {
-        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
-            Error::Config(format!(
-                "{}: spawn_cleanup must be called inside a tokio runtime",
-                DB::LABEL
-            ))
-        })?;
-        if period.is_zero() {
-            return Err(Error::Config(format!(
-                "{}: the cleanup period must not be zero",
-                DB::LABEL
-            )));
-        }
-        let shared = Arc::clone(&self.shared);
-        let (stop, mut signal) = cleanup::signal();
-        let task = runtime.spawn(async move {
-            let mut total = 0u64;
-            while !signal.stopped() {
-                match shared.delete_expired(Some(&mut signal)).await {
-                    Ok(deleted) => total = total.saturating_add(deleted),
-                    Err(e) => tracing::warn!(
-                        table = %shared.table,
-                        error = %e,
-                        "sessionkit-sql: deleting expired sessions failed; trying again next period"
-                    ),
-                }
-                if signal.wait(period).await {
-                    break;
-                }
-            }
-            total
-        });
-        Ok(CleanupTask::new(stop, task))
+        sessionkit_core::cleanup::spawn_cleanup(Cleaner(Arc::clone(&self.shared)), period).map_err(
+            |e| match e {
+                Error::Config(message) => Error::Config(format!("{}: {message}", DB::LABEL)),
+                other => other,
+            },
+        )
     }
 
     fn generate(&self) -> String {
@@ -799,9 +775,11 @@ impl<DB: SqlDatabase> Shared<DB> {
         }
     }
 
+    /// Delete the rows expired by now, a batch per statement, asking `keep_going` between
+    /// batches.
     async fn delete_expired(
         &self,
-        mut signal: Option<&mut cleanup::StopSignal>,
+        keep_going: &(dyn Fn() -> bool + Send + Sync),
     ) -> Result<u64, Error> {
         let now = now_ms();
         let limit = i64::from(self.batch);
@@ -817,10 +795,36 @@ impl<DB: SqlDatabase> Shared<DB> {
                 Err(e) => return Err(self.error(e, "delete_expired", None).await),
             };
             total = total.saturating_add(deleted);
-            if deleted < u64::from(self.batch) || signal.as_mut().is_some_and(|s| s.stopped()) {
+            if deleted < u64::from(self.batch) || !keep_going() {
                 return Ok(total);
             }
         }
+    }
+}
+
+/// What the periodic cleanup runs: the backend's shared state, whatever its serializer.
+struct Cleaner<DB: SqlDatabase>(Arc<Shared<DB>>);
+
+#[async_trait]
+impl<DB: SqlDatabase> ExpiredDeletion for Cleaner<DB> {
+    async fn delete_expired(
+        &self,
+        keep_going: &(dyn Fn() -> bool + Send + Sync),
+    ) -> Result<u64, Error> {
+        self.0.delete_expired(keep_going).await
+    }
+}
+
+/// Expired rows stay until deleted: [`delete_expired`](SqlBackend::delete_expired) and
+/// [`spawn_cleanup`](SqlBackend::spawn_cleanup) run this, and so can
+/// [`sessionkit_core::cleanup::spawn_cleanup`] for a backend an application shares.
+#[async_trait]
+impl<DB: SqlDatabase, S: Serializer> ExpiredDeletion for SqlBackend<DB, S> {
+    async fn delete_expired(
+        &self,
+        keep_going: &(dyn Fn() -> bool + Send + Sync),
+    ) -> Result<u64, Error> {
+        self.shared.delete_expired(keep_going).await
     }
 }
 
