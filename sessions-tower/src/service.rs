@@ -125,9 +125,11 @@ where
             let response = response.await?;
             guard.armed = false;
             let session = &guard.session;
-            if response.status().is_server_error() {
-                // A server error (a handler that failed, or panicked under `CatchPanic`) may
-                // have left its changes half made: none of them is saved.
+            // A server error (a handler that failed, or panicked under `CatchPanic`) may have
+            // left its changes half made: none of them is saved. A session nobody loaded has
+            // nothing to save, and the response did not depend on it. Either way the session
+            // is closed to later changes, and the response goes out as it is.
+            if response.status().is_server_error() || !session.is_loaded() {
                 adapter::discard(session);
                 return Ok(response);
             }

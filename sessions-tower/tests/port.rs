@@ -72,3 +72,73 @@ async fn a_ported_tower_sessions_handler_works_without_a_load_call() {
     let (_, _, body) = call(&app, "GET", Some(&cookie), "/").await;
     assert_eq!(body, "None None");
 }
+
+/// The variations a port from tower-sessions produces once the compiler has had its say
+/// (the `.await` removed): `?`, `.unwrap()` kept from tower-sessions, `unwrap_or_default()`,
+/// a `from_fn` middleware and `Option<Session>`. Each reads the logged-in user, where a
+/// session read before its load would have seen an anonymous one.
+#[tokio::test]
+async fn every_ported_variation_sees_the_logged_in_user() {
+    use axum::extract::Request as AxumRequest;
+    use axum::middleware::{self, Next};
+    use axum::response::{IntoResponse, Response};
+
+    async fn with_question_mark(session: Session) -> Result<String, Error> {
+        Ok(format!("{:?}", session.get::<u64>("user_id")?))
+    }
+    async fn with_unwrap(session: Session) -> String {
+        format!("{:?}", session.get::<u64>("user_id").unwrap())
+    }
+    async fn with_default(session: Session) -> String {
+        session
+            .get::<u64>("user_id")
+            .unwrap_or_default()
+            .map_or("anonymous".to_owned(), |id| id.to_string())
+    }
+    async fn optional(session: Option<Session>) -> String {
+        match session {
+            Some(session) => format!("{:?}", session.get::<u64>("user_id").ok().flatten()),
+            None => "no layer".to_owned(),
+        }
+    }
+    async fn require_login(session: Session, request: AxumRequest, next: Next) -> Response {
+        match session.get::<u64>("user_id") {
+            Ok(Some(_)) => next.run(request).await,
+            _ => StatusCode::UNAUTHORIZED.into_response(),
+        }
+    }
+
+    let guarded = Router::new()
+        .route("/guarded", get(|| async { "inside" }))
+        .route_layer(middleware::from_fn(require_login));
+    let app = Router::new()
+        .route("/login", post(login))
+        .route("/question-mark", get(with_question_mark))
+        .route("/unwrap", get(with_unwrap))
+        .route("/default", get(with_default))
+        .route("/optional", get(optional))
+        .merge(guarded)
+        .layer(SessionLayer::new(InMemoryBackend::new()))
+        .route("/outside", get(optional));
+
+    let (_, cookie, _) = call(&app, "POST", None, "/login").await;
+    let cookie = cookie.expect("the login sets the cookie");
+    for (path, expected) in [
+        ("/question-mark", "Some(42)"),
+        ("/unwrap", "Some(42)"),
+        ("/default", "42"),
+        ("/optional", "Some(42)"),
+        ("/guarded", "inside"),
+    ] {
+        let (status, _, body) = call(&app, "GET", Some(&cookie), path).await;
+        assert_eq!(
+            (status, body.as_str()),
+            (StatusCode::OK, expected),
+            "{path}"
+        );
+    }
+    let (status, _, _) = call(&app, "GET", None, "/guarded").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "anonymous: refused");
+    let (_, _, body) = call(&app, "GET", Some(&cookie), "/outside").await;
+    assert_eq!(body, "no layer", "Option<Session> outside the layer");
+}
