@@ -85,8 +85,11 @@
 //! With the middleware from `sessionkit-tower` (whose default feature `cookie-backend` makes
 //! this the backend of `SessionLayer::with_secret_key`):
 //!
-//! ```ignore
+//! ```
+//! # use sessionkit_cookie::CookieBackend;
+//! # let secret = "a long random secret of at least 32 bytes!";
 //! let layer = sessionkit_tower::SessionLayer::new(CookieBackend::private(secret.as_bytes())?);
+//! # Ok::<(), sessionkit_core::Error>(())
 //! ```
 //!
 //! # Signing a user out everywhere

@@ -1298,8 +1298,16 @@ async fn user_revoke_racing_saves_stays_revoked<H: Harness>(h: &H) {
 
 /// Generate one `#[test]` per conformance [`Case`] for a [`Harness`] expression.
 ///
-/// ```ignore
+/// ```
+/// # use sessionkit_core::conformance::Harness;
+/// # #[derive(Default)] struct MyHarness;
+/// # impl MyHarness { fn new() -> Self { MyHarness } }
+/// # impl Harness for MyHarness {
+/// #     type Backend = sessionkit_memory::InMemoryBackend;
+/// #     async fn backend(&self) -> Self::Backend { sessionkit_memory::InMemoryBackend::new() }
+/// # }
 /// sessionkit_core::conformance_tests!(MyHarness::new());
+/// # fn main() {}
 /// ```
 ///
 /// The expression is evaluated once per test. Put the call in its own module to run the

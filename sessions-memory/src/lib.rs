@@ -25,7 +25,8 @@
 //!
 //! With the middleware from `sessionkit-tower`:
 //!
-//! ```ignore
+//! ```
+//! # use sessionkit_memory::InMemoryBackend;
 //! let layer = sessionkit_tower::SessionLayer::new(InMemoryBackend::new());
 //! ```
 //!

@@ -23,8 +23,12 @@
 //!
 //! With the middleware from `sessionkit-tower`:
 //!
-//! ```ignore
-//! let layer = sessionkit_tower::SessionLayer::new(RedisBackend::from_url(&redis_url)?);
+//! ```
+//! # use sessionkit_redis::RedisBackend;
+//! # let redis_url = "redis://127.0.0.1:6379";
+//! // Nothing connects before the first request that needs Redis.
+//! let layer = sessionkit_tower::SessionLayer::new(RedisBackend::from_url(redis_url)?);
+//! # Ok::<(), sessionkit_core::Error>(())
 //! ```
 //!
 //! # One round trip per operation

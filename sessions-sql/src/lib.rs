@@ -57,8 +57,12 @@
 //!
 //! With the middleware from `sessionkit-tower`:
 //!
-//! ```ignore
+//! ```no_run
+//! # #[cfg(feature = "sqlite")] {
+//! # use sessionkit_sql::SqliteBackend;
 //! let layer = sessionkit_tower::SessionLayer::new(SqliteBackend::from_url("sqlite://sessions.db")?);
+//! # }
+//! # Ok::<(), sessionkit_core::Error>(())
 //! ```
 //!
 //! # One statement, one round trip, per operation

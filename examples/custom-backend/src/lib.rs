@@ -22,8 +22,10 @@
 //!
 //! With the middleware from `sessionkit-tower`, like any other backend:
 //!
-//! ```ignore
+//! ```no_run
+//! # use custom_backend::FileBackend;
 //! let layer = sessionkit_tower::SessionLayer::new(FileBackend::new("/var/lib/myapp/sessions")?);
+//! # Ok::<(), sessionkit_core::Error>(())
 //! ```
 //!
 //! # How it keeps the backend contract
