@@ -1,5 +1,5 @@
 use super::*;
-use sessionkit_core::conformance::{Case, Harness};
+use sessionkit_core::conformance::Harness;
 
 const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef-test-secret";
 const OTHER: &[u8] = b"another secret that is long enough for a key!!";
@@ -16,48 +16,46 @@ impl Harness for CookieHarness {
         }
         .expect("the test secret is long enough")
     }
+}
 
-    fn skip(&self, case: Case) -> Option<&'static str> {
-        match case {
-            Case::Remove | Case::NoResurrectionAfterRemove => {
-                Some("a cookie-carried session cannot be revoked on the server")
-            }
-            Case::UpdateKeepsId => {
-                Some("the cookie value is the sealed session: it changes with the data")
-            }
-            Case::CreateNeverOverwrites => Some("nothing is stored on the server to overwrite"),
-            Case::LargeValue => Some("browsers keep at most 4096 bytes per cookie"),
-            Case::ApplyKeepsOtherSavesKeys
-            | Case::ApplyKeepsRemovedKeysRemoved
-            | Case::ApplyAfterRemoveIsGone
-            | Case::ApplyClearClearsTheStoredRecord
-            | Case::ApplyConcurrentSavesKeepEveryKey => Some(
-                "the client holds the state: there is no stored record for overlapping saves \
-                 to merge into; the last cookie set wins",
-            ),
-            Case::UserBindingStored => Some(
-                "the cookie value is the sealed session: a save's binding travels in the new \
-                 value, not under the old one (tested by a_user_travels_in_the_seal)",
-            ),
-            Case::CorruptRecordReadsAsMissing | Case::CorruptRecordFailsWhenStrict => {
-                Some("nothing is stored to corrupt: a value that does not open reads as no session")
-            }
-            Case::UnknownIdNotAdopted => {
-                Some("an update re-seals the data it is given: the old value identifies nothing")
-            }
-            _ => None,
-        }
-    }
+/// The conformance suite for a cookie backend, with the cases a cookie-carried session cannot
+/// support and why: the one list of them.
+macro_rules! cookie_conformance {
+    ($mode:expr) => {
+        sessionkit_core::conformance_tests!(CookieHarness($mode), skip: {
+            Remove: "a cookie-carried session cannot be revoked on the server",
+            NoResurrectionAfterRemove: "a cookie-carried session cannot be revoked on the server",
+            UpdateKeepsId: "the cookie value is the sealed session: it changes with the data",
+            CreateNeverOverwrites: "nothing is stored on the server to overwrite",
+            LargeValue: "browsers keep at most 4096 bytes per cookie",
+            ApplyKeepsOtherSavesKeys: "the client holds the state: there is no stored record for overlapping saves to merge into; the last cookie set wins",
+            ApplyKeepsRemovedKeysRemoved: "the client holds the state: there is no stored record for overlapping saves to merge into; the last cookie set wins",
+            ApplyAfterRemoveIsGone: "the client holds the state: a removal happens in the browser",
+            ApplyClearClearsTheStoredRecord: "the client holds the state: there is no stored record for overlapping saves to merge into; the last cookie set wins",
+            ApplyConcurrentSavesKeepEveryKey: "does not merge: the client holds the state, and the cookie set last wins",
+            UserBindingStored: "the cookie value is the sealed session: a save's binding travels in the new value, not under the old one (tested by a_user_travels_in_the_seal)",
+            CorruptRecordReadsAsMissing: "nothing is stored to corrupt: a value that does not open reads as no session",
+            CorruptRecordFailsWhenStrict: "nothing is stored to corrupt: a value that does not open reads as no session",
+            UnknownIdNotAdopted: "an update re-seals the data it is given: the old value identifies nothing",
+            UserSessionsListed: "no index of sessions by user: nothing on the server knows them",
+            UserRevokeAll: "no index of sessions by user: nothing on the server knows them",
+            UserRevokeOthers: "no index of sessions by user: nothing on the server knows them",
+            UserRevokeOne: "no index of sessions by user: nothing on the server knows them",
+            UserRebindingMovesTheSession: "no index of sessions by user: nothing on the server knows them",
+            UserExpiredSessionsPruned: "no index of sessions by user: nothing on the server knows them",
+            UserRevokeRacingSavesStaysRevoked: "no index of sessions by user: nothing on the server knows them",
+        });
+    };
 }
 
 mod signed_conformance {
     use super::*;
-    sessionkit_core::conformance_tests!(CookieHarness(Mode::Signed));
+    cookie_conformance!(Mode::Signed);
 }
 
 mod private_conformance {
     use super::*;
-    sessionkit_core::conformance_tests!(CookieHarness(Mode::Private));
+    cookie_conformance!(Mode::Private);
 }
 
 fn sample() -> SessionData {

@@ -4,7 +4,7 @@
 //! the same checks by implementing [`Harness`] and calling [`conformance_tests!`](crate::conformance_tests):
 //!
 //! ```
-//! use sessionkit_core::conformance::{Case, Harness};
+//! use sessionkit_core::conformance::Harness;
 //! use sessionkit_core::{Error, SessionBackend, SessionData};
 //! # use async_trait::async_trait;
 //! # use std::time::Duration;
@@ -23,21 +23,18 @@
 //!     async fn backend(&self) -> MyBackend {
 //!         MyBackend::default()
 //!     }
-//!     fn skip(&self, case: Case) -> Option<&'static str> {
-//!         match case {
-//!             Case::TtlHonoured => Some("this store keeps records until removed"),
-//!             _ => None,
-//!         }
-//!     }
 //! }
 //!
-//! // In the backend crate's tests:
-//! // sessionkit_core::conformance_tests!(MyHarness);
+//! // In the backend crate's tests, with the cases it cannot support and why:
+//! // sessionkit_core::conformance_tests!(MyHarness, skip: {
+//! //     TtlHonoured: "this store keeps records until removed",
+//! // });
 //! ```
 //!
 //! Each case becomes its own `#[test]`, named `conformance_<case>`, that runs the case on a
-//! fresh multi-threaded tokio runtime ([`block_on`]), so a failure names what broke. A skipped
-//! case prints why and passes. [`run_all`] runs every case in one go instead.
+//! fresh multi-threaded tokio runtime ([`block_on`]), so a failure names what broke. A case
+//! listed as skipped is an ignored test, shown as such with its reason. [`run_all`] runs every
+//! case in one go instead.
 
 use crate::{Changes, DeviceId, Error, IdGenerator, SessionBackend, SessionData, UserSession};
 use serde_json::{Value, json};
@@ -57,8 +54,8 @@ pub trait Harness: Send + Sync {
     fn backend(&self) -> impl Future<Output = Self::Backend> + Send;
 
     /// A backend whose [`generate_id`](SessionBackend::generate_id) takes its ids from `ids`, so
-    /// the suite can force an id collision. `None` (the default) skips
-    /// [`Case::CreateNeverOverwrites`].
+    /// the suite can force an id collision. `None` (the default) fails
+    /// [`Case::CreateNeverOverwrites`], which must then be in the skip list, with the reason.
     fn backend_with_ids(
         &self,
         ids: IdGenerator,
@@ -69,9 +66,9 @@ pub trait Harness: Send + Sync {
 
     /// Store `bytes` as the raw stored form of a record under a fresh id of `backend` (a Redis
     /// `SET`, an SQL `INSERT`, a file), bypassing the serializer, and return the id: how the
-    /// suite gets a record that does not decode. `None` (the default) skips
-    /// [`Case::CorruptRecordReadsAsMissing`] and [`Case::CorruptRecordFailsWhenStrict`], with
-    /// that reason printed.
+    /// suite gets a record that does not decode. `None` (the default) fails
+    /// [`Case::CorruptRecordReadsAsMissing`] and [`Case::CorruptRecordFailsWhenStrict`], which
+    /// must then be in the skip list, with the reason.
     fn plant_raw(
         &self,
         backend: &Self::Backend,
@@ -83,25 +80,9 @@ pub trait Harness: Send + Sync {
 
     /// A backend on the same storage whose reads fail on a record that does not decode
     /// ([`CorruptRecords::Fail`](crate::store::CorruptRecords::Fail)). `None` (the default)
-    /// skips [`Case::CorruptRecordFailsWhenStrict`], with that reason printed.
+    /// fails [`Case::CorruptRecordFailsWhenStrict`], which must then be in the skip list.
     fn strict_backend(&self) -> impl Future<Output = Option<Self::Backend>> + Send {
         async { None }
-    }
-
-    /// Whether the backend applies a save's changes atomically
-    /// ([`SessionBackend::apply`] overridden: under a lock, in a script, with a conditional
-    /// update), so that saves at the same instant keep each other's keys. `false` (the
-    /// default) skips [`Case::ApplyConcurrentSavesKeepEveryKey`], with that reason printed;
-    /// the other `Apply*` cases, which save one after another, run either way.
-    fn merges_atomically(&self) -> bool {
-        false
-    }
-
-    /// Cases this backend cannot support, with the reason; they are skipped and the reason
-    /// printed. A cookie-carried backend, for example, cannot remove a session on the server.
-    fn skip(&self, case: Case) -> Option<&'static str> {
-        let _ = case;
-        None
     }
 }
 
@@ -120,12 +101,8 @@ macro_rules! cases {
         }
 
         /// Run one case against the harness's backend; panics (as a test failure) on a
-        /// violation, prints and returns on a skip.
+        /// violation, or when the harness lacks what the case needs.
         pub async fn run_case<H: Harness>(harness: &H, case: Case) {
-            if let Some(reason) = harness.skip(case) {
-                println!("conformance: skipping {case}: {reason}");
-                return;
-            }
             match case {
                 $(Case::$name => $fn(harness).await,)*
             }
@@ -181,7 +158,7 @@ cases! {
     /// A save keeps the creation time and records the latest access.
     ApplyKeepsCreated => apply_keeps_created,
     /// Sixteen saves at once, each setting its own key on the same loaded record: every key
-    /// is kept. Needs [`Harness::merges_atomically`].
+    /// is kept. A backend that cannot merge (the client holds the state) lists it as skipped.
     ApplyConcurrentSavesKeepEveryKey => apply_concurrent_saves_keep_every_key,
     /// A stored record that does not decode reads as no session by default, and is removed:
     /// no lock-out until it expires. Needs [`Harness::plant_raw`].
@@ -217,10 +194,12 @@ impl fmt::Display for Case {
     }
 }
 
-/// Run every case in turn.
-pub async fn run_all<H: Harness>(harness: &H) {
+/// Run every case in turn, but those in `skip` (the cases the backend cannot support).
+pub async fn run_all<H: Harness>(harness: &H, skip: &[Case]) {
     for &case in Case::ALL {
-        run_case(harness, case).await;
+        if !skip.contains(&case) {
+            run_case(harness, case).await;
+        }
     }
 }
 
@@ -580,8 +559,10 @@ async fn create_never_overwrites<H: Harness>(h: &H) {
         })
     };
     let Some(b) = h.backend_with_ids(ids).await else {
-        println!("conformance: skipping CreateNeverOverwrites: the harness cannot script ids");
-        return;
+        unsupported(
+            Case::CreateNeverOverwrites,
+            "the harness cannot script ids (Harness::backend_with_ids)",
+        )
     };
     let original = record(json!({"owner": "first"}));
     let id1 = create(&b, &original, HOUR).await;
@@ -774,14 +755,6 @@ async fn apply_keeps_created<H: Harness>(h: &H) {
 }
 
 async fn apply_concurrent_saves_keep_every_key<H: Harness>(h: &H) {
-    if !h.merges_atomically() {
-        println!(
-            "conformance: skipping {}: the harness does not say the backend merges atomically \
-             (Harness::merges_atomically)",
-            Case::ApplyConcurrentSavesKeepEveryKey
-        );
-        return;
-    }
     let b = Arc::new(h.backend().await);
     let (id, loaded, _) = loaded_twice(&*b, json!({"a": 1})).await;
     let saves: Vec<_> = (0..16)
@@ -814,11 +787,10 @@ const GARBAGE: &[u8] = b"\xff\x00 not a session record";
 async fn corrupt_record_reads_as_missing<H: Harness>(h: &H) {
     let b = h.backend().await;
     let Some(id) = h.plant_raw(&b, GARBAGE).await else {
-        println!(
-            "conformance: skipping {}: the harness cannot plant raw bytes (Harness::plant_raw)",
-            Case::CorruptRecordReadsAsMissing
-        );
-        return;
+        unsupported(
+            Case::CorruptRecordReadsAsMissing,
+            "the harness cannot plant raw bytes (Harness::plant_raw)",
+        )
     };
     match b.read(&id).await {
         Ok(None) => {}
@@ -840,18 +812,16 @@ async fn corrupt_record_reads_as_missing<H: Harness>(h: &H) {
 
 async fn corrupt_record_fails_when_strict<H: Harness>(h: &H) {
     let Some(b) = h.strict_backend().await else {
-        println!(
-            "conformance: skipping {}: the harness has no strict backend (Harness::strict_backend)",
-            Case::CorruptRecordFailsWhenStrict
-        );
-        return;
+        unsupported(
+            Case::CorruptRecordFailsWhenStrict,
+            "the harness has no strict backend (Harness::strict_backend)",
+        )
     };
     let Some(id) = h.plant_raw(&b, GARBAGE).await else {
-        println!(
-            "conformance: skipping {}: the harness cannot plant raw bytes (Harness::plant_raw)",
-            Case::CorruptRecordFailsWhenStrict
-        );
-        return;
+        unsupported(
+            Case::CorruptRecordFailsWhenStrict,
+            "the harness cannot plant raw bytes (Harness::plant_raw)",
+        )
     };
     let error = match b.read(&id).await {
         Err(error) => error,
@@ -873,6 +843,14 @@ async fn corrupt_record_fails_when_strict<H: Harness>(h: &H) {
         b.read(&id).await.is_err(),
         "strict mode removed the record (a second read found nothing to fail on)"
     );
+}
+
+/// Fail a case the harness or the backend cannot run, saying how to declare it skipped.
+fn unsupported(case: Case, why: &str) -> ! {
+    panic!(
+        "conformance: {case} cannot run: {why}. A backend that cannot support it lists it as \
+         skipped, with the reason: `conformance_tests!(harness, skip: {{ {case}: \"why\" }})`"
+    )
 }
 
 /// A user no other case or run shares (the backends of a harness may share storage).
@@ -898,12 +876,10 @@ fn binding(user: Option<&str>) -> Changes {
 async fn listed<B: SessionBackend>(b: &B, user: &str, case: Case) -> Option<Vec<UserSession>> {
     match b.user_sessions(user).await {
         Ok(sessions) => Some(sessions),
-        Err(Error::Unsupported(reason)) => {
-            println!(
-                "conformance: skipping {case}: the backend lists no sessions by user: {reason}"
-            );
-            None
-        }
+        Err(Error::Unsupported(reason)) => unsupported(
+            case,
+            &format!("the backend lists no sessions by user ({reason})"),
+        ),
         Err(e) => panic!("listing a user's sessions failed: {e}"),
     }
 }
@@ -1296,7 +1272,14 @@ async fn user_revoke_racing_saves_stays_revoked<H: Harness>(h: &H) {
     }
 }
 
-/// Generate one `#[test]` per conformance [`Case`] for a [`Harness`] expression.
+/// Generate one `#[test]` per conformance [`Case`] for a [`Harness`] expression, in the
+/// module it is called in.
+///
+/// Cases the backend cannot support are listed after `skip:`, each with its reason: their
+/// tests are marked `#[ignore]` with that reason, so the test output shows them as ignored
+/// and why (and `cargo test -- --ignored` runs them anyway). Every other case must pass; one
+/// that needs what the harness or backend lacks (scripted ids, raw bytes, a user index)
+/// fails and says to list it.
 ///
 /// ```
 /// # use sessionkit_core::conformance::Harness;
@@ -1306,61 +1289,80 @@ async fn user_revoke_racing_saves_stays_revoked<H: Harness>(h: &H) {
 /// #     type Backend = sessionkit_memory::InMemoryBackend;
 /// #     async fn backend(&self) -> Self::Backend { sessionkit_memory::InMemoryBackend::new() }
 /// # }
-/// sessionkit_core::conformance_tests!(MyHarness::new());
+/// sessionkit_core::conformance_tests!(MyHarness::new(), skip: {
+///     CreateNeverOverwrites: "this harness cannot script ids",
+///     CorruptRecordReadsAsMissing: "records are kept as values: nothing to corrupt",
+///     CorruptRecordFailsWhenStrict: "records are kept as values: nothing to corrupt",
+/// });
 /// # fn main() {}
 /// ```
 ///
-/// The expression is evaluated once per test. Put the call in its own module to run the
+/// The expression is evaluated once per test. Put each call in its own module to run the
 /// suite for several configurations in one file.
 #[macro_export]
 macro_rules! conformance_tests {
-    ($harness:expr) => {
-        $crate::conformance_tests!(@cases $harness;
-            conformance_round_trip => RoundTrip,
-            conformance_missing_id_reads_none => MissingIdReadsNone,
-            conformance_overwrite => Overwrite,
-            conformance_update_keeps_id => UpdateKeepsId,
-            conformance_remove => Remove,
-            conformance_exists => Exists,
-            conformance_ttl_honoured => TtlHonoured,
-            conformance_ttl_resets_on_write => TtlResetsOnWrite,
-            conformance_ids_unique => IdsUnique,
-            conformance_large_value => LargeValue,
-            conformance_unicode_keys => UnicodeKeys,
-            conformance_nested_values => NestedValues,
-            conformance_concurrent_writers => ConcurrentWriters,
-            conformance_garbage_ids_read_none => GarbageIdsReadNone,
-            conformance_unknown_id_not_adopted => UnknownIdNotAdopted,
-            conformance_create_never_overwrites => CreateNeverOverwrites,
-            conformance_no_resurrection_after_remove => NoResurrectionAfterRemove,
-            conformance_apply_keeps_other_saves_keys => ApplyKeepsOtherSavesKeys,
-            conformance_apply_keeps_removed_keys_removed => ApplyKeepsRemovedKeysRemoved,
-            conformance_apply_after_remove_is_gone => ApplyAfterRemoveIsGone,
-            conformance_apply_clear_clears_the_stored_record => ApplyClearClearsTheStoredRecord,
-            conformance_apply_keeps_created => ApplyKeepsCreated,
-            conformance_apply_concurrent_saves_keep_every_key => ApplyConcurrentSavesKeepEveryKey,
-            conformance_corrupt_record_reads_as_missing => CorruptRecordReadsAsMissing,
-            conformance_corrupt_record_fails_when_strict => CorruptRecordFailsWhenStrict,
-            conformance_user_binding_stored => UserBindingStored,
-            conformance_user_sessions_listed => UserSessionsListed,
-            conformance_user_revoke_all => UserRevokeAll,
-            conformance_user_revoke_others => UserRevokeOthers,
-            conformance_user_revoke_one => UserRevokeOne,
-            conformance_user_rebinding_moves_the_session => UserRebindingMovesTheSession,
-            conformance_user_expired_sessions_pruned => UserExpiredSessionsPruned,
-            conformance_user_revoke_racing_saves_stays_revoked => UserRevokeRacingSavesStaysRevoked,
-        );
+    ($harness:expr $(, skip: { $($skip:ident: $reason:literal),* $(,)? })? $(,)?) => {
+        $crate::conformance_tests!(@with ($) $harness; $($($skip: $reason,)*)?);
     };
-    (@cases $harness:expr; $($test:ident => $case:ident,)*) => {
-        $(
-            #[test]
-            fn $test() {
-                $crate::conformance::block_on(async {
-                    $crate::conformance::run_case(&$harness, $crate::conformance::Case::$case)
-                        .await;
-                });
-            }
-        )*
+    (@with ($d:tt) $harness:expr; $($skip:ident: $reason:literal,)*) => {
+        macro_rules! __conformance_case {
+            $(
+                ($d test:ident, $skip) => {
+                    #[test]
+                    #[ignore = $reason]
+                    fn $d test() {
+                        // The harness is made inside the runtime: it may need one.
+                        $crate::conformance::block_on(async {
+                            let case = $crate::conformance::Case::$skip;
+                            $crate::conformance::run_case(&$harness, case).await;
+                        });
+                    }
+                };
+            )*
+            ($d test:ident, $d case:ident) => {
+                #[test]
+                fn $d test() {
+                    // The harness is made inside the runtime: it may need one.
+                    $crate::conformance::block_on(async {
+                        let case = $crate::conformance::Case::$d case;
+                        $crate::conformance::run_case(&$harness, case).await;
+                    });
+                }
+            };
+        }
+        __conformance_case!(conformance_round_trip, RoundTrip);
+        __conformance_case!(conformance_missing_id_reads_none, MissingIdReadsNone);
+        __conformance_case!(conformance_overwrite, Overwrite);
+        __conformance_case!(conformance_update_keeps_id, UpdateKeepsId);
+        __conformance_case!(conformance_remove, Remove);
+        __conformance_case!(conformance_exists, Exists);
+        __conformance_case!(conformance_ttl_honoured, TtlHonoured);
+        __conformance_case!(conformance_ttl_resets_on_write, TtlResetsOnWrite);
+        __conformance_case!(conformance_ids_unique, IdsUnique);
+        __conformance_case!(conformance_large_value, LargeValue);
+        __conformance_case!(conformance_unicode_keys, UnicodeKeys);
+        __conformance_case!(conformance_nested_values, NestedValues);
+        __conformance_case!(conformance_concurrent_writers, ConcurrentWriters);
+        __conformance_case!(conformance_garbage_ids_read_none, GarbageIdsReadNone);
+        __conformance_case!(conformance_unknown_id_not_adopted, UnknownIdNotAdopted);
+        __conformance_case!(conformance_create_never_overwrites, CreateNeverOverwrites);
+        __conformance_case!(conformance_no_resurrection_after_remove, NoResurrectionAfterRemove);
+        __conformance_case!(conformance_apply_keeps_other_saves_keys, ApplyKeepsOtherSavesKeys);
+        __conformance_case!(conformance_apply_keeps_removed_keys_removed, ApplyKeepsRemovedKeysRemoved);
+        __conformance_case!(conformance_apply_after_remove_is_gone, ApplyAfterRemoveIsGone);
+        __conformance_case!(conformance_apply_clear_clears_the_stored_record, ApplyClearClearsTheStoredRecord);
+        __conformance_case!(conformance_apply_keeps_created, ApplyKeepsCreated);
+        __conformance_case!(conformance_apply_concurrent_saves_keep_every_key, ApplyConcurrentSavesKeepEveryKey);
+        __conformance_case!(conformance_corrupt_record_reads_as_missing, CorruptRecordReadsAsMissing);
+        __conformance_case!(conformance_corrupt_record_fails_when_strict, CorruptRecordFailsWhenStrict);
+        __conformance_case!(conformance_user_binding_stored, UserBindingStored);
+        __conformance_case!(conformance_user_sessions_listed, UserSessionsListed);
+        __conformance_case!(conformance_user_revoke_all, UserRevokeAll);
+        __conformance_case!(conformance_user_revoke_others, UserRevokeOthers);
+        __conformance_case!(conformance_user_revoke_one, UserRevokeOne);
+        __conformance_case!(conformance_user_rebinding_moves_the_session, UserRebindingMovesTheSession);
+        __conformance_case!(conformance_user_expired_sessions_pruned, UserExpiredSessionsPruned);
+        __conformance_case!(conformance_user_revoke_racing_saves_stays_revoked, UserRevokeRacingSavesStaysRevoked);
     };
 }
 
@@ -1387,7 +1389,7 @@ mod tests {
         let source = include_str!("conformance.rs");
         for case in Case::ALL {
             assert!(
-                source.contains(&format!("=> {case},")),
+                source.contains(&format!(", {case});")),
                 "conformance_tests! does not run {case}"
             );
         }

@@ -61,10 +61,6 @@ impl<S: Serializer + Clone> Harness for SingleNode<S> {
                 .with_corrupt_records(CorruptRecords::Fail),
         )
     }
-
-    fn merges_atomically(&self) -> bool {
-        true
-    }
 }
 
 mod json {

@@ -60,10 +60,6 @@ impl<K: Kind, S: Serializer + Clone> Harness for Table<K, S> {
         let strict = self.builder().with_corrupt_records(CorruptRecords::Fail);
         Some(self.migrated(strict).await)
     }
-
-    fn merges_atomically(&self) -> bool {
-        true
-    }
 }
 
 macro_rules! suites {
