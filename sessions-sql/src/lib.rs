@@ -362,6 +362,13 @@ macro_rules! run {
 /// [`sqlx::MySql`], each behind its feature. Sealed: the SQL for each is written here.
 pub trait SqlDatabase: Driver {}
 
+mod builder;
+mod cleanup;
+mod migrate;
+
+pub use builder::SqlBackendBuilder;
+use builder::url_pool;
+
 #[cfg(feature = "sqlite")]
 impl SqlDatabase for sqlx::Sqlite {}
 #[cfg(feature = "postgres")]
@@ -469,164 +476,6 @@ impl<DB: SqlDatabase> SqlBackend<DB, JsonSerializer> {
     }
 }
 
-/// A new pool for `url` that connects on first use, and how many of its connections a backend
-/// keeps by default (all of them: the pool is the backend's own).
-fn url_pool<DB: SqlDatabase>(url: &str) -> Result<(sqlx::Pool<DB>, usize), Error> {
-    if tokio::runtime::Handle::try_current().is_err() {
-        return Err(Error::Config(format!(
-            "{}: from_url must be called inside a tokio runtime (the pool runs tasks on it)",
-            DB::LABEL
-        )));
-    }
-    let pool = DB::lazy_pool(url, DEFAULT_ACQUIRE_TIMEOUT).map_err(|e| {
-        Error::Config(format!(
-            "{}: cannot make a pool for this URL: {e}",
-            DB::LABEL
-        ))
-    })?;
-    let max = pool.options().get_max_connections() as usize;
-    Ok((pool, max))
-}
-
-/// The options of a [`SqlBackend`], from [`SqlBackend::builder`] or
-/// [`SqlBackend::builder_from_url`]. Setting an option never fails; [`build`](Self::build)
-/// reports the first problem (a URL that cannot be used, a table name that is not a plain
-/// identifier).
-#[must_use = "a builder makes no backend until `build()`"]
-pub struct SqlBackendBuilder<DB: SqlDatabase, S = JsonSerializer> {
-    /// The pool and how many of its connections the backend keeps unless told; or why the
-    /// URL cannot give one.
-    pool: Result<(sqlx::Pool<DB>, usize), Error>,
-    table: String,
-    max_connections: Option<usize>,
-    batch: u32,
-    serializer: S,
-    expire: Option<Duration>,
-    ids: Option<IdGenerator>,
-    corrupt: CorruptRecords,
-}
-
-impl<DB: SqlDatabase, S> fmt::Debug for SqlBackendBuilder<DB, S> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SqlBackendBuilder")
-            .field("database", &DB::LABEL)
-            .field("table", &self.table)
-            .field("max_connections", &self.max_connections)
-            .field("expire", &self.expire)
-            .field("cleanup_batch_size", &self.batch)
-            .field("serializer", &std::any::type_name::<S>())
-            .field("corrupt_records", &self.corrupt)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<DB: SqlDatabase> SqlBackendBuilder<DB> {
-    fn new(pool: Result<(sqlx::Pool<DB>, usize), Error>) -> Self {
-        SqlBackendBuilder {
-            pool,
-            table: DEFAULT_TABLE.to_owned(),
-            max_connections: None,
-            batch: DEFAULT_CLEANUP_BATCH,
-            serializer: JsonSerializer,
-            expire: None,
-            ids: None,
-            corrupt: CorruptRecords::default(),
-        }
-    }
-}
-
-impl<DB: SqlDatabase, S> SqlBackendBuilder<DB, S> {
-    /// The backend, once every option has been checked.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Config`]: from [`builder_from_url`](SqlBackend::builder_from_url), a URL that
-    /// cannot be parsed or a call outside a tokio runtime; a table name that is not a plain
-    /// identifier (see [Schema](crate#schema)): `sessions; DROP TABLE x`, an empty name and
-    /// quoted names are refused.
-    pub fn build(self) -> Result<SqlBackend<DB, S>, Error> {
-        let (pool, default_max) = self.pool?;
-        let table = TableName::parse(&self.table)?;
-        let max = self.max_connections.unwrap_or(default_max);
-        Ok(SqlBackend {
-            shared: Arc::new(Shared {
-                conns: Arc::new(Conns::new(pool, max)),
-                sql: DB::statements(&table),
-                table,
-                batch: self.batch,
-            }),
-            serializer: self.serializer,
-            expire: self.expire,
-            ids: self.ids,
-            corrupt: self.corrupt,
-        })
-    }
-
-    /// Store sessions in `table` (`name` or `schema.name`) instead of [`DEFAULT_TABLE`].
-    pub fn with_table(mut self, table: impl Into<String>) -> Self {
-        self.table = table.into();
-        self
-    }
-
-    /// The TTL for writes that bring none (see [Expiry](crate#expiry-and-cleanup)); it
-    /// restarts on every write. A write's own TTL, when it has one, wins. Zero turns it off
-    /// (the default).
-    pub fn with_expire(mut self, expire: Duration) -> Self {
-        self.expire = (!expire.is_zero()).then_some(expire);
-        self
-    }
-
-    /// Encode records with `serializer` instead.
-    pub fn with_serializer<T: Serializer>(self, serializer: T) -> SqlBackendBuilder<DB, T> {
-        SqlBackendBuilder {
-            pool: self.pool,
-            table: self.table,
-            max_connections: self.max_connections,
-            batch: self.batch,
-            serializer,
-            expire: self.expire,
-            ids: self.ids,
-            corrupt: self.corrupt,
-        }
-    }
-
-    /// Take new ids from `ids` instead of the default generator (192 random bits). The ids
-    /// must be storable: 1 to [`MAX_ID_LEN`] visible ASCII characters. The backend then
-    /// reads any storable id a client sends (without one, ids outside the default format
-    /// read as no session without a statement).
-    pub fn with_id_generator(mut self, ids: IdGenerator) -> Self {
-        self.ids = Some(ids);
-        self
-    }
-
-    /// What a read does with a row the serializer cannot decode: by default
-    /// ([`CorruptRecords::Discard`]) it reads as no session, with a `tracing` warning, and the
-    /// row is deleted; [`CorruptRecords::Fail`] fails the read with [`Error::Serialization`]
-    /// (see [Failures](crate#failures)).
-    pub fn with_corrupt_records(mut self, policy: CorruptRecords) -> Self {
-        self.corrupt = policy;
-        self
-    }
-
-    /// How many of the pool's connections the backend may keep checked out between
-    /// operations (see [One statement, one round trip](crate#one-statement-one-round-trip-per-operation)),
-    /// which is also how many operations run at once; more wait, within the pool's acquire
-    /// timeout. At least 1. The default is all of the pool's `max_connections` for a pool
-    /// made from a URL ([`from_url`](SqlBackend::from_url)), half of them for one passed to
-    /// [`from_pool`](SqlBackend::from_pool) or [`builder`](SqlBackend::builder).
-    pub fn with_max_connections(mut self, max: usize) -> Self {
-        self.max_connections = Some(max);
-        self
-    }
-
-    /// Delete at most `rows` expired rows per cleanup statement (at least 1; the default is
-    /// [`DEFAULT_CLEANUP_BATCH`]).
-    pub fn with_cleanup_batch_size(mut self, rows: u32) -> Self {
-        self.batch = rows.max(1);
-        self
-    }
-}
-
 impl<DB: SqlDatabase, S> SqlBackend<DB, S> {
     /// The table name, as given (`name` or `schema.name`).
     pub fn table(&self) -> String {
@@ -655,63 +504,6 @@ impl<DB: SqlDatabase, S> SqlBackend<DB, S> {
         self.shared.conns.max()
     }
 
-    /// Create the sessions table and its indexes when they are missing, and add what later
-    /// versions need (the `version` and `user_id` columns, the index on `user_id`) to a table
-    /// made by an earlier version; otherwise do nothing. Safe to call on every start, from
-    /// several instances at once. The statements are in the [crate docs](crate#schema).
-    pub async fn migrate(&self) -> Result<(), Error> {
-        let shared = &*self.shared;
-        for sql in DB::ddl(&shared.table) {
-            let mut attempt = 0;
-            loop {
-                attempt += 1;
-                match run!(shared, |conn| DB::execute_ddl(conn, &sql)) {
-                    Ok(()) => break,
-                    // A column (version, user_id) added to a table that has it already, or
-                    // (MySQL) the user_id index created on one that has it.
-                    Err(OpError::Statement(_, e))
-                        if DB::is_duplicate_column(&e) || DB::is_duplicate_index(&e) =>
-                    {
-                        break;
-                    }
-                    // Two instances creating the same table at once: PostgreSQL can fail the
-                    // loser on its catalog's unique index even with IF NOT EXISTS. Once the
-                    // winner is done, the statement finds the table there.
-                    Err(OpError::Statement(_, e)) if attempt < 3 && creation_race(&e) => {
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                    Err(e) => {
-                        return Err(shared
-                            .error(e, "migrate (create or upgrade table and indexes)", None)
-                            .await);
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Delete every row expired by now, in batches of at most
-    /// [`cleanup_batch_size`](SqlBackendBuilder::with_cleanup_batch_size) rows per statement;
-    /// returns how many rows went. Rows that expire while it runs are left for the next run.
-    pub async fn delete_expired(&self) -> Result<u64, Error> {
-        self.shared.delete_expired(&|| true).await
-    }
-
-    /// Run [`delete_expired`](Self::delete_expired) on a tokio task now and then every
-    /// `period`, until the returned task is stopped or dropped. A failed run is logged as a
-    /// `tracing` warning and the task goes on.
-    ///
-    /// Called outside a tokio runtime, or with a zero period, it is [`Error::Config`].
-    pub fn spawn_cleanup(&self, period: Duration) -> Result<CleanupTask, Error> {
-        sessionkit_core::cleanup::spawn_cleanup(Cleaner(Arc::clone(&self.shared)), period).map_err(
-            |e| match e {
-                Error::Config(message) => Error::Config(format!("{}: {message}", DB::LABEL)),
-                other => other,
-            },
-        )
-    }
-
     fn generate(&self) -> String {
         match &self.ids {
             Some(ids) => ids(),
@@ -725,14 +517,6 @@ impl<DB: SqlDatabase, S> SqlBackend<DB, S> {
             now.saturating_add(ms)
         })
     }
-}
-
-/// Whether `e` is what PostgreSQL reports to the loser of two concurrent
-/// `CREATE ... IF NOT EXISTS` of the same object.
-fn creation_race(e: &sqlx::Error) -> bool {
-    e.as_database_error().is_some_and(|db| {
-        db.is_unique_violation() || matches!(db.code().as_deref(), Some("42P07" | "42710"))
-    })
 }
 
 impl<DB: SqlDatabase> Shared<DB> {
@@ -777,58 +561,6 @@ impl<DB: SqlDatabase> Shared<DB> {
                 )
             }
         }
-    }
-
-    /// Delete the rows expired by now, a batch per statement, asking `keep_going` between
-    /// batches.
-    async fn delete_expired(
-        &self,
-        keep_going: &(dyn Fn() -> bool + Send + Sync),
-    ) -> Result<u64, Error> {
-        let now = now_ms();
-        let limit = i64::from(self.batch);
-        let mut total = 0u64;
-        loop {
-            let deleted = match run!(self, |conn| DB::delete_expired(
-                conn,
-                &self.sql.delete_expired,
-                now,
-                limit
-            )) {
-                Ok(n) => n,
-                Err(e) => return Err(self.error(e, "delete_expired", None).await),
-            };
-            total = total.saturating_add(deleted);
-            if deleted < u64::from(self.batch) || !keep_going() {
-                return Ok(total);
-            }
-        }
-    }
-}
-
-/// What the periodic cleanup runs: the backend's shared state, whatever its serializer.
-struct Cleaner<DB: SqlDatabase>(Arc<Shared<DB>>);
-
-#[async_trait]
-impl<DB: SqlDatabase> ExpiredDeletion for Cleaner<DB> {
-    async fn delete_expired(
-        &self,
-        keep_going: &(dyn Fn() -> bool + Send + Sync),
-    ) -> Result<u64, Error> {
-        self.0.delete_expired(keep_going).await
-    }
-}
-
-/// Expired rows stay until deleted: [`delete_expired`](SqlBackend::delete_expired) and
-/// [`spawn_cleanup`](SqlBackend::spawn_cleanup) run this, and so can
-/// [`sessionkit_core::cleanup::spawn_cleanup`] for a backend an application shares.
-#[async_trait]
-impl<DB: SqlDatabase, S: Serializer> ExpiredDeletion for SqlBackend<DB, S> {
-    async fn delete_expired(
-        &self,
-        keep_going: &(dyn Fn() -> bool + Send + Sync),
-    ) -> Result<u64, Error> {
-        self.shared.delete_expired(keep_going).await
     }
 }
 

@@ -1,0 +1,143 @@
+//! The MySQL and MariaDB driver: its statements, and how its rows and errors are read.
+
+use super::*;
+use sqlx::mysql::{MySqlDatabaseError, MySqlPoolOptions};
+
+fn number(e: &sqlx::Error) -> Option<u16> {
+    e.as_database_error()
+        .and_then(|db| db.try_downcast_ref::<MySqlDatabaseError>())
+        .map(MySqlDatabaseError::number)
+}
+
+impl Driver for sqlx::MySql {
+    const LABEL: &'static str = "mysql";
+
+    fn statements(table: &TableName) -> Statements {
+        let t = table.quoted('`');
+        Statements {
+            read: format!(
+                "SELECT data, version FROM {t} WHERE id = ? AND {}",
+                live("?")
+            ),
+            exists: format!("SELECT 1 FROM {t} WHERE id = ? AND {}", live("?")),
+            // A plain INSERT: a taken id fails with ER_DUP_ENTRY, told apart below.
+            // (INSERT IGNORE would also turn other errors, truncation included, into
+            // warnings.)
+            insert: format!("INSERT INTO {t} (id, data, expires_at, user_id) VALUES (?, ?, ?, ?)"),
+            // sqlx connects with CLIENT_FOUND_ROWS, so the row count is the rows matched,
+            // also when the new values equal the old ones.
+            update: format!(
+                "UPDATE {t} SET data = ?, expires_at = ?, user_id = ?, \
+                 version = version + 1 WHERE id = ? AND {}",
+                live("?")
+            ),
+            apply: format!(
+                "UPDATE {t} SET data = ?, expires_at = ?, user_id = ?, \
+                 version = version + 1 WHERE id = ? AND version = ? AND {}",
+                live("?")
+            ),
+            apply_delete: format!("DELETE FROM {t} WHERE id = ? AND version = ?"),
+            delete: format!("DELETE FROM {t} WHERE id = ?"),
+            delete_expired: format!(
+                "DELETE FROM {t} WHERE expires_at <= ? ORDER BY expires_at LIMIT ?"
+            ),
+            user_ids: format!("SELECT id FROM {t} WHERE user_id = ? AND {}", live("?")),
+            user_sessions: format!(
+                "SELECT id, data, version FROM {t} WHERE user_id = ? AND {}",
+                live("?")
+            ),
+            revoke_user: format!("DELETE FROM {t} WHERE user_id = ? AND {}", live("?")),
+            revoke_user_except: format!(
+                "DELETE FROM {t} WHERE user_id = ? AND id <> ? AND {}",
+                live("?")
+            ),
+            revoke_user_session: format!(
+                "DELETE FROM {t} WHERE user_id = ? AND id = ? AND {}",
+                live("?")
+            ),
+        }
+    }
+
+    fn ddl(table: &TableName) -> Vec<String> {
+        let t = table.quoted('`');
+        vec![
+            // user_id is VARBINARY: users compare byte for byte (a `_bin` collation of a
+            // character set still ignores trailing spaces), and 255 bytes, the longest
+            // user, fit any InnoDB index whatever the table's row format.
+            format!(
+                "CREATE TABLE IF NOT EXISTS {t} (\
+                 id VARCHAR(128) CHARACTER SET ascii COLLATE ascii_bin NOT NULL PRIMARY KEY, \
+                 data LONGBLOB NOT NULL, \
+                 expires_at BIGINT NULL, \
+                 version BIGINT NOT NULL DEFAULT 0, \
+                 user_id VARBINARY(255) NULL, \
+                 INDEX `{}` (expires_at), \
+                 INDEX `{}` (user_id))",
+                table.index_name(),
+                table.user_index_name()
+            ),
+            // Tables made before saves merged their changes have no version yet. (MySQL
+            // has no `ADD COLUMN IF NOT EXISTS`: a column already there is
+            // ER_DUP_FIELDNAME, which `migrate` takes as done.)
+            format!("ALTER TABLE {t} ADD COLUMN version BIGINT NOT NULL DEFAULT 0"),
+            // Tables made before sessions were bound to users have no user_id yet; nor
+            // `CREATE INDEX IF NOT EXISTS`: an index already there is ER_DUP_KEYNAME.
+            format!("ALTER TABLE {t} ADD COLUMN user_id VARBINARY(255) NULL"),
+            format!(
+                "CREATE INDEX `{}` ON {t} (user_id)",
+                table.user_index_name()
+            ),
+        ]
+    }
+
+    fn classify(e: &sqlx::Error) -> Failure {
+        if let Some(kind) = classify_common(e) {
+            return kind;
+        }
+        match number(e) {
+            // ER_LOCK_DEADLOCK, ER_LOCK_WAIT_TIMEOUT
+            Some(1213 | 1205) => Failure::Transient,
+            // ER_NO_SUCH_TABLE
+            Some(1146) => Failure::MissingTable,
+            // ER_SERVER_SHUTDOWN, ER_CONNECTION_KILLED (MariaDB), ER_CLIENT_INTERACTION_TIMEOUT
+            Some(1053 | 1927 | 4031) => Failure::Connection,
+            _ => Failure::Other,
+        }
+    }
+
+    fn is_duplicate_column(e: &sqlx::Error) -> bool {
+        // ER_DUP_FIELDNAME
+        number(e) == Some(1060)
+    }
+
+    fn is_duplicate_index(e: &sqlx::Error) -> bool {
+        // ER_DUP_KEYNAME
+        number(e) == Some(1061)
+    }
+
+    fn lazy_pool(url: &str, acquire_timeout: Duration) -> Result<sqlx::Pool<Self>, sqlx::Error> {
+        MySqlPoolOptions::new()
+            .acquire_timeout(acquire_timeout)
+            .connect_lazy(url)
+    }
+
+    async fn insert<'c>(
+        conn: &'c mut Self::Connection,
+        sql: &'c str,
+        id: &'c str,
+        data: &'c [u8],
+        expires_at: Option<i64>,
+        user: Option<&'c str>,
+    ) -> Result<bool, sqlx::Error> {
+        let bytes = id.len() + data.len() + user.map_or(0, str::len);
+        let args = arguments!(bytes; id, data, expires_at, user)?;
+        let result = sqlx::query_with(sql, args).execute(conn).await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    common_statements!();
+}
