@@ -7,7 +7,7 @@
 //! keeps it, and hands each operation a clone (a few reference counts): one operation is one
 //! round trip. The pool is visited again only when that connection has failed.
 
-use deadpool_redis::redis::{Cmd, RedisError, RedisResult, Value};
+use deadpool_redis::redis::{Cmd, RedisError, RedisResult, ScriptInvocation, Value};
 use sessionkit_core::Error;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -73,12 +73,23 @@ pub(crate) enum Conn {
     Cluster(deadpool_redis::cluster::ClusterConnection),
 }
 
+/// What one operation sends: a command, or a script run through `redis::Script` (which
+/// loads the script when the server does not know it yet).
+#[derive(Clone, Copy)]
+pub(crate) enum Request<'a> {
+    Command(&'a Cmd),
+    Script(&'a ScriptInvocation<'a>),
+}
+
 impl Conn {
-    async fn query(&mut self, cmd: &Cmd) -> RedisResult<Value> {
-        match self {
-            Conn::Single(conn) => cmd.query_async(conn).await,
+    async fn send(&mut self, request: Request<'_>) -> RedisResult<Value> {
+        match (self, request) {
+            (Conn::Single(conn), Request::Command(cmd)) => cmd.query_async(conn).await,
+            (Conn::Single(conn), Request::Script(script)) => script.invoke_async(conn).await,
             #[cfg(feature = "cluster")]
-            Conn::Cluster(conn) => cmd.query_async(conn).await,
+            (Conn::Cluster(conn), Request::Command(cmd)) => cmd.query_async(conn).await,
+            #[cfg(feature = "cluster")]
+            (Conn::Cluster(conn), Request::Script(script)) => script.invoke_async(conn).await,
         }
     }
 }
@@ -145,8 +156,18 @@ impl Connector {
 
     /// Run one command: one round trip on the shared connection. If that connection turns out
     /// to be dead (Redis restarted, the socket dropped), it is replaced and the command is sent
-    /// once more on the new one; every command this backend sends is safe to repeat.
+    /// once more on the new one; every command and script this backend sends is safe to
+    /// repeat.
     pub(crate) async fn query(&self, cmd: &Cmd) -> Result<Value, Failure> {
+        self.send(Request::Command(cmd)).await
+    }
+
+    /// Run a script, as [`query`](Self::query) runs a command.
+    pub(crate) async fn invoke(&self, script: &ScriptInvocation<'_>) -> Result<Value, Failure> {
+        self.send(Request::Script(script)).await
+    }
+
+    async fn send(&self, request: Request<'_>) -> Result<Value, Failure> {
         let (generation, mut conn, reused) = match self.cached() {
             Some((generation, conn)) => (generation, conn, true),
             None => {
@@ -158,7 +179,7 @@ impl Connector {
                 (generation, conn, false)
             }
         };
-        match conn.query(cmd).await {
+        match conn.send(request).await {
             Err(e) if e.is_unrecoverable_error() => {
                 self.invalidate(generation);
                 if !reused {
@@ -167,7 +188,7 @@ impl Connector {
                 tracing::debug!(error = %e, "redis: the shared connection failed; retrying on a new one");
                 let (generation, mut conn) =
                     Box::pin(self.checkout()).await.map_err(Failure::Connect)?;
-                Box::pin(conn.query(cmd)).await.map_err(|e| {
+                Box::pin(conn.send(request)).await.map_err(|e| {
                     if e.is_unrecoverable_error() {
                         self.invalidate(generation);
                     }

@@ -38,7 +38,7 @@
 //! | read | `GET key` |
 //! | create | `SET key value NX PX ms` — on a taken id (nil reply), a new id is minted and tried |
 //! | [`update`](RedisBackend::update) (a direct overwrite, for tools) | `SET key value XX PX ms` — nil reply: [`Error::SessionGone`], nothing stored |
-//! | save (`apply`: a loaded session's changes, and refreshes) | `EVALSHA` of a script that compares the stored bytes with the ones the session read and, when they match, runs `SET key value PX ms` (or `DEL key` for a session emptied); when another save came in between it answers the stored bytes, the changes are applied to them and the script runs again. `EVAL` once when Redis does not know the script (`NOSCRIPT`) |
+//! | save (`apply`: a loaded session's changes, and refreshes) | `EVALSHA` of a script that compares the stored bytes with the ones the session read and, when they match, runs `SET key value PX ms` (or `DEL key` for a session emptied); when another save came in between it answers the stored bytes, the changes are applied to them and the script runs again. The scripts run through `redis::Script`: when Redis does not know one (`NOSCRIPT`: a new or restarted server), `SCRIPT LOAD` and `EVALSHA` again |
 //! | remove | `DEL key` |
 //! | [`exists`](RedisBackend::exists) | `EXISTS key` |
 //! | a save or create that binds the session to a user | the above, then one `EVALSHA` adding the id to the user's index |
@@ -150,7 +150,7 @@
 mod connection;
 
 use connection::{Connector, Failure, Pool};
-use deadpool_redis::redis::{Cmd, RedisWrite, ToRedisArgs, Value};
+use deadpool_redis::redis::{Cmd, RedisWrite, ScriptInvocation, ToRedisArgs, Value};
 use sessionkit_core::serializer::JsonSerializer;
 use sessionkit_core::store::{self, Decoded};
 use sessionkit_core::{
@@ -162,7 +162,7 @@ use sessionkit_core::{
 pub use sessionkit_core::store::CorruptRecords;
 use std::fmt;
 use std::io::Write;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 pub use deadpool_redis;
@@ -184,41 +184,14 @@ const APPLY_ATTEMPTS: usize = 16;
 /// moved to a new id while it ran.
 const REVOKE_ROUNDS: usize = 4;
 
-/// A Lua script run with `EVALSHA`, and with `EVAL` (which caches it) when Redis does not
-/// know it yet.
-struct Script {
-    source: &'static str,
-    sha: std::sync::OnceLock<String>,
-}
-
-impl Script {
-    const fn new(source: &'static str) -> Self {
-        Script {
-            source,
-            sha: std::sync::OnceLock::new(),
-        }
-    }
-
-    fn sha(&self) -> &str {
-        self.sha
-            .get_or_init(|| redis::Script::new(self.source).get_hash().to_owned())
-    }
-
-    /// `EVALSHA` of this script on the one key `key`, its arguments still to be added.
-    fn call(&self, key: impl ToRedisArgs, capacity: usize) -> Cmd {
-        let mut cmd = Cmd::with_capacity(8, 64 + capacity);
-        cmd.arg("EVALSHA").arg(self.sha()).arg(1).arg(key);
-        cmd
-    }
-}
-
 /// The save: a compare-and-swap on the record's bytes. `KEYS[1]` the session's key,
 /// `ARGV[1]` the bytes the changes were applied to, `ARGV[2]` `set` or `del`, `ARGV[3]` the
 /// new bytes, `ARGV[4]` the TTL in milliseconds (empty: none). Replies: nil when the record
 /// is gone (it is not brought back), 1 when set, 0 when deleted, and an array holding the
 /// current bytes when they are not the expected ones (another save came in between).
-static APPLY: Script = Script::new(
-    r"
+static APPLY: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
 local current = redis.call('GET', KEYS[1])
 if not current then return nil end
 if current ~= ARGV[1] then return {current} end
@@ -233,26 +206,30 @@ else
 end
 return 1
 ",
-);
+    )
+});
 
 /// A session enters its user's index: `KEYS[1]` the index (a sorted set), `ARGV[1]` the id,
 /// `ARGV[2]` now in milliseconds. The score only ever grows, so a listing that found the
 /// record unbound prunes the entry only if no binding came in since (see [`PRUNE`]).
-static INDEX: Script = Script::new(
-    r"
+static INDEX: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
 local score = tonumber(ARGV[2])
 local old = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if old and tonumber(old) >= score then score = tonumber(old) + 1 end
 redis.call('ZADD', KEYS[1], score, ARGV[1])
 return 1
 ",
-);
+    )
+});
 
 /// Entries leave a user's index: `KEYS[1]` the index, `ARGV` pairs of an id and the score it
 /// had when its record was found ended or bound to someone else. An entry whose score moved
 /// since (bound again meanwhile) stays. Replies how many went.
-static PRUNE: Script = Script::new(
-    r"
+static PRUNE: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
 local gone = 0
 for i = 1, #ARGV, 2 do
     local score = redis.call('ZSCORE', KEYS[1], ARGV[i])
@@ -262,7 +239,8 @@ for i = 1, #ARGV, 2 do
 end
 return gone
 ",
-);
+    )
+});
 
 /// What became of one indexed session a revocation looked at.
 enum Revoked {
@@ -517,38 +495,33 @@ impl<S> RedisBackend<S> {
         }
     }
 
-    fn apply_cmd(&self, id: &str, expected: &[u8], value: &[u8], ttl_ms: Option<u64>) -> Cmd {
-        let mut cmd = APPLY.call(
-            self.key_arg(id),
-            self.prefix.len() + id.len() + expected.len() + value.len(),
-        );
-        cmd.arg(expected)
+    /// The save script's invocation: compare with `expected`, then store `value` for
+    /// `ttl_ms` (or delete the record, for an empty `value`).
+    fn apply_invocation(
+        &self,
+        id: &str,
+        expected: &[u8],
+        value: &[u8],
+        ttl_ms: Option<u64>,
+    ) -> ScriptInvocation<'static> {
+        let mut invocation = APPLY.key(self.key_arg(id));
+        invocation
+            .arg(expected)
             .arg(if value.is_empty() { "del" } else { "set" })
             .arg(value);
         match ttl_ms {
-            Some(ms) => cmd.arg(ms),
-            None => cmd.arg(""),
+            Some(ms) => invocation.arg(ms),
+            None => invocation.arg(""),
         };
-        cmd
+        invocation
     }
 
-    /// Run a script: `EVALSHA`, and once more as `EVAL` (which caches it) when this Redis
-    /// does not know the script yet (`NOSCRIPT`: a new or restarted server). `id` names the
-    /// session (or the index's user) in messages.
-    async fn script(&self, script: &Script, cmd: &Cmd, id: &str) -> Result<Value, Error> {
-        match self.connector.query(cmd).await {
-            Err(Failure::Command(e))
-                if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
-            {
-                let mut eval = Cmd::new();
-                eval.arg("EVAL").arg(script.source);
-                for arg in cmd.args_iter().skip(2) {
-                    if let redis::Arg::Simple(bytes) = arg {
-                        eval.arg(bytes);
-                    }
-                }
-                self.query(&eval, "EVAL", id).await
-            }
+    /// Run a script through `redis::Script`: `EVALSHA`, and when this Redis does not know
+    /// the script yet (`NOSCRIPT`: a new or restarted server) `SCRIPT LOAD` and `EVALSHA`
+    /// again. `id` names the session (or the index's user) in messages.
+    async fn script(&self, invocation: &ScriptInvocation<'_>, id: &str) -> Result<Value, Error> {
+        match self.connector.invoke(invocation).await {
+            Ok(value) => Ok(value),
             Err(Failure::Connect(e)) => Err(e),
             Err(Failure::Command(e)) => Err(Error::backend_with(
                 format!(
@@ -557,7 +530,6 @@ impl<S> RedisBackend<S> {
                 ),
                 e,
             )),
-            Ok(value) => Ok(value),
         }
     }
 
@@ -571,12 +543,12 @@ impl<S> RedisBackend<S> {
     /// Add the session `id` to `user`'s index (one `EVALSHA`).
     async fn index(&self, user: &str, id: &str) -> Result<(), Error> {
         let key = self.user_key(user);
-        let mut cmd = INDEX.call(&key, key.len() + id.len());
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        cmd.arg(id).arg(now_ms);
-        self.script(&INDEX, &cmd, id).await.map(drop)
+        let mut invocation = INDEX.key(&key);
+        invocation.arg(id).arg(now_ms);
+        self.script(&invocation, id).await.map(drop)
     }
 
     /// `user`'s index entries: each session id with its score.
@@ -601,11 +573,11 @@ impl<S> RedisBackend<S> {
             return;
         }
         let key = self.user_key(user);
-        let mut cmd = PRUNE.call(&key, key.len() + stale.len() * 64);
+        let mut invocation = PRUNE.key(&key);
         for (id, score) in stale {
-            cmd.arg(id).arg(score);
+            invocation.arg(id).arg(score);
         }
-        if let Err(error) = self.script(&PRUNE, &cmd, &format!("user:{{{user}}}")).await {
+        if let Err(error) = self.script(&invocation, &format!("user:{{{user}}}")).await {
             tracing::warn!(%error, "redis: ended sessions could not be pruned from a user's index");
         }
     }
@@ -715,8 +687,8 @@ impl<S: Serializer> RedisBackend<S> {
                 return Ok(Revoked::Stale);
             }
             let expected = record.revision().and_then(Revision::as_bytes);
-            let cmd = self.apply_cmd(id, expected.unwrap_or_default(), &[], None);
-            match self.script(&APPLY, &cmd, id).await? {
+            let invocation = self.apply_invocation(id, expected.unwrap_or_default(), &[], None);
+            match self.script(&invocation, id).await? {
                 Value::Int(0) => return Ok(Revoked::Ended),
                 Value::Nil => return Ok(Revoked::Stale),
                 // Saved by another request in between: look again.
@@ -839,8 +811,9 @@ impl<S: Serializer> SessionBackend for RedisBackend<S> {
                 self.serializer.serialize(&merged)?
             };
             let expected = merged.revision().and_then(Revision::as_bytes);
-            let cmd = self.apply_cmd(id, expected.unwrap_or_default(), &value, ttl_ms);
-            match self.script(&APPLY, &cmd, id).await? {
+            let invocation =
+                self.apply_invocation(id, expected.unwrap_or_default(), &value, ttl_ms);
+            match self.script(&invocation, id).await? {
                 Value::Nil => return Err(Error::SessionGone),
                 Value::Int(1) => {
                     // A save that binds the session: one more command, for the index.

@@ -182,7 +182,7 @@ async fn binding_a_user_costs_one_command_on_the_save_that_binds_it() {
             session
         }
     };
-    // Warm up: the connection, and the scripts loaded (EVAL once each).
+    // Warm up: the connection, and the scripts loaded (SCRIPT LOAD once each).
     let warm = backend.create(&data(0), HOUR).await.unwrap();
     save(warm.clone(), binding("warm")).await;
     assert_eq!(backend.revoke_user_sessions("warm", None).await.unwrap(), 1);
@@ -316,5 +316,39 @@ async fn a_binding_the_index_refuses_fails_the_save_and_leaves_no_bound_session(
         backend.apply(&id, &session, &setting, HOUR).await,
         Ok(Some(_))
     ));
+    server.stop();
+}
+
+/// A Redis that no longer knows the scripts (restarted, or `SCRIPT FLUSH`) answers the save's
+/// `EVALSHA` with `NOSCRIPT`: `redis::Script` loads the script and the save goes through,
+/// costing `SCRIPT LOAD` and a second `EVALSHA` once, and nothing more after.
+#[tokio::test]
+async fn a_save_after_the_scripts_were_flushed_loads_them_and_succeeds() {
+    use sessionkit_core::Changes;
+    let (server, mut conn, backend) = logged_server();
+    let save = |id: String, n: u64| {
+        let backend = &backend;
+        async move {
+            let loaded = backend.read(&id).await.unwrap().unwrap();
+            let mut changes = Changes::default();
+            changes.set("n", json!(n));
+            let session = changes.applied_to(&loaded, loaded.last_access_unix() + 1);
+            backend.apply(&id, &session, &changes, HOUR).await
+        }
+    };
+    let id = backend.create(&data(1), HOUR).await.unwrap();
+    save(id.clone(), 2).await.unwrap();
+
+    let _: () = redis::cmd("SCRIPT").arg("FLUSH").query(&mut conn).unwrap();
+    let (saved, seen) = observe(&mut conn, save(id.clone(), 3)).await;
+    assert_eq!(saved.unwrap().as_deref(), Some(id.as_str()));
+    assert_eq!(sent(&seen), ["GET", "EVALSHA", "SCRIPT", "EVALSHA"]);
+    let (saved, seen) = observe(&mut conn, save(id.clone(), 4)).await;
+    assert_eq!(saved.unwrap().as_deref(), Some(id.as_str()));
+    assert_eq!(sent(&seen), ["GET", "EVALSHA"], "loaded once, known after");
+    assert_eq!(
+        backend.read(&id).await.unwrap().unwrap().values()["n"],
+        json!(4)
+    );
     server.stop();
 }
