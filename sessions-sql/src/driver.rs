@@ -65,21 +65,10 @@ pub trait Driver: sqlx::Database {
 
     fn statements(table: &TableName) -> Statements;
 
-    /// The statements `migrate()` runs, in order; each is idempotent, or fails only as
-    /// [`is_duplicate_column`](Driver::is_duplicate_column) or
-    /// [`is_duplicate_index`](Driver::is_duplicate_index) says (a column or index added
-    /// before).
+    /// The statements `migrate()` runs, in order; each is idempotent (`IF NOT EXISTS`).
     fn ddl(table: &TableName) -> Vec<String>;
 
     fn classify(e: &sqlx::Error) -> Failure;
-
-    /// Whether `e` says a column to add is there already: the migration of a table made by
-    /// this version needs nothing then.
-    fn is_duplicate_column(e: &sqlx::Error) -> bool;
-
-    /// Whether `e` says an index to create is there already (on databases without
-    /// `CREATE INDEX IF NOT EXISTS`).
-    fn is_duplicate_index(e: &sqlx::Error) -> bool;
 
     /// A pool for `url` that connects on first use, with this crate's pool settings.
     fn lazy_pool(url: &str, acquire_timeout: Duration) -> Result<sqlx::Pool<Self>, sqlx::Error>;

@@ -130,11 +130,8 @@
 //! a record whose user is longer than [`MAX_USER_LEN`] bytes is refused with
 //! [`Error::InvalidUser`].
 //!
-//! [`migrate`](SqlBackend::migrate) creates the table and the indexes when they are missing,
-//! and adds the `version` and `user_id` columns and the index on `user_id` to a table made by
-//! an earlier version of this crate (it never drops or changes anything else). Run it before
-//! this version writes to such a table: its creates and updates need the `user_id` column.
-//! On a large PostgreSQL table, `CREATE INDEX` blocks writes to the table while it builds the
+//! [`migrate`](SqlBackend::migrate) creates the table and the indexes when they are missing
+//! (it never drops or changes anything). On a large PostgreSQL table, `CREATE INDEX` blocks writes to the table while it builds the
 //! index; to avoid that, create the index beforehand with `CREATE INDEX CONCURRENTLY` under
 //! the same name (and definition), and `migrate` finds it there.
 //! To run your own migrations instead, this is the DDL it runs for the default table name
@@ -142,14 +139,10 @@
 //!
 //! SQLite (`WITHOUT ROWID`: rows live in the primary key's B-tree, so finding a session by id
 //! is one tree search instead of two; this suits rows of a few hundred bytes, as sessions
-//! usually are. A table without it, as earlier versions created, works the same, a little
-//! slower):
+//! usually are. A table made without it works the same, a little slower):
 //!
 //! ```sql
 //! CREATE TABLE IF NOT EXISTS "sessions" (id TEXT PRIMARY KEY NOT NULL, data BLOB NOT NULL, expires_at INTEGER, version INTEGER NOT NULL DEFAULT 0, user_id TEXT) WITHOUT ROWID;
-//! -- "duplicate column name" here means the column is there: done.
-//! ALTER TABLE "sessions" ADD COLUMN version INTEGER NOT NULL DEFAULT 0;
-//! ALTER TABLE "sessions" ADD COLUMN user_id TEXT;
 //! CREATE INDEX IF NOT EXISTS "sessions_expires_at_idx" ON "sessions" (expires_at);
 //! CREATE INDEX IF NOT EXISTS "sessions_user_id_idx" ON "sessions" (user_id) WHERE user_id IS NOT NULL;
 //! ```
@@ -158,8 +151,6 @@
 //!
 //! ```sql
 //! CREATE TABLE IF NOT EXISTS "sessions" (id TEXT PRIMARY KEY, data BYTEA NOT NULL, expires_at BIGINT, version BIGINT NOT NULL DEFAULT 0, user_id TEXT);
-//! ALTER TABLE "sessions" ADD COLUMN IF NOT EXISTS version BIGINT NOT NULL DEFAULT 0;
-//! ALTER TABLE "sessions" ADD COLUMN IF NOT EXISTS user_id TEXT;
 //! CREATE INDEX IF NOT EXISTS "sessions_expires_at_idx" ON "sessions" (expires_at);
 //! CREATE INDEX IF NOT EXISTS "sessions_user_id_idx" ON "sessions" (user_id) WHERE user_id IS NOT NULL;
 //! ```
@@ -171,11 +162,6 @@
 //!
 //! ```sql
 //! CREATE TABLE IF NOT EXISTS `sessions` (id VARCHAR(128) CHARACTER SET ascii COLLATE ascii_bin NOT NULL PRIMARY KEY, data LONGBLOB NOT NULL, expires_at BIGINT NULL, version BIGINT NOT NULL DEFAULT 0, user_id VARBINARY(255) NULL, INDEX `sessions_expires_at_idx` (expires_at), INDEX `sessions_user_id_idx` (user_id));
-//! -- ER_DUP_FIELDNAME (1060) here means the column is there: done.
-//! ALTER TABLE `sessions` ADD COLUMN version BIGINT NOT NULL DEFAULT 0;
-//! ALTER TABLE `sessions` ADD COLUMN user_id VARBINARY(255) NULL;
-//! -- ER_DUP_KEYNAME (1061) here means the index is there: done.
-//! CREATE INDEX `sessions_user_id_idx` ON `sessions` (user_id);
 //! ```
 //!
 //! Table names are checked when the backend is built

@@ -1,12 +1,11 @@
-//! [`SqlBackend::migrate`]: the table and its indexes, created or brought up to date.
+//! [`SqlBackend::migrate`]: the table and its indexes, created when missing.
 
 use super::*;
 
 impl<DB: SqlDatabase, S> SqlBackend<DB, S> {
-    /// Create the sessions table and its indexes when they are missing, and add what later
-    /// versions need (the `version` and `user_id` columns, the index on `user_id`) to a table
-    /// made by an earlier version; otherwise do nothing. Safe to call on every start, from
-    /// several instances at once. The statements are in the [crate docs](crate#schema).
+    /// Create the sessions table and its indexes when they are missing; otherwise do
+    /// nothing. Safe to call on every start, from several instances at once. The statements
+    /// are in the [crate docs](crate#schema).
     pub async fn migrate(&self) -> Result<(), Error> {
         let shared = &*self.shared;
         for sql in DB::ddl(&shared.table) {
@@ -15,13 +14,6 @@ impl<DB: SqlDatabase, S> SqlBackend<DB, S> {
                 attempt += 1;
                 match run!(shared, |conn| DB::execute_ddl(conn, &sql)) {
                     Ok(()) => break,
-                    // A column (version, user_id) added to a table that has it already, or
-                    // (MySQL) the user_id index created on one that has it.
-                    Err(OpError::Statement(_, e))
-                        if DB::is_duplicate_column(&e) || DB::is_duplicate_index(&e) =>
-                    {
-                        break;
-                    }
                     // Two instances creating the same table at once: PostgreSQL can fail the
                     // loser on its catalog's unique index even with IF NOT EXISTS. Once the
                     // winner is done, the statement finds the table there.
@@ -30,7 +22,7 @@ impl<DB: SqlDatabase, S> SqlBackend<DB, S> {
                     }
                     Err(e) => {
                         return Err(shared
-                            .error(e, "migrate (create or upgrade table and indexes)", None)
+                            .error(e, "migrate (create the table and its indexes)", None)
                             .await);
                     }
                 }

@@ -76,17 +76,6 @@ impl Driver for sqlx::MySql {
                 table.index_name(),
                 table.user_index_name()
             ),
-            // Tables made before saves merged their changes have no version yet. (MySQL
-            // has no `ADD COLUMN IF NOT EXISTS`: a column already there is
-            // ER_DUP_FIELDNAME, which `migrate` takes as done.)
-            format!("ALTER TABLE {t} ADD COLUMN version BIGINT NOT NULL DEFAULT 0"),
-            // Tables made before sessions were bound to users have no user_id yet; nor
-            // `CREATE INDEX IF NOT EXISTS`: an index already there is ER_DUP_KEYNAME.
-            format!("ALTER TABLE {t} ADD COLUMN user_id VARBINARY(255) NULL"),
-            format!(
-                "CREATE INDEX `{}` ON {t} (user_id)",
-                table.user_index_name()
-            ),
         ]
     }
 
@@ -103,16 +92,6 @@ impl Driver for sqlx::MySql {
             Some(1053 | 1927 | 4031) => Failure::Connection,
             _ => Failure::Other,
         }
-    }
-
-    fn is_duplicate_column(e: &sqlx::Error) -> bool {
-        // ER_DUP_FIELDNAME
-        number(e) == Some(1060)
-    }
-
-    fn is_duplicate_index(e: &sqlx::Error) -> bool {
-        // ER_DUP_KEYNAME
-        number(e) == Some(1061)
     }
 
     fn lazy_pool(url: &str, acquire_timeout: Duration) -> Result<sqlx::Pool<Self>, sqlx::Error> {

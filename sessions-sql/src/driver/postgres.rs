@@ -64,10 +64,6 @@ impl Driver for sqlx::Postgres {
                  version BIGINT NOT NULL DEFAULT 0, \
                  user_id TEXT)"
             ),
-            // Tables made before saves merged their changes have no version yet.
-            format!("ALTER TABLE {t} ADD COLUMN IF NOT EXISTS version BIGINT NOT NULL DEFAULT 0"),
-            // Tables made before sessions were bound to users have no user_id yet.
-            format!("ALTER TABLE {t} ADD COLUMN IF NOT EXISTS user_id TEXT"),
             format!(
                 "CREATE INDEX IF NOT EXISTS \"{}\" ON {t} (expires_at)",
                 table.index_name()
@@ -93,16 +89,6 @@ impl Driver for sqlx::Postgres {
             Some(c) if c.starts_with("57P") || c.starts_with("08") => Failure::Connection,
             _ => Failure::Other,
         }
-    }
-
-    fn is_duplicate_column(e: &sqlx::Error) -> bool {
-        // duplicate_column
-        e.as_database_error().and_then(|db| db.code()).as_deref() == Some("42701")
-    }
-
-    fn is_duplicate_index(_: &sqlx::Error) -> bool {
-        // `CREATE INDEX IF NOT EXISTS`.
-        false
     }
 
     fn lazy_pool(url: &str, acquire_timeout: Duration) -> Result<sqlx::Pool<Self>, sqlx::Error> {

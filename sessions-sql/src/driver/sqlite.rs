@@ -63,10 +63,6 @@ impl Driver for sqlx::Sqlite {
                  version INTEGER NOT NULL DEFAULT 0, \
                  user_id TEXT) WITHOUT ROWID"
             ),
-            // Tables made before saves merged their changes have no version yet.
-            format!("ALTER TABLE {t} ADD COLUMN version INTEGER NOT NULL DEFAULT 0"),
-            // Tables made before sessions were bound to users have no user_id yet.
-            format!("ALTER TABLE {t} ADD COLUMN user_id TEXT"),
             format!(
                 "CREATE INDEX IF NOT EXISTS {} ON \"{}\" (expires_at)",
                 table.quoted_index_in_schema('"'),
@@ -99,16 +95,6 @@ impl Driver for sqlx::Sqlite {
             _ if db.message().starts_with("no such table") => Failure::MissingTable,
             _ => Failure::Other,
         }
-    }
-
-    fn is_duplicate_column(e: &sqlx::Error) -> bool {
-        e.as_database_error()
-            .is_some_and(|db| db.message().starts_with("duplicate column name"))
-    }
-
-    fn is_duplicate_index(_: &sqlx::Error) -> bool {
-        // `CREATE INDEX IF NOT EXISTS`.
-        false
     }
 
     fn lazy_pool(url: &str, acquire_timeout: Duration) -> Result<sqlx::Pool<Self>, sqlx::Error> {

@@ -1,95 +1,20 @@
-//! Sessions bound to a user, on every database: the `user_id` column each write keeps, its
-//! index, what `migrate` adds to a table of the previous schema, and listing and revocation
-//! beyond what the conformance suite checks (each test in a table of its own).
+//! Sessions bound to a user, on every database: the `user_id` column each write keeps, and
+//! listing and revocation beyond what the conformance suite checks (each test in a table of
+//! its own).
 
 use crate::common::{Fixture, HOUR, Kind, Raw, for_each_db, n, now_ms};
 use serde_json::json;
-use sessionkit_core::{
-    Changes, DeviceId, Error, JsonSerializer, MAX_USER_LEN, Serializer, SessionBackend, SessionData,
-};
+use sessionkit_core::{Changes, DeviceId, Error, MAX_USER_LEN, SessionBackend, SessionData};
 use sessionkit_sql::CorruptRecords;
 use std::sync::Arc;
 
 for_each_db!(
-    migrate_upgrades_a_table_of_the_previous_schema,
     the_user_id_column_follows_every_write,
     users_compare_exactly,
     a_user_over_the_limit_is_refused_and_one_at_it_is_stored,
     corrupt_rows_are_left_out_of_a_listing_as_a_read_leaves_them,
     expired_sessions_are_neither_listed_nor_revoked,
 );
-
-/// What the tests ask a database's catalog.
-pub trait Catalog: Raw {
-    /// `CREATE TABLE` as the previous schema made it (no `user_id`), for `{t}`.
-    const PREVIOUS_DDL: &'static [&'static str];
-    /// How many columns named `column` the table `table` has.
-    fn column_count(table: &str, column: &str) -> String;
-    /// How many indexes named `index` the table `table` has.
-    fn index_count(table: &str, index: &str) -> String;
-}
-
-#[cfg(feature = "sqlite")]
-impl Catalog for sqlx::Sqlite {
-    const PREVIOUS_DDL: &'static [&'static str] = &[
-        "CREATE TABLE {t} (id TEXT PRIMARY KEY NOT NULL, data BLOB NOT NULL, \
-         expires_at INTEGER, version INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID",
-        "CREATE INDEX {i} ON {t} (expires_at)",
-    ];
-    fn column_count(table: &str, column: &str) -> String {
-        format!("SELECT COUNT(*) FROM pragma_table_info('{table}') WHERE name = '{column}'")
-    }
-    fn index_count(table: &str, index: &str) -> String {
-        format!(
-            "SELECT COUNT(*) FROM sqlite_master \
-             WHERE type = 'index' AND tbl_name = '{table}' AND name = '{index}'"
-        )
-    }
-}
-
-#[cfg(feature = "postgres")]
-impl Catalog for sqlx::Postgres {
-    const PREVIOUS_DDL: &'static [&'static str] = &[
-        "CREATE TABLE {t} (id TEXT PRIMARY KEY, data BYTEA NOT NULL, expires_at BIGINT, \
-         version BIGINT NOT NULL DEFAULT 0)",
-        "CREATE INDEX {i} ON {t} (expires_at)",
-    ];
-    fn column_count(table: &str, column: &str) -> String {
-        format!(
-            "SELECT COUNT(*) FROM information_schema.columns WHERE table_schema = current_schema() \
-             AND table_name = '{table}' AND column_name = '{column}'"
-        )
-    }
-    fn index_count(table: &str, index: &str) -> String {
-        format!(
-            "SELECT COUNT(*) FROM pg_indexes WHERE schemaname = current_schema() \
-             AND tablename = '{table}' AND indexname = '{index}'"
-        )
-    }
-}
-
-#[cfg(feature = "mysql")]
-impl Catalog for sqlx::MySql {
-    const PREVIOUS_DDL: &'static [&'static str] = &[
-        "CREATE TABLE {t} (id VARCHAR(128) CHARACTER SET ascii COLLATE ascii_bin NOT NULL \
-         PRIMARY KEY, data LONGBLOB NOT NULL, expires_at BIGINT NULL, \
-         version BIGINT NOT NULL DEFAULT 0, INDEX {i} (expires_at))",
-    ];
-    fn column_count(table: &str, column: &str) -> String {
-        format!(
-            "SELECT COUNT(*) FROM information_schema.columns WHERE table_schema = DATABASE() \
-             AND table_name = '{table}' AND column_name = '{column}'"
-        )
-    }
-    fn index_count(table: &str, index: &str) -> String {
-        // One row per indexed column.
-        format!(
-            "SELECT COUNT(DISTINCT index_name) FROM information_schema.statistics \
-             WHERE table_schema = DATABASE() AND table_name = '{table}' \
-             AND index_name = '{index}'"
-        )
-    }
-}
 
 fn bound(n: u64, user: &str) -> SessionData {
     let mut data = crate::common::n(n);
@@ -128,63 +53,6 @@ impl<K: Kind> Fixture<K> {
         .await
         .unwrap()
     }
-}
-
-async fn migrate_upgrades_a_table_of_the_previous_schema<K: Kind>()
-where
-    K::DB: Catalog,
-{
-    let fx = Fixture::<K>::unmigrated();
-    let b = &fx.backend;
-    let index = format!("{}_user_id_idx", fx.table);
-    let (columns, indexes) = (
-        <K::DB as Catalog>::column_count(&fx.table, "user_id"),
-        <K::DB as Catalog>::index_count(&fx.table, &index),
-    );
-    let q = <K::DB as Raw>::QUOTE;
-    for ddl in <K::DB as Catalog>::PREVIOUS_DDL {
-        let ddl = ddl
-            .replace("{t}", &fx.t())
-            .replace("{i}", &format!("{q}{}_expires_at_idx{q}", fx.table));
-        fx.exec(&ddl).await;
-    }
-    assert_eq!(fx.int(&columns).await, Some(0));
-    // A row the previous version wrote.
-    let id = sessionkit_core::generate_id();
-    let record = JsonSerializer.serialize(&n(1)).unwrap();
-    fx.exec(&format!(
-        "INSERT INTO {} (id, data, expires_at) VALUES ('{id}', {}, NULL)",
-        fx.t(),
-        K::DB::bytes_literal(&record)
-    ))
-    .await;
-    // Reads are as they were; writes need the column: a clear error, no panic.
-    assert_eq!(b.read(&id).await.unwrap(), Some(n(1)));
-    match b.create(&n(2), HOUR).await {
-        Err(Error::Backend { message, .. }) => {
-            assert!(message.contains(&fx.table), "{message}")
-        }
-        other => panic!("a write before migrate: {other:?}"),
-    }
-
-    b.migrate().await.unwrap();
-    assert_eq!(fx.int(&columns).await, Some(1), "no user_id column");
-    assert_eq!(fx.int(&indexes).await, Some(1), "no {index}");
-    b.migrate().await.unwrap();
-    assert_eq!(fx.int(&columns).await, Some(1));
-    assert_eq!(fx.int(&indexes).await, Some(1));
-
-    // The old row, unbound, is bound by a save and found by its user.
-    assert_eq!(fx.bound_rows(&id, None).await, 1);
-    let user = fresh_user();
-    save(b, &id, &binding(Some(&user))).await.unwrap();
-    assert_eq!(fx.bound_rows(&id, Some(&user)).await, 1);
-    let listed = b.user_sessions(&user).await.unwrap();
-    assert_eq!(listed.len(), 1);
-    assert_eq!(listed[0].id, DeviceId::of(&id));
-    assert_eq!(listed[0].record.values()["n"], json!(1));
-    assert_eq!(b.revoke_user_sessions(&user, None).await.unwrap(), 1);
-    assert!(b.read(&id).await.unwrap().is_none());
 }
 
 async fn the_user_id_column_follows_every_write<K: Kind>() {
