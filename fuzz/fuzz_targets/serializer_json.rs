@@ -33,18 +33,16 @@ enum OwnLifetime {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let by_serde = serde_json::from_slice::<Envelope>(data)
-        .ok()
-        .map(|e| {
-            let mut record = SessionData::from_parts(e.data, e.created, e.accessed);
-            record.set_lifetime(e.lifetime.map(|lifetime| match lifetime {
-                OwnLifetime::BrowserSession => Lifetime::BrowserSession,
-                OwnLifetime::Until(at) => Lifetime::Until(at),
-                OwnLifetime::Inactivity(secs) => Lifetime::Inactivity(Duration::from_secs(secs)),
-            }));
-            record.set_user(e.user.map(Into::into));
-            record
-        });
+    let by_serde = serde_json::from_slice::<Envelope>(data).ok().map(|e| {
+        let mut record = SessionData::from_parts(e.data, e.created, e.accessed);
+        record.set_lifetime(e.lifetime.map(|lifetime| match lifetime {
+            OwnLifetime::BrowserSession => Lifetime::BrowserSession,
+            OwnLifetime::Until(at) => Lifetime::Until(at),
+            OwnLifetime::Inactivity(secs) => Lifetime::Inactivity(Duration::from_secs(secs)),
+        }));
+        record.set_user(e.user.map(Into::into));
+        record
+    });
     assert_eq!(
         JsonSerializer.deserialize(data).ok(),
         by_serde,

@@ -187,9 +187,9 @@ mod binary {
     impl BincodeSerializer {
         /// How deeply arrays and objects may nest in a decoded record.
         pub const MAX_DEPTH: usize = 128;
-        /// Format 2 adds the session's own lifetime, format 3 the user the session is bound
-        /// to; records of formats 1 and 2 (without them) still read.
-        const FORMAT: u8 = 3;
+        /// The record format, the first byte of every record: a later format can read the
+        /// records of this one by it.
+        const FORMAT: u8 = 1;
     }
 
     const NULL: u8 = 0;
@@ -364,34 +364,26 @@ mod binary {
             );
             let d = &mut decoder;
             let format = u8::decode(d).map_err(Error::decode)?;
-            if !(1..=BincodeSerializer::FORMAT).contains(&format) {
+            if format != BincodeSerializer::FORMAT {
                 return Err(Error::decode(format!(
                     "unknown bincode record format {format}"
                 )));
             }
             let created = u64::decode(d).map_err(Error::decode)?;
             let accessed = u64::decode(d).map_err(Error::decode)?;
-            let lifetime = if format == 1 {
-                None
-            } else {
-                let tag = u8::decode(d).map_err(Error::decode)?;
-                let value = u64::decode(d).map_err(Error::decode)?;
-                match tag {
-                    0 => None,
-                    1 => Some(Lifetime::BrowserSession),
-                    2 => Some(Lifetime::Until(value)),
-                    3 => Some(Lifetime::Inactivity(std::time::Duration::from_secs(value))),
-                    _ => return Err(Error::decode("unknown session lifetime tag")),
-                }
+            let tag = u8::decode(d).map_err(Error::decode)?;
+            let value = u64::decode(d).map_err(Error::decode)?;
+            let lifetime = match tag {
+                0 => None,
+                1 => Some(Lifetime::BrowserSession),
+                2 => Some(Lifetime::Until(value)),
+                3 => Some(Lifetime::Inactivity(std::time::Duration::from_secs(value))),
+                _ => return Err(Error::decode("unknown session lifetime tag")),
             };
-            let user = if format < 3 {
-                None
-            } else {
-                match u8::decode(d).map_err(Error::decode)? {
-                    0 => None,
-                    1 => Some(decode_string(d).map_err(Error::decode)?),
-                    _ => return Err(Error::decode("unknown session user tag")),
-                }
+            let user = match u8::decode(d).map_err(Error::decode)? {
+                0 => None,
+                1 => Some(decode_string(d).map_err(Error::decode)?),
+                _ => return Err(Error::decode("unknown session user tag")),
             };
             let values = decode_map(d, 0).map_err(Error::decode)?;
             let mut data = SessionData::from_parts(values, created, accessed);
@@ -523,21 +515,20 @@ mod tests {
 
     #[cfg(feature = "bincode")]
     #[test]
-    fn bincode_records_of_earlier_formats_still_read() {
-        // Format 2: version, created, accessed, lifetime tag and value, then the values (one
-        // entry: key "n", a string "x").
-        let format_2 = [2u8, 1, 2, 1, 0, 1, 1, b'n', STRING_TAG_FOR_TEST, 1, b'x'];
+    fn bincode_records_name_their_format_and_others_are_refused() {
+        // Format 1: the format, created, accessed, lifetime tag and value, user tag, then the
+        // values (one entry: key "n", a string "x").
+        let record = [1u8, 1, 2, 1, 0, 0, 1, 1, b'n', STRING_TAG_FOR_TEST, 1, b'x'];
         let mut values = Values::new();
         values.insert("n".into(), "x".into());
-        let read = BincodeSerializer.deserialize(&format_2).unwrap();
+        let read = BincodeSerializer.deserialize(&record).unwrap();
         assert_eq!(read.values(), &values);
         assert_eq!(read.lifetime(), Some(Lifetime::BrowserSession));
         assert_eq!(read.user(), None);
-        assert!(
-            BincodeSerializer
-                .deserialize(&[4u8, 1, 2, 0, 0, 0, 0])
-                .is_err()
-        );
+        assert_eq!(BincodeSerializer.serialize(&read).unwrap(), record);
+        let mut other = record;
+        other[0] = 2;
+        assert!(BincodeSerializer.deserialize(&other).is_err());
     }
 
     #[test]

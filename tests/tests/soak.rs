@@ -588,7 +588,8 @@ async fn soak_survives_a_postgres_restart() {
     tokio::time::sleep(duration / 3).await;
     let down = Instant::now();
     tokio::task::block_in_place(|| pg.kill());
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Down long enough that every client sends at least one request into the outage.
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let restarted = Instant::now();
     tokio::task::block_in_place(|| pg.run());
     let back = Instant::now();
