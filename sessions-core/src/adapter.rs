@@ -116,13 +116,6 @@ pub enum Commit {
     Expire,
 }
 
-impl Commit {
-    /// Whether the response depended on the session (and so should carry `Vary: Cookie`).
-    pub fn used(&self) -> bool {
-        !matches!(self, Commit::Untouched)
-    }
-}
-
 /// The session of a request whose client sent `cookie` (the session cookie's value, `None`
 /// when it sent none; an empty value for a cookie the adapter found unusable, which loads as
 /// a fresh session without a backend call and gets the cookie expired), stored in `context`'s

@@ -72,10 +72,7 @@ mod tests {
     fn generated_ids_are_url_safe_and_carry_192_bits() {
         let id = generate_id();
         assert_eq!(id.len(), 32);
-        assert!(
-            id.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        );
+        assert!(crate::store::in_generated_format(&id));
         assert_ne!(id, generate_id());
     }
 }

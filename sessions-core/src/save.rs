@@ -218,25 +218,10 @@ impl Inner {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::adapter::{self, Context, Policy};
+    use crate::adapter::{self, Policy, Shared};
     use crate::{LazySession, MAX_USER_LEN, Session};
     use std::ops::Deref;
     use std::sync::{Mutex, OnceLock};
-
-    /// What a layer shares with its sessions, for these tests.
-    struct Layer {
-        backend: Arc<dyn SessionBackend>,
-        policy: Policy,
-    }
-
-    impl Context for Layer {
-        fn backend(&self) -> &dyn SessionBackend {
-            &*self.backend
-        }
-        fn policy(&self) -> &Policy {
-            &self.policy
-        }
-    }
 
     /// One request's session, driven as a layer drives it: loaded, changed, committed.
     struct Request {
@@ -247,7 +232,7 @@ mod tests {
     impl Request {
         fn new(backend: Arc<dyn SessionBackend>, cookie: Option<&str>, policy: Policy) -> Self {
             Request {
-                lazy: adapter::session(Arc::new(Layer { backend, policy }), cookie.map(Arc::from)),
+                lazy: adapter::session(Arc::new(Shared { backend, policy }), cookie.map(Arc::from)),
                 loaded: OnceLock::new(),
             }
         }

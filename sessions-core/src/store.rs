@@ -92,6 +92,22 @@ pub fn corrupt(
     }
 }
 
+/// Whether `value` has the form of an id [`generate_id`](crate::generate_id) makes: 16 to 256
+/// characters of URL-safe base64 (`A–Z a–z 0–9 - _`). A backend that stores ids in this form
+/// checks a client's value with it before a read costs a round trip.
+///
+/// ```
+/// use sessionkit_core::{generate_id, store::in_generated_format};
+/// assert!(in_generated_format(&generate_id()));
+/// assert!(!in_generated_format("short") && !in_generated_format("has space in it at all"));
+/// ```
+pub fn in_generated_format(value: &str) -> bool {
+    (16..=256).contains(&value.len())
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 /// A session id for messages and logs: its first few characters (at most six, and at most
 /// half of it), never the whole id: ids are bearer secrets.
 ///

@@ -594,12 +594,10 @@ impl<S: Serializer> RedisBackend<S> {
     /// trip: what the default generator makes (16 to 256 characters of URL-safe base64), or,
     /// with a custom id generator, any value up to 256 bytes.
     fn plausible(&self, value: &str) -> bool {
-        (1..=256).contains(&value.len())
-            && (self.ids.is_some()
-                || (value.len() >= 16
-                    && value
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')))
+        match self.ids {
+            Some(_) => (1..=256).contains(&value.len()),
+            None => store::in_generated_format(value),
+        }
     }
 
     /// Whether a live record is stored under `id` (`EXISTS`).

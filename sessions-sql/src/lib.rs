@@ -625,10 +625,7 @@ impl<DB: SqlDatabase, S: Serializer> SqlBackend<DB, S> {
         if self.ids.is_some() {
             storable(value)
         } else {
-            (16..=MAX_ID_LEN).contains(&value.len())
-                && value
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            value.len() <= MAX_ID_LEN && store::in_generated_format(value)
         }
     }
 
