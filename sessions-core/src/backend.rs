@@ -57,7 +57,7 @@ use std::time::Duration;
 ///
 /// ```
 /// use async_trait::async_trait;
-/// use sessionkit_core::{Changes, Error, SessionBackend, SessionData, unix_now};
+/// use sessionkit_core::{Changes, Error, SessionBackend, SessionData};
 /// use std::collections::HashMap;
 /// use std::sync::Mutex;
 /// use std::time::Duration;
@@ -85,13 +85,14 @@ use std::time::Duration;
 ///     async fn apply(
 ///         &self,
 ///         id: &str,
-///         _session: &SessionData,
+///         session: &SessionData,
 ///         changes: &Changes,
 ///         _ttl: Option<Duration>,
 ///     ) -> Result<Option<String>, Error> {
 ///         let mut map = self.0.lock().unwrap();
 ///         let stored = map.get(id).ok_or(Error::SessionGone)?;
-///         let merged = changes.applied_to(stored, unix_now());
+///         // The session comes stamped with the save's time.
+///         let merged = changes.applied_to(stored, session.last_access_unix());
 ///         if merged.is_empty() {
 ///             map.remove(id);
 ///             return Ok(None);

@@ -78,6 +78,14 @@ pub trait Harness: Send + Sync {
         async { None }
     }
 
+    /// Let `by` pass for the backend: the cases on TTLs call it between a write and the read
+    /// that checks it. By default it sleeps in real time; a harness whose backend reads a
+    /// [manual clock](crate::Clock::manual) (started at the system time) advances that clock
+    /// instead, and the cases take no time.
+    fn pass_time(&self, by: Duration) -> impl Future<Output = ()> + Send {
+        tokio::time::sleep(by)
+    }
+
     /// A backend on the same storage whose reads fail on a record that does not decode
     /// ([`CorruptRecords::Fail`](crate::store::CorruptRecords::Fail)). `None` (the default)
     /// fails [`Case::CorruptRecordFailsWhenStrict`], which must then be in the skip list.
@@ -207,7 +215,7 @@ fn record(value: Value) -> SessionData {
     match value {
         // Created a minute ago, so no backend's absolute limit has passed.
         Value::Object(values) => {
-            let now = crate::unix_now();
+            let now = crate::Clock::system().unix_secs();
             SessionData::from_parts(values, now - 60, now)
         }
         other => panic!("test data must be an object, got {other}"),
@@ -355,7 +363,7 @@ async fn ttl_honoured<H: Harness>(h: &H) {
         b.read(&short).await.expect("read failed").is_some(),
         "expired too early"
     );
-    tokio::time::sleep(Duration::from_millis(2300)).await;
+    h.pass_time(Duration::from_millis(2300)).await;
     assert!(
         matches!(b.read(&short).await, Ok(None)),
         "a record outlived its TTL"
@@ -375,9 +383,9 @@ async fn ttl_resets_on_write<H: Harness>(h: &H) {
     let b = h.backend().await;
     let ttl = Some(Duration::from_secs(2));
     let id = create(&b, &record(json!({"v": 1})), ttl).await;
-    tokio::time::sleep(Duration::from_millis(1300)).await;
+    h.pass_time(Duration::from_millis(1300)).await;
     let id = update(&b, &id, &record(json!({"v": 2})), ttl).await;
-    tokio::time::sleep(Duration::from_millis(1300)).await;
+    h.pass_time(Duration::from_millis(1300)).await;
     assert!(
         b.read(&id).await.expect("read failed").is_some(),
         "the TTL must restart on each write"
@@ -1178,7 +1186,7 @@ async fn user_expired_sessions_pruned<H: Harness>(h: &H) {
     // Removed without the user index knowing (a logout's `remove`).
     let removed = create(&b, &bound(json!({"v": "removed"}), &user), HOUR).await;
     b.remove(&removed).await.expect("remove failed");
-    tokio::time::sleep(Duration::from_millis(2300)).await;
+    h.pass_time(Duration::from_millis(2300)).await;
     let sessions = listed(&b, &user, Case::UserExpiredSessionsPruned)
         .await
         .unwrap_or_default();

@@ -5,13 +5,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// The values of one session: string keys to JSON-shaped values.
 pub type Values = Map<String, Value>;
 
-/// Seconds since the Unix epoch, as stored in session records.
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 /// One stored session record: its values and its metadata.
 ///
 /// Cloning is cheap: the values sit behind an [`Arc`] and are copied only when a clone is
@@ -132,9 +125,9 @@ impl Default for SessionData {
 }
 
 impl SessionData {
-    /// A record holding `values`, created and accessed now.
+    /// A record holding `values`, created and accessed now by the system clock.
     pub fn new(values: Values) -> Self {
-        let now = unix_now();
+        let now = crate::Clock::system().unix_secs();
         SessionData::from_parts(values, now, now)
     }
 

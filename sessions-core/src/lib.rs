@@ -38,6 +38,7 @@ pub mod adapter;
 mod axum;
 mod backend;
 mod changes;
+mod clock;
 #[cfg(feature = "cleanup")]
 pub mod cleanup;
 #[cfg(feature = "conformance")]
@@ -54,7 +55,8 @@ mod users;
 
 pub use backend::{IdGenerator, SessionBackend};
 pub use changes::Changes;
-pub use data::{Lifetime, Revision, SessionData, Values, unix_now};
+pub use clock::Clock;
+pub use data::{Lifetime, Revision, SessionData, Values};
 pub use error::Error;
 pub use id::{SessionId, generate_id};
 pub use serializer::{JsonSerializer, Serializer};

@@ -1,6 +1,6 @@
 //! The limits, failure handling and loading a session layer applies to its sessions.
 
-use crate::{Lifetime, SessionData};
+use crate::{Clock, Lifetime, SessionData};
 use std::time::Duration;
 
 /// Time limits, failure handling and loading for sessions; the limits are enforced on the
@@ -16,9 +16,11 @@ use std::time::Duration;
 /// A session past a limit reads as empty whatever the store still holds, and its record is
 /// removed. The TTL handed to the backend is the smallest of `max_age`, `idle` and the time
 /// left before `absolute`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Policy {
+    /// The clock the limits are measured against (the system clock by default).
+    pub clock: Clock,
     /// The idle timeout.
     pub idle: Option<Duration>,
     /// The absolute lifetime, counted from creation.
@@ -48,6 +50,11 @@ impl Policy {
             max_age,
             ..Policy::default()
         }
+    }
+
+    /// The time now by the policy's clock, in seconds since the Unix epoch.
+    pub fn now(&self) -> u64 {
+        self.clock.unix_secs()
     }
 
     /// Whether any limit needs the clock when a session is loaded (a session's own lifetime

@@ -3,7 +3,7 @@
 
 use crate::adapter::Commit;
 use crate::session::{Inner, State};
-use crate::{Changes, Error, SessionBackend, SessionData, unix_now};
+use crate::{Changes, Error, SessionBackend, SessionData};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -104,7 +104,7 @@ impl Inner {
         }
         if state.record.is_some() {
             let policy = self.context.policy();
-            if policy.idle.is_some() && policy.needs_refresh(&state.data, unix_now()) {
+            if policy.idle.is_some() && policy.needs_refresh(&state.data, policy.now()) {
                 return None;
             }
             // Its client came back: the first lifetime ends, the record gets the full one.
@@ -124,7 +124,7 @@ impl Inner {
     /// `data` as it is saved now: last access now (and created now for a new record), with
     /// the TTL the policy gives it.
     fn stamp_for_save(&self, mut data: SessionData, new: bool) -> (SessionData, Option<Duration>) {
-        let now = unix_now();
+        let now = self.context.policy().now();
         data.set_last_access(now);
         if new {
             data.set_created(now);
@@ -157,7 +157,7 @@ impl Inner {
             Some(id) if *id == *value => id,
             _ => Arc::from(value.as_str()),
         };
-        let max_age = self.context.policy().max_age_for(&data, unix_now());
+        let max_age = self.context.policy().max_age_for(&data, self.context.policy().now());
         self.adopt_saved(Some(stored), data);
         Ok(Commit::Set { value, max_age })
     }
@@ -270,13 +270,13 @@ mod tests {
         async fn apply(
             &self,
             id: &str,
-            _: &SessionData,
+            session: &SessionData,
             changes: &Changes,
             _: Option<Duration>,
         ) -> Result<Option<String>, Error> {
             let mut map = self.0.lock().unwrap();
             let stored = map.get(id).ok_or(Error::SessionGone)?;
-            let merged = changes.applied_to(stored, unix_now());
+            let merged = changes.applied_to(stored, session.last_access_unix());
             if merged.is_empty() {
                 map.remove(id);
                 return Ok(None);
@@ -358,7 +358,7 @@ mod tests {
             let mut policy = Policy::new(None);
             policy.idle = Some(Duration::from_secs(600));
             policy.refresh_after = Some(Duration::ZERO);
-            let reader = open(&store, &id, policy);
+            let reader = open(&store, &id, policy.clone());
             let writer = open(&store, &id, policy);
             reader.load().await.unwrap();
             writer.load().await.unwrap();

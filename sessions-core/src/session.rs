@@ -4,7 +4,6 @@
 use crate::adapter::Context;
 use crate::{
     Changes, DeviceId, Error, Lifetime, MAX_USER_LEN, SessionData, SessionId, UserSession, Values,
-    unix_now,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -181,7 +180,7 @@ impl LazySession {
             state.loaded = true;
             if let Some(data) = record {
                 if (policy.has_limits() || data.lifetime().is_some())
-                    && policy.expired(&data, unix_now())
+                    && policy.expired(&data, policy.now())
                 {
                     // Past a limit: empty, whatever the store still holds.
                     state.stale = self.inner.cookie.clone();
@@ -567,7 +566,7 @@ impl Session {
         if state.record.is_some() {
             state.data.created()
         } else {
-            SystemTime::now()
+            self.inner.context.policy().clock.now()
         }
     }
 
@@ -577,7 +576,7 @@ impl Session {
         if state.record.is_some() {
             state.data.last_access()
         } else {
-            SystemTime::now()
+            self.inner.context.policy().clock.now()
         }
     }
 
@@ -585,7 +584,7 @@ impl Session {
     /// cookie's max age), or `None` when none applies.
     pub fn remaining(&self) -> Option<Duration> {
         let state = self.state();
-        let now = unix_now();
+        let now = self.inner.context.policy().now();
         let fresh;
         let data = if state.record.is_some() {
             &state.data

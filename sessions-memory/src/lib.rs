@@ -42,12 +42,12 @@
 mod store;
 
 use sessionkit_core::{
-    Changes, DeviceId, Error, IdGenerator, Revision, SessionBackend, SessionData, UserSession,
+    Changes, Clock, DeviceId, Error, IdGenerator, Revision, SessionBackend, SessionData, UserSession,
     async_trait,
 };
 use std::fmt;
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use store::{Record, Store};
 
 /// Sessions kept in this process's memory. See the [crate docs](crate).
@@ -61,6 +61,7 @@ struct Inner {
     /// `None`: unbounded, an explicit choice ([`InMemoryBackend::unbounded`]).
     max_sessions: Option<usize>,
     ids: Option<IdGenerator>,
+    clock: Clock,
 }
 
 impl Default for Inner {
@@ -69,8 +70,23 @@ impl Default for Inner {
             store: RwLock::default(),
             max_sessions: Some(DEFAULT_MAX_SESSIONS),
             ids: None,
+            clock: Clock::system(),
         }
     }
+}
+
+impl Inner {
+    /// The time now, in milliseconds since the Unix epoch: records expire by it.
+    fn now(&self) -> u64 {
+        self.clock.unix_millis()
+    }
+}
+
+/// When a record written at `now` with `ttl` expires; a TTL too large to represent is as
+/// good as none.
+fn expiry(now: u64, ttl: Option<Duration>) -> Option<u64> {
+    let ttl = u64::try_from(ttl?.as_millis()).ok()?;
+    now.checked_add(ttl)
 }
 
 /// How many sessions [`InMemoryBackend::new`] keeps at most.
@@ -105,6 +121,7 @@ impl InMemoryBackend {
             store: RwLock::default(),
             max_sessions: shared.max_sessions,
             ids: shared.ids.clone(),
+            clock: shared.clock.clone(),
         });
         configure(&mut inner);
         InMemoryBackend {
@@ -132,6 +149,16 @@ impl InMemoryBackend {
         self.configure(|inner| inner.ids = Some(ids))
     }
 
+    /// Expire records by `clock` instead of the system clock: tests give the backend and the
+    /// session layer one [manual](Clock::manual) clock and advance it instead of sleeping.
+    ///
+    /// Configure before use: calling this on a clone of a backend in use starts a new, empty
+    /// store.
+    #[must_use]
+    pub fn with_clock(self, clock: Clock) -> Self {
+        self.configure(|inner| inner.clock = clock)
+    }
+
     /// How many records are stored, expired ones not yet purged included.
     pub fn len(&self) -> usize {
         self.read_store().records.len()
@@ -146,7 +173,7 @@ impl InMemoryBackend {
     /// Not needed for correctness: expired records read as missing, and creates purge them
     /// a few at a time.
     pub fn purge_expired(&self) -> usize {
-        self.write_store().sweep(Instant::now())
+        self.write_store().sweep(self.inner.now())
     }
 
     fn read_store(&self) -> RwLockReadGuard<'_, Store> {
@@ -169,7 +196,7 @@ impl InMemoryBackend {
         let store = self.read_store();
         let record = store.records.get(id)?;
         // Only records with a TTL need the clock.
-        if record.expires.is_some() && !record.live(Instant::now()) {
+        if record.expires.is_some() && !record.live(self.inner.now()) {
             return None;
         }
         Some(f(record))
@@ -186,9 +213,8 @@ impl InMemoryBackend {
     }
 
     fn create_record(&self, data: &SessionData, ttl: Option<Duration>) -> Result<String, Error> {
-        let now = Instant::now();
-        // A TTL too large to represent is as good as none.
-        let expires = ttl.and_then(|ttl| now.checked_add(ttl));
+        let now = self.inner.now();
+        let expires = expiry(now, ttl);
         let mut store = self.write_store();
         store.make_room(&self.inner, now);
         let mut attempts = 0;
@@ -240,8 +266,8 @@ impl SessionBackend for InMemoryBackend {
         changes: &Changes,
         ttl: Option<Duration>,
     ) -> Result<Option<String>, Error> {
-        let now = Instant::now();
-        let expires = ttl.and_then(|ttl| now.checked_add(ttl));
+        let now = self.inner.now();
+        let expires = expiry(now, ttl);
         let accessed = session.last_access_unix();
         let loaded_at = session.revision().and_then(Revision::as_number);
         let mut store = self.write_store();
@@ -266,7 +292,7 @@ impl SessionBackend for InMemoryBackend {
     /// The live records in the user's entry of the index (kept exact under the lock).
     async fn user_session_ids(&self, user: &str) -> Result<Vec<String>, Error> {
         let store = self.read_store();
-        let now = Instant::now();
+        let now = self.inner.now();
         Ok(store.users.get(user).map_or_else(Vec::new, |ids| {
             ids.iter()
                 .filter(|id| store.records.get(&***id).is_some_and(|r| r.live(now)))
@@ -278,7 +304,7 @@ impl SessionBackend for InMemoryBackend {
     /// Under the store's lock; the user's expired records are purged on the way.
     async fn user_sessions(&self, user: &str) -> Result<Vec<UserSession>, Error> {
         let mut store = self.write_store();
-        let now = Instant::now();
+        let now = self.inner.now();
         let ids = store.ids_of(user);
         let mut sessions = Vec::with_capacity(ids.len());
         for id in ids {
@@ -298,7 +324,7 @@ impl SessionBackend for InMemoryBackend {
     /// Atomic: every session goes under one hold of the store's lock.
     async fn revoke_user_sessions(&self, user: &str, keep: Option<&str>) -> Result<usize, Error> {
         let mut store = self.write_store();
-        let now = Instant::now();
+        let now = self.inner.now();
         let ids = store.ids_of(user);
         let mut revoked = 0;
         for id in ids.iter().filter(|id| Some(&***id) != keep) {
@@ -311,7 +337,7 @@ impl SessionBackend for InMemoryBackend {
 
     async fn revoke_user_session(&self, user: &str, device: &DeviceId) -> Result<bool, Error> {
         let mut store = self.write_store();
-        let now = Instant::now();
+        let now = self.inner.now();
         let id = store
             .users
             .get(user)
@@ -345,40 +371,51 @@ mod tests {
         assert!(saved.is_some(), "the update removed the session");
     }
 
-    struct Memory;
+    /// The conformance harness: every backend of one case reads one manual clock, which the
+    /// TTL cases advance instead of sleeping.
+    struct Memory {
+        clock: Clock,
+        max_sessions: Option<usize>,
+    }
+
+    impl Memory {
+        fn new(max_sessions: Option<usize>) -> Self {
+            Memory {
+                clock: Clock::manual_from_now(),
+                max_sessions,
+            }
+        }
+
+        fn make(&self) -> InMemoryBackend {
+            let backend = InMemoryBackend::new().with_clock(self.clock.clone());
+            match self.max_sessions {
+                Some(max) => backend.with_max_sessions(max),
+                None => backend,
+            }
+        }
+    }
 
     impl sessionkit_core::conformance::Harness for Memory {
         type Backend = InMemoryBackend;
         async fn backend(&self) -> InMemoryBackend {
-            InMemoryBackend::new()
+            self.make()
         }
         async fn backend_with_ids(&self, ids: IdGenerator) -> Option<InMemoryBackend> {
-            Some(InMemoryBackend::new().with_id_generator(ids))
+            Some(self.make().with_id_generator(ids))
+        }
+        async fn pass_time(&self, by: Duration) {
+            self.clock.advance(by);
         }
     }
 
-    sessionkit_core::conformance_tests!(Memory, skip: {
+    sessionkit_core::conformance_tests!(Memory::new(None), skip: {
         CorruptRecordReadsAsMissing: "the memory store keeps records as values, never as bytes: nothing to corrupt",
         CorruptRecordFailsWhenStrict: "the memory store keeps records as values, never as bytes: nothing to corrupt",
     });
 
     mod bounded {
         use super::*;
-        struct BoundedMemory;
-        impl sessionkit_core::conformance::Harness for BoundedMemory {
-            type Backend = InMemoryBackend;
-            async fn backend(&self) -> InMemoryBackend {
-                InMemoryBackend::new().with_max_sessions(1000)
-            }
-            async fn backend_with_ids(&self, ids: IdGenerator) -> Option<InMemoryBackend> {
-                Some(
-                    InMemoryBackend::new()
-                        .with_max_sessions(1000)
-                        .with_id_generator(ids),
-                )
-            }
-        }
-        sessionkit_core::conformance_tests!(BoundedMemory, skip: {
+        sessionkit_core::conformance_tests!(Memory::new(Some(1000)), skip: {
             CorruptRecordReadsAsMissing: "the memory store keeps records as values, never as bytes: nothing to corrupt",
             CorruptRecordFailsWhenStrict: "the memory store keeps records as values, never as bytes: nothing to corrupt",
         });
@@ -428,7 +465,8 @@ mod tests {
     /// How many records an unbounded store holds after 200 records with a 20 ms TTL expired
     /// (stored after one without a TTL, when `behind_a_live_one`) and 200 more were created.
     async fn left_after_expiry(behind_a_live_one: bool) -> usize {
-        let backend = InMemoryBackend::unbounded();
+        let clock = Clock::manual_from_now();
+        let backend = InMemoryBackend::unbounded().with_clock(clock.clone());
         if behind_a_live_one {
             backend.create(&data(0), None).await.unwrap();
         }
@@ -436,7 +474,7 @@ mod tests {
         for n in 0..200 {
             backend.create(&data(n), short).await.unwrap();
         }
-        tokio::time::sleep(Duration::from_millis(40)).await;
+        clock.advance(Duration::from_millis(40));
         for n in 0..200 {
             backend.create(&data(n), None).await.unwrap();
         }
@@ -499,7 +537,8 @@ mod tests {
 
     #[tokio::test]
     async fn the_user_index_follows_evictions_expiry_and_removals() {
-        let backend = InMemoryBackend::new().with_max_sessions(10);
+        let clock = Clock::manual_from_now();
+        let backend = InMemoryBackend::new().with_max_sessions(10).with_clock(clock.clone());
         let bound = |n: u64| {
             let mut data = data(n);
             data.set_user(Some(format!("user-{}", n % 20).into()));
@@ -531,7 +570,7 @@ mod tests {
         let short = Some(Duration::from_millis(10));
         backend.create(&bound(1), short).await.unwrap();
         let kept = backend.create(&bound(21), None).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(30)).await;
+        clock.advance(Duration::from_millis(30));
         assert_eq!(backend.purge_expired(), 1);
         assert_eq!(
             backend.user_session_ids("user-1").await.unwrap(),
@@ -556,11 +595,12 @@ mod tests {
 
     #[tokio::test]
     async fn full_store_purges_expired_before_evicting_live_records() {
-        let backend = InMemoryBackend::new().with_max_sessions(2);
+        let clock = Clock::manual_from_now();
+        let backend = InMemoryBackend::new().with_max_sessions(2).with_clock(clock.clone());
         let short = Some(Duration::from_millis(30));
         backend.create(&data(1), short).await.unwrap();
         let live = backend.create(&data(2), None).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(60)).await;
+        clock.advance(Duration::from_millis(60));
         backend.create(&data(3), None).await.unwrap();
         assert!(
             backend.read(&live).await.unwrap().is_some(),
@@ -571,7 +611,8 @@ mod tests {
 
     #[tokio::test]
     async fn expired_records_are_purged() {
-        let backend = InMemoryBackend::new();
+        let clock = Clock::manual_from_now();
+        let backend = InMemoryBackend::new().with_clock(clock.clone());
         for n in 0..10 {
             backend
                 .create(&data(n), Some(Duration::from_millis(20)))
@@ -579,7 +620,7 @@ mod tests {
                 .unwrap();
         }
         let keep = backend.create(&data(99), None).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        clock.advance(Duration::from_millis(50));
         assert_eq!(backend.purge_expired(), 10);
         assert_eq!(backend.len(), 1);
         assert!(backend.exists(&keep).await.unwrap());
@@ -587,14 +628,15 @@ mod tests {
 
     #[tokio::test]
     async fn expired_records_are_purged_by_writes_without_help() {
-        let backend = InMemoryBackend::new();
+        let clock = Clock::manual_from_now();
+        let backend = InMemoryBackend::new().with_clock(clock.clone());
         for n in 0..100 {
             backend
                 .create(&data(n), Some(Duration::from_millis(10)))
                 .await
                 .unwrap();
         }
-        tokio::time::sleep(Duration::from_millis(30)).await;
+        clock.advance(Duration::from_millis(30));
         for n in 0..200 {
             backend.create(&data(n), None).await.unwrap();
         }

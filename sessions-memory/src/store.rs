@@ -6,7 +6,6 @@ use super::Inner;
 use sessionkit_core::{Error, SessionData};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
-use std::time::Instant;
 
 /// Keys are ids this store minted itself (random, 192 bits), and client-chosen values are only
 /// ever looked up, never inserted, so no client can steer keys into collisions: a fast keyed
@@ -77,7 +76,7 @@ pub(crate) fn unindex(users: &mut Users, id: &str, data: &SessionData) {
 
 pub(crate) struct Record {
     pub(crate) data: SessionData,
-    pub(crate) expires: Option<Instant>,
+    pub(crate) expires: Option<u64>,
     /// The write's sequence number: the read's revision, so a save knows whether the record
     /// changed since.
     pub(crate) seq: u64,
@@ -90,7 +89,7 @@ pub(crate) struct Record {
 }
 
 impl Record {
-    pub(crate) fn live(&self, now: Instant) -> bool {
+    pub(crate) fn live(&self, now: u64) -> bool {
         self.expires.is_none_or(|at| at > now)
     }
 }
@@ -110,7 +109,7 @@ impl Store {
         Some(record)
     }
 
-    pub(crate) fn sweep(&mut self, now: Instant) -> usize {
+    pub(crate) fn sweep(&mut self, now: u64) -> usize {
         let before = self.records.len();
         let Store { records, users, .. } = self;
         records.retain(|id, record| {
@@ -142,7 +141,7 @@ impl Store {
 
     /// Put a new record under `id`. A record of a session that was saved before (a new id
     /// for it: its last access is past its creation) counts as come back.
-    pub(crate) fn create(&mut self, id: Arc<str>, data: SessionData, expires: Option<Instant>) {
+    pub(crate) fn create(&mut self, id: Arc<str>, data: SessionData, expires: Option<u64>) {
         let (born, seq) = (self.next_born, self.next_seq);
         self.next_born += 1;
         self.next_seq += 1;
@@ -180,8 +179,8 @@ impl Store {
     pub(crate) fn update(
         &mut self,
         id: &str,
-        now: Instant,
-        expires: Option<Instant>,
+        now: u64,
+        expires: Option<u64>,
         f: impl FnOnce(&SessionData, u64) -> Option<SessionData>,
     ) -> Result<Option<SessionData>, Error> {
         let seq = self.next_seq;
@@ -215,7 +214,7 @@ impl Store {
     /// queued in `returned`), and purge the record of the entry under the cursor when it
     /// expired (its entry is dropped when it reaches the front). Live entries stay in place,
     /// so `fresh` keeps its oldest-first order for eviction.
-    pub(crate) fn step_fresh(&mut self, now: Instant) {
+    pub(crate) fn step_fresh(&mut self, now: u64) {
         while let Some((id, born)) = self.fresh.front() {
             let stale = self
                 .records
@@ -247,7 +246,7 @@ impl Store {
     /// Upkeep at the front of `returned`: drop the entry when stale, purge its record when
     /// expired, else move it to the back, so every returned record is looked at in turn
     /// (their deadlines move with each write, so no order here follows them).
-    pub(crate) fn step_returned(&mut self, now: Instant) {
+    pub(crate) fn step_returned(&mut self, now: u64) {
         let Some(entry) = self.returned.pop_front() else {
             return;
         };
@@ -287,7 +286,7 @@ impl Store {
     /// Upkeep before a create: a few entries checked for expiry, and room made when the
     /// store is full. Bounded work per create (stale entries popped here were each pushed
     /// once), never a scan of the store.
-    pub(crate) fn make_room(&mut self, inner: &Inner, now: Instant) {
+    pub(crate) fn make_room(&mut self, inner: &Inner, now: u64) {
         for _ in 0..UPKEEP_STEPS {
             self.step_fresh(now);
             self.step_returned(now);
