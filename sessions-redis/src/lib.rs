@@ -543,9 +543,8 @@ impl<S> RedisBackend<S> {
     /// Add the session `id` to `user`'s index (one `EVALSHA`).
     async fn index(&self, user: &str, id: &str) -> Result<(), Error> {
         let key = self.user_key(user);
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        // Redis expires the records by its own clock, so the backend reads the system's.
+        let now_ms = sessionkit_core::Clock::system().unix_millis();
         let mut invocation = INDEX.key(&key);
         invocation.arg(id).arg(now_ms);
         self.script(&invocation, id).await.map(drop)

@@ -37,6 +37,7 @@ pub struct SqlBackendBuilder<DB: SqlDatabase, S = JsonSerializer> {
     expire: Option<Duration>,
     ids: Option<IdGenerator>,
     corrupt: CorruptRecords,
+    clock: Clock,
 }
 
 impl<DB: SqlDatabase, S> fmt::Debug for SqlBackendBuilder<DB, S> {
@@ -64,6 +65,7 @@ impl<DB: SqlDatabase> SqlBackendBuilder<DB> {
             expire: None,
             ids: None,
             corrupt: CorruptRecords::default(),
+            clock: Clock::system(),
         }
     }
 }
@@ -87,6 +89,7 @@ impl<DB: SqlDatabase, S> SqlBackendBuilder<DB, S> {
                 sql: DB::statements(&table),
                 table,
                 batch: self.batch,
+                clock: self.clock,
             }),
             serializer: self.serializer,
             expire: self.expire,
@@ -120,6 +123,7 @@ impl<DB: SqlDatabase, S> SqlBackendBuilder<DB, S> {
             expire: self.expire,
             ids: self.ids,
             corrupt: self.corrupt,
+            clock: self.clock,
         }
     }
 
@@ -149,6 +153,15 @@ impl<DB: SqlDatabase, S> SqlBackendBuilder<DB, S> {
     /// [`from_pool`](SqlBackend::from_pool) or [`builder`](SqlBackend::builder).
     pub fn with_max_connections(mut self, max: usize) -> Self {
         self.max_connections = Some(max);
+        self
+    }
+
+    /// Expire rows by `clock` instead of the system clock: tests give the backend and the
+    /// session layer one [manual](Clock::manual) clock and advance it instead of sleeping.
+    /// Every statement passes the time as a parameter, so the database's own clock plays no
+    /// part.
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
         self
     }
 

@@ -34,7 +34,7 @@ impl<DB: SqlDatabase> Shared<DB> {
         &self,
         keep_going: &(dyn Fn() -> bool + Send + Sync),
     ) -> Result<u64, Error> {
-        let now = now_ms();
+        let now = self.now_ms();
         let limit = i64::from(self.batch);
         let mut total = 0u64;
         loop {

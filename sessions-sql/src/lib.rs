@@ -245,7 +245,7 @@ use driver::{Driver, Failure, Statements};
 use sessionkit_core::serializer::JsonSerializer;
 use sessionkit_core::store::{self, Decoded};
 use sessionkit_core::{
-    Changes, DeviceId, Error, IdGenerator, MAX_USER_LEN, Revision, Serializer, SessionBackend,
+    Changes, Clock, DeviceId, Error, IdGenerator, MAX_USER_LEN, Revision, Serializer, SessionBackend,
     SessionData, UserSession, async_trait,
 };
 
@@ -253,7 +253,7 @@ use sessionkit_core::{
 pub use sessionkit_core::store::CorruptRecords;
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use table::TableName;
 
 pub use sessionkit_core::cleanup::{CleanupTask, ExpiredDeletion};
@@ -378,6 +378,16 @@ struct Shared<DB: SqlDatabase> {
     table: TableName,
     sql: Statements,
     batch: u32,
+    /// Rows expire by this clock: the time of a statement is a parameter, never the
+    /// database's `now()`.
+    clock: Clock,
+}
+
+impl<DB: SqlDatabase> Shared<DB> {
+    /// Unix milliseconds by the backend's clock.
+    fn now_ms(&self) -> i64 {
+        i64::try_from(self.clock.unix_millis()).unwrap_or(i64::MAX)
+    }
 }
 
 /// Sessions stored in a SQL table. See the [crate docs](crate).
@@ -566,12 +576,6 @@ fn user_of(data: &SessionData) -> Result<Option<&str>, Error> {
     }
 }
 
-/// Unix milliseconds by the application's clock.
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
 
 /// How many times a save re-applies its changes after another save came in between.
 const APPLY_ATTEMPTS: usize = 16;
@@ -639,7 +643,7 @@ impl<DB: SqlDatabase, S: Serializer> SqlBackend<DB, S> {
             return Ok(false);
         }
         let shared = &*self.shared;
-        let now = now_ms();
+        let now = self.shared.now_ms();
         match run!(shared, |conn| DB::fetch_exists(
             conn,
             &shared.sql.exists,
@@ -670,7 +674,7 @@ impl<DB: SqlDatabase, S: Serializer> SqlBackend<DB, S> {
         if !storable(id) {
             return Err(Error::SessionGone);
         }
-        let now = now_ms();
+        let now = self.shared.now_ms();
         let expires_at = self.expires_at(ttl, now);
         match run!(shared, |conn| DB::update(
             conn,
@@ -695,7 +699,7 @@ impl<DB: SqlDatabase, S: Serializer> SessionBackend for SqlBackend<DB, S> {
             return Ok(None);
         }
         let shared = &*self.shared;
-        let now = now_ms();
+        let now = self.shared.now_ms();
         let location = RowOf {
             table: &shared.table,
             id,
@@ -747,7 +751,7 @@ impl<DB: SqlDatabase, S: Serializer> SessionBackend for SqlBackend<DB, S> {
                         DB::LABEL
                     )));
                 }
-                let now = now_ms();
+                let now = self.shared.now_ms();
                 let expires_at = self.expires_at(ttl, now);
                 match run!(shared, |conn| DB::insert(
                     conn,
@@ -788,7 +792,7 @@ impl<DB: SqlDatabase, S: Serializer> SessionBackend for SqlBackend<DB, S> {
             None => self.current(id, changes, accessed).await?,
         };
         for _ in 0..APPLY_ATTEMPTS {
-            let now = now_ms();
+            let now = self.shared.now_ms();
             let matched = if merged.is_empty() {
                 run!(shared, |conn| DB::delete_version(
                     conn,
@@ -851,7 +855,7 @@ impl<DB: SqlDatabase, S: Serializer> SessionBackend for SqlBackend<DB, S> {
             return Ok(Vec::new());
         }
         let shared = &*self.shared;
-        let now = now_ms();
+        let now = self.shared.now_ms();
         match run!(shared, |conn| DB::fetch_user_ids(
             conn,
             &shared.sql.user_ids,
@@ -873,7 +877,7 @@ impl<DB: SqlDatabase, S: Serializer> SessionBackend for SqlBackend<DB, S> {
             return Ok(Vec::new());
         }
         let shared = &*self.shared;
-        let now = now_ms();
+        let now = self.shared.now_ms();
         let table: &(dyn fmt::Display + Sync) = &shared.table;
         let decode = |id: &str, bytes: &[u8], version: i64| {
             let location = RowOf { table, id };
@@ -923,7 +927,7 @@ impl<DB: SqlDatabase, S: Serializer> SessionBackend for SqlBackend<DB, S> {
             Some(_) => &shared.sql.revoke_user_except,
             None => &shared.sql.revoke_user,
         };
-        let now = now_ms();
+        let now = self.shared.now_ms();
         match run!(shared, |conn| DB::delete_of_user(
             conn, sql, user, keep, now
         )) {
@@ -941,7 +945,7 @@ impl<DB: SqlDatabase, S: Serializer> SessionBackend for SqlBackend<DB, S> {
             return Ok(false);
         };
         let shared = &*self.shared;
-        let now = now_ms();
+        let now = self.shared.now_ms();
         match run!(shared, |conn| DB::delete_of_user(
             conn,
             &shared.sql.revoke_user_session,

@@ -1,6 +1,7 @@
 use crate::cookie::Rendered;
 use ::cookie::SameSite;
 use http::header::HeaderValue;
+use sessionkit_core::Clock;
 use sessionkit_core::adapter::Policy;
 use std::time::Duration;
 
@@ -23,6 +24,7 @@ pub(crate) struct Config {
     pub(crate) refresh_after: Option<Duration>,
     pub(crate) fail_open: bool,
     pub(crate) probation: Option<Duration>,
+    pub(crate) clock: Clock,
     /// Prefix the name with `__Host-` (and keep `Secure`, `Path=/`, no `Domain`).
     pub(crate) host_prefix: bool,
     /// The cookie's name as sent: `name`, with `__Host-` in front when asked.
@@ -53,6 +55,7 @@ impl Default for Config {
             refresh_after: None,
             fail_open: false,
             probation: None,
+            clock: Clock::system(),
             host_prefix: false,
             cookie_name: String::new(),
             rendered: Rendered::unrendered(),
@@ -74,6 +77,7 @@ impl Config {
         policy.refresh_after = self.refresh_after;
         policy.fail_open = self.fail_open;
         policy.probation = self.probation;
+        policy.clock = self.clock.clone();
         self.policy = policy;
         self.cookie_name = if self.host_prefix {
             format!("__Host-{}", self.name)

@@ -2,7 +2,7 @@ use crate::SessionMiddleware;
 use crate::config::Config;
 use ::cookie::SameSite;
 use sessionkit_core::adapter::{self, Context, Policy};
-use sessionkit_core::{Error, LazySession, Session, SessionBackend};
+use sessionkit_core::{Clock, Error, LazySession, Session, SessionBackend};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -389,6 +389,29 @@ impl<B: SessionBackend> SessionLayerBuilder<B> {
     /// two requests (minutes, not seconds).
     pub fn with_probation(mut self, first: Duration) -> Self {
         self.config.probation = (!first.is_zero()).then_some(first);
+        self
+    }
+
+    /// Measure every time limit against `clock` instead of the system clock. Tests give the
+    /// layer and the backend one [manual](Clock::manual) clock and
+    /// [advance](Clock::advance) it instead of sleeping; a cookie backend bound to the layer
+    /// reads the layer's clock.
+    ///
+    /// ```
+    /// use sessionkit_tower::{Clock, SessionLayer};
+    /// use sessionkit_memory::InMemoryBackend;
+    /// use std::time::Duration;
+    ///
+    /// let clock = Clock::manual_from_now();
+    /// let layer = SessionLayer::builder(InMemoryBackend::new().with_clock(clock.clone()))
+    ///     .with_idle_timeout(Duration::from_secs(30 * 60))
+    ///     .with_clock(clock.clone())
+    ///     .build();
+    /// // ... a request logs in; then half an hour passes without one:
+    /// clock.advance(Duration::from_secs(30 * 60));
+    /// ```
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.config.clock = clock;
         self
     }
 

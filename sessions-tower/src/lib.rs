@@ -179,7 +179,7 @@ pub mod testing;
 pub use layer::{SessionLayer, SessionLayerBuilder};
 pub use service::{MAX_SET_COOKIE_BYTES, ResponseFuture, SessionMiddleware};
 pub use sessionkit_core::{
-    DeviceId, Error, LazySession, Lifetime, Session, SessionBackend, SessionId, UserSession,
+    Clock, DeviceId, Error, LazySession, Lifetime, Session, SessionBackend, SessionId, UserSession,
 };
 
 #[cfg(feature = "cookie-backend")]

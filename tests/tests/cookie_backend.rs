@@ -406,7 +406,7 @@ async fn a_value_sealed_under_an_unknown_key_starts_a_fresh_session() {
 /// a copied cookie re-sealed on every visit is not good forever.
 #[tokio::test]
 async fn cookie_sessions_get_a_default_absolute_limit() {
-    let now = sessionkit_core::unix_now();
+    let now = sessionkit_core::Clock::system().unix_secs();
     let days = |d: u64| d * 24 * 60 * 60;
     let mut values = sessionkit_core::Values::new();
     values.insert("n".into(), 7.into());

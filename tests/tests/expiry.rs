@@ -8,11 +8,14 @@ use axum::routing::get;
 use common::{CountingBackend, FailingBackend, Server, app, plain, routes, send};
 use reqwest::StatusCode;
 use sessionkit_memory::InMemoryBackend;
-use sessionkit_tower::{Error, Session, SessionLayer};
+use sessionkit_tower::{Clock, Error, Session, SessionLayer};
 use std::time::Duration;
 
-async fn pause(ms: u64) {
-    tokio::time::sleep(Duration::from_millis(ms)).await;
+/// A manual clock for a layer and its backend, started on a whole second (records keep
+/// whole seconds).
+fn clock() -> Clock {
+    let now = Clock::system().unix_secs();
+    Clock::manual(std::time::UNIX_EPOCH + Duration::from_secs(now))
 }
 
 /// The counter app plus a route that reports the session's clock.
@@ -28,7 +31,9 @@ fn clock_app<B: sessionkit_core::SessionBackend>(layer: SessionLayer<B>) -> Rout
 
 #[tokio::test]
 async fn idle_timeout_ends_unused_sessions_and_activity_extends_them() {
-    let layer = SessionLayer::builder(InMemoryBackend::new())
+    let clock = clock();
+    let layer = SessionLayer::builder(InMemoryBackend::new().with_clock(clock.clone()))
+        .with_clock(clock.clone())
         .with_idle_timeout(Duration::from_secs(4))
         .build()
         .unwrap();
@@ -39,17 +44,17 @@ async fn idle_timeout_ends_unused_sessions_and_activity_extends_them() {
         .cookie()
         .pair();
     // Past half the window: a read refreshes the session (a new Set-Cookie).
-    pause(2200).await;
+    clock.advance(Duration::from_millis(2200));
     let read = send(&client, &server.url("/get"), Some(&cookie)).await;
     read.assert_ok("1");
     assert_eq!(read.set_cookies.len(), 1, "the refresh re-sets the cookie");
     // 4.4 s after the write: alive only because of the refresh at 2.2 s.
-    pause(2200).await;
+    clock.advance(Duration::from_millis(2200));
     send(&client, &server.url("/get"), Some(&cookie))
         .await
         .assert_ok("1");
     // 4.6 s without activity: gone, and its cookie expired.
-    pause(4600).await;
+    clock.advance(Duration::from_millis(4600));
     let gone = send(&client, &server.url("/get"), Some(&cookie)).await;
     gone.assert_ok("none");
     assert!(gone.cookie().is_expiry());
@@ -57,9 +62,11 @@ async fn idle_timeout_ends_unused_sessions_and_activity_extends_them() {
 
 #[tokio::test]
 async fn absolute_timeout_ends_sessions_however_active() {
+    let clock = clock();
     // Limits count whole seconds from the stored (whole-second) creation time, so the
     // session lives between 3 and 4 seconds here.
-    let layer = SessionLayer::builder(InMemoryBackend::new())
+    let layer = SessionLayer::builder(InMemoryBackend::new().with_clock(clock.clone()))
+        .with_clock(clock.clone())
         .with_absolute_timeout(Duration::from_secs(4))
         .build()
         .unwrap();
@@ -69,15 +76,15 @@ async fn absolute_timeout_ends_sessions_however_active() {
         .await
         .cookie()
         .pair();
-    pause(1200).await;
+    clock.advance(Duration::from_millis(1200));
     send(&client, &server.url("/count"), Some(&cookie))
         .await
         .assert_ok("2");
-    pause(1200).await;
+    clock.advance(Duration::from_millis(1200));
     send(&client, &server.url("/count"), Some(&cookie))
         .await
         .assert_ok("3");
-    pause(2000).await;
+    clock.advance(Duration::from_millis(2000));
     // 4.4 s after creation: however active, it is over.
     send(&client, &server.url("/count"), Some(&cookie))
         .await
@@ -116,8 +123,10 @@ impl sessionkit_core::SessionBackend for KeepsEverything {
 
 #[tokio::test]
 async fn limits_hold_even_when_the_store_keeps_the_record() {
+    let clock = clock();
     let backend = KeepsEverything::default();
     let layer = SessionLayer::builder(backend.clone())
+        .with_clock(clock.clone())
         .with_absolute_timeout(Duration::from_secs(1))
         .build()
         .unwrap();
@@ -127,7 +136,7 @@ async fn limits_hold_even_when_the_store_keeps_the_record() {
         .await
         .cookie()
         .pair();
-    pause(2100).await;
+    clock.advance(Duration::from_millis(2100));
     let removes = backend.0.removes();
     let reply = send(&client, &server.url("/get"), Some(&cookie)).await;
     reply.assert_ok("none");

@@ -129,10 +129,7 @@ async fn sqlite_a_flood_leaves_no_long_lived_rows() {
     let server = Server::start(app(backend.clone())).await;
     let cookie = user_then_flood(&server).await;
     let user = cookie.split_once('=').unwrap().1.to_owned();
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
+    let now_ms = sessionkit_core::Clock::system().unix_millis() as i64;
     let horizon = now_ms + PROBATION.as_millis() as i64;
     let long_lived: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM sessions WHERE id <> ?1 AND (expires_at IS NULL OR expires_at > ?2)",

@@ -11,19 +11,21 @@ use common::{Server, plain, send};
 use sessionkit_cookie::CookieBackend;
 use sessionkit_core::{Lifetime, SessionBackend};
 use sessionkit_memory::InMemoryBackend;
-use sessionkit_tower::{Error, Session, SessionLayer};
+use sessionkit_tower::{Clock, Error, Session, SessionLayer};
 use std::time::Duration;
 
 const THIRTY_DAYS: u64 = 30 * 24 * 60 * 60;
 
-fn app<B: SessionBackend>(backend: B) -> Router {
+/// The app on a layer that reads `clock` (a cookie backend reads the layer's).
+fn app<B: SessionBackend>(backend: B, clock: Clock) -> Router {
+    let now = clock.clone();
     Router::new()
         .route(
             "/login/{how}",
             get(|session: Session, Path(how): Path<String>| async move {
                 let lifetime = match how.as_str() {
                     "remember" => Lifetime::Inactivity(Duration::from_secs(THIRTY_DAYS)),
-                    "until" => Lifetime::Until(sessionkit_core::unix_now() + 2),
+                    "until" => Lifetime::Until(now.unix_secs() + 2),
                     _ => Lifetime::BrowserSession,
                 };
                 session.regenerate_id()?;
@@ -42,6 +44,7 @@ fn app<B: SessionBackend>(backend: B) -> Router {
         )
         .layer(
             SessionLayer::builder(backend)
+                .with_clock(clock)
                 .with_secure(false)
                 .with_max_age(Duration::from_secs(3600))
                 .build()
@@ -49,8 +52,8 @@ fn app<B: SessionBackend>(backend: B) -> Router {
         )
 }
 
-async fn lifetimes_follow_the_session<B: SessionBackend>(backend: B) {
-    let server = Server::start(app(backend)).await;
+async fn lifetimes_follow_the_session<B: SessionBackend>(backend: B, clock: Clock) {
+    let server = Server::start(app(backend, clock.clone())).await;
     let http = plain();
 
     let remembered = send(&http, &server.url("/login/remember"), None).await;
@@ -85,7 +88,7 @@ async fn lifetimes_follow_the_session<B: SessionBackend>(backend: B) {
     let cookie = until.cookie().clone();
     let age: u64 = cookie.attr("Max-Age").unwrap().parse().unwrap();
     assert!((1..=2).contains(&age), "{}", cookie.raw);
-    tokio::time::sleep(Duration::from_millis(2_600)).await;
+    clock.advance(Duration::from_millis(2_600));
     send(&http, &server.url("/count"), Some(&cookie.pair()))
         .await
         .assert_ok("None 1");
@@ -93,13 +96,14 @@ async fn lifetimes_follow_the_session<B: SessionBackend>(backend: B) {
 
 #[tokio::test]
 async fn memory_sessions_keep_their_own_lifetime() {
-    lifetimes_follow_the_session(InMemoryBackend::new()).await;
+    let clock = Clock::manual_from_now();
+    lifetimes_follow_the_session(InMemoryBackend::new().with_clock(clock.clone()), clock).await;
 }
 
 #[tokio::test]
 async fn cookie_sessions_keep_their_own_lifetime_in_the_seal() {
     let backend = CookieBackend::private(b"a secret for the lifetime tests, 32+ bytes!").unwrap();
-    lifetimes_follow_the_session(backend).await;
+    lifetimes_follow_the_session(backend, Clock::manual_from_now()).await;
 }
 
 #[tokio::test]
@@ -110,7 +114,7 @@ async fn the_redis_ttl_follows_a_remembered_session() {
     let backend = sessionkit_redis::RedisBackend::from_url(&url)
         .unwrap()
         .with_prefix(prefix.as_str());
-    let server = Server::start(app(backend)).await;
+    let server = Server::start(app(backend, Clock::system())).await;
     let reply = send(&plain(), &server.url("/login/remember"), None).await;
     let key = format!("{prefix}{}", reply.cookie().value);
     let mut conn = redis::Client::open(url).unwrap().get_connection().unwrap();

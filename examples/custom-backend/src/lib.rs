@@ -58,7 +58,7 @@
 
 use sessionkit_core::store::{self, CorruptRecords, Decoded};
 use sessionkit_core::{
-    Changes, Error, IdGenerator, JsonSerializer, Serializer, SessionBackend, SessionData,
+    Changes, Clock, Error, IdGenerator, JsonSerializer, Serializer, SessionBackend, SessionData,
     async_trait,
 };
 use std::fmt;
@@ -66,7 +66,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 const HEADER: &str = "sessions-file v1 ";
 const SUFFIX: &str = ".session";
@@ -384,7 +384,7 @@ impl<S: Serializer> FileBackend<S> {
         let deadline = match ttl {
             Some(ttl) => {
                 let at =
-                    now_ms().saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
+                    Clock::system().unix_millis().saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
                 at.to_string()
             }
             None => "never".to_owned(),
@@ -490,7 +490,7 @@ fn parse_header(line: &[u8]) -> Option<Deadline> {
         return Some(Live);
     }
     let at: u64 = rest.parse().ok()?;
-    Some(if at > now_ms() { Live } else { Expired })
+    Some(if at > Clock::system().unix_millis() { Live } else { Expired })
 }
 
 /// The deadline of the record at `path`, reading its first line only. `Ok(None)`: not a
@@ -511,12 +511,6 @@ fn remove_if_present(path: &Path) -> io::Result<()> {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 fn io_error(what: impl fmt::Display, e: io::Error) -> Error {
@@ -555,7 +549,7 @@ mod tests {
     fn headers_carry_the_deadline() {
         assert_eq!(parse_header(b"sessions-file v1 never"), Some(Live));
         assert_eq!(parse_header(b"sessions-file v1 1"), Some(Expired));
-        let later = (now_ms() + 60_000).to_string();
+        let later = (Clock::system().unix_millis() + 60_000).to_string();
         assert_eq!(
             parse_header(format!("sessions-file v1 {later}").as_bytes()),
             Some(Live)

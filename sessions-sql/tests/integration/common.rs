@@ -12,7 +12,7 @@ use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 pub fn postgres_url() -> String {
     std::env::var("DATABASE_URL")
@@ -37,10 +37,7 @@ pub fn unique_table(prefix: &str) -> String {
 }
 
 pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
+    sessionkit_core::Clock::system().unix_millis() as i64
 }
 
 pub fn data(value: serde_json::Value) -> SessionData {

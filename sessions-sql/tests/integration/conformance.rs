@@ -3,12 +3,15 @@
 
 use crate::common::{Fixture, Kind, Raw};
 use sessionkit_core::conformance::Harness;
-use sessionkit_core::{IdGenerator, Serializer};
+use sessionkit_core::{Clock, IdGenerator, Serializer};
 use sessionkit_sql::{CorruptRecords, SqlBackend, SqlBackendBuilder};
 
+/// Every backend of one case reads one manual clock, which the TTL cases advance: rows
+/// expire by the backend's clock (a statement parameter), so no case sleeps.
 pub struct Table<K: Kind, S> {
     fixture: Fixture<K>,
     serializer: S,
+    clock: Clock,
 }
 
 impl<K: Kind, S> Table<K, S> {
@@ -16,6 +19,7 @@ impl<K: Kind, S> Table<K, S> {
         Table {
             fixture: Fixture::unmigrated(),
             serializer,
+            clock: Clock::manual_from_now(),
         }
     }
 }
@@ -25,6 +29,7 @@ impl<K: Kind, S: Serializer + Clone> Table<K, S> {
         self.fixture
             .variant()
             .with_serializer(self.serializer.clone())
+            .with_clock(self.clock.clone())
     }
 
     async fn migrated(&self, builder: SqlBackendBuilder<K::DB, S>) -> SqlBackend<K::DB, S> {
@@ -54,6 +59,10 @@ impl<K: Kind, S: Serializer + Clone> Harness for Table<K, S> {
         );
         self.fixture.exec(&sql).await;
         Some(id)
+    }
+
+    async fn pass_time(&self, by: std::time::Duration) {
+        self.clock.advance(by);
     }
 
     async fn strict_backend(&self) -> Option<SqlBackend<K::DB, S>> {
