@@ -18,7 +18,6 @@ use sessionkit_cookie::{CookieBackend, DEFAULT_COOKIE_NAME, MAX_COOKIE_BYTES, Mo
 use sessionkit_core::adapter::{self, Commit, Context as SessionContext, Policy, Shared};
 use sessionkit_core::{
     Changes, Error, IdGenerator, LazySession, Serializer, SessionBackend, SessionData, Values,
-    unix_now,
 };
 use sessionkit_memory::InMemoryBackend;
 use sessionkit_tower::SessionLayer;
@@ -85,9 +84,10 @@ pub fn cookie_backend(mode: Mode) -> &'static CookieBackend {
 /// writes it: `<key id>.<base64url payload>.<base64url HMAC-SHA256 of the cookie name, NUL, and
 /// what precedes>` (signed) or `<key id>.<base64url nonce ‖ AES-256-GCM(payload, aad = key id,
 /// NUL, cookie name)>` (private), the cookie name being the backend's default, where the
-/// payload is four big-endian `u64`s (issued, deadline in Unix ms; created, last access in
-/// Unix s), the session's own lifetime (a kind byte and a big-endian `u64`) and the values as
-/// a JSON object. [`forger`] checks this against the backend.
+/// payload is the header (bincode 2, standard configuration: the format byte 1, then issued and
+/// deadline in Unix ms, created and last access in Unix s as varints, then the session's own
+/// lifetime and user as `Option`s) and the values as a JSON object. [`forger`] checks this
+/// against the backend.
 #[derive(Debug)]
 pub struct Forger {
     mode: Mode,
@@ -100,8 +100,8 @@ impl Forger {
     pub fn new(mode: Mode, secret: &[u8]) -> Self {
         let key = Key::derive_from(secret);
         let label: &[u8] = match mode {
-            Mode::Signed => b"sessions-cookie v3 signed key id\0",
-            Mode::Private => b"sessions-cookie v3 private key id\0",
+            Mode::Signed => b"sessionkit-cookie v1 signed key id\0",
+            Mode::Private => b"sessionkit-cookie v1 private key id\0",
         };
         let digest = Sha256::new()
             .chain_update(label)
@@ -175,18 +175,35 @@ pub fn forger(mode: Mode) -> &'static Forger {
     })
 }
 
-/// A payload as the backend seals it: the header (issued, deadline, created, last access)
-/// and the values as JSON.
+/// A payload as the backend seals it: the header (format 1; issued, deadline, created, last
+/// access) and the values as JSON. Written out by hand here, so that the forger's check also
+/// checks the backend's layout.
 pub fn payload(deadline_ms: u64, json: &str) -> Vec<u8> {
-    let mut payload = Vec::new();
+    let mut payload = vec![1];
     for n in [1_700_000_000_000, deadline_ms, 1_700_000_000, 1_700_000_100] {
-        payload.extend_from_slice(&u64::to_be_bytes(n));
+        put_varint(&mut payload, n);
     }
-    // No lifetime of the session's own: kind 0, amount 0.
-    payload.push(0);
-    payload.extend_from_slice(&[0; 8]);
+    // No lifetime of the session's own, no user: two `None`s.
+    payload.extend_from_slice(&[0, 0]);
     payload.extend_from_slice(json.as_bytes());
     payload
+}
+
+/// `n` as bincode's standard configuration writes a `u64`: one byte below 251, else a marker
+/// byte (251, 252, 253) and the number as a little-endian `u16`, `u32` or `u64`.
+fn put_varint(out: &mut Vec<u8>, n: u64) {
+    if n < 251 {
+        out.push(n as u8);
+    } else if let Ok(n) = u16::try_from(n) {
+        out.push(251);
+        out.extend_from_slice(&n.to_le_bytes());
+    } else if let Ok(n) = u32::try_from(n) {
+        out.push(252);
+        out.extend_from_slice(&n.to_le_bytes());
+    } else {
+        out.push(253);
+        out.extend_from_slice(&n.to_le_bytes());
+    }
 }
 
 /// An authentic-looking payload, unexpired for ever.
@@ -608,7 +625,7 @@ pub fn session(data: &[u8]) {
     };
     let expected = stored
         .clone()
-        .filter(|record| !policy.has_limits() || !policy.expired(record, unix_now()));
+        .filter(|record| !policy.has_limits() || !policy.expired(record, policy.now()));
 
     let context: Arc<dyn SessionContext> = Arc::new(Shared {
         backend: Arc::clone(&backend),
@@ -716,7 +733,7 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         serde_json::json!({"a": [1, -2, 3.25, null, true, "é"], "b": {"c": {}}, "big": u64::MAX}),
     );
 
-    // Bound to a user: the cookie's flagged user field, the serializers' user.
+    // Bound to a user: the user in the cookie's header and in the serializers' records.
     let mut bound = rich.clone();
     bound.set_user(Some("fuzz-user@example.com".into()));
 

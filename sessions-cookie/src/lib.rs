@@ -22,9 +22,7 @@
 //!
 //! The key id (8 characters) is derived from the key, the sealing mode and the format's
 //! version, so a value of another format, another mode or another key names a key this backend
-//! does not have and is refused before any cryptography. Values sealed by earlier versions of
-//! this crate (before the cookie name and the session's own lifetime were sealed in) are
-//! therefore refused: their clients start fresh sessions once, after the upgrade.
+//! does not have and is refused before any cryptography: its client starts a fresh session.
 //!
 //! Every value is bound to the name of the cookie it travels in: a value minted as the `user`
 //! cookie does not open as the `admin` cookie, even under the same secret. The session layer
@@ -33,10 +31,12 @@
 //! the backend binds [`DEFAULT_COOKIE_NAME`] or what
 //! [`with_cookie_name`](CookieBackendBuilder::with_cookie_name) sets.
 //!
-//! The payload is a 41-byte header (issue time and deadline in Unix milliseconds, creation and
-//! last access in Unix seconds, big-endian; then the session's own lifetime: a kind byte and
-//! a big-endian number), the user the session is bound to when it is (a length byte and the
-//! user, flagged in the kind byte), and the session's values as a JSON object.
+//! The payload is a header and then the session's values as a JSON object. The header is
+//! one struct encoded with [bincode](https://docs.rs/bincode) 2's standard configuration
+//! (integers as varints): a format byte (1), the issue time and deadline in Unix
+//! milliseconds, creation and last access in Unix seconds, the session's own lifetime when it
+//! has one, and the user the session is bound to when it is. Some 31 bytes for a session
+//! with neither.
 //!
 //! ```
 //! use sessionkit_cookie::CookieBackend;
@@ -77,7 +77,7 @@
 //!   `Set-Cookie` value (name, sealed value, attributes) and refuses to send a larger one:
 //!   the save fails with [`Error::CookieTooLarge`] (a 500 and a `tracing` error), never a
 //!   truncated or silently dropped cookie. Sealing adds about a third (base64) plus some 50
-//!   bytes to the JSON of the session (its timestamps take another 60 or so): keep cookie
+//!   bytes to the JSON of the session (its header takes another 40 or so): keep cookie
 //!   sessions small.
 //!
 //! Secrets shorter than 32 bytes are refused with [`Error::Config`].
@@ -168,11 +168,13 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use cookie::Key;
 use hmac::{Hmac, Mac};
-use sessionkit_core::{Changes, Error, Lifetime, SessionBackend, SessionData, Values, async_trait};
+use sessionkit_core::{
+    Changes, Clock, Error, Lifetime, SessionBackend, SessionData, Values, async_trait,
+};
 use sha2::{Digest, Sha256};
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// The deadline given to a session written without a TTL (a browser-session cookie): 14 days.
 pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(14 * 24 * 60 * 60);
@@ -226,6 +228,8 @@ pub struct CookieBackend {
     max_lifetime: Option<Duration>,
     /// The name of the cookie the values travel in, bound into every seal.
     cookie_name: Arc<str>,
+    /// Values expire by this clock.
+    clock: Clock,
 }
 
 impl fmt::Debug for CookieBackend {
@@ -239,6 +243,7 @@ impl fmt::Debug for CookieBackend {
             .field("default_lifetime", &self.default_lifetime)
             .field("max_lifetime", &self.max_lifetime)
             .field("cookie_name", &self.cookie_name)
+            .field("clock", &self.clock)
             .finish()
     }
 }
@@ -256,8 +261,8 @@ fn seal_key(mode: Mode, secret: &[u8]) -> Result<SealKey, Error> {
     // The label names the format's version and the mode: values of an earlier format, or
     // sealed in the other mode, carry a key id no key here has.
     let label: &[u8] = match mode {
-        Mode::Signed => b"sessions-cookie v3 signed key id\0",
-        Mode::Private => b"sessions-cookie v3 private key id\0",
+        Mode::Signed => b"sessionkit-cookie v1 signed key id\0",
+        Mode::Private => b"sessionkit-cookie v1 private key id\0",
     };
     let digest = Sha256::new()
         .chain_update(label)
@@ -274,31 +279,93 @@ fn seal_key(mode: Mode, secret: &[u8]) -> Result<SealKey, Error> {
     })
 }
 
-/// The fixed header of a sealed payload: issue time, deadline (Unix milliseconds), creation
-/// and last access (Unix seconds), each a big-endian `u64`; then the session's own lifetime,
-/// a kind byte (0 none, 1 browser session, 2 until, 3 inactivity) and a big-endian `u64` (the
-/// deadline or the window in seconds). When the session is bound to a user, the kind byte has
-/// [`USER_FLAG`] set and the user follows the header: its length in one byte, then its UTF-8
-/// bytes. The session's values follow as a JSON object. Binary numbers keep opening a cookie
-/// cheap; the values stay readable JSON.
-const HEADER_BYTES: usize = 41;
+/// The format of the payload, the first byte of its header; the key id's label names it too.
+const FORMAT: u8 = 1;
 
-/// Set in the lifetime kind byte when a user follows the header. Values sealed before users
-/// existed never have it, so they still open.
-const USER_FLAG: u8 = 0x80;
+/// Room for a header in the buffer a payload is built in: any header without a user takes at
+/// most 49 bytes.
+const HEADER_ROOM: usize = 64;
 
-fn put_u64(out: &mut Vec<u8>, value: u64) {
-    out.extend_from_slice(&value.to_be_bytes());
+/// The most bytes a header is read from: a format 1 header with the longest user takes under
+/// 320, and a claimed length beyond this fails at once.
+const HEADER_LIMIT: usize = 1024;
+
+/// The header of a sealed payload; the session's values follow it as a JSON object.
+///
+/// Encoded with bincode's standard configuration: the fields in this order, integers as
+/// varints (one byte below 251, five up to `u32::MAX`, nine beyond), an `Option` as a 0 or
+/// 1 byte and then its value, an enum as its variant's index and then its fields, the user as
+/// its length and its UTF-8 bytes. The layout is the struct's, derived, so writing and
+/// reading cannot disagree; varints keep the times small (a header without lifetime or user
+/// is 31 bytes until 2106, when seconds pass `u32::MAX`). `format` is a plain byte and comes
+/// first, so a later format can be told from this one before anything else is read.
+///
+/// The user is borrowed both ways: from the session when sealing, from the opened payload
+/// when reading. An empty one is never written (no user is `None`), nor one over
+/// [`MAX_USER_LEN`](sessionkit_core::MAX_USER_LEN) bytes.
+#[derive(bincode::Encode, bincode::BorrowDecode)]
+struct Header<'a> {
+    format: u8,
+    /// When the value was sealed, Unix milliseconds.
+    issued_ms: u64,
+    /// Its deadline, Unix milliseconds.
+    expires_ms: u64,
+    /// The session's creation, Unix seconds.
+    created: u64,
+    /// The session's last access, Unix seconds.
+    accessed: u64,
+    lifetime: Option<SealedLifetime>,
+    user: Option<&'a str>,
 }
 
-fn get_u64(bytes: &[u8], at: usize) -> Option<u64> {
-    Some(u64::from_be_bytes(bytes.get(at..at + 8)?.try_into().ok()?))
+/// [`Lifetime`] as a header holds it: the inactivity window in whole seconds.
+#[derive(Clone, Copy, bincode::Encode, bincode::Decode)]
+enum SealedLifetime {
+    BrowserSession,
+    /// Unix seconds.
+    Until(u64),
+    /// Seconds.
+    Inactivity(u64),
 }
 
-fn now_millis() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+impl From<Lifetime> for SealedLifetime {
+    fn from(lifetime: Lifetime) -> Self {
+        match lifetime {
+            Lifetime::BrowserSession => SealedLifetime::BrowserSession,
+            Lifetime::Until(at) => SealedLifetime::Until(at),
+            Lifetime::Inactivity(window) => SealedLifetime::Inactivity(window.as_secs()),
+        }
+    }
+}
+
+impl From<SealedLifetime> for Lifetime {
+    fn from(lifetime: SealedLifetime) -> Self {
+        match lifetime {
+            SealedLifetime::BrowserSession => Lifetime::BrowserSession,
+            SealedLifetime::Until(at) => Lifetime::Until(at),
+            SealedLifetime::Inactivity(secs) => Lifetime::Inactivity(Duration::from_secs(secs)),
+        }
+    }
+}
+
+impl<'a> Header<'a> {
+    /// The header at the start of `payload` and where the values start after it; `None` when
+    /// the payload does not start with a format 1 header this backend could have written.
+    fn read(payload: &'a [u8]) -> Option<(Header<'a>, usize)> {
+        if payload.first() != Some(&FORMAT) {
+            return None;
+        }
+        let config = bincode::config::standard().with_limit::<HEADER_LIMIT>();
+        let (header, read): (Header<'a>, usize) =
+            bincode::borrow_decode_from_slice(payload, config).ok()?;
+        if header
+            .user
+            .is_some_and(|user| user.is_empty() || user.len() > sessionkit_core::MAX_USER_LEN)
+        {
+            return None;
+        }
+        Some((header, read))
+    }
 }
 
 /// URL-safe base64 without padding (strict: no padding, no stray trailing bits).
@@ -379,6 +446,13 @@ impl CookieBackendBuilder {
         })
     }
 
+    /// Expire values by `clock` instead of the system clock (a session layer binds the
+    /// backend to its own clock). Tests advance a [manual](Clock::manual) clock instead of
+    /// sleeping.
+    pub fn with_clock(self, clock: Clock) -> Self {
+        self.map(|backend| Ok(CookieBackend { clock, ..backend }))
+    }
+
     /// The absolute limit of these sessions: each ends `limit` after its creation, however
     /// active (default [`DEFAULT_MAX_LIFETIME`], 30 days; `None` for no limit). A session
     /// layer's `with_absolute_timeout` replaces it. The creation time is inside the seal, so
@@ -406,9 +480,11 @@ impl CookieBackend {
     /// built. Values are bound to the layer's cookie `name` from then on (a value sealed for
     /// one name does not open under another), so the two always agree; and the layer's
     /// absolute timeout, when it sets one, replaces this backend's own limit
-    /// ([`with_max_lifetime`](CookieBackendBuilder::with_max_lifetime)).
-    pub fn bind_to_layer(&mut self, name: &str, absolute_timeout: Option<Duration>) {
+    /// ([`with_max_lifetime`](CookieBackendBuilder::with_max_lifetime)); values expire by the
+    /// layer's `clock`.
+    pub fn bind_to_layer(&mut self, name: &str, absolute_timeout: Option<Duration>, clock: &Clock) {
         self.cookie_name = Arc::from(name);
+        self.clock = clock.clone();
         if let Some(limit) = absolute_timeout {
             self.max_lifetime = Some(limit);
         }
@@ -421,6 +497,7 @@ impl CookieBackend {
             default_lifetime: DEFAULT_LIFETIME,
             max_lifetime: Some(DEFAULT_MAX_LIFETIME),
             cookie_name: Arc::from(DEFAULT_COOKIE_NAME),
+            clock: Clock::system(),
         })
     }
 
@@ -589,54 +666,30 @@ impl CookieBackend {
     fn decode(&self, value: &str) -> Option<SessionData> {
         let (buf, at) = self.open(value)?;
         let payload = buf.get(at..)?;
-        let exp = get_u64(payload, 8)?;
-        if exp <= now_millis() {
+        let (header, values_at) = Header::read(payload)?;
+        if header.expires_ms <= self.clock.unix_millis() {
             return None;
         }
-        let created = get_u64(payload, 16)?;
-        let last_access = get_u64(payload, 24)?;
-        if self.past_max_lifetime(created) {
+        if self.past_max_lifetime(header.created) {
             return None;
         }
-        let amount = get_u64(payload, 33)?;
-        let kind = *payload.get(32)?;
-        let (user, values_at) = if kind & USER_FLAG == 0 {
-            (None, HEADER_BYTES)
-        } else {
-            let len = usize::from(*payload.get(HEADER_BYTES)?);
-            if len == 0 {
-                // Never written: a flagged empty user is not this backend's.
-                return None;
-            }
-            let user = payload.get(HEADER_BYTES + 1..HEADER_BYTES + 1 + len)?;
-            (
-                Some(std::str::from_utf8(user).ok()?),
-                HEADER_BYTES + 1 + len,
-            )
-        };
-        let lifetime = match kind & !USER_FLAG {
-            0 => None,
-            1 => Some(Lifetime::BrowserSession),
-            2 => Some(Lifetime::Until(amount)),
-            3 => Some(Lifetime::Inactivity(Duration::from_secs(amount))),
-            _ => return None,
-        };
         // Authentic but unreadable can only mean a format change: treat as no session.
         let values: Values = serde_json::from_slice(payload.get(values_at..)?).ok()?;
-        let mut data = SessionData::from_parts(values, created, last_access);
-        data.set_lifetime(lifetime);
-        data.set_user(user.map(Into::into));
+        let mut data = SessionData::from_parts(values, header.created, header.accessed);
+        data.set_lifetime(header.lifetime.map(Lifetime::from));
+        data.set_user(header.user.map(Into::into));
         Some(data)
     }
 
     /// Whether a session created at `created` (Unix seconds) is past the absolute limit.
     fn past_max_lifetime(&self, created: u64) -> bool {
-        self.max_lifetime
-            .is_some_and(|limit| created.saturating_add(limit.as_secs()) <= now_millis() / 1000)
+        self.max_lifetime.is_some_and(|limit| {
+            created.saturating_add(limit.as_secs()) <= self.clock.unix_millis() / 1000
+        })
     }
 
     fn encode(&self, data: &SessionData, ttl: Option<Duration>) -> Result<String, Error> {
-        let iat = now_millis();
+        let iat = self.clock.unix_millis();
         let lifetime = ttl.unwrap_or(self.default_lifetime);
         let mut exp = iat.saturating_add(u64::try_from(lifetime.as_millis()).unwrap_or(u64::MAX));
         if let Some(limit) = self.max_lifetime {
@@ -644,33 +697,25 @@ impl CookieBackend {
             let end = data.created_unix().saturating_add(limit.as_secs());
             exp = exp.min(end.saturating_mul(1000));
         }
+        let user = data.user().filter(|user| !user.is_empty());
+        if let Some(user) = user.filter(|user| user.len() > sessionkit_core::MAX_USER_LEN) {
+            return Err(Error::InvalidUser { len: user.len() });
+        }
+        let header = Header {
+            format: FORMAT,
+            issued_ms: iat,
+            expires_ms: exp,
+            created: data.created_unix(),
+            accessed: data.last_access_unix(),
+            lifetime: data.lifetime().map(SealedLifetime::from),
+            user,
+        };
         let payload_at = self.payload_at();
         // Room for the nonce, the header, typical JSON and the tag: one allocation.
-        let mut buf = Vec::with_capacity(payload_at + HEADER_BYTES + 128 + TAG_BYTES);
+        let mut buf = Vec::with_capacity(payload_at + HEADER_ROOM + 128 + TAG_BYTES);
         buf.resize(payload_at, 0);
-        put_u64(&mut buf, iat);
-        put_u64(&mut buf, exp);
-        put_u64(&mut buf, data.created_unix());
-        put_u64(&mut buf, data.last_access_unix());
-        let (kind, amount) = match data.lifetime() {
-            None => (0, 0),
-            Some(Lifetime::BrowserSession) => (1, 0),
-            Some(Lifetime::Until(at)) => (2, at),
-            Some(Lifetime::Inactivity(window)) => (3, window.as_secs()),
-        };
-        let user = data.user().unwrap_or_default();
-        let user_len =
-            u8::try_from(user.len()).map_err(|_| Error::InvalidUser { len: user.len() })?;
-        buf.push(if user.is_empty() {
-            kind
-        } else {
-            kind | USER_FLAG
-        });
-        put_u64(&mut buf, amount);
-        if !user.is_empty() {
-            buf.push(user_len);
-            buf.extend_from_slice(user.as_bytes());
-        }
+        bincode::encode_into_std_write(header, &mut buf, bincode::config::standard())
+            .map_err(Error::encode)?;
         serde_json::to_writer(&mut buf, data.values()).map_err(Error::encode)?;
         let value = self.seal(buf)?;
         if value.len() > MAX_COOKIE_BYTES {

@@ -4,17 +4,27 @@ use sessionkit_core::conformance::Harness;
 const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef-test-secret";
 const OTHER: &[u8] = b"another secret that is long enough for a key!!";
 
-struct CookieHarness(Mode);
+/// Every backend of one case reads one manual clock, which the TTL cases advance.
+struct CookieHarness(Mode, Clock);
+
+impl CookieHarness {
+    fn new(mode: Mode) -> Self {
+        CookieHarness(mode, Clock::manual_from_now())
+    }
+}
 
 impl Harness for CookieHarness {
     type Backend = CookieBackend;
 
     async fn backend(&self) -> CookieBackend {
-        match self.0 {
-            Mode::Signed => CookieBackend::signed(SECRET),
-            Mode::Private => CookieBackend::private(SECRET),
-        }
-        .expect("the test secret is long enough")
+        CookieBackend::builder(self.0, SECRET)
+            .with_clock(self.1.clone())
+            .build()
+            .expect("the test secret is long enough")
+    }
+
+    async fn pass_time(&self, by: Duration) {
+        self.1.advance(by);
     }
 }
 
@@ -22,7 +32,7 @@ impl Harness for CookieHarness {
 /// support and why: the one list of them.
 macro_rules! cookie_conformance {
     ($mode:expr) => {
-        sessionkit_core::conformance_tests!(CookieHarness($mode), skip: {
+        sessionkit_core::conformance_tests!(CookieHarness::new($mode), skip: {
             Remove: "a cookie-carried session cannot be revoked on the server",
             NoResurrectionAfterRemove: "a cookie-carried session cannot be revoked on the server",
             UpdateKeepsId: "the cookie value is the sealed session: it changes with the data",
@@ -117,7 +127,10 @@ async fn signed_values_are_readable_private_values_are_not() {
         URL_SAFE_NO_PAD
             .decode(body)
             .ok()
-            .and_then(|payload| String::from_utf8(payload.get(HEADER_BYTES..)?.to_vec()).ok())
+            .and_then(|payload| {
+                let (_, values_at) = Header::read(&payload)?;
+                String::from_utf8(payload.get(values_at..)?.to_vec()).ok()
+            })
             .is_some_and(|json| json.contains("\"alice\""))
     };
     assert!(
@@ -254,13 +267,19 @@ async fn rotation_opens_old_cookies_and_reseals_under_the_new_key() {
 
 #[tokio::test]
 async fn deadline_is_enforced_on_the_server() {
-    for backend in backends() {
+    for mode in [Mode::Signed, Mode::Private] {
+        let clock = Clock::manual_from_now();
+        let backend = CookieBackend::builder(mode, SECRET)
+            .with_clock(clock.clone())
+            .build()
+            .unwrap();
         let value = backend
             .create(&sample(), Some(Duration::from_millis(300)))
             .await
             .unwrap();
+        clock.advance(Duration::from_millis(299));
         assert!(backend.read(&value).await.unwrap().is_some());
-        tokio::time::sleep(Duration::from_millis(400)).await;
+        clock.advance(Duration::from_millis(1));
         assert!(
             backend.read(&value).await.unwrap().is_none(),
             "an expired copy still works"
@@ -271,13 +290,15 @@ async fn deadline_is_enforced_on_the_server() {
 
 #[tokio::test]
 async fn no_ttl_uses_the_default_lifetime_not_forever() {
+    let clock = Clock::manual_from_now();
     let backend = CookieBackend::builder(Mode::Signed, SECRET)
         .with_default_lifetime(Duration::from_millis(300))
+        .with_clock(clock.clone())
         .build()
         .unwrap();
     let value = backend.create(&sample(), None).await.unwrap();
     assert!(backend.read(&value).await.unwrap().is_some());
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    clock.advance(Duration::from_millis(300));
     assert!(backend.read(&value).await.unwrap().is_none());
 }
 
@@ -300,7 +321,7 @@ async fn oversized_sessions_are_refused_not_truncated() {
 #[tokio::test]
 async fn metadata_survives_the_round_trip() {
     for backend in backends() {
-        let now = sessionkit_core::unix_now();
+        let now = sessionkit_core::Clock::system().unix_secs();
         let data = SessionData::from_parts(sample().into_values(), now - 100, now - 50);
         let value = backend.create(&data, None).await.unwrap();
         assert_eq!(backend.read(&value).await.unwrap(), Some(data));
@@ -333,7 +354,7 @@ async fn value_under_another_name_is_rejected() {
 async fn binding_a_cookie_name_rebinds_the_values_sealed_after_it() {
     for backend in backends() {
         let mut bound = backend.clone();
-        bound.bind_to_layer("admin", None);
+        bound.bind_to_layer("admin", None, &Clock::system());
         assert_eq!(bound.cookie_name(), "admin");
         let value = bound.create(&sample(), None).await.unwrap();
         assert!(
@@ -378,7 +399,7 @@ async fn values_of_an_earlier_format_name_an_unknown_key() {
 #[tokio::test]
 async fn a_session_ends_at_the_absolute_limit_however_long_its_seal() {
     let day = 24 * 60 * 60;
-    let now = sessionkit_core::unix_now();
+    let now = sessionkit_core::Clock::system().unix_secs();
     let created_days_ago = |days: u64| {
         let mut data = sample();
         data.set_created(now - days * day);
@@ -421,7 +442,7 @@ async fn a_sessions_own_lifetime_travels_in_the_seal() {
     for backend in backends() {
         for lifetime in [
             Lifetime::BrowserSession,
-            Lifetime::Until(sessionkit_core::unix_now() + 3_600),
+            Lifetime::Until(sessionkit_core::Clock::system().unix_secs() + 3_600),
             Lifetime::Inactivity(Duration::from_secs(30 * 86_400)),
         ] {
             let mut data = sample();
@@ -467,5 +488,122 @@ async fn a_user_travels_in_the_seal_and_unbound_values_keep_their_format() {
             backend.revoke_user_sessions("42", None).await,
             Err(Error::Unsupported(_))
         ));
+    }
+}
+
+/// `payload` sealed by `backend` under its current key, as it seals its own payloads.
+fn seal_payload(backend: &CookieBackend, payload: &[u8]) -> String {
+    let mut buf = vec![0; backend.payload_at()];
+    buf.extend_from_slice(payload);
+    backend.seal(buf).unwrap()
+}
+
+/// The payload inside `value`, sealed by `backend`.
+fn payload_of(backend: &CookieBackend, value: &str) -> Vec<u8> {
+    let (buf, at) = backend.open(value).expect("the value opens");
+    buf[at..].to_vec()
+}
+
+/// A header as [`CookieBackend::encode`] writes it, alive for a minute, with neither lifetime
+/// nor user: its last two bytes are those two `None`s.
+fn header_bytes() -> Vec<u8> {
+    let now = Clock::system().unix_millis();
+    let header = Header {
+        format: FORMAT,
+        issued_ms: now,
+        expires_ms: now + 60_000,
+        created: now / 1000,
+        accessed: now / 1000,
+        lifetime: None,
+        user: None,
+    };
+    bincode::encode_to_vec(header, bincode::config::standard()).unwrap()
+}
+
+#[tokio::test]
+async fn the_header_is_one_bincode_struct_and_small() {
+    for backend in backends() {
+        let value = backend.create(&sample(), None).await.unwrap();
+        let payload = payload_of(&backend, &value);
+        let (header, values_at) = Header::read(&payload).expect("a header");
+        // Format 1; issue time and deadline in milliseconds are past `u32::MAX` (9 bytes
+        // each), creation and last access in seconds are not (5 bytes each); no lifetime, no
+        // user (a byte each).
+        assert_eq!(payload[0], FORMAT);
+        assert_eq!(values_at, 1 + 9 + 9 + 5 + 5 + 1 + 1);
+        assert_eq!(&payload[values_at..], br#"{"user":"alice"}"#);
+        assert!(header.expires_ms > header.issued_ms);
+        assert_eq!((header.lifetime.is_none(), header.user), (true, None));
+        // A lifetime costs its variant and its number, a user its length and its bytes.
+        let mut data = sample();
+        data.set_lifetime(Some(Lifetime::Inactivity(Duration::from_secs(60))));
+        data.set_user(Some("42".into()));
+        let value = backend.create(&data, None).await.unwrap();
+        let payload = payload_of(&backend, &value);
+        let (_, bound_at) = Header::read(&payload).expect("a header");
+        assert_eq!(bound_at, values_at + 2 + 3);
+        assert_eq!(
+            &payload[bound_at - 7..bound_at],
+            &[1, 2, 60, 1, 2, b'4', b'2']
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_authentic_payload_without_a_header_of_this_format_is_no_session() {
+    for backend in backends() {
+        let header = header_bytes();
+        let prefix = &header[..header.len() - 2];
+        let with_tail = |tail: &[u8]| {
+            let mut payload = prefix.to_vec();
+            payload.extend_from_slice(tail);
+            payload.extend_from_slice(b"{}");
+            payload
+        };
+        // What this backend writes opens: the cases below fail on their difference alone.
+        let longest_user = [&[0, 1, 251, 255, 0][..], &[b'u'; 255]].concat();
+        for tail in [&[0, 0][..], &[1, 2, 60, 0], &longest_user] {
+            let valid = seal_payload(&backend, &with_tail(tail));
+            assert!(backend.read(&valid).await.unwrap().is_some(), "{tail:?}");
+        }
+        let mut bad: Vec<Vec<u8>> = vec![
+            Vec::new(),
+            b"{}".to_vec(),
+            // An `Option` byte that is neither 0 nor 1, a lifetime variant that does not
+            // exist, and an amount missing.
+            with_tail(&[2, 0]),
+            with_tail(&[1, 3, 0, 0]),
+            with_tail(&[1, 1]),
+            // Users never written: empty, not UTF-8, longer than any user, claiming more
+            // bytes than there are.
+            with_tail(&[0, 1, 0]),
+            with_tail(&[0, 1, 2, 0xff, 0xfe]),
+            with_tail(&[&[0, 1, 251, 0, 1][..], &[b'u'; 256]].concat()),
+            with_tail(&[0, 1, 253, 255, 255, 255, 255, 255, 255, 255, 127]),
+            // A varint marker for a `u128`, where a `u64` goes.
+            [&[FORMAT, 254][..], &[0; 16], &header[2..]].concat(),
+            // The header alone, then values that are not JSON or not an object.
+            header.clone(),
+            [&header[..], b"[1]"].concat(),
+            [&header[..], b"{"].concat(),
+        ];
+        // Another format byte, and every truncation of the header.
+        for format in [0, 2, 255] {
+            let mut other = with_tail(&[0, 0]);
+            other[0] = format;
+            bad.push(other);
+        }
+        for cut in 0..header.len() {
+            bad.push(header[..cut].to_vec());
+        }
+        for payload in bad {
+            let value = seal_payload(&backend, &payload);
+            assert_eq!(
+                backend.read(&value).await.unwrap(),
+                None,
+                "{:?}: {payload:?} opened",
+                backend.mode()
+            );
+        }
     }
 }

@@ -14,7 +14,7 @@ const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef-test-secret";
 async fn cookie_float_drifts_through_a_round_trip() {
     let mut values = Values::new();
     values.insert("f".into(), serde_json::json!(9.844674407470955e19_f64));
-    let now = sessionkit_core::unix_now();
+    let now = sessionkit_core::Clock::system().unix_secs();
     let data = SessionData::from_parts(values, now - 100, now);
     for backend in [
         CookieBackend::signed(SECRET).unwrap(),

@@ -38,9 +38,9 @@ pub mod adapter;
 mod axum;
 mod backend;
 mod changes;
-mod clock;
 #[cfg(feature = "cleanup")]
 pub mod cleanup;
+mod clock;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 mod data;

@@ -157,7 +157,10 @@ impl Inner {
             Some(id) if *id == *value => id,
             _ => Arc::from(value.as_str()),
         };
-        let max_age = self.context.policy().max_age_for(&data, self.context.policy().now());
+        let max_age = self
+            .context
+            .policy()
+            .max_age_for(&data, self.context.policy().now());
         self.adopt_saved(Some(stored), data);
         Ok(Commit::Set { value, max_age })
     }

@@ -170,6 +170,8 @@ mod binary {
     use bincode::enc::{Encode, Encoder};
     use bincode::error::{DecodeError, EncodeError};
     use serde_json::{Number, Value};
+    use std::borrow::Cow;
+    use std::time::Duration;
 
     /// A compact binary serializer on [bincode](https://docs.rs/bincode) 2.
     ///
@@ -192,6 +194,67 @@ mod binary {
         const FORMAT: u8 = 1;
     }
 
+    /// A record as it is stored, in bincode's `standard` layout: the fields in this order,
+    /// integers as varints (one byte below 251), an `Option` as a 0 or 1 byte and then its
+    /// value, an enum as its variant's index and then its fields, a string as its length and
+    /// its UTF-8 bytes. `format` is a plain byte and comes first, so a later format can be told
+    /// from this one by the first byte before anything else is read.
+    ///
+    /// The user is borrowed both ways: from the session when writing, and from the input when
+    /// reading, so a claimed length beyond the bytes left fails before anything is allocated.
+    #[derive(bincode::Encode, bincode::BorrowDecode)]
+    #[bincode(decode_context = "()")]
+    struct Record<'a> {
+        format: u8,
+        /// Unix seconds.
+        created: u64,
+        /// Unix seconds.
+        accessed: u64,
+        lifetime: Option<RecordLifetime>,
+        user: Option<&'a str>,
+        values: Tree<'a>,
+    }
+
+    /// [`Lifetime`] as a record stores it: the inactivity window in whole seconds.
+    #[derive(Clone, Copy, bincode::Encode, bincode::Decode)]
+    enum RecordLifetime {
+        BrowserSession,
+        /// Unix seconds.
+        Until(u64),
+        /// Seconds.
+        Inactivity(u64),
+    }
+
+    impl From<Lifetime> for RecordLifetime {
+        fn from(lifetime: Lifetime) -> Self {
+            match lifetime {
+                Lifetime::BrowserSession => RecordLifetime::BrowserSession,
+                Lifetime::Until(at) => RecordLifetime::Until(at),
+                Lifetime::Inactivity(window) => RecordLifetime::Inactivity(window.as_secs()),
+            }
+        }
+    }
+
+    impl From<RecordLifetime> for Lifetime {
+        fn from(lifetime: RecordLifetime) -> Self {
+            match lifetime {
+                RecordLifetime::BrowserSession => Lifetime::BrowserSession,
+                RecordLifetime::Until(at) => Lifetime::Until(at),
+                RecordLifetime::Inactivity(secs) => Lifetime::Inactivity(Duration::from_secs(secs)),
+            }
+        }
+    }
+
+    /// The session's values: borrowed when writing, owned once read.
+    ///
+    /// Written by hand, not derived. serde_json's `Value` implements serde by asking the
+    /// format what comes next (`deserialize_any`), which only a self-describing format can
+    /// answer, and bincode is not one. A derived recursive enum would decode nesting by
+    /// recursion without any bound, so hostile bytes could overflow the stack. Here a map is
+    /// its length and its entries (key, value); a value is a tag byte and its contents; and
+    /// reading stops with an error at [`MAX_DEPTH`](BincodeSerializer::MAX_DEPTH).
+    struct Tree<'a>(Cow<'a, Values>);
+
     const NULL: u8 = 0;
     const FALSE: u8 = 1;
     const TRUE: u8 = 2;
@@ -202,31 +265,20 @@ mod binary {
     const ARRAY: u8 = 7;
     const OBJECT: u8 = 8;
 
-    struct RecordRef<'a>(&'a SessionData);
     struct ValueRef<'a>(&'a Value);
     struct MapRef<'a>(&'a Values);
 
-    impl Encode for RecordRef<'_> {
+    impl Encode for Tree<'_> {
         fn encode<E: Encoder>(&self, e: &mut E) -> Result<(), EncodeError> {
-            BincodeSerializer::FORMAT.encode(e)?;
-            self.0.created_unix().encode(e)?;
-            self.0.last_access_unix().encode(e)?;
-            let (tag, value) = match self.0.lifetime() {
-                None => (0u8, 0u64),
-                Some(Lifetime::BrowserSession) => (1, 0),
-                Some(Lifetime::Until(at)) => (2, at),
-                Some(Lifetime::Inactivity(d)) => (3, d.as_secs()),
-            };
-            tag.encode(e)?;
-            value.encode(e)?;
-            match self.0.user() {
-                None => 0u8.encode(e)?,
-                Some(user) => {
-                    1u8.encode(e)?;
-                    user.encode(e)?;
-                }
-            }
-            MapRef(self.0.values()).encode(e)
+            MapRef(&self.0).encode(e)
+        }
+    }
+
+    impl<'de> BorrowDecode<'de, ()> for Tree<'_> {
+        fn borrow_decode<D: BorrowDecoder<'de, Context = ()>>(
+            d: &mut D,
+        ) -> Result<Self, DecodeError> {
+            decode_map(d, 0).map(|values| Tree(Cow::Owned(values)))
         }
     }
 
@@ -345,7 +397,15 @@ mod binary {
     impl Serializer for BincodeSerializer {
         fn serialize(&self, data: &SessionData) -> Result<Vec<u8>, Error> {
             super::check_depth(data.values(), BincodeSerializer::MAX_DEPTH - 1)?;
-            let bytes = bincode::encode_to_vec(RecordRef(data), config()).map_err(Error::encode)?;
+            let record = Record {
+                format: BincodeSerializer::FORMAT,
+                created: data.created_unix(),
+                accessed: data.last_access_unix(),
+                lifetime: data.lifetime().map(RecordLifetime::from),
+                user: data.user(),
+                values: Tree(Cow::Borrowed(data.values())),
+            };
+            let bytes = bincode::encode_to_vec(record, config()).map_err(Error::encode)?;
             if bytes.len() > LIMIT {
                 return Err(Error::encode(format!(
                     "the record is {} bytes, over the {LIMIT}-byte limit it could be read \
@@ -357,38 +417,24 @@ mod binary {
         }
 
         fn deserialize(&self, bytes: &[u8]) -> Result<SessionData, Error> {
-            let mut decoder = bincode::de::DecoderImpl::new(
-                bincode::de::read::SliceReader::new(bytes),
-                config(),
-                (),
-            );
-            let d = &mut decoder;
-            let format = u8::decode(d).map_err(Error::decode)?;
-            if format != BincodeSerializer::FORMAT {
-                return Err(Error::decode(format!(
-                    "unknown bincode record format {format}"
-                )));
+            match bytes.first() {
+                Some(&BincodeSerializer::FORMAT) => {}
+                Some(format) => {
+                    return Err(Error::decode(format!(
+                        "unknown bincode record format {format}"
+                    )));
+                }
+                None => return Err(Error::decode("an empty bincode record")),
             }
-            let created = u64::decode(d).map_err(Error::decode)?;
-            let accessed = u64::decode(d).map_err(Error::decode)?;
-            let tag = u8::decode(d).map_err(Error::decode)?;
-            let value = u64::decode(d).map_err(Error::decode)?;
-            let lifetime = match tag {
-                0 => None,
-                1 => Some(Lifetime::BrowserSession),
-                2 => Some(Lifetime::Until(value)),
-                3 => Some(Lifetime::Inactivity(std::time::Duration::from_secs(value))),
-                _ => return Err(Error::decode("unknown session lifetime tag")),
-            };
-            let user = match u8::decode(d).map_err(Error::decode)? {
-                0 => None,
-                1 => Some(decode_string(d).map_err(Error::decode)?),
-                _ => return Err(Error::decode("unknown session user tag")),
-            };
-            let values = decode_map(d, 0).map_err(Error::decode)?;
-            let mut data = SessionData::from_parts(values, created, accessed);
-            data.set_lifetime(lifetime);
-            data.set_user(user.map(Into::into));
+            let (record, _): (Record<'_>, usize) =
+                bincode::borrow_decode_from_slice(bytes, config()).map_err(Error::decode)?;
+            let mut data = SessionData::from_parts(
+                record.values.0.into_owned(),
+                record.created,
+                record.accessed,
+            );
+            data.set_lifetime(record.lifetime.map(Lifetime::from));
+            data.set_user(record.user.map(Into::into));
             Ok(data)
         }
     }
@@ -428,6 +474,7 @@ mod tests {
 
     /// Every serializer in this crate, with the deepest value it must take.
     fn serializers() -> Vec<(&'static str, Box<dyn Serializer>, usize)> {
+        #[cfg_attr(not(feature = "bincode"), allow(unused_mut))]
         let mut all: Vec<(&'static str, Box<dyn Serializer>, usize)> =
             vec![("json", Box::new(JsonSerializer), JsonSerializer::MAX_DEPTH)];
         #[cfg(feature = "bincode")]
@@ -516,8 +563,9 @@ mod tests {
     #[cfg(feature = "bincode")]
     #[test]
     fn bincode_records_name_their_format_and_others_are_refused() {
-        // Format 1: the format, created, accessed, lifetime tag and value, user tag, then the
-        // values (one entry: key "n", a string "x").
+        // Format 1: the format byte; created 1 and accessed 2 (varints); the lifetime, `Some`
+        // (1) of variant 0, a browser session; no user (0); then the values: one entry, key
+        // "n" (length 1), a string (tag 6) "x".
         let record = [1u8, 1, 2, 1, 0, 0, 1, 1, b'n', STRING_TAG_FOR_TEST, 1, b'x'];
         let mut values = Values::new();
         values.insert("n".into(), "x".into());
@@ -526,9 +574,36 @@ mod tests {
         assert_eq!(read.lifetime(), Some(Lifetime::BrowserSession));
         assert_eq!(read.user(), None);
         assert_eq!(BincodeSerializer.serialize(&read).unwrap(), record);
-        let mut other = record;
-        other[0] = 2;
-        assert!(BincodeSerializer.deserialize(&other).is_err());
+        // Each lifetime and a user, byte for byte: `Some`, the variant, its number.
+        let mut data = SessionData::from_parts(Values::new(), 1, 2);
+        for (lifetime, bytes) in [
+            (None, &[0u8][..]),
+            (Some(Lifetime::BrowserSession), &[1, 0]),
+            (Some(Lifetime::Until(300)), &[1, 1, 251, 44, 1]),
+            (
+                Some(Lifetime::Inactivity(std::time::Duration::from_secs(60))),
+                &[1, 2, 60],
+            ),
+        ] {
+            data.set_lifetime(lifetime);
+            data.set_user(Some("ab".into()));
+            let mut expected = vec![1u8, 1, 2];
+            expected.extend_from_slice(bytes);
+            expected.extend_from_slice(&[1, 2, b'a', b'b', 0]);
+            assert_eq!(BincodeSerializer.serialize(&data).unwrap(), expected);
+            assert_eq!(BincodeSerializer.deserialize(&expected).unwrap(), data);
+        }
+        for format in [0, 2, 255] {
+            let mut other = record;
+            other[0] = format;
+            assert!(matches!(
+                BincodeSerializer.deserialize(&other),
+                Err(Error::Serialization {
+                    action: "decoded",
+                    ..
+                })
+            ));
+        }
     }
 
     #[test]
@@ -581,30 +656,81 @@ mod tests {
     #[cfg(feature = "bincode")]
     #[test]
     fn bincode_rejects_garbage_truncation_and_deep_nesting() {
+        let refused = |bytes: &[u8]| {
+            matches!(
+                BincodeSerializer.deserialize(bytes),
+                Err(Error::Serialization {
+                    action: "decoded",
+                    ..
+                })
+            )
+        };
         let bytes = BincodeSerializer.serialize(&sample()).unwrap();
         for cut in 0..bytes.len() {
-            assert!(
-                BincodeSerializer.deserialize(&bytes[..cut]).is_err(),
-                "cut at {cut}"
-            );
+            assert!(refused(&bytes[..cut]), "cut at {cut}");
         }
-        assert!(BincodeSerializer.deserialize(&[9, 9, 9]).is_err());
+        assert!(refused(&[9, 9, 9]));
+        // Bad tags in the envelope: an `Option` byte that is neither 0 nor 1, a lifetime
+        // variant that does not exist, a user that is not UTF-8, an unknown value tag.
+        assert!(refused(&[1, 0, 0, 2, 0, 0, 0]));
+        assert!(refused(&[1, 0, 0, 1, 3, 0, 0, 0]));
+        assert!(refused(&[1, 0, 0, 0, 1, 1, 0xff, 0]));
+        assert!(refused(&with_value(&[9])));
+        // The same envelope holding a value that is well formed reads: what follows fails
+        // on the value alone.
+        assert!(
+            BincodeSerializer
+                .deserialize(&with_value(&[NULL_TAG_FOR_TEST]))
+                .is_ok()
+        );
         // Bytes nesting deeper than the limit (as a record of another writer could) are an
-        // error, not a stack overflow: the record's values hold one array 200 deep.
-        let mut deep = vec![1u8, 0, 0, 1, 0];
-        deep.extend(std::iter::repeat_n([ARRAY_TAG_FOR_TEST, 1], 200).flatten());
-        deep.push(0);
-        assert!(BincodeSerializer.deserialize(&deep).is_err());
-        // A huge claimed length must fail on the missing bytes, not allocate.
-        let mut lying = vec![1u8, 0, 0, 1, 0, ARRAY_TAG_FOR_TEST];
-        lying.extend_from_slice(&[251, 255, 255, 255, 255, 255, 255, 255, 127]);
-        assert!(BincodeSerializer.deserialize(&lying).is_err());
+        // error, not a stack overflow: the record's value holds arrays 200 deep. The limit
+        // itself still reads.
+        let arrays = |depth: usize| {
+            let mut value: Vec<u8> = std::iter::repeat_n([ARRAY_TAG_FOR_TEST, 1], depth)
+                .flatten()
+                .collect();
+            value.push(NULL_TAG_FOR_TEST);
+            with_value(&value)
+        };
+        assert!(
+            BincodeSerializer
+                .deserialize(&arrays(BincodeSerializer::MAX_DEPTH - 1))
+                .is_ok()
+        );
+        assert!(refused(&arrays(BincodeSerializer::MAX_DEPTH)));
+        assert!(refused(&arrays(200)));
+        assert!(refused(&arrays(100_000)));
+        // A huge claimed length must fail on the missing bytes, not allocate: of an array, a
+        // string, a map, and the user.
+        let huge = [253u8, 255, 255, 255, 255, 255, 255, 255, 127];
+        for tag in [ARRAY_TAG_FOR_TEST, STRING_TAG_FOR_TEST, OBJECT_TAG_FOR_TEST] {
+            let mut value = vec![tag];
+            value.extend_from_slice(&huge);
+            assert!(refused(&with_value(&value)));
+        }
+        let mut user = vec![1u8, 0, 0, 0, 1];
+        user.extend_from_slice(&huge);
+        assert!(refused(&user));
+    }
+
+    /// A format 1 record (created and accessed 0, no lifetime, no user) whose one value, under
+    /// the key "v", is `value`'s bytes.
+    #[cfg(feature = "bincode")]
+    fn with_value(value: &[u8]) -> Vec<u8> {
+        let mut record = vec![1u8, 0, 0, 0, 0, 1, 1, b'v'];
+        record.extend_from_slice(value);
+        record
     }
 
     #[cfg(feature = "bincode")]
-    const ARRAY_TAG_FOR_TEST: u8 = 7;
+    const NULL_TAG_FOR_TEST: u8 = 0;
     #[cfg(feature = "bincode")]
     const STRING_TAG_FOR_TEST: u8 = 6;
+    #[cfg(feature = "bincode")]
+    const ARRAY_TAG_FOR_TEST: u8 = 7;
+    #[cfg(feature = "bincode")]
+    const OBJECT_TAG_FOR_TEST: u8 = 8;
 }
 
 #[cfg(all(test, feature = "bincode"))]

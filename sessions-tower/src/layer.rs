@@ -159,7 +159,7 @@ impl<B: SessionBackend> SessionLayer<B> {
         if let Some(cookie) = (&mut backend as &mut dyn std::any::Any)
             .downcast_mut::<sessionkit_cookie::CookieBackend>()
         {
-            cookie.bind_to_layer(&config.cookie_name, config.absolute);
+            cookie.bind_to_layer(&config.cookie_name, config.absolute, &config.clock);
         }
         SessionLayer {
             state: Arc::new(LayerState { backend, config }),

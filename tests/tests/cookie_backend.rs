@@ -2,13 +2,11 @@
 
 mod common;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::{CapturedEvents, Server, app, browser, plain, send};
 use reqwest::StatusCode;
 use sessionkit_cookie::{CookieBackend, Mode};
 use sessionkit_core::{SessionBackend, SessionData};
-use sessionkit_tower::SessionLayer;
+use sessionkit_tower::{Clock, SessionLayer};
 use std::time::Duration;
 
 const KEY1: &[u8] = b"first secret key of the cookie tests, long enough";
@@ -244,8 +242,10 @@ async fn cookie_size_limit_is_exact_and_refusal_is_a_clear_500() {
 
 #[tokio::test]
 async fn browser_session_cookies_keep_working_across_a_pause() {
+    let clock = Clock::manual_from_now();
     let layer = SessionLayer::builder(backend(Mode::Signed, KEY1))
         .with_max_age(Duration::ZERO)
+        .with_clock(clock.clone())
         .build()
         .unwrap();
     let server = Server::start(app(layer)).await;
@@ -260,25 +260,27 @@ async fn browser_session_cookies_keep_working_across_a_pause() {
     );
 
     // The server-side deadline is bounded, not infinite as a zero max age could suggest: the
-    // cookie backend's default lifetime for writes without a TTL (14 days after each write,
-    // never past its 30-day absolute limit). Read it from the signed payload.
-    // The payload starts with the issue time and the deadline, big-endian Unix milliseconds.
-    let body = cookie.value.split('.').nth(1).expect("sealed value");
-    let payload = URL_SAFE_NO_PAD.decode(body).expect("base64url payload");
-    let millis = |at: usize| u64::from_be_bytes(payload[at..at + 8].try_into().expect("8 bytes"));
-    let lifetime_ms = millis(8) - millis(0);
-    assert_eq!(lifetime_ms, 14 * 24 * 60 * 60 * 1000);
-
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    // cookie backend's default lifetime for writes without a TTL, 14 days after each write.
+    let day = Duration::from_secs(24 * 60 * 60);
+    clock.advance(14 * day - Duration::from_secs(60));
+    let later = send(&client, &server.url("/count"), Some(&cookie.pair())).await;
+    later.assert_ok("2");
+    clock.advance(Duration::from_secs(120));
+    // The first value is past its 14 days; the one the last write sealed is not.
     send(&client, &server.url("/count"), Some(&cookie.pair()))
         .await
-        .assert_ok("2");
+        .assert_ok("1");
+    send(&client, &server.url("/count"), Some(&later.cookie().pair()))
+        .await
+        .assert_ok("3");
 }
 
 #[tokio::test]
 async fn max_age_bounds_a_copied_cookie_on_the_server() {
+    let clock = Clock::manual_from_now();
     let layer = SessionLayer::builder(backend(Mode::Private, KEY1))
         .with_max_age(Duration::from_secs(1))
+        .with_clock(clock.clone())
         .build()
         .unwrap();
     let server = Server::start(app(layer)).await;
@@ -290,7 +292,7 @@ async fn max_age_bounds_a_copied_cookie_on_the_server() {
     send(&client, &server.url("/get"), Some(&copied))
         .await
         .assert_ok("1");
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    clock.advance(Duration::from_millis(1200));
     // The browser would have dropped it; a client that keeps sending it gets nothing.
     send(&client, &server.url("/get"), Some(&copied))
         .await
