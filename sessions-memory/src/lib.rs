@@ -42,8 +42,8 @@
 mod store;
 
 use sessionkit_core::{
-    Changes, Clock, DeviceId, Error, IdGenerator, Revision, SessionBackend, SessionData, UserSession,
-    async_trait,
+    Changes, Clock, DeviceId, Error, IdGenerator, Revision, SessionBackend, SessionData,
+    UserSession, async_trait,
 };
 use std::fmt;
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -538,7 +538,9 @@ mod tests {
     #[tokio::test]
     async fn the_user_index_follows_evictions_expiry_and_removals() {
         let clock = Clock::manual_from_now();
-        let backend = InMemoryBackend::new().with_max_sessions(10).with_clock(clock.clone());
+        let backend = InMemoryBackend::new()
+            .with_max_sessions(10)
+            .with_clock(clock.clone());
         let bound = |n: u64| {
             let mut data = data(n);
             data.set_user(Some(format!("user-{}", n % 20).into()));
@@ -596,7 +598,9 @@ mod tests {
     #[tokio::test]
     async fn full_store_purges_expired_before_evicting_live_records() {
         let clock = Clock::manual_from_now();
-        let backend = InMemoryBackend::new().with_max_sessions(2).with_clock(clock.clone());
+        let backend = InMemoryBackend::new()
+            .with_max_sessions(2)
+            .with_clock(clock.clone());
         let short = Some(Duration::from_millis(30));
         backend.create(&data(1), short).await.unwrap();
         let live = backend.create(&data(2), None).await.unwrap();

@@ -245,8 +245,8 @@ use driver::{Driver, Failure, Statements};
 use sessionkit_core::serializer::JsonSerializer;
 use sessionkit_core::store::{self, Decoded};
 use sessionkit_core::{
-    Changes, Clock, DeviceId, Error, IdGenerator, MAX_USER_LEN, Revision, Serializer, SessionBackend,
-    SessionData, UserSession, async_trait,
+    Changes, Clock, DeviceId, Error, IdGenerator, MAX_USER_LEN, Revision, Serializer,
+    SessionBackend, SessionData, UserSession, async_trait,
 };
 
 /// How a read treats a row the serializer cannot decode (re-exported from `sessionkit-core`).
@@ -575,7 +575,6 @@ fn user_of(data: &SessionData) -> Result<Option<&str>, Error> {
         user => Ok(user),
     }
 }
-
 
 /// How many times a save re-applies its changes after another save came in between.
 const APPLY_ATTEMPTS: usize = 16;

@@ -383,8 +383,9 @@ impl<S: Serializer> FileBackend<S> {
     fn encode(&self, data: &SessionData, ttl: Option<Duration>) -> Result<Vec<u8>, Error> {
         let deadline = match ttl {
             Some(ttl) => {
-                let at =
-                    Clock::system().unix_millis().saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
+                let at = Clock::system()
+                    .unix_millis()
+                    .saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
                 at.to_string()
             }
             None => "never".to_owned(),
@@ -490,7 +491,11 @@ fn parse_header(line: &[u8]) -> Option<Deadline> {
         return Some(Live);
     }
     let at: u64 = rest.parse().ok()?;
-    Some(if at > Clock::system().unix_millis() { Live } else { Expired })
+    Some(if at > Clock::system().unix_millis() {
+        Live
+    } else {
+        Expired
+    })
 }
 
 /// The deadline of the record at `path`, reading its first line only. `Ok(None)`: not a
