@@ -141,8 +141,14 @@ async fn sqlite_autoload_emptied_session_and_unknown_ids() {
 #[tokio::test]
 async fn sqlite_rows_expire_with_max_age_and_are_cleaned_up() {
     let db = TempDb::new();
-    let backend = sqlite(&db).await;
+    let clock = sessionkit_core::Clock::manual_from_now();
+    let backend = SqliteBackend::builder_from_url(&db.url())
+        .with_clock(clock.clone())
+        .build()
+        .expect("a SQLite URL");
+    backend.migrate().await.expect("migrate");
     let layer = SessionLayer::builder(backend.clone())
+        .with_clock(clock.clone())
         .with_max_age(Duration::from_secs(1))
         .build()
         .unwrap();
@@ -152,7 +158,7 @@ async fn sqlite_rows_expire_with_max_age_and_are_cleaned_up() {
         .await
         .cookie()
         .pair();
-    tokio::time::sleep(Duration::from_millis(1300)).await;
+    clock.advance(Duration::from_millis(1300));
     // Expired: reads as a fresh session even though the row is still there.
     send(&client, &server.url("/get"), Some(&cookie))
         .await
