@@ -47,7 +47,7 @@ use sessionkit_core::{
 };
 use std::fmt;
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 use store::{Record, Store};
 
 /// Sessions kept in this process's memory. See the [crate docs](crate).
@@ -76,17 +76,16 @@ impl Default for Inner {
 }
 
 impl Inner {
-    /// The time now, in milliseconds since the Unix epoch: records expire by it.
-    fn now(&self) -> u64 {
-        self.clock.unix_millis()
+    /// The time now: records expire by it.
+    fn now(&self) -> SystemTime {
+        self.clock.now()
     }
 }
 
 /// When a record written at `now` with `ttl` expires; a TTL too large to represent is as
 /// good as none.
-fn expiry(now: u64, ttl: Option<Duration>) -> Option<u64> {
-    let ttl = u64::try_from(ttl?.as_millis()).ok()?;
-    now.checked_add(ttl)
+fn expiry(now: SystemTime, ttl: Option<Duration>) -> Option<SystemTime> {
+    now.checked_add(ttl?)
 }
 
 /// How many sessions [`InMemoryBackend::new`] keeps at most.

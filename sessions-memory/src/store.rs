@@ -6,6 +6,7 @@ use super::Inner;
 use sessionkit_core::{Error, SessionData};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 /// Keys are ids this store minted itself (random, 192 bits), and client-chosen values are only
 /// ever looked up, never inserted, so no client can steer keys into collisions: a fast keyed
@@ -76,7 +77,7 @@ pub(crate) fn unindex(users: &mut Users, id: &str, data: &SessionData) {
 
 pub(crate) struct Record {
     pub(crate) data: SessionData,
-    pub(crate) expires: Option<u64>,
+    pub(crate) expires: Option<SystemTime>,
     /// The write's sequence number: the read's revision, so a save knows whether the record
     /// changed since.
     pub(crate) seq: u64,
@@ -89,7 +90,7 @@ pub(crate) struct Record {
 }
 
 impl Record {
-    pub(crate) fn live(&self, now: u64) -> bool {
+    pub(crate) fn live(&self, now: SystemTime) -> bool {
         self.expires.is_none_or(|at| at > now)
     }
 }
@@ -109,7 +110,7 @@ impl Store {
         Some(record)
     }
 
-    pub(crate) fn sweep(&mut self, now: u64) -> usize {
+    pub(crate) fn sweep(&mut self, now: SystemTime) -> usize {
         let before = self.records.len();
         let Store { records, users, .. } = self;
         records.retain(|id, record| {
@@ -141,7 +142,7 @@ impl Store {
 
     /// Put a new record under `id`. A record of a session that was saved before (a new id
     /// for it: its last access is past its creation) counts as come back.
-    pub(crate) fn create(&mut self, id: Arc<str>, data: SessionData, expires: Option<u64>) {
+    pub(crate) fn create(&mut self, id: Arc<str>, data: SessionData, expires: Option<SystemTime>) {
         let (born, seq) = (self.next_born, self.next_seq);
         self.next_born += 1;
         self.next_seq += 1;
@@ -179,8 +180,8 @@ impl Store {
     pub(crate) fn update(
         &mut self,
         id: &str,
-        now: u64,
-        expires: Option<u64>,
+        now: SystemTime,
+        expires: Option<SystemTime>,
         f: impl FnOnce(&SessionData, u64) -> Option<SessionData>,
     ) -> Result<Option<SessionData>, Error> {
         let seq = self.next_seq;
@@ -214,7 +215,7 @@ impl Store {
     /// queued in `returned`), and purge the record of the entry under the cursor when it
     /// expired (its entry is dropped when it reaches the front). Live entries stay in place,
     /// so `fresh` keeps its oldest-first order for eviction.
-    pub(crate) fn step_fresh(&mut self, now: u64) {
+    pub(crate) fn step_fresh(&mut self, now: SystemTime) {
         while let Some((id, born)) = self.fresh.front() {
             let stale = self
                 .records
@@ -246,7 +247,7 @@ impl Store {
     /// Upkeep at the front of `returned`: drop the entry when stale, purge its record when
     /// expired, else move it to the back, so every returned record is looked at in turn
     /// (their deadlines move with each write, so no order here follows them).
-    pub(crate) fn step_returned(&mut self, now: u64) {
+    pub(crate) fn step_returned(&mut self, now: SystemTime) {
         let Some(entry) = self.returned.pop_front() else {
             return;
         };
@@ -286,7 +287,7 @@ impl Store {
     /// Upkeep before a create: a few entries checked for expiry, and room made when the
     /// store is full. Bounded work per create (stale entries popped here were each pushed
     /// once), never a scan of the store.
-    pub(crate) fn make_room(&mut self, inner: &Inner, now: u64) {
+    pub(crate) fn make_room(&mut self, inner: &Inner, now: SystemTime) {
         for _ in 0..UPKEEP_STEPS {
             self.step_fresh(now);
             self.step_returned(now);
