@@ -3,6 +3,24 @@ use async_trait::async_trait;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// How long a backend keeps the marker of a session that ended or moved to a new id (see
+/// [`Lookup::Ended`]): requests sent with the old cookie before the client got the logout or
+/// login answer arrive within it.
+pub const ENDED_GRACE: Duration = Duration::from_secs(60);
+
+/// What [`SessionBackend::lookup`] found under an id.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Lookup {
+    /// A live session.
+    Live(SessionData),
+    /// The session ended (a logout, a login that moved it to a new id, an emptied session)
+    /// less than [`ENDED_GRACE`] ago: a request that overlapped that change.
+    Ended,
+    /// Nothing: never stored, expired, ended long ago, or not authentic.
+    Missing,
+}
+
 /// Where sessions are stored: implement this to add a storage backend.
 ///
 /// Four storage verbs are required: [`read`](SessionBackend::read) a record,
@@ -44,6 +62,13 @@ use std::time::Duration;
 ///   set by the caller; a backend stores it as given (an `apply` keeps the stored creation
 ///   time).
 /// - **Remove.** Removing a missing record is not an error.
+/// - **End markers.** A backend may leave a marker where a session ended (`remove`, or an
+///   `apply` that emptied it) for [`ENDED_GRACE`], and answer [`Lookup::Ended`] for it from
+///   [`lookup`](SessionBackend::lookup): the session layer then tells a request that
+///   overlapped the logout or login from one that carries a long-dead cookie, and leaves the
+///   first one's cookie alone. A marker reads as missing everywhere else (`read`, `apply`,
+///   listings). Without markers (the default `lookup`), overlapping requests of a logout are
+///   answered as requests with a dead cookie: their cookie is expired.
 /// - **Users.** A backend that keeps an index of sessions by user (for "log out
 ///   everywhere") adds a session to it when a write binds it
 ///   ([`SessionData::user`]), and implements
@@ -114,6 +139,17 @@ pub trait SessionBackend: Send + Sync + 'static {
     /// The record stored under `id`: `Ok(None)` when it is missing, expired, not authentic
     /// or (outside a strict mode) no longer decodes.
     async fn read(&self, id: &str) -> Result<Option<SessionData>, Error>;
+
+    /// [`read`](SessionBackend::read) `id`, telling a session that ended moments ago
+    /// ([`Lookup::Ended`]: the backend keeps a marker for [`ENDED_GRACE`]) from one that is
+    /// missing. The session layer loads sessions through it; the default, for a backend that
+    /// keeps no markers, answers [`Lookup::Live`] or [`Lookup::Missing`] from `read`.
+    async fn lookup(&self, id: &str) -> Result<Lookup, Error> {
+        Ok(match self.read(id).await? {
+            Some(data) => Lookup::Live(data),
+            None => Lookup::Missing,
+        })
+    }
 
     /// Store `data` under a fresh id, never over an existing record, and return the value
     /// the client must send back (the id, for a server-side store). `ttl` is how long the
@@ -238,6 +274,9 @@ async fn bound_record<B: SessionBackend + ?Sized>(
 impl<B: SessionBackend + ?Sized> SessionBackend for Arc<B> {
     async fn read(&self, id: &str) -> Result<Option<SessionData>, Error> {
         (**self).read(id).await
+    }
+    async fn lookup(&self, id: &str) -> Result<Lookup, Error> {
+        (**self).lookup(id).await
     }
     async fn create(&self, data: &SessionData, ttl: Option<Duration>) -> Result<String, Error> {
         (**self).create(data, ttl).await

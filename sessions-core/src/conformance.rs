@@ -194,6 +194,15 @@ cases! {
     UserExpiredSessionsPruned => user_expired_sessions_pruned,
     /// Saves racing a revocation do not bring the revoked session back.
     UserRevokeRacingSavesStaysRevoked => user_revoke_racing_saves_stays_revoked,
+    /// A removed session looks up as [`Lookup::Ended`](crate::Lookup::Ended) (a marker for
+    /// [`ENDED_GRACE`](crate::ENDED_GRACE)), and reads as missing; an id never stored looks
+    /// up as missing.
+    EndedMarkerAfterRemove => ended_marker_after_remove,
+    /// A save that empties a session leaves the same marker.
+    EndedMarkerAfterEmptyingSave => ended_marker_after_emptying_save,
+    /// A marker is no session: a save to it is `SessionGone` and brings nothing back, and a
+    /// listing of the user's sessions does not name it.
+    EndedMarkerIsNoSession => ended_marker_is_no_session,
 }
 
 impl fmt::Display for Case {
@@ -704,6 +713,80 @@ async fn apply_after_remove_is_gone<H: Harness>(h: &H) {
         matches!(b.read(&id).await, Ok(None)),
         "the removed session came back"
     );
+}
+
+/// What `lookup` answers for `id`, as a word for assertions.
+async fn looked_up<B: SessionBackend>(backend: &B, id: &str) -> &'static str {
+    match backend.lookup(id).await {
+        Ok(crate::Lookup::Live(_)) => "live",
+        Ok(crate::Lookup::Ended) => "ended",
+        Ok(crate::Lookup::Missing) => "missing",
+        Err(e) => panic!("lookup failed: {e}"),
+    }
+}
+
+/// Fail `case` unless `backend` answered [`Lookup::Ended`](crate::Lookup::Ended) for `id`.
+async fn assert_marked<B: SessionBackend>(backend: &B, id: &str, case: Case) {
+    match looked_up(backend, id).await {
+        "ended" => {}
+        "missing" => unsupported(
+            case,
+            "the backend leaves no marker where a session ended (its `lookup` answers \
+             `Missing`); the session layer then expires the cookie of requests that \
+             overlapped a logout or a login",
+        ),
+        other => panic!("a session that just ended looks up as {other}"),
+    }
+}
+
+async fn ended_marker_after_remove<H: Harness>(h: &H) {
+    let b = h.backend().await;
+    assert_eq!(looked_up(&b, &b.generate_id()).await, "missing");
+    let id = create(&b, &record(json!({"v": 1})), HOUR).await;
+    assert_eq!(looked_up(&b, &id).await, "live");
+    b.remove(&id).await.expect("remove failed");
+    assert_marked(&b, &id, Case::EndedMarkerAfterRemove).await;
+    assert!(
+        matches!(b.read(&id).await, Ok(None)),
+        "a marker reads as a record"
+    );
+}
+
+async fn ended_marker_after_emptying_save<H: Harness>(h: &H) {
+    let b = h.backend().await;
+    let (id, loaded, _) = loaded_twice(&b, json!({"a": 1})).await;
+    let mut clearing = Changes::default();
+    clearing.clear();
+    match save(&b, &id, &loaded, &clearing).await {
+        Ok(None) => {}
+        other => panic!("a save that empties the session must remove it, got {other:?}"),
+    }
+    assert_marked(&b, &id, Case::EndedMarkerAfterEmptyingSave).await;
+}
+
+async fn ended_marker_is_no_session<H: Harness>(h: &H) {
+    let b = h.backend().await;
+    let user = fresh_user();
+    let (id, loaded, _) = loaded_twice(&b, json!({"a": 1})).await;
+    b.remove(&id).await.expect("remove failed");
+    assert_marked(&b, &id, Case::EndedMarkerIsNoSession).await;
+    match save(&b, &id, &loaded, &setting("b", json!(2))).await {
+        Err(Error::SessionGone) => {}
+        other => panic!("a save to an ended session must be SessionGone, got {other:?}"),
+    }
+    assert!(
+        matches!(b.read(&id).await, Ok(None)),
+        "the ended session came back"
+    );
+    assert_marked(&b, &id, Case::EndedMarkerIsNoSession).await;
+    // A bound session that ended is not listed, where the backend lists.
+    let bound_id = create(&b, &bound(json!({"v": 1}), &user), HOUR).await;
+    b.remove(&bound_id).await.expect("remove failed");
+    match b.user_sessions(&user).await {
+        Ok(sessions) => assert!(sessions.is_empty(), "an ended session was listed"),
+        Err(Error::Unsupported(_)) => {}
+        Err(e) => panic!("listing failed: {e}"),
+    }
 }
 
 async fn apply_clear_clears_the_stored_record<H: Harness>(h: &H) {
@@ -1371,6 +1454,9 @@ macro_rules! conformance_tests {
         __conformance_case!(conformance_user_rebinding_moves_the_session, UserRebindingMovesTheSession);
         __conformance_case!(conformance_user_expired_sessions_pruned, UserExpiredSessionsPruned);
         __conformance_case!(conformance_user_revoke_racing_saves_stays_revoked, UserRevokeRacingSavesStaysRevoked);
+        __conformance_case!(conformance_ended_marker_after_remove, EndedMarkerAfterRemove);
+        __conformance_case!(conformance_ended_marker_after_emptying_save, EndedMarkerAfterEmptyingSave);
+        __conformance_case!(conformance_ended_marker_is_no_session, EndedMarkerIsNoSession);
     };
 }
 

@@ -99,6 +99,12 @@ impl Inner {
         if state.unsaved {
             return Some(Commit::Unchanged);
         }
+        if state.overlapped_end {
+            if state.changed || state.regenerate {
+                overlapped_changes_dropped();
+            }
+            return Some(Commit::Unchanged);
+        }
         if state.changed || state.stale.is_some() {
             return None;
         }
@@ -144,11 +150,15 @@ impl Inner {
         let value = match written {
             Ok(value) => value,
             Err(Error::SessionGone) if updated.is_some() => {
-                // Removed meanwhile (a logout in a parallel request): not written back.
+                // Ended or moved meanwhile by a parallel request (a logout, a login): not
+                // written back, and the cookie is that request's to change.
                 let mut state = self.state();
+                if state.changed {
+                    overlapped_changes_dropped();
+                }
                 state.record = None;
                 state.changed = false;
-                return Ok(Commit::Expire);
+                return Ok(Commit::Unchanged);
             }
             Err(error) => return Err(error),
         };
@@ -197,9 +207,14 @@ impl Inner {
         if data.is_empty() {
             // Emptied and moved: nothing to move, the session ends.
             return match backend.apply(id, &emptied, &clear, ttl).await {
-                Ok(_) | Err(Error::SessionGone) => {
+                Ok(_) => {
                     self.adopt_saved(None, SessionData::default());
                     Ok(Commit::Expire)
+                }
+                Err(Error::SessionGone) => {
+                    // Another request ended or moved it first: its answer sets the cookie.
+                    self.adopt_saved(None, SessionData::default());
+                    Ok(Commit::Unchanged)
                 }
                 Err(error) => Err(error),
             };
@@ -209,13 +224,25 @@ impl Inner {
         match backend.apply(id, &emptied, &clear, ttl).await {
             Ok(_) => self.written(None, data, Ok(value)),
             Err(Error::SessionGone) => {
+                // Another request ended or moved it first (a logout, a revocation, another
+                // login): the move is undone, and that request's answer sets the cookie.
                 backend.remove(&value).await?;
+                overlapped_changes_dropped();
                 self.adopt_saved(None, SessionData::default());
-                Ok(Commit::Expire)
+                Ok(Commit::Unchanged)
             }
             Err(error) => Err(error),
         }
     }
+}
+
+/// The `tracing` event of a request whose changes are not saved because another request
+/// ended or moved its session while it ran. The session's id stays out of it.
+fn overlapped_changes_dropped() {
+    tracing::info!(
+        "session changes dropped: another request ended the session or moved it to a new id \
+         (a logout or a login) while this one ran; they are not carried into what it became"
+    );
 }
 
 #[cfg(test)]
@@ -394,7 +421,8 @@ mod tests {
             logout.commit().await.unwrap();
             login.regenerate_id().unwrap();
             login.insert("user", "ada").unwrap();
-            assert_eq!(login.commit().await.unwrap(), Commit::Expire);
+            // The logout's answer expires the cookie; this one leaves it to that answer.
+            assert_eq!(login.commit().await.unwrap(), Commit::Unchanged);
             assert!(
                 store.0.lock().unwrap().is_empty(),
                 "resurrected under a new id"
@@ -565,7 +593,7 @@ mod tests {
             session.load().await.unwrap();
             session.regenerate_id().unwrap();
             session.set_user("ada").unwrap();
-            assert!(matches!(session.commit().await, Ok(Commit::Expire)));
+            assert!(matches!(session.commit().await, Ok(Commit::Unchanged)));
             assert!(
                 store.0.lock().unwrap().is_empty(),
                 "the session lived on under its new id"

@@ -3,7 +3,8 @@
 
 use crate::adapter::Context;
 use crate::{
-    Changes, DeviceId, Error, Lifetime, MAX_USER_LEN, SessionData, SessionId, UserSession, Values,
+    Changes, DeviceId, Error, Lifetime, Lookup, MAX_USER_LEN, SessionData, SessionId, UserSession,
+    Values,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -101,6 +102,9 @@ pub(crate) struct State {
     pub(crate) stale: Option<Arc<str>>,
     /// The store failed and the policy is to fail open: never save this session.
     pub(crate) unsaved: bool,
+    /// Another request ended or moved the session this request's cookie named while this
+    /// one ran: nothing this request does is saved, and its answer leaves the cookie alone.
+    pub(crate) overlapped_end: bool,
     /// The session was saved (or discarded) with its response: no more changes.
     pub(crate) committed: bool,
 }
@@ -142,9 +146,9 @@ impl LazySession {
                 // An empty value stands for a cookie the layer found unusable: a fresh
                 // session, no backend call.
                 Some(cookie) if !cookie.is_empty() => {
-                    self.inner.context.backend().read(cookie).await
+                    self.inner.context.backend().lookup(cookie).await
                 }
-                _ => Ok(None),
+                _ => Ok(Lookup::Missing),
             };
             self.settle_load(read)?;
         }
@@ -160,10 +164,21 @@ impl LazySession {
     }
 
     /// Settle a load with what the backend answered.
-    fn settle_load(&self, read: Result<Option<SessionData>, Error>) -> Result<(), Error> {
+    fn settle_load(&self, read: Result<Lookup, Error>) -> Result<(), Error> {
         let policy = self.inner.context.policy();
         let record = match read {
-            Ok(record) => record,
+            Ok(Lookup::Live(record)) => Some(record),
+            Ok(Lookup::Ended) => {
+                // Another request ended or moved this session moments ago: this one
+                // overlapped it, and leaves the client's cookie to that request.
+                let mut state = self.inner.state();
+                if !state.loaded {
+                    state.loaded = true;
+                    state.overlapped_end = true;
+                }
+                return Ok(());
+            }
+            Ok(_) => None,
             Err(error) if policy.fail_open => {
                 tracing::warn!(%error, "session store failed; continuing with an empty, unsaved session");
                 let mut state = self.inner.state();

@@ -16,8 +16,10 @@
 
 use crate::error::BoxError;
 use crate::{Error, Serializer, SessionData};
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
+use std::sync::{Arc, PoisonError};
 
 /// How a backend treats a stored record its serializer cannot decode (written by another
 /// serializer or another application under the same prefix, a stored type that changed, a
@@ -122,6 +124,108 @@ pub fn masked(id: &str) -> String {
         format!("{visible}…")
     } else {
         visible
+    }
+}
+
+/// How long a compare-and-swap save goes on applying its changes again while other saves of
+/// the same session come in between (a page firing many requests at once), before it fails.
+pub const CONTENDED_SAVE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The tries of one compare-and-swap save (or revocation) that other writers keep beating:
+/// bounded by [`CONTENDED_SAVE_PATIENCE`], not by a count, so any burst of saves to one
+/// session gets through in turn.
+#[derive(Debug)]
+pub struct Contention {
+    started: std::time::Instant,
+    tries: u32,
+}
+
+impl Default for Contention {
+    fn default() -> Self {
+        Contention {
+            started: std::time::Instant::now(),
+            tries: 0,
+        }
+    }
+}
+
+impl Contention {
+    /// Count one more try; `false` when the patience is spent and the save should fail.
+    pub fn try_again(&mut self) -> bool {
+        self.tries += 1;
+        self.started.elapsed() < CONTENDED_SAVE_PATIENCE
+    }
+
+    /// How many tries were counted.
+    pub fn tries(&self) -> u32 {
+        self.tries
+    }
+
+    /// How long to wait before the next try: nothing after the first few, then a random
+    /// pause whose ceiling doubles with each try, up to 20 ms, so that writers that keep
+    /// colliding spread out instead of colliding again.
+    pub fn pause(&self) -> std::time::Duration {
+        if self.tries < 3 {
+            return std::time::Duration::ZERO;
+        }
+        let ceiling_us = (250u64 << (self.tries - 3).min(7)).min(20_000);
+        let mut random = [0u8; 8];
+        if getrandom::fill(&mut random).is_err() {
+            return std::time::Duration::ZERO;
+        }
+        std::time::Duration::from_micros(u64::from_le_bytes(random) % ceiling_us)
+    }
+}
+
+/// Where the compare-and-swap saves of one process take turns on a session that other saves
+/// keep changing under them (a burst of parallel requests of one page): after its first
+/// collision a save waits for its turn, so the process's writers of that session retry one
+/// at a time instead of all colliding again and again. Saves of other processes still
+/// resolve by compare-and-swap. Uncontended saves never come here.
+#[derive(Debug, Default)]
+pub struct Turns {
+    queues: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// A save's turn on one session, from [`Turns::take`]; the next save's turn starts when it
+/// is dropped.
+#[derive(Debug)]
+pub struct Turn<'a> {
+    turns: &'a Turns,
+    id: String,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Turns {
+    /// Wait for this process's turn to save the session `id` (first come, first served).
+    pub async fn take(&self, id: &str) -> Turn<'_> {
+        let queue = {
+            let mut queues = self.queues.lock().unwrap_or_else(PoisonError::into_inner);
+            Arc::clone(queues.entry(id.to_owned()).or_default())
+        };
+        Turn {
+            turns: self,
+            id: id.to_owned(),
+            guard: Some(queue.lock_owned().await),
+        }
+    }
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        let mut queues = self
+            .turns
+            .queues
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // Nobody else holds or waits for this session's queue: it goes.
+        if queues
+            .get(&self.id)
+            .is_some_and(|queue| Arc::strong_count(queue) == 1)
+        {
+            queues.remove(&self.id);
+        }
     }
 }
 

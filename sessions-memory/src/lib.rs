@@ -42,7 +42,7 @@
 mod store;
 
 use sessionkit_core::{
-    Changes, Clock, DeviceId, Error, IdGenerator, Revision, SessionBackend, SessionData,
+    Changes, Clock, DeviceId, Error, IdGenerator, Lookup, Revision, SessionBackend, SessionData,
     UserSession, async_trait,
 };
 use std::fmt;
@@ -253,6 +253,19 @@ impl SessionBackend for InMemoryBackend {
         Ok(self.read_record(id))
     }
 
+    /// The record, or the marker a removal or an emptying save left for
+    /// [`ENDED_GRACE`](sessionkit_core::ENDED_GRACE).
+    async fn lookup(&self, id: &str) -> Result<Lookup, Error> {
+        if let Some(data) = self.read_record(id) {
+            return Ok(Lookup::Live(data));
+        }
+        Ok(if self.read_store().ended_recently(id, self.inner.now()) {
+            Lookup::Ended
+        } else {
+            Lookup::Missing
+        })
+    }
+
     async fn create(&self, data: &SessionData, ttl: Option<Duration>) -> Result<String, Error> {
         self.create_record(data, ttl)
     }
@@ -280,11 +293,19 @@ impl SessionBackend for InMemoryBackend {
             };
             (!merged.is_empty()).then_some(merged)
         })?;
+        if updated.is_none() {
+            store.mark_ended(id, now);
+        }
         Ok(updated.map(|_| id.to_owned()))
     }
 
+    /// Removes the record and leaves a marker where it was.
     async fn remove(&self, id: &str) -> Result<(), Error> {
-        self.write_store().drop_record(id);
+        let mut store = self.write_store();
+        if store.drop_record(id).is_some() {
+            let now = self.inner.now();
+            store.mark_ended(id, now);
+        }
         Ok(())
     }
 

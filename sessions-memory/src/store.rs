@@ -41,6 +41,10 @@ pub(crate) struct Store {
     /// The ids of the records bound to each user, kept exact under the store's lock: every
     /// create, update and removal of a bound record updates it.
     pub(crate) users: Users,
+    /// The markers of sessions that ended or moved moments ago, with when each one goes.
+    pub(crate) ended: HashMap<Arc<str>, SystemTime, Hasher>,
+    /// The same markers, oldest first: each new marker drops those that went by.
+    pub(crate) ended_order: VecDeque<(Arc<str>, SystemTime)>,
 }
 
 /// Each user's session ids.
@@ -96,6 +100,29 @@ impl Record {
 }
 
 impl Store {
+    /// Leave a marker where the session `id` ended, for
+    /// [`ENDED_GRACE`](sessionkit_core::ENDED_GRACE); markers past theirs go on the way.
+    pub(crate) fn mark_ended(&mut self, id: &str, now: SystemTime) {
+        while let Some((old, until)) = self.ended_order.front() {
+            if *until > now {
+                break;
+            }
+            if self.ended.get(old) == Some(until) {
+                self.ended.remove(old);
+            }
+            self.ended_order.pop_front();
+        }
+        let until = now + sessionkit_core::ENDED_GRACE;
+        let id: Arc<str> = Arc::from(id);
+        self.ended.insert(Arc::clone(&id), until);
+        self.ended_order.push_back((id, until));
+    }
+
+    /// Whether `id` holds the marker of a session that ended moments ago.
+    pub(crate) fn ended_recently(&self, id: &str, now: SystemTime) -> bool {
+        self.ended.get(id).is_some_and(|until| *until > now)
+    }
+
     /// The ids in `user`'s entry of the index.
     pub(crate) fn ids_of(&self, user: &str) -> Vec<Arc<str>> {
         self.users

@@ -38,9 +38,10 @@
 //! | read | `GET key` |
 //! | create | `SET key value NX PX ms` — on a taken id (nil reply), a new id is minted and tried |
 //! | [`update`](RedisBackend::update) (a direct overwrite, for tools) | `SET key value XX PX ms` — nil reply: [`Error::SessionGone`], nothing stored |
-//! | save (`apply`: a loaded session's changes, and refreshes) | `EVALSHA` of a script that compares the stored bytes with the ones the session read and, when they match, runs `SET key value PX ms` (or `DEL key` for a session emptied); when another save came in between it answers the stored bytes, the changes are applied to them and the script runs again. The scripts run through `redis::Script`: when Redis does not know one (`NOSCRIPT`: a new or restarted server), `SCRIPT LOAD` and `EVALSHA` again |
-//! | remove | `DEL key` |
-//! | [`exists`](RedisBackend::exists) | `EXISTS key` |
+//! | save (`apply`: a loaded session's changes, and refreshes) | `EVALSHA` of a script that compares the stored bytes with the ones the session read and, when they match, runs `SET key value PX ms` (for a session emptied, `SET key <end marker> PX 60000`); when another save came in between it answers the stored bytes, the changes are applied to them and the script runs again, with a short pause after the first few tries, for up to 5 seconds. The scripts run through `redis::Script`: when Redis does not know one (`NOSCRIPT`: a new or restarted server), `SCRIPT LOAD` and `EVALSHA` again |
+//! | remove | `SET key <end marker> XX PX 60000`: for a minute the key tells a request that overlapped the logout from one with a long-dead cookie ([`Lookup::Ended`]) |
+//! | [`exists`](RedisBackend::exists) | `GET key` |
+//! | [`lookup`](SessionBackend::lookup) (how the session layer loads) | `GET key` |
 //! | a save or create that binds the session to a user | the above, then one `EVALSHA` adding the id to the user's index |
 //!
 //! Creates never overwrite a record and updates never bring back one that was removed or has
@@ -152,10 +153,10 @@ mod connection;
 use connection::{Connector, Failure, Pool};
 use deadpool_redis::redis::{Cmd, RedisWrite, ScriptInvocation, ToRedisArgs, Value};
 use sessionkit_core::serializer::JsonSerializer;
-use sessionkit_core::store::{self, Decoded};
+use sessionkit_core::store::{self, Contention, Decoded, Turns};
 use sessionkit_core::{
-    Changes, DeviceId, Error, IdGenerator, Revision, Serializer, SessionBackend, SessionData,
-    UserSession, async_trait,
+    Changes, DeviceId, ENDED_GRACE, Error, IdGenerator, Lookup, Revision, Serializer,
+    SessionBackend, SessionData, UserSession, async_trait,
 };
 
 /// How a read treats a record the serializer cannot decode (re-exported from `sessionkit-core`).
@@ -177,26 +178,35 @@ pub const DEFAULT_POOL_TIMEOUT: Duration = Duration::from_secs(5);
 /// The longest `PX` sent: Redis rejects expiry times that overflow its clock.
 const MAX_TTL_MS: u128 = 1 << 60;
 
-/// How many times a save re-applies its changes after another save came in between.
-const APPLY_ATTEMPTS: usize = 16;
+/// [`ENDED_GRACE`] in milliseconds, the life of an end marker.
+fn grace_ms() -> u64 {
+    u64::try_from(ENDED_GRACE.as_millis()).unwrap_or(u64::MAX)
+}
 
 /// How many listings of a user's index a revocation makes at most, looking for sessions that
 /// moved to a new id while it ran.
 const REVOKE_ROUNDS: usize = 4;
 
+/// What a key holds for [`ENDED_GRACE`] after its session ended (a logout, a login that moved
+/// it, a save that emptied it, a revocation): bytes no serializer writes (JSON starts with
+/// `{`, bincode with its format byte). It reads as no session; `lookup` answers
+/// [`Lookup::Ended`] for it.
+const ENDED_MARKER: &[u8] = b"\0sessionkit:ended";
+
 /// The save: a compare-and-swap on the record's bytes. `KEYS[1]` the session's key,
-/// `ARGV[1]` the bytes the changes were applied to, `ARGV[2]` `set` or `del`, `ARGV[3]` the
-/// new bytes, `ARGV[4]` the TTL in milliseconds (empty: none). Replies: nil when the record
-/// is gone (it is not brought back), 1 when set, 0 when deleted, and an array holding the
-/// current bytes when they are not the expected ones (another save came in between).
+/// `ARGV[1]` the bytes the changes were applied to, `ARGV[2]` `set` or `end`, `ARGV[3]` the
+/// new bytes (for `end`, the end marker), `ARGV[4]` the TTL in milliseconds (empty: none).
+/// Replies: nil when the record is gone (it is not brought back), 1 when set, 0 when ended,
+/// and an array holding the current bytes when they are not the expected ones (another save
+/// came in between, or the session ended: then they are the marker).
 static APPLY: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
         r"
 local current = redis.call('GET', KEYS[1])
 if not current then return nil end
 if current ~= ARGV[1] then return {current} end
-if ARGV[2] == 'del' then
-    redis.call('DEL', KEYS[1])
+if ARGV[2] == 'end' then
+    redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])
     return 0
 end
 if ARGV[4] == '' then
@@ -264,6 +274,8 @@ pub struct RedisBackend<S = JsonSerializer> {
     serializer: S,
     ids: Option<IdGenerator>,
     corrupt: CorruptRecords,
+    /// Where this process's saves of one session take turns when they keep colliding.
+    turns: Arc<Turns>,
 }
 
 impl<S: Clone> Clone for RedisBackend<S> {
@@ -275,6 +287,7 @@ impl<S: Clone> Clone for RedisBackend<S> {
             serializer: self.serializer.clone(),
             ids: self.ids.clone(),
             corrupt: self.corrupt,
+            turns: Arc::clone(&self.turns),
         }
     }
 }
@@ -352,6 +365,7 @@ impl RedisBackend<JsonSerializer> {
             serializer: JsonSerializer,
             ids: None,
             corrupt: CorruptRecords::default(),
+            turns: Arc::default(),
         }
     }
 }
@@ -381,6 +395,7 @@ impl<S> RedisBackend<S> {
             serializer,
             ids: self.ids,
             corrupt: self.corrupt,
+            turns: self.turns,
         }
     }
 
@@ -505,10 +520,12 @@ impl<S> RedisBackend<S> {
         ttl_ms: Option<u64>,
     ) -> ScriptInvocation<'static> {
         let mut invocation = APPLY.key(self.key_arg(id));
-        invocation
-            .arg(expected)
-            .arg(if value.is_empty() { "del" } else { "set" })
-            .arg(value);
+        invocation.arg(expected);
+        if value.is_empty() {
+            invocation.arg("end").arg(ENDED_MARKER).arg(grace_ms());
+            return invocation;
+        }
+        invocation.arg("set").arg(value);
         match ttl_ms {
             Some(ms) => invocation.arg(ms),
             None => invocation.arg(""),
@@ -605,12 +622,10 @@ impl<S: Serializer> RedisBackend<S> {
     ///
     /// [`Error::Backend`] when Redis cannot be reached or answers unexpectedly.
     pub async fn exists(&self, id: &str) -> Result<bool, Error> {
-        match self
-            .query(&self.key_cmd("EXISTS", id), "EXISTS", id)
-            .await?
-        {
-            Value::Int(n) => Ok(n > 0),
-            other => Err(self.unexpected("EXISTS", id, &other)),
+        match self.query(&self.key_cmd("GET", id), "GET", id).await? {
+            Value::Nil => Ok(false),
+            Value::BulkString(bytes) => Ok(bytes != ENDED_MARKER),
+            other => Err(self.unexpected("GET", id, &other)),
         }
     }
 
@@ -642,6 +657,9 @@ impl<S: Serializer> RedisBackend<S> {
     /// it does not decode (and the policy is to discard it: it is deleted, so the next request
     /// with this cookie does not decode it again).
     async fn decoded(&self, id: &str, bytes: Vec<u8>) -> Result<Option<SessionData>, Error> {
+        if bytes == ENDED_MARKER {
+            return Ok(None);
+        }
         let key = KeyOf {
             prefix: &self.prefix,
             id,
@@ -649,7 +667,10 @@ impl<S: Serializer> RedisBackend<S> {
         match store::decode(&self.serializer, &bytes, self.corrupt, &key)? {
             Decoded::Record(data) => Ok(Some(data.with_revision(Revision::bytes(bytes)))),
             Decoded::Corrupt => {
-                if let Err(error) = self.remove(id).await {
+                // Deleted (no end marker: nothing ended), so the next request with this
+                // cookie does not decode it again.
+                let deleted = self.query(&self.key_cmd("DEL", id), "DEL", id).await;
+                if let Err(error) = deleted {
                     tracing::warn!(%error, "redis: the undecodable record could not be deleted");
                 }
                 Ok(None)
@@ -676,7 +697,8 @@ impl<S: Serializer> RedisBackend<S> {
     /// was read (compare and delete, in the save's script), so a session bound to someone
     /// else in between is left alone.
     async fn revoke_one(&self, user: &str, id: &str) -> Result<Revoked, Error> {
-        for _ in 0..APPLY_ATTEMPTS {
+        let mut contention = Contention::default();
+        while contention.try_again() {
             let Some(record) = self.read(id).await? else {
                 return Ok(Revoked::Stale);
             };
@@ -694,8 +716,8 @@ impl<S: Serializer> RedisBackend<S> {
             }
         }
         Err(Error::backend(format!(
-            "redis: {APPLY_ATTEMPTS} attempts to revoke {} in a row found another save in \
-             between; gave up",
+            "redis: {} attempts to revoke {} in a row found another save in between; gave up",
+            contention.tries(),
             masked_key(&self.prefix, id)
         )))
     }
@@ -801,7 +823,9 @@ impl<S: Serializer> SessionBackend for RedisBackend<S> {
                 changes.applied_to(&current, accessed)
             }
         };
-        for _ in 0..APPLY_ATTEMPTS {
+        let mut contention = Contention::default();
+        let mut turn = None;
+        while contention.try_again() {
             let value = if merged.is_empty() {
                 Vec::new()
             } else {
@@ -829,6 +853,15 @@ impl<S: Serializer> SessionBackend for RedisBackend<S> {
                         // Stored by another writer and unreadable: not saved over it.
                         let current = self.decoded(id, bytes).await?.ok_or(Error::SessionGone)?;
                         merged = changes.applied_to(&current, accessed);
+                        if turn.is_none() {
+                            // This process's other saves of the session go one at a time.
+                            turn = Some(self.turns.take(id).await);
+                        } else {
+                            let pause = contention.pause();
+                            if !pause.is_zero() {
+                                tokio::time::sleep(pause).await;
+                            }
+                        }
                     }
                     other => {
                         return Err(self.unexpected(
@@ -842,16 +875,35 @@ impl<S: Serializer> SessionBackend for RedisBackend<S> {
             }
         }
         Err(Error::backend(format!(
-            "redis: {APPLY_ATTEMPTS} saves of {} in a row found another save in between; \
-             gave up",
+            "redis: {} saves of {} in a row found another save in between; gave up",
+            contention.tries(),
             masked_key(&self.prefix, id)
         )))
     }
 
+    /// `SET key <end marker> PX 60000 XX`: the record becomes a marker for [`ENDED_GRACE`]
+    /// (nothing is stored for an id that holds nothing).
     async fn remove(&self, id: &str) -> Result<(), Error> {
-        match self.query(&self.key_cmd("DEL", id), "DEL", id).await? {
-            Value::Int(_) => Ok(()),
-            other => Err(self.unexpected("DEL", id, &other)),
+        let cmd = self.set_cmd(id, ENDED_MARKER, "XX", Some(grace_ms()));
+        match self.query(&cmd, "SET", id).await? {
+            Value::Okay | Value::Nil => Ok(()),
+            other => Err(self.unexpected("SET", id, &other)),
+        }
+    }
+
+    /// `GET`, like [`read`](Self::read); the end marker answers [`Lookup::Ended`].
+    async fn lookup(&self, id: &str) -> Result<Lookup, Error> {
+        if !self.plausible(id) {
+            return Ok(Lookup::Missing);
+        }
+        match self.query(&self.key_cmd("GET", id), "GET", id).await? {
+            Value::Nil => Ok(Lookup::Missing),
+            Value::BulkString(bytes) if bytes == ENDED_MARKER => Ok(Lookup::Ended),
+            Value::BulkString(bytes) => Ok(match self.decoded(id, bytes).await? {
+                Some(data) => Lookup::Live(data),
+                None => Lookup::Missing,
+            }),
+            other => Err(self.unexpected("GET", id, &other)),
         }
     }
 

@@ -90,6 +90,7 @@ impl<DB: SqlDatabase, S> SqlBackendBuilder<DB, S> {
                 table,
                 batch: self.batch,
                 clock: self.clock,
+                turns: Turns::default(),
             }),
             serializer: self.serializer,
             expire: self.expire,

@@ -15,8 +15,6 @@ pub struct Statements {
     pub update: String,
     /// The update of a save: only while the row holds the version the changes were applied to.
     pub apply: String,
-    /// The delete of a save that emptied the session, on the same condition.
-    pub apply_delete: String,
     pub delete: String,
     pub delete_expired: String,
     /// The ids of a user's live sessions.
@@ -151,14 +149,6 @@ pub trait Driver: sqlx::Database {
         user: &'c str,
         id: Option<&'c str>,
         now: i64,
-    ) -> impl Future<Output = Result<u64, sqlx::Error>> + Send + 'c;
-
-    /// Delete the row `id` if it still holds `version`; how many went.
-    fn delete_version<'c>(
-        conn: &'c mut Self::Connection,
-        sql: &'c str,
-        id: &'c str,
-        version: i64,
     ) -> impl Future<Output = Result<u64, sqlx::Error>> + Send + 'c;
 
     fn delete<'c>(
@@ -324,19 +314,6 @@ macro_rules! common_statements {
                     Some(id) => arguments!(user.len() + id.len(); user, id, now)?,
                     None => arguments!(user.len(); user, now)?,
                 };
-                let done = sqlx::query_with(sql, args).execute(conn).await?;
-                Ok(done.rows_affected())
-            }
-        }
-
-        fn delete_version<'c>(
-            conn: &'c mut Self::Connection,
-            sql: &'c str,
-            id: &'c str,
-            version: i64,
-        ) -> impl Future<Output = Result<u64, sqlx::Error>> + Send + 'c {
-            async move {
-                let args = arguments!(id.len(); id, version)?;
                 let done = sqlx::query_with(sql, args).execute(conn).await?;
                 Ok(done.rows_affected())
             }

@@ -243,10 +243,10 @@ mod table;
 use conns::{Conns, LeaseError};
 use driver::{Driver, Failure, Statements};
 use sessionkit_core::serializer::JsonSerializer;
-use sessionkit_core::store::{self, Decoded};
+use sessionkit_core::store::{self, Contention, Decoded, Turns};
 use sessionkit_core::{
-    Changes, Clock, DeviceId, Error, IdGenerator, MAX_USER_LEN, Revision, Serializer,
-    SessionBackend, SessionData, UserSession, async_trait,
+    Changes, Clock, DeviceId, ENDED_GRACE, Error, IdGenerator, Lookup, MAX_USER_LEN, Revision,
+    Serializer, SessionBackend, SessionData, UserSession, async_trait,
 };
 
 /// How a read treats a row the serializer cannot decode (re-exported from `sessionkit-core`).
@@ -381,6 +381,8 @@ struct Shared<DB: SqlDatabase> {
     /// Rows expire by this clock: the time of a statement is a parameter, never the
     /// database's `now()`.
     clock: Clock,
+    /// Where this process's saves of one session take turns when they keep colliding.
+    turns: Turns,
 }
 
 impl<DB: SqlDatabase> Shared<DB> {
@@ -576,8 +578,15 @@ fn user_of(data: &SessionData) -> Result<Option<&str>, Error> {
     }
 }
 
-/// How many times a save re-applies its changes after another save came in between.
-const APPLY_ATTEMPTS: usize = 16;
+/// What a row holds for [`ENDED_GRACE`] after its session ended (a logout, a login that moved
+/// it, a save that emptied it): bytes no serializer writes. It reads as no session; `lookup`
+/// answers [`Lookup::Ended`] for it, and the clean-up deletes it with the expired rows.
+const ENDED_MARKER: &[u8] = b"\0sessionkit:ended";
+
+/// [`ENDED_GRACE`] in milliseconds, the life of an end marker.
+fn grace_ms() -> i64 {
+    i64::try_from(ENDED_GRACE.as_millis()).unwrap_or(i64::MAX)
+}
 
 impl<DB: SqlDatabase, S: Serializer> SqlBackend<DB, S> {
     /// The row of `id` as stored now, with `changes` applied: what a save stores when the row
@@ -654,6 +663,52 @@ impl<DB: SqlDatabase, S: Serializer> SqlBackend<DB, S> {
         }
     }
 
+    /// The live row of `id` as [`Lookup`]: a session, an end marker, or nothing.
+    async fn fetch(&self, id: &str) -> Result<Lookup, Error> {
+        if !self.plausible(id) {
+            return Ok(Lookup::Missing);
+        }
+        let shared = &*self.shared;
+        let now = self.shared.now_ms();
+        let location = RowOf {
+            table: &shared.table,
+            id,
+        };
+        let decode = |bytes: &[u8], version: i64| {
+            if bytes == ENDED_MARKER {
+                return Ok(None);
+            }
+            store::decode(&self.serializer, bytes, self.corrupt, &location)
+                .map(|decoded| Some((decoded, version)))
+        };
+        let decoded = match run!(shared, |conn| DB::fetch_data(
+            conn,
+            &shared.sql.read,
+            id,
+            now,
+            &decode
+        )) {
+            Ok(Some(decoded)) => decoded,
+            Ok(None) => return Ok(Lookup::Missing),
+            Err(e) => return Err(shared.error(e, "read", Some(id)).await),
+        };
+        match decoded? {
+            None => Ok(Lookup::Ended),
+            Some((Decoded::Record(data), version)) => {
+                Ok(Lookup::Live(data.with_revision(Revision::number(version))))
+            }
+            Some((Decoded::Corrupt, _)) => {
+                // Deleted, so the next request with this cookie does not decode it again.
+                let shared = &*self.shared;
+                if let Err(e) = run!(shared, |conn| DB::delete(conn, &shared.sql.delete, id)) {
+                    let error = shared.error(e, "remove", Some(id)).await;
+                    tracing::warn!(%error, "sessionkit-sql: the undecodable row could not be deleted");
+                }
+                Ok(Lookup::Missing)
+            }
+        }
+    }
+
     /// Replace the row stored under `id` with `data` as it is (one `UPDATE`), outside the
     /// session layer's merging saves: for tools and tests.
     ///
@@ -694,42 +749,16 @@ impl<DB: SqlDatabase, S: Serializer> SqlBackend<DB, S> {
 #[async_trait]
 impl<DB: SqlDatabase, S: Serializer> SessionBackend for SqlBackend<DB, S> {
     async fn read(&self, id: &str) -> Result<Option<SessionData>, Error> {
-        if !self.plausible(id) {
-            return Ok(None);
-        }
-        let shared = &*self.shared;
-        let now = self.shared.now_ms();
-        let location = RowOf {
-            table: &shared.table,
-            id,
-        };
-        let decode = |bytes: &[u8], version: i64| {
-            store::decode(&self.serializer, bytes, self.corrupt, &location)
-                .map(|decoded| (decoded, version))
-        };
-        let decoded = match run!(shared, |conn| DB::fetch_data(
-            conn,
-            &shared.sql.read,
-            id,
-            now,
-            &decode
-        )) {
-            Ok(Some(decoded)) => decoded,
-            Ok(None) => return Ok(None),
-            Err(e) => return Err(shared.error(e, "read", Some(id)).await),
-        };
-        match decoded? {
-            (Decoded::Record(data), version) => {
-                Ok(Some(data.with_revision(Revision::number(version))))
-            }
-            (Decoded::Corrupt, _) => {
-                // Deleted, so the next request with this cookie does not decode it again.
-                if let Err(error) = self.remove(id).await {
-                    tracing::warn!(%error, "sessionkit-sql: the undecodable row could not be deleted");
-                }
-                Ok(None)
-            }
-        }
+        Ok(match self.fetch(id).await? {
+            Lookup::Live(data) => Some(data),
+            _ => None,
+        })
+    }
+
+    /// The row, or the end marker a removal or an emptying save left for
+    /// [`ENDED_GRACE`]: one `SELECT`, like `read`.
+    async fn lookup(&self, id: &str) -> Result<Lookup, Error> {
+        self.fetch(id).await
     }
 
     /// `INSERT` under a fresh id (minted again on a taken one); the user goes into
@@ -790,13 +819,21 @@ impl<DB: SqlDatabase, S: Serializer> SessionBackend for SqlBackend<DB, S> {
             Some(version) => (version, session.clone()),
             None => self.current(id, changes, accessed).await?,
         };
-        for _ in 0..APPLY_ATTEMPTS {
+        let mut contention = Contention::default();
+        let mut turn = None;
+        while contention.try_again() {
             let now = self.shared.now_ms();
             let matched = if merged.is_empty() {
-                run!(shared, |conn| DB::delete_version(
+                // Emptied: the row becomes the end marker for ENDED_GRACE.
+                let until = Some(now.saturating_add(grace_ms()));
+                run!(shared, |conn| DB::apply(
                     conn,
-                    &shared.sql.apply_delete,
+                    &shared.sql.apply,
                     id,
+                    ENDED_MARKER,
+                    until,
+                    None,
+                    now,
                     version
                 ))
             } else {
@@ -820,6 +857,15 @@ impl<DB: SqlDatabase, S: Serializer> SessionBackend for SqlBackend<DB, S> {
                         store = DB::LABEL,
                         "another save came in between; applying the changes again"
                     );
+                    if turn.is_none() {
+                        // This process's other saves of the session go one at a time.
+                        turn = Some(shared.turns.take(id).await);
+                    } else {
+                        let pause = contention.pause();
+                        if !pause.is_zero() {
+                            tokio::time::sleep(pause).await;
+                        }
+                    }
                     (version, merged) = self.current(id, changes, accessed).await?;
                 }
                 Ok(_) if merged.is_empty() => return Ok(None),
@@ -828,9 +874,9 @@ impl<DB: SqlDatabase, S: Serializer> SessionBackend for SqlBackend<DB, S> {
             }
         }
         Err(Error::backend(format!(
-            "{}: {APPLY_ATTEMPTS} saves of session {} in a row found another save in between; \
-             gave up",
+            "{}: {} saves of session {} in a row found another save in between; gave up",
             DB::LABEL,
+            contention.tries(),
             store::masked(id)
         )))
     }
@@ -839,8 +885,20 @@ impl<DB: SqlDatabase, S: Serializer> SessionBackend for SqlBackend<DB, S> {
         if !storable(id) {
             return Ok(());
         }
+        // The live row becomes the end marker for ENDED_GRACE; nothing is written for an id
+        // that holds no live row.
         let shared = &*self.shared;
-        match run!(shared, |conn| DB::delete(conn, &shared.sql.delete, id)) {
+        let now = self.shared.now_ms();
+        let until = Some(now.saturating_add(grace_ms()));
+        match run!(shared, |conn| DB::update(
+            conn,
+            &shared.sql.update,
+            id,
+            ENDED_MARKER,
+            until,
+            None,
+            now
+        )) {
             Ok(_) => Ok(()),
             Err(e) => Err(shared.error(e, "remove", Some(id)).await),
         }

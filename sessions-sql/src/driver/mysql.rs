@@ -36,7 +36,6 @@ impl Driver for sqlx::MySql {
                  version = version + 1 WHERE id = ? AND version = ? AND {}",
                 live("?")
             ),
-            apply_delete: format!("DELETE FROM {t} WHERE id = ? AND version = ?"),
             delete: format!("DELETE FROM {t} WHERE id = ?"),
             delete_expired: format!(
                 "DELETE FROM {t} WHERE expires_at <= ? ORDER BY expires_at LIMIT ?"

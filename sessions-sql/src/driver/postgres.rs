@@ -28,7 +28,6 @@ impl Driver for sqlx::Postgres {
                  version = version + 1 WHERE id = $4 AND version = $5 AND {}",
                 live("$6")
             ),
-            apply_delete: format!("DELETE FROM {t} WHERE id = $1 AND version = $2"),
             delete: format!("DELETE FROM {t} WHERE id = $1"),
             // SKIP LOCKED: a second cleaner (another app instance) takes other rows
             // instead of waiting for these.

@@ -29,7 +29,6 @@ impl Driver for sqlx::Sqlite {
                  version = version + 1 WHERE id = ?4 AND version = ?5 AND {}",
                 live("?6")
             ),
-            apply_delete: format!("DELETE FROM {t} WHERE id = ?1 AND version = ?2"),
             delete: format!("DELETE FROM {t} WHERE id = ?1"),
             delete_expired: format!(
                 "DELETE FROM {t} WHERE id IN \
