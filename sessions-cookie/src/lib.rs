@@ -73,6 +73,13 @@
 //!   earlier stays valid until its deadline. Keep deadlines short, or use a server-side
 //!   backend, where that matters. For "log out everywhere", see
 //!   [below](#signing-a-user-out-everywhere).
+//! - **Overlapping requests.** Nothing on the server knows that another request logged in or
+//!   out while a request ran, so the cookie set last wins: a slow request that changed the
+//!   session and answers after a login seals its own, pre-login view, and a browser that gets
+//!   that answer last is logged out again (after a logout, logged back in until the copy's
+//!   deadline). A request that changed nothing sets no cookie, so read-only requests never
+//!   undo a login or logout. The server-side backends leave the cookie to the request that
+//!   logged in or out; use one where parallel requests and logins meet.
 //! - **Size.** Browsers keep cookies up to 4096 bytes. The session layer measures the whole
 //!   `Set-Cookie` value (name, sealed value, attributes) and refuses to send a larger one:
 //!   the save fails with [`Error::CookieTooLarge`] (a 500 and a `tracing` error), never a

@@ -51,6 +51,8 @@ macro_rules! cookie_conformance {
             EndedMarkerAfterRemove: "nothing is stored on the server: no marker can say a session ended",
             EndedMarkerAfterEmptyingSave: "nothing is stored on the server: no marker can say a session ended",
             EndedMarkerIsNoSession: "nothing is stored on the server: no marker can say a session ended",
+            MoveAfterEndIsGone: "nothing is stored on the server: a removal happens in the browser",
+            MoveEndsTheOldId: "the old value is a sealed session of its own: nothing on the server can end it before its deadline",
             UserRevokeAll: "no index of sessions by user: nothing on the server knows them",
             UserRevokeOthers: "no index of sessions by user: nothing on the server knows them",
             UserRevokeOne: "no index of sessions by user: nothing on the server knows them",

@@ -176,6 +176,27 @@ pub trait SessionBackend: Send + Sync + 'static {
     /// Delete the record stored under `id`. Removing a missing record is not an error.
     async fn remove(&self, id: &str) -> Result<(), Error>;
 
+    /// Move the session stored under `id` to a fresh id (a login's
+    /// [`regenerate_id`](crate::Session::regenerate_id)): `session`, as the request leaves it
+    /// (carrying the revision `read` attached), is stored under a new id, then the record under
+    /// `id` ends. Answers the new cookie value, or [`Error::SessionGone`] when the record under
+    /// `id` ended or moved meanwhile (a logout, a revocation, another login): nothing is stored
+    /// then.
+    ///
+    /// The default is [`create`](SessionBackend::create), then an
+    /// [`apply`](SessionBackend::apply) that empties `id` (the new record is removed again when
+    /// `id` is gone). A backend whose index of sessions by user is not updated in one step with
+    /// its records overrides it, so that a revocation racing the move ends the session under
+    /// its new id as well.
+    async fn move_session(
+        &self,
+        id: &str,
+        session: &SessionData,
+        ttl: Option<Duration>,
+    ) -> Result<String, Error> {
+        move_by_create_and_apply(self, id, session, ttl).await
+    }
+
     /// The ids of the sessions bound to `user` (see
     /// [`Session::set_user`](crate::Session::set_user)), from the backend's index of them. The
     /// list may hold ids of sessions that have since ended or been bound to someone else:
@@ -257,6 +278,44 @@ pub trait SessionBackend: Send + Sync + 'static {
     }
 }
 
+/// [`SessionBackend::move_session`] as the default does it: create, then end `id` with an
+/// emptying [`apply`](SessionBackend::apply), and remove the new record again when `id` is
+/// gone. For a backend that overrides `move_session` for some sessions only.
+///
+/// # Errors
+///
+/// [`Error::SessionGone`] when `id` ended or moved meanwhile; what the backend answers.
+pub async fn move_by_create_and_apply<B: SessionBackend + ?Sized>(
+    backend: &B,
+    id: &str,
+    session: &SessionData,
+    ttl: Option<Duration>,
+) -> Result<String, Error> {
+    // Created first, so a failure in between loses nothing.
+    let value = backend.create(&session.without_revision(), ttl).await?;
+    let (emptied, clear) = emptying(session);
+    match backend.apply(id, &emptied, &clear, ttl).await {
+        Ok(_) => Ok(value),
+        Err(Error::SessionGone) => {
+            backend.remove(&value).await?;
+            Err(Error::SessionGone)
+        }
+        Err(error) => Err(error),
+    }
+}
+
+/// The session and changes of a save that empties the record `session` was loaded from: no
+/// values, the same revision.
+pub(crate) fn emptying(session: &SessionData) -> (SessionData, Changes) {
+    let mut clear = Changes::default();
+    clear.clear();
+    let mut emptied = SessionData::default();
+    if let Some(revision) = session.revision() {
+        emptied = emptied.with_revision(revision.clone());
+    }
+    (emptied, clear)
+}
+
 /// The live record `id` of `backend`, when it is still bound to `user`: what the provided
 /// listing and revoking methods check each indexed id against.
 async fn bound_record<B: SessionBackend + ?Sized>(
@@ -292,6 +351,14 @@ impl<B: SessionBackend + ?Sized> SessionBackend for Arc<B> {
     }
     async fn remove(&self, id: &str) -> Result<(), Error> {
         (**self).remove(id).await
+    }
+    async fn move_session(
+        &self,
+        id: &str,
+        session: &SessionData,
+        ttl: Option<Duration>,
+    ) -> Result<String, Error> {
+        (**self).move_session(id, session, ttl).await
     }
     async fn user_session_ids(&self, user: &str) -> Result<Vec<String>, Error> {
         (**self).user_session_ids(user).await

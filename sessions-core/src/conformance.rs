@@ -203,6 +203,11 @@ cases! {
     /// A marker is no session: a save to it is `SessionGone` and brings nothing back, and a
     /// listing of the user's sessions does not name it.
     EndedMarkerIsNoSession => ended_marker_is_no_session,
+    /// [`move_session`](SessionBackend::move_session) stores the session under a new id and
+    /// ends the old one.
+    MoveEndsTheOldId => move_ends_the_old_id,
+    /// Moving a session that ended meanwhile is `SessionGone`, and stores nothing.
+    MoveAfterEndIsGone => move_after_end_is_gone,
 }
 
 impl fmt::Display for Case {
@@ -787,6 +792,57 @@ async fn ended_marker_is_no_session<H: Harness>(h: &H) {
         Err(Error::Unsupported(_)) => {}
         Err(e) => panic!("listing failed: {e}"),
     }
+}
+
+async fn move_ends_the_old_id<H: Harness>(h: &H) {
+    let b = h.backend().await;
+    let (id, loaded, _) = loaded_twice(&b, json!({"a": 1})).await;
+    let mut moving = loaded.clone();
+    moving.values_mut().insert("b".into(), json!(2));
+    let new = b
+        .move_session(&id, &moving, HOUR)
+        .await
+        .expect("the move failed");
+    assert_ne!(new, id, "the session kept its id");
+    assert_eq!(
+        read_back(&b, &new).await.values(),
+        record(json!({"a": 1, "b": 2})).values(),
+        "the moved session is not the one the request left"
+    );
+    assert!(
+        matches!(b.read(&id).await, Ok(None)),
+        "the old id still reads"
+    );
+}
+
+async fn move_after_end_is_gone<H: Harness>(h: &H) {
+    // The first id goes to the session, the second to where the move would put it.
+    let scripted = crate::generate_id();
+    let script = Arc::new(Mutex::new(vec![scripted.clone(), crate::generate_id()]));
+    let ids: IdGenerator = Arc::new(move || {
+        script
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .pop()
+            .unwrap_or_else(crate::generate_id)
+    });
+    let Some(b) = h.backend_with_ids(ids).await else {
+        unsupported(
+            Case::MoveAfterEndIsGone,
+            "the harness cannot script ids (Harness::backend_with_ids)",
+        )
+    };
+    let id = create(&b, &record(json!({"a": 1})), HOUR).await;
+    let loaded = read_back(&b, &id).await;
+    b.remove(&id).await.expect("remove failed");
+    match b.move_session(&id, &loaded, HOUR).await {
+        Err(Error::SessionGone) => {}
+        other => panic!("moving an ended session must be SessionGone, got {other:?}"),
+    }
+    assert!(
+        matches!(b.read(&scripted).await, Ok(None)),
+        "a failed move left a session under the new id"
+    );
 }
 
 async fn apply_clear_clears_the_stored_record<H: Harness>(h: &H) {
@@ -1457,6 +1513,8 @@ macro_rules! conformance_tests {
         __conformance_case!(conformance_ended_marker_after_remove, EndedMarkerAfterRemove);
         __conformance_case!(conformance_ended_marker_after_emptying_save, EndedMarkerAfterEmptyingSave);
         __conformance_case!(conformance_ended_marker_is_no_session, EndedMarkerIsNoSession);
+        __conformance_case!(conformance_move_ends_the_old_id, MoveEndsTheOldId);
+        __conformance_case!(conformance_move_after_end_is_gone, MoveAfterEndIsGone);
     };
 }
 

@@ -237,8 +237,9 @@ impl SessionData {
         self.revision.as_ref()
     }
 
-    /// This record without the revision a read attached: what a new record starts from.
-    pub(crate) fn without_revision(&self) -> Self {
+    /// This record without the revision a read attached: what a new record (a session moved to
+    /// a new id) starts from.
+    pub fn without_revision(&self) -> Self {
         SessionData {
             revision: None,
             ..self.clone()

@@ -53,7 +53,7 @@ mod session;
 pub mod store;
 mod users;
 
-pub use backend::{ENDED_GRACE, IdGenerator, Lookup, SessionBackend};
+pub use backend::{ENDED_GRACE, IdGenerator, Lookup, SessionBackend, move_by_create_and_apply};
 pub use changes::Changes;
 pub use clock::Clock;
 pub use data::{Lifetime, Revision, SessionData, Values};

@@ -185,11 +185,11 @@ impl Inner {
         state.regenerate = false;
     }
 
-    /// Move the session stored under `id` to a fresh id: the session as this request
-    /// leaves it is created under the new id, then the old record goes. The old record is
-    /// removed as a save that empties it, so a logout or a revocation that removed it while
-    /// this request ran is seen: the move is undone and the session ends, rather than living
-    /// on under the new id. What other requests saved under the old id while this one ran
+    /// Move the session stored under `id` to a fresh id, through the backend's
+    /// [`move_session`](SessionBackend::move_session): the session as this request leaves it
+    /// is stored under the new id, then the old record ends. A logout or a revocation that
+    /// ended it while this request ran is seen: the move is undone, rather than the session
+    /// living on under the new id, and this answer leaves the cookie alone. What other requests saved under the old id while this one ran
     /// does not move with it: a login cuts the old id off.
     async fn move_to_new_id(
         &self,
@@ -198,14 +198,9 @@ impl Inner {
         ttl: Option<Duration>,
     ) -> Result<Commit, Error> {
         let backend: &dyn SessionBackend = self.context.backend();
-        let mut clear = Changes::default();
-        clear.clear();
-        let mut emptied = SessionData::default();
-        if let Some(revision) = data.revision() {
-            emptied = emptied.with_revision(revision.clone());
-        }
         if data.is_empty() {
             // Emptied and moved: nothing to move, the session ends.
+            let (emptied, clear) = crate::backend::emptying(&data);
             return match backend.apply(id, &emptied, &clear, ttl).await {
                 Ok(_) => {
                     self.adopt_saved(None, SessionData::default());
@@ -219,14 +214,11 @@ impl Inner {
                 Err(error) => Err(error),
             };
         }
-        // Created first, so a failure in between loses nothing.
-        let value = backend.create(&data.without_revision(), ttl).await?;
-        match backend.apply(id, &emptied, &clear, ttl).await {
-            Ok(_) => self.written(None, data, Ok(value)),
+        match backend.move_session(id, &data, ttl).await {
+            Ok(value) => self.written(None, data, Ok(value)),
             Err(Error::SessionGone) => {
                 // Another request ended or moved it first (a logout, a revocation, another
                 // login): the move is undone, and that request's answer sets the cookie.
-                backend.remove(&value).await?;
                 overlapped_changes_dropped();
                 self.adopt_saved(None, SessionData::default());
                 Ok(Commit::Unchanged)

@@ -252,6 +252,42 @@ return gone
     )
 });
 
+/// A bound session moves to a new id in its user's index: `KEYS[1]` the index, `ARGV[1]` the
+/// old id, `ARGV[2]` the new one, `ARGV[3]` now in milliseconds, `ARGV[4]` `1` when the old
+/// id must still be indexed (the session was bound before this request). Replies 0, changing
+/// nothing, when it must and is not: a revocation took it, and the moved session must not
+/// live on; 1 when the new id took the old one's place.
+static SWAP: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
+local had = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not had and ARGV[4] == '1' then return 0 end
+if had then redis.call('ZREM', KEYS[1], ARGV[1]) end
+redis.call('ZADD', KEYS[1], tonumber(ARGV[3]), ARGV[2])
+return 1
+",
+    )
+});
+
+/// A revocation takes a user's sessions out of the index in one step: `KEYS[1]` the index,
+/// `ARGV[1]` the id to keep (empty: none). Replies the ids taken. A session that moves to a
+/// new id swaps its entry ([`SWAP`]): before this step it is taken under its new id, after it
+/// its move is refused. Either way the revocation ends it.
+static TAKE: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
+local taken = {}
+for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+    if id ~= ARGV[1] then
+        redis.call('ZREM', KEYS[1], id)
+        table.insert(taken, id)
+    end
+end
+return taken
+",
+    )
+});
+
 /// What became of one indexed session a revocation looked at.
 enum Revoked {
     /// Its record was deleted.
@@ -693,6 +729,14 @@ impl<S: Serializer> RedisBackend<S> {
         Ok(())
     }
 
+    /// Delete a record this backend just wrote and then gave up (no end marker: it never
+    /// served a request).
+    async fn discard(&self, id: &str) {
+        if let Err(error) = self.query(&self.key_cmd("DEL", id), "DEL", id).await {
+            tracing::error!(%error, "redis: a session given up while moving could not be deleted");
+        }
+    }
+
     /// End the session `id` if it is still bound to `user`: its record is deleted only as it
     /// was read (compare and delete, in the save's script), so a session bound to someone
     /// else in between is left alone.
@@ -935,12 +979,95 @@ impl<S: Serializer> SessionBackend for RedisBackend<S> {
         Ok(sessions)
     }
 
-    /// `ZRANGE` of the user's index; for each session a `GET` and a compare-and-delete
-    /// `EVALSHA`; one `EVALSHA` pruning the index; `ZRANGE` again, for sessions that moved to
-    /// a new id meanwhile. A save racing the revocation finds its
-    /// record gone and does not bring it back.
+    /// One `EVALSHA` taking the user's sessions (all but `keep`) out of the index at once;
+    /// then for each a `GET` and a compare-and-end `EVALSHA`. A session moving to a new id
+    /// meanwhile is taken under the new id, or its move is refused (see
+    /// [`move_session`](SessionBackend::move_session)); a save racing the revocation finds its
+    /// record ended and does not bring it back.
     async fn revoke_user_sessions(&self, user: &str, keep: Option<&str>) -> Result<usize, Error> {
-        self.revoke_where(user, |id| Some(id) != keep).await
+        let name = format!("user:{{{user}}}");
+        let mut invocation = TAKE.key(self.user_key(user));
+        invocation.arg(keep.unwrap_or_default());
+        let reply = self.script(&invocation, &name).await?;
+        let taken: Vec<String> = redis::from_redis_value(reply.clone())
+            .map_err(|_| self.unexpected("EVALSHA", &name, &reply))?;
+        let mut revoked = 0;
+        let mut first_error = None;
+        for id in taken {
+            match self.revoke_one(user, &id).await {
+                Ok(Revoked::Ended) => revoked += 1,
+                Ok(Revoked::Stale) => {}
+                Err(error) => {
+                    first_error.get_or_insert(error);
+                }
+            }
+        }
+        match first_error {
+            Some(error) => Err(error),
+            None => Ok(revoked),
+        }
+    }
+
+    /// A session bound to a user: `SET NX` of the new record, one `EVALSHA` swapping the old
+    /// id for the new one in the user's index (refused when a revocation took the old id: the
+    /// new record is deleted again), then the save that ends the old record. Others: as the
+    /// default, a create and the ending save.
+    async fn move_session(
+        &self,
+        id: &str,
+        session: &SessionData,
+        ttl: Option<Duration>,
+    ) -> Result<String, Error> {
+        let Some(user) = session.user() else {
+            return sessionkit_core::move_by_create_and_apply(self, id, session, ttl).await;
+        };
+        // Bound before this request (not a login binding it now): its entry must still be
+        // in the index, or a revocation took it.
+        let was_bound = match session.revision().and_then(Revision::as_bytes) {
+            Some(bytes) if bytes != ENDED_MARKER => {
+                matches!(self.serializer.deserialize(bytes), Ok(loaded) if loaded.user() == Some(user))
+            }
+            _ => false,
+        };
+        let fresh = session.without_revision();
+        let value = &self.serializer.serialize(&fresh)?;
+        let ttl_ms = self.ttl_ms(ttl);
+        let new_id = store::create(
+            "redis",
+            || self.generate_id(),
+            |new_id| async move { self.set(&new_id, value, "NX", ttl_ms).await },
+        )
+        .await?;
+        let now_ms = sessionkit_core::Clock::system().unix_millis();
+        let mut swap = SWAP.key(self.user_key(user));
+        swap.arg(id)
+            .arg(&new_id)
+            .arg(now_ms)
+            .arg(if was_bound { "1" } else { "0" });
+        let swapped = self.script(&swap, &new_id).await;
+        if !matches!(swapped, Ok(Value::Int(1))) {
+            self.discard(&new_id).await;
+            return match swapped {
+                Ok(Value::Int(0)) => Err(Error::SessionGone),
+                Ok(other) => Err(self.unexpected("EVALSHA", &new_id, &other)),
+                Err(error) => Err(error),
+            };
+        }
+        let mut clear = Changes::default();
+        clear.clear();
+        let mut emptied = SessionData::default();
+        if let Some(revision) = session.revision() {
+            emptied = emptied.with_revision(revision.clone());
+        }
+        match self.apply(id, &emptied, &clear, ttl).await {
+            Ok(_) => Ok(new_id),
+            Err(error) => {
+                // The old record ended meanwhile (or the save failed): the move is undone.
+                self.prune(user, &[(new_id.clone(), now_ms as f64)]).await;
+                self.discard(&new_id).await;
+                Err(error)
+            }
+        }
     }
 
     async fn revoke_user_session(&self, user: &str, device: &DeviceId) -> Result<bool, Error> {

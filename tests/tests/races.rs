@@ -78,6 +78,29 @@ async fn slow_read(State(gates): State<Arc<Gates>>, lazy: LazySession) -> Result
         .unwrap_or_else(|| "anonymous".into()))
 }
 
+/// Logs in as `user`: a new id, bound to the user.
+async fn login_as(session: Session, Path(user): Path<String>) -> Result<&'static str, Error> {
+    session.regenerate_id()?;
+    session.set_user(user)?;
+    Ok("in")
+}
+
+/// Moves the session to a new id (what some apps do on every privilege change).
+async fn rotate(session: Session) -> Result<String, Error> {
+    session.regenerate_id()?;
+    Ok(session.user().unwrap_or_else(|| "anonymous".into()))
+}
+
+/// "Sign out of other devices".
+async fn revoke_others(session: Session) -> Result<String, Error> {
+    Ok(session.revoke_other_sessions().await?.to_string())
+}
+
+/// How many live sessions the session's user has.
+async fn devices(session: Session) -> Result<String, Error> {
+    Ok(session.user_sessions().await?.len().to_string())
+}
+
 async fn set(session: Session, Path(key): Path<String>) -> Result<&'static str, Error> {
     session.insert(&key, true)?;
     Ok("set")
@@ -91,6 +114,10 @@ fn app<B: SessionBackend>(backend: B, clock: Clock, gates: Arc<Gates>) -> Router
         .route("/slow-write/{key}", get(slow_write))
         .route("/slow-read", get(slow_read))
         .route("/set/{key}", get(set))
+        .route("/login-as/{user}", get(login_as))
+        .route("/rotate", get(rotate))
+        .route("/revoke-others", get(revoke_others))
+        .route("/devices", get(devices))
         .with_state(gates)
         .layer(
             SessionLayer::builder(backend)
@@ -330,7 +357,60 @@ async fn burst_of_saves(rig: &Rig, n: usize) -> Burst {
     }
 }
 
+/// Case 4: device D moves its session to a new id again and again while device B signs out
+/// the other devices; D must end up signed out. How many of `runs` runs it escaped.
+async fn revocation_catches_a_moving_session(rig: &Rig, runs: usize) -> usize {
+    let mut escapes = 0;
+    for run in 0..runs {
+        let user = format!("u{run}-{}", &sessionkit_core::generate_id()[..8]);
+        let mut d = Jar::default();
+        d.take(&rig.get(&format!("/login-as/{user}"), &d).await);
+        let mut b = Jar::default();
+        b.take(&rig.get(&format!("/login-as/{user}"), &b).await);
+        // Four connections of D move its session again and again, sharing one jar.
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let jar = Arc::new(std::sync::Mutex::new(Jar(d.0.clone())));
+        let movers: Vec<_> = (0..4)
+            .map(|_| {
+                let url = rig.server.url("/rotate");
+                let (stop, jar) = (Arc::clone(&stop), Arc::clone(&jar));
+                tokio::spawn(async move {
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let cookie = jar.lock().expect("the jar").0.clone();
+                        let reply = send(&plain(), &url, cookie.as_deref()).await;
+                        jar.lock().expect("the jar").take(&reply);
+                    }
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let revoked = rig.get("/revoke-others", &b).await;
+        assert_eq!(revoked.status, 200, "{}: {}", rig.store, revoked.body);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for mover in movers {
+            mover.await.expect("a mover");
+        }
+        let d = Jar(jar.lock().expect("the jar").0.clone());
+        let after = rig.get("/whoami", &d).await;
+        let devices = rig.get("/devices", &b).await;
+        if !after.body.starts_with("anonymous") || devices.body != "1" {
+            escapes += 1;
+        }
+    }
+    escapes
+}
+
 async fn all_cases(rig: Rig) {
+    let escapes = revocation_catches_a_moving_session(&rig, 50).await;
+    println!(
+        "{}: a session moving during a revocation escaped {escapes} of 50 runs",
+        rig.store
+    );
+    assert_eq!(
+        escapes, 0,
+        "{}: moving sessions escaped the revocation",
+        rig.store
+    );
     a_write_overlapping_a_login_leaves_the_login_alone(&rig).await;
     a_read_handled_after_a_login_leaves_the_login_alone(&rig).await;
     a_slow_request_across_logout_and_login_leaves_the_new_login_alone(&rig).await;

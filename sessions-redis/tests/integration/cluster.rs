@@ -15,6 +15,110 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// Commit a session as the layer does; the cookie it sets, if it sets one.
+async fn saved(lazy: &sessionkit_core::LazySession) -> Option<String> {
+    match adapter::commit(lazy).await.expect("a save") {
+        Commit::Set { value, .. } => Some(value),
+        _ => None,
+    }
+}
+
+/// `n` requests of one session, each setting its own key at the same moment: every save
+/// succeeds and every key is kept.
+async fn burst_of_saves_keeps_every_key(layer: &Arc<dyn Context>, n: usize) {
+    let lazy = adapter::session(Arc::clone(layer), None);
+    lazy.load().await.unwrap().insert("first", true).unwrap();
+    let cookie = saved(&lazy).await.expect("a new session's cookie");
+    let saves: Vec<_> = (0..n)
+        .map(|i| {
+            let lazy = adapter::session(Arc::clone(layer), Some(cookie.as_str().into()));
+            tokio::spawn(async move {
+                lazy.load()
+                    .await
+                    .unwrap()
+                    .insert(&format!("k{i}"), i)
+                    .unwrap();
+                adapter::commit(&lazy).await
+            })
+        })
+        .collect();
+    for save in saves {
+        let commit = save.await.expect("a save task");
+        assert!(
+            matches!(commit, Ok(Commit::Set { .. })),
+            "a save of the burst failed: {commit:?}"
+        );
+    }
+    let lazy = adapter::session(Arc::clone(layer), Some(cookie.as_str().into()));
+    assert_eq!(
+        lazy.load().await.unwrap().keys().len(),
+        n + 1,
+        "keys lost in the burst"
+    );
+}
+
+/// Device D's session moves to a new id again and again (four requests at a time) while
+/// device B signs out the other devices: how many of `runs` runs D kept a session.
+async fn revocation_catches_moving_sessions(layer: &Arc<dyn Context>, runs: usize) -> usize {
+    let login = |user: String| {
+        let lazy = adapter::session(Arc::clone(layer), None);
+        async move {
+            let session = lazy.load().await.unwrap();
+            session.set_user(user).unwrap();
+            saved(&lazy).await.expect("a login's cookie")
+        }
+    };
+    let mut escapes = 0;
+    for run in 0..runs {
+        let user = format!("mover-{run}-{}", sessionkit_core::generate_id());
+        let d = Arc::new(std::sync::Mutex::new(login(user.clone()).await));
+        let b = login(user.clone()).await;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let movers: Vec<_> = (0..4)
+            .map(|_| {
+                let (layer, d, stop) = (Arc::clone(layer), Arc::clone(&d), Arc::clone(&stop));
+                tokio::spawn(async move {
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let cookie = d.lock().unwrap().clone();
+                        let lazy = adapter::session(Arc::clone(&layer), Some(cookie.into()));
+                        lazy.load().await.unwrap().regenerate_id().unwrap();
+                        if let Some(moved) = saved(&lazy).await {
+                            *d.lock().unwrap() = moved;
+                        }
+                    }
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let revoking = adapter::session(Arc::clone(layer), Some(b.as_str().into()));
+        revoking
+            .load()
+            .await
+            .unwrap()
+            .revoke_other_sessions()
+            .await
+            .unwrap();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for mover in movers {
+            mover.await.unwrap();
+        }
+        let last = d.lock().unwrap().clone();
+        let d_now = adapter::session(Arc::clone(layer), Some(last.into()));
+        let left = revoking
+            .load()
+            .await
+            .unwrap()
+            .user_sessions()
+            .await
+            .unwrap()
+            .len();
+        if d_now.load().await.unwrap().user().is_some() || left != 1 {
+            escapes += 1;
+        }
+    }
+    escapes
+}
+
 struct ClusterHarness<S> {
     urls: Vec<String>,
     prefix: String,
@@ -244,6 +348,11 @@ fn cluster_conformance_and_keys_across_slots() {
         }
         assert_eq!(open(&cookies[0]).await.user().as_deref(), Some("ada"));
         assert_eq!(first.user_sessions().await.unwrap().len(), 1);
+
+        burst_of_saves_keeps_every_key(&layer, 64).await;
+        let escapes = revocation_catches_moving_sessions(&layer, 50).await;
+        println!("cluster: a session moving during a revocation escaped {escapes} of 50 runs");
+        assert_eq!(escapes, 0, "moving sessions escaped the revocation");
     });
 
     let masters = cluster.master_urls();
