@@ -37,7 +37,7 @@
 //! |---|---|
 //! | read | `GET key` |
 //! | create | `SET key value NX PX ms` — on a taken id (nil reply), a new id is minted and tried |
-//! | [`update`](RedisBackend::update) (a direct overwrite, for tools) | `SET key value XX PX ms` — nil reply: [`Error::SessionGone`], nothing stored |
+//! | [`update`](RedisBackend::update) (a direct overwrite, for tools) | `EVALSHA` of the save's script, storing the value unless the key holds nothing or an end marker ([`Error::SessionGone`], nothing stored) |
 //! | save (`apply`: a loaded session's changes, and refreshes) | `EVALSHA` of a script that compares the stored bytes with the ones the session read and, when they match, runs `SET key value PX ms` (for a session emptied, `SET key <end marker> PX 60000`); when another save came in between it answers the stored bytes, the changes are applied to them and the script runs again, with a short pause after the first few tries, for up to 5 seconds. The scripts run through `redis::Script`: when Redis does not know one (`NOSCRIPT`: a new or restarted server), `SCRIPT LOAD` and `EVALSHA` again |
 //! | remove | `SET key <end marker> XX PX 60000`: for a minute the key tells a request that overlapped the logout from one with a long-dead cookie ([`Lookup::Ended`]) |
 //! | [`exists`](RedisBackend::exists) | `GET key` |
@@ -162,7 +162,7 @@ use sessionkit_core::{
 /// How a read treats a record the serializer cannot decode (re-exported from `sessionkit-core`).
 pub use sessionkit_core::store::CorruptRecords;
 use std::fmt;
-use std::io::Write;
+use std::io::Write as _;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
@@ -194,19 +194,21 @@ const REVOKE_ROUNDS: usize = 4;
 const ENDED_MARKER: &[u8] = b"\0sessionkit:ended";
 
 /// The save: a compare-and-swap on the record's bytes. `KEYS[1]` the session's key,
-/// `ARGV[1]` the bytes the changes were applied to, `ARGV[2]` `set` or `end`, `ARGV[3]` the
-/// new bytes (for `end`, the end marker), `ARGV[4]` the TTL in milliseconds (empty: none).
-/// Replies: nil when the record is gone (it is not brought back), 1 when set, 0 when ended,
-/// and an array holding the current bytes when they are not the expected ones (another save
-/// came in between, or the session ended: then they are the marker).
+/// `ARGV[1]` the bytes the changes were applied to, `ARGV[2]` what to do: `set` the new
+/// bytes `ARGV[3]` for `ARGV[4]` milliseconds (empty: no TTL), `put` them without comparing
+/// (a direct overwrite), `end` the session (its end marker for `ARGV[4]` milliseconds) or
+/// `del` it (a revocation: no marker, its next request has its cookie expired); `ARGV[5]` the
+/// end marker. Replies: nil when the record is gone or ended (it is not brought back), 1 when
+/// set, 0 when ended or deleted, and an array holding the current bytes when they are not the
+/// expected ones (another save came in between).
 static APPLY: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
         r"
 local current = redis.call('GET', KEYS[1])
-if not current then return nil end
-if current ~= ARGV[1] then return {current} end
-if ARGV[2] == 'end' then
-    redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])
+if not current or current == ARGV[5] then return nil end
+if ARGV[2] ~= 'put' and current ~= ARGV[1] then return {current} end
+if ARGV[2] == 'del' then
+    redis.call('DEL', KEYS[1])
     return 0
 end
 if ARGV[4] == '' then
@@ -214,10 +216,23 @@ if ARGV[4] == '' then
 else
     redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])
 end
+if ARGV[2] == 'end' then return 0 end
 return 1
 ",
     )
 });
+
+/// What the save script does once the record is as expected.
+enum SaveWrite<'a> {
+    /// Store these bytes, for the TTL.
+    Set(&'a [u8], Option<u64>),
+    /// Store these bytes, for the TTL, whatever the record holds (a direct overwrite).
+    Put(&'a [u8], Option<u64>),
+    /// End the session: its end marker, for [`ENDED_GRACE`].
+    End,
+    /// Delete the record, leaving no marker (a revocation).
+    Delete,
+}
 
 /// A session enters its user's index: `KEYS[1]` the index (a sorted set), `ARGV[1]` the id,
 /// `ARGV[2]` now in milliseconds. The score only ever grows, so a listing that found the
@@ -546,26 +561,27 @@ impl<S> RedisBackend<S> {
         }
     }
 
-    /// The save script's invocation: compare with `expected`, then store `value` for
-    /// `ttl_ms` (or delete the record, for an empty `value`).
+    /// The save script's invocation: compare with `expected`, then `write`.
     fn apply_invocation(
         &self,
         id: &str,
         expected: &[u8],
-        value: &[u8],
-        ttl_ms: Option<u64>,
+        write: SaveWrite<'_>,
     ) -> ScriptInvocation<'static> {
         let mut invocation = APPLY.key(self.key_arg(id));
         invocation.arg(expected);
-        if value.is_empty() {
-            invocation.arg("end").arg(ENDED_MARKER).arg(grace_ms());
-            return invocation;
-        }
-        invocation.arg("set").arg(value);
+        let (mode, value, ttl_ms) = match write {
+            SaveWrite::Set(value, ttl_ms) => ("set", value, ttl_ms),
+            SaveWrite::Put(value, ttl_ms) => ("put", value, ttl_ms),
+            SaveWrite::End => ("end", ENDED_MARKER, Some(grace_ms())),
+            SaveWrite::Delete => ("del", &[][..], None),
+        };
+        invocation.arg(mode).arg(value);
         match ttl_ms {
             Some(ms) => invocation.arg(ms),
             None => invocation.arg(""),
         };
+        invocation.arg(ENDED_MARKER);
         invocation
     }
 
@@ -680,8 +696,11 @@ impl<S: Serializer> RedisBackend<S> {
         ttl: Option<Duration>,
     ) -> Result<String, Error> {
         let value = self.serializer.serialize(data)?;
-        if !self.set(id, &value, "XX", self.ttl_ms(ttl)).await? {
-            return Err(Error::SessionGone);
+        let invocation = self.apply_invocation(id, &[], SaveWrite::Put(&value, self.ttl_ms(ttl)));
+        match self.script(&invocation, id).await? {
+            Value::Int(1) => {}
+            Value::Nil => return Err(Error::SessionGone),
+            other => return Err(self.unexpected("EVALSHA", id, &other)),
         }
         if let Some(user) = data.user() {
             self.indexed(user, id).await?;
@@ -721,9 +740,8 @@ impl<S: Serializer> RedisBackend<S> {
     /// record is deleted again and the save fails.
     async fn indexed(&self, user: &str, id: &str) -> Result<(), Error> {
         if let Err(error) = self.index(user, id).await {
-            if let Err(e) = self.remove(id).await {
-                tracing::error!(error = %e, "redis: a session left out of its user's index could not be deleted");
-            }
+            // Deleted, with no end marker: the client never got this binding.
+            self.discard(id).await;
             return Err(error);
         }
         Ok(())
@@ -750,7 +768,8 @@ impl<S: Serializer> RedisBackend<S> {
                 return Ok(Revoked::Stale);
             }
             let expected = record.revision().and_then(Revision::as_bytes);
-            let invocation = self.apply_invocation(id, expected.unwrap_or_default(), &[], None);
+            let invocation =
+                self.apply_invocation(id, expected.unwrap_or_default(), SaveWrite::Delete);
             match self.script(&invocation, id).await? {
                 Value::Int(0) => return Ok(Revoked::Ended),
                 Value::Nil => return Ok(Revoked::Stale),
@@ -876,8 +895,12 @@ impl<S: Serializer> SessionBackend for RedisBackend<S> {
                 self.serializer.serialize(&merged)?
             };
             let expected = merged.revision().and_then(Revision::as_bytes);
-            let invocation =
-                self.apply_invocation(id, expected.unwrap_or_default(), &value, ttl_ms);
+            let write = if merged.is_empty() {
+                SaveWrite::End
+            } else {
+                SaveWrite::Set(&value, ttl_ms)
+            };
+            let invocation = self.apply_invocation(id, expected.unwrap_or_default(), write);
             match self.script(&invocation, id).await? {
                 Value::Nil => return Err(Error::SessionGone),
                 Value::Int(1) => {
@@ -925,12 +948,13 @@ impl<S: Serializer> SessionBackend for RedisBackend<S> {
         )))
     }
 
-    /// `SET key <end marker> PX 60000 XX`: the record becomes a marker for [`ENDED_GRACE`]
+    /// `SET key <end marker> XX PX 60000`: the record becomes a marker for [`ENDED_GRACE`]
     /// (nothing is stored for an id that holds nothing).
     async fn remove(&self, id: &str) -> Result<(), Error> {
         let cmd = self.set_cmd(id, ENDED_MARKER, "XX", Some(grace_ms()));
         match self.query(&cmd, "SET", id).await? {
             Value::Okay | Value::Nil => Ok(()),
+            Value::SimpleString(reply) if reply == "OK" => Ok(()),
             other => Err(self.unexpected("SET", id, &other)),
         }
     }

@@ -15,6 +15,10 @@ pub struct Statements {
     pub update: String,
     /// The update of a save: only while the row holds the version the changes were applied to.
     pub apply: String,
+    /// A live row becomes an end marker (version -1), with the `update` statement's parameters.
+    pub end: String,
+    /// A save that emptied the session ends its row, with the `apply` statement's parameters.
+    pub end_version: String,
     pub delete: String,
     pub delete_expired: String,
     /// The ids of a user's live sessions.

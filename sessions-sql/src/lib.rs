@@ -578,10 +578,11 @@ fn user_of(data: &SessionData) -> Result<Option<&str>, Error> {
     }
 }
 
-/// What a row holds for [`ENDED_GRACE`] after its session ended (a logout, a login that moved
-/// it, a save that emptied it): bytes no serializer writes. It reads as no session; `lookup`
-/// answers [`Lookup::Ended`] for it, and the clean-up deletes it with the expired rows.
-const ENDED_MARKER: &[u8] = b"\0sessionkit:ended";
+/// An ended session's row for [`ENDED_GRACE`] (a logout, a login that moved it, a save that
+/// emptied it): version -1, no data, no user. It reads as no session, no statement but the
+/// read matches it (`version >= 0`, or a version a read gave), `lookup` answers
+/// [`Lookup::Ended`] for it, and the clean-up deletes it with the expired rows.
+const ENDED_DATA: &[u8] = b"";
 
 /// [`ENDED_GRACE`] in milliseconds, the life of an end marker.
 fn grace_ms() -> i64 {
@@ -675,7 +676,7 @@ impl<DB: SqlDatabase, S: Serializer> SqlBackend<DB, S> {
             id,
         };
         let decode = |bytes: &[u8], version: i64| {
-            if bytes == ENDED_MARKER {
+            if version < 0 {
                 return Ok(None);
             }
             store::decode(&self.serializer, bytes, self.corrupt, &location)
@@ -699,13 +700,18 @@ impl<DB: SqlDatabase, S: Serializer> SqlBackend<DB, S> {
             }
             Some((Decoded::Corrupt, _)) => {
                 // Deleted, so the next request with this cookie does not decode it again.
-                let shared = &*self.shared;
-                if let Err(e) = run!(shared, |conn| DB::delete(conn, &shared.sql.delete, id)) {
-                    let error = shared.error(e, "remove", Some(id)).await;
-                    tracing::warn!(%error, "sessionkit-sql: the undecodable row could not be deleted");
-                }
+                self.delete_corrupt(id).await;
                 Ok(Lookup::Missing)
             }
+        }
+    }
+
+    /// Delete a row that does not decode (no end marker: nothing ended); a failure is logged.
+    async fn delete_corrupt(&self, id: &str) {
+        let shared = &*self.shared;
+        if let Err(e) = run!(shared, |conn| DB::delete(conn, &shared.sql.delete, id)) {
+            let error = shared.error(e, "remove", Some(id)).await;
+            tracing::warn!(%error, "sessionkit-sql: the undecodable row could not be deleted");
         }
     }
 
@@ -828,9 +834,9 @@ impl<DB: SqlDatabase, S: Serializer> SessionBackend for SqlBackend<DB, S> {
                 let until = Some(now.saturating_add(grace_ms()));
                 run!(shared, |conn| DB::apply(
                     conn,
-                    &shared.sql.apply,
+                    &shared.sql.end_version,
                     id,
-                    ENDED_MARKER,
+                    ENDED_DATA,
                     until,
                     None,
                     now,
@@ -892,9 +898,9 @@ impl<DB: SqlDatabase, S: Serializer> SessionBackend for SqlBackend<DB, S> {
         let until = Some(now.saturating_add(grace_ms()));
         match run!(shared, |conn| DB::update(
             conn,
-            &shared.sql.update,
+            &shared.sql.end,
             id,
-            ENDED_MARKER,
+            ENDED_DATA,
             until,
             None,
             now
@@ -959,12 +965,8 @@ impl<DB: SqlDatabase, S: Serializer> SessionBackend for SqlBackend<DB, S> {
                     sessions.push(UserSession::new(&id, record));
                 }
                 Decoded::Record(_) => {}
-                Decoded::Corrupt => {
-                    // As a read of it would: deleted, so it is not decoded again.
-                    if let Err(error) = self.remove(&id).await {
-                        tracing::warn!(%error, "sessionkit-sql: the undecodable row could not be deleted");
-                    }
-                }
+                // As a read of it would: deleted, so it is not decoded again.
+                Decoded::Corrupt => self.delete_corrupt(&id).await,
             }
         }
         UserSession::most_recent_first(&mut sessions);

@@ -1,7 +1,9 @@
 //! The session's life end to end over a real socket, through `SessionLayer` with
 //! `RedisBackend` on the real Redis at `REDIS_URL` (default `redis://127.0.0.1:6379`):
 //! starsessions' scenarios with autoload off (the handler calls `load()`) and on, Redis unreachable,
-//! a record deleted behind the layer's back, and made-up ids.
+//! a record deleted behind the layer's back, and made-up ids. A session that ends (a logout, an
+//! emptied session, the old id of a regenerated one) leaves its key holding an end marker for
+//! `ENDED_GRACE`, which reads as no session.
 //!
 //! Each test stores its records under a key prefix of its own and deletes every key under it
 //! when it ends, failed or not. The shared Redis is never stopped or flushed.
@@ -12,6 +14,7 @@ use axum::Router;
 use axum::routing::get;
 use common::*;
 use reqwest::StatusCode;
+use sessionkit_core::{ENDED_GRACE, Lookup, SessionBackend};
 use sessionkit_redis::RedisBackend;
 use sessionkit_redis::deadpool_redis::redis;
 use sessionkit_tower::{Error, Session, SessionLayer};
@@ -61,6 +64,7 @@ impl Keys {
         format!("{}{id}", self.prefix)
     }
 
+    /// Whether the session's key exists (holding a record or an end marker).
     fn exists(&self, id: &str) -> bool {
         let n: i64 = redis::cmd("EXISTS")
             .arg(self.key(id))
@@ -93,6 +97,34 @@ impl Keys {
         let record: serde_json::Value =
             serde_json::from_slice(&raw).expect("a JSON session record");
         record["data"].clone()
+    }
+
+    /// Fail unless the session's key holds the end marker of a session that ended, expiring
+    /// within `ENDED_GRACE`, and the backend reads it as no session that ended moments ago.
+    async fn assert_ended(&self, id: &str) {
+        let key = self.key(id);
+        assert_eq!(
+            self.raw(id).as_deref(),
+            Some(ENDED_MARKER),
+            "{key} holds no end marker"
+        );
+        let pttl = self.pttl(id);
+        let grace = i64::try_from(ENDED_GRACE.as_millis()).expect("a short grace");
+        assert!(
+            pttl > 0 && pttl <= grace,
+            "{key}: the end marker's PTTL is {pttl} ms"
+        );
+        let backend = self.backend();
+        assert!(
+            backend.read(id).await.expect("read").is_none(),
+            "{key}: an end marker reads as a session"
+        );
+        assert!(
+            !backend.exists(id).await.expect("exists"),
+            "{key}: an end marker exists as a session"
+        );
+        let looked_up = backend.lookup(id).await.expect("lookup");
+        assert!(matches!(looked_up, Lookup::Ended), "{key}: {looked_up:?}");
     }
 
     /// Delete the session's key behind the layer's back; how many keys went.
@@ -159,6 +191,9 @@ impl Drop for Keys {
         }
     }
 }
+
+/// What a key holds for `ENDED_GRACE` after its session ended.
+const ENDED_MARKER: &[u8] = b"\0sessionkit:ended";
 
 /// A loopback port nothing listens on: bound, then let go.
 fn closed_port() -> u16 {
@@ -384,7 +419,7 @@ async fn read_only_request_neither_writes_nor_renews_ttl_autoload_on() {
     read_only_request_neither_writes_nor_renews_ttl(Load::Auto).await;
 }
 
-async fn logout_removes_key_and_expires_cookie(load: Load) {
+async fn logout_leaves_an_end_marker_and_expires_cookie(load: Load) {
     let keys = Keys::new();
     let server = Server::start(load.app(&keys)).await;
     let cookie = start_session(load, &server).await;
@@ -401,10 +436,12 @@ async fn logout_removes_key_and_expires_cookie(load: Load) {
     assert_eq!(expiry.name, "session");
     assert!(expiry.is_expiry(), "not an expiry: {}", expiry.raw);
     assert_eq!(expiry.attr("Path"), Some("/"));
-    assert!(!keys.exists(&cookie.value), "the record survived logout");
-    assert!(keys.all().is_empty(), "{:?}", keys.all());
+    keys.assert_ended(&cookie.value).await;
+    assert_eq!(keys.all(), vec![keys.key(&cookie.value)]);
 
-    // The old cookie opens nothing, and creates nothing.
+    // The old cookie, sent again within the grace (as by a request that overlapped the
+    // logout), opens nothing and creates nothing, and its cookie is left to the logout's
+    // answer.
     let stale = send(
         &plain(),
         &server.url(load.path("get")),
@@ -412,20 +449,34 @@ async fn logout_removes_key_and_expires_cookie(load: Load) {
     )
     .await;
     stale.assert_ok("none");
-    assert!(keys.all().is_empty(), "{:?}", keys.all());
+    assert!(stale.set_cookies.is_empty(), "{:?}", stale.set_cookies);
+    let stale_write = send(
+        &plain(),
+        &server.url(load.path("count")),
+        Some(&cookie.pair()),
+    )
+    .await;
+    stale_write.assert_ok("1");
+    assert!(
+        stale_write.set_cookies.is_empty(),
+        "{:?}",
+        stale_write.set_cookies
+    );
+    keys.assert_ended(&cookie.value).await;
+    assert_eq!(keys.all(), vec![keys.key(&cookie.value)]);
 }
 
 #[tokio::test]
-async fn logout_removes_key_and_expires_cookie_autoload_off() {
-    logout_removes_key_and_expires_cookie(Load::Explicit).await;
+async fn logout_leaves_an_end_marker_and_expires_cookie_autoload_off() {
+    logout_leaves_an_end_marker_and_expires_cookie(Load::Explicit).await;
 }
 
 #[tokio::test]
-async fn logout_removes_key_and_expires_cookie_autoload_on() {
-    logout_removes_key_and_expires_cookie(Load::Auto).await;
+async fn logout_leaves_an_end_marker_and_expires_cookie_autoload_on() {
+    logout_leaves_an_end_marker_and_expires_cookie(Load::Auto).await;
 }
 
-async fn regenerate_moves_data_to_new_key_and_deletes_old(load: Load) {
+async fn regenerate_moves_data_to_new_key_and_ends_old(load: Load) {
     let keys = Keys::new();
     let server = Server::start(load.app(&keys)).await;
     let old = start_session(load, &server).await;
@@ -444,8 +495,11 @@ async fn regenerate_moves_data_to_new_key_and_deletes_old(load: Load) {
     assert_eq!(new.name, "session");
     assert!(!new.value.is_empty(), "{}", new.raw);
     assert_ne!(new.value, old.value, "the id was not regenerated");
-    assert!(!keys.exists(&old.value), "the old record survived");
-    assert_eq!(keys.all(), vec![keys.key(&new.value)]);
+    // The old key holds the end marker: the record under it ended.
+    keys.assert_ended(&old.value).await;
+    let mut both = vec![keys.key(&new.value), keys.key(&old.value)];
+    both.sort();
+    assert_eq!(keys.all(), both);
     assert_eq!(keys.data(&new.value), serde_json::json!({ "n": 2 }));
     let ttl = keys.pttl(&new.value);
     assert!(is_max_age(ttl), "PTTL of the new record: {ttl} ms");
@@ -453,23 +507,26 @@ async fn regenerate_moves_data_to_new_key_and_deletes_old(load: Load) {
     send(&plain(), &server.url(load.path("get")), Some(&new.pair()))
         .await
         .assert_ok("2");
-    send(&plain(), &server.url(load.path("get")), Some(&old.pair()))
-        .await
-        .assert_ok("none");
-    assert_eq!(keys.all(), vec![keys.key(&new.value)]);
+    // The old cookie within the grace (a request that overlapped the move): nothing, and the
+    // cookie is left to the regenerating request's answer.
+    let stale = send(&plain(), &server.url(load.path("get")), Some(&old.pair())).await;
+    stale.assert_ok("none");
+    assert!(stale.set_cookies.is_empty(), "{:?}", stale.set_cookies);
+    keys.assert_ended(&old.value).await;
+    assert_eq!(keys.all(), both);
 }
 
 #[tokio::test]
-async fn regenerate_moves_data_to_new_key_and_deletes_old_autoload_off() {
-    regenerate_moves_data_to_new_key_and_deletes_old(Load::Explicit).await;
+async fn regenerate_moves_data_to_new_key_and_ends_old_autoload_off() {
+    regenerate_moves_data_to_new_key_and_ends_old(Load::Explicit).await;
 }
 
 #[tokio::test]
-async fn regenerate_moves_data_to_new_key_and_deletes_old_autoload_on() {
-    regenerate_moves_data_to_new_key_and_deletes_old(Load::Auto).await;
+async fn regenerate_moves_data_to_new_key_and_ends_old_autoload_on() {
+    regenerate_moves_data_to_new_key_and_ends_old(Load::Auto).await;
 }
 
-async fn emptied_session_deletes_key(load: Load) {
+async fn emptied_session_leaves_an_end_marker(load: Load) {
     let keys = Keys::new();
     let server = Server::start(load.app(&keys)).await;
     let cookie = start_session(load, &server).await;
@@ -487,18 +544,18 @@ async fn emptied_session_deletes_key(load: Load) {
         "not an expiry: {}",
         reply.cookie().raw
     );
-    assert!(!keys.exists(&cookie.value), "the emptied record survived");
-    assert!(keys.all().is_empty(), "{:?}", keys.all());
+    keys.assert_ended(&cookie.value).await;
+    assert_eq!(keys.all(), vec![keys.key(&cookie.value)]);
 }
 
 #[tokio::test]
-async fn emptied_session_deletes_key_autoload_off() {
-    emptied_session_deletes_key(Load::Explicit).await;
+async fn emptied_session_leaves_an_end_marker_autoload_off() {
+    emptied_session_leaves_an_end_marker(Load::Explicit).await;
 }
 
 #[tokio::test]
-async fn emptied_session_deletes_key_autoload_on() {
-    emptied_session_deletes_key(Load::Auto).await;
+async fn emptied_session_leaves_an_end_marker_autoload_on() {
+    emptied_session_leaves_an_end_marker(Load::Auto).await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -695,12 +752,9 @@ async fn session_deleted_in_redis_is_not_resurrected_by_the_next_write() {
     })
     .await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
-    let expiry = reply.cookie();
-    assert!(
-        expiry.is_expiry(),
-        "the removed session was not ended: {}",
-        expiry.raw
-    );
+    // Its save finds the record gone, as when another request ended the session: nothing is
+    // written back, and the cookie is left alone (the next request finds nothing under it).
+    assert!(reply.set_cookies.is_empty(), "{:?}", reply.set_cookies);
     assert!(!keys.exists(&cookie.value), "the removed record came back");
     assert!(keys.all().is_empty(), "{:?}", keys.all());
 
@@ -725,17 +779,23 @@ async fn parallel_logout_is_not_undone_by_a_slower_write() {
         let logout = send(&plain(), &server.url("/delete"), Some(&cookie.pair())).await;
         logout.assert_ok("deleted");
         assert!(logout.cookie().is_expiry(), "{}", logout.cookie().raw);
-        assert!(!keys.exists(&cookie.value));
+        keys.assert_ended(&cookie.value).await;
     })
     .await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    // The slow request's changes are dropped, and its answer leaves the cookie to the
+    // logout's.
     assert!(
-        reply.cookie().is_expiry(),
-        "the logged-out session was not ended: {}",
-        reply.cookie().raw
+        reply.set_cookies.is_empty(),
+        "the overlapping request answered a cookie: {:?}",
+        reply.set_cookies
     );
-    assert!(!keys.exists(&cookie.value), "the logout was undone");
-    assert!(keys.all().is_empty(), "{:?}", keys.all());
+    keys.assert_ended(&cookie.value).await;
+    assert_eq!(
+        keys.all(),
+        vec![keys.key(&cookie.value)],
+        "the logout was undone"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -5,7 +5,7 @@
 use crate::common::{RedisServer, command_calls, connect};
 use deadpool_redis::redis::{self, Value};
 use serde_json::json;
-use sessionkit_core::{Error, SessionBackend, SessionData};
+use sessionkit_core::{ENDED_GRACE, Error, Lookup, SessionBackend, SessionData};
 use sessionkit_redis::RedisBackend;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -123,42 +123,90 @@ async fn every_operation_is_exactly_one_command() {
     assert_eq!(seen.counts, one("get"), "read");
     assert_eq!(seen.commands, [vec!["GET".to_owned(), key.clone()]]);
 
+    // An update runs the save's script (loaded by a first update, outside the count): it
+    // stores the value unless the key holds nothing or an end marker.
+    backend.update(&id, &data(2), HOUR).await.unwrap();
     let (updated, seen) = observe(&mut conn, backend.update(&id, &data(2), HOUR)).await;
     assert_eq!(updated.unwrap(), id);
-    assert_eq!(seen.counts, one("set"), "update");
-    assert_eq!(seen.commands[0][..2], ["SET".to_owned(), key.clone()]);
-    assert_eq!(seen.commands[0][3..], ["XX", "PX", "3600000"]);
+    assert_eq!(sent(&seen), ["EVALSHA"], "update");
+    assert_eq!(seen.commands[0][3], key);
+    assert_eq!(seen.commands[0][5..6], ["put".to_owned()]);
+    assert_eq!(seen.commands[0][7], "3600000");
 
     let (exists, seen) = observe(&mut conn, backend.exists(&id)).await;
     assert!(exists.unwrap());
-    assert_eq!(seen.counts, one("exists"), "exists");
-    assert_eq!(seen.commands, [vec!["EXISTS".to_owned(), key.clone()]]);
+    assert_eq!(seen.counts, one("get"), "exists");
+    assert_eq!(seen.commands, [vec!["GET".to_owned(), key.clone()]]);
 
+    // A removal overwrites the record with the end marker for ENDED_GRACE, and only where a
+    // record is (XX).
     let (removed, seen) = observe(&mut conn, backend.remove(&id)).await;
     removed.unwrap();
-    assert_eq!(seen.counts, one("del"), "remove");
-    assert_eq!(seen.commands, [vec!["DEL".to_owned(), key.clone()]]);
+    assert_eq!(seen.counts, one("set"), "remove");
+    assert_eq!(
+        seen.commands,
+        [vec![
+            "SET".to_owned(),
+            key.clone(),
+            String::from_utf8_lossy(ENDED_MARKER).into_owned(),
+            "XX".to_owned(),
+            "PX".to_owned(),
+            ENDED_GRACE.as_millis().to_string(),
+        ]]
+    );
+    assert_holds_end_marker(&mut conn, &key);
 
+    // The marker is no session: a read and `exists` say so, `lookup` tells it ended.
     let (missing, seen) = observe(&mut conn, backend.read(&id)).await;
     assert!(missing.unwrap().is_none());
-    assert_eq!(seen.counts, one("get"), "read of a missing record");
-
-    // An update of a removed session: one SET XX, answered nil, and nothing stored.
-    let (gone, seen) = observe(&mut conn, backend.update(&id, &data(3), HOUR)).await;
-    assert!(matches!(gone, Err(Error::SessionGone)), "{gone:?}");
-    assert_eq!(seen.counts, one("set"), "update of a removed session");
+    assert_eq!(seen.counts, one("get"), "read of a removed record");
+    let (exists, seen) = observe(&mut conn, backend.exists(&id)).await;
+    assert!(!exists.unwrap(), "an end marker exists as a session");
+    assert_eq!(seen.counts, one("get"), "exists of a removed record");
+    let (ended, seen) = observe(&mut conn, backend.lookup(&id)).await;
+    assert!(matches!(ended, Ok(Lookup::Ended)), "{ended:?}");
+    assert_eq!(seen.counts, one("get"), "lookup of a removed record");
+    assert_eq!(seen.commands, [vec!["GET".to_owned(), key.clone()]]);
+    let never = sessionkit_core::generate_id();
+    let (missing, seen) = observe(&mut conn, backend.lookup(&never)).await;
+    assert!(matches!(missing, Ok(Lookup::Missing)), "{missing:?}");
+    assert_eq!(seen.counts, one("get"), "lookup of an id never stored");
 
     // Without any TTL: no PX, and no KEEPTTL either.
+    let removed_id = id;
     let (id, seen) = observe(&mut conn, backend.create(&data(4), None)).await;
     let id = id.unwrap();
     assert_eq!(seen.counts, one("set"), "create without TTL");
     assert_eq!(seen.commands[0].len(), 4, "{:?}", seen.commands);
     assert_eq!(seen.commands[0][3], "NX");
     let (_, seen) = observe(&mut conn, backend.update(&id, &data(5), None)).await;
-    assert_eq!(seen.commands[0].len(), 4, "{:?}", seen.commands);
-    assert_eq!(seen.commands[0][3], "XX");
+    assert_eq!(sent(&seen), ["EVALSHA"], "update without TTL");
+    assert_eq!(seen.commands[0][7], "", "{:?}", seen.commands);
+
+    // An update of a removed session: one EVALSHA, answered nil, and nothing stored: the
+    // key keeps the end marker.
+    let (gone, seen) = observe(&mut conn, backend.update(&removed_id, &data(3), HOUR)).await;
+    assert!(matches!(gone, Err(Error::SessionGone)), "{gone:?}");
+    assert_eq!(sent(&seen), ["EVALSHA"], "update of a removed session");
+    assert_holds_end_marker(&mut conn, &key);
+    assert!(backend.read(&removed_id).await.unwrap().is_none());
 
     server.stop();
+}
+
+/// What a key holds for [`ENDED_GRACE`] after its session ended.
+const ENDED_MARKER: &[u8] = b"\0sessionkit:ended";
+
+/// Fail unless `key` holds the end marker, expiring within [`ENDED_GRACE`].
+fn assert_holds_end_marker(conn: &mut redis::Connection, key: &str) {
+    let stored: Option<Vec<u8>> = redis::cmd("GET").arg(key).query(conn).unwrap();
+    assert_eq!(stored.as_deref(), Some(ENDED_MARKER), "{key}");
+    let pttl: i64 = redis::cmd("PTTL").arg(key).query(conn).unwrap();
+    let grace = i64::try_from(ENDED_GRACE.as_millis()).unwrap();
+    assert!(
+        pttl > 0 && pttl <= grace,
+        "{key}: the end marker's PTTL is {pttl} ms"
+    );
 }
 
 /// Saves of sessions never bound to a user send what they always did; the save that binds one
@@ -232,10 +280,8 @@ async fn binding_a_user_costs_one_command_on_the_save_that_binds_it() {
     assert_eq!(revoked.unwrap(), 2);
     assert_eq!(
         sent(&seen),
-        [
-            "ZRANGE", "GET", "EVALSHA", "GET", "EVALSHA", "EVALSHA", "ZRANGE"
-        ],
-        "each session read and deleted as read, one prune, and a listing that finds no move"
+        ["EVALSHA", "GET", "EVALSHA", "GET", "EVALSHA"],
+        "the index taken in one script, then each session read and deleted as read"
     );
     let left: Vec<String> = redis::cmd("ZRANGE")
         .arg("rt:user:{42}")
@@ -257,8 +303,10 @@ fn sent(seen: &Observed) -> Vec<String> {
 }
 
 /// A session bound to a user is in the user's index or nowhere: when the index cannot be
-/// written (here an ACL lets the backend touch session keys only), the save fails and the
-/// record it stored is deleted again, so no bound session escapes a "log out everywhere".
+/// written (here an ACL lets the backend touch session keys only), the save fails and no
+/// bound session is left, so none escapes a "log out everywhere": a create's record is
+/// deleted again (it never served a request: no end marker is left for it), and the session
+/// a save tried to bind ends.
 #[tokio::test]
 async fn a_binding_the_index_refuses_fails_the_save_and_leaves_no_bound_session() {
     use sessionkit_core::Changes;
@@ -304,7 +352,12 @@ async fn a_binding_the_index_refuses_fails_the_save_and_leaves_no_bound_session(
         backend.read(&unbound).await.unwrap().is_none(),
         "a session bound outside the index is still there"
     );
-    assert!(keys(&mut admin).is_empty());
+    // What is left under its key is no session: nothing, or the marker of a session that
+    // ended.
+    for key in keys(&mut admin) {
+        assert_eq!(key, format!("ix:{unbound}"), "a key was left");
+        assert_holds_end_marker(&mut admin, &key);
+    }
 
     // Saves that bind no one are untouched by the index's troubles.
     let id = backend.create(&data(3), HOUR).await.unwrap();

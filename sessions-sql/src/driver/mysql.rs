@@ -19,7 +19,10 @@ impl Driver for sqlx::MySql {
                 "SELECT data, version FROM {t} WHERE id = ? AND {}",
                 live("?")
             ),
-            exists: format!("SELECT 1 FROM {t} WHERE id = ? AND {}", live("?")),
+            exists: format!(
+                "SELECT 1 FROM {t} WHERE id = ? AND version >= 0 AND {}",
+                live("?")
+            ),
             // A plain INSERT: a taken id fails with ER_DUP_ENTRY, told apart below.
             // (INSERT IGNORE would also turn other errors, truncation included, into
             // warnings.)
@@ -28,12 +31,22 @@ impl Driver for sqlx::MySql {
             // also when the new values equal the old ones.
             update: format!(
                 "UPDATE {t} SET data = ?, expires_at = ?, user_id = ?, \
-                 version = version + 1 WHERE id = ? AND {}",
+                 version = version + 1 WHERE id = ? AND version >= 0 AND {}",
+                live("?")
+            ),
+            end: format!(
+                "UPDATE {t} SET data = ?, expires_at = ?, user_id = ?, \
+                 version = -1 WHERE id = ? AND version >= 0 AND {}",
                 live("?")
             ),
             apply: format!(
                 "UPDATE {t} SET data = ?, expires_at = ?, user_id = ?, \
                  version = version + 1 WHERE id = ? AND version = ? AND {}",
+                live("?")
+            ),
+            end_version: format!(
+                "UPDATE {t} SET data = ?, expires_at = ?, user_id = ?, \
+                 version = -1 WHERE id = ? AND version = ? AND {}",
                 live("?")
             ),
             delete: format!("DELETE FROM {t} WHERE id = ?"),

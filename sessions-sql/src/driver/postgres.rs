@@ -13,19 +13,32 @@ impl Driver for sqlx::Postgres {
                 "SELECT data, version FROM {t} WHERE id = $1 AND {}",
                 live("$2")
             ),
-            exists: format!("SELECT 1 FROM {t} WHERE id = $1 AND {}", live("$2")),
+            exists: format!(
+                "SELECT 1 FROM {t} WHERE id = $1 AND version >= 0 AND {}",
+                live("$2")
+            ),
             insert: format!(
                 "INSERT INTO {t} (id, data, expires_at, user_id) VALUES ($1, $2, $3, $4) \
                  ON CONFLICT (id) DO NOTHING"
             ),
             update: format!(
                 "UPDATE {t} SET data = $1, expires_at = $2, user_id = $3, \
-                 version = version + 1 WHERE id = $4 AND {}",
+                 version = version + 1 WHERE id = $4 AND version >= 0 AND {}",
+                live("$5")
+            ),
+            end: format!(
+                "UPDATE {t} SET data = $1, expires_at = $2, user_id = $3, \
+                 version = -1 WHERE id = $4 AND version >= 0 AND {}",
                 live("$5")
             ),
             apply: format!(
                 "UPDATE {t} SET data = $1, expires_at = $2, user_id = $3, \
                  version = version + 1 WHERE id = $4 AND version = $5 AND {}",
+                live("$6")
+            ),
+            end_version: format!(
+                "UPDATE {t} SET data = $1, expires_at = $2, user_id = $3, \
+                 version = -1 WHERE id = $4 AND version = $5 AND {}",
                 live("$6")
             ),
             delete: format!("DELETE FROM {t} WHERE id = $1"),

@@ -470,8 +470,27 @@ async fn a_sqlite_table_with_a_rowid_serves_every_operation() {
     let gone = b.create(&n(3), HOUR).await.unwrap();
     fx.expire_now(&gone).await;
     assert_eq!(b.delete_expired().await.unwrap(), 1);
+    // A removal leaves the end marker, which is no session, until the clean-up after its
+    // grace.
     b.remove(&id).await.unwrap();
+    fx.assert_end_marker(&id).await;
+    assert_eq!(fx.rows().await, 1, "the end marker");
     assert!(b.read(&id).await.unwrap().is_none());
+    assert!(matches!(
+        b.lookup(&id).await.unwrap(),
+        sessionkit_core::Lookup::Ended
+    ));
+    assert!(
+        !b.exists(&id).await.unwrap(),
+        "an end marker exists as a session"
+    );
+    assert_eq!(
+        b.delete_expired().await.unwrap(),
+        0,
+        "a marker went before its grace"
+    );
+    fx.expire_now(&id).await;
+    assert_eq!(b.delete_expired().await.unwrap(), 1);
     assert_eq!(fx.rows().await, 0);
 }
 

@@ -333,6 +333,11 @@ impl<K: Kind> Fixture<K> {
         .await
     }
 
+    /// Fail unless the row of `id` is an end marker (see [`assert_end_marker_row`]).
+    pub async fn assert_end_marker(&self, id: &str) {
+        assert_end_marker_row(self.pool(), &self.t(), id).await;
+    }
+
     /// Make the row of `id` expired a minute ago.
     pub async fn expire_now(&self, id: &str) {
         let sql = format!(
@@ -372,6 +377,38 @@ impl<K: Kind> Fixture<K> {
         .await
         .unwrap()
     }
+}
+
+/// Fail unless the row of `id` in `table` (quoted) is an end marker: version -1, no data,
+/// bound to no user, expiring within `ENDED_GRACE` from now.
+pub async fn assert_end_marker_row<DB: Raw>(pool: &sqlx::Pool<DB>, table: &str, id: &str) {
+    let data = DB::bytes(pool, &format!("SELECT data FROM {table} WHERE id = '{id}'")).await;
+    assert!(data.is_empty(), "the end marker of {id} holds data");
+    let version = DB::int(
+        pool,
+        &format!("SELECT version FROM {table} WHERE id = '{id}'"),
+    )
+    .await;
+    assert_eq!(version, Some(-1), "row {id} is no end marker");
+    let bound = DB::int(
+        pool,
+        &format!("SELECT COUNT(*) FROM {table} WHERE id = '{id}' AND user_id IS NOT NULL"),
+    )
+    .await;
+    assert_eq!(bound, Some(0), "the end marker of {id} is bound to a user");
+    let expires_at = DB::int(
+        pool,
+        &format!("SELECT expires_at FROM {table} WHERE id = '{id}'"),
+    )
+    .await
+    .expect("an end marker expires");
+    let now = now_ms();
+    let grace = i64::try_from(sessionkit_core::ENDED_GRACE.as_millis()).unwrap();
+    assert!(
+        expires_at > now && expires_at <= now + grace,
+        "the end marker of {id} expires in {} ms",
+        expires_at - now
+    );
 }
 
 /// One test body per kind of database: `for_each_db!(name, ...)` makes `sqlite_memory::name`,

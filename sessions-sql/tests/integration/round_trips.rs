@@ -9,9 +9,10 @@
 //!   connection given back to it, which this test would count as a second round trip.
 
 use crate::common::{
-    DropLater, Fixture, HOUR, Kind, drop_table_later, for_each_db, n, now_ms, unique_table,
+    DropLater, Fixture, HOUR, Kind, Raw, assert_end_marker_row, drop_table_later, for_each_db, n,
+    now_ms, unique_table,
 };
-use sessionkit_core::{Changes, DeviceId, Error, SessionBackend, SessionData};
+use sessionkit_core::{Changes, DeviceId, Error, Lookup, SessionBackend, SessionData};
 use sessionkit_sql::SqlBackend;
 use std::sync::{Mutex, OnceLock};
 use tracing::field::{Field, Visit};
@@ -137,19 +138,36 @@ async fn every_operation_is_one_statement<K: Kind>() {
     let (exists, sql) = statements(&table, backend.exists(&id)).await;
     assert!(exists.unwrap());
     assert_eq!(sql, ["SELECT"], "exists");
+    // A removal makes the row the end marker (the `update` statement) for ENDED_GRACE.
     let (removed, sql) = statements(&table, backend.remove(&id)).await;
     removed.unwrap();
-    assert_eq!(sql, ["DELETE"], "remove");
-    let (gone, sql) = statements(&table, backend.update(&id, &n(3), HOUR)).await;
-    assert!(matches!(gone, Err(Error::SessionGone)));
-    assert_eq!(sql, ["UPDATE"], "update of a removed session");
+    assert_eq!(sql, ["UPDATE"], "remove");
+    let quoted = format!("{q}{table}{q}", q = <K::DB as Raw>::QUOTE);
+    assert_end_marker_row(backend.pool(), &quoted, &id).await;
     let (missing, sql) = statements(&table, backend.read(&id)).await;
     assert!(missing.unwrap().is_none());
-    assert_eq!(sql, ["SELECT"], "read of a missing session");
+    assert_eq!(sql, ["SELECT"], "read of a removed session");
+    let (ended, sql) = statements(&table, backend.lookup(&id)).await;
+    assert!(matches!(ended, Ok(Lookup::Ended)), "{ended:?}");
+    assert_eq!(sql, ["SELECT"], "lookup of a removed session");
+    let never = sessionkit_core::generate_id();
+    let (missing, sql) = statements(&table, backend.lookup(&never)).await;
+    assert!(matches!(missing, Ok(Lookup::Missing)), "{missing:?}");
+    assert_eq!(sql, ["SELECT"], "lookup of an id never stored");
     // Ids that cannot be stored cost nothing.
     let (none, sql) = statements(&table, backend.read("not an id")).await;
     assert!(none.unwrap().is_none());
     assert!(sql.is_empty(), "{sql:?}");
+
+    // The marker is no session: `exists` says so, and an update does not bring it back.
+    let (exists, sql) = statements(&table, backend.exists(&id)).await;
+    assert!(!exists.unwrap(), "an end marker exists as a session");
+    assert_eq!(sql, ["SELECT"], "exists of a removed session");
+    let (gone, sql) = statements(&table, backend.update(&id, &n(3), HOUR)).await;
+    assert!(matches!(gone, Err(Error::SessionGone)), "{gone:?}");
+    assert_eq!(sql, ["UPDATE"], "update of a removed session");
+    assert_end_marker_row(backend.pool(), &quoted, &id).await;
+    assert!(backend.read(&id).await.unwrap().is_none());
 }
 
 /// A save never binding a user sends what it sent before the user index (one `UPDATE`), and
@@ -332,12 +350,13 @@ mod wire {
         let (removed, trips) = proxy.count(backend.remove(&id)).await;
         removed.unwrap();
         assert_eq!(trips, 1, "remove");
-        let (gone, trips) = proxy.count(backend.update(&id, &n(3), HOUR)).await;
-        assert!(matches!(gone, Err(Error::SessionGone)));
-        assert_eq!(trips, 1, "update of a removed session");
         let (missing, trips) = proxy.count(backend.read(&id)).await;
         assert!(missing.unwrap().is_none());
-        assert_eq!(trips, 1, "read of a missing session");
+        assert_eq!(trips, 1, "read of a removed session");
+        let (ended, trips) = proxy.count(backend.lookup(&id)).await;
+        assert!(matches!(ended, Ok(Lookup::Ended)), "{ended:?}");
+        assert_eq!(trips, 1, "lookup of a removed session");
+        let removed_id = id;
 
         // Saves, bound to a user or not, and the user's listing and revocation.
         let id = backend.create(&n(4), HOUR).await.unwrap();
@@ -361,6 +380,12 @@ mod wire {
             .await;
         assert_eq!(revoked.unwrap(), 1);
         assert_eq!(trips, 1, "revoking a user's sessions");
+
+        // An update of the removed session (its row the end marker): refused, one round trip.
+        let (gone, trips) = proxy.count(backend.update(&removed_id, &n(3), HOUR)).await;
+        assert!(matches!(gone, Err(Error::SessionGone)), "{gone:?}");
+        assert_eq!(trips, 1, "update of a removed session");
+        assert!(backend.read(&removed_id).await.unwrap().is_none());
     }
 }
 
