@@ -167,10 +167,11 @@ impl Inner {
             Some(id) if *id == *value => id,
             _ => Arc::from(value.as_str()),
         };
+        // `data` was stamped with the save's time: the cookie's lifetime counts from it.
         let max_age = self
             .context
             .policy()
-            .max_age_for(&data, self.context.policy().now());
+            .max_age_for(&data, data.last_access_unix());
         self.adopt_saved(Some(stored), data);
         Ok(Commit::Set { value, max_age })
     }
