@@ -9,8 +9,11 @@ use std::time::Duration;
 /// - `idle`: a session not used for this long ends. Activity extends it: every save records
 ///   the time, and an unchanged session is saved again (through
 ///   [`SessionBackend::apply`](crate::SessionBackend::apply), with no changes) once
-///   `refresh_after` has passed since its last save (default: half the idle window).
-/// - `absolute`: a session ends this long after it was created, however active.
+///   `refresh_after` has passed since its last save (default: half the idle window). A
+///   session with a lifetime of its own, [`Lifetime::Inactivity`] ("remember me"), has its
+///   window in place of this one; `BrowserSession` and `Until` sessions keep it.
+/// - `absolute`: a session ends this long after it was created, however active: a hard cap
+///   for every session, its own lifetime included (a longer one is cut to it).
 /// - `max_age`: the cookie's lifetime, which also caps the stored record's.
 ///
 /// A session past a limit reads as empty whatever the store still holds, and its record is
@@ -71,10 +74,19 @@ impl Policy {
         };
         let own = match data.lifetime() {
             Some(Lifetime::Until(at)) => now >= at,
-            Some(Lifetime::Inactivity(window)) => past(data.last_access_unix(), Some(window)),
-            Some(Lifetime::BrowserSession) | None => false,
+            _ => false,
         };
-        own || past(data.last_access_unix(), self.idle) || past(data.created_unix(), self.absolute)
+        own || past(data.last_access_unix(), self.idle_for(data))
+            || past(data.created_unix(), self.absolute)
+    }
+
+    /// The inactivity window of `data`: its own [`Lifetime::Inactivity`] window, or the
+    /// layer's idle timeout.
+    pub fn idle_for(&self, data: &SessionData) -> Option<Duration> {
+        match data.lifetime() {
+            Some(Lifetime::Inactivity(window)) => Some(window),
+            _ => self.idle,
+        }
     }
 
     /// The cookie's lifetime for `data` at `now`: the layer's `max_age`, unless the session has
@@ -92,7 +104,12 @@ impl Policy {
     /// and what the absolute limit leaves; for a record saved for the first time (`new`), no
     /// longer than the probation.
     pub fn ttl_for(&self, data: &SessionData, now: u64, new: bool) -> Option<Duration> {
-        let ttl = self.ttl_with(self.max_age_for(data, now), data.created_unix(), now);
+        let ttl = self.ttl_with(
+            self.max_age_for(data, now),
+            self.idle_for(data),
+            data.created_unix(),
+            now,
+        );
         match (new, self.probation) {
             (true, Some(probation)) => Some(ttl.map_or(probation, |ttl| ttl.min(probation))),
             _ => ttl,
@@ -107,19 +124,22 @@ impl Policy {
 
     /// The TTL for a record created at `created` and saved at `now`.
     pub fn ttl(&self, created: u64, now: u64) -> Option<Duration> {
-        self.ttl_with(self.max_age, created, now)
+        self.ttl_with(self.max_age, self.idle, created, now)
     }
 
-    /// [`ttl`](Self::ttl) with `max_age` in place of the layer's.
-    fn ttl_with(&self, max_age: Option<Duration>, created: u64, now: u64) -> Option<Duration> {
+    /// [`ttl`](Self::ttl) with `max_age` and `idle` in place of the layer's.
+    fn ttl_with(
+        &self,
+        max_age: Option<Duration>,
+        idle: Option<Duration>,
+        created: u64,
+        now: u64,
+    ) -> Option<Duration> {
         let absolute_left = self.absolute.map(|absolute| {
             let end = created.saturating_add(secs(absolute));
             Duration::from_secs(end.saturating_sub(now).max(1))
         });
-        [max_age, self.idle, absolute_left]
-            .into_iter()
-            .flatten()
-            .min()
+        [max_age, idle, absolute_left].into_iter().flatten().min()
     }
 
     /// How long `data` has left at `now`, or `None` when no limit applies.
@@ -134,7 +154,7 @@ impl Policy {
             _ => left(data.last_access_unix(), self.max_age_for(data, now)),
         };
         [
-            left(data.last_access_unix(), self.idle),
+            left(data.last_access_unix(), self.idle_for(data)),
             left(data.created_unix(), self.absolute),
             own_end,
         ]
@@ -143,12 +163,14 @@ impl Policy {
         .min()
     }
 
-    /// Whether an unchanged session saved at `data.last_access` should be refreshed at `now`.
+    /// Whether an unchanged session saved at `data.last_access` should be refreshed at `now`:
+    /// it has an inactivity window (its own, or the layer's idle timeout) and `refresh_after`
+    /// (default: half the window) has passed since its last save.
     pub fn needs_refresh(&self, data: &SessionData, now: u64) -> bool {
-        let Some(idle) = self.idle else {
+        let Some(idle) = self.idle_for(data) else {
             return false;
         };
-        let after = self.refresh_after.unwrap_or(idle / 2);
+        let after = self.refresh_after.unwrap_or(idle / 2).min(idle / 2);
         now.saturating_sub(data.last_access_unix()) >= secs(after)
     }
 }
@@ -246,9 +268,22 @@ mod tests {
         );
         assert_eq!(
             p.ttl_for(&remember, 1000, false),
-            Some(Duration::from_secs(600)),
-            "the layer's idle limit still caps it"
+            Some(Duration::from_secs(86_400)),
+            "its own window replaces the layer's idle timeout"
         );
+        assert!(
+            !p.expired(&remember, 1000 + 3_600),
+            "an hour idle: past the layer's 10 minutes, within its own day"
+        );
+        assert!(
+            p.expired(&remember, 1000 + 86_400),
+            "a day idle: its own window"
+        );
+        assert!(
+            p.needs_refresh(&remember, 1000 + 43_200),
+            "refreshed at half its window"
+        );
+        assert!(!p.needs_refresh(&remember, 1000 + 43_199));
         let browser = with(Lifetime::BrowserSession);
         assert_eq!(p.max_age_for(&browser, 1000), None);
         assert_eq!(

@@ -110,7 +110,9 @@ impl Inner {
         }
         if state.record.is_some() {
             let policy = self.context.policy();
-            if policy.idle.is_some() && policy.needs_refresh(&state.data, policy.now()) {
+            if policy.idle_for(&state.data).is_some()
+                && policy.needs_refresh(&state.data, policy.now())
+            {
                 return None;
             }
             // Its client came back: the first lifetime ends, the record gets the full one.

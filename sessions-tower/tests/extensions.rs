@@ -245,6 +245,73 @@ async fn a_handler_that_panics_under_catch_panic_inside_the_layer_saves_nothing(
     assert_eq!(body, "2", "the panicking request's write was not saved");
 }
 
+/// A handler that writes `n = 100`, then takes longer than the timeout around it.
+fn slow_writer(
+    timeout: tower_http::timeout::TimeoutLayer,
+    inside: bool,
+) -> (Router, InMemoryBackend) {
+    let backend = InMemoryBackend::new();
+    let routes = Router::new().route("/", get(count)).route(
+        "/slow",
+        get(|session: Session| async move {
+            session.insert("n", 100)?;
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            Ok::<_, Error>("late")
+        }),
+    );
+    let app = if inside {
+        routes
+            .layer(timeout)
+            .layer(SessionLayer::new(backend.clone()))
+    } else {
+        routes
+            .layer(SessionLayer::new(backend.clone()))
+            .layer(timeout)
+    };
+    (app, backend)
+}
+
+/// The guide's advice on timeout layers, checked: inside the session layer, tower-http's 408
+/// is an answer like any other and the half-made change is saved; outside it (or answering a
+/// 5xx inside), nothing is.
+#[tokio::test]
+async fn what_a_timed_out_request_saves_depends_on_where_the_timeout_sits() {
+    use tower_http::timeout::TimeoutLayer;
+    let limit = std::time::Duration::from_millis(20);
+    for (timeout, inside, status, saved) in [
+        (
+            TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, limit),
+            true,
+            StatusCode::REQUEST_TIMEOUT,
+            true,
+        ),
+        (
+            TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, limit),
+            true,
+            StatusCode::SERVICE_UNAVAILABLE,
+            false,
+        ),
+        (
+            TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, limit),
+            false,
+            StatusCode::REQUEST_TIMEOUT,
+            false,
+        ),
+    ] {
+        let (app, _backend) = slow_writer(timeout, inside);
+        let (_, cookie, _) = send(&app, "/", None).await;
+        let cookie = cookie.unwrap();
+        let (answered, _, _) = send(&app, "/slow", Some(&cookie)).await;
+        assert_eq!(answered, status);
+        let (_, _, body) = send(&app, "/", Some(&cookie)).await;
+        let expected = if saved { "101" } else { "2" };
+        assert_eq!(
+            body, expected,
+            "timeout inside: {inside}, answered {status}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_request_dropped_before_the_handler_answers_discards_the_session() {
     let (seen_tx, seen_rx) = oneshot::channel::<Session>();

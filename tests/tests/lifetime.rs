@@ -18,6 +18,18 @@ const THIRTY_DAYS: u64 = 30 * 24 * 60 * 60;
 
 /// The app on a layer that reads `clock` (a cookie backend reads the layer's).
 fn app<B: SessionBackend>(backend: B, clock: Clock) -> Router {
+    app_with(backend, clock, None)
+}
+
+/// [`app`], with the layer's idle timeout `idle`.
+fn app_with<B: SessionBackend>(backend: B, clock: Clock, idle: Option<Duration>) -> Router {
+    let mut layer = SessionLayer::builder(backend)
+        .with_clock(clock.clone())
+        .with_secure(false)
+        .with_max_age(Duration::from_secs(3600));
+    if let Some(idle) = idle {
+        layer = layer.with_idle_timeout(idle);
+    }
     let now = clock.clone();
     Router::new()
         .route(
@@ -42,14 +54,7 @@ fn app<B: SessionBackend>(backend: B, clock: Clock) -> Router {
                 Ok::<_, Error>(format!("{:?} {n}", session.get::<String>("user")?))
             }),
         )
-        .layer(
-            SessionLayer::builder(backend)
-                .with_clock(clock)
-                .with_secure(false)
-                .with_max_age(Duration::from_secs(3600))
-                .build()
-                .unwrap(),
-        )
+        .layer(layer.build().unwrap())
 }
 
 async fn lifetimes_follow_the_session<B: SessionBackend>(backend: B, clock: Clock) {
@@ -92,6 +97,49 @@ async fn lifetimes_follow_the_session<B: SessionBackend>(backend: B, clock: Cloc
     send(&http, &server.url("/count"), Some(&cookie.pair()))
         .await
         .assert_ok("None 1");
+}
+
+/// A remembered login ("remember me": `Inactivity(30 days)`) outlives the layer's short idle
+/// timeout; an ordinary (browser-session) login does not.
+async fn remembered_logins_outlive_the_idle_timeout<B: SessionBackend>(backend: B, clock: Clock) {
+    let idle = Duration::from_secs(2 * 60 * 60);
+    let server = Server::start(app_with(backend, clock.clone(), Some(idle))).await;
+    let http = plain();
+    let remembered = send(&http, &server.url("/login/remember"), None).await;
+    let remembered = remembered.cookie().pair();
+    let ordinary = send(&http, &server.url("/login/browser"), None).await;
+    let ordinary = ordinary.cookie().pair();
+    clock.advance(idle + Duration::from_secs(60));
+    send(&http, &server.url("/count"), Some(&remembered))
+        .await
+        .assert_ok("Some(\"ada\") 1");
+    send(&http, &server.url("/count"), Some(&ordinary))
+        .await
+        .assert_ok("None 1");
+    // Thirty days without a visit end the remembered one too.
+    clock.advance(Duration::from_secs(THIRTY_DAYS));
+    send(&http, &server.url("/count"), Some(&remembered))
+        .await
+        .assert_ok("None 1");
+}
+
+#[tokio::test]
+async fn memory_remembered_logins_outlive_the_idle_timeout() {
+    let clock = Clock::manual_from_now();
+    let backend = InMemoryBackend::new().with_clock(clock.clone());
+    remembered_logins_outlive_the_idle_timeout(backend, clock).await;
+}
+
+#[tokio::test]
+async fn cookie_remembered_logins_outlive_the_idle_timeout() {
+    let backend = CookieBackend::builder(
+        sessionkit_cookie::Mode::Private,
+        b"a secret for the lifetime tests, 32+ bytes!",
+    )
+    .with_max_lifetime(None)
+    .build()
+    .unwrap();
+    remembered_logins_outlive_the_idle_timeout(backend, Clock::manual_from_now()).await;
 }
 
 #[tokio::test]

@@ -286,6 +286,10 @@ impl fmt::Debug for App {
 /// How long a session lasts at most after its creation, however active.
 pub const ABSOLUTE_TIMEOUT: Duration = Duration::from_secs(30 * 24 * 60 * 60);
 
+/// How long a session (an ordinary login included) lives on the server without a visit,
+/// unless it has an inactivity window of its own (a remembered login's 30 days).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(2 * 60 * 60);
+
 /// How long a new session's record lives until its client comes back.
 pub const PROBATION: Duration = Duration::from_secs(15 * 60);
 
@@ -335,6 +339,7 @@ pub fn sessions<B: SessionBackend>(backend: B, config: &Config) -> Result<Sessio
     let mut layer = SessionLayer::builder(backend)
         .with_secure(config.secure_cookie())
         .with_absolute_timeout(ABSOLUTE_TIMEOUT)
+        .with_idle_timeout(IDLE_TIMEOUT)
         .with_probation(PROBATION);
     if let Some(max_age) = config.max_age {
         layer = layer.with_max_age(max_age);
@@ -503,9 +508,10 @@ async fn login(
         .and_then(|agent| agent.to_str().ok())
         .unwrap_or("an unknown browser");
     session.insert("agent", agent.chars().take(120).collect::<String>())?;
-    // "Remember me": 30 days without a visit; otherwise the login lasts as long as the
-    // browser stays open (a cookie without Max-Age). The layer's 30-day absolute limit caps
-    // both on the server.
+    // "Remember me": 30 days without a visit (its own window replaces the layer's 2-hour idle
+    // timeout); otherwise the login lasts as long as the browser stays open (a cookie without
+    // Max-Age) and two hours without a visit on the server. The layer's 30-day absolute
+    // limit caps both.
     session.set_lifetime(Some(if form.remember.is_some() {
         Lifetime::Inactivity(REMEMBER_FOR)
     } else {
