@@ -39,10 +39,11 @@
 //! | create | `SET key value NX PX ms` — on a taken id (nil reply), a new id is minted and tried |
 //! | [`update`](RedisBackend::update) (a direct overwrite, for tools) | `EVALSHA` of the save's script, storing the value unless the key holds nothing or an end marker ([`Error::SessionGone`], nothing stored) |
 //! | save (`apply`: a loaded session's changes, and refreshes) | `EVALSHA` of a script that compares the stored bytes with the ones the session read and, when they match, runs `SET key value PX ms` (for a session emptied, `SET key <end marker> PX 60000`); when another save came in between it answers the stored bytes, the changes are applied to them and the script runs again, with a short pause after the first few tries, for up to 5 seconds. The scripts run through `redis::Script`: when Redis does not know one (`NOSCRIPT`: a new or restarted server), `SCRIPT LOAD` and `EVALSHA` again |
-//! | remove | `SET key <end marker> XX PX 60000`: for a minute the key tells a request that overlapped the logout from one with a long-dead cookie ([`Lookup::Ended`]) |
+//! | remove (a logout) | `EVALSHA` of a script that makes the key the end marker (`PX 60000`): for a minute the key tells a request that overlapped the logout from one with a long-dead cookie ([`Lookup::Ended`]); for a session bound to a user, one `ZREM` more takes it out of the user's index |
 //! | [`exists`](RedisBackend::exists) | `GET key` |
 //! | [`lookup`](SessionBackend::lookup) (how the session layer loads) | `GET key` |
-//! | a save or create that binds the session to a user | the above, then one `EVALSHA` adding the id to the user's index |
+//! | a save or create that binds the session to a user | the above, then one `EVALSHA` adding the id to the user's index, whose TTL it extends to the session's (never shortened) |
+//! | a later save of a bound session | the save's `EVALSHA`, and `PEXPIRE user-index ms GT` sent alongside (no added wait), so the index lives as long as the user's longest-lived session |
 //!
 //! Creates never overwrite a record and updates never bring back one that was removed or has
 //! expired: both are decided by Redis in the same command that stores the data.
@@ -222,6 +223,20 @@ return 1
     )
 });
 
+/// A removal: `KEYS[1]` the session's key becomes the end marker `ARGV[1]` for `ARGV[2]`
+/// milliseconds. Replies the bytes it held (so a bound session's index entry can go), or nil
+/// when it held no session.
+static END: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
+local old = redis.call('GET', KEYS[1])
+if not old or old == ARGV[1] then return nil end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return old
+",
+    )
+});
+
 /// What the save script does once the record is as expected.
 enum SaveWrite<'a> {
     /// Store these bytes, for the TTL.
@@ -235,15 +250,26 @@ enum SaveWrite<'a> {
 }
 
 /// A session enters its user's index: `KEYS[1]` the index (a sorted set), `ARGV[1]` the id,
-/// `ARGV[2]` now in milliseconds. The score only ever grows, so a listing that found the
-/// record unbound prunes the entry only if no binding came in since (see [`PRUNE`]).
+/// `ARGV[2]` now in milliseconds, `ARGV[3]` the session's TTL in milliseconds (empty: none).
+/// The score only ever grows, so a listing that found the record unbound prunes the entry only
+/// if no binding came in since (see [`PRUNE`]). The index lives as long as the user's
+/// longest-lived session: a new index gets the session's TTL, an existing one is extended to
+/// it, never shortened, and one that holds a session without TTL never expires.
 static INDEX: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
         r"
+local existed = redis.call('EXISTS', KEYS[1])
 local score = tonumber(ARGV[2])
 local old = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if old and tonumber(old) >= score then score = tonumber(old) + 1 end
 redis.call('ZADD', KEYS[1], score, ARGV[1])
+if ARGV[3] == '' then
+    redis.call('PERSIST', KEYS[1])
+elseif existed == 0 then
+    redis.call('PEXPIRE', KEYS[1], ARGV[3])
+else
+    redis.call('PEXPIRE', KEYS[1], ARGV[3], 'GT')
+end
 return 1
 ",
     )
@@ -269,7 +295,9 @@ return gone
 
 /// A bound session moves to a new id in its user's index: `KEYS[1]` the index, `ARGV[1]` the
 /// old id, `ARGV[2]` the new one, `ARGV[3]` now in milliseconds, `ARGV[4]` `1` when the old
-/// id must still be indexed (the session was bound before this request). Replies 0, changing
+/// id must still be indexed (the session was bound before this request), `ARGV[5]` the
+/// session's TTL in milliseconds (empty: none), which the index's is extended to as by
+/// [`INDEX`]. Replies 0, changing
 /// nothing, when it must and is not: a revocation took it, and the moved session must not
 /// live on; 1 when the new id took the old one's place.
 static SWAP: LazyLock<redis::Script> = LazyLock::new(|| {
@@ -277,8 +305,16 @@ static SWAP: LazyLock<redis::Script> = LazyLock::new(|| {
         r"
 local had = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if not had and ARGV[4] == '1' then return 0 end
+local existed = redis.call('EXISTS', KEYS[1])
 if had then redis.call('ZREM', KEYS[1], ARGV[1]) end
 redis.call('ZADD', KEYS[1], tonumber(ARGV[3]), ARGV[2])
+if ARGV[5] == '' then
+    redis.call('PERSIST', KEYS[1])
+elseif existed == 0 then
+    redis.call('PEXPIRE', KEYS[1], ARGV[5])
+else
+    redis.call('PEXPIRE', KEYS[1], ARGV[5], 'GT')
+end
 return 1
 ",
     )
@@ -610,13 +646,36 @@ impl<S> RedisBackend<S> {
     }
 
     /// Add the session `id` to `user`'s index (one `EVALSHA`).
-    async fn index(&self, user: &str, id: &str) -> Result<(), Error> {
+    async fn index(&self, user: &str, id: &str, ttl_ms: Option<u64>) -> Result<(), Error> {
         let key = self.user_key(user);
         // Redis expires the records by its own clock, so the backend reads the system's.
         let now_ms = sessionkit_core::Clock::system().unix_millis();
         let mut invocation = INDEX.key(&key);
         invocation.arg(id).arg(now_ms);
+        match ttl_ms {
+            Some(ms) => invocation.arg(ms),
+            None => invocation.arg(""),
+        };
         self.script(&invocation, id).await.map(drop)
+    }
+
+    /// Make `user`'s index live at least `ttl_ms` more (`PEXPIRE … GT`; `PERSIST` for a
+    /// session without TTL): a save of a bound session extends its record, and its index
+    /// with it. A failure is logged; the save stands.
+    async fn extend_index(&self, user: &str, ttl_ms: Option<u64>) {
+        let mut cmd = Cmd::new();
+        match ttl_ms {
+            Some(ms) => cmd
+                .arg("PEXPIRE")
+                .arg(self.user_key(user))
+                .arg(ms)
+                .arg("GT"),
+            None => cmd.arg("PERSIST").arg(self.user_key(user)),
+        };
+        let name = format!("user:{{{user}}}");
+        if let Err(error) = self.query(&cmd, "PEXPIRE", &name).await {
+            tracing::warn!(%error, "redis: a user's index could not be extended");
+        }
     }
 
     /// `user`'s index entries: each session id with its score.
@@ -703,7 +762,7 @@ impl<S: Serializer> RedisBackend<S> {
             other => return Err(self.unexpected("EVALSHA", id, &other)),
         }
         if let Some(user) = data.user() {
-            self.indexed(user, id).await?;
+            self.indexed(user, id, self.ttl_ms(ttl)).await?;
         }
         Ok(id.to_owned())
     }
@@ -738,13 +797,119 @@ impl<S: Serializer> RedisBackend<S> {
     /// Index the session `id`, just stored bound to `user`. A session bound to a user must be
     /// found when that user's sessions are revoked: if the index cannot be written, the
     /// record is deleted again and the save fails.
-    async fn indexed(&self, user: &str, id: &str) -> Result<(), Error> {
-        if let Err(error) = self.index(user, id).await {
+    async fn indexed(&self, user: &str, id: &str, ttl_ms: Option<u64>) -> Result<(), Error> {
+        if let Err(error) = self.index(user, id, ttl_ms).await {
             // Deleted, with no end marker: the client never got this binding.
             self.discard(id).await;
             return Err(error);
         }
         Ok(())
+    }
+
+    /// [`SessionBackend::apply`]'s save; `unindex`: a session it ends leaves its user's index
+    /// (a move has swapped the entry already).
+    async fn save(
+        &self,
+        id: &str,
+        session: &SessionData,
+        changes: &Changes,
+        ttl: Option<Duration>,
+        unindex: bool,
+    ) -> Result<Option<String>, Error> {
+        let ttl_ms = self.ttl_ms(ttl);
+        let accessed = session.last_access_unix();
+        // The session is the loaded record with the changes made; loaded by other means (no
+        // bytes to compare), it starts from the record as stored now. Either way `merged`
+        // carries the stored bytes it was built on (`read` attaches them).
+        let mut merged = match session.revision().and_then(Revision::as_bytes) {
+            Some(_) => session.clone(),
+            None => {
+                let current = self.read(id).await?.ok_or(Error::SessionGone)?;
+                changes.applied_to(&current, accessed)
+            }
+        };
+        let mut contention = Contention::default();
+        let mut turn = None;
+        while contention.try_again() {
+            let value = if merged.is_empty() {
+                Vec::new()
+            } else {
+                self.serializer.serialize(&merged)?
+            };
+            let expected = merged.revision().and_then(Revision::as_bytes);
+            let write = if merged.is_empty() {
+                SaveWrite::End
+            } else {
+                SaveWrite::Set(&value, ttl_ms)
+            };
+            let invocation = self.apply_invocation(id, expected.unwrap_or_default(), write);
+            match self.script(&invocation, id).await? {
+                Value::Nil => return Err(Error::SessionGone),
+                Value::Int(1) => {
+                    // A save that binds the session: one more command, for the index.
+                    if let Some(user) = changes.binds_user() {
+                        self.indexed(user, id, ttl_ms).await?;
+                    }
+                    return Ok(Some(id.to_owned()));
+                }
+                Value::Int(0) => {
+                    if let (true, Some(ended)) = (unindex, expected) {
+                        self.unindex_ended(id, ended).await;
+                    }
+                    return Ok(None);
+                }
+                Value::Array(mut current) => match current.pop() {
+                    Some(Value::BulkString(bytes)) => {
+                        tracing::debug!(
+                            store = "redis",
+                            "another save came in between; applying the changes again"
+                        );
+                        // Stored by another writer and unreadable: not saved over it.
+                        let current = self.decoded(id, bytes).await?.ok_or(Error::SessionGone)?;
+                        merged = changes.applied_to(&current, accessed);
+                        if turn.is_none() {
+                            // This process's other saves of the session go one at a time.
+                            turn = Some(self.turns.take(id).await);
+                        } else {
+                            let pause = contention.pause();
+                            if !pause.is_zero() {
+                                tokio::time::sleep(pause).await;
+                            }
+                        }
+                    }
+                    other => {
+                        return Err(self.unexpected(
+                            "EVALSHA",
+                            id,
+                            &Value::Array(other.into_iter().collect()),
+                        ));
+                    }
+                },
+                other => return Err(self.unexpected("EVALSHA", id, &other)),
+            }
+        }
+        Err(Error::backend(format!(
+            "redis: {} saves of {} in a row found another save in between; gave up",
+            contention.tries(),
+            masked_key(&self.prefix, id)
+        )))
+    }
+
+    /// Take `id` out of the index of the user the record `bytes` (as it was before it ended)
+    /// was bound to. A failure is logged: a listing prunes the entry later.
+    async fn unindex_ended(&self, id: &str, bytes: &[u8]) {
+        let Ok(ended) = self.serializer.deserialize(bytes) else {
+            return;
+        };
+        let Some(user) = ended.user() else {
+            return;
+        };
+        let mut cmd = Cmd::new();
+        cmd.arg("ZREM").arg(self.user_key(user)).arg(id);
+        let name = format!("user:{{{user}}}");
+        if let Err(error) = self.query(&cmd, "ZREM", &name).await {
+            tracing::warn!(%error, "redis: an ended session stays in its user's index until a listing");
+        }
     }
 
     /// Delete a record this backend just wrote and then gave up (no end marker: it never
@@ -858,15 +1023,17 @@ impl<S: Serializer> SessionBackend for RedisBackend<S> {
         )
         .await?;
         if let Some(user) = data.user() {
-            self.indexed(user, &id).await?;
+            self.indexed(user, &id, ttl_ms).await?;
         }
         Ok(id)
     }
 
     /// One round trip when no other save came in between: a script compares the stored bytes
-    /// with the ones the session loaded and, when they match, stores the session (or deletes
-    /// the record it emptied) and resets the TTL. When they differ, the script answers the
-    /// current bytes, the changes are applied to them, and the script runs again.
+    /// with the ones the session loaded and, when they match, stores the session (or ends the
+    /// record it emptied) and resets the TTL. When they differ, the script answers the
+    /// current bytes, the changes are applied to them, and the script runs again. A bound
+    /// session's save extends its user's index alongside (`PEXPIRE … GT`, sent with the
+    /// script: one more command, no more waiting); an ended one leaves the index (`ZREM`).
     async fn apply(
         &self,
         id: &str,
@@ -874,88 +1041,30 @@ impl<S: Serializer> SessionBackend for RedisBackend<S> {
         changes: &Changes,
         ttl: Option<Duration>,
     ) -> Result<Option<String>, Error> {
-        let ttl_ms = self.ttl_ms(ttl);
-        let accessed = session.last_access_unix();
-        // The session is the loaded record with the changes made; loaded by other means (no
-        // bytes to compare), it starts from the record as stored now. Either way `merged`
-        // carries the stored bytes it was built on (`read` attaches them).
-        let mut merged = match session.revision().and_then(Revision::as_bytes) {
-            Some(_) => session.clone(),
-            None => {
-                let current = self.read(id).await?.ok_or(Error::SessionGone)?;
-                changes.applied_to(&current, accessed)
+        match session.user().filter(|_| changes.binds_user().is_none()) {
+            Some(user) => {
+                let extending = self.extend_index(user, self.ttl_ms(ttl));
+                let (saved, ()) =
+                    tokio::join!(self.save(id, session, changes, ttl, true), extending);
+                saved
             }
-        };
-        let mut contention = Contention::default();
-        let mut turn = None;
-        while contention.try_again() {
-            let value = if merged.is_empty() {
-                Vec::new()
-            } else {
-                self.serializer.serialize(&merged)?
-            };
-            let expected = merged.revision().and_then(Revision::as_bytes);
-            let write = if merged.is_empty() {
-                SaveWrite::End
-            } else {
-                SaveWrite::Set(&value, ttl_ms)
-            };
-            let invocation = self.apply_invocation(id, expected.unwrap_or_default(), write);
-            match self.script(&invocation, id).await? {
-                Value::Nil => return Err(Error::SessionGone),
-                Value::Int(1) => {
-                    // A save that binds the session: one more command, for the index.
-                    if let Some(user) = changes.binds_user() {
-                        self.indexed(user, id).await?;
-                    }
-                    return Ok(Some(id.to_owned()));
-                }
-                Value::Int(0) => return Ok(None),
-                Value::Array(mut current) => match current.pop() {
-                    Some(Value::BulkString(bytes)) => {
-                        tracing::debug!(
-                            store = "redis",
-                            "another save came in between; applying the changes again"
-                        );
-                        // Stored by another writer and unreadable: not saved over it.
-                        let current = self.decoded(id, bytes).await?.ok_or(Error::SessionGone)?;
-                        merged = changes.applied_to(&current, accessed);
-                        if turn.is_none() {
-                            // This process's other saves of the session go one at a time.
-                            turn = Some(self.turns.take(id).await);
-                        } else {
-                            let pause = contention.pause();
-                            if !pause.is_zero() {
-                                tokio::time::sleep(pause).await;
-                            }
-                        }
-                    }
-                    other => {
-                        return Err(self.unexpected(
-                            "EVALSHA",
-                            id,
-                            &Value::Array(other.into_iter().collect()),
-                        ));
-                    }
-                },
-                other => return Err(self.unexpected("EVALSHA", id, &other)),
-            }
+            None => self.save(id, session, changes, ttl, true).await,
         }
-        Err(Error::backend(format!(
-            "redis: {} saves of {} in a row found another save in between; gave up",
-            contention.tries(),
-            masked_key(&self.prefix, id)
-        )))
     }
 
-    /// `SET key <end marker> XX PX 60000`: the record becomes a marker for [`ENDED_GRACE`]
-    /// (nothing is stored for an id that holds nothing).
+    /// One `EVALSHA`: the record becomes the end marker for [`ENDED_GRACE`] (nothing is
+    /// stored for an id that holds no session); for a bound session, one `ZREM` more takes it
+    /// out of its user's index.
     async fn remove(&self, id: &str) -> Result<(), Error> {
-        let cmd = self.set_cmd(id, ENDED_MARKER, "XX", Some(grace_ms()));
-        match self.query(&cmd, "SET", id).await? {
-            Value::Okay | Value::Nil => Ok(()),
-            Value::SimpleString(reply) if reply == "OK" => Ok(()),
-            other => Err(self.unexpected("SET", id, &other)),
+        let mut invocation = END.key(self.key_arg(id));
+        invocation.arg(ENDED_MARKER).arg(grace_ms());
+        match self.script(&invocation, id).await? {
+            Value::Nil => Ok(()),
+            Value::BulkString(ended) => {
+                self.unindex_ended(id, &ended).await;
+                Ok(())
+            }
+            other => Err(self.unexpected("EVALSHA", id, &other)),
         }
     }
 
@@ -1068,6 +1177,10 @@ impl<S: Serializer> SessionBackend for RedisBackend<S> {
             .arg(&new_id)
             .arg(now_ms)
             .arg(if was_bound { "1" } else { "0" });
+        match ttl_ms {
+            Some(ms) => swap.arg(ms),
+            None => swap.arg(""),
+        };
         let swapped = self.script(&swap, &new_id).await;
         if !matches!(swapped, Ok(Value::Int(1))) {
             self.discard(&new_id).await;
@@ -1083,7 +1196,7 @@ impl<S: Serializer> SessionBackend for RedisBackend<S> {
         if let Some(revision) = session.revision() {
             emptied = emptied.with_revision(revision.clone());
         }
-        match self.apply(id, &emptied, &clear, ttl).await {
+        match self.save(id, &emptied, &clear, ttl, false).await {
             Ok(_) => Ok(new_id),
             Err(error) => {
                 // The old record ended meanwhile (or the save failed): the move is undone.

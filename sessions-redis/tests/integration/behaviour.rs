@@ -364,3 +364,60 @@ async fn concurrent_operations_share_one_connection() {
         "{status:?}: the backend keeps its connection"
     );
 }
+
+/// A user's index lives as long as their longest-lived session and no longer; a logout
+/// takes the session out of it; once every session expired, no key of the user is left.
+#[tokio::test]
+async fn a_users_index_follows_their_sessions() {
+    let (backend, _cleanup) = backend();
+    let user = format!("hygiene-{}", sessionkit_core::generate_id());
+    let bound = |n: u64| {
+        let mut session = data(json!({ "n": n }));
+        session.set_user(Some(user.as_str().into()));
+        session
+    };
+    let index = backend.user_key(&user);
+    let short = backend
+        .create(&bound(1), Some(Duration::from_millis(1_000)))
+        .await
+        .unwrap();
+    let first = pttl(&index);
+    assert!(
+        (1..=1_000).contains(&first),
+        "a new index takes its session's TTL: {first}"
+    );
+    let long = backend
+        .create(&bound(2), Some(Duration::from_millis(1_500)))
+        .await
+        .unwrap();
+    let longer = pttl(&index);
+    assert!(
+        (1_000..=1_500).contains(&longer),
+        "extended to the longer session: {longer}"
+    );
+    let shorter = backend
+        .create(&bound(3), Some(Duration::from_millis(300)))
+        .await
+        .unwrap();
+    assert!(
+        pttl(&index) > 1_000,
+        "a shorter session shortened the index"
+    );
+
+    // A logout takes its session out of the index.
+    backend.remove(&shorter).await.unwrap();
+    let ids = backend.user_session_ids(&user).await.unwrap();
+    assert!(
+        !ids.contains(&shorter),
+        "the logged-out session stayed indexed: {ids:?}"
+    );
+    assert!(ids.contains(&short) && ids.contains(&long));
+
+    // Everything expires: no key of the user is left.
+    tokio::time::sleep(Duration::from_millis(1_700)).await;
+    let mut conn = connect(&redis_url());
+    for key in [index, backend.key(&short), backend.key(&long)] {
+        let exists: i64 = redis::cmd("EXISTS").arg(&key).query(&mut conn).unwrap();
+        assert_eq!(exists, 0, "{key} outlived every session of its user");
+    }
+}
