@@ -321,22 +321,44 @@ impl SessionBackend for InMemoryBackend {
         }))
     }
 
-    /// Under the store's lock; the user's expired records are purged on the way.
+    /// Without holding the store's lock while it copies: the user's ids are taken under a
+    /// short read lock, then their records a batch at a time (each batch a short read lock),
+    /// so other users' requests go on while a long device list is made. Records found ended
+    /// are purged in one short write lock at the end.
     async fn user_sessions(&self, user: &str) -> Result<Vec<UserSession>, Error> {
-        let mut store = self.write_store();
-        let now = self.inner.now();
-        let ids = store.ids_of(user);
+        const BATCH: usize = 256;
+        let ids = self.read_store().ids_of(user);
         let mut sessions = Vec::with_capacity(ids.len());
-        for id in ids {
-            match store.records.get(&id) {
-                Some(record) if record.live(now) => {
-                    sessions.push(UserSession::new(&id, record.data.clone()));
-                }
-                _ => {
-                    store.drop_record(&id);
+        let mut ended = Vec::new();
+        for batch in ids.chunks(BATCH) {
+            let store = self.read_store();
+            let now = self.inner.now();
+            for id in batch {
+                match store.records.get(id) {
+                    Some(record) if record.live(now) => {
+                        sessions.push((Arc::clone(id), record.data.clone()));
+                    }
+                    _ => ended.push(Arc::clone(id)),
                 }
             }
         }
+        if !ended.is_empty() {
+            let mut store = self.write_store();
+            let now = self.inner.now();
+            for id in &ended {
+                if store
+                    .records
+                    .get(id)
+                    .is_some_and(|record| !record.live(now))
+                {
+                    store.drop_record(id);
+                }
+            }
+        }
+        let mut sessions: Vec<UserSession> = sessions
+            .into_iter()
+            .map(|(id, data)| UserSession::new(&id, data))
+            .collect();
         UserSession::most_recent_first(&mut sessions);
         Ok(sessions)
     }
