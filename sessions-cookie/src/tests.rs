@@ -52,6 +52,8 @@ macro_rules! cookie_conformance {
             EndedMarkerAfterEmptyingSave: "nothing is stored on the server: no marker can say a session ended",
             EndedMarkerIsNoSession: "nothing is stored on the server: no marker can say a session ended",
             MoveAfterEndIsGone: "nothing is stored on the server: a removal happens in the browser",
+            UserCapEndsTheLeastRecentlyUsed: "no index of sessions by user: nothing on the server can count them",
+            UserCapCountsAMoveOnce: "no index of sessions by user: nothing on the server can count them",
             MoveEndsTheOldId: "the old value is a sealed session of its own: nothing on the server can end it before its deadline",
             UserRevokeAll: "no index of sessions by user: nothing on the server knows them",
             UserRevokeOthers: "no index of sessions by user: nothing on the server knows them",

@@ -271,6 +271,27 @@ pub trait SessionBackend: Send + Sync + 'static {
         Ok(false)
     }
 
+    /// Keep at most `max` sessions bound to each user (Spring Security's "maximum
+    /// sessions"): when a session is bound beyond it, the user's least recently used other
+    /// sessions end, in the same step as the binding (they are deleted: their next request
+    /// starts a fresh session and its cookie is expired). Called once, when the session layer
+    /// is built ([`with_max_sessions_per_user`]); a backend shares the setting with its
+    /// clones.
+    ///
+    /// The default is [`Error::Unsupported`]: a backend that keeps no index of sessions by
+    /// user (the cookie backend) cannot find the sessions to end, and the layer's `build()`
+    /// refuses the setting.
+    ///
+    /// [`with_max_sessions_per_user`]: https://docs.rs/sessionkit-tower/latest/sessionkit_tower/struct.SessionLayerBuilder.html#method.with_max_sessions_per_user
+    fn limit_sessions_per_user(&mut self, max: usize) -> Result<(), Error> {
+        let _ = max;
+        Err(Error::Unsupported(
+            "this backend keeps no index of sessions by user, so it cannot cap them; use a \
+             server-side backend (memory, Redis, SQL) for a per-user session limit"
+                .to_owned(),
+        ))
+    }
+
     /// A fresh, unguessable id. The default takes 192 bits from the operating system's CSPRNG
     /// and encodes them as URL-safe base64 (see [`generate_id`](crate::generate_id)).
     fn generate_id(&self) -> String {
@@ -371,6 +392,16 @@ impl<B: SessionBackend + ?Sized> SessionBackend for Arc<B> {
     }
     async fn revoke_user_session(&self, user: &str, device: &DeviceId) -> Result<bool, Error> {
         (**self).revoke_user_session(user, device).await
+    }
+    fn limit_sessions_per_user(&mut self, max: usize) -> Result<(), Error> {
+        match Arc::get_mut(self) {
+            Some(backend) => backend.limit_sessions_per_user(max),
+            None => Err(Error::Config(
+                "the backend is shared (an Arc with other owners): set the per-user limit \
+                 before sharing it"
+                    .to_owned(),
+            )),
+        }
     }
     fn generate_id(&self) -> String {
         (**self).generate_id()

@@ -208,6 +208,11 @@ cases! {
     MoveEndsTheOldId => move_ends_the_old_id,
     /// Moving a session that ended meanwhile is `SessionGone`, and stores nothing.
     MoveAfterEndIsGone => move_after_end_is_gone,
+    /// With a per-user limit ([`SessionBackend::limit_sessions_per_user`]), binding a session
+    /// beyond it ends the user's least recently used other sessions.
+    UserCapEndsTheLeastRecentlyUsed => user_cap_ends_the_least_recently_used,
+    /// A session moving to a new id counts once against the limit: nothing else ends.
+    UserCapCountsAMoveOnce => user_cap_counts_a_move_once,
 }
 
 impl fmt::Display for Case {
@@ -843,6 +848,63 @@ async fn move_after_end_is_gone<H: Harness>(h: &H) {
         matches!(b.read(&scripted).await, Ok(None)),
         "a failed move left a session under the new id"
     );
+}
+
+/// A backend of the harness with at most `max` sessions per user.
+async fn capped<H: Harness>(h: &H, max: usize, case: Case) -> H::Backend {
+    let mut b = h.backend().await;
+    match b.limit_sessions_per_user(max) {
+        Ok(()) => b,
+        Err(Error::Unsupported(why)) => unsupported(case, &why),
+        Err(e) => panic!("the per-user limit was refused: {e}"),
+    }
+}
+
+/// `value` bound to `user`, last used `ago` seconds before now.
+fn bound_used(value: Value, user: &str, ago: u64) -> SessionData {
+    let mut data = bound(value, user);
+    let used = data.last_access_unix() - ago;
+    data.set_last_access(used);
+    data
+}
+
+async fn user_cap_ends_the_least_recently_used<H: Harness>(h: &H) {
+    let b = capped(h, 2, Case::UserCapEndsTheLeastRecentlyUsed).await;
+    let user = fresh_user();
+    let oldest = create(&b, &bound_used(json!({"v": 1}), &user, 30), HOUR).await;
+    let older = create(&b, &bound_used(json!({"v": 2}), &user, 20), HOUR).await;
+    let newest = create(&b, &bound_used(json!({"v": 3}), &user, 0), HOUR).await;
+    assert!(
+        matches!(b.read(&oldest).await, Ok(None)),
+        "the least recently used session outlived the limit"
+    );
+    for id in [&older, &newest] {
+        assert!(
+            b.read(id).await.expect("read failed").is_some(),
+            "a session within the limit ended"
+        );
+    }
+    if let Ok(sessions) = b.user_sessions(&user).await {
+        assert_eq!(sessions.len(), 2, "the user keeps two sessions");
+    }
+}
+
+async fn user_cap_counts_a_move_once<H: Harness>(h: &H) {
+    let b = capped(h, 2, Case::UserCapCountsAMoveOnce).await;
+    let user = fresh_user();
+    let other = create(&b, &bound_used(json!({"v": 1}), &user, 30), HOUR).await;
+    let moving = create(&b, &bound_used(json!({"v": 2}), &user, 20), HOUR).await;
+    let loaded = read_back(&b, &moving).await;
+    let moved = b
+        .move_session(&moving, &loaded, HOUR)
+        .await
+        .expect("the move failed");
+    assert!(
+        b.read(&other).await.expect("read failed").is_some(),
+        "a move counted twice against the limit and ended another session"
+    );
+    assert!(b.read(&moved).await.expect("read failed").is_some());
+    assert!(matches!(b.read(&moving).await, Ok(None)));
 }
 
 async fn apply_clear_clears_the_stored_record<H: Harness>(h: &H) {
@@ -1515,6 +1577,8 @@ macro_rules! conformance_tests {
         __conformance_case!(conformance_ended_marker_is_no_session, EndedMarkerIsNoSession);
         __conformance_case!(conformance_move_ends_the_old_id, MoveEndsTheOldId);
         __conformance_case!(conformance_move_after_end_is_gone, MoveAfterEndIsGone);
+        __conformance_case!(conformance_user_cap_ends_the_least_recently_used, UserCapEndsTheLeastRecentlyUsed);
+        __conformance_case!(conformance_user_cap_counts_a_move_once, UserCapCountsAMoveOnce);
     };
 }
 

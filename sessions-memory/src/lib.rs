@@ -62,6 +62,8 @@ struct Inner {
     max_sessions: Option<usize>,
     ids: Option<IdGenerator>,
     clock: Clock,
+    /// The most sessions one user keeps (0: no limit), shared by clones.
+    max_per_user: std::sync::atomic::AtomicUsize,
 }
 
 impl Default for Inner {
@@ -71,6 +73,7 @@ impl Default for Inner {
             max_sessions: Some(DEFAULT_MAX_SESSIONS),
             ids: None,
             clock: Clock::system(),
+            max_per_user: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 }
@@ -121,6 +124,11 @@ impl InMemoryBackend {
             max_sessions: shared.max_sessions,
             ids: shared.ids.clone(),
             clock: shared.clock.clone(),
+            max_per_user: std::sync::atomic::AtomicUsize::new(
+                shared
+                    .max_per_user
+                    .load(std::sync::atomic::Ordering::Relaxed),
+            ),
         });
         configure(&mut inner);
         InMemoryBackend {
@@ -213,8 +221,23 @@ impl InMemoryBackend {
 
     fn create_record(&self, data: &SessionData, ttl: Option<Duration>) -> Result<String, Error> {
         let now = self.inner.now();
-        let expires = expiry(now, ttl);
         let mut store = self.write_store();
+        let id = self.create_in(&mut store, now, data, ttl)?;
+        if let Some(user) = data.user() {
+            self.cap(&mut store, user, &id);
+        }
+        Ok(id)
+    }
+
+    /// Store `data` under a fresh id in `store` (the lock held).
+    fn create_in(
+        &self,
+        store: &mut Store,
+        now: SystemTime,
+        data: &SessionData,
+        ttl: Option<Duration>,
+    ) -> Result<String, Error> {
+        let expires = expiry(now, ttl);
         store.make_room(&self.inner, now);
         let mut attempts = 0;
         let id = loop {
@@ -234,6 +257,35 @@ impl InMemoryBackend {
         };
         store.create(Arc::from(id.as_str()), data.clone(), expires);
         Ok(id)
+    }
+
+    /// With a per-user limit, end `user`'s least recently used sessions beyond it, `keep`
+    /// (the session just bound) aside (the lock held).
+    fn cap(&self, store: &mut Store, user: &str, keep: &str) {
+        let max = self
+            .inner
+            .max_per_user
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if max == 0 {
+            return;
+        }
+        let ids = store.ids_of(user);
+        if ids.len() <= max {
+            return;
+        }
+        let mut others: Vec<(u64, u64, Arc<str>)> = ids
+            .into_iter()
+            .filter(|id| &**id != keep)
+            .filter_map(|id| {
+                let record = store.records.get(&id)?;
+                Some((record.data.last_access_unix(), record.seq, id))
+            })
+            .collect();
+        others.sort();
+        let excess = (others.len() + 1).saturating_sub(max);
+        for (_, _, id) in others.into_iter().take(excess) {
+            store.drop_record(&id);
+        }
     }
 
     /// Whether a live session is stored under `id`.
@@ -293,10 +345,41 @@ impl SessionBackend for InMemoryBackend {
             };
             (!merged.is_empty()).then_some(merged)
         })?;
-        if updated.is_none() {
-            store.mark_ended(id, now);
+        match (&updated, changes.binds_user()) {
+            (None, _) => store.mark_ended(id, now),
+            (Some(_), Some(user)) => self.cap(&mut store, user, id),
+            (Some(_), None) => {}
         }
         Ok(updated.map(|_| id.to_owned()))
+    }
+
+    /// Under one hold of the store's lock: the new record is stored, the old one ends (its
+    /// marker left), and a per-user limit counts the session once.
+    async fn move_session(
+        &self,
+        id: &str,
+        session: &SessionData,
+        ttl: Option<Duration>,
+    ) -> Result<String, Error> {
+        let now = self.inner.now();
+        let mut store = self.write_store();
+        if !store.records.get(id).is_some_and(|record| record.live(now)) {
+            return Err(Error::SessionGone);
+        }
+        let new_id = self.create_in(&mut store, now, &session.without_revision(), ttl)?;
+        store.drop_record(id);
+        store.mark_ended(id, now);
+        if let Some(user) = session.user() {
+            self.cap(&mut store, user, &new_id);
+        }
+        Ok(new_id)
+    }
+
+    fn limit_sessions_per_user(&mut self, max: usize) -> Result<(), Error> {
+        self.inner
+            .max_per_user
+            .store(max.max(1), std::sync::atomic::Ordering::Relaxed);
+        Ok(())
     }
 
     /// Removes the record and leaves a marker where it was.

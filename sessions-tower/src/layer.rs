@@ -143,6 +143,7 @@ impl<B: SessionBackend> SessionLayer<B> {
         SessionLayerBuilder {
             backend,
             config: Config::default(),
+            max_per_user: None,
             #[cfg(feature = "regex")]
             patterns: Vec::new(),
         }
@@ -226,6 +227,7 @@ impl<B: SessionBackend> SessionLayer<B> {
 pub struct SessionLayerBuilder<B> {
     backend: B,
     config: Config,
+    max_per_user: Option<usize>,
     /// The autoload patterns as given: compiled, and so checked, by `build`.
     #[cfg(feature = "regex")]
     patterns: Vec<String>,
@@ -236,6 +238,7 @@ impl<B: Clone> Clone for SessionLayerBuilder<B> {
         SessionLayerBuilder {
             backend: self.backend.clone(),
             config: self.config.clone(),
+            max_per_user: self.max_per_user,
             #[cfg(feature = "regex")]
             patterns: self.patterns.clone(),
         }
@@ -268,11 +271,16 @@ impl<B: SessionBackend> SessionLayerBuilder<B> {
     ///   name without `Secure`, a `__Host-` name (or
     ///   [`with_host_prefix`](Self::with_host_prefix)) without `Secure`, with a path other
     ///   than `/`, or with a domain.
-    pub fn build(self) -> Result<SessionLayer<B>, Error> {
+    pub fn build(mut self) -> Result<SessionLayer<B>, Error> {
         #[allow(unused_mut)]
         let mut config = self.config;
         check_values(&config)?;
         check_attributes(&config)?;
+        if let Some(max) = self.max_per_user {
+            self.backend
+                .limit_sessions_per_user(max)
+                .map_err(|e| Error::Config(format!("with_max_sessions_per_user({max}): {e}")))?;
+        }
         #[cfg(feature = "regex")]
         {
             let set = regex::RegexSet::new(&self.patterns)
@@ -412,6 +420,16 @@ impl<B: SessionBackend> SessionLayerBuilder<B> {
     /// ```
     pub fn with_clock(mut self, clock: Clock) -> Self {
         self.config.clock = clock;
+        self
+    }
+
+    /// Keep at most `max` sessions per user (devices logged in at once): binding a session
+    /// beyond it (a login, [`Session::set_user`]) ends the user's least recently used other
+    /// sessions in the same step; their next request starts afresh. Needs a backend with an
+    /// index of sessions by user (memory, Redis, SQL): [`build`](Self::build) refuses it for
+    /// the cookie backend. A `max` of 0 is taken as 1.
+    pub fn with_max_sessions_per_user(mut self, max: usize) -> Self {
+        self.max_per_user = Some(max.max(1));
         self
     }
 
