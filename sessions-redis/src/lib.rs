@@ -164,6 +164,7 @@ use sessionkit_core::{
 pub use sessionkit_core::store::CorruptRecords;
 use std::fmt;
 use std::io::Write as _;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
@@ -252,14 +253,37 @@ enum SaveWrite<'a> {
     Delete,
 }
 
+/// The per-user limit, for [`INDEX`] and [`SWAP`]: `over(key, keep, max)` takes the
+/// entries beyond `max` with the lowest scores (the least recently saved sessions), `keep`
+/// aside, out of the index and returns them.
+const OVER: &str = r"
+local function over(key, keep, max)
+    local taken = {}
+    if max == nil or max < 1 then return taken end
+    local extra = redis.call('ZCARD', key) - max
+    if extra < 1 then return taken end
+    for _, id in ipairs(redis.call('ZRANGE', key, 0, extra)) do
+        if #taken < extra and id ~= keep then
+            redis.call('ZREM', key, id)
+            table.insert(taken, id)
+        end
+    end
+    return taken
+end
+";
+
 /// A session enters its user's index: `KEYS[1]` the index (a sorted set), `ARGV[1]` the id,
 /// `ARGV[2]` now in milliseconds, `ARGV[3]` the session's TTL in milliseconds (empty: none).
 /// The score only ever grows, so a listing that found the record unbound prunes the entry only
 /// if no binding came in since (see [`PRUNE`]). The index lives as long as the user's
 /// longest-lived session: a new index gets the session's TTL, an existing one is extended to
-/// it, never shortened, and one that holds a session without TTL never expires.
+/// it, never shortened, and one that holds a session without TTL never expires. `ARGV[4]`
+/// the most sessions the user keeps (0: no limit): the entries beyond it with the lowest
+/// scores (the least recently saved) leave the index, and the reply names them, for their
+/// records to be deleted.
 static INDEX: LazyLock<redis::Script> = LazyLock::new(|| {
-    redis::Script::new(
+    redis::Script::new(&format!(
+        "{OVER}{}",
         r"
 local existed = redis.call('EXISTS', KEYS[1])
 local score = tonumber(ARGV[2])
@@ -270,6 +294,24 @@ if ARGV[3] == '' then
     redis.call('PERSIST', KEYS[1])
 elseif existed == 0 then
     redis.call('PEXPIRE', KEYS[1], ARGV[3])
+else
+    redis.call('PEXPIRE', KEYS[1], ARGV[3], 'GT')
+end
+return over(KEYS[1], ARGV[1], tonumber(ARGV[4]))
+"
+    ))
+});
+
+/// A save of a bound session: `KEYS[1]` the index, `ARGV[1]` the id, `ARGV[2]` now in
+/// milliseconds, `ARGV[3]` the session's TTL in milliseconds (empty: none). The entry's
+/// score moves up to now (the per-user limit ends the least recently saved sessions first),
+/// only if the entry is there; the index lives at least as long as the session.
+static EXTEND: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
+redis.call('ZADD', KEYS[1], 'XX', 'GT', ARGV[2], ARGV[1])
+if ARGV[3] == '' then
+    redis.call('PERSIST', KEYS[1])
 else
     redis.call('PEXPIRE', KEYS[1], ARGV[3], 'GT')
 end
@@ -300,14 +342,16 @@ return gone
 /// old id, `ARGV[2]` the new one, `ARGV[3]` now in milliseconds, `ARGV[4]` `1` when the old
 /// id must still be indexed (the session was bound before this request), `ARGV[5]` the
 /// session's TTL in milliseconds (empty: none), which the index's is extended to as by
-/// [`INDEX`]. Replies 0, changing
+/// [`INDEX`], `ARGV[6]` the per-user limit as for [`INDEX`]. Replies an array: its first
+/// element 0 (refused) or 1, then the ids the limit took out of the index. Replies 0, changing
 /// nothing, when it must and is not: a revocation took it, and the moved session must not
 /// live on; 1 when the new id took the old one's place.
 static SWAP: LazyLock<redis::Script> = LazyLock::new(|| {
-    redis::Script::new(
+    redis::Script::new(&format!(
+        "{OVER}{}",
         r"
 local had = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if not had and ARGV[4] == '1' then return 0 end
+if not had and ARGV[4] == '1' then return {0} end
 local existed = redis.call('EXISTS', KEYS[1])
 if had then redis.call('ZREM', KEYS[1], ARGV[1]) end
 redis.call('ZADD', KEYS[1], tonumber(ARGV[3]), ARGV[2])
@@ -318,9 +362,11 @@ elseif existed == 0 then
 else
     redis.call('PEXPIRE', KEYS[1], ARGV[5], 'GT')
 end
-return 1
-",
-    )
+local taken = over(KEYS[1], ARGV[2], tonumber(ARGV[6]))
+table.insert(taken, 1, 1)
+return taken
+"
+    ))
 });
 
 /// A revocation takes a user's sessions out of the index in one step: `KEYS[1]` the index,
@@ -366,6 +412,8 @@ pub struct RedisBackend<S = JsonSerializer> {
     corrupt: CorruptRecords,
     /// Where this process's saves of one session take turns when they keep colliding.
     turns: Arc<Turns>,
+    /// The most sessions one user keeps (0: no limit), shared by clones.
+    max_per_user: Arc<AtomicUsize>,
 }
 
 impl<S: Clone> Clone for RedisBackend<S> {
@@ -378,6 +426,7 @@ impl<S: Clone> Clone for RedisBackend<S> {
             ids: self.ids.clone(),
             corrupt: self.corrupt,
             turns: Arc::clone(&self.turns),
+            max_per_user: Arc::clone(&self.max_per_user),
         }
     }
 }
@@ -456,6 +505,7 @@ impl RedisBackend<JsonSerializer> {
             ids: None,
             corrupt: CorruptRecords::default(),
             turns: Arc::default(),
+            max_per_user: Arc::default(),
         }
     }
 }
@@ -486,6 +536,7 @@ impl<S> RedisBackend<S> {
             ids: self.ids,
             corrupt: self.corrupt,
             turns: self.turns,
+            max_per_user: self.max_per_user,
         }
     }
 
@@ -659,24 +710,38 @@ impl<S> RedisBackend<S> {
             Some(ms) => invocation.arg(ms),
             None => invocation.arg(""),
         };
-        self.script(&invocation, id).await.map(drop)
+        invocation.arg(self.max_per_user.load(Ordering::Relaxed));
+        let reply = self.script(&invocation, id).await?;
+        let victims: Vec<String> = redis::from_redis_value(reply.clone())
+            .map_err(|_| self.unexpected("EVALSHA", id, &reply))?;
+        self.end_over_limit(&victims).await;
+        Ok(())
     }
 
-    /// Make `user`'s index live at least `ttl_ms` more (`PEXPIRE … GT`; `PERSIST` for a
-    /// session without TTL): a save of a bound session extends its record, and its index
-    /// with it. A failure is logged; the save stands.
-    async fn extend_index(&self, user: &str, ttl_ms: Option<u64>) {
-        let mut cmd = Cmd::new();
+    /// Delete the records of sessions the per-user limit took out of their user's index
+    /// (no end marker: their next request starts afresh, its cookie expired). A failure is
+    /// logged: the record is out of the index already, and ends with its TTL.
+    async fn end_over_limit(&self, victims: &[String]) {
+        for id in victims {
+            if let Err(error) = self.query(&self.key_cmd("DEL", id), "DEL", id).await {
+                tracing::warn!(%error, "redis: a session over its user's limit could not be deleted");
+            }
+        }
+    }
+
+    /// A save of `user`'s session `id`: its index entry moves to now and the index lives at
+    /// least `ttl_ms` more (one `EVALSHA`, see [`EXTEND`]). A failure is logged; the save
+    /// stands.
+    async fn extend_index(&self, user: &str, id: &str, ttl_ms: Option<u64>) {
+        let now_ms = sessionkit_core::Clock::system().unix_millis();
+        let mut invocation = EXTEND.key(self.user_key(user));
+        invocation.arg(id).arg(now_ms);
         match ttl_ms {
-            Some(ms) => cmd
-                .arg("PEXPIRE")
-                .arg(self.user_key(user))
-                .arg(ms)
-                .arg("GT"),
-            None => cmd.arg("PERSIST").arg(self.user_key(user)),
+            Some(ms) => invocation.arg(ms),
+            None => invocation.arg(""),
         };
         let name = format!("user:{{{user}}}");
-        if let Err(error) = self.query(&cmd, "PEXPIRE", &name).await {
+        if let Err(error) = self.script(&invocation, &name).await {
             tracing::warn!(%error, "redis: a user's index could not be extended");
         }
     }
@@ -1046,7 +1111,7 @@ impl<S: Serializer> SessionBackend for RedisBackend<S> {
     ) -> Result<Option<String>, Error> {
         match session.user().filter(|_| changes.binds_user().is_none()) {
             Some(user) => {
-                let extending = self.extend_index(user, self.ttl_ms(ttl));
+                let extending = self.extend_index(user, id, self.ttl_ms(ttl));
                 let (saved, ()) =
                     tokio::join!(self.save(id, session, changes, ttl, true), extending);
                 saved
@@ -1121,6 +1186,11 @@ impl<S: Serializer> SessionBackend for RedisBackend<S> {
         Ok(sessions)
     }
 
+    fn limit_sessions_per_user(&mut self, max: usize) -> Result<(), Error> {
+        self.max_per_user.store(max.max(1), Ordering::Relaxed);
+        Ok(())
+    }
+
     /// One `EVALSHA` taking the user's sessions (all but `keep`) out of the index at once;
     /// then for each a `GET` and a compare-and-end `EVALSHA`. A session moving to a new id
     /// meanwhile is taken under the new id, or its move is refused (see
@@ -1190,14 +1260,30 @@ impl<S: Serializer> SessionBackend for RedisBackend<S> {
             Some(ms) => swap.arg(ms),
             None => swap.arg(""),
         };
-        let swapped = self.script(&swap, &new_id).await;
-        if !matches!(swapped, Ok(Value::Int(1))) {
-            self.discard(&new_id).await;
-            return match swapped {
-                Ok(Value::Int(0)) => Err(Error::SessionGone),
-                Ok(other) => Err(self.unexpected("EVALSHA", &new_id, &other)),
-                Err(error) => Err(error),
-            };
+        swap.arg(self.max_per_user.load(Ordering::Relaxed));
+        // An array: 1 (swapped) or 0 (refused), then the ids the per-user limit took.
+        let swapped = match self.script(&swap, &new_id).await {
+            Ok(reply) => redis::from_redis_value::<Vec<Value>>(reply.clone())
+                .ok()
+                .and_then(|items| {
+                    let (first, rest) = items.split_first()?;
+                    let status = redis::from_redis_value::<i64>(first.clone()).ok()?;
+                    let victims =
+                        redis::from_redis_value::<Vec<String>>(Value::Array(rest.to_vec())).ok()?;
+                    Some((status, victims))
+                })
+                .ok_or_else(|| self.unexpected("EVALSHA", &new_id, &reply)),
+            Err(error) => Err(error),
+        };
+        match swapped {
+            Ok((1, victims)) => self.end_over_limit(&victims).await,
+            other => {
+                self.discard(&new_id).await;
+                return match other {
+                    Ok(_) => Err(Error::SessionGone),
+                    Err(error) => Err(error),
+                };
+            }
         }
         let mut clear = Changes::default();
         clear.clear();
