@@ -180,6 +180,12 @@ pub const DEFAULT_POOL_TIMEOUT: Duration = Duration::from_secs(5);
 /// The longest `PX` sent: Redis rejects expiry times that overflow its clock.
 const MAX_TTL_MS: u128 = 1 << 60;
 
+/// A session's last use (Unix seconds) as an index score: milliseconds, the unit the
+/// scores had when they were the time of binding.
+fn used_ms(used: u64) -> u64 {
+    used.saturating_mul(1000)
+}
+
 /// How many sessions' `GET`s a listing sends at once.
 const LIST_BATCH: usize = 256;
 
@@ -273,7 +279,7 @@ end
 ";
 
 /// A session enters its user's index: `KEYS[1]` the index (a sorted set), `ARGV[1]` the id,
-/// `ARGV[2]` now in milliseconds, `ARGV[3]` the session's TTL in milliseconds (empty: none).
+/// `ARGV[2]` the session's last use in milliseconds (its score), `ARGV[3]` the session's TTL in milliseconds (empty: none).
 /// The score only ever grows, so a listing that found the record unbound prunes the entry only
 /// if no binding came in since (see [`PRUNE`]). The index lives as long as the user's
 /// longest-lived session: a new index gets the session's TTL, an existing one is extended to
@@ -302,7 +308,7 @@ return over(KEYS[1], ARGV[1], tonumber(ARGV[4]))
     ))
 });
 
-/// A save of a bound session: `KEYS[1]` the index, `ARGV[1]` the id, `ARGV[2]` now in
+/// A save of a bound session: `KEYS[1]` the index, `ARGV[1]` the id, `ARGV[2]` its last use in
 /// milliseconds, `ARGV[3]` the session's TTL in milliseconds (empty: none). The entry's
 /// score moves up to now (the per-user limit ends the least recently saved sessions first),
 /// only if the entry is there; the index lives at least as long as the session.
@@ -339,7 +345,7 @@ return gone
 });
 
 /// A bound session moves to a new id in its user's index: `KEYS[1]` the index, `ARGV[1]` the
-/// old id, `ARGV[2]` the new one, `ARGV[3]` now in milliseconds, `ARGV[4]` `1` when the old
+/// old id, `ARGV[2]` the new one, `ARGV[3]` its last use in milliseconds, `ARGV[4]` `1` when the old
 /// id must still be indexed (the session was bound before this request), `ARGV[5]` the
 /// session's TTL in milliseconds (empty: none), which the index's is extended to as by
 /// [`INDEX`], `ARGV[6]` the per-user limit as for [`INDEX`]. Replies an array: its first
@@ -700,12 +706,16 @@ impl<S> RedisBackend<S> {
     }
 
     /// Add the session `id` to `user`'s index (one `EVALSHA`).
-    async fn index(&self, user: &str, id: &str, ttl_ms: Option<u64>) -> Result<(), Error> {
+    async fn index(
+        &self,
+        user: &str,
+        id: &str,
+        used: u64,
+        ttl_ms: Option<u64>,
+    ) -> Result<(), Error> {
         let key = self.user_key(user);
-        // Redis expires the records by its own clock, so the backend reads the system's.
-        let now_ms = sessionkit_core::Clock::system().unix_millis();
         let mut invocation = INDEX.key(&key);
-        invocation.arg(id).arg(now_ms);
+        invocation.arg(id).arg(used_ms(used));
         match ttl_ms {
             Some(ms) => invocation.arg(ms),
             None => invocation.arg(""),
@@ -732,10 +742,9 @@ impl<S> RedisBackend<S> {
     /// A save of `user`'s session `id`: its index entry moves to now and the index lives at
     /// least `ttl_ms` more (one `EVALSHA`, see [`EXTEND`]). A failure is logged; the save
     /// stands.
-    async fn extend_index(&self, user: &str, id: &str, ttl_ms: Option<u64>) {
-        let now_ms = sessionkit_core::Clock::system().unix_millis();
+    async fn extend_index(&self, user: &str, id: &str, used: u64, ttl_ms: Option<u64>) {
         let mut invocation = EXTEND.key(self.user_key(user));
-        invocation.arg(id).arg(now_ms);
+        invocation.arg(id).arg(used_ms(used));
         match ttl_ms {
             Some(ms) => invocation.arg(ms),
             None => invocation.arg(""),
@@ -830,7 +839,8 @@ impl<S: Serializer> RedisBackend<S> {
             other => return Err(self.unexpected("EVALSHA", id, &other)),
         }
         if let Some(user) = data.user() {
-            self.indexed(user, id, self.ttl_ms(ttl)).await?;
+            self.indexed(user, id, data.last_access_unix(), self.ttl_ms(ttl))
+                .await?;
         }
         Ok(id.to_owned())
     }
@@ -865,8 +875,14 @@ impl<S: Serializer> RedisBackend<S> {
     /// Index the session `id`, just stored bound to `user`. A session bound to a user must be
     /// found when that user's sessions are revoked: if the index cannot be written, the
     /// record is deleted again and the save fails.
-    async fn indexed(&self, user: &str, id: &str, ttl_ms: Option<u64>) -> Result<(), Error> {
-        if let Err(error) = self.index(user, id, ttl_ms).await {
+    async fn indexed(
+        &self,
+        user: &str,
+        id: &str,
+        used: u64,
+        ttl_ms: Option<u64>,
+    ) -> Result<(), Error> {
+        if let Err(error) = self.index(user, id, used, ttl_ms).await {
             // Deleted, with no end marker: the client never got this binding.
             self.discard(id).await;
             return Err(error);
@@ -916,7 +932,8 @@ impl<S: Serializer> RedisBackend<S> {
                 Value::Int(1) => {
                     // A save that binds the session: one more command, for the index.
                     if let Some(user) = changes.binds_user() {
-                        self.indexed(user, id, ttl_ms).await?;
+                        self.indexed(user, id, merged.last_access_unix(), ttl_ms)
+                            .await?;
                     }
                     return Ok(Some(id.to_owned()));
                 }
@@ -1091,7 +1108,8 @@ impl<S: Serializer> SessionBackend for RedisBackend<S> {
         )
         .await?;
         if let Some(user) = data.user() {
-            self.indexed(user, &id, ttl_ms).await?;
+            self.indexed(user, &id, data.last_access_unix(), ttl_ms)
+                .await?;
         }
         Ok(id)
     }
@@ -1111,7 +1129,8 @@ impl<S: Serializer> SessionBackend for RedisBackend<S> {
     ) -> Result<Option<String>, Error> {
         match session.user().filter(|_| changes.binds_user().is_none()) {
             Some(user) => {
-                let extending = self.extend_index(user, id, self.ttl_ms(ttl));
+                let used = session.last_access_unix();
+                let extending = self.extend_index(user, id, used, self.ttl_ms(ttl));
                 let (saved, ()) =
                     tokio::join!(self.save(id, session, changes, ttl, true), extending);
                 saved
@@ -1250,7 +1269,7 @@ impl<S: Serializer> SessionBackend for RedisBackend<S> {
             |new_id| async move { self.set(&new_id, value, "NX", ttl_ms).await },
         )
         .await?;
-        let now_ms = sessionkit_core::Clock::system().unix_millis();
+        let now_ms = used_ms(session.last_access_unix());
         let mut swap = SWAP.key(self.user_key(user));
         swap.arg(id)
             .arg(&new_id)

@@ -91,6 +91,7 @@ impl<DB: SqlDatabase, S> SqlBackendBuilder<DB, S> {
                 batch: self.batch,
                 clock: self.clock,
                 turns: Turns::default(),
+                max_per_user: AtomicUsize::new(0),
             }),
             serializer: self.serializer,
             expire: self.expire,

@@ -21,6 +21,9 @@ pub struct Statements {
     pub end_version: String,
     pub delete: String,
     pub delete_expired: String,
+    /// A user's sessions beyond the most recently used ones (all but one `id`, after an
+    /// offset): what a per-user limit ends.
+    pub over_limit: String,
     /// The ids of a user's live sessions.
     pub user_ids: String,
     /// A user's live sessions: id, data and version of each.
@@ -101,9 +104,12 @@ pub trait Driver: sqlx::Database {
         data: &'c [u8],
         expires_at: Option<i64>,
         user: Option<&'c str>,
+        accessed: i64,
     ) -> impl Future<Output = Result<bool, sqlx::Error>> + Send + 'c;
 
-    /// Update a live row; the number of rows matched.
+    /// Update a live row; the number of rows matched. `accessed` is the session's last use
+    /// (Unix seconds, the `accessed_at` column).
+    #[allow(clippy::too_many_arguments)]
     fn update<'c>(
         conn: &'c mut Self::Connection,
         sql: &'c str,
@@ -111,6 +117,7 @@ pub trait Driver: sqlx::Database {
         data: &'c [u8],
         expires_at: Option<i64>,
         user: Option<&'c str>,
+        accessed: i64,
         now: i64,
     ) -> impl Future<Output = Result<u64, sqlx::Error>> + Send + 'c;
 
@@ -123,6 +130,7 @@ pub trait Driver: sqlx::Database {
         data: &'c [u8],
         expires_at: Option<i64>,
         user: Option<&'c str>,
+        accessed: i64,
         now: i64,
         version: i64,
     ) -> impl Future<Output = Result<u64, sqlx::Error>> + Send + 'c;
@@ -159,6 +167,17 @@ pub trait Driver: sqlx::Database {
         conn: &'c mut Self::Connection,
         sql: &'c str,
         id: &'c str,
+    ) -> impl Future<Output = Result<u64, sqlx::Error>> + Send + 'c;
+
+    /// Delete `user`'s live sessions but `keep` and the `kept` most recently used others; how
+    /// many went.
+    fn delete_over_limit<'c>(
+        conn: &'c mut Self::Connection,
+        sql: &'c str,
+        user: &'c str,
+        keep: &'c str,
+        now: i64,
+        kept: i64,
     ) -> impl Future<Output = Result<u64, sqlx::Error>> + Send + 'c;
 
     /// Delete at most `limit` rows expired at `now`; how many went.
@@ -239,11 +258,12 @@ macro_rules! common_statements {
             data: &'c [u8],
             expires_at: Option<i64>,
             user: Option<&'c str>,
+            accessed: i64,
             now: i64,
         ) -> impl Future<Output = Result<u64, sqlx::Error>> + Send + 'c {
             async move {
                 let bytes = data.len() + id.len() + user.map_or(0, str::len);
-                let args = arguments!(bytes; data, expires_at, user, id, now)?;
+                let args = arguments!(bytes; data, expires_at, user, accessed, id, now)?;
                 let done = sqlx::query_with(sql, args).execute(conn).await?;
                 Ok(done.rows_affected())
             }
@@ -256,12 +276,13 @@ macro_rules! common_statements {
             data: &'c [u8],
             expires_at: Option<i64>,
             user: Option<&'c str>,
+            accessed: i64,
             now: i64,
             version: i64,
         ) -> impl Future<Output = Result<u64, sqlx::Error>> + Send + 'c {
             async move {
                 let bytes = data.len() + id.len() + user.map_or(0, str::len);
-                let args = arguments!(bytes; data, expires_at, user, id, version, now)?;
+                let args = arguments!(bytes; data, expires_at, user, accessed, id, version, now)?;
                 let done = sqlx::query_with(sql, args).execute(conn).await?;
                 Ok(done.rows_affected())
             }
@@ -335,6 +356,21 @@ macro_rules! common_statements {
             }
         }
 
+        fn delete_over_limit<'c>(
+            conn: &'c mut Self::Connection,
+            sql: &'c str,
+            user: &'c str,
+            keep: &'c str,
+            now: i64,
+            kept: i64,
+        ) -> impl Future<Output = Result<u64, sqlx::Error>> + Send + 'c {
+            async move {
+                let args = arguments!(user.len() + keep.len(); user, keep, now, kept)?;
+                let done = sqlx::query_with(sql, args).execute(conn).await?;
+                Ok(done.rows_affected())
+            }
+        }
+
         fn delete_expired<'c>(
             conn: &'c mut Self::Connection,
             sql: &'c str,
@@ -372,10 +408,11 @@ macro_rules! insert_on_conflict_do_nothing {
             data: &'c [u8],
             expires_at: Option<i64>,
             user: Option<&'c str>,
+            accessed: i64,
         ) -> impl Future<Output = Result<bool, sqlx::Error>> + Send + 'c {
             async move {
                 let bytes = id.len() + data.len() + user.map_or(0, str::len);
-                let args = arguments!(bytes; id, data, expires_at, user)?;
+                let args = arguments!(bytes; id, data, expires_at, user, accessed)?;
                 let done = sqlx::query_with(sql, args).execute(conn).await?;
                 Ok(done.rows_affected() == 1)
             }

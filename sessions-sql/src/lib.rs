@@ -70,11 +70,12 @@
 //! | operation | statement |
 //! |---|---|
 //! | read | `SELECT data, version FROM t WHERE id = ? AND (expires_at IS NULL OR expires_at > ?now)` |
-//! | create | `INSERT INTO t (id, data, expires_at, user_id) VALUES (?, ?, ?, ?)`, with `ON CONFLICT (id) DO NOTHING` on SQLite and PostgreSQL; on MySQL a duplicate-key error. A taken id changes nothing: a new id is minted and tried |
-//! | [`update`](SqlBackend::update) (a direct overwrite, for tools) | `UPDATE t SET data = ?, expires_at = ?, user_id = ?, version = version + 1 WHERE id = ? AND (expires_at IS NULL OR expires_at > ?now)`; no row matched: [`Error::SessionGone`], nothing stored |
-//! | save (`apply`: a loaded session's changes) | `UPDATE t SET data = ?, expires_at = ?, user_id = ?, version = version + 1 WHERE id = ? AND version = ?read AND (expires_at IS NULL OR expires_at > ?now)` (a session emptied: `DELETE FROM t WHERE id = ? AND version = ?read`). No row matched: another save came in between; the row is read again, the session's changes applied to it, and the statement sent again (at most 16 times); a row gone is [`Error::SessionGone`] |
-//! | remove | `DELETE FROM t WHERE id = ?` |
-//! | exists | `SELECT 1 FROM t WHERE id = ? AND (expires_at IS NULL OR expires_at > ?now)` |
+//! | create | `INSERT INTO t (id, data, expires_at, user_id, accessed_at) VALUES (?, ?, ?, ?, ?)`, with `ON CONFLICT (id) DO NOTHING` on SQLite and PostgreSQL; on MySQL a duplicate-key error. A taken id changes nothing: a new id is minted and tried. With a per-user limit, a bound session costs the `DELETE` below |
+//! | [`update`](SqlBackend::update) (a direct overwrite, for tools) | `UPDATE t SET data = ?, expires_at = ?, user_id = ?, accessed_at = ?, version = version + 1 WHERE id = ? AND version >= 0 AND (expires_at IS NULL OR expires_at > ?now)`; no row matched: [`Error::SessionGone`], nothing stored |
+//! | save (`apply`: a loaded session's changes) | `UPDATE t SET data = ?, expires_at = ?, user_id = ?, accessed_at = ?, version = version + 1 WHERE id = ? AND version = ?read AND (expires_at IS NULL OR expires_at > ?now)` (a session emptied: the same with the end marker: no data, no user, `version = -1`, expiring in a minute). No row matched: another save came in between; the row is read again, the session's changes applied to it, and the statement sent again (after a first collision, one save of this process at a time, for up to 5 seconds); a row gone is [`Error::SessionGone`] |
+//! | remove (a logout) | `UPDATE t SET data = '', expires_at = ?now + 60 s, user_id = NULL, version = -1 WHERE id = ? AND version >= 0 AND (expires_at IS NULL OR expires_at > ?now)`: the end marker, which tells a request that overlapped the logout from one with a long-dead cookie for a minute ([`Lookup::Ended`]); the clean-up deletes it |
+//! | a per-user limit ([`with_max_sessions_per_user`](https://docs.rs/sessionkit-tower/latest/sessionkit_tower/struct.SessionLayerBuilder.html#method.with_max_sessions_per_user)) | after a save that binds a session: `DELETE FROM t WHERE id IN (SELECT id FROM t WHERE user_id = ? AND id <> ?bound AND version >= 0 AND (expires_at IS NULL OR expires_at > ?now) ORDER BY accessed_at DESC, id OFFSET ?max-1)` (on MySQL through a derived table): the user's least recently used sessions beyond the limit |
+//! | exists | `SELECT 1 FROM t WHERE id = ? AND version >= 0 AND (expires_at IS NULL OR expires_at > ?now)` |
 //! | a user's session ids ([`user_session_ids`](SessionBackend::user_session_ids)) | `SELECT id FROM t WHERE user_id = ? AND (expires_at IS NULL OR expires_at > ?now)` |
 //! | a user's sessions ([`user_sessions`](SessionBackend::user_sessions)) | `SELECT id, data, version FROM t WHERE user_id = ? AND (expires_at IS NULL OR expires_at > ?now)`; each row decoded as a read decodes it, most recently used first |
 //! | revoke a user's sessions ([`revoke_user_sessions`](SessionBackend::revoke_user_sessions)) | `DELETE FROM t WHERE user_id = ? AND id <> ?keep AND (expires_at IS NULL OR expires_at > ?now)` (without `id <> ?keep` when no session is kept); the count is of live sessions, expired ones are left to the cleanup |
@@ -107,7 +108,8 @@
 //! | `id` | text, primary key | the session id: 1 to 128 visible ASCII characters |
 //! | `data` | bytes | the record, as the serializer encoded it |
 //! | `expires_at` | 64-bit integer, indexed, `NULL` = never | when the row expires, in **Unix milliseconds** (UTC) |
-//! | `version` | 64-bit integer, default 0 | bumped by every update: how a save notices another save in between |
+//! | `version` | 64-bit integer, default 0 | bumped by every update: how a save notices another save in between; -1 for an end marker |
+//! | `accessed_at` | 64-bit integer, `NULL` = never written | the session's last use, in Unix seconds: which sessions a per-user limit ends first |
 //! | `user_id` | text (MySQL: `VARBINARY(255)`), indexed, `NULL` = none | the user the session is bound to ([`SessionData::user`]), written by every create, update and save; how a user's sessions are found |
 //!
 //! "Now" is taken from the application's clock and bound into each statement, so the three
@@ -142,7 +144,7 @@
 //! usually are. A table made without it works the same, a little slower):
 //!
 //! ```sql
-//! CREATE TABLE IF NOT EXISTS "sessions" (id TEXT PRIMARY KEY NOT NULL, data BLOB NOT NULL, expires_at INTEGER, version INTEGER NOT NULL DEFAULT 0, user_id TEXT) WITHOUT ROWID;
+//! CREATE TABLE IF NOT EXISTS "sessions" (id TEXT PRIMARY KEY NOT NULL, data BLOB NOT NULL, expires_at INTEGER, version INTEGER NOT NULL DEFAULT 0, accessed_at INTEGER, user_id TEXT) WITHOUT ROWID;
 //! CREATE INDEX IF NOT EXISTS "sessions_expires_at_idx" ON "sessions" (expires_at);
 //! CREATE INDEX IF NOT EXISTS "sessions_user_id_idx" ON "sessions" (user_id) WHERE user_id IS NOT NULL;
 //! ```
@@ -150,7 +152,7 @@
 //! PostgreSQL:
 //!
 //! ```sql
-//! CREATE TABLE IF NOT EXISTS "sessions" (id TEXT PRIMARY KEY, data BYTEA NOT NULL, expires_at BIGINT, version BIGINT NOT NULL DEFAULT 0, user_id TEXT);
+//! CREATE TABLE IF NOT EXISTS "sessions" (id TEXT PRIMARY KEY, data BYTEA NOT NULL, expires_at BIGINT, version BIGINT NOT NULL DEFAULT 0, accessed_at BIGINT, user_id TEXT);
 //! CREATE INDEX IF NOT EXISTS "sessions_expires_at_idx" ON "sessions" (expires_at);
 //! CREATE INDEX IF NOT EXISTS "sessions_user_id_idx" ON "sessions" (user_id) WHERE user_id IS NOT NULL;
 //! ```
@@ -161,7 +163,7 @@
 //! format):
 //!
 //! ```sql
-//! CREATE TABLE IF NOT EXISTS `sessions` (id VARCHAR(128) CHARACTER SET ascii COLLATE ascii_bin NOT NULL PRIMARY KEY, data LONGBLOB NOT NULL, expires_at BIGINT NULL, version BIGINT NOT NULL DEFAULT 0, user_id VARBINARY(255) NULL, INDEX `sessions_expires_at_idx` (expires_at), INDEX `sessions_user_id_idx` (user_id));
+//! CREATE TABLE IF NOT EXISTS `sessions` (id VARCHAR(128) CHARACTER SET ascii COLLATE ascii_bin NOT NULL PRIMARY KEY, data LONGBLOB NOT NULL, expires_at BIGINT NULL, version BIGINT NOT NULL DEFAULT 0, accessed_at BIGINT NULL, user_id VARBINARY(255) NULL, INDEX `sessions_expires_at_idx` (expires_at), INDEX `sessions_user_id_idx` (user_id));
 //! ```
 //!
 //! Table names are checked when the backend is built
@@ -253,6 +255,7 @@ use sessionkit_core::{
 pub use sessionkit_core::store::CorruptRecords;
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use table::TableName;
 
@@ -383,6 +386,8 @@ struct Shared<DB: SqlDatabase> {
     clock: Clock,
     /// Where this process's saves of one session take turns when they keep colliding.
     turns: Turns,
+    /// The most sessions one user keeps (0: no limit), shared by clones.
+    max_per_user: AtomicUsize,
 }
 
 impl<DB: SqlDatabase> Shared<DB> {
@@ -584,6 +589,11 @@ fn user_of(data: &SessionData) -> Result<Option<&str>, Error> {
 /// [`Lookup::Ended`] for it, and the clean-up deletes it with the expired rows.
 const ENDED_DATA: &[u8] = b"";
 
+/// A session's last use (Unix seconds) for the `accessed_at` column.
+fn unix_secs(secs: u64) -> i64 {
+    i64::try_from(secs).unwrap_or(i64::MAX)
+}
+
 /// [`ENDED_GRACE`] in milliseconds, the life of an end marker.
 fn grace_ms() -> i64 {
     i64::try_from(ENDED_GRACE.as_millis()).unwrap_or(i64::MAX)
@@ -664,6 +674,67 @@ impl<DB: SqlDatabase, S: Serializer> SqlBackend<DB, S> {
         }
     }
 
+    /// `INSERT` `data` under a fresh id (minted again on a taken one).
+    async fn insert_row(&self, data: &SessionData, ttl: Option<Duration>) -> Result<String, Error> {
+        let user = user_of(data)?;
+        let value = self.serializer.serialize(data)?;
+        let shared = &*self.shared;
+        let value = &value;
+        store::create(
+            DB::LABEL,
+            || self.generate(),
+            |id| async move {
+                if !storable(&id) {
+                    return Err(Error::Config(format!(
+                        "{}: the id generator made an id this backend cannot store: \
+                         ids are 1 to {MAX_ID_LEN} visible ASCII characters",
+                        DB::LABEL
+                    )));
+                }
+                let now = self.shared.now_ms();
+                let expires_at = self.expires_at(ttl, now);
+                match run!(shared, |conn| DB::insert(
+                    conn,
+                    &shared.sql.insert,
+                    &id,
+                    value,
+                    expires_at,
+                    user,
+                    unix_secs(data.last_access_unix())
+                )) {
+                    Ok(inserted) => Ok(inserted),
+                    Err(e) => Err(shared.error(e, "create", Some(&id)).await),
+                }
+            },
+        )
+        .await
+    }
+
+    /// With a per-user limit, delete `user`'s least recently used sessions beyond it, `keep`
+    /// (the session just bound) aside: one statement.
+    async fn cap(&self, user: &str, keep: &str) -> Result<(), Error> {
+        let max = self.shared.max_per_user.load(Ordering::Relaxed);
+        if max == 0 {
+            return Ok(());
+        }
+        let shared = &*self.shared;
+        let now = shared.now_ms();
+        let kept = i64::try_from(max - 1).unwrap_or(i64::MAX);
+        match run!(shared, |conn| DB::delete_over_limit(
+            conn,
+            &shared.sql.over_limit,
+            user,
+            keep,
+            now,
+            kept
+        )) {
+            Ok(_) => Ok(()),
+            Err(e) => Err(shared
+                .error(e, "end the sessions over the user's limit", None)
+                .await),
+        }
+    }
+
     /// The live row of `id` as [`Lookup`]: a session, an end marker, or nothing.
     async fn fetch(&self, id: &str) -> Result<Lookup, Error> {
         if !self.plausible(id) {
@@ -700,14 +771,15 @@ impl<DB: SqlDatabase, S: Serializer> SqlBackend<DB, S> {
             }
             Some((Decoded::Corrupt, _)) => {
                 // Deleted, so the next request with this cookie does not decode it again.
-                self.delete_corrupt(id).await;
+                self.delete_row(id).await;
                 Ok(Lookup::Missing)
             }
         }
     }
 
-    /// Delete a row that does not decode (no end marker: nothing ended); a failure is logged.
-    async fn delete_corrupt(&self, id: &str) {
+    /// Delete a row with no end marker (one that does not decode, or a moved session whose
+    /// move was undone: nothing ended); a failure is logged.
+    async fn delete_row(&self, id: &str) {
         let shared = &*self.shared;
         if let Err(e) = run!(shared, |conn| DB::delete(conn, &shared.sql.delete, id)) {
             let error = shared.error(e, "remove", Some(id)).await;
@@ -736,6 +808,7 @@ impl<DB: SqlDatabase, S: Serializer> SqlBackend<DB, S> {
         }
         let now = self.shared.now_ms();
         let expires_at = self.expires_at(ttl, now);
+        let accessed = unix_secs(data.last_access_unix());
         match run!(shared, |conn| DB::update(
             conn,
             &shared.sql.update,
@@ -743,6 +816,7 @@ impl<DB: SqlDatabase, S: Serializer> SqlBackend<DB, S> {
             &value,
             expires_at,
             user,
+            accessed,
             now
         )) {
             Ok(0) => Err(Error::SessionGone),
@@ -768,39 +842,14 @@ impl<DB: SqlDatabase, S: Serializer> SessionBackend for SqlBackend<DB, S> {
     }
 
     /// `INSERT` under a fresh id (minted again on a taken one); the user goes into
-    /// `user_id` in the same statement.
+    /// `user_id` in the same statement. With a per-user limit, a bound session costs one
+    /// `DELETE` more, of the user's sessions beyond it.
     async fn create(&self, data: &SessionData, ttl: Option<Duration>) -> Result<String, Error> {
-        let user = user_of(data)?;
-        let value = self.serializer.serialize(data)?;
-        let shared = &*self.shared;
-        let value = &value;
-        store::create(
-            DB::LABEL,
-            || self.generate(),
-            |id| async move {
-                if !storable(&id) {
-                    return Err(Error::Config(format!(
-                        "{}: the id generator made an id this backend cannot store: \
-                         ids are 1 to {MAX_ID_LEN} visible ASCII characters",
-                        DB::LABEL
-                    )));
-                }
-                let now = self.shared.now_ms();
-                let expires_at = self.expires_at(ttl, now);
-                match run!(shared, |conn| DB::insert(
-                    conn,
-                    &shared.sql.insert,
-                    &id,
-                    value,
-                    expires_at,
-                    user
-                )) {
-                    Ok(inserted) => Ok(inserted),
-                    Err(e) => Err(shared.error(e, "create", Some(&id)).await),
-                }
-            },
-        )
-        .await
+        let id = self.insert_row(data, ttl).await?;
+        if let Some(user) = data.user() {
+            self.cap(user, &id).await?;
+        }
+        Ok(id)
     }
 
     /// Two statements when no other save came in between (the session's read, and a
@@ -839,6 +888,7 @@ impl<DB: SqlDatabase, S: Serializer> SessionBackend for SqlBackend<DB, S> {
                     ENDED_DATA,
                     until,
                     None,
+                    0,
                     now,
                     version
                 ))
@@ -853,6 +903,7 @@ impl<DB: SqlDatabase, S: Serializer> SessionBackend for SqlBackend<DB, S> {
                     &value,
                     expires_at,
                     user,
+                    unix_secs(merged.last_access_unix()),
                     now,
                     version
                 ))
@@ -875,7 +926,12 @@ impl<DB: SqlDatabase, S: Serializer> SessionBackend for SqlBackend<DB, S> {
                     (version, merged) = self.current(id, changes, accessed).await?;
                 }
                 Ok(_) if merged.is_empty() => return Ok(None),
-                Ok(_) => return Ok(Some(id.to_owned())),
+                Ok(_) => {
+                    if let Some(user) = changes.binds_user() {
+                        self.cap(user, id).await?;
+                    }
+                    return Ok(Some(id.to_owned()));
+                }
                 Err(e) => return Err(shared.error(e, "save", Some(id)).await),
             }
         }
@@ -885,6 +941,42 @@ impl<DB: SqlDatabase, S: Serializer> SessionBackend for SqlBackend<DB, S> {
             contention.tries(),
             store::masked(id)
         )))
+    }
+
+    /// The new row (`INSERT`), the old one ended (the emptying save), then, for a bound
+    /// session under a per-user limit, the `DELETE` of the sessions beyond it: the moved
+    /// session counts once.
+    async fn move_session(
+        &self,
+        id: &str,
+        session: &SessionData,
+        ttl: Option<Duration>,
+    ) -> Result<String, Error> {
+        let new_id = self.insert_row(&session.without_revision(), ttl).await?;
+        let mut clear = Changes::default();
+        clear.clear();
+        let mut emptied = SessionData::default();
+        if let Some(revision) = session.revision() {
+            emptied = emptied.with_revision(revision.clone());
+        }
+        match self.apply(id, &emptied, &clear, ttl).await {
+            Ok(_) => {}
+            Err(error) => {
+                self.delete_row(&new_id).await;
+                return Err(error);
+            }
+        }
+        if let Some(user) = session.user() {
+            self.cap(user, &new_id).await?;
+        }
+        Ok(new_id)
+    }
+
+    fn limit_sessions_per_user(&mut self, max: usize) -> Result<(), Error> {
+        self.shared
+            .max_per_user
+            .store(max.max(1), Ordering::Relaxed);
+        Ok(())
     }
 
     async fn remove(&self, id: &str) -> Result<(), Error> {
@@ -903,6 +995,7 @@ impl<DB: SqlDatabase, S: Serializer> SessionBackend for SqlBackend<DB, S> {
             ENDED_DATA,
             until,
             None,
+            0,
             now
         )) {
             Ok(_) => Ok(()),
@@ -966,7 +1059,7 @@ impl<DB: SqlDatabase, S: Serializer> SessionBackend for SqlBackend<DB, S> {
                 }
                 Decoded::Record(_) => {}
                 // As a read of it would: deleted, so it is not decoded again.
-                Decoded::Corrupt => self.delete_corrupt(&id).await,
+                Decoded::Corrupt => self.delete_row(&id).await,
             }
         }
         UserSession::most_recent_first(&mut sessions);

@@ -26,30 +26,41 @@ impl Driver for sqlx::MySql {
             // A plain INSERT: a taken id fails with ER_DUP_ENTRY, told apart below.
             // (INSERT IGNORE would also turn other errors, truncation included, into
             // warnings.)
-            insert: format!("INSERT INTO {t} (id, data, expires_at, user_id) VALUES (?, ?, ?, ?)"),
+            insert: format!(
+                "INSERT INTO {t} (id, data, expires_at, user_id, accessed_at) \
+                 VALUES (?, ?, ?, ?, ?)"
+            ),
             // sqlx connects with CLIENT_FOUND_ROWS, so the row count is the rows matched,
             // also when the new values equal the old ones.
             update: format!(
-                "UPDATE {t} SET data = ?, expires_at = ?, user_id = ?, \
+                "UPDATE {t} SET data = ?, expires_at = ?, user_id = ?, accessed_at = ?, \
                  version = version + 1 WHERE id = ? AND version >= 0 AND {}",
                 live("?")
             ),
             end: format!(
-                "UPDATE {t} SET data = ?, expires_at = ?, user_id = ?, \
+                "UPDATE {t} SET data = ?, expires_at = ?, user_id = ?, accessed_at = ?, \
                  version = -1 WHERE id = ? AND version >= 0 AND {}",
                 live("?")
             ),
             apply: format!(
-                "UPDATE {t} SET data = ?, expires_at = ?, user_id = ?, \
+                "UPDATE {t} SET data = ?, expires_at = ?, user_id = ?, accessed_at = ?, \
                  version = version + 1 WHERE id = ? AND version = ? AND {}",
                 live("?")
             ),
             end_version: format!(
-                "UPDATE {t} SET data = ?, expires_at = ?, user_id = ?, \
+                "UPDATE {t} SET data = ?, expires_at = ?, user_id = ?, accessed_at = ?, \
                  version = -1 WHERE id = ? AND version = ? AND {}",
                 live("?")
             ),
             delete: format!("DELETE FROM {t} WHERE id = ?"),
+            // The derived table: MySQL deletes from a table its own subquery reads only
+            // through one, and takes no LIMIT in an IN subquery.
+            over_limit: format!(
+                "DELETE FROM {t} WHERE id IN (SELECT id FROM (SELECT id FROM {t} \
+                 WHERE user_id = ? AND id <> ? AND version >= 0 AND {} \
+                 ORDER BY accessed_at DESC, id LIMIT 18446744073709551615 OFFSET ?) AS over_limit)",
+                live("?")
+            ),
             delete_expired: format!(
                 "DELETE FROM {t} WHERE expires_at <= ? ORDER BY expires_at LIMIT ?"
             ),
@@ -82,6 +93,7 @@ impl Driver for sqlx::MySql {
                  data LONGBLOB NOT NULL, \
                  expires_at BIGINT NULL, \
                  version BIGINT NOT NULL DEFAULT 0, \
+                 accessed_at BIGINT NULL, \
                  user_id VARBINARY(255) NULL, \
                  INDEX `{}` (expires_at), \
                  INDEX `{}` (user_id))",
@@ -119,9 +131,10 @@ impl Driver for sqlx::MySql {
         data: &'c [u8],
         expires_at: Option<i64>,
         user: Option<&'c str>,
+        accessed: i64,
     ) -> Result<bool, sqlx::Error> {
         let bytes = id.len() + data.len() + user.map_or(0, str::len);
-        let args = arguments!(bytes; id, data, expires_at, user)?;
+        let args = arguments!(bytes; id, data, expires_at, user, accessed)?;
         let result = sqlx::query_with(sql, args).execute(conn).await;
         match result {
             Ok(_) => Ok(true),

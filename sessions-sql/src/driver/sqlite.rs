@@ -19,30 +19,40 @@ impl Driver for sqlx::Sqlite {
                 live("?2")
             ),
             insert: format!(
-                "INSERT INTO {t} (id, data, expires_at, user_id) VALUES (?1, ?2, ?3, ?4) \
+                "INSERT INTO {t} (id, data, expires_at, user_id, accessed_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5) \
                  ON CONFLICT (id) DO NOTHING"
             ),
             update: format!(
                 "UPDATE {t} SET data = ?1, expires_at = ?2, user_id = ?3, \
-                 version = version + 1 WHERE id = ?4 AND version >= 0 AND {}",
-                live("?5")
+                 accessed_at = ?4, version = version + 1 WHERE id = ?5 AND version >= 0 \
+                 AND {}",
+                live("?6")
             ),
             end: format!(
                 "UPDATE {t} SET data = ?1, expires_at = ?2, user_id = ?3, \
-                 version = -1 WHERE id = ?4 AND version >= 0 AND {}",
-                live("?5")
+                 accessed_at = ?4, version = -1 WHERE id = ?5 AND version >= 0 AND {}",
+                live("?6")
             ),
             apply: format!(
                 "UPDATE {t} SET data = ?1, expires_at = ?2, user_id = ?3, \
-                 version = version + 1 WHERE id = ?4 AND version = ?5 AND {}",
-                live("?6")
+                 accessed_at = ?4, version = version + 1 WHERE id = ?5 \
+                 AND version = ?6 AND {}",
+                live("?7")
             ),
             end_version: format!(
                 "UPDATE {t} SET data = ?1, expires_at = ?2, user_id = ?3, \
-                 version = -1 WHERE id = ?4 AND version = ?5 AND {}",
-                live("?6")
+                 accessed_at = ?4, version = -1 WHERE id = ?5 AND version = ?6 \
+                 AND {}",
+                live("?7")
             ),
             delete: format!("DELETE FROM {t} WHERE id = ?1"),
+            over_limit: format!(
+                "DELETE FROM {t} WHERE id IN (SELECT id FROM {t} \
+                 WHERE user_id = ?1 AND id <> ?2 AND version >= 0 AND {} \
+                 ORDER BY accessed_at DESC, id LIMIT -1 OFFSET ?4)",
+                live("?3")
+            ),
             delete_expired: format!(
                 "DELETE FROM {t} WHERE id IN \
                  (SELECT id FROM {t} WHERE expires_at <= ?1 LIMIT ?2)"
@@ -73,6 +83,7 @@ impl Driver for sqlx::Sqlite {
                  data BLOB NOT NULL, \
                  expires_at INTEGER, \
                  version INTEGER NOT NULL DEFAULT 0, \
+                 accessed_at INTEGER, \
                  user_id TEXT) WITHOUT ROWID"
             ),
             format!(

@@ -453,7 +453,8 @@ async fn a_sqlite_table_with_a_rowid_serves_every_operation() {
     let fx = Fixture::<crate::common::SqliteFile>::unmigrated();
     fx.exec(&format!(
         "CREATE TABLE {} (id TEXT PRIMARY KEY NOT NULL, data BLOB NOT NULL, \
-         expires_at INTEGER, version INTEGER NOT NULL DEFAULT 0, user_id TEXT)",
+         expires_at INTEGER, version INTEGER NOT NULL DEFAULT 0, accessed_at INTEGER, \
+         user_id TEXT)",
         fx.t()
     ))
     .await;
