@@ -179,7 +179,8 @@ pub trait SessionBackend: Send + Sync + 'static {
     /// Move the session stored under `id` to a fresh id (a login's
     /// [`regenerate_id`](crate::Session::regenerate_id)): `session`, as the request leaves it
     /// (carrying the revision `read` attached), is stored under a new id, then the record under
-    /// `id` ends. Answers the new cookie value, or [`Error::SessionGone`] when the record under
+    /// `id` ends. `changes` are the request's changes (whether it binds a user, for a per-user
+    /// limit). Answers the new cookie value, or [`Error::SessionGone`] when the record under
     /// `id` ended or moved meanwhile (a logout, a revocation, another login): nothing is stored
     /// then.
     ///
@@ -192,8 +193,10 @@ pub trait SessionBackend: Send + Sync + 'static {
         &self,
         id: &str,
         session: &SessionData,
+        changes: &Changes,
         ttl: Option<Duration>,
     ) -> Result<String, Error> {
+        let _ = changes;
         move_by_create_and_apply(self, id, session, ttl).await
     }
 
@@ -377,9 +380,10 @@ impl<B: SessionBackend + ?Sized> SessionBackend for Arc<B> {
         &self,
         id: &str,
         session: &SessionData,
+        changes: &Changes,
         ttl: Option<Duration>,
     ) -> Result<String, Error> {
-        (**self).move_session(id, session, ttl).await
+        (**self).move_session(id, session, changes, ttl).await
     }
     async fn user_session_ids(&self, user: &str) -> Result<Vec<String>, Error> {
         (**self).user_session_ids(user).await

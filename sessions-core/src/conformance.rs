@@ -805,7 +805,7 @@ async fn move_ends_the_old_id<H: Harness>(h: &H) {
     let mut moving = loaded.clone();
     moving.values_mut().insert("b".into(), json!(2));
     let new = b
-        .move_session(&id, &moving, HOUR)
+        .move_session(&id, &moving, &Changes::default(), HOUR)
         .await
         .expect("the move failed");
     assert_ne!(new, id, "the session kept its id");
@@ -840,7 +840,10 @@ async fn move_after_end_is_gone<H: Harness>(h: &H) {
     let id = create(&b, &record(json!({"a": 1})), HOUR).await;
     let loaded = read_back(&b, &id).await;
     b.remove(&id).await.expect("remove failed");
-    match b.move_session(&id, &loaded, HOUR).await {
+    match b
+        .move_session(&id, &loaded, &Changes::default(), HOUR)
+        .await
+    {
         Err(Error::SessionGone) => {}
         other => panic!("moving an ended session must be SessionGone, got {other:?}"),
     }
@@ -896,7 +899,7 @@ async fn user_cap_counts_a_move_once<H: Harness>(h: &H) {
     let moving = create(&b, &bound_used(json!({"v": 2}), &user, 20), HOUR).await;
     let loaded = read_back(&b, &moving).await;
     let moved = b
-        .move_session(&moving, &loaded, HOUR)
+        .move_session(&moving, &loaded, &Changes::default(), HOUR)
         .await
         .expect("the move failed");
     assert!(

@@ -64,7 +64,7 @@ impl Inner {
             let (data, ttl) = self.stamp_for_save(pending.data, false);
             if pending.regenerate {
                 // Rare (a login): boxed, so every other save's future stays small.
-                return Box::pin(self.move_to_new_id(id, data, ttl)).await;
+                return Box::pin(self.move_to_new_id(id, data, &pending.changes, ttl)).await;
             }
             return match backend.apply(id, &data, &pending.changes, ttl).await {
                 Ok(Some(value)) => self.written(Some(Arc::clone(id)), data, Ok(value)),
@@ -198,6 +198,7 @@ impl Inner {
         &self,
         id: &Arc<str>,
         data: SessionData,
+        changes: &Changes,
         ttl: Option<Duration>,
     ) -> Result<Commit, Error> {
         let backend: &dyn SessionBackend = self.context.backend();
@@ -217,7 +218,7 @@ impl Inner {
                 Err(error) => Err(error),
             };
         }
-        match backend.move_session(id, &data, ttl).await {
+        match backend.move_session(id, &data, changes, ttl).await {
             Ok(value) => self.written(None, data, Ok(value)),
             Err(Error::SessionGone) => {
                 // Another request ended or moved it first (a logout, a revocation, another

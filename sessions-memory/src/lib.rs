@@ -359,6 +359,7 @@ impl SessionBackend for InMemoryBackend {
         &self,
         id: &str,
         session: &SessionData,
+        changes: &Changes,
         ttl: Option<Duration>,
     ) -> Result<String, Error> {
         let now = self.inner.now();
@@ -369,7 +370,7 @@ impl SessionBackend for InMemoryBackend {
         let new_id = self.create_in(&mut store, now, &session.without_revision(), ttl)?;
         store.drop_record(id);
         store.mark_ended(id, now);
-        if let Some(user) = session.user() {
+        if let Some(user) = changes.binds_user() {
             self.cap(&mut store, user, &new_id);
         }
         Ok(new_id)

@@ -1247,6 +1247,7 @@ impl<S: Serializer> SessionBackend for RedisBackend<S> {
         &self,
         id: &str,
         session: &SessionData,
+        _changes: &Changes,
         ttl: Option<Duration>,
     ) -> Result<String, Error> {
         let Some(user) = session.user() else {

@@ -943,13 +943,15 @@ impl<DB: SqlDatabase, S: Serializer> SessionBackend for SqlBackend<DB, S> {
         )))
     }
 
-    /// The new row (`INSERT`), the old one ended (the emptying save), then, for a bound
-    /// session under a per-user limit, the `DELETE` of the sessions beyond it: the moved
-    /// session counts once.
+    /// The new row (`INSERT`), the old one ended (the emptying save), then, for a login
+    /// binding the session under a per-user limit, the `DELETE` of the sessions beyond it.
+    /// The new row is bound before the old one ends, so a revocation racing the move sees one
+    /// of them and ends the session either way.
     async fn move_session(
         &self,
         id: &str,
         session: &SessionData,
+        changes: &Changes,
         ttl: Option<Duration>,
     ) -> Result<String, Error> {
         let new_id = self.insert_row(&session.without_revision(), ttl).await?;
@@ -966,7 +968,9 @@ impl<DB: SqlDatabase, S: Serializer> SessionBackend for SqlBackend<DB, S> {
                 return Err(error);
             }
         }
-        if let Some(user) = session.user() {
+        // Only a move that binds the session (a login) adds to the user's count; the new row
+        // of a bound session moving stands in for the old one.
+        if let Some(user) = changes.binds_user() {
             self.cap(user, &new_id).await?;
         }
         Ok(new_id)

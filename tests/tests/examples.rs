@@ -189,9 +189,49 @@ async fn main_example_on_redis() {
     login_and_logout("redis", &[]).await;
 }
 
+/// A PostgreSQL table of the test's own (the shared database may hold another test's, or an
+/// older layout), dropped when the test ends.
+struct OwnTable(String);
+
+impl OwnTable {
+    fn new() -> OwnTable {
+        OwnTable(format!(
+            "example_{}",
+            sessionkit_core::generate_id()[..10]
+                .to_lowercase()
+                .replace('-', "_")
+        ))
+    }
+}
+
+impl Drop for OwnTable {
+    fn drop(&mut self) {
+        let url = std::env::var("DATABASE_URL")
+            .unwrap_or_else(|_| sessionkit_app::DEFAULT_DATABASE_URL.to_owned());
+        let drop = format!("DROP TABLE IF EXISTS \"{}\"", self.0);
+        // A runtime of its own: the test's is shutting down.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            runtime.block_on(async {
+                use sessionkit_sql::sqlx::{Connection, PgConnection};
+                if let Ok(mut conn) = PgConnection::connect(&url).await {
+                    let _ = sessionkit_sql::sqlx::raw_sql(&drop)
+                        .execute(&mut conn)
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
 #[tokio::test]
 async fn main_example_on_postgres() {
-    login_and_logout("postgres", &[]).await;
+    let table = OwnTable::new();
+    login_and_logout("postgres", &[("SESSION_TABLE", table.0.as_str())]).await;
 }
 
 /// Two browsers log in as the same user and a third as another; one of the first two signs
@@ -295,7 +335,8 @@ async fn main_example_signs_out_other_devices_on_redis() {
 
 #[tokio::test]
 async fn main_example_signs_out_other_devices_on_postgres() {
-    sign_out_of_other_devices("postgres", &[]).await;
+    let table = OwnTable::new();
+    sign_out_of_other_devices("postgres", &[("SESSION_TABLE", table.0.as_str())]).await;
 }
 
 /// With signed cookies the page says why there is no device list, and the button's route

@@ -123,9 +123,41 @@ fn app<B: SessionBackend>(backend: B, clock: Clock, gates: Arc<Gates>) -> Router
             SessionLayer::builder(backend)
                 .with_secure(false)
                 .with_clock(clock)
+                .with_max_sessions_per_user(MAX_PER_USER)
                 .build()
                 .expect("a valid layer"),
         )
+}
+
+/// The layer's limit of sessions per user.
+const MAX_PER_USER: usize = 3;
+
+/// A user who logs in on one device more than the limit allows loses the least recently
+/// used session, and keeps the others.
+async fn logins_beyond_the_limit_end_the_least_recently_used(rig: &Rig) {
+    let user = format!("capped-{}", &sessionkit_core::generate_id()[..8]);
+    let mut devices = Vec::new();
+    for _ in 0..=MAX_PER_USER {
+        let mut jar = Jar::default();
+        jar.take(&rig.get(&format!("/login-as/{user}"), &jar).await);
+        devices.push(jar);
+        // Each login a second later: the last use orders them.
+        rig.clock.advance(Duration::from_secs(1));
+        if !rig.manual {
+            tokio::time::sleep(Duration::from_millis(1_050)).await;
+        }
+    }
+    let first = rig.get("/whoami", &devices[0]).await;
+    assert!(
+        first.body.starts_with("anonymous"),
+        "{}: the least recently used session outlived the limit: {}",
+        rig.store,
+        first.body
+    );
+    for jar in &devices[1..] {
+        let listed = rig.get("/devices", jar).await;
+        assert_eq!(listed.body, MAX_PER_USER.to_string(), "{}", rig.store);
+    }
 }
 
 /// A browser's cookie jar for the session cookie: each answer is applied as it arrives.
@@ -401,6 +433,7 @@ async fn revocation_catches_a_moving_session(rig: &Rig, runs: usize) -> usize {
 }
 
 async fn all_cases(rig: Rig) {
+    logins_beyond_the_limit_end_the_least_recently_used(&rig).await;
     let escapes = revocation_catches_a_moving_session(&rig, 50).await;
     println!(
         "{}: a session moving during a revocation escaped {escapes} of 50 runs",

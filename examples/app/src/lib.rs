@@ -34,6 +34,7 @@
 //! | `SQLITE_PATH` | `sessions.db` | the SQLite file, created when missing |
 //! | `REDIS_URL` | `redis://127.0.0.1:6379` | the Redis server |
 //! | `DATABASE_URL` | `postgres://postgres@127.0.0.1:5432/test` | the PostgreSQL database |
+//! | `SESSION_TABLE` | `sessions` | the SQL table (SQLite and PostgreSQL), created when missing |
 //! | `SESSION_MAX_AGE` | 14 days | the cookie's lifetime in seconds; `0` makes a browser-session cookie |
 //! | `SESSION_SECURE` | on, but off on a loopback address | `0` turns `Secure` off elsewhere too (with a warning at startup): only for plain-HTTP development |
 //! | `RUST_LOG` | `warn` | what the log shows (a `tracing` env filter): failed saves, corrupt records |
@@ -182,6 +183,8 @@ pub struct Config {
     pub redis_url: String,
     /// The PostgreSQL database.
     pub database_url: String,
+    /// The SQL table sessions are kept in.
+    pub table: String,
 }
 
 impl fmt::Debug for Config {
@@ -260,6 +263,7 @@ impl Config {
             sqlite_path: env("SQLITE_PATH").unwrap_or_else(|| DEFAULT_SQLITE_PATH.to_owned()),
             redis_url: env("REDIS_URL").unwrap_or_else(|| DEFAULT_REDIS_URL.to_owned()),
             database_url: env("DATABASE_URL").unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned()),
+            table: env("SESSION_TABLE").unwrap_or_else(|| sessionkit_sql::DEFAULT_TABLE.to_owned()),
         }))
     }
 }
@@ -385,6 +389,7 @@ pub async fn build(config: &Config) -> Result<App, Error> {
                 .create_if_missing(true);
             let pool = SqlitePoolOptions::new().connect_lazy_with(options);
             let backend = SqliteBackend::builder(pool)
+                .with_table(&config.table)
                 .with_expire(ABANDONED_AFTER)
                 .build()?;
             backend.migrate().await?;
@@ -395,6 +400,7 @@ pub async fn build(config: &Config) -> Result<App, Error> {
         }
         BackendKind::Postgres => {
             let backend = PostgresBackend::builder_from_url(&config.database_url)
+                .with_table(&config.table)
                 .with_expire(ABANDONED_AFTER)
                 .build()?;
             backend.migrate().await?;
