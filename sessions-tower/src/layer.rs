@@ -505,6 +505,23 @@ mod tests {
         SessionLayer::builder(InMemoryBackend::new())
     }
 
+    #[cfg(feature = "cookie-backend")]
+    #[test]
+    fn a_per_user_limit_is_refused_at_build_for_the_cookie_backend() {
+        let cookie = sessionkit_cookie::CookieBackend::signed([7u8; 32]).unwrap();
+        let refused = SessionLayer::builder(cookie)
+            .with_max_sessions_per_user(3)
+            .build();
+        match refused {
+            Err(Error::Config(why)) => {
+                assert!(why.contains("with_max_sessions_per_user(3)"), "{why}");
+                assert!(why.contains("server-side backend"), "{why}");
+            }
+            other => panic!("expected a configuration error, got {:?}", other.map(|_| ())),
+        }
+        assert!(builder().with_max_sessions_per_user(3).build().is_ok());
+    }
+
     #[test]
     fn every_option_reaches_the_policy_the_sessions_follow() {
         let layer = SessionLayer::new(InMemoryBackend::new());
