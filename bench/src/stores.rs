@@ -495,7 +495,8 @@ impl StoreFixture {
                 (App::Router(router), cleanup)
             }
             StoreVariant::TsSqlite => {
-                let path = std::env::temp_dir().join(format!("sessionkit-bench-{}-ts.db", run_tag()));
+                let path =
+                    std::env::temp_dir().join(format!("sessionkit-bench-{}-ts.db", run_tag()));
                 let cleanup = Cleanup::SqliteFile(path.clone());
                 let options = SqliteConnectOptions::new()
                     .filename(&path)
