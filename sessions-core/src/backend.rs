@@ -329,8 +329,8 @@ pub async fn move_by_create_and_apply<B: SessionBackend + ?Sized>(
 }
 
 /// The session and changes of a save that empties the record `session` was loaded from: no
-/// values, the same revision.
-pub(crate) fn emptying(session: &SessionData) -> (SessionData, Changes) {
+/// values, the same revision (re-exported as [`store::emptying`](crate::store::emptying)).
+pub fn emptying(session: &SessionData) -> (SessionData, Changes) {
     let mut clear = Changes::default();
     clear.clear();
     let mut emptied = SessionData::default();

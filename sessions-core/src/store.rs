@@ -14,6 +14,7 @@
 //! # Ok::<(), Error>(())
 //! ```
 
+pub use crate::backend::emptying;
 use crate::error::BoxError;
 use crate::{Error, Serializer, SessionData};
 use std::collections::HashMap;

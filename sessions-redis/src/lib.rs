@@ -259,10 +259,21 @@ enum SaveWrite<'a> {
     Delete,
 }
 
-/// The per-user limit, for [`INDEX`] and [`SWAP`]: `over(key, keep, max)` takes the
-/// entries beyond `max` with the lowest scores (the least recently saved sessions), `keep`
-/// aside, out of the index and returns them.
+/// What [`INDEX`] and [`SWAP`] share. `lives(key, ttl, existed)`: the index lives at least
+/// `ttl` milliseconds more (empty: a session without TTL, so it never expires), a new one
+/// exactly that long. `over(key, keep, max)`, the per-user limit: takes the entries beyond
+/// `max` with the lowest scores (the least recently used sessions), `keep` aside, out of the
+/// index and returns them.
 const OVER: &str = r"
+local function lives(key, ttl, existed)
+    if ttl == '' then
+        redis.call('PERSIST', key)
+    elseif existed == 0 then
+        redis.call('PEXPIRE', key, ttl)
+    else
+        redis.call('PEXPIRE', key, ttl, 'GT')
+    end
+end
 local function over(key, keep, max)
     local taken = {}
     if max == nil or max < 1 then return taken end
@@ -296,13 +307,7 @@ local score = tonumber(ARGV[2])
 local old = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if old and tonumber(old) >= score then score = tonumber(old) + 1 end
 redis.call('ZADD', KEYS[1], score, ARGV[1])
-if ARGV[3] == '' then
-    redis.call('PERSIST', KEYS[1])
-elseif existed == 0 then
-    redis.call('PEXPIRE', KEYS[1], ARGV[3])
-else
-    redis.call('PEXPIRE', KEYS[1], ARGV[3], 'GT')
-end
+lives(KEYS[1], ARGV[3], existed)
 return over(KEYS[1], ARGV[1], tonumber(ARGV[4]))
 "
     ))
@@ -361,13 +366,7 @@ if not had and ARGV[4] == '1' then return {0} end
 local existed = redis.call('EXISTS', KEYS[1])
 if had then redis.call('ZREM', KEYS[1], ARGV[1]) end
 redis.call('ZADD', KEYS[1], tonumber(ARGV[3]), ARGV[2])
-if ARGV[5] == '' then
-    redis.call('PERSIST', KEYS[1])
-elseif existed == 0 then
-    redis.call('PEXPIRE', KEYS[1], ARGV[5])
-else
-    redis.call('PEXPIRE', KEYS[1], ARGV[5], 'GT')
-end
+lives(KEYS[1], ARGV[5], existed)
 local taken = over(KEYS[1], ARGV[2], tonumber(ARGV[6]))
 table.insert(taken, 1, 1)
 return taken
@@ -1305,12 +1304,7 @@ impl<S: Serializer> SessionBackend for RedisBackend<S> {
                 };
             }
         }
-        let mut clear = Changes::default();
-        clear.clear();
-        let mut emptied = SessionData::default();
-        if let Some(revision) = session.revision() {
-            emptied = emptied.with_revision(revision.clone());
-        }
+        let (emptied, clear) = store::emptying(session);
         match self.save(id, &emptied, &clear, ttl, false).await {
             Ok(_) => Ok(new_id),
             Err(error) => {

@@ -955,12 +955,7 @@ impl<DB: SqlDatabase, S: Serializer> SessionBackend for SqlBackend<DB, S> {
         ttl: Option<Duration>,
     ) -> Result<String, Error> {
         let new_id = self.insert_row(&session.without_revision(), ttl).await?;
-        let mut clear = Changes::default();
-        clear.clear();
-        let mut emptied = SessionData::default();
-        if let Some(revision) = session.revision() {
-            emptied = emptied.with_revision(revision.clone());
-        }
+        let (emptied, clear) = store::emptying(session);
         match self.apply(id, &emptied, &clear, ttl).await {
             Ok(_) => {}
             Err(error) => {

@@ -517,7 +517,10 @@ mod tests {
                 assert!(why.contains("with_max_sessions_per_user(3)"), "{why}");
                 assert!(why.contains("server-side backend"), "{why}");
             }
-            other => panic!("expected a configuration error, got {:?}", other.map(|_| ())),
+            other => panic!(
+                "expected a configuration error, got {:?}",
+                other.map(|_| ())
+            ),
         }
         assert!(builder().with_max_sessions_per_user(3).build().is_ok());
     }
