@@ -78,7 +78,7 @@
 //! | exists | `SELECT 1 FROM t WHERE id = ? AND version >= 0 AND (expires_at IS NULL OR expires_at > ?now)` |
 //! | a user's session ids ([`user_session_ids`](SessionBackend::user_session_ids)) | `SELECT id FROM t WHERE user_id = ? AND (expires_at IS NULL OR expires_at > ?now)` |
 //! | a user's sessions ([`user_sessions`](SessionBackend::user_sessions)) | `SELECT id, data, version FROM t WHERE user_id = ? AND (expires_at IS NULL OR expires_at > ?now)`; each row decoded as a read decodes it, most recently used first |
-//! | revoke a user's sessions ([`revoke_user_sessions`](SessionBackend::revoke_user_sessions)) | `DELETE FROM t WHERE user_id = ? AND id <> ?keep AND (expires_at IS NULL OR expires_at > ?now)` (without `id <> ?keep` when no session is kept); the count is of live sessions, expired ones are left to the cleanup |
+//! | revoke a user's sessions ([`revoke_user_sessions`](SessionBackend::revoke_user_sessions)) | `DELETE FROM t WHERE user_id = ? AND id <> ?keep AND (expires_at IS NULL OR expires_at > ?now)` (without `id <> ?keep` when no session is kept), then the user's ids, to see none is left (a session moving to a new id meanwhile can escape one `DELETE`: it runs again until none is left); the count is of live sessions, expired ones are left to the cleanup |
 //! | revoke one ([`revoke_user_session`](SessionBackend::revoke_user_session)) | the user's ids as above, to find the one the device id names, then `DELETE FROM t WHERE user_id = ? AND id = ? AND (expires_at IS NULL OR expires_at > ?now)`: two statements, since the device id is a hash the database cannot compute |
 //!
 //! Creates never overwrite a row and updates never bring back one that was removed or has
@@ -1065,8 +1065,13 @@ impl<DB: SqlDatabase, S: Serializer> SessionBackend for SqlBackend<DB, S> {
         Ok(sessions)
     }
 
-    /// One statement: `DELETE FROM t WHERE user_id = ? AND id <> ?keep AND <live>` (without
-    /// `id <> ?` when nothing is kept). Expired rows are left to the cleanup and not counted.
+    /// `DELETE FROM t WHERE user_id = ? AND id <> ?keep AND <live>` (without `id <> ?` when
+    /// nothing is kept), then the user's ids ([`user_session_ids`](SessionBackend::user_session_ids))
+    /// to see none is left: two statements. A session moving to a new id while the `DELETE`
+    /// runs can escape it (PostgreSQL's statement does not see a row committed after it
+    /// started, and skips the old row the move ended meanwhile); its new row, committed before
+    /// the old one ended, is in the listing, and the `DELETE` runs again, until a listing finds
+    /// none (for up to 5 seconds). Expired rows are left to the cleanup and not counted.
     async fn revoke_user_sessions(&self, user: &str, keep: Option<&str>) -> Result<usize, Error> {
         if user.len() > MAX_USER_LEN {
             return Ok(0);
@@ -1078,13 +1083,28 @@ impl<DB: SqlDatabase, S: Serializer> SessionBackend for SqlBackend<DB, S> {
             Some(_) => &shared.sql.revoke_user_except,
             None => &shared.sql.revoke_user,
         };
-        let now = self.shared.now_ms();
-        match run!(shared, |conn| DB::delete_of_user(
-            conn, sql, user, keep, now
-        )) {
-            Ok(revoked) => Ok(usize::try_from(revoked).unwrap_or(usize::MAX)),
-            Err(e) => Err(shared.error(e, "revoke the sessions of a user", None).await),
+        let mut revoked = 0usize;
+        let mut contention = Contention::default();
+        while contention.try_again() {
+            let now = self.shared.now_ms();
+            match run!(shared, |conn| DB::delete_of_user(
+                conn, sql, user, keep, now
+            )) {
+                Ok(count) => {
+                    revoked = revoked.saturating_add(usize::try_from(count).unwrap_or(usize::MAX));
+                }
+                Err(e) => return Err(shared.error(e, "revoke the sessions of a user", None).await),
+            }
+            let left = self.user_session_ids(user).await?;
+            if left.iter().all(|id| Some(id.as_str()) == keep) {
+                return Ok(revoked);
+            }
         }
+        Err(Error::backend(format!(
+            "{}: sessions of a user kept moving to new ids for {} revocations in a row; gave up",
+            DB::LABEL,
+            contention.tries()
+        )))
     }
 
     /// Two statements: the user's ids ([`user_session_ids`](SessionBackend::user_session_ids)),

@@ -90,7 +90,7 @@ async fn statements<T>(
 
 for_each_db!(
     every_operation_is_one_statement,
-    binding_a_user_costs_no_statement_and_listing_and_revoking_one_each
+    binding_a_user_costs_no_statement_and_listing_one_and_revoking_two
 );
 
 /// The session `id` as the session layer saves it: loaded, `changes` made.
@@ -173,7 +173,7 @@ async fn every_operation_is_one_statement<K: Kind>() {
 /// A save never binding a user sends what it sent before the user index (one `UPDATE`), and
 /// so does a save that binds, rebinds or unbinds one; listing and revoking all are one
 /// statement each, revoking one by handle two (the ids, then the delete).
-async fn binding_a_user_costs_no_statement_and_listing_and_revoking_one_each<K: Kind>() {
+async fn binding_a_user_costs_no_statement_and_listing_one_and_revoking_two<K: Kind>() {
     let (_fx, backend, table, _drop) = logged_table::<K>().await;
     let b = &backend;
     let user = format!("user-{}", sessionkit_core::generate_id());
@@ -212,7 +212,11 @@ async fn binding_a_user_costs_no_statement_and_listing_and_revoking_one_each<K: 
     assert_eq!(sql, ["SELECT"], "a user's sessions");
     let (revoked, sql) = statements(&table, b.revoke_user_sessions(&user, Some(&id))).await;
     assert_eq!(revoked.unwrap(), 1);
-    assert_eq!(sql, ["DELETE"], "revoking a user's other sessions");
+    assert_eq!(
+        sql,
+        ["DELETE", "SELECT"],
+        "revoking a user's other sessions: the DELETE, and a listing that finds none left"
+    );
     let (revoked, sql) = statements(&table, b.revoke_user_session(&user, &DeviceId::of(&id))).await;
     assert!(revoked.unwrap());
     assert_eq!(
@@ -222,7 +226,7 @@ async fn binding_a_user_costs_no_statement_and_listing_and_revoking_one_each<K: 
     );
     let (revoked, sql) = statements(&table, b.revoke_user_sessions(&user, None)).await;
     assert_eq!(revoked.unwrap(), 0);
-    assert_eq!(sql, ["DELETE"], "revoking a user's sessions");
+    assert_eq!(sql, ["DELETE", "SELECT"], "revoking a user's sessions");
 }
 
 #[cfg(any(feature = "postgres", feature = "mysql"))]
@@ -379,7 +383,10 @@ mod wire {
             .count(backend.revoke_user_sessions("rt-user", None))
             .await;
         assert_eq!(revoked.unwrap(), 1);
-        assert_eq!(trips, 1, "revoking a user's sessions");
+        assert_eq!(
+            trips, 2,
+            "revoking a user's sessions: the DELETE and the check"
+        );
 
         // An update of the removed session (its row the end marker): refused, one round trip.
         let (gone, trips) = proxy.count(backend.update(&removed_id, &n(3), HOUR)).await;
