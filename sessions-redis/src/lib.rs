@@ -1180,7 +1180,7 @@ impl<S: Serializer> SessionBackend for RedisBackend<S> {
             .collect())
     }
 
-    /// `ZRANGE` of the user's index, then the sessions' `GET`s sent [`LIST_BATCH`] at a time
+    /// `ZRANGE` of the user's index, then the sessions' `GET`s sent 256 at a time
     /// on the shared connection (pipelined: one round trip's wait per batch, so 1 + n / 256
     /// waits for n sessions), and one `EVALSHA` pruning the entries of sessions that ended
     /// or are bound to someone else now.
