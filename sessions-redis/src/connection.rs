@@ -7,7 +7,7 @@
 //! keeps it, and hands each operation a clone (a few reference counts): one operation is one
 //! round trip. The pool is visited again only when that connection has failed.
 
-use deadpool_redis::redis::{Cmd, RedisError, RedisResult, ScriptInvocation, Value};
+use deadpool_redis::redis::{Cmd, Pipeline, RedisError, RedisResult, ScriptInvocation, Value};
 use sessionkit_core::Error;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -73,12 +73,14 @@ pub(crate) enum Conn {
     Cluster(deadpool_redis::cluster::ClusterConnection),
 }
 
-/// What one operation sends: a command, or a script run through `redis::Script` (which
-/// loads the script when the server does not know it yet).
+/// What one operation sends: a command, a script run through `redis::Script` (which loads
+/// the script when the server does not know it yet), or a pipeline of commands written at
+/// once (single node only: a cluster routes a pipeline to one node).
 #[derive(Clone, Copy)]
 pub(crate) enum Request<'a> {
     Command(&'a Cmd),
     Script(&'a ScriptInvocation<'a>),
+    Pipeline(&'a Pipeline),
 }
 
 impl Conn {
@@ -86,10 +88,13 @@ impl Conn {
         match (self, request) {
             (Conn::Single(conn), Request::Command(cmd)) => cmd.query_async(conn).await,
             (Conn::Single(conn), Request::Script(script)) => script.invoke_async(conn).await,
+            (Conn::Single(conn), Request::Pipeline(pipe)) => pipe.query_async(conn).await,
             #[cfg(feature = "cluster")]
             (Conn::Cluster(conn), Request::Command(cmd)) => cmd.query_async(conn).await,
             #[cfg(feature = "cluster")]
             (Conn::Cluster(conn), Request::Script(script)) => script.invoke_async(conn).await,
+            #[cfg(feature = "cluster")]
+            (Conn::Cluster(conn), Request::Pipeline(pipe)) => pipe.query_async(conn).await,
         }
     }
 }
@@ -160,6 +165,12 @@ impl Connector {
     /// repeat.
     pub(crate) async fn query(&self, cmd: &Cmd) -> Result<Value, Failure> {
         self.send(Request::Command(cmd)).await
+    }
+
+    /// Write a pipeline of commands at once and read their replies: one round trip, retried
+    /// as [`query`](Self::query) retries a command. For a single node only.
+    pub(crate) async fn pipeline(&self, pipe: &Pipeline) -> Result<Value, Failure> {
+        self.send(Request::Pipeline(pipe)).await
     }
 
     /// Run a script, as [`query`](Self::query) runs a command.

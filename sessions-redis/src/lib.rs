@@ -996,6 +996,46 @@ impl<S: Serializer> RedisBackend<S> {
         }
     }
 
+    /// The records of `ids`, in order (`None`: none, ended, or not decoding): one pipeline of
+    /// `GET`s on a single node; on a cluster, the `GET`s sent together.
+    async fn read_batch<'a>(
+        &self,
+        ids: impl Iterator<Item = &'a str>,
+    ) -> Result<Vec<Option<SessionData>>, Error> {
+        let ids: Vec<&str> = ids.collect();
+        if !matches!(self.connector.pool(), Pool::Single(_)) {
+            let reads = futures_util::future::join_all(ids.iter().map(|id| self.read(id))).await;
+            return reads.into_iter().collect();
+        }
+        let mut pipe = redis::pipe();
+        for id in &ids {
+            pipe.cmd("GET").arg(self.key_arg(id));
+        }
+        let name = format!("{} sessions", ids.len());
+        let reply = match self.connector.pipeline(&pipe).await {
+            Ok(reply) => reply,
+            Err(Failure::Connect(e)) => return Err(e),
+            Err(Failure::Command(e)) => {
+                return Err(Error::backend_with(
+                    format!("redis: a pipeline of GETs for {name} failed: {e}"),
+                    e,
+                ));
+            }
+        };
+        let Value::Array(values) = reply else {
+            return Err(self.unexpected("GET", &name, &reply));
+        };
+        let mut records = Vec::with_capacity(ids.len());
+        for (id, value) in ids.iter().zip(values) {
+            records.push(match value {
+                Value::Nil => None,
+                Value::BulkString(bytes) => self.decoded(id, bytes).await?,
+                other => return Err(self.unexpected("GET", id, &other)),
+            });
+        }
+        Ok(records)
+    }
+
     /// Delete a record this backend just wrote and then gave up (no end marker: it never
     /// served a request).
     async fn discard(&self, id: &str) {
@@ -1180,18 +1220,21 @@ impl<S: Serializer> SessionBackend for RedisBackend<S> {
             .collect())
     }
 
-    /// `ZRANGE` of the user's index, then the sessions' `GET`s sent 256 at a time
-    /// on the shared connection (pipelined: one round trip's wait per batch, so 1 + n / 256
-    /// waits for n sessions), and one `EVALSHA` pruning the entries of sessions that ended
-    /// or are bound to someone else now.
+    /// `ZRANGE` of the user's index, then the sessions' `GET`s 256 at a time (a single node:
+    /// one pipeline, one round trip, per batch, so 2 + ⌈n / 256⌉ round trips for n sessions;
+    /// a cluster: sent together on the shared connection, to the nodes that hold them), and
+    /// one `EVALSHA` pruning the entries of sessions that ended or are bound to someone else
+    /// now.
     async fn user_sessions(&self, user: &str) -> Result<Vec<UserSession>, Error> {
         let entries = self.entries(user).await?;
         let mut sessions = Vec::with_capacity(entries.len());
         let mut stale = Vec::new();
         for batch in entries.chunks(LIST_BATCH) {
-            let reads = futures_util::future::join_all(batch.iter().map(|(id, _)| self.read(id)));
-            for ((id, score), read) in batch.iter().zip(reads.await) {
-                match read? {
+            let reads = self
+                .read_batch(batch.iter().map(|(id, _)| id.as_str()))
+                .await?;
+            for ((id, score), read) in batch.iter().zip(reads) {
+                match read {
                     Some(record) if record.user() == Some(user) => {
                         sessions.push(UserSession::new(id, record));
                     }
