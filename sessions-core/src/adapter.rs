@@ -101,7 +101,8 @@ impl<B: SessionBackend> Context for Shared<B> {
 pub enum Commit {
     /// The session was never loaded: the response did not depend on it. Nothing to add.
     Untouched,
-    /// The session was used but nothing needs saving: no cookie to set.
+    /// The session was used but nothing needs saving, or another request ended or moved it
+    /// while this one ran (that request's answer changes the cookie): no cookie to set.
     Unchanged,
     /// The session was saved: set the cookie to `value`.
     Set {
@@ -111,8 +112,8 @@ pub enum Commit {
         /// browser-session cookie).
         max_age: Option<Duration>,
     },
-    /// The session ended (emptied, deleted, or removed meanwhile by another request):
-    /// expire the client's cookie.
+    /// This request ended the session (emptied or deleted it), or its cookie names one that
+    /// is long gone: expire the client's cookie.
     Expire,
 }
 
@@ -127,8 +128,9 @@ pub fn session(context: Arc<dyn Context>, cookie: Option<Arc<str>>) -> LazySessi
 
 /// Save the session if it changed and say what the response does with the cookie.
 ///
-/// The record's TTL follows the context's [`Policy`]. A session removed meanwhile by another
-/// request is not written back ([`Commit::Expire`]). Backend failures are returned and nothing
+/// The record's TTL follows the context's [`Policy`]. A session another request ended or
+/// moved meanwhile is not written back, and its cookie is left to that request
+/// ([`Commit::Unchanged`]). Backend failures are returned and nothing
 /// is half-saved: the response must not set a cookie then (with a fail-open policy they are
 /// logged, and the session is left unsaved).
 ///

@@ -134,23 +134,27 @@ pub const CONTENDED_SAVE_PATIENCE: std::time::Duration = std::time::Duration::fr
 
 /// The tries of one compare-and-swap save (or revocation) that other writers keep beating:
 /// bounded by [`CONTENDED_SAVE_PATIENCE`], not by a count, so any burst of saves to one
-/// session gets through in turn.
+/// session gets through in turn. A save tells it of each collision
+/// ([`collided`](Self::collided)), which waits before the next try.
 #[derive(Debug)]
-pub struct Contention {
+pub struct Contention<'a> {
     started: std::time::Instant,
     tries: u32,
+    /// This process's turn on the session, taken at the first collision.
+    turn: Option<Turn<'a>>,
 }
 
-impl Default for Contention {
+impl Default for Contention<'_> {
     fn default() -> Self {
         Contention {
             started: std::time::Instant::now(),
             tries: 0,
+            turn: None,
         }
     }
 }
 
-impl Contention {
+impl<'a> Contention<'a> {
     /// Count one more try; `false` when the patience is spent and the save should fail.
     pub fn try_again(&mut self) -> bool {
         self.tries += 1;
@@ -162,10 +166,23 @@ impl Contention {
         self.tries
     }
 
-    /// How long to wait before the next try: nothing after the first few, then a random
-    /// pause whose ceiling doubles with each try, up to 20 ms, so that writers that keep
-    /// colliding spread out instead of colliding again.
-    pub fn pause(&self) -> std::time::Duration {
+    /// Another save of the session `id` came in between: wait before trying again. The
+    /// first collision waits for this process's turn on the session in `turns` (held until
+    /// the save is done); later ones, for a random pause whose ceiling doubles with each try,
+    /// up to 20 ms, so writers of other processes spread out instead of colliding again.
+    pub async fn collided(&mut self, turns: &'a Turns, id: &str) {
+        if self.turn.is_none() {
+            self.turn = Some(turns.take(id).await);
+            return;
+        }
+        let pause = self.pause();
+        if !pause.is_zero() {
+            tokio::time::sleep(pause).await;
+        }
+    }
+
+    /// The pause before the next try (see [`collided`](Self::collided)).
+    fn pause(&self) -> std::time::Duration {
         if self.tries < 3 {
             return std::time::Duration::ZERO;
         }

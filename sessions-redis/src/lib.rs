@@ -43,7 +43,7 @@
 //! | [`exists`](RedisBackend::exists) | `GET key` |
 //! | [`lookup`](SessionBackend::lookup) (how the session layer loads) | `GET key` |
 //! | a save or create that binds the session to a user | the above, then one `EVALSHA` adding the id to the user's index, whose TTL it extends to the session's (never shortened) |
-//! | a later save of a bound session | the save's `EVALSHA`, and `PEXPIRE user-index ms GT` sent alongside (no added wait), so the index lives as long as the user's longest-lived session |
+//! | a later save of a bound session | the save's `EVALSHA`, and one more `EVALSHA` sent alongside (no added wait) that moves the session's index entry to its last use and extends the index (`PEXPIRE … GT`), so the index lives as long as the user's longest-lived session |
 //!
 //! Creates never overwrite a record and updates never bring back one that was removed or has
 //! expired: both are decided by Redis in the same command that stores the data.
@@ -184,6 +184,11 @@ const MAX_TTL_MS: u128 = 1 << 60;
 /// scores had when they were the time of binding.
 fn used_ms(used: u64) -> u64 {
     used.saturating_mul(1000)
+}
+
+/// A TTL as a script argument: milliseconds, or empty for none.
+fn ttl_arg(ttl_ms: Option<u64>) -> String {
+    ttl_ms.map(|ms| ms.to_string()).unwrap_or_default()
 }
 
 /// How many sessions' `GET`s a listing sends at once.
@@ -353,10 +358,10 @@ return gone
 /// old id, `ARGV[2]` the new one, `ARGV[3]` its last use in milliseconds, `ARGV[4]` `1` when the old
 /// id must still be indexed (the session was bound before this request), `ARGV[5]` the
 /// session's TTL in milliseconds (empty: none), which the index's is extended to as by
-/// [`INDEX`], `ARGV[6]` the per-user limit as for [`INDEX`]. Replies an array: its first
-/// element 0 (refused) or 1, then the ids the limit took out of the index. Replies 0, changing
-/// nothing, when it must and is not: a revocation took it, and the moved session must not
-/// live on; 1 when the new id took the old one's place.
+/// [`INDEX`], `ARGV[6]` the per-user limit as for [`INDEX`]. Replies an array: first 0,
+/// changing nothing, when the old id must be indexed and is not (a revocation took it: the
+/// moved session must not live on), or 1 when the new id took the old one's place; then the
+/// ids the limit took out of the index.
 static SWAP: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(&format!(
         "{OVER}{}",
@@ -671,12 +676,11 @@ impl<S> RedisBackend<S> {
             SaveWrite::End => ("end", ENDED_MARKER, Some(grace_ms())),
             SaveWrite::Delete => ("del", &[][..], None),
         };
-        invocation.arg(mode).arg(value);
-        match ttl_ms {
-            Some(ms) => invocation.arg(ms),
-            None => invocation.arg(""),
-        };
-        invocation.arg(ENDED_MARKER);
+        invocation
+            .arg(mode)
+            .arg(value)
+            .arg(ttl_arg(ttl_ms))
+            .arg(ENDED_MARKER);
         invocation
     }
 
@@ -714,12 +718,11 @@ impl<S> RedisBackend<S> {
     ) -> Result<(), Error> {
         let key = self.user_key(user);
         let mut invocation = INDEX.key(&key);
-        invocation.arg(id).arg(used_ms(used));
-        match ttl_ms {
-            Some(ms) => invocation.arg(ms),
-            None => invocation.arg(""),
-        };
-        invocation.arg(self.max_per_user.load(Ordering::Relaxed));
+        invocation
+            .arg(id)
+            .arg(used_ms(used))
+            .arg(ttl_arg(ttl_ms))
+            .arg(self.max_per_user.load(Ordering::Relaxed));
         let reply = self.script(&invocation, id).await?;
         let victims: Vec<String> = redis::from_redis_value(reply.clone())
             .map_err(|_| self.unexpected("EVALSHA", id, &reply))?;
@@ -727,14 +730,21 @@ impl<S> RedisBackend<S> {
         Ok(())
     }
 
+    /// Delete the record `id` outright, with no end marker (`DEL`): a record that does not
+    /// decode, one this backend wrote and gave up, or one the per-user limit ended. A failure
+    /// is logged with `what` the record was; the record then ends with its TTL.
+    async fn discard(&self, id: &str, what: &str) {
+        if let Err(error) = self.query(&self.key_cmd("DEL", id), "DEL", id).await {
+            tracing::warn!(%error, "redis: {what} could not be deleted");
+        }
+    }
+
     /// Delete the records of sessions the per-user limit took out of their user's index
     /// (no end marker: their next request starts afresh, its cookie expired). A failure is
     /// logged: the record is out of the index already, and ends with its TTL.
     async fn end_over_limit(&self, victims: &[String]) {
         for id in victims {
-            if let Err(error) = self.query(&self.key_cmd("DEL", id), "DEL", id).await {
-                tracing::warn!(%error, "redis: a session over its user's limit could not be deleted");
-            }
+            self.discard(id, "a session over its user's limit").await;
         }
     }
 
@@ -743,11 +753,7 @@ impl<S> RedisBackend<S> {
     /// stands.
     async fn extend_index(&self, user: &str, id: &str, used: u64, ttl_ms: Option<u64>) {
         let mut invocation = EXTEND.key(self.user_key(user));
-        invocation.arg(id).arg(used_ms(used));
-        match ttl_ms {
-            Some(ms) => invocation.arg(ms),
-            None => invocation.arg(""),
-        };
+        invocation.arg(id).arg(used_ms(used)).arg(ttl_arg(ttl_ms));
         let name = format!("user:{{{user}}}");
         if let Err(error) = self.script(&invocation, &name).await {
             tracing::warn!(%error, "redis: a user's index could not be extended");
@@ -858,12 +864,8 @@ impl<S: Serializer> RedisBackend<S> {
         match store::decode(&self.serializer, &bytes, self.corrupt, &key)? {
             Decoded::Record(data) => Ok(Some(data.with_revision(Revision::bytes(bytes)))),
             Decoded::Corrupt => {
-                // Deleted (no end marker: nothing ended), so the next request with this
-                // cookie does not decode it again.
-                let deleted = self.query(&self.key_cmd("DEL", id), "DEL", id).await;
-                if let Err(error) = deleted {
-                    tracing::warn!(%error, "redis: the undecodable record could not be deleted");
-                }
+                // Deleted, so the next request with this cookie does not decode it again.
+                self.discard(id, "an undecodable record").await;
                 Ok(None)
             }
         }
@@ -883,7 +885,8 @@ impl<S: Serializer> RedisBackend<S> {
     ) -> Result<(), Error> {
         if let Err(error) = self.index(user, id, used, ttl_ms).await {
             // Deleted, with no end marker: the client never got this binding.
-            self.discard(id).await;
+            self.discard(id, "a session left out of its user's index")
+                .await;
             return Err(error);
         }
         Ok(())
@@ -912,7 +915,6 @@ impl<S: Serializer> RedisBackend<S> {
             }
         };
         let mut contention = Contention::default();
-        let mut turn = None;
         while contention.try_again() {
             let value = if merged.is_empty() {
                 Vec::new()
@@ -951,15 +953,7 @@ impl<S: Serializer> RedisBackend<S> {
                         // Stored by another writer and unreadable: not saved over it.
                         let current = self.decoded(id, bytes).await?.ok_or(Error::SessionGone)?;
                         merged = changes.applied_to(&current, accessed);
-                        if turn.is_none() {
-                            // This process's other saves of the session go one at a time.
-                            turn = Some(self.turns.take(id).await);
-                        } else {
-                            let pause = contention.pause();
-                            if !pause.is_zero() {
-                                tokio::time::sleep(pause).await;
-                            }
-                        }
+                        contention.collided(&self.turns, id).await;
                     }
                     other => {
                         return Err(self.unexpected(
@@ -1034,14 +1028,6 @@ impl<S: Serializer> RedisBackend<S> {
             });
         }
         Ok(records)
-    }
-
-    /// Delete a record this backend just wrote and then gave up (no end marker: it never
-    /// served a request).
-    async fn discard(&self, id: &str) {
-        if let Err(error) = self.query(&self.key_cmd("DEL", id), "DEL", id).await {
-            tracing::error!(%error, "redis: a session given up while moving could not be deleted");
-        }
     }
 
     /// End the session `id` if it is still bound to `user`: its record is deleted only as it
@@ -1157,8 +1143,8 @@ impl<S: Serializer> SessionBackend for RedisBackend<S> {
     /// with the ones the session loaded and, when they match, stores the session (or ends the
     /// record it emptied) and resets the TTL. When they differ, the script answers the
     /// current bytes, the changes are applied to them, and the script runs again. A bound
-    /// session's save extends its user's index alongside (`PEXPIRE … GT`, sent with the
-    /// script: one more command, no more waiting); an ended one leaves the index (`ZREM`).
+    /// session's save updates its user's index alongside (a second script, sent with the
+    /// save's: one more command, no more waiting); an ended one leaves the index (`ZREM`).
     async fn apply(
         &self,
         id: &str,
@@ -1317,12 +1303,9 @@ impl<S: Serializer> SessionBackend for RedisBackend<S> {
         swap.arg(id)
             .arg(&new_id)
             .arg(now_ms)
-            .arg(if was_bound { "1" } else { "0" });
-        match ttl_ms {
-            Some(ms) => swap.arg(ms),
-            None => swap.arg(""),
-        };
-        swap.arg(self.max_per_user.load(Ordering::Relaxed));
+            .arg(if was_bound { "1" } else { "0" })
+            .arg(ttl_arg(ttl_ms))
+            .arg(self.max_per_user.load(Ordering::Relaxed));
         // An array: 1 (swapped) or 0 (refused), then the ids the per-user limit took.
         let swapped = match self.script(&swap, &new_id).await {
             Ok(reply) => redis::from_redis_value::<Vec<Value>>(reply.clone())
@@ -1340,7 +1323,8 @@ impl<S: Serializer> SessionBackend for RedisBackend<S> {
         match swapped {
             Ok((1, victims)) => self.end_over_limit(&victims).await,
             other => {
-                self.discard(&new_id).await;
+                self.discard(&new_id, "a session given up while moving")
+                    .await;
                 return match other {
                     Ok(_) => Err(Error::SessionGone),
                     Err(error) => Err(error),
@@ -1353,7 +1337,8 @@ impl<S: Serializer> SessionBackend for RedisBackend<S> {
             Err(error) => {
                 // The old record ended meanwhile (or the save failed): the move is undone.
                 self.prune(user, &[(new_id.clone(), now_ms as f64)]).await;
-                self.discard(&new_id).await;
+                self.discard(&new_id, "a session given up while moving")
+                    .await;
                 Err(error)
             }
         }

@@ -875,7 +875,6 @@ impl<DB: SqlDatabase, S: Serializer> SessionBackend for SqlBackend<DB, S> {
             None => self.current(id, changes, accessed).await?,
         };
         let mut contention = Contention::default();
-        let mut turn = None;
         while contention.try_again() {
             let now = self.shared.now_ms();
             let matched = if merged.is_empty() {
@@ -914,15 +913,7 @@ impl<DB: SqlDatabase, S: Serializer> SessionBackend for SqlBackend<DB, S> {
                         store = DB::LABEL,
                         "another save came in between; applying the changes again"
                     );
-                    if turn.is_none() {
-                        // This process's other saves of the session go one at a time.
-                        turn = Some(shared.turns.take(id).await);
-                    } else {
-                        let pause = contention.pause();
-                        if !pause.is_zero() {
-                            tokio::time::sleep(pause).await;
-                        }
-                    }
+                    contention.collided(&shared.turns, id).await;
                     (version, merged) = self.current(id, changes, accessed).await?;
                 }
                 Ok(_) if merged.is_empty() => return Ok(None),
