@@ -7,7 +7,9 @@
 //! keeps it, and hands each operation a clone (a few reference counts): one operation is one
 //! round trip. The pool is visited again only when that connection has failed.
 
-use deadpool_redis::redis::{Cmd, Pipeline, RedisError, RedisResult, ScriptInvocation, Value};
+use deadpool_redis::redis::{
+    Cmd, ErrorKind, Pipeline, RedisError, RedisResult, ScriptInvocation, ServerErrorKind, Value,
+};
 use sessionkit_core::Error;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -19,6 +21,10 @@ pub(crate) enum Pool {
     Single(deadpool_redis::Pool),
     #[cfg(feature = "cluster")]
     Cluster(deadpool_redis::cluster::Pool),
+    /// The master of a Sentinel-monitored group: each new connection asks the sentinels
+    /// where the master is now (and checks that it says it is one).
+    #[cfg(feature = "sentinel")]
+    Sentinel(deadpool_redis::sentinel::Pool),
 }
 
 impl Pool {
@@ -27,6 +33,20 @@ impl Pool {
             Pool::Single(_) => "single node",
             #[cfg(feature = "cluster")]
             Pool::Cluster(_) => "cluster",
+            #[cfg(feature = "sentinel")]
+            Pool::Sentinel(_) => "sentinel",
+        }
+    }
+
+    /// Whether every key lives on the one server the connection reaches, so a pipeline of
+    /// commands on any keys can be written at once.
+    pub(crate) fn is_one_server(&self) -> bool {
+        match self {
+            Pool::Single(_) => true,
+            #[cfg(feature = "cluster")]
+            Pool::Cluster(_) => false,
+            #[cfg(feature = "sentinel")]
+            Pool::Sentinel(_) => true,
         }
     }
 
@@ -35,6 +55,8 @@ impl Pool {
             Pool::Single(pool) => pool.get().await.map(Held::Single),
             #[cfg(feature = "cluster")]
             Pool::Cluster(pool) => pool.get().await.map(Held::Cluster),
+            #[cfg(feature = "sentinel")]
+            Pool::Sentinel(pool) => pool.get().await.map(Held::Sentinel),
         }
     }
 }
@@ -44,6 +66,8 @@ enum Held {
     Single(deadpool_redis::Connection),
     #[cfg(feature = "cluster")]
     Cluster(deadpool_redis::cluster::Connection),
+    #[cfg(feature = "sentinel")]
+    Sentinel(deadpool_redis::sentinel::Connection),
 }
 
 impl Held {
@@ -52,6 +76,8 @@ impl Held {
             Held::Single(held) => Conn::Single((**held).clone()),
             #[cfg(feature = "cluster")]
             Held::Cluster(held) => Conn::Cluster((**held).clone()),
+            #[cfg(feature = "sentinel")]
+            Held::Sentinel(held) => Conn::Single((**held).clone()),
         }
     }
 
@@ -62,12 +88,15 @@ impl Held {
             Held::Single(held) => drop(deadpool_redis::Connection::take(held)),
             #[cfg(feature = "cluster")]
             Held::Cluster(held) => drop(deadpool_redis::cluster::Connection::take(held)),
+            #[cfg(feature = "sentinel")]
+            Held::Sentinel(held) => drop(deadpool_redis::sentinel::Connection::take(held)),
         }
     }
 }
 
 /// One operation's use of the shared connection.
 pub(crate) enum Conn {
+    /// A connection to one server: a single node, or the master a Sentinel named.
     Single(deadpool_redis::redis::aio::MultiplexedConnection),
     #[cfg(feature = "cluster")]
     Cluster(deadpool_redis::cluster::ClusterConnection),
@@ -99,8 +128,18 @@ impl Conn {
     }
 }
 
+/// Whether `error` means the shared connection must be replaced: it is dead (Redis
+/// restarted, the socket dropped or was killed), or it reaches a server that is no longer a
+/// master (`READONLY`: after a Sentinel failover, the old master took the replica's place; a
+/// new connection asks the sentinels for the master again).
+fn must_replace(error: &RedisError) -> bool {
+    error.is_unrecoverable_error() || error.kind() == ErrorKind::Server(ServerErrorKind::ReadOnly)
+}
+
 struct Slot {
     generation: u64,
+    /// The master switches seen when the connection was made (always 0 without a watch).
+    switches: u64,
     held: Held,
 }
 
@@ -122,6 +161,9 @@ pub(crate) struct Connector {
     gate: tokio::sync::Mutex<Option<String>>,
     failed_checkouts: AtomicU64,
     generations: AtomicU64,
+    /// Sentinel's master switches, when the pool reaches a Sentinel group's master.
+    #[cfg(feature = "sentinel")]
+    watch: Option<crate::sentinel::Watch>,
 }
 
 impl Connector {
@@ -133,7 +175,36 @@ impl Connector {
             gate: tokio::sync::Mutex::new(None),
             failed_checkouts: AtomicU64::new(0),
             generations: AtomicU64::new(0),
+            #[cfg(feature = "sentinel")]
+            watch: None,
         }
+    }
+
+    /// A new connector on the same pool (and watching the same sentinels), with another
+    /// pool timeout.
+    pub(crate) fn with_timeout(&self, timeout: Duration) -> Self {
+        let connector = Connector::new(self.pool.clone(), timeout);
+        #[cfg(feature = "sentinel")]
+        if let Some(watch) = &self.watch {
+            return connector.watching(watch.sentinels().clone());
+        }
+        connector
+    }
+
+    /// A connector that also follows the master switches `sentinels` announce.
+    #[cfg(feature = "sentinel")]
+    pub(crate) fn watching(mut self, sentinels: crate::sentinel::Sentinels) -> Self {
+        self.watch = Some(crate::sentinel::Watch::new(sentinels));
+        self
+    }
+
+    /// How many master switches the sentinels announced (0 when nothing is watched).
+    fn switches(&self) -> u64 {
+        #[cfg(feature = "sentinel")]
+        if let Some(watch) = &self.watch {
+            return watch.switches();
+        }
+        0
     }
 
     pub(crate) fn pool(&self) -> &Pool {
@@ -153,9 +224,13 @@ impl Connector {
         self.slot.write().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// The shared connection, unless there is none or it was made before the master's last
+    /// switch.
     fn cached(&self) -> Option<(u64, Conn)> {
+        let switches = self.switches();
         self.read_slot()
             .as_ref()
+            .filter(|slot| slot.switches == switches)
             .map(|slot| (slot.generation, slot.held.conn()))
     }
 
@@ -168,7 +243,8 @@ impl Connector {
     }
 
     /// Write a pipeline of commands at once and read their replies: one round trip, retried
-    /// as [`query`](Self::query) retries a command. For a single node only.
+    /// as [`query`](Self::query) retries a command. For one server only
+    /// ([`Pool::is_one_server`]).
     pub(crate) async fn pipeline(&self, pipe: &Pipeline) -> Result<Value, Failure> {
         self.send(Request::Pipeline(pipe)).await
     }
@@ -191,7 +267,7 @@ impl Connector {
             }
         };
         match conn.send(request).await {
-            Err(e) if e.is_unrecoverable_error() => {
+            Err(e) if must_replace(&e) => {
                 self.invalidate(generation);
                 if !reused {
                     return Err(Failure::Command(e));
@@ -200,7 +276,7 @@ impl Connector {
                 let (generation, mut conn) =
                     Box::pin(self.checkout()).await.map_err(Failure::Connect)?;
                 Box::pin(conn.send(request)).await.map_err(|e| {
-                    if e.is_unrecoverable_error() {
+                    if must_replace(&e) {
                         self.invalidate(generation);
                     }
                     Failure::Command(e)
@@ -240,12 +316,22 @@ impl Connector {
                     return Err(Error::backend(message.clone()));
                 }
             }
+            let switches = self.switches();
             match self.pool.get().await {
                 Ok(held) => {
                     let generation = self.generations.fetch_add(1, Ordering::Relaxed) + 1;
                     let conn = held.conn();
-                    let old = self.write_slot().replace(Slot { generation, held });
-                    drop(old);
+                    let old = self.write_slot().replace(Slot {
+                        generation,
+                        switches,
+                        held,
+                    });
+                    if let Some(old) = old {
+                        if old.switches != switches {
+                            // Connected to the master before it was replaced: never reuse.
+                            old.held.discard();
+                        }
+                    }
                     *last_error = None;
                     Ok((generation, conn))
                 }

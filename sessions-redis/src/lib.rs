@@ -150,6 +150,8 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod connection;
+#[cfg(feature = "sentinel")]
+mod sentinel;
 
 use connection::{Connector, Failure, Pool};
 use deadpool_redis::redis::{Cmd, RedisWrite, ScriptInvocation, ToRedisArgs, Value};
@@ -506,6 +508,88 @@ impl RedisBackend<JsonSerializer> {
         Self::with_pool(Pool::Cluster(pool))
     }
 
+    /// A backend on a new pool for the master of the group that Redis Sentinel monitors as
+    /// `master_name`, found through the sentinels at `sentinel_urls`
+    /// (`redis://host:26379`, one per sentinel: any one that answers is enough). See
+    /// [Sentinel](crate#sentinel) for what follows a failover and what one can lose.
+    ///
+    /// No connection is made yet. URLs that cannot be parsed are [`Error::Config`].
+    ///
+    /// ```no_run
+    /// use sessionkit_redis::RedisBackend;
+    ///
+    /// let backend = RedisBackend::from_sentinel(
+    ///     ["redis://10.0.0.1:26379", "redis://10.0.0.2:26379", "redis://10.0.0.3:26379"],
+    ///     "mymaster",
+    /// )?;
+    /// # Ok::<(), sessionkit_core::Error>(())
+    /// ```
+    #[cfg(feature = "sentinel")]
+    pub fn from_sentinel<I, U>(sentinel_urls: I, master_name: &str) -> Result<Self, Error>
+    where
+        I: IntoIterator<Item = U>,
+        U: Into<String>,
+    {
+        let urls: Vec<String> = sentinel_urls.into_iter().map(Into::into).collect();
+        if urls.is_empty() {
+            return Err(Error::Config(
+                "redis: Sentinel needs at least one sentinel URL".into(),
+            ));
+        }
+        let config = deadpool_redis::sentinel::Config::from_urls(
+            urls,
+            master_name.to_owned(),
+            deadpool_redis::sentinel::SentinelServerType::Master,
+        );
+        let pool = config
+            .create_pool(Some(deadpool_redis::Runtime::Tokio1))
+            .map_err(|e| {
+                Error::Config(format!(
+                    "redis: cannot make a Sentinel pool for these URLs: {e}"
+                ))
+            })?;
+        Self::from_sentinel_pool(pool, &config)
+    }
+
+    /// A backend on an existing deadpool-redis Sentinel pool, made from `config` for the
+    /// master (`SentinelServerType::Master`: the backend writes, and a replica answers every
+    /// write with `READONLY`). The backend subscribes to the sentinels that `config` names,
+    /// which a pool does not tell. Use it to give the sentinels or the nodes credentials or
+    /// TLS (`deadpool_redis::sentinel::Config::with_node_connection_info`), to size the
+    /// pool, or to share the pool with the rest of the application.
+    ///
+    /// No connection is made yet. A sentinel URL in `config` that cannot be parsed is
+    /// [`Error::Config`].
+    ///
+    /// ```no_run
+    /// use deadpool_redis::sentinel::{Config, SentinelServerType};
+    /// use sessionkit_redis::RedisBackend;
+    ///
+    /// let config = Config::from_urls(
+    ///     vec!["redis://10.0.0.1:26379".to_owned(), "redis://10.0.0.2:26379".to_owned()],
+    ///     "mymaster".to_owned(),
+    ///     SentinelServerType::Master,
+    /// );
+    /// let pool = config
+    ///     .create_pool(Some(deadpool_redis::Runtime::Tokio1))
+    ///     .expect("a valid Sentinel config");
+    /// let backend = RedisBackend::from_sentinel_pool(pool, &config)?;
+    /// # Ok::<(), sessionkit_core::Error>(())
+    /// ```
+    #[cfg(feature = "sentinel")]
+    pub fn from_sentinel_pool(
+        pool: deadpool_redis::sentinel::Pool,
+        config: &deadpool_redis::sentinel::Config,
+    ) -> Result<Self, Error> {
+        let sentinels = sentinel::Sentinels::of(config)?;
+        let mut backend = Self::with_pool(Pool::Sentinel(pool));
+        backend.connector = Arc::new(
+            Connector::new(backend.connector.pool().clone(), DEFAULT_POOL_TIMEOUT)
+                .watching(sentinels),
+        );
+        Ok(backend)
+    }
+
     fn with_pool(pool: Pool) -> Self {
         RedisBackend {
             connector: Arc::new(Connector::new(pool, DEFAULT_POOL_TIMEOUT)),
@@ -557,7 +641,7 @@ impl<S> RedisBackend<S> {
     /// connection.
     #[must_use]
     pub fn with_pool_timeout(mut self, timeout: Duration) -> Self {
-        self.connector = Arc::new(Connector::new(self.connector.pool().clone(), timeout));
+        self.connector = Arc::new(self.connector.with_timeout(timeout));
         self
     }
 
@@ -997,7 +1081,7 @@ impl<S: Serializer> RedisBackend<S> {
         ids: impl Iterator<Item = &'a str>,
     ) -> Result<Vec<Option<SessionData>>, Error> {
         let ids: Vec<&str> = ids.collect();
-        if !matches!(self.connector.pool(), Pool::Single(_)) {
+        if !self.connector.pool().is_one_server() {
             let reads = futures_util::future::join_all(ids.iter().map(|id| self.read(id))).await;
             return reads.into_iter().collect();
         }

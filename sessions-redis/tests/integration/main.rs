@@ -9,3 +9,5 @@ mod common;
 mod conformance;
 mod faults;
 mod round_trips;
+#[cfg(feature = "sentinel")]
+mod sentinel;
