@@ -138,12 +138,69 @@
 //! are needed; do not put a hash tag (`{...}`) in the prefix, or every session lands on one
 //! node. A user's index is one key with the user as its hash tag (see above).
 //!
+//! # Sentinel
+//!
+//! With the `sentinel` feature, [`from_sentinel`](RedisBackend::from_sentinel) (the
+//! sentinels' URLs and the master's name) and
+//! [`from_sentinel_pool`](RedisBackend::from_sentinel_pool) (a deadpool-redis Sentinel pool
+//! and the config it was made from: credentials, TLS, pool size) make the same backend on the
+//! master of a group that Redis Sentinel watches. Everything above works through it
+//! unchanged, the user index included: the master holds every key, as a single node does.
+//!
+//! ```no_run
+//! # #[cfg(feature = "sentinel")] {
+//! use sessionkit_redis::RedisBackend;
+//!
+//! let backend = RedisBackend::from_sentinel(
+//!     ["redis://10.0.0.1:26379", "redis://10.0.0.2:26379", "redis://10.0.0.3:26379"],
+//!     "mymaster",
+//! )?;
+//! let layer = sessionkit_tower::SessionLayer::new(backend);
+//! # }
+//! # Ok::<(), sessionkit_core::Error>(())
+//! ```
+//!
+//! The kept connection follows the master:
+//!
+//! - a task subscribed to the sentinels' `+switch-master` channel (started with the first
+//!   operation, stopped when the backend is dropped; it moves to the next sentinel when one
+//!   goes away) retires the connection as soon as the sentinels announce a new master, and
+//!   the next operation connects to the master the sentinels name now. This matters after a
+//!   failover that leaves the old master up (`SENTINEL FAILOVER`, a network partition): it
+//!   takes writes for about ten seconds more, until the sentinels turn it into a replica,
+//!   and those writes are lost;
+//! - a dropped connection (the master crashed, or the sentinels closed its clients) and a
+//!   `READONLY` reply (the server is a replica now) replace the connection too, and the
+//!   operation is sent once more on the new one, through the sentinels; Redis's `NOSCRIPT`
+//!   on the new master makes the scripts load again.
+//!
+//! While no master can be reached, operations fail with [`Error::Backend`] and the session
+//! layer answers the usual empty 500; the first operation after the switch succeeds, with no
+//! restart. Measured on loopback (the crate's Sentinel test: one master, one replica, three
+//! sentinels, `down-after-milliseconds 1000`, a request every 20 ms): a forced failover
+//! failed no request, and the first write after the sentinels switched landed on the new
+//! master; a master crash failed requests for 2.2 s (about `down-after-milliseconds` plus
+//! the election), after which every request succeeded.
+//!
+//! What a failover can lose: replication is asynchronous, so the writes the old master
+//! acknowledged but had not yet sent to the replica it lost, and the writes it took between
+//! the promotion of the replica and the sentinels' announcement (under a second measured
+//! here). A lost write is a save undone: a login or a logout that did not happen, a value
+//! back to its former state. Redis's `WAIT` makes a write wait for replicas' acknowledgement,
+//! but it is not offered here: it costs a round trip more on every save, it does not make
+//! Redis consistent (a failover can still elect a replica that missed the write), and in
+//! the test above no acknowledged increment was lost without it. To bound the window on the
+//! server side instead, give the master `min-replicas-to-write 1` and `min-replicas-max-lag`
+//! (it then refuses writes, a clear [`Error::Backend`], when its replicas fall behind or go
+//! away), and keep `down-after-milliseconds` as short as the network allows.
+//!
 //! # Features
 //!
 //! | feature | default | what it adds |
 //! |---|---|---|
 //! | `bincode` | off | `sessionkit_core::serializer::BincodeSerializer`, a compact binary record format |
 //! | `cluster` | off | Redis Cluster support (`deadpool-redis/cluster`) |
+//! | `sentinel` | off | Redis Sentinel support (`deadpool-redis/sentinel`): the master of a watched group, followed through failovers |
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]

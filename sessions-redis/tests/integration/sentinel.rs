@@ -7,7 +7,7 @@
 //! sentinels, then forces a failover (`SENTINEL FAILOVER`) while a client keeps sending
 //! requests through the session layer, and checks what a user sees before, during and after.
 
-use crate::common::{RedisServer, connect, free_port, unique_prefix};
+use crate::common::{RedisServer, command_calls, connect, free_port, unique_prefix};
 use axum::Router;
 use axum::routing::get;
 use deadpool_redis::redis;
@@ -485,8 +485,23 @@ fn sentinel_conformance_and_failover() {
             assert_eq!(data.values()["n"], json!(n));
         }
         // Writes go to the new master, through the same backends, without a restart: at
-        // once, not when the old master is turned into a replica (some seconds later).
+        // once, not when the old master is turned into a replica (some seconds later). A
+        // master that does not know the save's script (flushed here, as on a master that
+        // never ran it) answers NOSCRIPT, and the script is loaded again.
+        let mut new_master = connect(&old_replica);
+        let _: () = redis::cmd("SCRIPT")
+            .arg("FLUSH")
+            .query(&mut new_master)
+            .unwrap();
+        let loads = |conn: &mut redis::Connection| {
+            command_calls(conn).get("script|load").copied().unwrap_or(0)
+        };
+        let loads_before = loads(&mut new_master);
         assert_eq!(ada.get("/inc").await.body, "6");
+        assert!(
+            loads(&mut new_master) > loads_before,
+            "the save did not load its script on the new master"
+        );
         let fresh = direct.create(&SessionData::default(), None).await.unwrap();
         let on_new_master: bool = redis::cmd("EXISTS")
             .arg(direct.key(&fresh))
