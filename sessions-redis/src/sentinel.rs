@@ -11,9 +11,8 @@
 use deadpool_redis::redis::{self, ConnectionInfo, IntoConnectionInfo};
 use futures_util::StreamExt;
 use sessionkit_core::Error;
-use std::sync::Arc;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 /// How long the watch waits before trying the next sentinel when one cannot be reached or
@@ -66,7 +65,10 @@ impl Sentinels {
 pub(crate) struct Watch {
     sentinels: Sentinels,
     switches: Arc<AtomicU64>,
-    task: OnceLock<tokio::task::AbortHandle>,
+    /// The task, on the tokio runtime of the operation that started it. A task whose runtime
+    /// shut down (a backend kept across runtimes, as tests do) is started again on the
+    /// current one.
+    task: RwLock<Option<tokio::task::AbortHandle>>,
 }
 
 impl Watch {
@@ -74,7 +76,7 @@ impl Watch {
         Watch {
             sentinels,
             switches: Arc::default(),
-            task: OnceLock::new(),
+            task: RwLock::new(None),
         }
     }
 
@@ -82,20 +84,46 @@ impl Watch {
         &self.sentinels
     }
 
-    /// How many times the master has changed since the watch started (starting it, on the
-    /// current tokio runtime, the first time).
+    /// How many times the master has changed since the watch started (starting the watch on
+    /// the current tokio runtime when it is not running).
     pub(crate) fn switches(&self) -> u64 {
-        self.task.get_or_init(|| {
-            let switches = Arc::clone(&self.switches);
-            tokio::spawn(watch(self.sentinels.clone(), switches)).abort_handle()
-        });
+        let running = self
+            .task
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .is_some_and(|task| !task.is_finished());
+        if !running {
+            self.start();
+        }
         self.switches.load(Ordering::Acquire)
+    }
+
+    fn start(&self) {
+        let mut task = self.task.write().unwrap_or_else(PoisonError::into_inner);
+        if task.as_ref().is_some_and(|task| !task.is_finished()) {
+            return; // started meanwhile
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if task.is_some() {
+            // Switches went unseen while no task ran: connect again through the sentinels.
+            self.switches.fetch_add(1, Ordering::AcqRel);
+        }
+        let switches = Arc::clone(&self.switches);
+        *task = Some(
+            runtime
+                .spawn(watch(self.sentinels.clone(), switches))
+                .abort_handle(),
+        );
     }
 }
 
 impl Drop for Watch {
     fn drop(&mut self) {
-        if let Some(task) = self.task.get() {
+        let task = self.task.get_mut().unwrap_or_else(PoisonError::into_inner);
+        if let Some(task) = task {
             task.abort();
         }
     }
@@ -146,5 +174,61 @@ async fn subscribe(node: &ConnectionInfo) -> Result<redis::aio::PubSub, String> 
     match tokio::time::timeout(RETRY * 4, attempt).await {
         Ok(subscribed) => subscribed.map_err(|e| e.to_string()),
         Err(_) => Err("no answer".to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_watch_outliving_its_runtime_starts_again_and_counts_a_switch() {
+        // A sentinel address nothing answers on: the task keeps retrying, and no message
+        // ever comes.
+        let config = deadpool_redis::sentinel::Config::from_urls(
+            vec!["redis://127.0.0.1:1".to_owned()],
+            "m".to_owned(),
+            deadpool_redis::sentinel::SentinelServerType::Master,
+        );
+        let watch = Watch::new(Sentinels::of(&config).unwrap());
+        assert_eq!(watch.switches(), 0, "outside a runtime nothing starts");
+        let first = runtime();
+        assert_eq!(first.block_on(async { watch.switches() }), 0);
+        assert_eq!(first.block_on(async { watch.switches() }), 0, "one task");
+        drop(first);
+        let second = runtime();
+        assert_eq!(
+            second.block_on(async { watch.switches() }),
+            1,
+            "switches may have gone unseen while no task ran"
+        );
+        assert_eq!(second.block_on(async { watch.switches() }), 1);
+    }
+
+    #[test]
+    fn sentinel_addresses_come_from_urls_or_connections() {
+        let bad = deadpool_redis::sentinel::Config::from_urls(
+            vec!["not a url".to_owned()],
+            "m".to_owned(),
+            deadpool_redis::sentinel::SentinelServerType::Master,
+        );
+        assert!(matches!(Sentinels::of(&bad), Err(Error::Config(_))));
+        let none = deadpool_redis::sentinel::Config::from_urls(
+            Vec::<String>::new(),
+            "m".to_owned(),
+            deadpool_redis::sentinel::SentinelServerType::Master,
+        );
+        assert!(matches!(Sentinels::of(&none), Err(Error::Config(_))));
+        let default = deadpool_redis::sentinel::Config::default();
+        let sentinels = Sentinels::of(&default).unwrap();
+        assert_eq!(sentinels.nodes.len(), 1);
+        assert_eq!(sentinels.master, "mymaster");
     }
 }
