@@ -145,6 +145,20 @@ pub async fn commit(session: &LazySession) -> Result<Commit, Error> {
     session.inner.commit().await
 }
 
+/// Take the lock of the session the client's cookie names, for a locked route, waiting as
+/// `locking` says; call it before the handler runs. The lock is given back by [`commit`]
+/// (in the same step as the save, where the backend allows), by [`discard`], or when the
+/// session is dropped. A client without a cookie has a new session: nothing to lock.
+///
+/// # Errors
+///
+/// [`Error::LockTimeout`] when other requests of the session held the lock for the whole
+/// wait (nothing of the request should run); what the backend answers when it fails, or
+/// [`Error::Unsupported`] when it cannot lock.
+pub async fn lock(session: &LazySession, locking: &crate::Locking) -> Result<(), Error> {
+    session.lock(locking).await
+}
+
 /// Commit the session without saving anything: what an adapter does when the response is a
 /// server error or the request was dropped. Later changes fail with [`Error::Committed`].
 /// Doing it again, or after [`commit`], does nothing.

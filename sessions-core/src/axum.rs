@@ -65,6 +65,9 @@ impl<S: Send + Sync> OptionalFromRequestParts<S> for Session {
 
 /// Handlers can return session errors with `?`.
 ///
+/// A request that waited its whole wait for its session's lock ([`Error::LockTimeout`])
+/// answers `503 Service Unavailable` with `Retry-After: 1`.
+///
 /// Mistakes in the application's own code ([`Error::MissingLayer`], [`Error::Committed`],
 /// [`Error::Config`], [`Error::Unsupported`], [`Error::InvalidUser`]) answer a 500 with the
 /// error's full message, which says how to fix it. Storage failures (the store down, a record
@@ -81,10 +84,27 @@ impl IntoResponse for Error {
             | Error::InvalidUser { .. } => {
                 (StatusCode::INTERNAL_SERVER_ERROR, self.to_string()).into_response()
             }
+            Error::LockTimeout { .. } => {
+                tracing::warn!(error = %self, "answering 503");
+                lock_timeout_response()
+            }
             _ => {
                 tracing::error!(error = %self, "the session could not be used; answering 500");
                 StatusCode::INTERNAL_SERVER_ERROR.into_response()
             }
         }
     }
+}
+
+/// What a request that waited its whole wait for its session's lock answers: `503 Service
+/// Unavailable` with `Retry-After: 1` and an empty body. The server is busy with other
+/// requests of this session, a temporary condition the client may retry after; a `409
+/// Conflict` would say the request itself clashes with the resource's state, which it does
+/// not, and a `500` would report a fault where there is none.
+pub(crate) fn lock_timeout_response() -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(http::header::RETRY_AFTER, "1")],
+    )
+        .into_response()
 }

@@ -295,11 +295,61 @@ pub trait SessionBackend: Send + Sync + 'static {
         ))
     }
 
+    /// Whether this backend can lock sessions for routes whose requests of one session must
+    /// run one at a time (`SessionLayer::lock` in `sessionkit-tower`):
+    /// [`try_lock`](SessionBackend::try_lock), [`unlock`](SessionBackend::unlock) and
+    /// [`apply_locked`](SessionBackend::apply_locked). Asked once, when such a route's layer
+    /// is made. The default is [`Error::Unsupported`], and so are those three methods: a
+    /// backend that keeps no shared state (the cookie backend) has nowhere to keep a lock.
+    fn check_locking(&self) -> Result<(), Error> {
+        Err(Error::Unsupported(
+            "this backend cannot lock sessions (it keeps no state shared by the requests of              one session); use a server-side backend (memory, Redis, SQL) for locked routes"
+                .to_owned(),
+        ))
+    }
+
+    /// Take the lock of the session `id` for `lease`, owned by `token` (random, from the
+    /// caller), unless another token holds it: `true` when taken. A lock whose lease ran out
+    /// is free. The id need not name a live session (a lock is taken before the session is
+    /// read). One round trip where the store is remote.
+    async fn try_lock(&self, id: &str, token: &str, lease: Duration) -> Result<bool, Error> {
+        let _ = (id, token, lease);
+        Err(lock_unsupported())
+    }
+
+    /// Release the lock of `id` if `token` still holds it (nothing otherwise: a lease that
+    /// ran out may have let another request take it).
+    async fn unlock(&self, id: &str, token: &str) -> Result<(), Error> {
+        let _ = (id, token);
+        Err(lock_unsupported())
+    }
+
+    /// [`apply`](SessionBackend::apply), fenced by the lock: the changes are stored only if
+    /// `token` still holds the lock of `id`, checked in the same atomic step as the write,
+    /// and the lock is released in that step where the store allows (otherwise right
+    /// after). When `token` no longer holds it (the lease ran out, and another request may
+    /// have taken it and saved), nothing is stored and the answer is [`Error::LockLost`].
+    async fn apply_locked(
+        &self,
+        id: &str,
+        session: &SessionData,
+        changes: &Changes,
+        ttl: Option<Duration>,
+        token: &str,
+    ) -> Result<Option<String>, Error> {
+        let _ = (id, session, changes, ttl, token);
+        Err(lock_unsupported())
+    }
+
     /// A fresh, unguessable id. The default takes 192 bits from the operating system's CSPRNG
     /// and encodes them as URL-safe base64 (see [`generate_id`](crate::generate_id)).
     fn generate_id(&self) -> String {
         crate::generate_id()
     }
+}
+
+fn lock_unsupported() -> Error {
+    Error::Unsupported("this backend cannot lock sessions".to_owned())
 }
 
 /// [`SessionBackend::move_session`] as the default does it: create, then end `id` with an
@@ -406,6 +456,27 @@ impl<B: SessionBackend + ?Sized> SessionBackend for Arc<B> {
                     .to_owned(),
             )),
         }
+    }
+    fn check_locking(&self) -> Result<(), Error> {
+        (**self).check_locking()
+    }
+    async fn try_lock(&self, id: &str, token: &str, lease: Duration) -> Result<bool, Error> {
+        (**self).try_lock(id, token, lease).await
+    }
+    async fn unlock(&self, id: &str, token: &str) -> Result<(), Error> {
+        (**self).unlock(id, token).await
+    }
+    async fn apply_locked(
+        &self,
+        id: &str,
+        session: &SessionData,
+        changes: &Changes,
+        ttl: Option<Duration>,
+        token: &str,
+    ) -> Result<Option<String>, Error> {
+        (**self)
+            .apply_locked(id, session, changes, ttl, token)
+            .await
     }
     fn generate_id(&self) -> String {
         (**self).generate_id()

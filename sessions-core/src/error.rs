@@ -84,6 +84,22 @@ pub enum Error {
     /// The session or layer was configured with values that cannot work.
     #[error("invalid session configuration: {0}")]
     Config(String),
+
+    /// A request on a locked route did not get its session's lock within the route's wait:
+    /// other requests of the same session held it all that time. Nothing of the request ran.
+    #[error("the session's lock was held by other requests for the whole wait ({waited:?})")]
+    LockTimeout {
+        /// How long the request waited.
+        waited: std::time::Duration,
+    },
+
+    /// A save on a locked route found that its request no longer held the session's lock:
+    /// the handler outlived the lock's lease, and another request may have taken the lock and
+    /// saved since. Nothing was stored, so that request's work is kept.
+    #[error(
+        "the session's lock was lost before the save (the handler outlived the lease): nothing          was stored"
+    )]
+    LockLost,
 }
 
 impl Error {

@@ -21,18 +21,23 @@ impl Inner {
     /// the first call on the session is committed: later changes through any clone, and a
     /// second commit, fail with [`Error::Committed`].
     pub(crate) async fn commit(&self) -> Result<Commit, Error> {
-        match self.commit_once().await {
+        let saved = match self.commit_once().await {
             Err(error) if self.context.policy().fail_open && !matches!(error, Error::Committed) => {
                 tracing::warn!(%error, "saving the session failed; the response goes out without it");
                 Ok(Commit::Unchanged)
             }
             other => other,
-        }
+        };
+        // A locked request whose save did not give the lock back (no write, a create, a
+        // move, a failure) gives it back now.
+        self.unlock().await;
+        saved
     }
 
     /// Commit without saving anything: a server error answered, or the request dropped.
     pub(crate) fn discard(&self) {
         self.state().committed = true;
+        self.unlock_in_background();
     }
 
     async fn commit_once(&self) -> Result<Commit, Error> {
@@ -66,7 +71,21 @@ impl Inner {
                 // Rare (a login): boxed, so every other save's future stays small.
                 return Box::pin(self.move_to_new_id(id, data, &pending.changes, ttl)).await;
             }
-            return match backend.apply(id, &data, &pending.changes, ttl).await {
+            let applied = match self.lock_on(id) {
+                // On a locked route: stored only while the lock is still this request's, and
+                // the lock given back in the same step.
+                Some(token) => {
+                    let applied = backend
+                        .apply_locked(id, &data, &pending.changes, ttl, &token)
+                        .await;
+                    if matches!(applied, Ok(_) | Err(Error::LockLost)) {
+                        self.forget_lock();
+                    }
+                    applied
+                }
+                None => backend.apply(id, &data, &pending.changes, ttl).await,
+            };
+            return match applied {
                 Ok(Some(value)) => self.written(Some(Arc::clone(id)), data, Ok(value)),
                 Ok(None) => {
                     self.adopt_saved(None, SessionData::default());

@@ -107,6 +107,20 @@ pub(crate) struct State {
     pub(crate) overlapped_end: bool,
     /// The session was saved (or discarded) with its response: no more changes.
     pub(crate) committed: bool,
+    /// The session's lock, on a locked route: given back by the save, or when the request
+    /// ends without one.
+    pub(crate) lock: Option<crate::lock::HeldLock>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // A request that ended without saving or discarding (its future dropped, a panic
+        // unwinding) gives its lock back.
+        let state = self.state.get_mut().unwrap_or_else(PoisonError::into_inner);
+        if let Some(held) = state.lock.take() {
+            crate::lock::spawn_release(Arc::clone(&self.context), held);
+        }
+    }
 }
 
 impl Inner {
@@ -155,6 +169,17 @@ impl LazySession {
         Ok(Session {
             inner: Arc::clone(&self.inner),
         })
+    }
+
+    /// Read the session again (it was read before its lock was taken), keeping the lock.
+    pub(crate) async fn reload(&self) -> Result<(), Error> {
+        {
+            let mut state = self.inner.state();
+            let lock = state.lock.take();
+            *state = State::default();
+            state.lock = lock;
+        }
+        self.load().await.map(drop)
     }
 
     /// Whether [`load`](LazySession::load) has completed: the layer's `autoload`, or earlier

@@ -217,33 +217,59 @@ pub struct Turn<'a> {
 impl Turns {
     /// Wait for this process's turn to save the session `id` (first come, first served).
     pub async fn take(&self, id: &str) -> Turn<'_> {
-        let queue = {
-            let mut queues = self.queues.lock().unwrap_or_else(PoisonError::into_inner);
-            Arc::clone(queues.entry(id.to_owned()).or_default())
-        };
         Turn {
             turns: self,
             id: id.to_owned(),
-            guard: Some(queue.lock_owned().await),
+            guard: Some(self.queue(id).lock_owned().await),
+        }
+    }
+
+    /// [`take`](Self::take), for a turn that outlives the borrow of `self` (a request that
+    /// keeps its turn until its response is saved).
+    pub async fn take_owned(self: &Arc<Self>, id: &str) -> OwnedTurn {
+        OwnedTurn {
+            turns: Arc::clone(self),
+            id: id.to_owned(),
+            guard: Some(self.queue(id).lock_owned().await),
+        }
+    }
+
+    fn queue(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut queues = self.queues.lock().unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(queues.entry(id.to_owned()).or_default())
+    }
+
+    /// A turn on `id` ends: the next one starts, and the queue goes when nobody else holds
+    /// or waits for it.
+    fn leave(&self, id: &str, guard: Option<tokio::sync::OwnedMutexGuard<()>>) {
+        drop(guard);
+        let mut queues = self.queues.lock().unwrap_or_else(PoisonError::into_inner);
+        if queues
+            .get(id)
+            .is_some_and(|queue| Arc::strong_count(queue) == 1)
+        {
+            queues.remove(id);
         }
     }
 }
 
 impl Drop for Turn<'_> {
     fn drop(&mut self) {
-        drop(self.guard.take());
-        let mut queues = self
-            .turns
-            .queues
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        // Nobody else holds or waits for this session's queue: it goes.
-        if queues
-            .get(&self.id)
-            .is_some_and(|queue| Arc::strong_count(queue) == 1)
-        {
-            queues.remove(&self.id);
-        }
+        self.turns.leave(&self.id, self.guard.take());
+    }
+}
+
+/// A turn on one session that owns its place in the queue, from [`Turns::take_owned`].
+#[derive(Debug)]
+pub struct OwnedTurn {
+    turns: Arc<Turns>,
+    id: String,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Drop for OwnedTurn {
+    fn drop(&mut self) {
+        self.turns.leave(&self.id, self.guard.take());
     }
 }
 

@@ -192,6 +192,37 @@ impl InMemoryBackend {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// [`apply`](SessionBackend::apply) under a hold of the store's lock.
+    fn apply_in(
+        &self,
+        store: &mut Store,
+        now: SystemTime,
+        id: &str,
+        session: &SessionData,
+        changes: &Changes,
+        ttl: Option<Duration>,
+    ) -> Result<Option<String>, Error> {
+        let expires = expiry(now, ttl);
+        let accessed = session.last_access_unix();
+        let loaded_at = session.revision().and_then(Revision::as_number);
+        let updated = store.update(id, now, expires, |stored, seq| {
+            let merged = if loaded_at == i64::try_from(seq).ok() {
+                // Not written since the session read it: the session is the stored record
+                // with the changes made.
+                session.clone()
+            } else {
+                changes.applied_to(stored, accessed)
+            };
+            (!merged.is_empty()).then_some(merged)
+        })?;
+        match (&updated, changes.binds_user()) {
+            (None, _) => store.mark_ended(id, now),
+            (Some(_), Some(user)) => self.cap(store, user, id),
+            (Some(_), None) => {}
+        }
+        Ok(updated.map(|_| id.to_owned()))
+    }
+
     fn write_store(&self) -> RwLockWriteGuard<'_, Store> {
         self.inner
             .store
@@ -331,26 +362,62 @@ impl SessionBackend for InMemoryBackend {
         ttl: Option<Duration>,
     ) -> Result<Option<String>, Error> {
         let now = self.inner.now();
-        let expires = expiry(now, ttl);
-        let accessed = session.last_access_unix();
-        let loaded_at = session.revision().and_then(Revision::as_number);
         let mut store = self.write_store();
-        let updated = store.update(id, now, expires, |stored, seq| {
-            let merged = if loaded_at == i64::try_from(seq).ok() {
-                // Not written since the session read it: the session is the stored record
-                // with the changes made.
-                session.clone()
-            } else {
-                changes.applied_to(stored, accessed)
-            };
-            (!merged.is_empty()).then_some(merged)
-        })?;
-        match (&updated, changes.binds_user()) {
-            (None, _) => store.mark_ended(id, now),
-            (Some(_), Some(user)) => self.cap(&mut store, user, id),
-            (Some(_), None) => {}
+        self.apply_in(&mut store, now, id, session, changes, ttl)
+    }
+
+    fn check_locking(&self) -> Result<(), Error> {
+        Ok(())
+    }
+
+    async fn try_lock(&self, id: &str, token: &str, lease: Duration) -> Result<bool, Error> {
+        let now = self.inner.now();
+        // A lease too long to represent never runs out.
+        let until = expiry(now, Some(lease));
+        let mut store = self.write_store();
+        if let Some((holder, ends)) = store.locks.get(id) {
+            if holder != token && ends.is_none_or(|ends| ends > now) {
+                return Ok(false);
+            }
         }
-        Ok(updated.map(|_| id.to_owned()))
+        store.locks.insert(Arc::from(id), (token.to_owned(), until));
+        Ok(true)
+    }
+
+    async fn unlock(&self, id: &str, token: &str) -> Result<(), Error> {
+        let mut store = self.write_store();
+        if store
+            .locks
+            .get(id)
+            .is_some_and(|(holder, _)| holder == token)
+        {
+            store.locks.remove(id);
+        }
+        Ok(())
+    }
+
+    /// The lock checked, the changes applied and the lock given back under one hold of the
+    /// store's lock.
+    async fn apply_locked(
+        &self,
+        id: &str,
+        session: &SessionData,
+        changes: &Changes,
+        ttl: Option<Duration>,
+        token: &str,
+    ) -> Result<Option<String>, Error> {
+        let now = self.inner.now();
+        let mut store = self.write_store();
+        let held = store
+            .locks
+            .get(id)
+            .is_some_and(|(holder, ends)| holder == token && ends.is_none_or(|ends| ends > now));
+        if !held {
+            return Err(Error::LockLost);
+        }
+        let applied = self.apply_in(&mut store, now, id, session, changes, ttl);
+        store.locks.remove(id);
+        applied
     }
 
     /// Under one hold of the store's lock: the new record is stored, the old one ends (its

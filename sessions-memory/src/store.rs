@@ -45,6 +45,11 @@ pub(crate) struct Store {
     pub(crate) ended: HashMap<Arc<str>, SystemTime, Hasher>,
     /// The same markers, oldest first: each new marker drops those that went by.
     pub(crate) ended_order: VecDeque<(Arc<str>, SystemTime)>,
+    /// Session locks (locked routes): each session's holder's token and the end of its
+    /// lease. An entry leaves when its holder gives it back or another request takes it
+    /// after the lease; one whose holder never came back stays until then (a few dozen
+    /// bytes).
+    pub(crate) locks: HashMap<Arc<str>, (String, Option<SystemTime>), Hasher>,
 }
 
 /// Each user's session ids.

@@ -273,15 +273,20 @@ const ENDED_MARKER: &[u8] = b"\0sessionkit:ended";
 /// bytes `ARGV[3]` for `ARGV[4]` milliseconds (empty: no TTL), `put` them without comparing
 /// (a direct overwrite), `end` the session (its end marker for `ARGV[4]` milliseconds) or
 /// `del` it (a revocation: no marker, its next request has its cookie expired); `ARGV[5]` the
-/// end marker. Replies: nil when the record is gone or ended (it is not brought back), 1 when
-/// set, 0 when ended or deleted, and an array holding the current bytes when they are not the
-/// expected ones (another save came in between).
+/// end marker. On a locked route, `KEYS[2]` the session's lock (in the session key's slot)
+/// and `ARGV[6]` the request's token: nothing is stored unless the lock holds that token, and
+/// a save that stores gives the lock back. Replies: nil when the record is gone or ended (it
+/// is not brought back), 1 when set, 0 when ended or deleted, -1 when the lock is not the
+/// request's, and an array holding the current bytes when they are not the expected ones
+/// (another save came in between).
 static APPLY: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
         r"
+if KEYS[2] and redis.call('GET', KEYS[2]) ~= ARGV[6] then return -1 end
 local current = redis.call('GET', KEYS[1])
 if not current or current == ARGV[5] then return nil end
 if ARGV[2] ~= 'put' and current ~= ARGV[1] then return {current} end
+if KEYS[2] then redis.call('DEL', KEYS[2]) end
 if ARGV[2] == 'del' then
     redis.call('DEL', KEYS[1])
     return 0
@@ -293,6 +298,16 @@ else
 end
 if ARGV[2] == 'end' then return 0 end
 return 1
+",
+    )
+});
+
+/// A lock given back: `KEYS[1]` the lock is deleted if it holds the token `ARGV[1]`.
+static UNLOCK: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
 ",
     )
 });
@@ -739,6 +754,13 @@ impl<S> RedisBackend<S> {
         format!("{}{id}", self.prefix)
     }
 
+    /// The key of the session `id`'s lock (locked routes): `{<prefix><id>}:lock`, whose
+    /// hash tag is the session's key, so in a cluster both sit in one slot and the save
+    /// checks the lock in the same script.
+    pub fn lock_key(&self, id: &str) -> String {
+        format!("{{{}{id}}}:lock", self.prefix)
+    }
+
     fn key_arg<'a>(&'a self, id: &'a str) -> Key<'a> {
         Key {
             prefix: &self.prefix,
@@ -809,7 +831,22 @@ impl<S> RedisBackend<S> {
         expected: &[u8],
         write: SaveWrite<'_>,
     ) -> ScriptInvocation<'static> {
+        self.locked_apply_invocation(id, expected, write, None)
+    }
+
+    /// [`apply_invocation`](Self::apply_invocation), fenced by the lock `token` holds on a
+    /// locked route.
+    fn locked_apply_invocation(
+        &self,
+        id: &str,
+        expected: &[u8],
+        write: SaveWrite<'_>,
+        token: Option<&str>,
+    ) -> ScriptInvocation<'static> {
         let mut invocation = APPLY.key(self.key_arg(id));
+        if token.is_some() {
+            invocation.key(self.lock_key(id));
+        }
         invocation.arg(expected);
         let (mode, value, ttl_ms) = match write {
             SaveWrite::Set(value, ttl_ms) => ("set", value, ttl_ms),
@@ -822,6 +859,9 @@ impl<S> RedisBackend<S> {
             .arg(value)
             .arg(ttl_arg(ttl_ms))
             .arg(ENDED_MARKER);
+        if let Some(token) = token {
+            invocation.arg(token);
+        }
         invocation
     }
 
@@ -1033,6 +1073,27 @@ impl<S: Serializer> RedisBackend<S> {
         Ok(())
     }
 
+    /// [`SessionBackend::apply`], fenced by the lock `token` holds when there is one.
+    async fn apply_fenced(
+        &self,
+        id: &str,
+        session: &SessionData,
+        changes: &Changes,
+        ttl: Option<Duration>,
+        lock: Option<&str>,
+    ) -> Result<Option<String>, Error> {
+        match session.user().filter(|_| changes.binds_user().is_none()) {
+            Some(user) => {
+                let used = session.last_access_unix();
+                let extending = self.extend_index(user, id, used, self.ttl_ms(ttl));
+                let (saved, ()) =
+                    tokio::join!(self.save(id, session, changes, ttl, true, lock), extending);
+                saved
+            }
+            None => self.save(id, session, changes, ttl, true, lock).await,
+        }
+    }
+
     /// [`SessionBackend::apply`]'s save; `unindex`: a session it ends leaves its user's index
     /// (a move has swapped the entry already).
     async fn save(
@@ -1042,6 +1103,7 @@ impl<S: Serializer> RedisBackend<S> {
         changes: &Changes,
         ttl: Option<Duration>,
         unindex: bool,
+        lock: Option<&str>,
     ) -> Result<Option<String>, Error> {
         let ttl_ms = self.ttl_ms(ttl);
         let accessed = session.last_access_unix();
@@ -1068,9 +1130,11 @@ impl<S: Serializer> RedisBackend<S> {
             } else {
                 SaveWrite::Set(&value, ttl_ms)
             };
-            let invocation = self.apply_invocation(id, expected.unwrap_or_default(), write);
+            let invocation =
+                self.locked_apply_invocation(id, expected.unwrap_or_default(), write, lock);
             match self.script(&invocation, id).await? {
                 Value::Nil => return Err(Error::SessionGone),
+                Value::Int(-1) => return Err(Error::LockLost),
                 Value::Int(1) => {
                     // A save that binds the session: one more command, for the index.
                     if let Some(user) = changes.binds_user() {
@@ -1293,16 +1357,49 @@ impl<S: Serializer> SessionBackend for RedisBackend<S> {
         changes: &Changes,
         ttl: Option<Duration>,
     ) -> Result<Option<String>, Error> {
-        match session.user().filter(|_| changes.binds_user().is_none()) {
-            Some(user) => {
-                let used = session.last_access_unix();
-                let extending = self.extend_index(user, id, used, self.ttl_ms(ttl));
-                let (saved, ()) =
-                    tokio::join!(self.save(id, session, changes, ttl, true), extending);
-                saved
-            }
-            None => self.save(id, session, changes, ttl, true).await,
+        self.apply_fenced(id, session, changes, ttl, None).await
+    }
+
+    fn check_locking(&self) -> Result<(), Error> {
+        Ok(())
+    }
+
+    /// `SET <lock key> <token> NX PX <lease>`: one command.
+    async fn try_lock(&self, id: &str, token: &str, lease: Duration) -> Result<bool, Error> {
+        let lease_ms = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX).max(1);
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.lock_key(id))
+            .arg(token)
+            .arg("NX")
+            .arg("PX")
+            .arg(lease_ms);
+        match self.query(&cmd, "SET NX (lock)", id).await? {
+            Value::Nil => Ok(false),
+            Value::Okay => Ok(true),
+            Value::SimpleString(s) if s == "OK" => Ok(true),
+            other => Err(self.unexpected("SET NX (lock)", id, &other)),
         }
+    }
+
+    /// One `EVALSHA`: the lock is deleted if it still holds `token`.
+    async fn unlock(&self, id: &str, token: &str) -> Result<(), Error> {
+        let mut invocation = UNLOCK.key(self.lock_key(id));
+        invocation.arg(token);
+        self.script(&invocation, id).await.map(drop)
+    }
+
+    /// The save's script, with the lock's key and the token: the lock is checked and given
+    /// back in the script that stores the record (no command more than an unlocked save).
+    async fn apply_locked(
+        &self,
+        id: &str,
+        session: &SessionData,
+        changes: &Changes,
+        ttl: Option<Duration>,
+        token: &str,
+    ) -> Result<Option<String>, Error> {
+        self.apply_fenced(id, session, changes, ttl, Some(token))
+            .await
     }
 
     /// One `EVALSHA`: the record becomes the end marker for [`ENDED_GRACE`] (nothing is
@@ -1473,7 +1570,7 @@ impl<S: Serializer> SessionBackend for RedisBackend<S> {
             }
         }
         let (emptied, clear) = store::emptying(session);
-        match self.save(id, &emptied, &clear, ttl, false).await {
+        match self.save(id, &emptied, &clear, ttl, false, None).await {
             Ok(_) => Ok(new_id),
             Err(error) => {
                 // The old record ended meanwhile (or the save failed): the move is undone.

@@ -173,6 +173,40 @@ impl<B: SessionBackend> SessionLayer<B> {
         &self.state.backend
     }
 
+    /// A layer for routes whose requests of one session must run one at a time, across
+    /// processes (a read-modify-write of one key: a counter, a cart, a one-time token):
+    /// see [`SessionLockLayer`](crate::SessionLockLayer). Put it on those routes with
+    /// `route_layer`, inside this layer:
+    ///
+    /// ```
+    /// use axum::{Router, routing::post};
+    /// use sessionkit_memory::InMemoryBackend;
+    /// use sessionkit_tower::{Error, Session, SessionLayer};
+    /// use std::time::Duration;
+    ///
+    /// async fn add_to_cart(session: Session) -> Result<String, Error> {
+    ///     let items: u32 = session.get("items")?.unwrap_or(0) + 1;
+    ///     session.insert("items", items)?;
+    ///     Ok(items.to_string())
+    /// }
+    ///
+    /// let sessions = SessionLayer::new(InMemoryBackend::new());
+    /// let app: Router = Router::new()
+    ///     .route("/cart", post(add_to_cart))
+    ///     .route_layer(sessions.lock()?.with_lease(Duration::from_secs(5)))
+    ///     .layer(sessions);
+    /// # Ok::<(), Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unsupported`] for a backend that cannot lock (the cookie backend: it keeps
+    /// nothing the requests of a session share).
+    pub fn lock(&self) -> Result<crate::SessionLockLayer, Error> {
+        self.state.backend.check_locking()?;
+        Ok(crate::SessionLockLayer::new())
+    }
+
     /// Open the session stored under `id` outside a request, under this layer's limits:
     /// work that outlives a response (a task the handler spawned, a job that finishes
     /// later) and must change the session. Save it with [`save`](Self::save). A session

@@ -173,10 +173,12 @@ mod config;
 mod cookie;
 pub mod guide;
 mod layer;
+mod lock;
 mod service;
 pub mod testing;
 
 pub use layer::{SessionLayer, SessionLayerBuilder};
+pub use lock::{SessionLock, SessionLockLayer};
 pub use service::{MAX_SET_COOKIE_BYTES, ResponseFuture, SessionMiddleware};
 pub use sessionkit_core::{
     Clock, DeviceId, Error, LazySession, Lifetime, Session, SessionBackend, SessionId, UserSession,

@@ -1,0 +1,280 @@
+//! Locked routes (`SessionLayer::lock`) on every backend that can lock: read-modify-write
+//! of one key through a locked route never loses an update, across two app instances on one
+//! store; a handler that outlives its lease has its save refused and the next holder's work
+//! kept; a wait that runs out answers 503; a failed or panicking handler gives the lock back.
+//! Requests go through the session layer in-process (`TestClient`): the lock lives in the
+//! store, as it would for two servers.
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use sessionkit_core::SessionBackend;
+use sessionkit_memory::InMemoryBackend;
+use sessionkit_tower::testing::TestClient;
+use sessionkit_tower::{Error, Session, SessionLayer, SessionLockLayer};
+use std::time::{Duration, Instant};
+
+/// How long `/inc` sleeps between reading the count and writing it: the window in which an
+/// unlocked request would lose another's update.
+#[derive(Clone, Copy)]
+struct Pause(Duration);
+
+async fn start(session: Session) -> Result<&'static str, Error> {
+    session.insert("n", 0)?;
+    Ok("started")
+}
+
+async fn increment(session: Session, State(Pause(pause)): State<Pause>) -> Result<String, Error> {
+    let n: u64 = session.get("n")?.unwrap_or(0);
+    tokio::time::sleep(pause).await;
+    session.insert("n", n + 1)?;
+    Ok((n + 1).to_string())
+}
+
+/// An increment that takes 600 ms.
+async fn slow_increment(session: Session) -> Result<String, Error> {
+    let n: u64 = session.get("n")?.unwrap_or(0);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    session.insert("n", n + 1)?;
+    Ok((n + 1).to_string())
+}
+
+async fn read(session: Session) -> Result<String, Error> {
+    Ok(session.get::<u64>("n")?.unwrap_or(0).to_string())
+}
+
+/// Changes the count, then fails: nothing of it is saved.
+async fn fail(session: Session) -> Result<StatusCode, Error> {
+    session.insert("n", 1000)?;
+    Ok(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
+async fn boom(session: Session) -> Result<&'static str, Error> {
+    session.insert("n", 2000)?;
+    panic!("a handler that panics while it holds the session's lock");
+}
+
+fn app<B: SessionBackend>(
+    layer: SessionLayer<B>,
+    lock: Option<SessionLockLayer>,
+    pause: Duration,
+) -> Router {
+    let routes = Router::new()
+        .route("/inc", get(increment))
+        .route("/slow", get(slow_increment))
+        .route("/fail", get(fail))
+        .route("/panic", get(boom));
+    let routes = match lock {
+        Some(lock) => routes.route_layer(lock),
+        None => routes,
+    };
+    routes
+        .route("/start", get(start))
+        .route("/n", get(read))
+        .with_state(Pause(pause))
+        .layer(layer)
+}
+
+/// A client of a fresh session (count 0) of `app`, and the cookie it holds.
+async fn started(app: &Router) -> (TestClient, String) {
+    let client = TestClient::new(app.clone());
+    assert_eq!(client.get("/start").await.body, "started");
+    let cookie = client.cookie("session").expect("a session cookie");
+    (client, cookie)
+}
+
+/// `n` increments of one session at once, spread over `apps` (each a client holding the
+/// session's cookie); what the count reads after, and how long they took.
+async fn concurrent_increments(apps: &[Router], cookie: &str, n: usize) -> (u64, Duration) {
+    let began = Instant::now();
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let client = TestClient::new(apps[i % apps.len()].clone());
+            client.set_cookie("session", Some(cookie));
+            tokio::spawn(async move { client.get("/inc").await })
+        })
+        .collect();
+    for task in tasks {
+        let answer = task.await.expect("an increment");
+        assert_eq!(
+            answer.status,
+            StatusCode::OK,
+            "an increment failed: {answer:?}"
+        );
+    }
+    let took = began.elapsed();
+    let reader = TestClient::new(apps[0].clone());
+    reader.set_cookie("session", Some(cookie));
+    (reader.get("/n").await.body.parse().expect("a count"), took)
+}
+
+/// Every case, on backends `make` gives: each call a new backend value on the same store
+/// (a second app instance).
+async fn all_cases<B: SessionBackend>(store: &str, make: impl Fn() -> B) {
+    // Two instances, each its own layer and lock queue, the second with autoload (its
+    // session is read before the lock is taken, and read again under it).
+    let first = SessionLayer::new(make());
+    let second = SessionLayer::builder(make())
+        .with_autoload(true)
+        .build()
+        .expect("a layer");
+    let pause = Duration::from_millis(5);
+    let apps = [
+        app(first.clone(), Some(first.lock().expect("a lock")), pause),
+        app(second.clone(), Some(second.lock().expect("a lock")), pause),
+    ];
+    let (_, cookie) = started(&apps[0]).await;
+    let (count, _) = concurrent_increments(&apps, &cookie, 32).await;
+    assert_eq!(count, 32, "{store}: locked increments lost updates");
+
+    // The same without the lock loses updates (what the lock is for).
+    let unlocked = [app(SessionLayer::new(make()), None, pause)];
+    let (_, cookie) = started(&unlocked[0]).await;
+    let (count, _) = concurrent_increments(&unlocked, &cookie, 32).await;
+    println!("{store}: 32 unlocked increments of one session counted {count}");
+
+    // A queue of 32 waiters on one instance drains one handler after another.
+    let handler = Duration::from_millis(20);
+    let layer = SessionLayer::new(make());
+    let timed = [app(layer.clone(), Some(layer.lock().unwrap()), handler)];
+    let (_, cookie) = started(&timed[0]).await;
+    let (count, took) = concurrent_increments(&timed, &cookie, 32).await;
+    assert_eq!(count, 32, "{store}: the queue of 32 lost updates");
+    println!(
+        "{store}: 32 waiters drained in {took:?}, {:.2} times 32 handler times of {handler:?}",
+        took.as_secs_f64() / (32.0 * handler.as_secs_f64())
+    );
+
+    a_handler_outliving_its_lease_is_refused(store, &make).await;
+    a_wait_that_runs_out_answers_503(store, &make).await;
+    a_failed_or_panicking_handler_gives_the_lock_back(store, &make).await;
+}
+
+async fn a_handler_outliving_its_lease_is_refused<B: SessionBackend>(
+    store: &str,
+    make: &impl Fn() -> B,
+) {
+    let layer = SessionLayer::new(make());
+    let lock = layer.lock().unwrap().with_lease(Duration::from_millis(300));
+    let app = app(layer, Some(lock), Duration::ZERO);
+    let (client, cookie) = started(&app).await;
+    let slow = tokio::spawn({
+        let client = client.clone();
+        async move { client.get("/slow").await }
+    });
+    // After the slow request's lease ran out, another takes the lock and saves.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let next = TestClient::new(app.clone());
+    next.set_cookie("session", Some(&cookie));
+    assert_eq!(next.get("/inc").await.body, "1", "{store}: the next holder");
+    let slow = slow.await.unwrap();
+    assert_eq!(
+        slow.status,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "{store}: a save after the lease ran out must be refused"
+    );
+    assert_eq!(slow.body, "");
+    assert_eq!(
+        next.get("/n").await.body,
+        "1",
+        "{store}: the next holder's save was overwritten"
+    );
+}
+
+async fn a_wait_that_runs_out_answers_503<B: SessionBackend>(store: &str, make: &impl Fn() -> B) {
+    let layer = SessionLayer::new(make());
+    let lock = layer.lock().unwrap().with_wait(Duration::from_millis(150));
+    let app = app(layer, Some(lock), Duration::ZERO);
+    let (client, cookie) = started(&app).await;
+    let slow = tokio::spawn({
+        let client = client.clone();
+        async move { client.get("/slow").await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let waiting = TestClient::new(app.clone());
+    waiting.set_cookie("session", Some(&cookie));
+    let refused = waiting.get("/inc").await;
+    assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE, "{store}");
+    assert_eq!(
+        refused
+            .headers
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
+    assert_eq!(refused.body, "");
+    assert_eq!(slow.await.unwrap().body, "1");
+    assert_eq!(
+        waiting.get("/n").await.body,
+        "1",
+        "{store}: the refused request ran"
+    );
+}
+
+async fn a_failed_or_panicking_handler_gives_the_lock_back<B: SessionBackend>(
+    store: &str,
+    make: &impl Fn() -> B,
+) {
+    // A lease far longer than the wait: only a lock given back lets the next request in.
+    let layer = SessionLayer::new(make());
+    let lock = layer
+        .lock()
+        .unwrap()
+        .with_lease(Duration::from_secs(60))
+        .with_wait(Duration::from_secs(2));
+    let app = app(layer, Some(lock), Duration::ZERO);
+    let (client, _) = started(&app).await;
+    assert_eq!(
+        client.get("/fail").await.status,
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
+    let after_failure = client.get("/inc").await;
+    assert_eq!(
+        after_failure.body, "1",
+        "{store}: after a 500: {after_failure:?}"
+    );
+    let panicked = tokio::spawn({
+        let client = client.clone();
+        async move { client.get("/panic").await }
+    })
+    .await;
+    assert!(
+        panicked.is_err_and(|e| e.is_panic()),
+        "{store}: the handler panics"
+    );
+    let after_panic = client.get("/inc").await;
+    assert_eq!(
+        after_panic.body, "2",
+        "{store}: after a panic: {after_panic:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn memory() {
+    let backend = InMemoryBackend::new();
+    // Clones share the store: two instances of one process.
+    all_cases("memory", || backend.clone()).await;
+}
+
+#[test]
+fn the_cookie_backend_cannot_lock() {
+    let layer = SessionLayer::with_secret_key([7u8; 32]).unwrap();
+    match layer.lock() {
+        Err(Error::Unsupported(why)) => assert!(why.contains("cannot lock"), "{why}"),
+        other => panic!("expected Unsupported, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis() {
+    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let prefix = format!("sessions-locking:{}:", sessionkit_core::generate_id());
+    // Each call a backend of its own (its own connection): another app instance.
+    all_cases("redis", || {
+        sessionkit_redis::RedisBackend::from_url(&url)
+            .expect("a Redis URL")
+            .with_prefix(prefix.as_str())
+    })
+    .await;
+}
