@@ -61,6 +61,9 @@ macro_rules! cookie_conformance {
             UserRebindingMovesTheSession: "no index of sessions by user: nothing on the server knows them",
             UserExpiredSessionsPruned: "no index of sessions by user: nothing on the server knows them",
             UserRevokeRacingSavesStaysRevoked: "no index of sessions by user: nothing on the server knows them",
+            LockExcludesOthers: "nothing is stored on the server: no lock can be kept there (a locked route refuses this backend when it is made)",
+            LockLeaseRunsOut: "nothing is stored on the server: no lock can be kept there",
+            LockedApplyIsFenced: "nothing is stored on the server: no lock can be kept there",
         });
     };
 }

@@ -310,8 +310,9 @@ pub trait SessionBackend: Send + Sync + 'static {
 
     /// Take the lock of the session `id` for `lease`, owned by `token` (random, from the
     /// caller), unless another token holds it: `true` when taken. A lock whose lease ran out
-    /// is free. The id need not name a live session (a lock is taken before the session is
-    /// read). One round trip where the store is remote.
+    /// is free. The lock is taken before the session is read, so the id may name no session:
+    /// with nothing to guard, a backend may answer `true` for it without keeping a lock. One
+    /// round trip where the store is remote.
     async fn try_lock(&self, id: &str, token: &str, lease: Duration) -> Result<bool, Error> {
         let _ = (id, token, lease);
         Err(lock_unsupported())

@@ -213,6 +213,17 @@ cases! {
     UserCapEndsTheLeastRecentlyUsed => user_cap_ends_the_least_recently_used,
     /// A session moving to a new id counts once against the limit: nothing else ends.
     UserCapCountsAMoveOnce => user_cap_counts_a_move_once,
+    /// A session's lock ([`SessionBackend::try_lock`]) excludes every other token until its
+    /// holder gives it back; another token cannot give it back. Skipped, with the reason,
+    /// for a backend that cannot lock ([`SessionBackend::check_locking`] is
+    /// [`Error::Unsupported`]), as every `Lock*` case is.
+    LockExcludesOthers => lock_excludes_others,
+    /// A lock whose lease ran out can be taken by another token.
+    LockLeaseRunsOut => lock_lease_runs_out,
+    /// [`apply_locked`](SessionBackend::apply_locked) stores only for the lock's holder, and
+    /// gives the lock back; for another token, or after the lease ran out, it is
+    /// [`Error::LockLost`] and stores nothing.
+    LockedApplyIsFenced => locked_apply_is_fenced,
 }
 
 impl fmt::Display for Case {
@@ -1058,6 +1069,101 @@ async fn corrupt_record_fails_when_strict<H: Harness>(h: &H) {
 }
 
 /// Fail a case the harness or the backend cannot run, saying how to declare it skipped.
+/// A backend that can lock, for the `Lock*` cases.
+async fn locking<H: Harness>(h: &H, case: Case) -> H::Backend {
+    let b = h.backend().await;
+    if let Err(Error::Unsupported(why)) = b.check_locking() {
+        unsupported(case, &why);
+    }
+    b
+}
+
+async fn lock_excludes_others<H: Harness>(h: &H) {
+    let b = locking(h, Case::LockExcludesOthers).await;
+    let id = create(&b, &record(json!({"n": 1})), HOUR).await;
+    let lease = Duration::from_secs(60);
+    let took = |token: &'static str| {
+        let (b, id) = (&b, &id);
+        async move { b.try_lock(id, token, lease).await.expect("try_lock failed") }
+    };
+    assert!(took("a").await, "a free lock was not taken");
+    assert!(!took("b").await, "a held lock was taken by another token");
+    b.unlock(&id, "b").await.expect("unlock failed");
+    assert!(!took("b").await, "another token gave the lock back");
+    b.unlock(&id, "a").await.expect("unlock failed");
+    assert!(took("b").await, "a lock given back was not free");
+    b.unlock(&id, "b").await.expect("unlock failed");
+}
+
+async fn lock_lease_runs_out<H: Harness>(h: &H) {
+    let b = locking(h, Case::LockLeaseRunsOut).await;
+    let id = create(&b, &record(json!({"n": 1})), HOUR).await;
+    let lease = Duration::from_millis(300);
+    assert!(b.try_lock(&id, "a", lease).await.expect("try_lock failed"));
+    assert!(!b.try_lock(&id, "b", lease).await.expect("try_lock failed"));
+    h.pass_time(Duration::from_millis(600)).await;
+    assert!(
+        b.try_lock(&id, "b", lease).await.expect("try_lock failed"),
+        "a lock whose lease ran out was not free"
+    );
+    b.unlock(&id, "b").await.expect("unlock failed");
+}
+
+async fn locked_apply_is_fenced<H: Harness>(h: &H) {
+    let b = locking(h, Case::LockedApplyIsFenced).await;
+    let id = create(&b, &record(json!({"n": 1})), HOUR).await;
+    assert!(
+        b.try_lock(&id, "a", Duration::from_secs(60))
+            .await
+            .expect("try_lock failed")
+    );
+    // What a request that set `n` leaves: the record as loaded with the change made.
+    let save = |loaded: &SessionData, n: i64| {
+        let mut session = loaded.clone();
+        session.values_mut().insert("n".into(), json!(n));
+        let mut changes = Changes::default();
+        changes.set("n", json!(n));
+        (session, changes)
+    };
+    let (session, changes) = save(&read_back(&b, &id).await, 2);
+    let refused = b.apply_locked(&id, &session, &changes, HOUR, "b").await;
+    assert!(
+        matches!(refused, Err(Error::LockLost)),
+        "a save under another token's lock: {refused:?}"
+    );
+    assert_eq!(
+        read_back(&b, &id).await.values()["n"],
+        json!(1),
+        "a refused save stored"
+    );
+    let (session, changes) = save(&read_back(&b, &id).await, 3);
+    let stored = b.apply_locked(&id, &session, &changes, HOUR, "a").await;
+    assert!(
+        matches!(stored, Ok(Some(_))),
+        "the holder's save: {stored:?}"
+    );
+    assert_eq!(read_back(&b, &id).await.values()["n"], json!(3));
+    // The save gave the lock back.
+    assert!(
+        b.try_lock(&id, "c", Duration::from_millis(300))
+            .await
+            .expect("try_lock failed"),
+        "the holder's save did not give the lock back"
+    );
+    h.pass_time(Duration::from_millis(600)).await;
+    let (session, changes) = save(&read_back(&b, &id).await, 4);
+    let late = b.apply_locked(&id, &session, &changes, HOUR, "c").await;
+    assert!(
+        matches!(late, Err(Error::LockLost)),
+        "a save after the lease ran out: {late:?}"
+    );
+    assert_eq!(
+        read_back(&b, &id).await.values()["n"],
+        json!(3),
+        "a late save stored"
+    );
+}
+
 fn unsupported(case: Case, why: &str) -> ! {
     panic!(
         "conformance: {case} cannot run: {why}. A backend that cannot support it lists it as \
@@ -1582,6 +1688,9 @@ macro_rules! conformance_tests {
         __conformance_case!(conformance_move_after_end_is_gone, MoveAfterEndIsGone);
         __conformance_case!(conformance_user_cap_ends_the_least_recently_used, UserCapEndsTheLeastRecentlyUsed);
         __conformance_case!(conformance_user_cap_counts_a_move_once, UserCapCountsAMoveOnce);
+        __conformance_case!(conformance_lock_excludes_others, LockExcludesOthers);
+        __conformance_case!(conformance_lock_lease_runs_out, LockLeaseRunsOut);
+        __conformance_case!(conformance_locked_apply_is_fenced, LockedApplyIsFenced);
     };
 }
 

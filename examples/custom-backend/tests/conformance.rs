@@ -70,4 +70,7 @@ sessionkit_core::conformance_tests!(FileHarness::new(), skip: {
     EndedMarkerAfterRemove: "keeps no end markers: overlapping requests of a logout get their cookie expired",
     EndedMarkerAfterEmptyingSave: "keeps no end markers: overlapping requests of a logout get their cookie expired",
     EndedMarkerIsNoSession: "keeps no end markers: overlapping requests of a logout get their cookie expired",
+    LockExcludesOthers: "keeps no session locks: a locked route refuses this backend when it is made",
+    LockLeaseRunsOut: "keeps no session locks",
+    LockedApplyIsFenced: "keeps no session locks",
 });

@@ -350,6 +350,18 @@ fn cluster_conformance_and_keys_across_slots() {
         assert_eq!(first.user_sessions().await.unwrap().len(), 1);
 
         burst_of_saves_keeps_every_key(&layer, 64).await;
+
+        // A locked route on two app instances (backends of their own): the session's lock
+        // key shares its slot, and 32 read-modify-writes of one key lose nothing.
+        let second: Arc<dyn Context> = Arc::new(Shared {
+            backend: json.backend().await,
+            policy: Policy::default(),
+        });
+        assert_eq!(
+            crate::common::locked_increments(&[Arc::clone(&layer), second], 32).await,
+            32,
+            "locked increments lost updates on the cluster"
+        );
         let escapes = revocation_catches_moving_sessions(&layer, 50).await;
         println!("cluster: a session moving during a revocation escaped {escapes} of 50 runs");
         assert_eq!(escapes, 0, "moving sessions escaped the revocation");

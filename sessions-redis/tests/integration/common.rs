@@ -202,3 +202,49 @@ impl Drop for RedisServer {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// `n` requests of one new session at once, spread over `layers` (app instances, each with
+/// its backend), each through a locked route reading the count, pausing, and writing it plus
+/// one, as the session layer runs them: what the count reads after.
+pub async fn locked_increments(
+    layers: &[std::sync::Arc<dyn sessionkit_core::adapter::Context>],
+    n: usize,
+) -> u64 {
+    use sessionkit_core::adapter::{self, Commit};
+    use std::sync::Arc;
+    let first = adapter::session(Arc::clone(&layers[0]), None);
+    first.load().await.unwrap().insert("n", 0).unwrap();
+    let cookie: Arc<str> = match adapter::commit(&first).await.unwrap() {
+        Commit::Set { value, .. } => value.into(),
+        other => panic!("a new session's save must set a cookie, got {other:?}"),
+    };
+    let lockings: Vec<sessionkit_core::Locking> = layers
+        .iter()
+        .map(|_| sessionkit_core::Locking::new())
+        .collect();
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let layer = Arc::clone(&layers[i % layers.len()]);
+            let locking = lockings[i % layers.len()].clone();
+            let cookie = Arc::clone(&cookie);
+            tokio::spawn(async move {
+                let lazy = adapter::session(layer, Some(cookie));
+                adapter::lock(&lazy, &locking).await.unwrap();
+                let session = lazy.load().await.unwrap();
+                let count: u64 = session.get("n").unwrap().unwrap_or(0);
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                session.insert("n", count + 1).unwrap();
+                adapter::commit(&lazy).await
+            })
+        })
+        .collect();
+    for task in tasks {
+        let saved = task.await.expect("a request");
+        assert!(
+            matches!(saved, Ok(Commit::Set { .. })),
+            "a locked save failed: {saved:?}"
+        );
+    }
+    let reader = adapter::session(Arc::clone(&layers[0]), Some(cookie));
+    reader.load().await.unwrap().get("n").unwrap().unwrap_or(0)
+}

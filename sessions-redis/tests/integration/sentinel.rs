@@ -12,6 +12,7 @@ use axum::Router;
 use axum::routing::get;
 use deadpool_redis::redis;
 use serde_json::json;
+use sessionkit_core::adapter::{Context, Policy, Shared};
 use sessionkit_core::conformance::{self, Harness};
 use sessionkit_core::{IdGenerator, JsonSerializer, Serializer, SessionBackend, SessionData};
 use sessionkit_redis::{CorruptRecords, RedisBackend};
@@ -390,7 +391,26 @@ fn sentinel_conformance_and_failover() {
         prefix: prefix.clone(),
         serializer: JsonSerializer,
     };
-    conformance::block_on(conformance::run_all(&harness, &[]));
+    conformance::block_on(async {
+        conformance::run_all(&harness, &[]).await;
+        // A locked route through Sentinel, on two app instances: its lock keys go to the
+        // master like the rest.
+        let layers: Vec<Arc<dyn Context>> = vec![
+            Arc::new(Shared {
+                backend: harness.backend().await,
+                policy: Policy::default(),
+            }),
+            Arc::new(Shared {
+                backend: harness.backend().await,
+                policy: Policy::default(),
+            }),
+        ];
+        assert_eq!(
+            crate::common::locked_increments(&layers, 32).await,
+            32,
+            "locked increments lost updates through Sentinel"
+        );
+    });
 
     let old_master = topology.master_url();
     let old_replica = topology.replica_url();
