@@ -412,3 +412,72 @@ async fn a_save_after_the_scripts_were_flushed_loads_them_and_succeeds() {
     );
     server.stop();
 }
+
+/// A request of a locked route, as the session layer runs it: the lock, the read, then the
+/// handler's change (if any) and the save. Returns what it sent.
+async fn locked_request(
+    conn: &mut redis::Connection,
+    layer: &std::sync::Arc<dyn sessionkit_core::adapter::Context>,
+    cookie: &str,
+    locking: Option<&sessionkit_core::Locking>,
+    change: bool,
+) -> Observed {
+    use sessionkit_core::adapter;
+    let request = async {
+        let lazy = adapter::session(std::sync::Arc::clone(layer), Some(cookie.into()));
+        if let Some(locking) = locking {
+            adapter::lock(&lazy, locking).await.unwrap();
+        }
+        let session = lazy.load().await.unwrap();
+        if change {
+            let n: u64 = session.get("n").unwrap().unwrap_or(0);
+            session.insert("n", n + 1).unwrap();
+        }
+        adapter::commit(&lazy).await.unwrap()
+    };
+    observe(conn, request).await.1
+}
+
+#[tokio::test]
+async fn a_locked_request_costs_the_lock_and_its_save_gives_it_back() {
+    use sessionkit_core::adapter::{Context, Policy, Shared};
+    let (server, mut conn, backend) = logged_server();
+    let id = backend.create(&data(1), HOUR).await.unwrap();
+    let layer: std::sync::Arc<dyn Context> = std::sync::Arc::new(Shared {
+        backend,
+        policy: Policy::default(),
+    });
+    let locking = sessionkit_core::Locking::new();
+    // Warm up: the connection, and the scripts loaded.
+    locked_request(&mut conn, &layer, &id, Some(&locking), true).await;
+    locked_request(&mut conn, &layer, &id, Some(&locking), false).await;
+
+    let write = locked_request(&mut conn, &layer, &id, None, true).await;
+    assert_eq!(sent(&write), ["GET", "EVALSHA"], "an unlocked write");
+    let write = locked_request(&mut conn, &layer, &id, Some(&locking), true).await;
+    assert_eq!(
+        sent(&write),
+        ["SET", "GET", "EVALSHA"],
+        "a locked write: the lock, the read, the save that gives the lock back"
+    );
+    assert_eq!(write.commands[0][1], format!("{{rt:{id}}}:lock"));
+    assert_eq!(write.commands[0][3..5], ["NX".to_owned(), "PX".to_owned()]);
+    assert_eq!(
+        write.commands[2][2], "2",
+        "the save's script gets the lock's key too"
+    );
+    let read = locked_request(&mut conn, &layer, &id, None, false).await;
+    assert_eq!(sent(&read), ["GET"], "an unlocked read");
+    let read = locked_request(&mut conn, &layer, &id, Some(&locking), false).await;
+    assert_eq!(
+        sent(&read),
+        ["SET", "GET", "EVALSHA"],
+        "a locked read: the lock, the read, the unlock"
+    );
+    let lock: Option<String> = redis::cmd("GET")
+        .arg(format!("{{rt:{id}}}:lock"))
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(lock, None, "the lock was given back");
+    server.stop();
+}
