@@ -177,6 +177,46 @@ async fn main_example_in_memory() {
     login_and_logout("memory", &[]).await;
 }
 
+/// Sixteen visits of one session at once: the page is a locked route, so each is counted.
+async fn parallel_visits_count_exactly(backend: &str, env: &[(&str, &str)]) {
+    let mut settings = vec![("SESSION_BACKEND", backend)];
+    settings.extend_from_slice(env);
+    let app = App::start(&settings).await;
+    let http = client();
+    let page = format!("{}/", app.base);
+    let first = send(http.get(&page), None).await;
+    let cookie = first.cookie.expect("a session cookie");
+    let visits: Vec<_> = (0..16)
+        .map(|_| {
+            let (http, page, cookie) = (http.clone(), page.clone(), cookie.clone());
+            tokio::spawn(async move { send(http.get(&page), Some(&cookie)).await })
+        })
+        .collect();
+    let mut counts = Vec::new();
+    for visit in visits {
+        let step = visit.await.expect("a visit");
+        assert_eq!(step.status, StatusCode::OK, "{backend}");
+        counts.push(step.visits());
+    }
+    counts.sort_unstable();
+    assert_eq!(
+        counts,
+        (2..=17).collect::<Vec<u64>>(),
+        "{backend}: each parallel visit counted once"
+    );
+    assert_eq!(send(http.get(&page), Some(&cookie)).await.visits(), 18);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn main_example_counts_parallel_visits_in_memory() {
+    parallel_visits_count_exactly("memory", &[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn main_example_counts_parallel_visits_on_redis() {
+    parallel_visits_count_exactly("redis", &[]).await;
+}
+
 #[tokio::test]
 async fn main_example_on_sqlite() {
     let path = scratch_db("login");

@@ -429,15 +429,21 @@ pub async fn build(config: &Config) -> Result<App, Error> {
 /// The app's routes behind `sessions`, for any backend. `storage` says on the page where
 /// sessions are kept.
 ///
-/// - `GET /`: the page; each visit adds one to the counter.
+/// - `GET /`: the page; each visit adds one to the counter. The page is a locked route
+///   where the backend can lock (every server-side one): the visits of one session are
+///   counted one at a time, so the count is exact when a browser sends several at once
+///   (signed cookies cannot lock: there the answer set last wins).
 /// - `POST /login` (form field `name`): a new session id, the name stored, back to `/`.
 /// - `POST /logout`: the session deleted, back to `/`.
 /// - `POST /sign-out-others`: every other session of the logged-in user ended, back to `/`.
 pub fn router<B: SessionBackend>(sessions: SessionLayer<B>, storage: &str) -> Router {
     let storage: Arc<str> = storage.into();
-    Router::new()
-        .route("/", get(move |session| index(session, storage)))
-        .route("/login", post(login))
+    let page = Router::new().route("/", get(move |session| index(session, storage)));
+    let page = match sessions.lock() {
+        Ok(lock) => page.route_layer(lock),
+        Err(_) => page,
+    };
+    page.route("/login", post(login))
         .route("/logout", post(logout))
         .route("/sign-out-others", post(sign_out_others))
         .layer(sessions)
