@@ -44,6 +44,9 @@
 //! | [`lookup`](SessionBackend::lookup) (how the session layer loads) | `GET key` |
 //! | a save or create that binds the session to a user | the above, then one `EVALSHA` adding the id to the user's index, whose TTL it extends to the session's (never shortened) |
 //! | a later save of a bound session | the save's `EVALSHA`, and one more `EVALSHA` sent alongside (no added wait) that moves the session's index entry to its last use and extends the index (`PEXPIRE … GT`), so the index lives as long as the user's longest-lived session |
+//! | a locked route's lock (`SessionLayer::lock`) | `SET {key}:lock token NX PX lease`: the lock's key has the session's key as its hash tag, so in a cluster both share a slot |
+//! | a locked route's save | the save's `EVALSHA` with the lock's key too: nothing is stored unless the lock holds the request's token ([`Error::LockLost`]), and the lock is deleted in the same script |
+//! | a locked request that saves nothing | `EVALSHA` of a script deleting the lock if it holds the request's token |
 //!
 //! Creates never overwrite a record and updates never bring back one that was removed or has
 //! expired: both are decided by Redis in the same command that stores the data.
