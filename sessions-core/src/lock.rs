@@ -14,6 +14,7 @@ use crate::session::Inner;
 use crate::store::{OwnedTurn, Turns};
 use crate::{Error, LazySession};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// How long a lock is held at most before another request may take it, unless given:
@@ -131,13 +132,14 @@ impl LazySession {
             tokio::time::sleep(jittered(pause).min(deadline - now)).await;
             pause = (pause * 2).min(LONGEST_PAUSE);
         }
+        self.inner.locked.store(true, Ordering::Release);
         let read_before = {
             let mut state = self.inner.state();
-            state.lock = Some(HeldLock {
+            state.lock = Some(Box::new(HeldLock {
                 id,
                 token,
                 _turn: turn,
-            });
+            }));
             state.loaded
         };
         if read_before {
@@ -161,6 +163,9 @@ fn jittered(pause: Duration) -> Duration {
 impl Inner {
     /// The token of the lock this request holds on `id`, if it holds one.
     pub(crate) fn lock_on(&self, id: &str) -> Option<String> {
+        if !self.locked.load(Ordering::Acquire) {
+            return None;
+        }
         let state = self.state();
         state
             .lock
@@ -178,6 +183,9 @@ impl Inner {
 
     /// Give the lock back, if the request still holds it.
     pub(crate) async fn unlock(&self) {
+        if !self.locked.load(Ordering::Acquire) {
+            return;
+        }
         let held = self.state().lock.take();
         if let Some(held) = held {
             release(self.context.backend(), &held).await;
@@ -187,6 +195,9 @@ impl Inner {
     /// Give the lock back from a task of its own: a request that ends without a save
     /// (discarded, dropped, or panicked).
     pub(crate) fn unlock_in_background(&self) {
+        if !self.locked.load(Ordering::Acquire) {
+            return;
+        }
         let held = self.state().lock.take();
         if let Some(held) = held {
             spawn_release(Arc::clone(&self.context), held);
@@ -195,7 +206,7 @@ impl Inner {
 }
 
 /// Send a held lock back from a task of its own (no runtime: it ends with its lease).
-pub(crate) fn spawn_release(context: Arc<dyn crate::adapter::Context>, held: HeldLock) {
+pub(crate) fn spawn_release(context: Arc<dyn crate::adapter::Context>, held: Box<HeldLock>) {
     match tokio::runtime::Handle::try_current() {
         Ok(runtime) => {
             runtime.spawn(async move {

@@ -86,6 +86,9 @@ pub(crate) struct Inner {
     /// The value the client sent in its cookie, not yet verified.
     pub(crate) cookie: Option<Arc<str>>,
     pub(crate) state: Mutex<State>,
+    /// Whether the request ever took its session's lock (a locked route): only then do the
+    /// save and the end of the request look for a lock to give back.
+    pub(crate) locked: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Default)]
@@ -109,13 +112,16 @@ pub(crate) struct State {
     pub(crate) committed: bool,
     /// The session's lock, on a locked route: given back by the save, or when the request
     /// ends without one.
-    pub(crate) lock: Option<crate::lock::HeldLock>,
+    pub(crate) lock: Option<Box<crate::lock::HeldLock>>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
         // A request that ended without saving or discarding (its future dropped, a panic
         // unwinding) gives its lock back.
+        if !*self.locked.get_mut() {
+            return;
+        }
         let state = self.state.get_mut().unwrap_or_else(PoisonError::into_inner);
         if let Some(held) = state.lock.take() {
             crate::lock::spawn_release(Arc::clone(&self.context), held);
@@ -138,6 +144,7 @@ impl LazySession {
                 context,
                 cookie,
                 state: Mutex::new(State::default()),
+                locked: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
