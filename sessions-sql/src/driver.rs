@@ -34,6 +34,75 @@ pub struct Statements {
     pub revoke_user_except: String,
     /// Delete one live session of a user (`id = ?`).
     pub revoke_user_session: String,
+    /// The statements of locked routes.
+    pub locks: LockStatements,
+}
+
+/// A row's lock as stored: the holder's token and the end of its lease (Unix milliseconds),
+/// both `None` when no one holds it.
+pub type LockState = (Option<String>, Option<i64>);
+
+/// The statements of locked routes (`SessionBackend::try_lock` and the others): the lock of a
+/// session is two columns of its row, `lock_token` and `lock_until`.
+#[derive(Debug)]
+pub struct LockStatements {
+    /// Take the lock of a row: when it is free, its lease ran out, or the token holds it.
+    /// Bound: token, until, id, now, token.
+    pub lock: String,
+    /// Give the lock of a row back if the token holds it. Bound: id, token.
+    pub unlock: String,
+    /// The holder and the lease's end of a row's lock, whatever the row holds. Bound: id.
+    pub state: String,
+    /// Whether any row (an end marker or an expired one included) is stored under an id.
+    /// Bound: id.
+    pub present: String,
+    /// `apply`, fenced: only while the token holds an unexpired lock, which the same statement
+    /// gives back. Bound: `apply`'s arguments, then token, now.
+    pub apply: String,
+    /// `end_version`, fenced and giving the lock back like [`apply`](Self::apply).
+    pub end_version: String,
+}
+
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+impl LockStatements {
+    /// The statements on table `t` (quoted), with `apply` and `end_version` the save's
+    /// unlocked statements; `p(n)` is the placeholder of the `n`th bound value (1-based).
+    fn new(t: &str, apply: &str, end_version: &str, p: impl Fn(usize) -> String) -> Self {
+        // The save's statements bind 7 values: the token and "now" come after them.
+        let fenced = |update: &str| {
+            format!(
+                "{} AND lock_token = {} AND lock_until > {}",
+                update.replacen(
+                    " WHERE ",
+                    ", lock_token = NULL, lock_until = NULL WHERE ",
+                    1
+                ),
+                p(8),
+                p(9)
+            )
+        };
+        LockStatements {
+            lock: format!(
+                "UPDATE {t} SET lock_token = {}, lock_until = {} WHERE id = {} \
+                 AND (lock_token IS NULL OR lock_until <= {} OR lock_token = {})",
+                p(1),
+                p(2),
+                p(3),
+                p(4),
+                p(5)
+            ),
+            unlock: format!(
+                "UPDATE {t} SET lock_token = NULL, lock_until = NULL \
+                 WHERE id = {} AND lock_token = {}",
+                p(1),
+                p(2)
+            ),
+            state: format!("SELECT lock_token, lock_until FROM {t} WHERE id = {}", p(1)),
+            present: format!("SELECT 1 FROM {t} WHERE id = {}", p(1)),
+            apply: fenced(apply),
+            end_version: fenced(end_version),
+        }
+    }
 }
 
 /// What a failed statement means for the connection and for a retry.
@@ -88,11 +157,13 @@ pub trait Driver: sqlx::Database {
         decode: &'c (dyn Fn(&[u8], i64) -> T + Sync),
     ) -> impl Future<Output = Result<Option<T>, sqlx::Error>> + Send + 'c;
 
+    /// Whether `sql` finds a row of `id`; `now` is bound after the id when given (a
+    /// statement that asks for a live row).
     fn fetch_exists<'c>(
         conn: &'c mut Self::Connection,
         sql: &'c str,
         id: &'c str,
-        now: i64,
+        now: Option<i64>,
     ) -> impl Future<Output = Result<bool, sqlx::Error>> + Send + 'c;
 
     /// Insert a new row; `Ok(false)` when the id is taken (nothing was changed). `user` is
@@ -121,7 +192,9 @@ pub trait Driver: sqlx::Database {
         now: i64,
     ) -> impl Future<Output = Result<u64, sqlx::Error>> + Send + 'c;
 
-    /// Update a live row that still holds `version`; the number of rows matched.
+    /// Update a live row that still holds `version`; the number of rows matched. With
+    /// `lock` (a token, and `sql` one of [`LockStatements`]' saves), only while that token
+    /// holds the row's lock: the token and `now` are bound after the other arguments.
     #[allow(clippy::too_many_arguments)]
     fn apply<'c>(
         conn: &'c mut Self::Connection,
@@ -133,7 +206,35 @@ pub trait Driver: sqlx::Database {
         accessed: i64,
         now: i64,
         version: i64,
+        lock: Option<&'c str>,
     ) -> impl Future<Output = Result<u64, sqlx::Error>> + Send + 'c;
+
+    /// Take the lock of the row of `id` for `token` until `until` (see
+    /// [`LockStatements::lock`]); the number of rows matched.
+    fn lock<'c>(
+        conn: &'c mut Self::Connection,
+        sql: &'c str,
+        id: &'c str,
+        token: &'c str,
+        until: i64,
+        now: i64,
+    ) -> impl Future<Output = Result<u64, sqlx::Error>> + Send + 'c;
+
+    /// Give the lock of the row of `id` back if `token` holds it; the number of rows matched.
+    fn unlock<'c>(
+        conn: &'c mut Self::Connection,
+        sql: &'c str,
+        id: &'c str,
+        token: &'c str,
+    ) -> impl Future<Output = Result<u64, sqlx::Error>> + Send + 'c;
+
+    /// The lock's holder and the end of its lease on the row of `id`; `None` when no row is
+    /// stored under it.
+    fn fetch_lock<'c>(
+        conn: &'c mut Self::Connection,
+        sql: &'c str,
+        id: &'c str,
+    ) -> impl Future<Output = Result<Option<LockState>, sqlx::Error>> + Send + 'c;
 
     /// The ids of the live rows bound to `user`.
     fn fetch_user_ids<'c>(
@@ -242,10 +343,13 @@ macro_rules! common_statements {
             conn: &'c mut Self::Connection,
             sql: &'c str,
             id: &'c str,
-            now: i64,
+            now: Option<i64>,
         ) -> impl Future<Output = Result<bool, sqlx::Error>> + Send + 'c {
             async move {
-                let args = arguments!(id.len(); id, now)?;
+                let args = match now {
+                    Some(now) => arguments!(id.len(); id, now)?,
+                    None => arguments!(id.len(); id)?,
+                };
                 let row = sqlx::query_with(sql, args).fetch_optional(conn).await?;
                 Ok(row.is_some())
             }
@@ -279,12 +383,69 @@ macro_rules! common_statements {
             accessed: i64,
             now: i64,
             version: i64,
+            lock: Option<&'c str>,
         ) -> impl Future<Output = Result<u64, sqlx::Error>> + Send + 'c {
             async move {
                 let bytes = data.len() + id.len() + user.map_or(0, str::len);
-                let args = arguments!(bytes; data, expires_at, user, accessed, id, version, now)?;
+                let args = match lock {
+                    Some(token) => arguments!(
+                        bytes + token.len();
+                        data, expires_at, user, accessed, id, version, now, token, now
+                    )?,
+                    None => arguments!(bytes; data, expires_at, user, accessed, id, version, now)?,
+                };
                 let done = sqlx::query_with(sql, args).execute(conn).await?;
                 Ok(done.rows_affected())
+            }
+        }
+
+        fn lock<'c>(
+            conn: &'c mut Self::Connection,
+            sql: &'c str,
+            id: &'c str,
+            token: &'c str,
+            until: i64,
+            now: i64,
+        ) -> impl Future<Output = Result<u64, sqlx::Error>> + Send + 'c {
+            async move {
+                let bytes = id.len() + 2 * token.len();
+                let args = arguments!(bytes; token, until, id, now, token)?;
+                let done = sqlx::query_with(sql, args).execute(conn).await?;
+                Ok(done.rows_affected())
+            }
+        }
+
+        fn unlock<'c>(
+            conn: &'c mut Self::Connection,
+            sql: &'c str,
+            id: &'c str,
+            token: &'c str,
+        ) -> impl Future<Output = Result<u64, sqlx::Error>> + Send + 'c {
+            async move {
+                let args = arguments!(id.len() + token.len(); id, token)?;
+                let done = sqlx::query_with(sql, args).execute(conn).await?;
+                Ok(done.rows_affected())
+            }
+        }
+
+        fn fetch_lock<'c>(
+            conn: &'c mut Self::Connection,
+            sql: &'c str,
+            id: &'c str,
+        ) -> impl Future<Output = Result<Option<LockState>, sqlx::Error>>
+        + Send
+        + 'c {
+            async move {
+                let args = arguments!(id.len(); id)?;
+                let row = sqlx::query_with(sql, args).fetch_optional(conn).await?;
+                match row {
+                    // Unchecked, as in `fetch_user_ids`: MySQL's `lock_token` is `ascii_bin`.
+                    Some(row) => Ok(Some((
+                        sqlx::Row::try_get_unchecked::<Option<String>, _>(&row, 0)?,
+                        sqlx::Row::try_get::<Option<i64>, _>(&row, 1)?,
+                    ))),
+                    None => Ok(None),
+                }
             }
         }
 

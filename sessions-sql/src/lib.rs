@@ -80,6 +80,9 @@
 //! | a user's sessions ([`user_sessions`](SessionBackend::user_sessions)) | `SELECT id, data, version FROM t WHERE user_id = ? AND (expires_at IS NULL OR expires_at > ?now)`; each row decoded as a read decodes it, most recently used first |
 //! | revoke a user's sessions ([`revoke_user_sessions`](SessionBackend::revoke_user_sessions)) | `DELETE FROM t WHERE user_id = ? AND id <> ?keep AND (expires_at IS NULL OR expires_at > ?now)` (without `id <> ?keep` when no session is kept), then the user's ids, to see none is left (a session moving to a new id meanwhile can escape one `DELETE`: it runs again until none is left); the count is of live sessions, expired ones are left to the cleanup |
 //! | revoke one ([`revoke_user_session`](SessionBackend::revoke_user_session)) | the user's ids as above, to find the one the device id names, then `DELETE FROM t WHERE user_id = ? AND id = ? AND (expires_at IS NULL OR expires_at > ?now)`: two statements, since the device id is a hash the database cannot compute |
+//! | lock (a [locked route](#locked-routes)'s [`try_lock`](SessionBackend::try_lock)) | `UPDATE t SET lock_token = ?token, lock_until = ?now+lease WHERE id = ? AND (lock_token IS NULL OR lock_until <= ?now OR lock_token = ?token)`; one row matched: taken. None: `SELECT 1 FROM t WHERE id = ?`, which tells a lock another request holds (a row: not taken) from an id under which no row is stored (nothing to lock: taken) |
+//! | unlock ([`unlock`](SessionBackend::unlock)) | `UPDATE t SET lock_token = NULL, lock_until = NULL WHERE id = ? AND lock_token = ?token` |
+//! | locked save ([`apply_locked`](SessionBackend::apply_locked)) | the save's `UPDATE` (or its end marker's), with `lock_token = NULL, lock_until = NULL` added to the `SET` and `AND lock_token = ?token AND lock_until > ?now` to the `WHERE`: stored only while the request holds the lock, which the same statement gives back. No row matched: `SELECT lock_token, lock_until FROM t WHERE id = ?` tells why: the lock is another token's or its lease ran out ([`Error::LockLost`], nothing stored), no row is left ([`Error::SessionGone`]), or the lock is still the request's and a save of an unlocked route came in between: then the row is read again and the locked `UPDATE` sent again, as for a save |
 //!
 //! Creates never overwrite a row and updates never bring back one that was removed or has
 //! expired: the database decides both in the statement that stores the data. On MySQL and
@@ -111,6 +114,8 @@
 //! | `version` | 64-bit integer, default 0 | bumped by every update: how a save notices another save in between; -1 for an end marker |
 //! | `accessed_at` | 64-bit integer, `NULL` = never written | the session's last use, in Unix seconds: which sessions a per-user limit ends first |
 //! | `user_id` | text (MySQL: `VARBINARY(255)`), indexed, `NULL` = none | the user the session is bound to ([`SessionData::user`]), written by every create, update and save; how a user's sessions are found |
+//! | `lock_token` | text (MySQL: `VARCHAR(64)` ASCII, `ascii_bin`), `NULL` = not locked | the token of the request holding the session's lock, on a [locked route](#locked-routes) |
+//! | `lock_until` | 64-bit integer, `NULL` = not locked | when that lock's lease runs out, in **Unix milliseconds**, by the application's clock like `expires_at` |
 //!
 //! "Now" is taken from the application's clock and bound into each statement, so the three
 //! databases behave the same whatever their time zone settings; run the application servers
@@ -144,7 +149,7 @@
 //! usually are. A table made without it works the same, a little slower):
 //!
 //! ```sql
-//! CREATE TABLE IF NOT EXISTS "sessions" (id TEXT PRIMARY KEY NOT NULL, data BLOB NOT NULL, expires_at INTEGER, version INTEGER NOT NULL DEFAULT 0, accessed_at INTEGER, user_id TEXT) WITHOUT ROWID;
+//! CREATE TABLE IF NOT EXISTS "sessions" (id TEXT PRIMARY KEY NOT NULL, data BLOB NOT NULL, expires_at INTEGER, version INTEGER NOT NULL DEFAULT 0, accessed_at INTEGER, user_id TEXT, lock_token TEXT, lock_until INTEGER) WITHOUT ROWID;
 //! CREATE INDEX IF NOT EXISTS "sessions_expires_at_idx" ON "sessions" (expires_at);
 //! CREATE INDEX IF NOT EXISTS "sessions_user_id_idx" ON "sessions" (user_id) WHERE user_id IS NOT NULL;
 //! ```
@@ -152,7 +157,7 @@
 //! PostgreSQL:
 //!
 //! ```sql
-//! CREATE TABLE IF NOT EXISTS "sessions" (id TEXT PRIMARY KEY, data BYTEA NOT NULL, expires_at BIGINT, version BIGINT NOT NULL DEFAULT 0, accessed_at BIGINT, user_id TEXT);
+//! CREATE TABLE IF NOT EXISTS "sessions" (id TEXT PRIMARY KEY, data BYTEA NOT NULL, expires_at BIGINT, version BIGINT NOT NULL DEFAULT 0, accessed_at BIGINT, user_id TEXT, lock_token TEXT, lock_until BIGINT);
 //! CREATE INDEX IF NOT EXISTS "sessions_expires_at_idx" ON "sessions" (expires_at);
 //! CREATE INDEX IF NOT EXISTS "sessions_user_id_idx" ON "sessions" (user_id) WHERE user_id IS NOT NULL;
 //! ```
@@ -163,7 +168,21 @@
 //! format):
 //!
 //! ```sql
-//! CREATE TABLE IF NOT EXISTS `sessions` (id VARCHAR(128) CHARACTER SET ascii COLLATE ascii_bin NOT NULL PRIMARY KEY, data LONGBLOB NOT NULL, expires_at BIGINT NULL, version BIGINT NOT NULL DEFAULT 0, accessed_at BIGINT NULL, user_id VARBINARY(255) NULL, INDEX `sessions_expires_at_idx` (expires_at), INDEX `sessions_user_id_idx` (user_id));
+//! CREATE TABLE IF NOT EXISTS `sessions` (id VARCHAR(128) CHARACTER SET ascii COLLATE ascii_bin NOT NULL PRIMARY KEY, data LONGBLOB NOT NULL, expires_at BIGINT NULL, version BIGINT NOT NULL DEFAULT 0, accessed_at BIGINT NULL, user_id VARBINARY(255) NULL, lock_token VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NULL, lock_until BIGINT NULL, INDEX `sessions_expires_at_idx` (expires_at), INDEX `sessions_user_id_idx` (user_id));
+//! ```
+//!
+//! A table made before the lock columns were added (by an earlier build of this crate, or
+//! from an earlier copy of this DDL) serves every operation but the three of locked routes,
+//! which need the two columns added:
+//!
+//! ```sql
+//! -- SQLite
+//! ALTER TABLE "sessions" ADD COLUMN lock_token TEXT;
+//! ALTER TABLE "sessions" ADD COLUMN lock_until INTEGER;
+//! -- PostgreSQL
+//! ALTER TABLE "sessions" ADD COLUMN lock_token TEXT, ADD COLUMN lock_until BIGINT;
+//! -- MySQL / MariaDB
+//! ALTER TABLE `sessions` ADD COLUMN lock_token VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NULL, ADD COLUMN lock_until BIGINT NULL;
 //! ```
 //!
 //! Table names are checked when the backend is built
@@ -176,6 +195,26 @@
 //! ASCII: no ids this backend or a client following the cookie rules makes) read as missing,
 //! do not exist and cannot be updated, without a statement being sent. A custom
 //! [id generator](SqlBackendBuilder::with_id_generator) must make storable ids.
+//!
+//! # Locked routes
+//!
+//! On a route behind `SessionLayer::lock` (sessionkit-tower), the requests of one session
+//! run one at a time, across application instances: the lock is kept in the session's own
+//! row (`lock_token`, `lock_until`), and taken, checked and given back by single statements
+//! (see the table above). No transaction is held while the handler runs: a held lock costs
+//! no connection, and the lock of a request that never gives it back (a crashed instance)
+//! ends with its lease, which the application's clock measures.
+//!
+//! A locked request that writes its session costs three statements: the `UPDATE` taking the
+//! lock, the read, and the fenced save, which gives the lock back in the same statement:
+//! one statement more than an unlocked save. A locked request that saves nothing costs the
+//! lock and the unlock, around its read. While another request holds the lock, each try to
+//! take it costs the `UPDATE` and the `SELECT` that tells a held lock from a missing row
+//! (the session layer's waiters of one process take turns, and only the first asks). A save
+//! after the request's lease ran out stores nothing ([`Error::LockLost`]): the next holder
+//! may have saved meanwhile. Writes of unlocked routes to the same session (saves, logouts,
+//! logins) do not wait for the lock; a locked save that meets one re-applies its changes
+//! on top of it, as any save does.
 //!
 //! # Expiry and cleanup
 //!
@@ -583,6 +622,15 @@ fn user_of(data: &SessionData) -> Result<Option<&str>, Error> {
     }
 }
 
+/// The longest lock token the `lock_token` column holds, in bytes (the session layer's are 32).
+const MAX_TOKEN_LEN: usize = 64;
+
+/// Whether the `lock_token` column can hold `token`: 1 to [`MAX_TOKEN_LEN`] visible ASCII
+/// characters.
+fn lock_token_fits(token: &str) -> bool {
+    token.len() <= MAX_TOKEN_LEN && storable(token)
+}
+
 /// An ended session's row for [`ENDED_GRACE`] (a logout, a login that moved it, a save that
 /// emptied it): version -1, no data, no user. It reads as no session, no statement but the
 /// read matches it (`version >= 0`, or a version a read gave), `lookup` answers
@@ -617,6 +665,121 @@ impl<DB: SqlDatabase, S: Serializer> SqlBackend<DB, S> {
                 Ok((version, changes.applied_to(&current, accessed)))
             }
             None => Err(Error::SessionGone),
+        }
+    }
+
+    /// A session's save (`apply`), and with `lock` (a token) the locked route's save
+    /// (`apply_locked`): the conditional update, sent again on the row as stored now while
+    /// other saves come in between. The locked statements also require the token's lock and
+    /// give it back; when one matches no row, [`still_locked`](Self::still_locked) tells a
+    /// lost lock or a gone row from another save in between (a save of an unlocked route).
+    async fn save(
+        &self,
+        id: &str,
+        session: &SessionData,
+        changes: &Changes,
+        ttl: Option<Duration>,
+        lock: Option<&str>,
+    ) -> Result<Option<String>, Error> {
+        if !storable(id) {
+            return Err(Error::SessionGone);
+        }
+        let shared = &*self.shared;
+        let accessed = session.last_access_unix();
+        let (mut version, mut merged) = match session.revision().and_then(Revision::as_number) {
+            // The session is the loaded row with the changes made.
+            Some(version) => (version, session.clone()),
+            None => self.current(id, changes, accessed).await?,
+        };
+        let (apply, end_version) = match lock {
+            Some(_) => (&shared.sql.locks.apply, &shared.sql.locks.end_version),
+            None => (&shared.sql.apply, &shared.sql.end_version),
+        };
+        let mut contention = Contention::default();
+        while contention.try_again() {
+            let now = self.shared.now_ms();
+            let matched = if merged.is_empty() {
+                // Emptied: the row becomes the end marker for ENDED_GRACE.
+                let until = Some(now.saturating_add(grace_ms()));
+                run!(shared, |conn| DB::apply(
+                    conn,
+                    end_version,
+                    id,
+                    ENDED_DATA,
+                    until,
+                    None,
+                    0,
+                    now,
+                    version,
+                    lock
+                ))
+            } else {
+                let user = user_of(&merged)?;
+                let value = self.serializer.serialize(&merged)?;
+                let expires_at = self.expires_at(ttl, now);
+                run!(shared, |conn| DB::apply(
+                    conn,
+                    apply,
+                    id,
+                    &value,
+                    expires_at,
+                    user,
+                    unix_secs(merged.last_access_unix()),
+                    now,
+                    version,
+                    lock
+                ))
+            };
+            match matched {
+                Ok(0) => {
+                    if let Some(token) = lock {
+                        // Lost the lock, or the row, rather than met another save?
+                        self.still_locked(id, token).await?;
+                    }
+                    tracing::debug!(
+                        store = DB::LABEL,
+                        "another save came in between; applying the changes again"
+                    );
+                    contention.collided(&shared.turns, id).await;
+                    (version, merged) = self.current(id, changes, accessed).await?;
+                }
+                Ok(_) if merged.is_empty() => return Ok(None),
+                Ok(_) => {
+                    if let Some(user) = changes.binds_user() {
+                        self.cap(user, id).await?;
+                    }
+                    return Ok(Some(id.to_owned()));
+                }
+                Err(e) => return Err(shared.error(e, "save", Some(id)).await),
+            }
+        }
+        Err(Error::backend(format!(
+            "{}: {} saves of session {} in a row found another save in between; gave up",
+            DB::LABEL,
+            contention.tries(),
+            store::masked(id)
+        )))
+    }
+
+    /// Why a locked save matched no row, from one `SELECT` of the row's lock:
+    /// [`Error::LockLost`] when `token` no longer holds it (another token took it, or its
+    /// lease ran out), [`Error::SessionGone`] when no row is stored under `id`; `Ok` when the
+    /// lock is still the token's, so another save came in between.
+    async fn still_locked(&self, id: &str, token: &str) -> Result<(), Error> {
+        let shared = &*self.shared;
+        let state = match run!(shared, |conn| DB::fetch_lock(
+            conn,
+            &shared.sql.locks.state,
+            id
+        )) {
+            Ok(state) => state,
+            Err(e) => return Err(shared.error(e, "save", Some(id)).await),
+        };
+        let now = shared.now_ms();
+        match state {
+            None => Err(Error::SessionGone),
+            Some((Some(holder), Some(until))) if holder == token && until > now => Ok(()),
+            Some(_) => Err(Error::LockLost),
         }
     }
 }
@@ -667,7 +830,7 @@ impl<DB: SqlDatabase, S: Serializer> SqlBackend<DB, S> {
             conn,
             &shared.sql.exists,
             id,
-            now
+            Some(now)
         )) {
             Ok(found) => Ok(found),
             Err(e) => Err(shared.error(e, "exists", Some(id)).await),
@@ -864,74 +1027,97 @@ impl<DB: SqlDatabase, S: Serializer> SessionBackend for SqlBackend<DB, S> {
         changes: &Changes,
         ttl: Option<Duration>,
     ) -> Result<Option<String>, Error> {
-        if !storable(id) {
-            return Err(Error::SessionGone);
+        self.save(id, session, changes, ttl, None).await
+    }
+
+    /// Locks are kept in the sessions table: see [Locked routes](crate#locked-routes).
+    fn check_locking(&self) -> Result<(), Error> {
+        Ok(())
+    }
+
+    /// One `UPDATE`, which takes the lock when it is free, its lease ran out, or `token`
+    /// holds it already. When it matches no row, one `SELECT` more tells a lock held by
+    /// another token (`false`) from an id under which no row is stored (`true`).
+    async fn try_lock(&self, id: &str, token: &str, lease: Duration) -> Result<bool, Error> {
+        if !self.plausible(id) {
+            // No row is stored under it: nothing to guard (see below).
+            return Ok(true);
+        }
+        if !lock_token_fits(token) {
+            return Err(Error::backend(format!(
+                "{}: a lock token must be 1 to {MAX_TOKEN_LEN} visible ASCII characters",
+                DB::LABEL
+            )));
         }
         let shared = &*self.shared;
-        let accessed = session.last_access_unix();
-        let (mut version, mut merged) = match session.revision().and_then(Revision::as_number) {
-            // The session is the loaded row with the changes made.
-            Some(version) => (version, session.clone()),
-            None => self.current(id, changes, accessed).await?,
-        };
-        let mut contention = Contention::default();
-        while contention.try_again() {
-            let now = self.shared.now_ms();
-            let matched = if merged.is_empty() {
-                // Emptied: the row becomes the end marker for ENDED_GRACE.
-                let until = Some(now.saturating_add(grace_ms()));
-                run!(shared, |conn| DB::apply(
-                    conn,
-                    &shared.sql.end_version,
-                    id,
-                    ENDED_DATA,
-                    until,
-                    None,
-                    0,
-                    now,
-                    version
-                ))
-            } else {
-                let user = user_of(&merged)?;
-                let value = self.serializer.serialize(&merged)?;
-                let expires_at = self.expires_at(ttl, now);
-                run!(shared, |conn| DB::apply(
-                    conn,
-                    &shared.sql.apply,
-                    id,
-                    &value,
-                    expires_at,
-                    user,
-                    unix_secs(merged.last_access_unix()),
-                    now,
-                    version
-                ))
-            };
-            match matched {
-                Ok(0) => {
-                    tracing::debug!(
-                        store = DB::LABEL,
-                        "another save came in between; applying the changes again"
-                    );
-                    contention.collided(&shared.turns, id).await;
-                    (version, merged) = self.current(id, changes, accessed).await?;
-                }
-                Ok(_) if merged.is_empty() => return Ok(None),
-                Ok(_) => {
-                    if let Some(user) = changes.binds_user() {
-                        self.cap(user, id).await?;
-                    }
-                    return Ok(Some(id.to_owned()));
-                }
-                Err(e) => return Err(shared.error(e, "save", Some(id)).await),
-            }
+        let now = shared.now_ms();
+        // A lease too long to represent never runs out.
+        let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX).max(1);
+        let until = now.saturating_add(lease_ms);
+        match run!(shared, |conn| DB::lock(
+            conn,
+            &shared.sql.locks.lock,
+            id,
+            token,
+            until,
+            now
+        )) {
+            Ok(0) => {}
+            Ok(_) => return Ok(true),
+            Err(e) => return Err(shared.error(e, "lock", Some(id)).await),
         }
-        Err(Error::backend(format!(
-            "{}: {} saves of session {} in a row found another save in between; gave up",
-            DB::LABEL,
-            contention.tries(),
-            store::masked(id)
-        )))
+        // Another token holds the lock, or there is no row to lock: a cookie naming no
+        // session (made up, or its row deleted). Such a request starts a new session, under
+        // a new id, and its save is a create: there is nothing to guard, and the lock counts
+        // as taken.
+        match run!(shared, |conn| DB::fetch_exists(
+            conn,
+            &shared.sql.locks.present,
+            id,
+            None
+        )) {
+            Ok(present) => Ok(!present),
+            Err(e) => Err(shared.error(e, "lock", Some(id)).await),
+        }
+    }
+
+    /// One `UPDATE`, clearing the lock's columns if `token` still holds it.
+    async fn unlock(&self, id: &str, token: &str) -> Result<(), Error> {
+        if !self.plausible(id) || !lock_token_fits(token) {
+            // No lock was taken on it (see `try_lock`).
+            return Ok(());
+        }
+        let shared = &*self.shared;
+        match run!(shared, |conn| DB::unlock(
+            conn,
+            &shared.sql.locks.unlock,
+            id,
+            token
+        )) {
+            Ok(_) => Ok(()),
+            Err(e) => Err(shared.error(e, "unlock", Some(id)).await),
+        }
+    }
+
+    /// The save's `UPDATE` with the lock in its condition (`lock_token = ?token AND
+    /// lock_until > ?now`), giving the lock back in the same statement: no statement more than
+    /// an unlocked save. When it matches no row, one `SELECT` of the row's lock tells a lost
+    /// lock ([`Error::LockLost`], nothing stored) or a gone row ([`Error::SessionGone`]) from
+    /// a save of an unlocked route in between, after which the row is read again and the
+    /// locked update sent again, as [`apply`](SessionBackend::apply) does.
+    async fn apply_locked(
+        &self,
+        id: &str,
+        session: &SessionData,
+        changes: &Changes,
+        ttl: Option<Duration>,
+        token: &str,
+    ) -> Result<Option<String>, Error> {
+        if !lock_token_fits(token) {
+            // It cannot have taken a lock.
+            return Err(Error::LockLost);
+        }
+        self.save(id, session, changes, ttl, Some(token)).await
     }
 
     /// The new row (`INSERT`), the old one ended (the emptying save), then, for a login
@@ -1131,6 +1317,7 @@ impl<DB: SqlDatabase, S: Serializer> SessionBackend for SqlBackend<DB, S> {
 mod tests {
     use super::*;
 
+    #[cfg(feature = "sqlite")]
     fn config_message<T: fmt::Debug>(result: Result<T, Error>) -> String {
         match result {
             Err(Error::Config(message)) => message,
@@ -1185,6 +1372,37 @@ mod tests {
                 id[at] = b;
                 let id = String::from_utf8(id).unwrap();
                 assert_eq!(storable(&id), b.is_ascii_graphic(), "byte {b:#04x} at {at}");
+            }
+        }
+    }
+
+    /// The locked saves are the saves with the lock's columns cleared and its check added,
+    /// bound after the save's own arguments.
+    #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+    #[test]
+    fn locked_saves_are_the_saves_fenced_by_the_lock() {
+        let table = TableName::parse(DEFAULT_TABLE).unwrap();
+        let mut all = Vec::new();
+        #[cfg(feature = "sqlite")]
+        all.push((<sqlx::Sqlite as Driver>::statements(&table), ["?8", "?9"]));
+        #[cfg(feature = "postgres")]
+        all.push((<sqlx::Postgres as Driver>::statements(&table), ["$8", "$9"]));
+        #[cfg(feature = "mysql")]
+        all.push((<sqlx::MySql as Driver>::statements(&table), ["?", "?"]));
+        for (sql, [token, now]) in all {
+            for (plain, locked) in [
+                (&sql.apply, &sql.locks.apply),
+                (&sql.end_version, &sql.locks.end_version),
+            ] {
+                let (set, condition) = plain.split_once(" WHERE ").unwrap();
+                assert_eq!(
+                    *locked,
+                    format!(
+                        "{set}, lock_token = NULL, lock_until = NULL WHERE {condition} \
+                         AND lock_token = {token} AND lock_until > {now}"
+                    )
+                );
+                assert_eq!(locked.matches(" WHERE ").count(), 1, "{locked}");
             }
         }
     }

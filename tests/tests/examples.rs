@@ -213,6 +213,13 @@ async fn main_example_counts_parallel_visits_in_memory() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn main_example_counts_parallel_visits_on_sqlite() {
+    let path = scratch_db("parallel");
+    parallel_visits_count_exactly("sqlite", &[("SQLITE_PATH", &path)]).await;
+    remove_db(&path);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn main_example_counts_parallel_visits_on_redis() {
     parallel_visits_count_exactly("redis", &[]).await;
 }

@@ -278,3 +278,59 @@ async fn redis() {
     })
     .await;
 }
+
+/// A table of the test's own, dropped at the end; each `make` a backend of its own, with its
+/// own pool, on it: another app instance.
+async fn sql<DB: sessionkit_sql::SqlDatabase>(store: &str, url: &str, quote: char)
+where
+    for<'c> &'c mut DB::Connection: sessionkit_sql::sqlx::Executor<'c, Database = DB>,
+{
+    let table = format!(
+        "locking_{}",
+        &sessionkit_core::generate_id()[..10]
+            .to_lowercase()
+            .replace('-', "_")
+    );
+    let make = || {
+        sessionkit_sql::SqlBackend::<DB>::builder_from_url(url)
+            .with_table(&table)
+            .with_max_connections(5)
+            .build()
+            .expect("a valid backend")
+    };
+    let backend = make();
+    backend.migrate().await.expect("migrate");
+    all_cases(store, make).await;
+    let drop = format!("DROP TABLE {quote}{table}{quote}");
+    sessionkit_sql::sqlx::raw_sql(&drop)
+        .execute(backend.pool())
+        .await
+        .expect("drop the test's table");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite() {
+    let file = std::env::temp_dir().join(format!(
+        "sessions-locking-{}.db",
+        &sessionkit_core::generate_id()[..12]
+    ));
+    let url = format!("sqlite://{}", file.display());
+    sql::<sessionkit_sql::sqlx::Sqlite>("sqlite", &url, '"').await;
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", file.display()));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres() {
+    let url = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    sql::<sessionkit_sql::sqlx::Postgres>("postgres", &url, '"').await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mariadb() {
+    let url =
+        std::env::var("MYSQL_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into());
+    sql::<sessionkit_sql::sqlx::MySql>("mariadb", &url, '`').await;
+}

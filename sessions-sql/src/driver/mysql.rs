@@ -14,6 +14,17 @@ impl Driver for sqlx::MySql {
 
     fn statements(table: &TableName) -> Statements {
         let t = table.quoted('`');
+        let apply = format!(
+            "UPDATE {t} SET data = ?, expires_at = ?, user_id = ?, accessed_at = ?, \
+             version = version + 1 WHERE id = ? AND version = ? AND {}",
+            live("?")
+        );
+        let end_version = format!(
+            "UPDATE {t} SET data = ?, expires_at = ?, user_id = ?, accessed_at = ?, \
+             version = -1 WHERE id = ? AND version = ? AND {}",
+            live("?")
+        );
+        let locks = LockStatements::new(&t, &apply, &end_version, |_| "?".to_owned());
         Statements {
             read: format!(
                 "SELECT data, version FROM {t} WHERE id = ? AND {}",
@@ -42,16 +53,8 @@ impl Driver for sqlx::MySql {
                  version = -1 WHERE id = ? AND version >= 0 AND {}",
                 live("?")
             ),
-            apply: format!(
-                "UPDATE {t} SET data = ?, expires_at = ?, user_id = ?, accessed_at = ?, \
-                 version = version + 1 WHERE id = ? AND version = ? AND {}",
-                live("?")
-            ),
-            end_version: format!(
-                "UPDATE {t} SET data = ?, expires_at = ?, user_id = ?, accessed_at = ?, \
-                 version = -1 WHERE id = ? AND version = ? AND {}",
-                live("?")
-            ),
+            apply,
+            end_version,
             delete: format!("DELETE FROM {t} WHERE id = ?"),
             // The derived table: MySQL deletes from a table its own subquery reads only
             // through one, and takes no LIMIT in an IN subquery.
@@ -78,6 +81,7 @@ impl Driver for sqlx::MySql {
                 "DELETE FROM {t} WHERE user_id = ? AND id = ? AND {}",
                 live("?")
             ),
+            locks,
         }
     }
 
@@ -86,7 +90,8 @@ impl Driver for sqlx::MySql {
         vec![
             // user_id is VARBINARY: users compare byte for byte (a `_bin` collation of a
             // character set still ignores trailing spaces), and 255 bytes, the longest
-            // user, fit any InnoDB index whatever the table's row format.
+            // user, fit any InnoDB index whatever the table's row format. lock_token holds
+            // the token of a locked route's request (ASCII, compared exactly, like ids).
             format!(
                 "CREATE TABLE IF NOT EXISTS {t} (\
                  id VARCHAR(128) CHARACTER SET ascii COLLATE ascii_bin NOT NULL PRIMARY KEY, \
@@ -95,6 +100,8 @@ impl Driver for sqlx::MySql {
                  version BIGINT NOT NULL DEFAULT 0, \
                  accessed_at BIGINT NULL, \
                  user_id VARBINARY(255) NULL, \
+                 lock_token VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NULL, \
+                 lock_until BIGINT NULL, \
                  INDEX `{}` (expires_at), \
                  INDEX `{}` (user_id))",
                 table.index_name(),

@@ -9,6 +9,19 @@ impl Driver for sqlx::Sqlite {
 
     fn statements(table: &TableName) -> Statements {
         let t = table.quoted('"');
+        let apply = format!(
+            "UPDATE {t} SET data = ?1, expires_at = ?2, user_id = ?3, \
+             accessed_at = ?4, version = version + 1 WHERE id = ?5 \
+             AND version = ?6 AND {}",
+            live("?7")
+        );
+        let end_version = format!(
+            "UPDATE {t} SET data = ?1, expires_at = ?2, user_id = ?3, \
+             accessed_at = ?4, version = -1 WHERE id = ?5 AND version = ?6 \
+             AND {}",
+            live("?7")
+        );
+        let locks = LockStatements::new(&t, &apply, &end_version, |n| format!("?{n}"));
         Statements {
             read: format!(
                 "SELECT data, version FROM {t} WHERE id = ?1 AND {}",
@@ -34,18 +47,8 @@ impl Driver for sqlx::Sqlite {
                  accessed_at = ?4, version = -1 WHERE id = ?5 AND version >= 0 AND {}",
                 live("?6")
             ),
-            apply: format!(
-                "UPDATE {t} SET data = ?1, expires_at = ?2, user_id = ?3, \
-                 accessed_at = ?4, version = version + 1 WHERE id = ?5 \
-                 AND version = ?6 AND {}",
-                live("?7")
-            ),
-            end_version: format!(
-                "UPDATE {t} SET data = ?1, expires_at = ?2, user_id = ?3, \
-                 accessed_at = ?4, version = -1 WHERE id = ?5 AND version = ?6 \
-                 AND {}",
-                live("?7")
-            ),
+            apply,
+            end_version,
             delete: format!("DELETE FROM {t} WHERE id = ?1"),
             over_limit: format!(
                 "DELETE FROM {t} WHERE id IN (SELECT id FROM {t} \
@@ -71,6 +74,7 @@ impl Driver for sqlx::Sqlite {
                 "DELETE FROM {t} WHERE user_id = ?1 AND id = ?2 AND {}",
                 live("?3")
             ),
+            locks,
         }
     }
 
@@ -84,7 +88,9 @@ impl Driver for sqlx::Sqlite {
                  expires_at INTEGER, \
                  version INTEGER NOT NULL DEFAULT 0, \
                  accessed_at INTEGER, \
-                 user_id TEXT) WITHOUT ROWID"
+                 user_id TEXT, \
+                 lock_token TEXT, \
+                 lock_until INTEGER) WITHOUT ROWID"
             ),
             format!(
                 "CREATE INDEX IF NOT EXISTS {} ON \"{}\" (expires_at)",

@@ -15,6 +15,7 @@ use crate::common::{
 use sessionkit_core::{Changes, DeviceId, Error, Lookup, SessionBackend, SessionData};
 use sessionkit_sql::SqlBackend;
 use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Metadata, Subscriber};
@@ -90,7 +91,8 @@ async fn statements<T>(
 
 for_each_db!(
     every_operation_is_one_statement,
-    binding_a_user_costs_no_statement_and_listing_one_and_revoking_two
+    binding_a_user_costs_no_statement_and_listing_one_and_revoking_two,
+    locks_cost_one_statement_and_a_locked_save_none_more
 );
 
 /// The session `id` as the session layer saves it: loaded, `changes` made.
@@ -229,6 +231,125 @@ async fn binding_a_user_costs_no_statement_and_listing_one_and_revoking_two<K: K
     assert_eq!(sql, ["DELETE", "SELECT"], "revoking a user's sessions");
 }
 
+/// Taking a lock is one `UPDATE` (and a `SELECT` when it is not taken, telling a held lock
+/// from no row), giving it back one `UPDATE`, and a locked save is the save's one `UPDATE`,
+/// which gives the lock back too; a locked save that matches no row costs a `SELECT` of the
+/// lock to say why.
+async fn locks_cost_one_statement_and_a_locked_save_none_more<K: Kind>() {
+    let (_fx, backend, table, _drop) = logged_table::<K>().await;
+    let b = &backend;
+    let lease = Duration::from_secs(60);
+    let id = b.create(&n(1), HOUR).await.unwrap();
+    let value =
+        |id: String| async move { b.read(&id).await.unwrap().unwrap().values()["n"].clone() };
+
+    let (taken, sql) = statements(&table, b.try_lock(&id, "a", lease)).await;
+    assert!(taken.unwrap());
+    assert_eq!(sql, ["UPDATE"], "a free lock taken");
+    let (taken, sql) = statements(&table, b.try_lock(&id, "a", lease)).await;
+    assert!(taken.unwrap(), "the holder takes its lock again");
+    assert_eq!(sql, ["UPDATE"], "a lock taken again by its holder");
+    let (taken, sql) = statements(&table, b.try_lock(&id, "b", lease)).await;
+    assert!(!taken.unwrap(), "a held lock was taken");
+    assert_eq!(sql, ["UPDATE", "SELECT"], "a held lock");
+    let never = sessionkit_core::generate_id();
+    let (taken, sql) = statements(&table, b.try_lock(&never, "b", lease)).await;
+    assert!(taken.unwrap(), "no row: nothing to lock");
+    assert_eq!(sql, ["UPDATE", "SELECT"], "the lock of an id never stored");
+    let (taken, sql) = statements(&table, b.try_lock("not an id", "b", lease)).await;
+    assert!(taken.unwrap());
+    assert!(sql.is_empty(), "{sql:?}");
+
+    // Another token's save is refused; the holder's is stored and gives the lock back.
+    let changes = setting(2);
+    let session = loaded_with(b, &id, &changes).await;
+    let (lost, sql) = statements(&table, b.apply_locked(&id, &session, &changes, HOUR, "b")).await;
+    assert!(matches!(lost, Err(Error::LockLost)), "{lost:?}");
+    assert_eq!(sql, ["UPDATE", "SELECT"], "a save under another's lock");
+    assert_eq!(value(id.clone()).await, 1);
+    let (saved, sql) = statements(&table, b.apply_locked(&id, &session, &changes, HOUR, "a")).await;
+    assert_eq!(saved.unwrap(), Some(id.clone()));
+    assert_eq!(sql, ["UPDATE"], "a locked save");
+    assert_eq!(value(id.clone()).await, 2);
+    assert!(
+        b.try_lock(&id, "b", lease).await.unwrap(),
+        "the save did not give the lock back"
+    );
+    let (unlocked, sql) = statements(&table, b.unlock(&id, "a")).await;
+    unlocked.unwrap();
+    assert_eq!(sql, ["UPDATE"], "an unlock by another token");
+    assert!(
+        !b.try_lock(&id, "c", lease).await.unwrap(),
+        "another token gave the lock back"
+    );
+    let (unlocked, sql) = statements(&table, b.unlock(&id, "b")).await;
+    unlocked.unwrap();
+    assert_eq!(sql, ["UPDATE"], "an unlock");
+    assert!(
+        b.try_lock(&id, "c", lease).await.unwrap(),
+        "the unlock did not give the lock back"
+    );
+
+    // A save of an unlocked route in between: the locked save re-applies its changes on it.
+    let changes = setting(3);
+    let session = loaded_with(b, &id, &changes).await;
+    let mut other = Changes::default();
+    other.set("m", serde_json::json!(7));
+    let between = loaded_with(b, &id, &other).await;
+    b.apply(&id, &between, &other, HOUR).await.unwrap();
+    let (saved, sql) = statements(&table, b.apply_locked(&id, &session, &changes, HOUR, "c")).await;
+    assert_eq!(saved.unwrap(), Some(id.clone()));
+    assert_eq!(
+        sql,
+        ["UPDATE", "SELECT", "SELECT", "UPDATE"],
+        "a locked save meeting an unlocked one: the lock's state, the row read again, the save"
+    );
+    let stored = b.read(&id).await.unwrap().unwrap();
+    assert_eq!(stored.values()["n"], 3);
+    assert_eq!(stored.values()["m"], 7, "the unlocked save was lost");
+    assert!(
+        b.try_lock(&id, "d", Duration::from_millis(1))
+            .await
+            .unwrap()
+    );
+
+    // A lease that ran out: the save is refused, and nothing stored.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let changes = setting(4);
+    let session = loaded_with(b, &id, &changes).await;
+    let (lost, sql) = statements(&table, b.apply_locked(&id, &session, &changes, HOUR, "d")).await;
+    assert!(matches!(lost, Err(Error::LockLost)), "{lost:?}");
+    assert_eq!(sql, ["UPDATE", "SELECT"], "a save after the lease ran out");
+    assert_eq!(value(id.clone()).await, 3);
+
+    // An emptying locked save leaves the end marker and gives the lock back.
+    assert!(
+        b.try_lock(&id, "e", lease).await.unwrap(),
+        "a lease that ran out is free"
+    );
+    let mut clear = Changes::default();
+    clear.clear();
+    let session = loaded_with(b, &id, &clear).await;
+    let (ended, sql) = statements(&table, b.apply_locked(&id, &session, &clear, HOUR, "e")).await;
+    assert_eq!(ended.unwrap(), None);
+    assert_eq!(sql, ["UPDATE"], "an emptying locked save");
+    assert!(matches!(b.lookup(&id).await, Ok(Lookup::Ended)));
+    assert!(b.try_lock(&id, "f", lease).await.unwrap());
+    b.unlock(&id, "f").await.unwrap();
+
+    // A row deleted while locked (a revocation): gone, not lost.
+    let mut bound = n(5);
+    bound.set_user(Some("lock-user".into()));
+    let id = b.create(&bound, HOUR).await.unwrap();
+    assert!(b.try_lock(&id, "g", lease).await.unwrap());
+    let changes = setting(6);
+    let session = loaded_with(b, &id, &changes).await;
+    assert_eq!(b.revoke_user_sessions("lock-user", None).await.unwrap(), 1);
+    let (gone, sql) = statements(&table, b.apply_locked(&id, &session, &changes, HOUR, "g")).await;
+    assert!(matches!(gone, Err(Error::SessionGone)), "{gone:?}");
+    assert_eq!(sql, ["UPDATE", "SELECT"], "a locked save of a deleted row");
+}
+
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 mod wire {
     use super::*;
@@ -337,6 +458,16 @@ mod wire {
             .await
             .unwrap();
         backend.revoke_user_sessions("warm", None).await.unwrap();
+        let warm = backend.create(&n(0), HOUR).await.unwrap();
+        let lease = Duration::from_secs(60);
+        assert!(backend.try_lock(&warm, "warm", lease).await.unwrap());
+        let changes = setting(0);
+        let session = loaded_with(&backend, &warm, &changes).await;
+        backend
+            .apply_locked(&warm, &session, &changes, HOUR, "warm")
+            .await
+            .unwrap();
+        backend.unlock(&warm, "warm").await.unwrap();
         backend.remove(&warm).await.unwrap();
 
         let (id, trips) = proxy.count(backend.create(&n(1), HOUR)).await;
@@ -376,6 +507,20 @@ mod wire {
             saved.unwrap();
             assert_eq!(trips, 1, "{what}");
         }
+        // A locked route's lock, its save (which gives the lock back), and an unlock.
+        let (taken, trips) = proxy.count(backend.try_lock(&id, "rt", lease)).await;
+        assert!(taken.unwrap());
+        assert_eq!(trips, 1, "a lock taken");
+        let changes = setting(7);
+        let session = loaded_with(&backend, &id, &changes).await;
+        let (saved, trips) = proxy
+            .count(backend.apply_locked(&id, &session, &changes, HOUR, "rt"))
+            .await;
+        saved.unwrap();
+        assert_eq!(trips, 1, "a locked save");
+        let (unlocked, trips) = proxy.count(backend.unlock(&id, "rt")).await;
+        unlocked.unwrap();
+        assert_eq!(trips, 1, "an unlock");
         let (listed, trips) = proxy.count(backend.user_sessions("rt-user")).await;
         assert_eq!(listed.unwrap().len(), 1);
         assert_eq!(trips, 1, "a user's sessions");
