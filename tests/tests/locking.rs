@@ -5,6 +5,8 @@
 //! Requests go through the session layer in-process (`TestClient`): the lock lives in the
 //! store, as it would for two servers.
 
+mod common;
+
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -285,12 +287,7 @@ async fn sql<DB: sessionkit_sql::SqlDatabase>(store: &str, url: &str, quote: cha
 where
     for<'c> &'c mut DB::Connection: sessionkit_sql::sqlx::Executor<'c, Database = DB>,
 {
-    let table = format!(
-        "locking_{}",
-        &sessionkit_core::generate_id()[..10]
-            .to_lowercase()
-            .replace('-', "_")
-    );
+    let table = common::own_table("locking");
     let make = || {
         sessionkit_sql::SqlBackend::<DB>::builder_from_url(url)
             .with_table(&table)
@@ -301,24 +298,13 @@ where
     let backend = make();
     backend.migrate().await.expect("migrate");
     all_cases(store, make).await;
-    let drop = format!("DROP TABLE {quote}{table}{quote}");
-    sessionkit_sql::sqlx::raw_sql(&drop)
-        .execute(backend.pool())
-        .await
-        .expect("drop the test's table");
+    common::drop_table(&backend, &table, quote).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sqlite() {
-    let file = std::env::temp_dir().join(format!(
-        "sessions-locking-{}.db",
-        &sessionkit_core::generate_id()[..12]
-    ));
-    let url = format!("sqlite://{}", file.display());
-    sql::<sessionkit_sql::sqlx::Sqlite>("sqlite", &url, '"').await;
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", file.display()));
-    }
+    let file = common::ScratchSqlite::new("locking");
+    sql::<sessionkit_sql::sqlx::Sqlite>("sqlite", &file.url(), '"').await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

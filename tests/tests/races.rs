@@ -490,12 +490,7 @@ async fn sql<DB: sessionkit_sql::SqlDatabase>(url: &str, quote: char)
 where
     for<'c> &'c mut DB::Connection: sessionkit_sql::sqlx::Executor<'c, Database = DB>,
 {
-    let table = format!(
-        "races_{}",
-        &sessionkit_core::generate_id()[..10]
-            .to_lowercase()
-            .replace('-', "_")
-    );
+    let table = common::own_table("races");
     let clock = Clock::manual_from_now();
     let backend = sessionkit_sql::SqlBackend::<DB>::builder_from_url(url)
         .with_table(&table)
@@ -505,23 +500,13 @@ where
         .expect("a valid backend");
     backend.migrate().await.expect("migrate");
     all_cases(Rig::new(backend.clone(), clock, DB::LABEL).await).await;
-    let drop = format!("DROP TABLE {quote}{table}{quote}");
-    sessionkit_sql::sqlx::raw_sql(&drop)
-        .execute(backend.pool())
-        .await
-        .expect("drop the test's table");
+    common::drop_table(&backend, &table, quote).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sqlite() {
-    let file = std::env::temp_dir().join(format!(
-        "sessions-races-{}.db",
-        &sessionkit_core::generate_id()[..12]
-    ));
-    sql::<sessionkit_sql::sqlx::Sqlite>(&format!("sqlite://{}", file.display()), '"').await;
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", file.display()));
-    }
+    let file = common::ScratchSqlite::new("races");
+    sql::<sessionkit_sql::sqlx::Sqlite>(&file.url(), '"').await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -552,3 +552,56 @@ impl tracing::Subscriber for CapturedEvents {
     fn enter(&self, _span: &tracing::span::Id) {}
     fn exit(&self, _span: &tracing::span::Id) {}
 }
+
+// ---------------------------------------------------------------------------------------------
+// SQL scratch space
+
+/// A table name of the test's own: `<label>_<10 random characters>`.
+pub fn own_table(label: &str) -> String {
+    format!(
+        "{label}_{}",
+        &sessionkit_core::generate_id()[..10]
+            .to_lowercase()
+            .replace('-', "_")
+    )
+}
+
+/// Drop a table of the test's own (`quote` quotes identifiers in the database's dialect).
+pub async fn drop_table<DB: sessionkit_sql::SqlDatabase, S>(
+    backend: &sessionkit_sql::SqlBackend<DB, S>,
+    table: &str,
+    quote: char,
+) where
+    for<'c> &'c mut DB::Connection: sessionkit_sql::sqlx::Executor<'c, Database = DB>,
+{
+    let drop = format!("DROP TABLE {quote}{table}{quote}");
+    sessionkit_sql::sqlx::raw_sql(&drop)
+        .execute(backend.pool())
+        .await
+        .expect("drop the test's table");
+}
+
+/// A SQLite file of the test's own in the temporary directory, removed (with its `-wal` and
+/// `-shm` files) when dropped.
+pub struct ScratchSqlite(std::path::PathBuf);
+
+impl ScratchSqlite {
+    pub fn new(label: &str) -> Self {
+        ScratchSqlite(std::env::temp_dir().join(format!(
+            "sessions-{label}-{}.db",
+            &sessionkit_core::generate_id()[..12]
+        )))
+    }
+
+    pub fn url(&self) -> String {
+        format!("sqlite://{}", self.0.display())
+    }
+}
+
+impl Drop for ScratchSqlite {
+    fn drop(&mut self) {
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", self.0.display()));
+        }
+    }
+}
