@@ -563,9 +563,9 @@ impl OwnPostgres {
         );
     }
 
-    /// Stop at once, as a crash would.
-    fn kill(&self) {
-        self.pg_ctl(&["-m", "immediate", "stop"]);
+    /// Stop at once, as a crash would; whether it stopped.
+    fn kill(&self) -> bool {
+        self.pg_ctl(&["-m", "immediate", "stop"])
     }
 
     fn url(&self) -> String {
@@ -594,7 +594,10 @@ async fn soak_survives_a_postgres_restart() {
     };
     tokio::time::sleep(duration / 3).await;
     let down = Instant::now();
-    tokio::task::block_in_place(|| pg.kill());
+    assert!(
+        tokio::task::block_in_place(|| pg.kill()),
+        "the test's PostgreSQL did not stop"
+    );
     // Down long enough that every client sends at least one request into the outage.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let restarted = Instant::now();
@@ -605,10 +608,9 @@ async fn soak_survives_a_postgres_restart() {
 
     let first_error = report.clients.iter().filter_map(|c| c.first_error).min();
     let last_error = report.clients.iter().filter_map(|c| c.last_error).max();
-    assert!(
-        report.errors > 0,
-        "the outage went unnoticed: was PostgreSQL really stopped?"
-    );
+    // Requests sent during the outage wait for a connection (the pool's acquire timeout is
+    // longer than the outage) and succeed once PostgreSQL is back; only statements in flight
+    // at the crash may fail, and on a run where none was, no request fails at all.
     if let (Some(first), Some(last)) = (first_error, last_error) {
         println!(
             "soak postgres restart: first failure {:.2} s after the stop, last failed request sent {:.2} s after it, {:.2} s after it accepted connections again (restart took {:.2} s)",
