@@ -8,14 +8,15 @@
 //! requests through the session layer, and checks what a user sees before, during and after.
 
 use crate::common::{RedisServer, command_calls, connect, free_port, unique_prefix};
+use crate::conformance::RedisHarness;
 use axum::Router;
 use axum::routing::get;
 use deadpool_redis::redis;
 use serde_json::json;
 use sessionkit_core::adapter::{Context, Policy, Shared};
 use sessionkit_core::conformance::{self, Harness};
-use sessionkit_core::{IdGenerator, JsonSerializer, Serializer, SessionBackend, SessionData};
-use sessionkit_redis::{CorruptRecords, RedisBackend};
+use sessionkit_core::{JsonSerializer, SessionBackend, SessionData};
+use sessionkit_redis::RedisBackend;
 use sessionkit_tower::testing::TestClient;
 use sessionkit_tower::{Error, Session, SessionLayer};
 use std::collections::HashMap;
@@ -212,46 +213,6 @@ impl Topology {
     }
 }
 
-struct SentinelHarness<S> {
-    urls: Vec<String>,
-    master: String,
-    prefix: String,
-    serializer: S,
-}
-
-impl<S: Serializer + Clone> Harness for SentinelHarness<S> {
-    type Backend = RedisBackend<S>;
-
-    async fn backend(&self) -> RedisBackend<S> {
-        RedisBackend::from_sentinel(self.urls.iter().cloned(), MASTER)
-            .expect("valid sentinel URLs")
-            .with_prefix(self.prefix.as_str())
-            .with_serializer(self.serializer.clone())
-    }
-
-    async fn backend_with_ids(&self, ids: IdGenerator) -> Option<RedisBackend<S>> {
-        Some(self.backend().await.with_id_generator(ids))
-    }
-
-    async fn plant_raw(&self, backend: &RedisBackend<S>, bytes: &[u8]) -> Option<String> {
-        let id = sessionkit_core::generate_id();
-        let _: () = redis::cmd("SET")
-            .arg(backend.key(&id))
-            .arg(bytes)
-            .query(&mut connect(&self.master))
-            .expect("SET the raw record on the master");
-        Some(id)
-    }
-
-    async fn strict_backend(&self) -> Option<RedisBackend<S>> {
-        Some(
-            self.backend()
-                .await
-                .with_corrupt_records(CorruptRecords::Fail),
-        )
-    }
-}
-
 async fn login(session: Session) -> Result<&'static str, Error> {
     session.regenerate_id()?;
     session.set_user("ada")?;
@@ -385,12 +346,17 @@ fn wait_for_master(topology: &Topology, url: &str) {
 fn sentinel_conformance_and_failover() {
     let mut topology = Topology::start();
     let prefix = unique_prefix();
-    let harness = SentinelHarness {
-        urls: topology.sentinel_urls(),
-        master: topology.master_url(),
-        prefix: prefix.clone(),
-        serializer: JsonSerializer,
-    };
+    let harness = RedisHarness::new(
+        {
+            let urls = topology.sentinel_urls();
+            move || {
+                RedisBackend::from_sentinel(urls.iter().cloned(), MASTER)
+                    .expect("valid sentinel URLs")
+            }
+        },
+        topology.master_url(),
+        JsonSerializer,
+    );
     conformance::block_on(async {
         conformance::run_all(&harness, &[]).await;
         // A locked route through Sentinel, on two app instances: its lock keys go to the
