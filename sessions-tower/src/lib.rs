@@ -119,6 +119,15 @@
 //!   change silently. Work after the response opens the session again through the layer:
 //!   [`SessionLayer::open`] and [`SessionLayer::save`].
 //!
+//! # Locked routes
+//!
+//! Overlapping requests of one session keep each other's changes to different keys; for the
+//! same key the save that comes last wins. Routes that read a key and write it back (a
+//! counter, a cart, a one-time token) take [`SessionLayer::lock`]'s layer with
+//! `route_layer`: their requests of one session run one at a time, across processes, through
+//! a lock the backend keeps. See [`SessionLockLayer`] for the lease, the wait and what a
+//! request answers when it runs out of either.
+//!
 //! # Without axum
 //!
 //! The layer is plain tower: it wraps any `Service<http::Request<_>>`, such as a hyper
