@@ -303,17 +303,29 @@ pub trait SessionBackend: Send + Sync + 'static {
     /// backend that keeps no shared state (the cookie backend) has nowhere to keep a lock.
     fn check_locking(&self) -> Result<(), Error> {
         Err(Error::Unsupported(
-            "this backend cannot lock sessions (it keeps no state shared by the requests of              one session); use a server-side backend (memory, Redis, SQL) for locked routes"
+            "this backend cannot lock sessions (it keeps no state shared by the requests of \
+             one session); use a server-side backend (memory, Redis, SQL) for locked routes"
                 .to_owned(),
         ))
     }
 
     /// Take the lock of the session `id` for `lease`, owned by `token` (random, from the
     /// caller), unless another token holds it: `true` when taken. A lock whose lease ran out
-    /// is free. The lock is taken before the session is read, so the id may name no session:
+    /// is free; one that `token` holds already is taken again, for a new lease (a command
+    /// sent again after its reply was lost must not lock its own holder out). The lock is taken before the session is read, so the id may name no session:
     /// with nothing to guard, a backend may answer `true` for it without keeping a lock. One
     /// round trip where the store is remote.
     async fn try_lock(&self, id: &str, token: &str, lease: Duration) -> Result<bool, Error> {
+        let _ = (id, token, lease);
+        Err(lock_unsupported())
+    }
+
+    /// Renew the lock `token` holds on `id` for a new `lease`: `false` when it holds it no
+    /// more (its lease ran out, whether or not another request took it since, or it was
+    /// given back). The session layer checks its lock this way before the steps the backend
+    /// does not fence with the lock (a login moving the session, a `delete()` ending it),
+    /// which then run within the new lease.
+    async fn renew_lock(&self, id: &str, token: &str, lease: Duration) -> Result<bool, Error> {
         let _ = (id, token, lease);
         Err(lock_unsupported())
     }
@@ -463,6 +475,9 @@ impl<B: SessionBackend + ?Sized> SessionBackend for Arc<B> {
     }
     async fn try_lock(&self, id: &str, token: &str, lease: Duration) -> Result<bool, Error> {
         (**self).try_lock(id, token, lease).await
+    }
+    async fn renew_lock(&self, id: &str, token: &str, lease: Duration) -> Result<bool, Error> {
+        (**self).renew_lock(id, token, lease).await
     }
     async fn unlock(&self, id: &str, token: &str) -> Result<(), Error> {
         (**self).unlock(id, token).await

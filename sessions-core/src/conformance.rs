@@ -214,11 +214,12 @@ cases! {
     /// A session moving to a new id counts once against the limit: nothing else ends.
     UserCapCountsAMoveOnce => user_cap_counts_a_move_once,
     /// A session's lock ([`SessionBackend::try_lock`]) excludes every other token until its
-    /// holder gives it back; another token cannot give it back. Skipped, with the reason,
+    /// holder gives it back; its holder can take it again (a renewal); another token cannot
+    /// give it back. Skipped, with the reason,
     /// for a backend that cannot lock ([`SessionBackend::check_locking`] is
     /// [`Error::Unsupported`]), as every `Lock*` case is.
     LockExcludesOthers => lock_excludes_others,
-    /// A lock whose lease ran out can be taken by another token.
+    /// A lock whose lease ran out can be taken by another token, and not renewed.
     LockLeaseRunsOut => lock_lease_runs_out,
     /// [`apply_locked`](SessionBackend::apply_locked) stores only for the lock's holder, and
     /// gives the lock back; for another token, or after the lease ran out, it is
@@ -1087,10 +1088,25 @@ async fn lock_excludes_others<H: Harness>(h: &H) {
         async move { b.try_lock(id, token, lease).await.expect("try_lock failed") }
     };
     assert!(took("a").await, "a free lock was not taken");
+    assert!(
+        took("a").await,
+        "its holder could not take the lock again (a renewal, or a command sent again)"
+    );
     assert!(!took("b").await, "a held lock was taken by another token");
+    let renewed = |token: &'static str| {
+        let (b, id) = (&b, &id);
+        async move {
+            b.renew_lock(id, token, lease)
+                .await
+                .expect("renew_lock failed")
+        }
+    };
+    assert!(renewed("a").await, "its holder could not renew the lock");
+    assert!(!renewed("b").await, "another token renewed the lock");
     b.unlock(&id, "b").await.expect("unlock failed");
     assert!(!took("b").await, "another token gave the lock back");
     b.unlock(&id, "a").await.expect("unlock failed");
+    assert!(!renewed("a").await, "a lock given back was renewed");
     assert!(took("b").await, "a lock given back was not free");
     b.unlock(&id, "b").await.expect("unlock failed");
 }
@@ -1102,6 +1118,12 @@ async fn lock_lease_runs_out<H: Harness>(h: &H) {
     assert!(b.try_lock(&id, "a", lease).await.expect("try_lock failed"));
     assert!(!b.try_lock(&id, "b", lease).await.expect("try_lock failed"));
     h.pass_time(Duration::from_millis(600)).await;
+    assert!(
+        !b.renew_lock(&id, "a", lease)
+            .await
+            .expect("renew_lock failed"),
+        "a lock whose lease ran out was renewed"
+    );
     assert!(
         b.try_lock(&id, "b", lease).await.expect("try_lock failed"),
         "a lock whose lease ran out was not free"

@@ -97,7 +97,8 @@ pub enum Error {
     /// the handler outlived the lock's lease, and another request may have taken the lock and
     /// saved since. Nothing was stored, so that request's work is kept.
     #[error(
-        "the session's lock was lost before the save (the handler outlived the lease): nothing          was stored"
+        "the session's lock was lost before the save (the handler outlived the lease): nothing \
+         was stored"
     )]
     LockLost,
 }

@@ -24,6 +24,9 @@ pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
 /// How long a request waits for its session's lock at most, unless given: Laravel's default.
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(10);
 
+/// The longest lease or wait: a day (longer ones are cut to it).
+pub const LONGEST: Duration = Duration::from_secs(24 * 3600);
+
 const FIRST_PAUSE: Duration = Duration::from_millis(2);
 const LONGEST_PAUSE: Duration = Duration::from_millis(50);
 
@@ -66,18 +69,18 @@ impl Locking {
 
     /// Hold a lock for at most `lease`: a request still running after it loses the lock, and
     /// its save is refused ([`Error::LockLost`]). Longer than the slowest handler of the
-    /// route.
+    /// route; at most [`LONGEST`] (a day).
     #[must_use]
     pub fn with_lease(mut self, lease: Duration) -> Self {
-        self.lease = lease;
+        self.lease = lease.min(LONGEST);
         self
     }
 
-    /// Wait at most `wait` for the lock; then the request fails with
-    /// [`Error::LockTimeout`] without running.
+    /// Wait at most `wait` for the lock (at most [`LONGEST`], a day); then the request fails
+    /// with [`Error::LockTimeout`] without running.
     #[must_use]
     pub fn with_wait(mut self, wait: Duration) -> Self {
-        self.wait = wait;
+        self.wait = wait.min(LONGEST);
         self
     }
 
@@ -96,14 +99,33 @@ impl Locking {
 pub(crate) struct HeldLock {
     pub(crate) id: Arc<str>,
     pub(crate) token: String,
+    /// The lease it was taken for, and is renewed for.
+    pub(crate) lease: Duration,
     /// This process's turn on the session: the next local waiter starts when it goes.
     _turn: OwnedTurn,
+}
+
+/// A lock being taken: if the request is dropped while it waits for the backend's answer
+/// (the client went away, an outer timeout), the lock the backend may have taken for it is
+/// given back rather than left to its lease.
+struct Taking<'a> {
+    inner: &'a Inner,
+    held: Option<HeldLock>,
+}
+
+impl Drop for Taking<'_> {
+    fn drop(&mut self) {
+        if let Some(held) = self.held.take() {
+            spawn_release(Arc::clone(&self.inner.context), Box::new(held));
+        }
+    }
 }
 
 impl LazySession {
     /// Take the lock of the session the client's cookie names (nothing to lock for a client
     /// without one: its session is new), waiting as `locking` says. A session read before
-    /// the lock was taken (the layer's autoload) is read again under it.
+    /// the lock was taken (the layer's autoload, a middleware outside the lock's layer) is
+    /// read again under it, with the changes made to it so far applied again.
     pub(crate) async fn lock(&self, locking: &Locking) -> Result<(), Error> {
         let id = match &self.inner.cookie {
             Some(cookie) if !cookie.is_empty() => Arc::clone(cookie),
@@ -122,11 +144,27 @@ impl LazySession {
             return Err(timed_out());
         };
         let backend = self.inner.context.backend();
-        let token = crate::generate_id();
+        let mut taking = Taking {
+            inner: &self.inner,
+            held: Some(HeldLock {
+                id,
+                token: crate::generate_id(),
+                lease: locking.lease,
+                _turn: turn,
+            }),
+        };
         let mut pause = FIRST_PAUSE;
-        while !backend.try_lock(&id, &token, locking.lease).await? {
+        loop {
+            let Some(held) = taking.held.as_ref() else {
+                return Err(timed_out());
+            };
+            if backend.try_lock(&held.id, &held.token, held.lease).await? {
+                break;
+            }
             let now = Instant::now();
             if now >= deadline {
+                // Not taken: nothing to give back.
+                taking.held = None;
                 return Err(timed_out());
             }
             tokio::time::sleep(jittered(pause).min(deadline - now)).await;
@@ -135,11 +173,7 @@ impl LazySession {
         self.inner.locked.store(true, Ordering::Release);
         let read_before = {
             let mut state = self.inner.state();
-            state.lock = Some(Box::new(HeldLock {
-                id,
-                token,
-                _turn: turn,
-            }));
+            state.lock = taking.held.take().map(Box::new);
             state.loaded
         };
         if read_before {
@@ -172,6 +206,36 @@ impl Inner {
             .as_ref()
             .filter(|held| *held.id == *id)
             .map(|held| held.token.clone())
+    }
+
+    /// Before a step the backend does not fence (a login moving the session, a `delete()`
+    /// ending it): check that the request still holds the lock of `id`, renewing its lease,
+    /// so the step runs within a fresh lease. [`Error::LockLost`] when another request took
+    /// it since.
+    pub(crate) async fn renew_lock(&self, id: &str) -> Result<(), Error> {
+        let held = {
+            if !self.locked.load(Ordering::Acquire) {
+                return Ok(());
+            }
+            let state = self.state();
+            match state.lock.as_ref().filter(|held| *held.id == *id) {
+                Some(held) => (Arc::clone(&held.id), held.token.clone(), held.lease),
+                None => return Ok(()),
+            }
+        };
+        let (id, token, lease) = held;
+        if self
+            .context
+            .backend()
+            .renew_lock(&id, &token, lease)
+            .await?
+        {
+            Ok(())
+        } else {
+            // Not ours any more: nothing to give back.
+            self.forget_lock();
+            Err(Error::LockLost)
+        }
     }
 
     /// The lock ended with the save that released it (or was lost): forget it, and let this

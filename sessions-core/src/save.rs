@@ -22,7 +22,12 @@ impl Inner {
     /// second commit, fail with [`Error::Committed`].
     pub(crate) async fn commit(&self) -> Result<Commit, Error> {
         let saved = match self.commit_once().await {
-            Err(error) if self.context.policy().fail_open && !matches!(error, Error::Committed) => {
+            // A save refused by the lock is no storage failure: failing open would answer as
+            // if it were stored.
+            Err(error)
+                if self.context.policy().fail_open
+                    && !matches!(error, Error::Committed | Error::LockLost) =>
+            {
                 tracing::warn!(%error, "saving the session failed; the response goes out without it");
                 Ok(Commit::Unchanged)
             }
@@ -221,6 +226,9 @@ impl Inner {
         ttl: Option<Duration>,
     ) -> Result<Commit, Error> {
         let backend: &dyn SessionBackend = self.context.backend();
+        // On a locked route the move is not fenced by the lock: it runs only while the lock
+        // is still this request's, within a lease renewed now.
+        self.renew_lock(id).await?;
         if data.is_empty() {
             // Emptied and moved: nothing to move, the session ends.
             let (emptied, clear) = crate::backend::emptying(&data);

@@ -178,15 +178,26 @@ impl LazySession {
         })
     }
 
-    /// Read the session again (it was read before its lock was taken), keeping the lock.
+    /// Read the session again (it was read before its lock was taken), keeping the lock and
+    /// applying the changes made so far to the record as read now.
     pub(crate) async fn reload(&self) -> Result<(), Error> {
-        {
+        let (changes, changed, regenerate) = {
             let mut state = self.inner.state();
             let lock = state.lock.take();
-            *state = State::default();
+            let before = std::mem::take(&mut *state);
             state.lock = lock;
+            (before.changes, before.changed, before.regenerate)
+        };
+        self.load().await?;
+        if changed {
+            let mut state = self.inner.state();
+            let now = self.inner.context.policy().now();
+            state.data = changes.applied_to(&state.data, now);
+            state.changes = changes;
+            state.changed = true;
+            state.regenerate = regenerate;
         }
-        self.load().await.map(drop)
+        Ok(())
     }
 
     /// Whether [`load`](LazySession::load) has completed: the layer's `autoload`, or earlier
@@ -403,6 +414,8 @@ impl Session {
             state.record.clone().or_else(|| state.stale.clone())
         };
         if let Some(id) = id.as_deref() {
+            // On a locked route: only while the lock is still this request's.
+            self.inner.renew_lock(id).await?;
             self.inner.context.backend().remove(id).await?;
         }
         let mut state = self.state();

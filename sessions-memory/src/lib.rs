@@ -384,6 +384,18 @@ impl SessionBackend for InMemoryBackend {
         Ok(true)
     }
 
+    async fn renew_lock(&self, id: &str, token: &str, lease: Duration) -> Result<bool, Error> {
+        let now = self.inner.now();
+        let mut store = self.write_store();
+        match store.locks.get_mut(id) {
+            Some((holder, ends)) if holder == token && ends.is_none_or(|ends| ends > now) => {
+                *ends = expiry(now, Some(lease));
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
     async fn unlock(&self, id: &str, token: &str) -> Result<(), Error> {
         let mut store = self.write_store();
         if store

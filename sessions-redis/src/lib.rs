@@ -44,9 +44,10 @@
 //! | [`lookup`](SessionBackend::lookup) (how the session layer loads) | `GET key` |
 //! | a save or create that binds the session to a user | the above, then one `EVALSHA` adding the id to the user's index, whose TTL it extends to the session's (never shortened) |
 //! | a later save of a bound session | the save's `EVALSHA`, and one more `EVALSHA` sent alongside (no added wait) that moves the session's index entry to its last use and extends the index (`PEXPIRE … GT`), so the index lives as long as the user's longest-lived session |
-//! | a locked route's lock (`SessionLayer::lock`) | `SET {key}:lock token NX PX lease`: the lock's key has the session's key as its hash tag, so in a cluster both share a slot |
+//! | a locked route's lock (`SessionLayer::lock`) | `EVALSHA` of a script that sets `{key}:lock` to the request's token with `PX lease` unless another token holds it: the lock's key has the session's key as its hash tag, so in a cluster both share a slot (a prefix or custom ids with braces would break that: keep braces out of both) |
 //! | a locked route's save | the save's `EVALSHA` with the lock's key too: nothing is stored unless the lock holds the request's token ([`Error::LockLost`]), and the lock is deleted in the same script |
 //! | a locked request that saves nothing | `EVALSHA` of a script deleting the lock if it holds the request's token |
+//! | a locked request's login or `delete()` | first an `EVALSHA` of a script renewing the lock's lease (`PEXPIRE`) if it holds the request's token: the move or removal runs only then |
 //!
 //! Creates never overwrite a record and updates never bring back one that was removed or has
 //! expired: both are decided by Redis in the same command that stores the data.
@@ -278,15 +279,19 @@ const ENDED_MARKER: &[u8] = b"\0sessionkit:ended";
 /// `del` it (a revocation: no marker, its next request has its cookie expired); `ARGV[5]` the
 /// end marker. On a locked route, `KEYS[2]` the session's lock (in the session key's slot)
 /// and `ARGV[6]` the request's token: nothing is stored unless the lock holds that token, and
-/// a save that stores gives the lock back. Replies: nil when the record is gone or ended (it
+/// a save that stores gives the lock back (a save sent again after its reply was lost finds
+/// its own bytes stored and the lock gone: it answers 1, as the first time). Replies: nil when the record is gone or ended (it
 /// is not brought back), 1 when set, 0 when ended or deleted, -1 when the lock is not the
 /// request's, and an array holding the current bytes when they are not the expected ones
 /// (another save came in between).
 static APPLY: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
         r"
-if KEYS[2] and redis.call('GET', KEYS[2]) ~= ARGV[6] then return -1 end
 local current = redis.call('GET', KEYS[1])
+if KEYS[2] and redis.call('GET', KEYS[2]) ~= ARGV[6] then
+    if ARGV[2] == 'set' and current == ARGV[3] then return 1 end
+    return -1
+end
 if not current or current == ARGV[5] then return nil end
 if ARGV[2] ~= 'put' and current ~= ARGV[1] then return {current} end
 if KEYS[2] then redis.call('DEL', KEYS[2]) end
@@ -301,6 +306,32 @@ else
 end
 if ARGV[2] == 'end' then return 0 end
 return 1
+",
+    )
+});
+
+/// A lock taken: `KEYS[1]` the lock, `ARGV[1]` the token, `ARGV[2]` the lease in
+/// milliseconds. Taken when free, renewed (a new lease) when the token holds it already (a
+/// check before a login moves the session, or a command sent again after its reply was
+/// lost); 0 when another token holds it.
+static LOCK: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+",
+    )
+});
+
+/// A lock renewed: `KEYS[1]` the lock gets a new lease of `ARGV[2]` milliseconds if it holds
+/// the token `ARGV[1]`; 0 otherwise.
+static RENEW: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 ",
     )
 });
@@ -1367,20 +1398,29 @@ impl<S: Serializer> SessionBackend for RedisBackend<S> {
         Ok(())
     }
 
-    /// `SET <lock key> <token> NX PX <lease>`: one command.
+    /// One `EVALSHA` of a script that sets the lock's key to the token for the lease
+    /// (`PX`) unless another token holds it.
     async fn try_lock(&self, id: &str, token: &str, lease: Duration) -> Result<bool, Error> {
-        let lease_ms = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX).max(1);
-        let mut cmd = redis::cmd("SET");
-        cmd.arg(self.lock_key(id))
-            .arg(token)
-            .arg("NX")
-            .arg("PX")
-            .arg(lease_ms);
-        match self.query(&cmd, "SET NX (lock)", id).await? {
-            Value::Nil => Ok(false),
-            Value::Okay => Ok(true),
-            Value::SimpleString(s) if s == "OK" => Ok(true),
-            other => Err(self.unexpected("SET NX (lock)", id, &other)),
+        // Redis takes at most a signed 64-bit count of milliseconds.
+        let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX).max(1);
+        let mut invocation = LOCK.key(self.lock_key(id));
+        invocation.arg(token).arg(lease_ms);
+        match self.script(&invocation, id).await? {
+            Value::Int(1) => Ok(true),
+            Value::Int(0) => Ok(false),
+            other => Err(self.unexpected("EVALSHA (lock)", id, &other)),
+        }
+    }
+
+    /// One `EVALSHA`: the lock gets a new lease (`PEXPIRE`) if it still holds `token`.
+    async fn renew_lock(&self, id: &str, token: &str, lease: Duration) -> Result<bool, Error> {
+        let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX).max(1);
+        let mut invocation = RENEW.key(self.lock_key(id));
+        invocation.arg(token).arg(lease_ms);
+        match self.script(&invocation, id).await? {
+            Value::Int(1) => Ok(true),
+            Value::Int(0) => Ok(false),
+            other => Err(self.unexpected("EVALSHA (renew lock)", id, &other)),
         }
     }
 

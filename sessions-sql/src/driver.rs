@@ -49,6 +49,9 @@ pub struct LockStatements {
     /// Take the lock of a row: when it is free, its lease ran out, or the token holds it.
     /// Bound: token, until, id, now, token.
     pub lock: String,
+    /// Renew the lock of a row that the token holds with a lease not run out. Bound as
+    /// [`lock`](Self::lock): token, until, id, now, token.
+    pub renew: String,
     /// Give the lock of a row back if the token holds it. Bound: id, token.
     pub unlock: String,
     /// The holder and the lease's end of a row's lock, whatever the row holds. Bound: id.
@@ -85,6 +88,15 @@ impl LockStatements {
             lock: format!(
                 "UPDATE {t} SET lock_token = {}, lock_until = {} WHERE id = {} \
                  AND (lock_token IS NULL OR lock_until <= {} OR lock_token = {})",
+                p(1),
+                p(2),
+                p(3),
+                p(4),
+                p(5)
+            ),
+            renew: format!(
+                "UPDATE {t} SET lock_token = {}, lock_until = {} WHERE id = {} \
+                 AND lock_until > {} AND lock_token = {}",
                 p(1),
                 p(2),
                 p(3),

@@ -1081,6 +1081,45 @@ impl<DB: SqlDatabase, S: Serializer> SessionBackend for SqlBackend<DB, S> {
         }
     }
 
+    /// One `UPDATE` of the lease, where `token` holds the lock and its lease has not run
+    /// out. When it matches no row, one `SELECT` more tells a lock lost (`false`) from a row
+    /// gone meanwhile (`true`: nothing to guard; the step that follows finds it gone).
+    async fn renew_lock(&self, id: &str, token: &str, lease: Duration) -> Result<bool, Error> {
+        if !self.plausible(id) {
+            // No row is stored under it: nothing to guard (see `try_lock`).
+            return Ok(true);
+        }
+        if !lock_token_fits(token) {
+            // No lock can have been taken with it.
+            return Ok(false);
+        }
+        let shared = &*self.shared;
+        let now = shared.now_ms();
+        let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX).max(1);
+        let until = now.saturating_add(lease_ms);
+        match run!(shared, |conn| DB::lock(
+            conn,
+            &shared.sql.locks.renew,
+            id,
+            token,
+            until,
+            now
+        )) {
+            Ok(0) => {}
+            Ok(_) => return Ok(true),
+            Err(e) => return Err(shared.error(e, "renew lock", Some(id)).await),
+        }
+        match run!(shared, |conn| DB::fetch_exists(
+            conn,
+            &shared.sql.locks.present,
+            id,
+            None
+        )) {
+            Ok(present) => Ok(!present),
+            Err(e) => Err(shared.error(e, "renew lock", Some(id)).await),
+        }
+    }
+
     /// One `UPDATE`, clearing the lock's columns if `token` still holds it.
     async fn unlock(&self, id: &str, token: &str) -> Result<(), Error> {
         if !self.plausible(id) || !lock_token_fits(token) {

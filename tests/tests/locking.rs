@@ -42,6 +42,22 @@ async fn slow_increment(session: Session) -> Result<String, Error> {
     Ok((n + 1).to_string())
 }
 
+/// A login (a new session id, the count increased) that takes 600 ms.
+async fn slow_login(session: Session) -> Result<String, Error> {
+    let n: u64 = session.get("n")?.unwrap_or(0);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    session.regenerate_id()?;
+    session.insert("n", n + 1)?;
+    Ok((n + 1).to_string())
+}
+
+/// A logout that takes 600 ms.
+async fn slow_logout(session: Session) -> Result<&'static str, Error> {
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    session.delete().await?;
+    Ok("bye")
+}
+
 async fn read(session: Session) -> Result<String, Error> {
     Ok(session.get::<u64>("n")?.unwrap_or(0).to_string())
 }
@@ -65,6 +81,8 @@ fn app<B: SessionBackend>(
     let routes = Router::new()
         .route("/inc", get(increment))
         .route("/slow", get(slow_increment))
+        .route("/slow-login", get(slow_login))
+        .route("/slow-logout", get(slow_logout))
         .route("/fail", get(fail))
         .route("/panic", get(boom));
     let routes = match lock {
@@ -154,6 +172,8 @@ async fn all_cases<B: SessionBackend>(store: &str, make: impl Fn() -> B) {
     );
 
     a_handler_outliving_its_lease_is_refused(store, &make).await;
+    a_change_made_before_the_lock_is_kept(store, &make).await;
+    a_lease_and_wait_of_forever_work(store, &make).await;
     a_wait_that_runs_out_answers_503(store, &make).await;
     a_failed_or_panicking_handler_gives_the_lock_back(store, &make).await;
 }
@@ -162,30 +182,101 @@ async fn a_handler_outliving_its_lease_is_refused<B: SessionBackend>(
     store: &str,
     make: &impl Fn() -> B,
 ) {
+    // A save, a login's move and a logout's removal: none of them runs once the lease ran
+    // out and another request took the lock, also under a fail-open policy.
+    for (path, fail_open) in [
+        ("/slow", false),
+        ("/slow", true),
+        ("/slow-login", false),
+        ("/slow-logout", false),
+    ] {
+        let layer = SessionLayer::builder(make())
+            .with_fail_open(fail_open)
+            .build()
+            .unwrap();
+        let lock = layer.lock().unwrap().with_lease(Duration::from_millis(300));
+        let app = app(layer, Some(lock), Duration::ZERO);
+        let (client, cookie) = started(&app).await;
+        let slow = tokio::spawn({
+            let client = client.clone();
+            async move { client.get(path).await }
+        });
+        // After the slow request's lease ran out, another takes the lock and saves.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let next = TestClient::new(app.clone());
+        next.set_cookie("session", Some(&cookie));
+        assert_eq!(
+            next.get("/inc").await.body,
+            "1",
+            "{store} {path}: the next holder"
+        );
+        let slow = slow.await.unwrap();
+        assert_eq!(
+            slow.status,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "{store} {path} (fail open: {fail_open}): a step after the lease ran out must be \
+             refused"
+        );
+        assert_eq!(slow.body, "");
+        assert!(slow.set_cookie("session").is_none(), "{store} {path}");
+        assert_eq!(
+            next.get("/n").await.body,
+            "1",
+            "{store} {path}: the next holder's save was undone"
+        );
+    }
+}
+
+/// A middleware outside the lock's layer reads the session and changes it before the lock
+/// is taken: the session is read again under the lock, and the change is kept.
+async fn a_change_made_before_the_lock_is_kept<B: SessionBackend>(
+    store: &str,
+    make: &impl Fn() -> B,
+) {
+    async fn mark(
+        session: sessionkit_tower::LazySession,
+        request: axum::extract::Request,
+        next: axum::middleware::Next,
+    ) -> Result<axum::response::Response, Error> {
+        session.load().await?.insert("mark", true)?;
+        Ok(next.run(request).await)
+    }
     let layer = SessionLayer::new(make());
-    let lock = layer.lock().unwrap().with_lease(Duration::from_millis(300));
-    let app = app(layer, Some(lock), Duration::ZERO);
+    let lock = layer.lock().unwrap();
+    let app = Router::new()
+        .route("/inc", get(increment))
+        .route_layer(lock)
+        .layer(axum::middleware::from_fn(mark))
+        .route("/start", get(start))
+        .with_state(Pause(Duration::ZERO))
+        .layer(layer.clone());
     let (client, cookie) = started(&app).await;
-    let slow = tokio::spawn({
-        let client = client.clone();
-        async move { client.get("/slow").await }
-    });
-    // After the slow request's lease ran out, another takes the lock and saves.
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    let next = TestClient::new(app.clone());
-    next.set_cookie("session", Some(&cookie));
-    assert_eq!(next.get("/inc").await.body, "1", "{store}: the next holder");
-    let slow = slow.await.unwrap();
+    assert_eq!(client.get("/inc").await.body, "1");
+    let session = layer.open(&cookie).await.unwrap();
+    assert_eq!(session.get::<u64>("n").unwrap(), Some(1), "{store}");
     assert_eq!(
-        slow.status,
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "{store}: a save after the lease ran out must be refused"
+        session.get::<bool>("mark").unwrap(),
+        Some(true),
+        "{store}: the change made before the lock was lost"
     );
-    assert_eq!(slow.body, "");
+}
+
+/// A lease or a wait asked for as "forever" is cut to a day, not an overflow or a refusal.
+async fn a_lease_and_wait_of_forever_work<B: SessionBackend>(store: &str, make: &impl Fn() -> B) {
+    let layer = SessionLayer::new(make());
+    let lock = layer
+        .lock()
+        .unwrap()
+        .with_lease(Duration::MAX)
+        .with_wait(Duration::MAX);
+    assert_eq!(lock.locking().lease(), sessionkit_core::lock::LONGEST);
+    let app = app(layer, Some(lock), Duration::ZERO);
+    let (client, _) = started(&app).await;
+    assert_eq!(client.get("/inc").await.body, "1", "{store}");
     assert_eq!(
-        next.get("/n").await.body,
-        "1",
-        "{store}: the next holder's save was overwritten"
+        client.get("/inc").await.body,
+        "2",
+        "{store}: the lock was given back"
     );
 }
 
