@@ -416,3 +416,84 @@ async fn mariadb() {
         std::env::var("MYSQL_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into());
     sql::<sessionkit_sql::sqlx::MySql>("mariadb", &url, '`').await;
 }
+
+/// The memory backend, answering `try_lock` 100 ms after it took the lock: a request can be
+/// dropped between the two.
+#[derive(Clone)]
+struct SlowToLock(InMemoryBackend);
+
+#[sessionkit_core::async_trait]
+impl SessionBackend for SlowToLock {
+    async fn read(&self, id: &str) -> Result<Option<sessionkit_core::SessionData>, Error> {
+        self.0.read(id).await
+    }
+    async fn create(
+        &self,
+        data: &sessionkit_core::SessionData,
+        ttl: Option<Duration>,
+    ) -> Result<String, Error> {
+        self.0.create(data, ttl).await
+    }
+    async fn apply(
+        &self,
+        id: &str,
+        session: &sessionkit_core::SessionData,
+        changes: &sessionkit_core::Changes,
+        ttl: Option<Duration>,
+    ) -> Result<Option<String>, Error> {
+        self.0.apply(id, session, changes, ttl).await
+    }
+    async fn remove(&self, id: &str) -> Result<(), Error> {
+        self.0.remove(id).await
+    }
+    fn check_locking(&self) -> Result<(), Error> {
+        Ok(())
+    }
+    async fn try_lock(&self, id: &str, token: &str, lease: Duration) -> Result<bool, Error> {
+        let taken = self.0.try_lock(id, token, lease).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        taken
+    }
+    async fn renew_lock(&self, id: &str, token: &str, lease: Duration) -> Result<bool, Error> {
+        self.0.renew_lock(id, token, lease).await
+    }
+    async fn unlock(&self, id: &str, token: &str) -> Result<(), Error> {
+        self.0.unlock(id, token).await
+    }
+    async fn apply_locked(
+        &self,
+        id: &str,
+        session: &sessionkit_core::SessionData,
+        changes: &sessionkit_core::Changes,
+        ttl: Option<Duration>,
+        token: &str,
+    ) -> Result<Option<String>, Error> {
+        self.0.apply_locked(id, session, changes, ttl, token).await
+    }
+}
+
+/// A request dropped while the backend takes its lock (the client went away) gives the lock
+/// back: the next request does not wait out the lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_dropped_while_it_takes_the_lock_gives_it_back() {
+    let layer = SessionLayer::new(SlowToLock(InMemoryBackend::new()));
+    let lock = layer
+        .lock()
+        .unwrap()
+        .with_lease(Duration::from_secs(60))
+        .with_wait(Duration::from_secs(1));
+    let app = app(layer, Some(lock), Duration::ZERO);
+    let (client, _) = started(&app).await;
+    let dropped = tokio::time::timeout(Duration::from_millis(50), client.get("/inc")).await;
+    assert!(
+        dropped.is_err(),
+        "the request was meant to be dropped while it took the lock"
+    );
+    let next = client.get("/inc").await;
+    assert_eq!(
+        next.status,
+        StatusCode::OK,
+        "the lock was left to its lease: {next:?}"
+    );
+    assert_eq!(next.body, "1");
+}
