@@ -39,8 +39,9 @@ pub struct Statements {
 }
 
 /// A row's lock as stored: the holder's token and the end of its lease (Unix milliseconds),
-/// both `None` when no one holds it.
-pub type LockState = (Option<String>, Option<i64>);
+/// both `None` when no one holds it; then the row's version and data, which tell whether a
+/// locked save whose answer was lost (and was sent again) stored its own.
+pub type LockState = (Option<String>, Option<i64>, i64, Vec<u8>);
 
 /// The statements of locked routes (`SessionBackend::try_lock` and the others): the lock of a
 /// session is two columns of its row, `lock_token` and `lock_until`.
@@ -109,7 +110,10 @@ impl LockStatements {
                 p(1),
                 p(2)
             ),
-            state: format!("SELECT lock_token, lock_until FROM {t} WHERE id = {}", p(1)),
+            state: format!(
+                "SELECT lock_token, lock_until, version, data FROM {t} WHERE id = {}",
+                p(1)
+            ),
             present: format!("SELECT 1 FROM {t} WHERE id = {}", p(1)),
             apply: fenced(apply),
             end_version: fenced(end_version),
@@ -455,6 +459,8 @@ macro_rules! common_statements {
                     Some(row) => Ok(Some((
                         sqlx::Row::try_get_unchecked::<Option<String>, _>(&row, 0)?,
                         sqlx::Row::try_get::<Option<i64>, _>(&row, 1)?,
+                        sqlx::Row::try_get::<i64, _>(&row, 2)?,
+                        sqlx::Row::try_get::<Vec<u8>, _>(&row, 3)?,
                     ))),
                     None => Ok(None),
                 }

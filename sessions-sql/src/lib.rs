@@ -698,10 +698,12 @@ impl<DB: SqlDatabase, S: Serializer> SqlBackend<DB, S> {
         let mut contention = Contention::default();
         while contention.try_again() {
             let now = self.shared.now_ms();
-            let matched = if merged.is_empty() {
+            // What the statement stores, and the version it leaves: how a locked save sent
+            // again after its answer was lost knows its own write.
+            let (matched, written) = if merged.is_empty() {
                 // Emptied: the row becomes the end marker for ENDED_GRACE.
                 let until = Some(now.saturating_add(grace_ms()));
-                run!(shared, |conn| DB::apply(
+                let matched = run!(shared, |conn| DB::apply(
                     conn,
                     end_version,
                     id,
@@ -712,12 +714,13 @@ impl<DB: SqlDatabase, S: Serializer> SqlBackend<DB, S> {
                     now,
                     version,
                     lock
-                ))
+                ));
+                (matched, (-1, ENDED_DATA.to_vec()))
             } else {
                 let user = user_of(&merged)?;
                 let value = self.serializer.serialize(&merged)?;
                 let expires_at = self.expires_at(ttl, now);
-                run!(shared, |conn| DB::apply(
+                let matched = run!(shared, |conn| DB::apply(
                     conn,
                     apply,
                     id,
@@ -728,14 +731,20 @@ impl<DB: SqlDatabase, S: Serializer> SqlBackend<DB, S> {
                     now,
                     version,
                     lock
-                ))
+                ));
+                (matched, (version.saturating_add(1), value))
+            };
+            let matched = match (matched, lock) {
+                // Lost the lock, or the row, rather than met another save? Or stored by a
+                // first sending whose answer was lost?
+                (Ok(0), Some(token)) => match self.still_locked(id, token, &written).await? {
+                    true => Ok(1),
+                    false => Ok(0),
+                },
+                (matched, _) => matched,
             };
             match matched {
                 Ok(0) => {
-                    if let Some(token) = lock {
-                        // Lost the lock, or the row, rather than met another save?
-                        self.still_locked(id, token).await?;
-                    }
                     tracing::debug!(
                         store = DB::LABEL,
                         "another save came in between; applying the changes again"
@@ -763,9 +772,17 @@ impl<DB: SqlDatabase, S: Serializer> SqlBackend<DB, S> {
 
     /// Why a locked save matched no row, from one `SELECT` of the row's lock:
     /// [`Error::LockLost`] when `token` no longer holds it (another token took it, or its
-    /// lease ran out), [`Error::SessionGone`] when no row is stored under `id`; `Ok` when the
-    /// lock is still the token's, so another save came in between.
-    async fn still_locked(&self, id: &str, token: &str) -> Result<(), Error> {
+    /// lease ran out), [`Error::SessionGone`] when no row is stored under `id`; `Ok(false)`
+    /// when the lock is still the token's, so another save came in between; `Ok(true)` when
+    /// the row holds what this save writes, at the version it leaves (`written`), with the
+    /// lock given back: a first sending of the statement stored it, and its answer was lost
+    /// with its connection.
+    async fn still_locked(
+        &self,
+        id: &str,
+        token: &str,
+        written: &(i64, Vec<u8>),
+    ) -> Result<bool, Error> {
         let shared = &*self.shared;
         let state = match run!(shared, |conn| DB::fetch_lock(
             conn,
@@ -778,7 +795,10 @@ impl<DB: SqlDatabase, S: Serializer> SqlBackend<DB, S> {
         let now = shared.now_ms();
         match state {
             None => Err(Error::SessionGone),
-            Some((Some(holder), Some(until))) if holder == token && until > now => Ok(()),
+            Some((Some(holder), Some(until), _, _)) if holder == token && until > now => Ok(false),
+            Some((None, _, version, data)) if (version, &data) == (written.0, &written.1) => {
+                Ok(true)
+            }
             Some(_) => Err(Error::LockLost),
         }
     }

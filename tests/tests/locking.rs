@@ -227,6 +227,51 @@ async fn a_handler_outliving_its_lease_is_refused<B: SessionBackend>(
     }
 }
 
+/// A locked save sent a second time, as after its answer was lost with its connection (the
+/// first one stored and gave the lock back): answered as stored, not as a lost lock. Remote
+/// stores only (the memory store has no connection to lose).
+async fn a_locked_save_sent_again_answers_stored<B: SessionBackend>(store: &str, b: B) {
+    let mut record = sessionkit_core::SessionData::default();
+    record.values_mut().insert("n".into(), serde_json::json!(1));
+    let hour = Some(Duration::from_secs(3600));
+    let id = b.create(&record, hour).await.unwrap();
+    assert!(
+        b.try_lock(&id, "token", Duration::from_secs(60))
+            .await
+            .unwrap()
+    );
+    let mut session = b.read(&id).await.unwrap().expect("the record");
+    session
+        .values_mut()
+        .insert("n".into(), serde_json::json!(2));
+    let mut changes = sessionkit_core::Changes::default();
+    changes.set("n", serde_json::json!(2));
+    let first = b.apply_locked(&id, &session, &changes, hour, "token").await;
+    assert!(matches!(first, Ok(Some(_))), "{store}: {first:?}");
+    let again = b.apply_locked(&id, &session, &changes, hour, "token").await;
+    assert!(
+        matches!(again, Ok(Some(_))),
+        "{store}: sent again: {again:?}"
+    );
+    let stored = b.read(&id).await.unwrap().expect("the record");
+    assert_eq!(stored.values()["n"], serde_json::json!(2), "{store}");
+    // Another save in between makes a resend a lost lock again.
+    assert!(
+        b.try_lock(&id, "other", Duration::from_secs(60))
+            .await
+            .unwrap()
+    );
+    let mut other = stored.clone();
+    other.values_mut().insert("n".into(), serde_json::json!(3));
+    let mut three = sessionkit_core::Changes::default();
+    three.set("n", serde_json::json!(3));
+    b.apply_locked(&id, &other, &three, hour, "other")
+        .await
+        .unwrap();
+    let late = b.apply_locked(&id, &session, &changes, hour, "token").await;
+    assert!(matches!(late, Err(Error::LockLost)), "{store}: {late:?}");
+}
+
 /// A middleware outside the lock's layer reads the session and changes it before the lock
 /// is taken: the session is read again under the lock, and the change is kept.
 async fn a_change_made_before_the_lock_is_kept<B: SessionBackend>(
@@ -369,12 +414,13 @@ async fn redis() {
     let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let prefix = format!("sessions-locking:{}:", sessionkit_core::generate_id());
     // Each call a backend of its own (its own connection): another app instance.
-    all_cases("redis", || {
+    let make = || {
         sessionkit_redis::RedisBackend::from_url(&url)
             .expect("a Redis URL")
             .with_prefix(prefix.as_str())
-    })
-    .await;
+    };
+    a_locked_save_sent_again_answers_stored("redis", make()).await;
+    all_cases("redis", make).await;
 }
 
 /// A table of the test's own, dropped at the end; each `make` a backend of its own, with its
@@ -393,6 +439,7 @@ where
     };
     let backend = make();
     backend.migrate().await.expect("migrate");
+    a_locked_save_sent_again_answers_stored(store, make()).await;
     all_cases(store, make).await;
     common::drop_table(&backend, &table, quote).await;
 }
