@@ -82,7 +82,8 @@
 //! | revoke one ([`revoke_user_session`](SessionBackend::revoke_user_session)) | the user's ids as above, to find the one the device id names, then `DELETE FROM t WHERE user_id = ? AND id = ? AND (expires_at IS NULL OR expires_at > ?now)`: two statements, since the device id is a hash the database cannot compute |
 //! | lock (a [locked route](#locked-routes)'s [`try_lock`](SessionBackend::try_lock)) | `UPDATE t SET lock_token = ?token, lock_until = ?now+lease WHERE id = ? AND (lock_token IS NULL OR lock_until <= ?now OR lock_token = ?token)`; one row matched: taken. None: `SELECT 1 FROM t WHERE id = ?`, which tells a lock another request holds (a row: not taken) from an id under which no row is stored (nothing to lock: taken) |
 //! | unlock ([`unlock`](SessionBackend::unlock)) | `UPDATE t SET lock_token = NULL, lock_until = NULL WHERE id = ? AND lock_token = ?token` |
-//! | locked save ([`apply_locked`](SessionBackend::apply_locked)) | the save's `UPDATE` (or its end marker's), with `lock_token = NULL, lock_until = NULL` added to the `SET` and `AND lock_token = ?token AND lock_until > ?now` to the `WHERE`: stored only while the request holds the lock, which the same statement gives back. No row matched: `SELECT lock_token, lock_until FROM t WHERE id = ?` tells why: the lock is another token's or its lease ran out ([`Error::LockLost`], nothing stored), no row is left ([`Error::SessionGone`]), or the lock is still the request's and a save of an unlocked route came in between: then the row is read again and the locked `UPDATE` sent again, as for a save |
+//! | renewal ([`renew_lock`](SessionBackend::renew_lock): before a locked request's login moves the session, or its `delete()` ends it) | `UPDATE t SET lock_token = ?token, lock_until = ?now+lease WHERE id = ? AND lock_until > ?now AND lock_token = ?token`; no row matched: the `SELECT 1` above tells a lost lock (a row) from a row gone meanwhile (nothing to guard) |
+//! | locked save ([`apply_locked`](SessionBackend::apply_locked)) | the save's `UPDATE` (or its end marker's), with `lock_token = NULL, lock_until = NULL` added to the `SET` and `AND lock_token = ?token AND lock_until > ?now` to the `WHERE`: stored only while the request holds the lock, which the same statement gives back. No row matched: `SELECT lock_token, lock_until, version, data FROM t WHERE id = ?` tells why: the lock is another token's or its lease ran out ([`Error::LockLost`], nothing stored), no row is left ([`Error::SessionGone`]), the row holds this save's own write with the lock given back (the statement was sent again after its answer was lost: stored), or the lock is still the request's and a save of an unlocked route came in between: then the row is read again and the locked `UPDATE` sent again, as for a save |
 //!
 //! Creates never overwrite a row and updates never bring back one that was removed or has
 //! expired: the database decides both in the statement that stores the data. On MySQL and
@@ -172,7 +173,7 @@
 //! ```
 //!
 //! A table made before the lock columns were added (by an earlier build of this crate, or
-//! from an earlier copy of this DDL) serves every operation but the three of locked routes,
+//! from an earlier copy of this DDL) serves every operation but those of locked routes,
 //! which need the two columns added:
 //!
 //! ```sql
