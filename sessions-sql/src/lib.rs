@@ -771,6 +771,40 @@ impl<DB: SqlDatabase, S: Serializer> SqlBackend<DB, S> {
         )))
     }
 
+    /// Run a lock statement `sql` (taking or renewing the lock of `id` for `token`, until
+    /// `lease` from now): `true` when it matched the row. When it matched none, one `SELECT`
+    /// more tells a lock another token holds, or one lost (a row: `false`), from an id under
+    /// which no row is stored: a cookie naming no session (made up, or its row deleted),
+    /// whose request starts a new session under a new id: nothing to guard (`true`).
+    async fn lock_row(
+        &self,
+        sql: &str,
+        what: &str,
+        id: &str,
+        token: &str,
+        lease: Duration,
+    ) -> Result<bool, Error> {
+        let shared = &*self.shared;
+        let now = shared.now_ms();
+        // A lease too long to represent never runs out.
+        let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX).max(1);
+        let until = now.saturating_add(lease_ms);
+        match run!(shared, |conn| DB::lock(conn, sql, id, token, until, now)) {
+            Ok(0) => {}
+            Ok(_) => return Ok(true),
+            Err(e) => return Err(shared.error(e, what, Some(id)).await),
+        }
+        match run!(shared, |conn| DB::fetch_exists(
+            conn,
+            &shared.sql.locks.present,
+            id,
+            None
+        )) {
+            Ok(present) => Ok(!present),
+            Err(e) => Err(shared.error(e, what, Some(id)).await),
+        }
+    }
+
     /// Why a locked save matched no row, from one `SELECT` of the row's lock:
     /// [`Error::LockLost`] when `token` no longer holds it (another token took it, or its
     /// lease ran out), [`Error::SessionGone`] when no row is stored under `id`; `Ok(false)`
@@ -1070,36 +1104,8 @@ impl<DB: SqlDatabase, S: Serializer> SessionBackend for SqlBackend<DB, S> {
                 DB::LABEL
             )));
         }
-        let shared = &*self.shared;
-        let now = shared.now_ms();
-        // A lease too long to represent never runs out.
-        let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX).max(1);
-        let until = now.saturating_add(lease_ms);
-        match run!(shared, |conn| DB::lock(
-            conn,
-            &shared.sql.locks.lock,
-            id,
-            token,
-            until,
-            now
-        )) {
-            Ok(0) => {}
-            Ok(_) => return Ok(true),
-            Err(e) => return Err(shared.error(e, "lock", Some(id)).await),
-        }
-        // Another token holds the lock, or there is no row to lock: a cookie naming no
-        // session (made up, or its row deleted). Such a request starts a new session, under
-        // a new id, and its save is a create: there is nothing to guard, and the lock counts
-        // as taken.
-        match run!(shared, |conn| DB::fetch_exists(
-            conn,
-            &shared.sql.locks.present,
-            id,
-            None
-        )) {
-            Ok(present) => Ok(!present),
-            Err(e) => Err(shared.error(e, "lock", Some(id)).await),
-        }
+        self.lock_row(&self.shared.sql.locks.lock, "lock", id, token, lease)
+            .await
     }
 
     /// One `UPDATE` of the lease, where `token` holds the lock and its lease has not run
@@ -1114,31 +1120,8 @@ impl<DB: SqlDatabase, S: Serializer> SessionBackend for SqlBackend<DB, S> {
             // No lock can have been taken with it.
             return Ok(false);
         }
-        let shared = &*self.shared;
-        let now = shared.now_ms();
-        let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX).max(1);
-        let until = now.saturating_add(lease_ms);
-        match run!(shared, |conn| DB::lock(
-            conn,
-            &shared.sql.locks.renew,
-            id,
-            token,
-            until,
-            now
-        )) {
-            Ok(0) => {}
-            Ok(_) => return Ok(true),
-            Err(e) => return Err(shared.error(e, "renew lock", Some(id)).await),
-        }
-        match run!(shared, |conn| DB::fetch_exists(
-            conn,
-            &shared.sql.locks.present,
-            id,
-            None
-        )) {
-            Ok(present) => Ok(!present),
-            Err(e) => Err(shared.error(e, "renew lock", Some(id)).await),
-        }
+        self.lock_row(&self.shared.sql.locks.renew, "renew lock", id, token, lease)
+            .await
     }
 
     /// One `UPDATE`, clearing the lock's columns if `token` still holds it.
