@@ -128,12 +128,36 @@ impl Conn {
     }
 }
 
-/// Whether `error` means the shared connection must be replaced: it is dead (Redis
-/// restarted, the socket dropped or was killed), or it reaches a server that is no longer a
-/// master (`READONLY`: after a Sentinel failover, the old master took the replica's place; a
-/// new connection asks the sentinels for the master again).
-fn must_replace(error: &RedisError) -> bool {
-    error.is_unrecoverable_error() || error.kind() == ErrorKind::Server(ServerErrorKind::ReadOnly)
+impl Pool {
+    /// Whether `error` means the shared connection must be replaced: it is dead (Redis
+    /// restarted, the socket dropped or was killed), or, through Sentinel, it reaches a server
+    /// that is no longer the master (`READONLY`: after a failover the old master took the
+    /// replica's place, and a new connection asks the sentinels for the master again). A
+    /// single node or a cluster that answers `READONLY` is left as it is: a new connection
+    /// would reach the same server.
+    fn must_replace(&self, error: &RedisError) -> bool {
+        error.is_unrecoverable_error()
+            || (self.follows_sentinels()
+                && error.kind() == ErrorKind::Server(ServerErrorKind::ReadOnly))
+    }
+
+    fn follows_sentinels(&self) -> bool {
+        #[cfg(feature = "sentinel")]
+        if let Pool::Sentinel(_) = self {
+            return true;
+        }
+        false
+    }
+
+    /// Close the connections the pool keeps idle: after the master changed they may reach
+    /// the old one (a pool shared with the application hands them out again after a `PING`
+    /// alone). Only a Sentinel pool is concerned.
+    fn forget_idle(&self) {
+        #[cfg(feature = "sentinel")]
+        if let Pool::Sentinel(pool) = self {
+            pool.retain(|_, _| false);
+        }
+    }
 }
 
 struct Slot {
@@ -267,7 +291,7 @@ impl Connector {
             }
         };
         match conn.send(request).await {
-            Err(e) if must_replace(&e) => {
+            Err(e) if self.pool.must_replace(&e) => {
                 self.invalidate(generation);
                 if !reused {
                     return Err(Failure::Command(e));
@@ -276,7 +300,7 @@ impl Connector {
                 let (generation, mut conn) =
                     Box::pin(self.checkout()).await.map_err(Failure::Connect)?;
                 Box::pin(conn.send(request)).await.map_err(|e| {
-                    if must_replace(&e) {
+                    if self.pool.must_replace(&e) {
                         self.invalidate(generation);
                     }
                     Failure::Command(e)
@@ -317,6 +341,21 @@ impl Connector {
                 }
             }
             let switches = self.switches();
+            // A connection made before the master's last switch goes first (a small pool
+            // would otherwise wait for it), and with it the pool's idle ones, which may reach
+            // the old master too.
+            let stale = {
+                let mut slot = self.write_slot();
+                if slot.as_ref().is_some_and(|s| s.switches != switches) {
+                    slot.take()
+                } else {
+                    None
+                }
+            };
+            if let Some(stale) = stale {
+                stale.held.discard();
+                self.pool.forget_idle();
+            }
             match self.pool.get().await {
                 Ok(held) => {
                     let generation = self.generations.fetch_add(1, Ordering::Relaxed) + 1;
@@ -326,12 +365,7 @@ impl Connector {
                         switches,
                         held,
                     });
-                    if let Some(old) = old {
-                        if old.switches != switches {
-                            // Connected to the master before it was replaced: never reuse.
-                            old.held.discard();
-                        }
-                    }
+                    drop(old);
                     *last_error = None;
                     Ok((generation, conn))
                 }

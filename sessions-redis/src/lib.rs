@@ -166,25 +166,34 @@
 //!
 //! The kept connection follows the master:
 //!
-//! - a task subscribed to the sentinels' `+switch-master` channel (started with the first
-//!   operation, stopped when the backend is dropped; it moves to the next sentinel when one
-//!   goes away) retires the connection as soon as the sentinels announce a new master, and
-//!   the next operation connects to the master the sentinels name now. This matters after a
-//!   failover that leaves the old master up (`SENTINEL FAILOVER`, a network partition): it
-//!   takes writes for about ten seconds more, until the sentinels turn it into a replica,
-//!   and those writes are lost;
+//! - a task subscribed to every sentinel's `+switch-master` channel (started with the first
+//!   operation, stopped when the backend is dropped; a subscription that stays quiet is
+//!   pinged, and one that ends or stops answering is made again) retires the connection as
+//!   soon as a sentinel announces a new master, and the next operation connects to the
+//!   master the sentinels name then. Each sentinel announces the switch when it learns of
+//!   it, so a connection made through a sentinel that still named the old master is
+//!   retired again at the next announcement. This matters after a failover that leaves the
+//!   old master up (`SENTINEL FAILOVER`, a network partition): it takes writes for about ten
+//!   seconds more, until the sentinels turn it into a replica, and those writes are lost.
+//!   With the connection, the pool's idle connections are closed: a pool shared with the
+//!   application would hand them out again (deadpool vets them with a `PING` alone);
 //! - a dropped connection (the master crashed, or the sentinels closed its clients) and a
-//!   `READONLY` reply (the server is a replica now) replace the connection too, and the
-//!   operation is sent once more on the new one, through the sentinels; Redis's `NOSCRIPT`
-//!   on the new master makes the scripts load again.
+//!   `READONLY` reply (the server is a replica now) replace the connection too; an operation
+//!   that met them on the connection already in use is sent once more on the new one,
+//!   through the sentinels. Redis's `NOSCRIPT` on the new master makes the scripts load
+//!   again. (Redis 7 answers a script's write on a replica with `READONLY`; older versions
+//!   wrap it in a script error, and there the announcement and the dropped connection move
+//!   the backend.)
 //!
 //! While no master can be reached, operations fail with [`Error::Backend`] and the session
-//! layer answers the usual empty 500; the first operation after the switch succeeds, with no
-//! restart. Measured on loopback (the crate's Sentinel test: one master, one replica, three
-//! sentinels, `down-after-milliseconds 1000`, a request every 20 ms): a forced failover
-//! failed no request, and the first write after the sentinels switched landed on the new
-//! master; a master crash failed requests for 2.2 s (about `down-after-milliseconds` plus
-//! the election), after which every request succeeded.
+//! layer answers the usual empty 500; operations succeed again, with no restart, once the
+//! sentinels name a master that answers. Measured on loopback (the crate's Sentinel test:
+//! one master, one replica, three sentinels, `down-after-milliseconds 1000`, a request
+//! every 20 ms): a forced failover failed no request, and the first write after the
+//! sentinels switched landed on the new master (through the backend's own pool, a pool of
+//! one connection, and a pool shared with the application); a master crash failed
+//! requests for 2.2 s (about `down-after-milliseconds` plus the election), after which
+//! every request succeeded.
 //!
 //! What a failover can lose: replication is asynchronous, so the writes the old master
 //! acknowledged but had not yet sent to the replica it lost, and the writes it took between
@@ -664,8 +673,8 @@ impl RedisBackend<JsonSerializer> {
     /// TLS (`deadpool_redis::sentinel::Config::with_node_connection_info`), to size the
     /// pool, or to share the pool with the rest of the application.
     ///
-    /// No connection is made yet. A sentinel URL in `config` that cannot be parsed is
-    /// [`Error::Config`].
+    /// No connection is made yet. A sentinel URL in `config` that cannot be parsed, or a
+    /// config for replicas, is [`Error::Config`].
     ///
     /// ```no_run
     /// use deadpool_redis::sentinel::{Config, SentinelServerType};
@@ -687,6 +696,16 @@ impl RedisBackend<JsonSerializer> {
         pool: deadpool_redis::sentinel::Pool,
         config: &deadpool_redis::sentinel::Config,
     ) -> Result<Self, Error> {
+        if !matches!(
+            config.server_type,
+            deadpool_redis::sentinel::SentinelServerType::Master
+        ) {
+            return Err(Error::Config(
+                "redis: a session backend writes: its Sentinel pool must reach the master \
+                 (SentinelServerType::Master), not a replica"
+                    .into(),
+            ));
+        }
         let sentinels = sentinel::Sentinels::of(config)?;
         let mut backend = Self::with_pool(Pool::Sentinel(pool));
         backend.connector = Arc::new(

@@ -1,6 +1,6 @@
-//! Following a Sentinel group's master: a task subscribed to the sentinels' `+switch-master`
-//! channel counts the master's changes, and the shared connection, made under an older
-//! count, is replaced before its next command.
+//! Following a Sentinel group's master: a task subscribed to every sentinel's
+//! `+switch-master` channel counts the master's changes, and the shared connection, made
+//! under an older count, is replaced before its next command.
 //!
 //! After a failover the old master, if it is still up, keeps accepting writes until the
 //! sentinels turn it into a replica (about ten seconds after a `SENTINEL FAILOVER`); writes
@@ -15,9 +15,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
-/// How long the watch waits before trying the next sentinel when one cannot be reached or
-/// its subscription ends.
+/// How long the watch waits before subscribing to a sentinel again when it cannot be reached
+/// or its subscription ends.
 const RETRY: Duration = Duration::from_millis(500);
+
+/// How long a subscription may stay quiet before the sentinel is pinged (and, if it does not
+/// answer within four [`RETRY`]s, left for a new subscription).
+const QUIET: Duration = Duration::from_secs(5);
 
 /// Where the sentinels are and which master they name: what the watch subscribes to.
 #[derive(Clone)]
@@ -129,28 +133,55 @@ impl Drop for Watch {
     }
 }
 
-/// Subscribe to `+switch-master` on one sentinel after another (the next when one cannot be
-/// reached or drops the subscription), counting the switches of our master. A switch may
-/// go unseen while no sentinel is subscribed: every new subscription after the first counts
-/// as a switch, so the connection is made again through the sentinels, once.
+/// Subscribe to `+switch-master` on every sentinel at once, counting the switches of our
+/// master. Each sentinel announces a switch when it learns of it, the leader first and the
+/// others a moment later: listening to all of them, the backend also leaves a master that a
+/// slower sentinel still named when the connection was made again. Duplicate announcements
+/// cost a reconnect each, nothing more.
 async fn watch(sentinels: Sentinels, switches: Arc<AtomicU64>) {
+    let listeners = sentinels.nodes.iter().map(|node| {
+        let switches = Arc::clone(&switches);
+        listen(node, &sentinels.master, switches)
+    });
+    futures_util::future::join_all(listeners).await;
+}
+
+/// Listen to one sentinel for good: subscribe, count our master's switches, and when the
+/// subscription ends (or the sentinel stops answering pings: a host cut off sends no reset),
+/// subscribe again after a pause. A switch may go unseen while not subscribed: every new
+/// subscription after the first counts as a switch, so the connection is made again
+/// through the sentinels, once.
+async fn listen(node: &ConnectionInfo, master: &str, switches: Arc<AtomicU64>) {
     let mut subscribed_before = false;
-    for node in sentinels.nodes.iter().cycle() {
+    loop {
         match subscribe(node).await {
-            Ok(mut pubsub) => {
+            Ok(pubsub) => {
                 if subscribed_before {
                     switches.fetch_add(1, Ordering::AcqRel);
                 }
                 subscribed_before = true;
-                let mut messages = pubsub.on_message();
-                while let Some(message) = messages.next().await {
-                    let Ok(payload) = message.get_payload::<String>() else {
-                        continue;
-                    };
-                    // "<master name> <old ip> <old port> <new ip> <new port>"
-                    if payload.split(' ').next() == Some(sentinels.master.as_str()) {
-                        tracing::info!(switch = %payload, "redis: the Sentinel master changed; reconnecting");
-                        switches.fetch_add(1, Ordering::AcqRel);
+                let (mut sink, mut messages) = pubsub.split();
+                loop {
+                    match tokio::time::timeout(QUIET, messages.next()).await {
+                        Ok(Some(message)) => {
+                            let Ok(payload) = message.get_payload::<String>() else {
+                                continue;
+                            };
+                            // "<master name> <old ip> <old port> <new ip> <new port>"
+                            if payload.split(' ').next() == Some(master) {
+                                tracing::info!(switch = %payload, "redis: the Sentinel master changed; reconnecting");
+                                switches.fetch_add(1, Ordering::AcqRel);
+                            }
+                        }
+                        Ok(None) => break,
+                        // Quiet for a while: is the sentinel still there?
+                        Err(_) => {
+                            match tokio::time::timeout(RETRY * 4, sink.ping::<redis::Value>()).await
+                            {
+                                Ok(Ok(_)) => {}
+                                _ => break,
+                            }
+                        }
                     }
                 }
                 tracing::debug!(sentinel = %node.addr(), "redis: the sentinel subscription ended");

@@ -206,6 +206,7 @@ impl Drop for RedisServer {
 /// `n` requests of one new session at once, spread over `layers` (app instances, each with
 /// its backend), each through a locked route reading the count, pausing, and writing it plus
 /// one, as the session layer runs them: what the count reads after.
+#[cfg(any(feature = "cluster", feature = "sentinel"))]
 pub async fn locked_increments(
     layers: &[std::sync::Arc<dyn sessionkit_core::adapter::Context>],
     n: usize,

@@ -408,6 +408,15 @@ fn sentinel_conformance_and_failover() {
         MASTER.to_owned(),
         deadpool_redis::sentinel::SentinelServerType::Master,
     );
+    let replicas = deadpool_redis::sentinel::Config::from_urls(
+        sentinel_urls.clone(),
+        MASTER.to_owned(),
+        deadpool_redis::sentinel::SentinelServerType::Replica,
+    );
+    assert!(matches!(
+        RedisBackend::from_sentinel_pool(pool.clone(), &replicas),
+        Err(sessionkit_core::Error::Config(_))
+    ));
     let blind = RedisBackend::from_sentinel_pool(pool, &nowhere)
         .unwrap()
         .with_prefix(prefix.as_str());
@@ -417,6 +426,22 @@ fn sentinel_conformance_and_failover() {
     let ada = TestClient::new(app.clone());
     let gone = TestClient::new(app.clone());
     let direct = backend();
+    // Backends on pools of the application's: one of a single connection (the backend's
+    // own, replaced after the switch), and one the application also draws from, which holds
+    // an idle connection to the old master when the switch comes.
+    let sized = |size: usize| {
+        let mut config = config.clone();
+        config.pool = Some(deadpool_redis::PoolConfig::new(size));
+        let pool = config
+            .create_pool(Some(deadpool_redis::Runtime::Tokio1))
+            .unwrap();
+        let backend = RedisBackend::from_sentinel_pool(pool.clone(), &config)
+            .unwrap()
+            .with_prefix(prefix.as_str());
+        (pool, backend)
+    };
+    let (_, single) = sized(1);
+    let (shared_pool, shared) = sized(2);
     let ids: Vec<String> = runtime.block_on(async {
         assert_eq!(ada.get("/login").await.body, "welcome");
         for _ in 0..5 {
@@ -434,6 +459,15 @@ fn sentinel_conformance_and_failover() {
             ids.push(direct.create(&data, None).await.unwrap());
         }
         blind.create(&SessionData::default(), None).await.unwrap();
+        single.create(&SessionData::default(), None).await.unwrap();
+        shared.create(&SessionData::default(), None).await.unwrap();
+        // The application's own use of the shared pool leaves a connection idle in it.
+        drop(
+            shared_pool
+                .get()
+                .await
+                .expect("a connection of the shared pool"),
+        );
         ids
     });
     topology.wait_replicated();
@@ -488,15 +522,22 @@ fn sentinel_conformance_and_failover() {
             loads(&mut new_master) > loads_before,
             "the save did not load its script on the new master"
         );
-        let fresh = direct.create(&SessionData::default(), None).await.unwrap();
-        let on_new_master: bool = redis::cmd("EXISTS")
-            .arg(direct.key(&fresh))
-            .query(&mut connect(&old_replica))
-            .unwrap();
-        assert!(
-            on_new_master,
-            "a session created after the switch is not on the new master"
-        );
+        for (what, backend) in [
+            ("own pool", &direct),
+            ("pool of one", &single),
+            ("shared pool", &shared),
+        ] {
+            let fresh = backend.create(&SessionData::default(), None).await;
+            let fresh = fresh.unwrap_or_else(|e| panic!("{what}: a create after the switch: {e}"));
+            let on_new_master: bool = redis::cmd("EXISTS")
+                .arg(backend.key(&fresh))
+                .query(&mut connect(&old_replica))
+                .unwrap();
+            assert!(
+                on_new_master,
+                "{what}: a session created after the switch is not on the new master"
+            );
+        }
         let after: u64 = forced.client.get("/inc").await.body.parse().unwrap();
         println!(
             "sentinel SENTINEL FAILOVER: the client's counter read {} at the end, {after} at \
