@@ -101,7 +101,7 @@ impl IntoResponse for Error {
 /// requests of this session, a temporary condition the client may retry after; a `409
 /// Conflict` would say the request itself clashes with the resource's state, which it does
 /// not, and a `500` would report a fault where there is none.
-pub(crate) fn lock_timeout_response() -> Response {
+fn lock_timeout_response() -> Response {
     (
         StatusCode::SERVICE_UNAVAILABLE,
         [(http::header::RETRY_AFTER, "1")],

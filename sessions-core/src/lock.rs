@@ -11,7 +11,7 @@
 //! jitter), until the wait is spent.
 
 use crate::session::Inner;
-use crate::store::{OwnedTurn, Turns};
+use crate::store::{Turn, Turns};
 use crate::{Error, LazySession};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -102,7 +102,7 @@ pub(crate) struct HeldLock {
     /// The lease it was taken for, and is renewed for.
     pub(crate) lease: Duration,
     /// This process's turn on the session: the next local waiter starts when it goes.
-    _turn: OwnedTurn,
+    _turn: Turn,
 }
 
 /// A lock being taken: if the request is dropped while it waits for the backend's answer
@@ -139,28 +139,22 @@ impl LazySession {
             waited: started.elapsed(),
         };
         let deadline = started + locking.wait;
-        let Ok(turn) = tokio::time::timeout(locking.wait, locking.queue.take_owned(&id)).await
-        else {
+        let Ok(turn) = tokio::time::timeout(locking.wait, locking.queue.take(&id)).await else {
             return Err(timed_out());
         };
         let backend = self.inner.context.backend();
+        let token = crate::generate_id();
         let mut taking = Taking {
             inner: &self.inner,
             held: Some(HeldLock {
-                id,
-                token: crate::generate_id(),
+                id: Arc::clone(&id),
+                token: token.clone(),
                 lease: locking.lease,
                 _turn: turn,
             }),
         };
         let mut pause = FIRST_PAUSE;
-        loop {
-            let Some(held) = taking.held.as_ref() else {
-                return Err(timed_out());
-            };
-            if backend.try_lock(&held.id, &held.token, held.lease).await? {
-                break;
-            }
+        while !backend.try_lock(&id, &token, locking.lease).await? {
             let now = Instant::now();
             if now >= deadline {
                 // Not taken: nothing to give back.
@@ -185,18 +179,14 @@ impl LazySession {
 
 /// Between half of `pause` and all of it, so waiters of several processes spread out.
 fn jittered(pause: Duration) -> Duration {
-    let mut random = [0u8; 8];
-    if getrandom::fill(&mut random).is_err() {
-        return pause;
-    }
     let half = pause / 2;
-    let spread = u64::try_from(half.as_micros()).unwrap_or(u64::MAX).max(1);
-    half + Duration::from_micros(u64::from_le_bytes(random) % spread)
+    let spread = u64::try_from(half.as_micros()).unwrap_or(u64::MAX);
+    half + Duration::from_micros(crate::store::random_below(spread).unwrap_or(spread))
 }
 
 impl Inner {
-    /// The token of the lock this request holds on `id`, if it holds one.
-    pub(crate) fn lock_on(&self, id: &str) -> Option<String> {
+    /// The token and lease of the lock this request holds on `id`, if it holds one.
+    fn held_on(&self, id: &str) -> Option<(String, Duration)> {
         if !self.locked.load(Ordering::Acquire) {
             return None;
         }
@@ -205,7 +195,12 @@ impl Inner {
             .lock
             .as_ref()
             .filter(|held| *held.id == *id)
-            .map(|held| held.token.clone())
+            .map(|held| (held.token.clone(), held.lease))
+    }
+
+    /// The token of the lock this request holds on `id`, if it holds one.
+    pub(crate) fn lock_on(&self, id: &str) -> Option<String> {
+        self.held_on(id).map(|(token, _)| token)
     }
 
     /// Before a step the backend does not fence (a login moving the session, a `delete()`
@@ -213,23 +208,10 @@ impl Inner {
     /// so the step runs within a fresh lease. [`Error::LockLost`] when another request took
     /// it since.
     pub(crate) async fn renew_lock(&self, id: &str) -> Result<(), Error> {
-        let held = {
-            if !self.locked.load(Ordering::Acquire) {
-                return Ok(());
-            }
-            let state = self.state();
-            match state.lock.as_ref().filter(|held| *held.id == *id) {
-                Some(held) => (Arc::clone(&held.id), held.token.clone(), held.lease),
-                None => return Ok(()),
-            }
+        let Some((token, lease)) = self.held_on(id) else {
+            return Ok(());
         };
-        let (id, token, lease) = held;
-        if self
-            .context
-            .backend()
-            .renew_lock(&id, &token, lease)
-            .await?
-        {
+        if self.context.backend().renew_lock(id, &token, lease).await? {
             Ok(())
         } else {
             // Not ours any more: nothing to give back.
@@ -238,20 +220,24 @@ impl Inner {
         }
     }
 
+    /// The lock this request holds, taken out of its state (`None` on unlocked routes,
+    /// without touching the state).
+    fn take_lock(&self) -> Option<Box<HeldLock>> {
+        if !self.locked.load(Ordering::Acquire) {
+            return None;
+        }
+        self.state().lock.take()
+    }
+
     /// The lock ended with the save that released it (or was lost): forget it, and let this
     /// process's next waiter ask.
     pub(crate) fn forget_lock(&self) {
-        let held = self.state().lock.take();
-        drop(held);
+        drop(self.take_lock());
     }
 
     /// Give the lock back, if the request still holds it.
     pub(crate) async fn unlock(&self) {
-        if !self.locked.load(Ordering::Acquire) {
-            return;
-        }
-        let held = self.state().lock.take();
-        if let Some(held) = held {
+        if let Some(held) = self.take_lock() {
             release(self.context.backend(), &held).await;
         }
     }
@@ -259,11 +245,7 @@ impl Inner {
     /// Give the lock back from a task of its own: a request that ends without a save
     /// (discarded, dropped, or panicked).
     pub(crate) fn unlock_in_background(&self) {
-        if !self.locked.load(Ordering::Acquire) {
-            return;
-        }
-        let held = self.state().lock.take();
-        if let Some(held) = held {
+        if let Some(held) = self.take_lock() {
             spawn_release(Arc::clone(&self.context), held);
         }
     }

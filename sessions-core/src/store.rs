@@ -137,14 +137,14 @@ pub const CONTENDED_SAVE_PATIENCE: std::time::Duration = std::time::Duration::fr
 /// session gets through in turn. A save tells it of each collision
 /// ([`collided`](Self::collided)), which waits before the next try.
 #[derive(Debug)]
-pub struct Contention<'a> {
+pub struct Contention {
     started: std::time::Instant,
     tries: u32,
     /// This process's turn on the session, taken at the first collision.
-    turn: Option<Turn<'a>>,
+    turn: Option<Turn>,
 }
 
-impl Default for Contention<'_> {
+impl Default for Contention {
     fn default() -> Self {
         Contention {
             started: std::time::Instant::now(),
@@ -154,7 +154,7 @@ impl Default for Contention<'_> {
     }
 }
 
-impl<'a> Contention<'a> {
+impl Contention {
     /// Count one more try; `false` when the patience is spent and the save should fail.
     pub fn try_again(&mut self) -> bool {
         self.tries += 1;
@@ -170,7 +170,7 @@ impl<'a> Contention<'a> {
     /// first collision waits for this process's turn on the session in `turns` (held until
     /// the save is done); later ones, for a random pause whose ceiling doubles with each try,
     /// up to 20 ms, so writers of other processes spread out instead of colliding again.
-    pub async fn collided(&mut self, turns: &'a Turns, id: &str) {
+    pub async fn collided(&mut self, turns: &Arc<Turns>, id: &str) {
         if self.turn.is_none() {
             self.turn = Some(turns.take(id).await);
             return;
@@ -187,12 +187,16 @@ impl<'a> Contention<'a> {
             return std::time::Duration::ZERO;
         }
         let ceiling_us = (250u64 << (self.tries - 3).min(7)).min(20_000);
-        let mut random = [0u8; 8];
-        if getrandom::fill(&mut random).is_err() {
-            return std::time::Duration::ZERO;
-        }
-        std::time::Duration::from_micros(u64::from_le_bytes(random) % ceiling_us)
+        std::time::Duration::from_micros(random_below(ceiling_us).unwrap_or(0))
     }
+}
+
+/// A random number below `ceiling` (at least 1) from the operating system's generator, for
+/// the pauses of writers and waiters that must spread out; `None` if it cannot be read.
+pub(crate) fn random_below(ceiling: u64) -> Option<u64> {
+    let mut random = [0u8; 8];
+    getrandom::fill(&mut random).ok()?;
+    Some(u64::from_le_bytes(random) % ceiling.max(1))
 }
 
 /// Where the compare-and-swap saves of one process take turns on a session that other saves
@@ -205,71 +209,45 @@ pub struct Turns {
     queues: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
-/// A save's turn on one session, from [`Turns::take`]; the next save's turn starts when it
-/// is dropped.
+/// A turn on one session, from [`Turns::take`] (a save's, or a locked request's); the next
+/// turn starts when it is dropped.
 #[derive(Debug)]
-pub struct Turn<'a> {
-    turns: &'a Turns,
-    id: String,
-    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
-}
-
-impl Turns {
-    /// Wait for this process's turn to save the session `id` (first come, first served).
-    pub async fn take(&self, id: &str) -> Turn<'_> {
-        Turn {
-            turns: self,
-            id: id.to_owned(),
-            guard: Some(self.queue(id).lock_owned().await),
-        }
-    }
-
-    /// [`take`](Self::take), for a turn that outlives the borrow of `self` (a request that
-    /// keeps its turn until its response is saved).
-    pub async fn take_owned(self: &Arc<Self>, id: &str) -> OwnedTurn {
-        OwnedTurn {
-            turns: Arc::clone(self),
-            id: id.to_owned(),
-            guard: Some(self.queue(id).lock_owned().await),
-        }
-    }
-
-    fn queue(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut queues = self.queues.lock().unwrap_or_else(PoisonError::into_inner);
-        Arc::clone(queues.entry(id.to_owned()).or_default())
-    }
-
-    /// A turn on `id` ends: the next one starts, and the queue goes when nobody else holds
-    /// or waits for it.
-    fn leave(&self, id: &str, guard: Option<tokio::sync::OwnedMutexGuard<()>>) {
-        drop(guard);
-        let mut queues = self.queues.lock().unwrap_or_else(PoisonError::into_inner);
-        if queues
-            .get(id)
-            .is_some_and(|queue| Arc::strong_count(queue) == 1)
-        {
-            queues.remove(id);
-        }
-    }
-}
-
-impl Drop for Turn<'_> {
-    fn drop(&mut self) {
-        self.turns.leave(&self.id, self.guard.take());
-    }
-}
-
-/// A turn on one session that owns its place in the queue, from [`Turns::take_owned`].
-#[derive(Debug)]
-pub struct OwnedTurn {
+pub struct Turn {
     turns: Arc<Turns>,
     id: String,
     guard: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
-impl Drop for OwnedTurn {
+impl Turns {
+    /// Wait for this process's turn on the session `id` (first come, first served).
+    pub async fn take(self: &Arc<Self>, id: &str) -> Turn {
+        let queue = {
+            let mut queues = self.queues.lock().unwrap_or_else(PoisonError::into_inner);
+            Arc::clone(queues.entry(id.to_owned()).or_default())
+        };
+        Turn {
+            turns: Arc::clone(self),
+            id: id.to_owned(),
+            guard: Some(queue.lock_owned().await),
+        }
+    }
+}
+
+impl Drop for Turn {
     fn drop(&mut self) {
-        self.turns.leave(&self.id, self.guard.take());
+        drop(self.guard.take());
+        let mut queues = self
+            .turns
+            .queues
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // Nobody else holds or waits for this session's queue: it goes.
+        if queues
+            .get(&self.id)
+            .is_some_and(|queue| Arc::strong_count(queue) == 1)
+        {
+            queues.remove(&self.id);
+        }
     }
 }
 

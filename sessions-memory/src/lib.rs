@@ -387,13 +387,13 @@ impl SessionBackend for InMemoryBackend {
     async fn renew_lock(&self, id: &str, token: &str, lease: Duration) -> Result<bool, Error> {
         let now = self.inner.now();
         let mut store = self.write_store();
-        match store.locks.get_mut(id) {
-            Some((holder, ends)) if holder == token && ends.is_none_or(|ends| ends > now) => {
-                *ends = expiry(now, Some(lease));
-                Ok(true)
-            }
-            _ => Ok(false),
+        if !store.lock_held_by(id, token, now) {
+            return Ok(false);
         }
+        store
+            .locks
+            .insert(Arc::from(id), (token.to_owned(), expiry(now, Some(lease))));
+        Ok(true)
     }
 
     async fn unlock(&self, id: &str, token: &str) -> Result<(), Error> {
@@ -420,11 +420,7 @@ impl SessionBackend for InMemoryBackend {
     ) -> Result<Option<String>, Error> {
         let now = self.inner.now();
         let mut store = self.write_store();
-        let held = store
-            .locks
-            .get(id)
-            .is_some_and(|(holder, ends)| holder == token && ends.is_none_or(|ends| ends > now));
-        if !held {
+        if !store.lock_held_by(id, token, now) {
             return Err(Error::LockLost);
         }
         let applied = self.apply_in(&mut store, now, id, session, changes, ttl);

@@ -123,6 +123,13 @@ impl Store {
         self.ended_order.push_back((id, until));
     }
 
+    /// Whether `token` holds the lock of `id` with a lease that has not run out.
+    pub(crate) fn lock_held_by(&self, id: &str, token: &str, now: SystemTime) -> bool {
+        self.locks
+            .get(id)
+            .is_some_and(|(holder, ends)| holder == token && ends.is_none_or(|ends| ends > now))
+    }
+
     /// Whether `id` holds the marker of a session that ended moments ago.
     pub(crate) fn ended_recently(&self, id: &str, now: SystemTime) -> bool {
         self.ended.get(id).is_some_and(|until| *until > now)

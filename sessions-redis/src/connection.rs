@@ -312,17 +312,21 @@ impl Connector {
 
     /// Drop the connection of `generation` if it is still the shared one.
     fn invalidate(&self, generation: u64) {
-        let stale = {
+        self.discard_if(|slot| slot.generation == generation);
+    }
+
+    /// Take the shared connection out of use and close it if `stale` says so; whether it
+    /// did.
+    fn discard_if(&self, stale: impl FnOnce(&Slot) -> bool) -> bool {
+        let taken = {
             let mut slot = self.write_slot();
-            if slot.as_ref().is_some_and(|s| s.generation == generation) {
+            if slot.as_ref().is_some_and(stale) {
                 slot.take()
             } else {
                 None
             }
         };
-        if let Some(stale) = stale {
-            stale.held.discard();
-        }
+        taken.map(|slot| slot.held.discard()).is_some()
     }
 
     /// Get a connection from the pool and share it, within the pool timeout.
@@ -344,16 +348,7 @@ impl Connector {
             // A connection made before the master's last switch goes first (a small pool
             // would otherwise wait for it), and with it the pool's idle ones, which may reach
             // the old master too.
-            let stale = {
-                let mut slot = self.write_slot();
-                if slot.as_ref().is_some_and(|s| s.switches != switches) {
-                    slot.take()
-                } else {
-                    None
-                }
-            };
-            if let Some(stale) = stale {
-                stale.held.discard();
+            if self.discard_if(|slot| slot.switches != switches) {
                 self.pool.forget_idle();
             }
             match self.pool.get().await {

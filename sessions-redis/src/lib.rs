@@ -1126,6 +1126,27 @@ impl<S: Serializer> RedisBackend<S> {
         Ok(())
     }
 
+    /// Run `script` (taking or renewing the lock of `id` for `token`, for `lease`): whether
+    /// the lock is the token's now. `name` names the command in errors.
+    async fn lease(
+        &self,
+        script: &redis::Script,
+        name: &str,
+        id: &str,
+        token: &str,
+        lease: Duration,
+    ) -> Result<bool, Error> {
+        // Redis takes at most a signed 64-bit count of milliseconds.
+        let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX).max(1);
+        let mut invocation = script.key(self.lock_key(id));
+        invocation.arg(token).arg(lease_ms);
+        match self.script(&invocation, id).await? {
+            Value::Int(1) => Ok(true),
+            Value::Int(0) => Ok(false),
+            other => Err(self.unexpected(name, id, &other)),
+        }
+    }
+
     /// [`SessionBackend::apply`], fenced by the lock `token` holds when there is one.
     async fn apply_fenced(
         &self,
@@ -1420,27 +1441,13 @@ impl<S: Serializer> SessionBackend for RedisBackend<S> {
     /// One `EVALSHA` of a script that sets the lock's key to the token for the lease
     /// (`PX`) unless another token holds it.
     async fn try_lock(&self, id: &str, token: &str, lease: Duration) -> Result<bool, Error> {
-        // Redis takes at most a signed 64-bit count of milliseconds.
-        let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX).max(1);
-        let mut invocation = LOCK.key(self.lock_key(id));
-        invocation.arg(token).arg(lease_ms);
-        match self.script(&invocation, id).await? {
-            Value::Int(1) => Ok(true),
-            Value::Int(0) => Ok(false),
-            other => Err(self.unexpected("EVALSHA (lock)", id, &other)),
-        }
+        self.lease(&LOCK, "EVALSHA (lock)", id, token, lease).await
     }
 
     /// One `EVALSHA`: the lock gets a new lease (`PEXPIRE`) if it still holds `token`.
     async fn renew_lock(&self, id: &str, token: &str, lease: Duration) -> Result<bool, Error> {
-        let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX).max(1);
-        let mut invocation = RENEW.key(self.lock_key(id));
-        invocation.arg(token).arg(lease_ms);
-        match self.script(&invocation, id).await? {
-            Value::Int(1) => Ok(true),
-            Value::Int(0) => Ok(false),
-            other => Err(self.unexpected("EVALSHA (renew lock)", id, &other)),
-        }
+        self.lease(&RENEW, "EVALSHA (renew lock)", id, token, lease)
+            .await
     }
 
     /// One `EVALSHA`: the lock is deleted if it still holds `token`.

@@ -90,7 +90,7 @@ impl<DB: SqlDatabase, S> SqlBackendBuilder<DB, S> {
                 table,
                 batch: self.batch,
                 clock: self.clock,
-                turns: Turns::default(),
+                turns: Arc::default(),
                 max_per_user: AtomicUsize::new(0),
             }),
             serializer: self.serializer,

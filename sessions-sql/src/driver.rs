@@ -244,8 +244,8 @@ pub trait Driver: sqlx::Database {
         token: &'c str,
     ) -> impl Future<Output = Result<u64, sqlx::Error>> + Send + 'c;
 
-    /// The lock's holder and the end of its lease on the row of `id`; `None` when no row is
-    /// stored under it.
+    /// The row of `id`'s lock (its holder and the end of its lease), version and data: see
+    /// [`LockState`]; `None` when no row is stored under it.
     fn fetch_lock<'c>(
         conn: &'c mut Self::Connection,
         sql: &'c str,

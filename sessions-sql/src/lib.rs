@@ -425,7 +425,7 @@ struct Shared<DB: SqlDatabase> {
     /// database's `now()`.
     clock: Clock,
     /// Where this process's saves of one session take turns when they keep colliding.
-    turns: Turns,
+    turns: Arc<Turns>,
     /// The most sessions one user keeps (0: no limit), shared by clones.
     max_per_user: AtomicUsize,
 }

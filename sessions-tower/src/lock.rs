@@ -1,6 +1,6 @@
 //! Locked routes: [`SessionLockLayer`], from [`SessionLayer::lock`](crate::SessionLayer::lock).
 
-use crate::service::ResponseFuture;
+use crate::service::{ResponseFuture, empty};
 use http::{HeaderValue, Request, Response, StatusCode};
 use sessionkit_core::adapter;
 use sessionkit_core::{Error, LazySession, Locking};
@@ -104,7 +104,7 @@ where
                     "a locked route has no session: put the session layer around the routes \
                      the lock layer covers; answering 500"
                 );
-                return Ok(status(StatusCode::INTERNAL_SERVER_ERROR));
+                return Ok(empty(StatusCode::INTERNAL_SERVER_ERROR));
             };
             match adapter::lock(&session, &locking).await {
                 Ok(()) => inner.call(req).await,
@@ -114,7 +114,7 @@ where
                         "other requests of the session held its lock for the whole wait; \
                          answering 503"
                     );
-                    let mut response = status(StatusCode::SERVICE_UNAVAILABLE);
+                    let mut response = empty(StatusCode::SERVICE_UNAVAILABLE);
                     response
                         .headers_mut()
                         .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -122,15 +122,9 @@ where
                 }
                 Err(error) => {
                     tracing::error!(%error, "taking the session's lock failed; answering 500");
-                    Ok(status(StatusCode::INTERNAL_SERVER_ERROR))
+                    Ok(empty(StatusCode::INTERNAL_SERVER_ERROR))
                 }
             }
         })
     }
-}
-
-fn status<B: Default>(status: StatusCode) -> Response<B> {
-    let mut response = Response::new(B::default());
-    *response.status_mut() = status;
-    response
 }

@@ -154,8 +154,13 @@ impl Drop for DiscardOnDrop {
 }
 
 fn internal_error<B: Default>() -> Response<B> {
+    empty(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
+/// An answer of `status` with an empty body.
+pub(crate) fn empty<B: Default>(status: StatusCode) -> Response<B> {
     let mut response = Response::new(B::default());
-    *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+    *response.status_mut() = status;
     response
 }
 
